@@ -1,0 +1,1 @@
+"""chiso: real-time performance assessment of Vietnam's two-tier local government."""

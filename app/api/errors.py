@@ -1,0 +1,56 @@
+"""One place that renders every error as application/problem+json (RFC 9457)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from app.api.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app import metrics
+from app.errors import ChisoError
+
+log = logging.getLogger(__name__)
+PROBLEM = "application/problem+json"
+
+
+def problem(status: int, title: str, detail: str, headers: dict | None = None, **extra) -> JSONResponse:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _loc(loc) -> list:
+    parts = list(loc)
+    if parts and parts[0] in ("query", "path", "body", "header"):
+        parts = parts[1:]
+    return parts
+
+
+def install(app: FastAPI) -> None:
+    retry_after = str(app.state.settings.retry_after_seconds)
+
+    @app.exception_handler(ChisoError)
+    async def _domain(_: Request, exc: ChisoError):
+        return problem(exc.status, exc.title, exc.detail, exc.headers, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError):
+        errors = [{"loc": _loc(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+        names = ", ".join(str(e["loc"][-1]) for e in errors if e["loc"]) or "request"
+        return problem(422, "Validation failed", f"invalid {names}", errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException):
+        return problem(exc.status_code, str(exc.detail), str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(OSError)
+    async def _database(_: Request, exc: Exception):
+        log.warning("database unavailable: %s", exc)
+        metrics.DB_ERRORS.inc()
+        return problem(503, "Service unavailable", "database unavailable", {"Retry-After": retry_after})

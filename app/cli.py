@@ -1,0 +1,163 @@
+"""The `chiso` command. Every command reads the same Settings as the service."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from app.db.engine import Database
+from app.settings import Settings
+
+cli = typer.Typer(help="chiso: real-time performance assessment of local government.", no_args_is_help=True)
+db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
+units_cli = typer.Typer(help="The unit registry.", no_args_is_help=True)
+keys_cli = typer.Typer(help="API keys.", no_args_is_help=True)
+kpis_cli = typer.Typer(help="KPI aggregates.", no_args_is_help=True)
+cli.add_typer(db_cli, name="db")
+cli.add_typer(units_cli, name="units")
+cli.add_typer(keys_cli, name="keys")
+cli.add_typer(kpis_cli, name="kpis")
+
+
+def _run(coro_fn, *args):
+    """Run an async command against a Database built from Settings."""
+
+    async def main():
+        settings = Settings()
+        db = Database(settings.database_url, pool_size=2)
+        try:
+            return await coro_fn(db, settings, *args)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(main())
+
+
+async def _prepare(db: Database, settings: Settings) -> None:
+    from app.main import prepare_database
+
+    await prepare_database(db, settings)
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+) -> None:
+    """Migrate, seed the registry if empty, and serve the API and dashboard."""
+    import uvicorn
+
+    _run(_prepare)
+    os.environ["MIGRATE_ON_START"] = "false"  # done once above, not by every worker
+    if workers > 1:
+        mp_dir = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or Path(tempfile.gettempdir()) / f"chiso-metrics-{port}")
+        shutil.rmtree(mp_dir, ignore_errors=True)  # stale files of dead workers would add up forever
+        mp_dir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(mp_dir)
+    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+
+
+@db_cli.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the database schema to the current head."""
+
+    async def go(db: Database, settings: Settings):
+        from app.db import migrate
+
+        async with db.engine.begin() as conn:
+            await migrate.upgrade(conn)
+
+    _run(go)
+    typer.echo("schema is current")
+
+
+@units_cli.command("import")
+def units_import(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV: code,name,kind,parent_code")],
+    replace: Annotated[bool, typer.Option(help="Delete units the file does not list.")] = False,
+) -> None:
+    """Amend (or replace) the registry from a CSV file."""
+    from app.units import seed
+    from app.units import service as units_service
+
+    try:
+        rows = seed.read_csv(file)
+    except seed.CsvError as exc:
+        typer.echo(f"error: {file}: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+    async def go(db: Database, settings: Settings):
+        await _prepare(db, settings)
+        return await units_service.import_units(db, rows, replace=replace)
+
+    upserted, deleted = _run(go)
+    typer.echo(f"{upserted} units imported, {deleted} deleted")
+
+
+@keys_cli.command("create")
+def keys_create(
+    scope: Annotated[str, typer.Option(help="ingest, read or admin.")],
+    name: Annotated[str, typer.Option(help="Who holds the key.")],
+    unit: Annotated[str | None, typer.Option(help="For ingest keys: the unit it may post for.")] = None,
+) -> None:
+    """Create a key and print its token once, alone on the last line."""
+    from app.keys import service as keys
+    from app.units.service import RegistryCache
+
+    async def go(db: Database, settings: Settings):
+        await _prepare(db, settings)
+        registry = await RegistryCache(db).refresh()
+        return await keys.create_key(db, registry, scope, name, unit)
+
+    try:
+        key_id, token = _run(go)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"key {key_id} created ({scope}{' for ' + unit if unit else ''}); the token is shown once:")
+    typer.echo(token)
+
+
+@keys_cli.command("list")
+def keys_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List keys (never their tokens)."""
+    from app.keys import service as keys
+
+    async def go(db: Database, settings: Settings):
+        await _prepare(db, settings)
+        return await keys.list_keys(db)
+
+    rows = _run(go)
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    for k in rows:
+        state = f"revoked {k['revoked_at']}" if k["revoked_at"] else "active"
+        typer.echo(f"{k['id']:>4}  {k['scope']:<7} {k['unit'] or '-':<6} {state:<10} {k['name']}")
+
+
+@keys_cli.command("revoke")
+def keys_revoke(key_id: Annotated[int, typer.Argument(help="The key's id (see keys list).")]) -> None:
+    """Revoke a key; it gets 401 from then on."""
+    from app.keys import service as keys
+
+    if not _run(lambda db, settings: keys.revoke(db, key_id)):
+        typer.echo(f"error: no active key {key_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"key {key_id} revoked")
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""All tables. Hot tables are keyed by `unit_code` first so they can be distributed by unit."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import BigInteger, Boolean, Date, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db.base import Base
+from app.db.types import UTCDateTime
+
+# Counters of unit_day; the export records and the KPI reads both use this list.
+DAY_COUNTERS = (
+    "received",
+    "received_online",
+    "resolved_early",
+    "resolved_on_time",
+    "resolved_late",
+    "resolved_unclassified",
+    "withdrawn",
+    "orphans",
+    "proc_n",  # resolved dossiers with a receipt
+    "proc_ms",  # their summed processing time, milliseconds (integers keep sums order-free)
+    "p_in",  # pending starts: by day of receipt
+    "p_out",  # pending stops: by day of max(receipt, end)
+    "o_in",  # overdue starts: by day of max(receipt, deadline)
+    "o_out",  # overdue stops: by day of max(receipt, deadline, end)
+    "c_size",  # INDEX-766 cohort: by day of receipt
+    "c_final_ok",  # of the cohort, ended no later than the deadline (on time whenever judged)
+)
+TOTAL_COUNTERS = ("p_in", "p_out", "o_in", "o_out")
+
+ALL_SECTORS = "*"  # the row that sums every sector of a unit and day
+NO_SECTOR = ""  # dossiers that name no sector
+
+
+class Unit(Base):
+    __tablename__ = "unit"
+
+    code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    level: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str | None] = mapped_column(String(16))
+    parent_code: Mapped[str | None] = mapped_column(String(8), index=True)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_key"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    scope: Mapped[str] = mapped_column(String(16))
+    unit_code: Mapped[str | None] = mapped_column(String(8))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class DossierEvent(Base):
+    """The raw event log: the source of truth every aggregate can be rebuilt from."""
+
+    __tablename__ = "dossier_event"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    type: Mapped[str] = mapped_column(String(16))
+    dossier_id: Mapped[str] = mapped_column(String(64))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    channel: Mapped[str | None] = mapped_column(String(16))
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reason: Mapped[str | None] = mapped_column(String(32))
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    procedure_code: Mapped[str | None] = mapped_column(String(32))
+    sector: Mapped[str | None] = mapped_column(String(64))
+    ingested_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_dossier_event_unit_dossier", "unit_code", "dossier_id"),)
+
+
+class Dossier(Base):
+    """A dossier's state: a merge of its events that does not depend on their order."""
+
+    __tablename__ = "dossier"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    dossier_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    recv_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    recv_event_id: Mapped[str | None] = mapped_column(String(128))
+    channel: Mapped[str | None] = mapped_column(String(16))
+    recv_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    recv_sector: Mapped[str | None] = mapped_column(String(64))
+    res_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    res_event_id: Mapped[str | None] = mapped_column(String(128))
+    res_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    wd_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    wd_event_id: Mapped[str | None] = mapped_column(String(128))
+    chg_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    chg_event_id: Mapped[str | None] = mapped_column(String(128))
+    chg_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    supplements: Mapped[int] = mapped_column(Integer, default=0)
+    oth_sector: Mapped[str | None] = mapped_column(String(64))
+    oth_sector_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    oth_sector_event_id: Mapped[str | None] = mapped_column(String(128))
+    event_days: Mapped[str] = mapped_column(Text, default="{}")
+    # Derived, kept for the few reads that need exact times within today.
+    sector: Mapped[str] = mapped_column(String(64), default=NO_SECTOR)
+    eff_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    end_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ok_766: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    __table_args__ = (Index("ix_dossier_eff_due_at", "eff_due_at"),)
+
+
+def _counter() -> Mapped[int]:
+    return mapped_column(BigInteger, default=0, server_default="0")
+
+
+class UnitDay(Base):
+    """Own figures of one unit (not those below it) per sector and local day."""
+
+    __tablename__ = "unit_day"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    sector: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    received: Mapped[int] = _counter()
+    received_online: Mapped[int] = _counter()
+    resolved_early: Mapped[int] = _counter()
+    resolved_on_time: Mapped[int] = _counter()
+    resolved_late: Mapped[int] = _counter()
+    resolved_unclassified: Mapped[int] = _counter()
+    withdrawn: Mapped[int] = _counter()
+    orphans: Mapped[int] = _counter()
+    proc_n: Mapped[int] = _counter()
+    proc_ms: Mapped[int] = _counter()
+    p_in: Mapped[int] = _counter()
+    p_out: Mapped[int] = _counter()
+    o_in: Mapped[int] = _counter()
+    o_out: Mapped[int] = _counter()
+    c_size: Mapped[int] = _counter()
+    c_final_ok: Mapped[int] = _counter()
+
+
+class UnitDayHist(Base):
+    """Processing-time histogram of dossiers resolved on a day, per unit and sector."""
+
+    __tablename__ = "unit_day_hist"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    sector: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n: Mapped[int] = _counter()
+
+
+class UnitCohortDue(Base):
+    """INDEX-766 cohort members not (yet) settled on time, by day of receipt and of deadline."""
+
+    __tablename__ = "unit_cohort_due"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    sector: Mapped[str] = mapped_column(String(64), primary_key=True)
+    recv_day: Mapped[date] = mapped_column(Date, primary_key=True)
+    due_day: Mapped[date] = mapped_column(Date, primary_key=True)
+    n: Mapped[int] = _counter()
+
+
+class UnitTotal(Base):
+    """All-time sums of the pending and overdue starts and stops, so a point in time costs few rows."""
+
+    __tablename__ = "unit_total"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    sector: Mapped[str] = mapped_column(String(64), primary_key=True)
+    p_in: Mapped[int] = _counter()
+    p_out: Mapped[int] = _counter()
+    o_in: Mapped[int] = _counter()
+    o_out: Mapped[int] = _counter()
+
+
+class NodeMeta(Base):
+    """Small named values of this node, e.g. the data version behind ETags."""
+
+    __tablename__ = "node_meta"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -1,0 +1,134 @@
+"""A dossier's state as a merge of its events (SPEC section 3).
+
+The merge is commutative and idempotent over distinct events: each field keeps the winner by
+(occurred_at, event_id), counts add over distinct event ids. So any order of the same set of
+events gives the same state.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, tzinfo
+
+NON_MOVING_REASONS = ("apology",)
+
+
+@dataclass(slots=True)
+class DossierState:
+    unit_code: str
+    dossier_id: str
+    recv_at: datetime | None = None
+    recv_event_id: str | None = None
+    channel: str | None = None
+    recv_due_at: datetime | None = None
+    recv_sector: str | None = None
+    res_at: datetime | None = None
+    res_event_id: str | None = None
+    res_due_at: datetime | None = None
+    wd_at: datetime | None = None
+    wd_event_id: str | None = None
+    chg_at: datetime | None = None
+    chg_event_id: str | None = None
+    chg_due_at: datetime | None = None
+    supplements: int = 0
+    oth_sector: str | None = None
+    oth_sector_at: datetime | None = None
+    oth_sector_event_id: str | None = None
+    event_days: dict[str, int] = field(default_factory=dict)
+
+    # --- derived -------------------------------------------------------------------------
+
+    def terminal(self) -> tuple[str, datetime] | None:
+        """The event that ends the dossier: the earlier of the winning resolved and withdrawn."""
+        res = (self.res_at, self.res_event_id) if self.res_at else None
+        wd = (self.wd_at, self.wd_event_id) if self.wd_at else None
+        if res and wd:
+            return ("resolved", self.res_at) if res <= wd else ("withdrawn", self.wd_at)
+        if res:
+            return "resolved", self.res_at
+        if wd:
+            return "withdrawn", self.wd_at
+        return None
+
+    def ignored_terminal_at(self) -> datetime | None:
+        """occurred_at of the terminal event that lost to the other kind, if both exist."""
+        if self.res_at and self.wd_at:
+            kind, _ = self.terminal()
+            return self.wd_at if kind == "resolved" else self.res_at
+        return None
+
+    def effective_due(self) -> datetime | None:
+        if self.chg_at is not None:
+            return self.chg_due_at
+        if self.recv_at is not None:
+            return self.recv_due_at
+        term = self.terminal()
+        if term and term[0] == "resolved":
+            return self.res_due_at
+        return None
+
+    def sector(self) -> str | None:
+        if self.recv_at is not None and self.recv_sector:
+            return self.recv_sector
+        return self.oth_sector
+
+    def ok_766(self) -> bool:
+        """Judged by INDEX-766 at all: a deadline is known and fewer than two supplement requests."""
+        return self.effective_due() is not None and self.supplements < 2
+
+    # --- merge ---------------------------------------------------------------------------
+
+    def apply(self, ev: dict, tz: tzinfo) -> None:
+        """Merge one distinct (never seen before) event into the state."""
+        at: datetime = ev["occurred_at"]
+        key = (at, ev["event_id"])
+        day = at.astimezone(tz).date().isoformat()
+        self.event_days[day] = self.event_days.get(day, 0) + 1
+        kind = ev["type"]
+        if kind == "received":
+            if self.recv_at is None or key > (self.recv_at, self.recv_event_id):
+                self.recv_at, self.recv_event_id = key
+                self.channel = ev.get("channel")
+                self.recv_due_at = ev.get("due_at")
+                self.recv_sector = ev.get("sector")
+        elif kind == "resolved":
+            if self.res_at is None or key > (self.res_at, self.res_event_id):
+                self.res_at, self.res_event_id = key
+                self.res_due_at = ev.get("due_at")
+        elif kind == "withdrawn":
+            if self.wd_at is None or key > (self.wd_at, self.wd_event_id):
+                self.wd_at, self.wd_event_id = key
+        elif kind == "due_changed":
+            if ev.get("reason") == "supplement_requested":
+                self.supplements += 1
+            if ev.get("reason") not in NON_MOVING_REASONS and (
+                self.chg_at is None or key > (self.chg_at, self.chg_event_id)
+            ):
+                self.chg_at, self.chg_event_id = key
+                self.chg_due_at = ev.get("due_at")
+        if kind != "received" and ev.get("sector"):
+            if self.oth_sector_at is None or key > (self.oth_sector_at, self.oth_sector_event_id):
+                self.oth_sector_at, self.oth_sector_event_id = key
+                self.oth_sector = ev["sector"]
+
+    # --- storage -------------------------------------------------------------------------
+
+    def to_row(self) -> dict:
+        row = asdict(self)
+        row["event_days"] = json.dumps(self.event_days, sort_keys=True, separators=(",", ":"))
+        term = self.terminal()
+        row["sector"] = self.sector() or ""
+        row["eff_due_at"] = self.effective_due()
+        row["end_at"] = term[1] if term else None
+        row["ok_766"] = self.ok_766()
+        return row
+
+    @classmethod
+    def from_row(cls, row) -> DossierState:
+        data = {f.name: row[f.name] for f in fields(cls)}
+        data["event_days"] = json.loads(data["event_days"] or "{}")
+        return cls(**data)
+
+
+STATE_COLUMNS = tuple(f.name for f in fields(DossierState))

@@ -1,0 +1,127 @@
+"""All SQL of ingest. Rows are touched in sorted key order, table after table, so concurrent
+batches wait for each other but never deadlock: events, then dossiers, then aggregates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import dialect
+from app.db.models import (
+    DAY_COUNTERS,
+    TOTAL_COUNTERS,
+    Dossier,
+    DossierEvent,
+    UnitCohortDue,
+    UnitDay,
+    UnitDayHist,
+    UnitTotal,
+)
+from app.ingest.dossier import STATE_COLUMNS, DossierState
+from app.scoring.contrib import Delta
+
+CHUNK = 1000
+DOSSIER_COLUMNS = (*STATE_COLUMNS, "sector", "eff_due_at", "end_at", "ok_766")
+
+
+def _chunks(items: list, size: int = CHUNK) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+async def insert_events(session: AsyncSession, rows: list[dict]) -> set[tuple[str, str]]:
+    """Insert events, skipping stored (unit_code, event_id); returns the keys actually inserted."""
+    rows = sorted(rows, key=lambda r: (r["unit_code"], r["event_id"]))
+    inserted: set[tuple[str, str]] = set()
+    for chunk in _chunks(rows):
+        stmt = (
+            dialect.insert(session, DossierEvent)
+            .values(chunk)
+            .on_conflict_do_nothing(index_elements=["unit_code", "event_id"])
+            .returning(DossierEvent.unit_code, DossierEvent.event_id)
+        )
+        inserted.update((u, e) for u, e in (await session.execute(stmt)).all())
+    return inserted
+
+
+async def read_stored_event_keys(session: AsyncSession, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of these (unit_code, event_id) are stored."""
+    found: set[tuple[str, str]] = set()
+    for chunk in _chunks(sorted(keys)):
+        stmt = select(DossierEvent.unit_code, DossierEvent.event_id).where(
+            tuple_(DossierEvent.unit_code, DossierEvent.event_id).in_(chunk)
+        )
+        found.update((u, e) for u, e in (await session.execute(stmt)).all())
+    return found
+
+
+async def lock_dossiers(session: AsyncSession, keys: list[tuple[str, str]]) -> dict[tuple[str, str], DossierState]:
+    """Create missing dossier rows, lock all of them in key order, and return their states."""
+    keys = sorted(set(keys))
+    for chunk in _chunks(keys):
+        stmt = (
+            dialect.insert(session, Dossier)
+            .values([{"unit_code": u, "dossier_id": d, "event_days": "{}"} for u, d in chunk])
+            .on_conflict_do_nothing(index_elements=["unit_code", "dossier_id"])
+        )
+        await session.execute(stmt)
+    states: dict[tuple[str, str], DossierState] = {}
+    cols = [getattr(Dossier, c) for c in STATE_COLUMNS]
+    for chunk in _chunks(keys):
+        stmt = (
+            select(*cols)
+            .where(tuple_(Dossier.unit_code, Dossier.dossier_id).in_(chunk))
+            .order_by(Dossier.unit_code, Dossier.dossier_id)
+        )
+        if dialect.is_postgres(session):
+            stmt = stmt.with_for_update()
+        for row in (await session.execute(stmt)).mappings():
+            states[(row["unit_code"], row["dossier_id"])] = DossierState.from_row(row)
+    return states
+
+
+async def upsert_dossiers(session: AsyncSession, states: list[DossierState]) -> None:
+    """Write dossier states (rows exist: lock_dossiers made them)."""
+    rows = sorted((s.to_row() for s in states), key=lambda r: (r["unit_code"], r["dossier_id"]))
+    for chunk in _chunks(rows, 500):
+        stmt = dialect.insert(session, Dossier).values(chunk)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["unit_code", "dossier_id"],
+            set_={c: stmt.excluded[c] for c in DOSSIER_COLUMNS if c not in ("unit_code", "dossier_id")},
+        )
+        await session.execute(stmt)
+
+
+async def _add_rows(session: AsyncSession, table, keys: tuple[str, ...], cols: tuple[str, ...], rows: list[dict]):
+    rows.sort(key=lambda r: tuple(r[k] for k in keys))
+    for chunk in _chunks(rows, 500):
+        stmt = dialect.insert(session, table).values(chunk)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={c: getattr(table, c) + stmt.excluded[c] for c in cols},
+        )
+        await session.execute(stmt)
+
+
+async def upsert_aggregates(session: AsyncSession, delta: Delta) -> None:
+    """Add a delta to the aggregate tables."""
+    day_rows = [
+        {"unit_code": u, "sector": s, "day": d, **{c: cols.get(c, 0) for c in DAY_COUNTERS}}
+        for (u, s, d), cols in delta.day.items()
+    ]
+    await _add_rows(session, UnitDay, ("unit_code", "sector", "day"), DAY_COUNTERS, day_rows)
+    hist_rows = [{"unit_code": u, "sector": s, "day": d, "bucket": b, "n": n} for (u, s, d, b), n in delta.hist.items()]
+    await _add_rows(session, UnitDayHist, ("unit_code", "sector", "day", "bucket"), ("n",), hist_rows)
+    due_rows = [
+        {"unit_code": u, "sector": s, "recv_day": r, "due_day": d, "n": n}
+        for (u, s, r, d), n in delta.cohort_due.items()
+    ]
+    await _add_rows(session, UnitCohortDue, ("unit_code", "sector", "recv_day", "due_day"), ("n",), due_rows)
+    total_rows = [
+        {"unit_code": u, "sector": s, **{c: cols.get(c, 0) for c in TOTAL_COUNTERS}}
+        for (u, s), cols in delta.total.items()
+    ]
+    await _add_rows(session, UnitTotal, ("unit_code", "sector"), TOTAL_COUNTERS, total_rows)

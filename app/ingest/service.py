@@ -1,0 +1,166 @@
+"""accept_batch: validate, authorise, store once, fold into dossier states and aggregates, commit."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+
+import orjson
+
+from app import metrics
+from app.db.engine import Database
+from app.errors import BadRequest, PayloadTooLarge, TooManyRequests, Unprocessable
+from app.ingest import repository
+from app.ingest.schemas import EventError, validate_event
+from app.keys.service import Principal, check_units
+from app.scoring.contrib import Delta
+from app.settings import Settings
+from app.units import repository as units_repository
+from app.units.service import Registry
+
+DATA_VERSION = "data_version"
+
+
+def parse_body(body: bytes, content_type: str, max_events: int) -> list:
+    """The raw items of a JSON or NDJSON body; whole-request errors raise."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("body is not UTF-8") from None
+    if content_type == "application/x-ndjson":
+        items: list = []
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            try:
+                items.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                items.append(_NotJson())
+        if len(items) > max_events:
+            raise PayloadTooLarge(f"more than {max_events} events in one request")
+        return items
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"body is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise Unprocessable("the body must be an object with an events array", [{"loc": [], "msg": "expected an object"}])
+    events = doc.get("events")
+    if not isinstance(events, list):
+        raise Unprocessable("the body needs an events array", [{"loc": ["events"], "msg": "expected an array of events"}])
+    if len(events) > max_events:
+        raise PayloadTooLarge(f"more than {max_events} events in one request")
+    return events
+
+
+class _NotJson:
+    """An NDJSON line that did not parse."""
+
+
+class RateLimiter:
+    """A token bucket per key, per worker process."""
+
+    def __init__(self, per_minute: int, retry_after: int):
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, per_minute / 6.0)  # bursts of ten seconds' worth
+        self.retry_after = retry_after
+        self._buckets: dict[object, tuple[float, float]] = {}
+
+    def check(self, key: object) -> None:
+        if self.rate <= 0:
+            return
+        now = time.monotonic()
+        tokens, last = self._buckets.get(key, (self.capacity, now))
+        tokens = min(self.capacity, tokens + (now - last) * self.rate)
+        if tokens < 1:
+            self._buckets[key] = (tokens, now)
+            raise TooManyRequests("this key sent too many requests", self.retry_after)
+        self._buckets[key] = (tokens - 1, now)
+
+
+async def accept_batch(
+    db: Database,
+    registry: Registry,
+    settings: Settings,
+    principal: Principal,
+    items: list,
+    dry_run: bool = False,
+) -> dict:
+    """Store the valid, new events of a batch durably; answer only after COMMIT."""
+    started = time.perf_counter()
+    now = datetime.now(UTC)
+    skew, horizon = timedelta(seconds=settings.skew_seconds), timedelta(days=settings.horizon_days)
+
+    named = {it["unit_code"] for it in items if isinstance(it, dict) and isinstance(it.get("unit_code"), str)}
+    check_units(principal, registry, named)
+
+    outcome: dict[int, dict] = {}
+    valid: list[tuple[int, dict]] = []
+    seen: set[tuple[str, str]] = set()
+    for index, obj in enumerate(items):
+        try:
+            if isinstance(obj, _NotJson):
+                raise EventError([{"loc": [], "msg": "line is not JSON"}])
+            ev = validate_event(obj, now, skew, horizon)
+            if registry.get(ev["unit_code"]) is None:
+                raise EventError([{"loc": ["unit_code"], "msg": "unknown unit"}])
+        except EventError as exc:
+            event_id = obj.get("event_id") if isinstance(obj, dict) else None
+            outcome[index] = {"index": index, "event_id": event_id, "status": "rejected", "errors": exc.errors}
+            continue
+        key = (ev["unit_code"], ev["event_id"])
+        if key in seen:
+            outcome[index] = {"index": index, "event_id": ev["event_id"], "status": "duplicate"}
+            continue
+        seen.add(key)
+        ev["ingested_at"] = now
+        valid.append((index, ev))
+
+    if dry_run:
+        async with db.session() as session:
+            stored = await repository.read_stored_event_keys(session, [(e["unit_code"], e["event_id"]) for _, e in valid])
+    else:
+        stored = await _store(db, settings, [e for _, e in valid]) if valid else set()
+    for index, ev in valid:
+        key = (ev["unit_code"], ev["event_id"])
+        # `stored` is what was already there (dry run) or what this request inserted (real run).
+        if (key in stored) == dry_run:
+            outcome[index] = {"index": index, "event_id": ev["event_id"], "status": "duplicate"}
+
+    result_items = [outcome[i] for i in sorted(outcome)]
+    duplicates = sum(1 for it in result_items if it["status"] == "duplicate")
+    rejected = len(result_items) - duplicates
+    accepted = len(items) - len(result_items)
+    if not dry_run:
+        metrics.EVENTS.labels("accepted").inc(accepted)
+        metrics.EVENTS.labels("duplicate").inc(duplicates)
+        metrics.EVENTS.labels("rejected").inc(rejected)
+        metrics.BATCH_EVENTS.observe(len(items))
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+    return {"accepted": accepted, "duplicates": duplicates, "rejected": rejected, "items": result_items}
+
+
+async def _store(db: Database, settings: Settings, events: list[dict]) -> set[tuple[str, str]]:
+    """One transaction: insert events, fold the new ones into their dossiers and the aggregates."""
+    tz = settings.tz
+    async with db.transaction() as session:
+        inserted = await repository.insert_events(session, events)
+        if inserted:
+            by_dossier: dict[tuple[str, str], list[dict]] = defaultdict(list)
+            for ev in events:
+                if (ev["unit_code"], ev["event_id"]) in inserted:
+                    by_dossier[(ev["unit_code"], ev["dossier_id"])].append(ev)
+            states = await repository.lock_dossiers(session, list(by_dossier))
+            delta = Delta()
+            for key, evs in by_dossier.items():
+                state = states[key]
+                delta.add(state, tz, -1)
+                for ev in evs:
+                    state.apply(ev, tz)
+                delta.add(state, tz, +1)
+            await repository.upsert_dossiers(session, [states[k] for k in by_dossier])
+            await repository.upsert_aggregates(session, delta.nonzero())
+            # Last, so the one hot row is held only for the commit.
+            await units_repository.bump_meta(session, DATA_VERSION)
+    return inserted

@@ -1,0 +1,62 @@
+"""create_app(settings) and its lifespan: the Database, migrations, the registry, background loops."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from app.api.responses import JSONResponse
+
+from app.api import errors, events, health, kpis, units
+from app.api.etag import ETagMiddleware
+from app.db import migrate
+from app.db.engine import Database
+from app.ingest.service import RateLimiter
+from app.settings import Settings
+from app.units import service as units_service
+
+log = logging.getLogger("chiso")
+
+
+async def prepare_database(db: Database, settings: Settings) -> None:
+    """Bring the schema to head and seed the registry when empty."""
+    async with db.engine.begin() as conn:
+        await migrate.upgrade(conn)
+    if settings.seed_registry:
+        loaded = await units_service.seed_if_empty(db)
+        if loaded:
+            log.info("registry seeded with %d units", loaded)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        db = Database(settings.database_url, settings.db_pool_size)
+        app.state.db = db
+        if settings.migrate_on_start:
+            await prepare_database(db, settings)
+        app.state.registry = units_service.RegistryCache(db)
+        try:
+            await app.state.registry.refresh()
+        except Exception:  # the database may come later; /readyz tells
+            log.exception("registry not loaded at start")
+        yield
+        await db.dispose()
+
+    app = FastAPI(
+        title="chiso",
+        version="0.1.0",
+        description="Real-time performance assessment of Vietnam's two-tier local government.",
+        lifespan=lifespan,
+        default_response_class=JSONResponse,
+    )
+    app.state.settings = settings
+    app.state.rate_limiter = RateLimiter(settings.ingest_rate_per_minute, settings.retry_after_seconds)
+    errors.install(app)
+    for module in (health, units, events, kpis):
+        app.include_router(module.router)
+    app.add_middleware(ETagMiddleware)
+    return app

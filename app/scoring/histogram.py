@@ -1,0 +1,57 @@
+"""A mergeable log-bucketed histogram of processing times, published with the export feed.
+
+Bucket 0 holds everything under one minute; bucket i >= 1 holds [60 s * 1.1^(i-1), 60 s * 1.1^i).
+Reading a bucket as its geometric middle is off by at most sqrt(1.1) - 1 = 4.9 %.
+"""
+
+from __future__ import annotations
+
+import math
+
+BASE_MS = 60_000
+RATIO = 1.1
+_LOG_RATIO = math.log(RATIO)
+
+
+def bucket_of(ms: int) -> int:
+    """The bucket of a duration in milliseconds."""
+    if ms < BASE_MS:
+        return 0
+    i = int(math.log(ms / BASE_MS) / _LOG_RATIO) + 1
+    # Guard float rounding at the exact bounds.
+    while ms < lower_ms(i):
+        i -= 1
+    while ms >= lower_ms(i + 1):
+        i += 1
+    return i
+
+
+def lower_ms(i: int) -> float:
+    """Lower bound of bucket i (0 for bucket 0)."""
+    return 0.0 if i <= 0 else BASE_MS * RATIO ** (i - 1)
+
+
+def estimate_ms(i: int) -> float:
+    """The value a bucket stands for: its geometric middle (half a minute for bucket 0)."""
+    if i <= 0:
+        return BASE_MS / 2
+    return BASE_MS * RATIO ** (i - 1) * math.sqrt(RATIO)
+
+
+def percentile_ms(counts: dict[int, int], p: float) -> float | None:
+    """Nearest-rank percentile p (0-1] from bucket counts; None when empty."""
+    n = sum(counts.values())
+    if n <= 0:
+        return None
+    rank = max(1, math.ceil(p * n))
+    seen = 0
+    for i in sorted(counts):
+        seen += counts[i]
+        if seen >= rank:
+            return estimate_ms(i)
+    return estimate_ms(max(counts))
+
+
+def bounds_seconds(up_to: int = 160) -> list[float]:
+    """The published upper bounds of buckets 0..up_to-1, in seconds."""
+    return [round(lower_ms(i + 1) / 1000, 6) for i in range(up_to)]

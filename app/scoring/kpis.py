@@ -1,0 +1,90 @@
+"""KPI math from summed counters (pure). Rates are never averaged: numerators and denominators add."""
+
+from __future__ import annotations
+
+from app.scoring.histogram import percentile_ms
+from app.scoring.repository import Sums
+
+KPI_NAMES = (
+    "received",
+    "received_online",
+    "online_rate",
+    "resolved",
+    "resolved_early",
+    "resolved_on_time",
+    "resolved_late",
+    "resolved_unclassified",
+    "on_time_rate",
+    "withdrawn",
+    "pending",
+    "overdue",
+    "processing_hours_p50",
+    "processing_hours_p90",
+    "processing_hours_mean",
+    "settlement_rate_766",
+    "settlement_score",
+    "overdue_766",
+    "orphans",
+)
+COUNT_KPIS = frozenset(
+    k for k in KPI_NAMES if not k.endswith(("_rate", "_rate_766", "_score")) and not k.startswith("processing")
+)
+
+
+def ratio(num: int, den: int) -> float | None:
+    return None if den == 0 else num / den
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _hours(ms: float | None) -> float | None:
+    return None if ms is None else round(ms / 3_600_000, 2)
+
+
+def compute(s: Sums) -> dict:
+    """Every KPI of SPEC section 4 from one span's sums."""
+    f = s.flows or {}
+    g = lambda k: f.get(k, 0)  # noqa: E731
+    good = g("resolved_early") + g("resolved_on_time")
+    classified = good + g("resolved_late")
+    resolved = classified + g("resolved_unclassified")
+    size = g("c_size")
+    on_time_766 = g("c_final_ok") + s.cohort_due - s.late_today
+    rate_766 = ratio(on_time_766, size)
+    return {
+        "received": g("received"),
+        "received_online": g("received_online"),
+        "online_rate": _round(ratio(g("received_online"), g("received")), 4),
+        "resolved": resolved,
+        "resolved_early": g("resolved_early"),
+        "resolved_on_time": g("resolved_on_time"),
+        "resolved_late": g("resolved_late"),
+        "resolved_unclassified": g("resolved_unclassified"),
+        "on_time_rate": _round(ratio(good, classified), 4),
+        "withdrawn": g("withdrawn"),
+        "pending": s.pending_total - s.pending_after,
+        "overdue": s.overdue_total - s.overdue_after - s.overdue_not_yet,
+        "processing_hours_p50": _hours(percentile_ms(s.hist, 0.5)),
+        "processing_hours_p90": _hours(percentile_ms(s.hist, 0.9)),
+        "processing_hours_mean": _hours(None if g("proc_n") == 0 else g("proc_ms") / g("proc_n")),
+        "settlement_rate_766": _round(rate_766, 4),
+        "settlement_score": _round(None if rate_766 is None else 20 * rate_766, 2),
+        "overdue_766": size - on_time_766,
+        "orphans": g("orphans"),
+    }
+
+
+def change(current: dict, previous: dict) -> dict:
+    """current - previous per KPI; None where either side is None."""
+    out = {}
+    for k in KPI_NAMES:
+        a, b = current.get(k), previous.get(k)
+        if a is None or b is None:
+            out[k] = None
+        elif k in COUNT_KPIS:
+            out[k] = a - b
+        else:
+            out[k] = round(a - b, 4)
+    return out

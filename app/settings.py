@@ -1,0 +1,44 @@
+"""Settings: one object, read from the environment and an optional `.env`."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    database_url: str = Field(
+        "sqlite+aiosqlite:///./var/chiso.db",
+        description="SQLAlchemy URL; sqlite+aiosqlite (embedded default) or postgresql+asyncpg.",
+    )
+    timezone: str = Field("Asia/Ho_Chi_Minh", description="Local time zone of days, weeks, months.")
+    public_read: bool = Field(False, description="Serve read endpoints without a key.")
+    node_id: str = Field("local", description="This node's id in the central assessment network.")
+    skew_seconds: int = Field(300, description="How far in the future occurred_at may lie.")
+    horizon_days: int = Field(400, description="How far in the past occurred_at may lie.")
+    max_batch_events: int = Field(5000, description="Most events in one ingest request.")
+    max_body_bytes: int = Field(5 * 1024 * 1024, description="Largest ingest request body.")
+    ingest_rate_per_minute: int = Field(
+        600, description="Ingest requests per minute allowed per key (per worker); 0 disables."
+    )
+    retry_after_seconds: int = Field(5, description="Retry-After sent with 429 and 503.")
+    seed_registry: bool = Field(True, description="Seed the unit registry on start when empty.")
+    migrate_on_start: bool = Field(True, description="Run migrations to head when the service starts.")
+    metrics_communes: bool = Field(False, description="Export KPI gauges per commune too.")
+    export_interval: float = Field(60.0, description="Seconds between export pushes.")
+    central_url: str | None = Field(None, description="Where this node pushes its snapshots.")
+    export_secret: SecretStr | None = Field(None, description="HMAC secret for pushed snapshots.")
+    db_pool_size: int = Field(10, description="PostgreSQL connection pool size per worker.")
+
+    @cached_property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

@@ -1,0 +1,57 @@
+"""All SQL of the unit registry."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import dialect
+from app.db.models import NodeMeta, Unit
+from app.units.seed import UnitRow
+
+REGISTRY_VERSION = "registry_version"
+
+
+async def count_units(session: AsyncSession) -> int:
+    """Number of units stored."""
+    return (await session.execute(select(func.count()).select_from(Unit))).scalar_one()
+
+
+async def read_units(session: AsyncSession) -> list[UnitRow]:
+    """Every unit, by code."""
+    rows = (await session.execute(select(Unit).order_by(Unit.code))).scalars()
+    return [UnitRow(u.code, u.name, u.level, u.kind, u.parent_code) for u in rows]
+
+
+async def upsert_units(session: AsyncSession, rows: list[UnitRow]) -> None:
+    """Insert or update units by code."""
+    for start in range(0, len(rows), 500):
+        chunk = [r.as_dict() for r in rows[start : start + 500]]
+        stmt = dialect.insert(session, Unit).values(chunk)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["code"],
+            set_={c: stmt.excluded[c] for c in ("name", "level", "kind", "parent_code")},
+        )
+        await session.execute(stmt)
+
+
+async def delete_units_except(session: AsyncSession, codes: set[str]) -> int:
+    """Delete every unit whose code is not in `codes`."""
+    existing = set((await session.execute(select(Unit.code))).scalars())
+    gone = sorted(existing - codes)
+    for start in range(0, len(gone), 500):
+        await session.execute(delete(Unit).where(Unit.code.in_(gone[start : start + 500])))
+    return len(gone)
+
+
+async def read_meta(session: AsyncSession, name: str) -> int:
+    """A named value of node_meta, 0 when absent."""
+    value = (await session.execute(select(NodeMeta.value).where(NodeMeta.name == name))).scalar()
+    return value or 0
+
+
+async def bump_meta(session: AsyncSession, name: str) -> None:
+    """Add one to a named value of node_meta."""
+    stmt = dialect.insert(session, NodeMeta).values(name=name, value=1)
+    stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={"value": NodeMeta.value + 1})
+    await session.execute(stmt)
