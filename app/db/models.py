@@ -31,6 +31,7 @@ DAY_COUNTERS = (
 )
 TOTAL_COUNTERS = ("p_in", "p_out", "o_in", "o_out")
 
+LOCAL_SOURCE = ""  # rows computed from this node's own events; others carry a subordinate's node_id
 ALL_SECTORS = "*"  # the row that sums every sector of a unit and day
 NO_SECTOR = ""  # dossiers that name no sector
 
@@ -117,13 +118,18 @@ def _counter() -> Mapped[int]:
 
 
 class UnitDay(Base):
-    """Own figures of one unit (not those below it) per sector and local day."""
+    """Own figures of one unit (not those below it) per sector and local day.
+
+    `source` is LOCAL_SOURCE for figures of this node's events, or the node_id of a subordinate
+    whose snapshots a central node merged; reads sum every source.
+    """
 
     __tablename__ = "unit_day"
 
     unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
     sector: Mapped[str] = mapped_column(String(64), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
+    source: Mapped[str] = mapped_column(String(64), primary_key=True, default=LOCAL_SOURCE)
     received: Mapped[int] = _counter()
     received_online: Mapped[int] = _counter()
     resolved_early: Mapped[int] = _counter()
@@ -151,6 +157,7 @@ class UnitDayHist(Base):
     sector: Mapped[str] = mapped_column(String(64), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(64), primary_key=True, default=LOCAL_SOURCE)
     n: Mapped[int] = _counter()
 
 
@@ -163,6 +170,7 @@ class UnitCohortDue(Base):
     sector: Mapped[str] = mapped_column(String(64), primary_key=True)
     recv_day: Mapped[date] = mapped_column(Date, primary_key=True)
     due_day: Mapped[date] = mapped_column(Date, primary_key=True)
+    source: Mapped[str] = mapped_column(String(64), primary_key=True, default=LOCAL_SOURCE)
     n: Mapped[int] = _counter()
 
 
@@ -173,6 +181,7 @@ class UnitTotal(Base):
 
     unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
     sector: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source: Mapped[str] = mapped_column(String(64), primary_key=True, default=LOCAL_SOURCE)
     p_in: Mapped[int] = _counter()
     p_out: Mapped[int] = _counter()
     o_in: Mapped[int] = _counter()

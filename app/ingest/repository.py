@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import dialect
 from app.db.models import (
     DAY_COUNTERS,
+    LOCAL_SOURCE,
     TOTAL_COUNTERS,
     Dossier,
     DossierEvent,
@@ -109,19 +110,21 @@ async def _add_rows(session: AsyncSession, table, keys: tuple[str, ...], cols: t
 async def upsert_aggregates(session: AsyncSession, delta: Delta) -> None:
     """Add a delta to the aggregate tables."""
     day_rows = [
-        {"unit_code": u, "sector": s, "day": d, **{c: cols.get(c, 0) for c in DAY_COUNTERS}}
+        {"unit_code": u, "sector": s, "day": d, "source": LOCAL_SOURCE, **{c: cols.get(c, 0) for c in DAY_COUNTERS}}
         for (u, s, d), cols in delta.day.items()
     ]
-    await _add_rows(session, UnitDay, ("unit_code", "sector", "day"), DAY_COUNTERS, day_rows)
-    hist_rows = [{"unit_code": u, "sector": s, "day": d, "bucket": b, "n": n} for (u, s, d, b), n in delta.hist.items()]
-    await _add_rows(session, UnitDayHist, ("unit_code", "sector", "day", "bucket"), ("n",), hist_rows)
+    await _add_rows(session, UnitDay, ("unit_code", "sector", "day", "source"), DAY_COUNTERS, day_rows)
+    hist_rows = [
+        {"unit_code": u, "sector": s, "day": d, "bucket": b, "source": LOCAL_SOURCE, "n": n} for (u, s, d, b), n in delta.hist.items()
+    ]
+    await _add_rows(session, UnitDayHist, ("unit_code", "sector", "day", "bucket", "source"), ("n",), hist_rows)
     due_rows = [
-        {"unit_code": u, "sector": s, "recv_day": r, "due_day": d, "n": n}
+        {"unit_code": u, "sector": s, "recv_day": r, "due_day": d, "source": LOCAL_SOURCE, "n": n}
         for (u, s, r, d), n in delta.cohort_due.items()
     ]
-    await _add_rows(session, UnitCohortDue, ("unit_code", "sector", "recv_day", "due_day"), ("n",), due_rows)
+    await _add_rows(session, UnitCohortDue, ("unit_code", "sector", "recv_day", "due_day", "source"), ("n",), due_rows)
     total_rows = [
-        {"unit_code": u, "sector": s, **{c: cols.get(c, 0) for c in TOTAL_COUNTERS}}
+        {"unit_code": u, "sector": s, "source": LOCAL_SOURCE, **{c: cols.get(c, 0) for c in TOTAL_COUNTERS}}
         for (u, s), cols in delta.total.items()
     ]
-    await _add_rows(session, UnitTotal, ("unit_code", "sector"), TOTAL_COUNTERS, total_rows)
+    await _add_rows(session, UnitTotal, ("unit_code", "sector", "source"), TOTAL_COUNTERS, total_rows)

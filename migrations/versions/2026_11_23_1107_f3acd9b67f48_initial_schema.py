@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 48f10295df33
+Revision ID: f3acd9b67f48
 Revises: 
-Create Date: 2026-11-23 10:59:12.693228
+Create Date: 2026-11-23 11:07:29.333282
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ from alembic import op
 
 import app.db.types
 
-revision: str = '48f10295df33'
+revision: str = 'f3acd9b67f48'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -100,13 +100,15 @@ def upgrade() -> None:
     sa.Column('sector', sa.String(length=64), nullable=False),
     sa.Column('recv_day', sa.Date(), nullable=False),
     sa.Column('due_day', sa.Date(), nullable=False),
+    sa.Column('source', sa.String(length=64), nullable=False),
     sa.Column('n', sa.BigInteger(), server_default='0', nullable=False),
-    sa.PrimaryKeyConstraint('unit_code', 'sector', 'recv_day', 'due_day', name=op.f('pk_unit_cohort_due'))
+    sa.PrimaryKeyConstraint('unit_code', 'sector', 'recv_day', 'due_day', 'source', name=op.f('pk_unit_cohort_due'))
     )
     op.create_table('unit_day',
     sa.Column('unit_code', sa.String(length=8), nullable=False),
     sa.Column('sector', sa.String(length=64), nullable=False),
     sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('source', sa.String(length=64), nullable=False),
     sa.Column('received', sa.BigInteger(), server_default='0', nullable=False),
     sa.Column('received_online', sa.BigInteger(), server_default='0', nullable=False),
     sa.Column('resolved_early', sa.BigInteger(), server_default='0', nullable=False),
@@ -123,24 +125,26 @@ def upgrade() -> None:
     sa.Column('o_out', sa.BigInteger(), server_default='0', nullable=False),
     sa.Column('c_size', sa.BigInteger(), server_default='0', nullable=False),
     sa.Column('c_final_ok', sa.BigInteger(), server_default='0', nullable=False),
-    sa.PrimaryKeyConstraint('unit_code', 'sector', 'day', name=op.f('pk_unit_day'))
+    sa.PrimaryKeyConstraint('unit_code', 'sector', 'day', 'source', name=op.f('pk_unit_day'))
     )
     op.create_table('unit_day_hist',
     sa.Column('unit_code', sa.String(length=8), nullable=False),
     sa.Column('sector', sa.String(length=64), nullable=False),
     sa.Column('day', sa.Date(), nullable=False),
     sa.Column('bucket', sa.Integer(), nullable=False),
+    sa.Column('source', sa.String(length=64), nullable=False),
     sa.Column('n', sa.BigInteger(), server_default='0', nullable=False),
-    sa.PrimaryKeyConstraint('unit_code', 'sector', 'day', 'bucket', name=op.f('pk_unit_day_hist'))
+    sa.PrimaryKeyConstraint('unit_code', 'sector', 'day', 'bucket', 'source', name=op.f('pk_unit_day_hist'))
     )
     op.create_table('unit_total',
     sa.Column('unit_code', sa.String(length=8), nullable=False),
     sa.Column('sector', sa.String(length=64), nullable=False),
+    sa.Column('source', sa.String(length=64), nullable=False),
     sa.Column('p_in', sa.BigInteger(), server_default='0', nullable=False),
     sa.Column('p_out', sa.BigInteger(), server_default='0', nullable=False),
     sa.Column('o_in', sa.BigInteger(), server_default='0', nullable=False),
     sa.Column('o_out', sa.BigInteger(), server_default='0', nullable=False),
-    sa.PrimaryKeyConstraint('unit_code', 'sector', name=op.f('pk_unit_total'))
+    sa.PrimaryKeyConstraint('unit_code', 'sector', 'source', name=op.f('pk_unit_total'))
     )
     # ### end Alembic commands ###
 

@@ -1,0 +1,33 @@
+# Every target sets itself up: a virtual environment in .venv with the project installed.
+VENV ?= .venv
+PYTHON ?= python3
+BIN = $(VENV)/bin
+
+.PHONY: run test demo bench install clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+install: $(BIN)/.installed
+
+## Serve on the embedded default (SQLite under ./var/), registry loaded, http://127.0.0.1:8000
+run: $(BIN)/.installed
+	$(BIN)/chiso serve
+
+## The whole test suite, both stores (PostgreSQL at CHISO_TEST_PG, default the local server)
+test: $(BIN)/.installed
+	$(BIN)/pytest
+
+## A living dashboard with simulated data from all 3,321 communes
+demo: $(BIN)/.installed
+	$(BIN)/chiso demo
+
+## The performance benchmark (PostgreSQL); prints a table and writes bench-results/
+bench: $(BIN)/.installed
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,199 @@
+"""Shared fixtures: both stores, a migrated template database per store, and in-process services.
+
+PostgreSQL: each test run creates its own databases on CHISO_TEST_PG (default the local server)
+and drops them at the end. When the server cannot be reached the PostgreSQL tests skip, except
+under CI=true (or CHISO_REQUIRE_PG=1), where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from app.db.engine import Database
+from app.keys import service as keys
+from app.main import create_app, prepare_database
+from app.settings import Settings
+from app.units.service import RegistryCache
+
+PG_ADMIN = os.environ.get("CHISO_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+REQUIRE_PG = os.environ.get("CI", "").lower() == "true" or os.environ.get("CHISO_REQUIRE_PG") == "1"
+RUN_ID = uuid.uuid4().hex[:8]
+STORES = ("sqlite", "postgres")
+
+
+def pg_url(dbname: str) -> str:
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    return f"{base}/{dbname}"
+
+
+class PgServer:
+    def __init__(self):
+        self.created: list[str] = []
+
+    async def execute(self, sql: str) -> None:
+        conn = await asyncpg.connect(PG_ADMIN, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    async def create(self, name: str, template: str | None = None) -> str:
+        await self.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+        self.created.append(name)
+        return pg_url(name)
+
+    async def drop_all(self) -> None:
+        for name in reversed(self.created):
+            await self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+async def pg_server() -> AsyncIterator[PgServer | None]:
+    server = PgServer()
+    try:
+        await server.execute("SELECT 1")
+    except (OSError, asyncpg.PostgresError) as exc:
+        if REQUIRE_PG:
+            pytest.fail(f"PostgreSQL is required (CI) but unreachable at {PG_ADMIN}: {exc}")
+        yield None
+        return
+    yield server
+    await server.drop_all()
+
+
+def test_settings(url: str, **overrides) -> Settings:
+    values = {
+        "database_url": url,
+        "ingest_rate_per_minute": 0,
+        "migrate_on_start": False,
+        "seed_registry": False,
+        "db_pool_size": 5,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@dataclass
+class Templates:
+    sqlite_path: Path | None = None
+    pg_name: str | None = None
+
+
+@pytest.fixture(scope="session")
+async def templates(tmp_path_factory, pg_server) -> Templates:
+    """One migrated and seeded database per store, copied for every fresh database."""
+    t = Templates()
+    t.sqlite_path = tmp_path_factory.mktemp("sqlite") / "template.db"
+    url = f"sqlite+aiosqlite:///{t.sqlite_path}"
+    db = Database(url)
+    await prepare_database(db, test_settings(url, seed_registry=True))
+    await db.dispose()
+    if pg_server is not None:
+        t.pg_name = f"chiso_test_{RUN_ID}_template"
+        url = await pg_server.create(t.pg_name)
+        db = Database(url)
+        await prepare_database(db, test_settings(url, seed_registry=True))
+        await db.dispose()
+    return t
+
+
+async def new_database_url(store: str, templates: Templates, pg_server: PgServer | None, tmp_path: Path) -> str:
+    """A fresh, migrated, seeded database of `store`."""
+    if store == "sqlite":
+        path = tmp_path / f"chiso-{uuid.uuid4().hex[:6]}.db"
+        shutil.copy(templates.sqlite_path, path)
+        return f"sqlite+aiosqlite:///{path}"
+    if pg_server is None:
+        pytest.skip("PostgreSQL not reachable")
+    return await pg_server.create(f"chiso_test_{RUN_ID}_{uuid.uuid4().hex[:8]}", template=templates.pg_name)
+
+
+@pytest.fixture(params=STORES, scope="session")
+def store(request) -> str:
+    return request.param
+
+
+@dataclass
+class Service:
+    """A real app on a real database, driven in-process over ASGI."""
+
+    app: object
+    client: httpx.AsyncClient
+    settings: Settings
+    url: str
+
+    @property
+    def db(self) -> Database:
+        return self.app.state.db
+
+    async def key(self, scope: str, unit: str | None = None) -> str:
+        registry = await self.app.state.registry.refresh()
+        _, token = await keys.create_key(self.db, registry, scope, f"test {scope} {unit}", unit)
+        return token
+
+    async def post(self, events, token: str, **params) -> httpx.Response:
+        return await self.client.post(
+            "/api/v1/events", json={"events": events}, headers={"Authorization": f"Bearer {token}"}, params=params
+        )
+
+    async def get(self, path: str, token: str | None = None, **params) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return await self.client.get(path, headers=headers, params=params)
+
+
+async def start_service(url: str, **overrides) -> AsyncIterator[Service]:
+    settings = test_settings(url, **overrides)
+    app = create_app(settings)
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://chiso.test") as client:
+            yield Service(app, client, settings, url)
+
+
+@pytest.fixture(scope="session")
+async def shared_service(store, templates, pg_server, tmp_path_factory) -> AsyncIterator[Service]:
+    """One service per store for tests that isolate themselves by unique ids and units."""
+    url = await new_database_url(store, templates, pg_server, tmp_path_factory.mktemp("shared"))
+    async for service in start_service(url):
+        yield service
+
+
+@pytest.fixture
+async def fresh_service(store, templates, pg_server, tmp_path) -> AsyncIterator[Service]:
+    """A service on its own new database."""
+    url = await new_database_url(store, templates, pg_server, tmp_path)
+    async for service in start_service(url):
+        yield service
+
+
+@pytest.fixture
+def make_service(store, templates, pg_server, tmp_path):
+    """Build a service with settings of the test's choosing: `async with make_service(**kw) as svc`."""
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def factory(**overrides):
+        url = await new_database_url(store, templates, pg_server, tmp_path)
+        gen = start_service(url, **overrides)
+        service = await gen.__anext__()
+        try:
+            yield service
+        finally:
+            await gen.aclose()
+
+    return factory
+
+
+@pytest.fixture
+async def registry(shared_service):
+    return await RegistryCache(shared_service.db).refresh()
