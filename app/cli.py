@@ -155,6 +155,22 @@ def keys_revoke(key_id: Annotated[int, typer.Argument(help="The key's id (see ke
     typer.echo(f"key {key_id} revoked")
 
 
+@kpis_cli.command("verify")
+def kpis_verify(repair: Annotated[bool, typer.Option(help="Replace the live state with the rebuilt one.")] = False) -> None:
+    """Rebuild every aggregate from the stored events; exit 1 on any difference."""
+    from app.scoring import verify
+
+    report = _run(lambda db, settings: verify.verify(db, settings, repair=repair))
+    typer.echo(f"{report.units} units, {report.dossiers} dossiers, {report.events} events checked")
+    for line in report.differences:
+        typer.echo(f"DIFFERENCE {line}")
+    if report.repaired:
+        typer.echo(f"repaired {len(report.repaired)} units: {', '.join(report.repaired)}")
+    if report.differences and not repair:
+        raise typer.Exit(1)
+    typer.echo("live state matches the events" if not report.differences else "live state rebuilt from the events")
+
+
 def main() -> None:
     cli()
 

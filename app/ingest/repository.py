@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect
@@ -128,3 +128,27 @@ async def upsert_aggregates(session: AsyncSession, delta: Delta) -> None:
         for (u, s), cols in delta.total.items()
     ]
     await _add_rows(session, UnitTotal, ("unit_code", "sector", "source"), TOTAL_COUNTERS, total_rows)
+
+
+async def read_event_units(session: AsyncSession) -> list[str]:
+    """Every unit that has stored events."""
+    return list((await session.execute(select(DossierEvent.unit_code).distinct().order_by(DossierEvent.unit_code))).scalars())
+
+
+async def read_unit_events(session: AsyncSession, unit_code: str) -> list[dict]:
+    """Every stored event of one unit."""
+    stmt = select(DossierEvent.__table__).where(DossierEvent.unit_code == unit_code)
+    return [dict(r) for r in (await session.execute(stmt)).mappings()]
+
+
+async def read_unit_dossiers(session: AsyncSession, unit_code: str) -> dict[str, dict]:
+    """Every dossier row of one unit, by dossier_id."""
+    stmt = select(*(getattr(Dossier, c) for c in DOSSIER_COLUMNS)).where(Dossier.unit_code == unit_code)
+    return {r["dossier_id"]: dict(r) for r in (await session.execute(stmt)).mappings()}
+
+
+async def delete_unit_state(session: AsyncSession, unit_code: str) -> None:
+    """Remove a unit's dossiers and its own (local) aggregates, before a rebuild."""
+    await session.execute(delete(Dossier).where(Dossier.unit_code == unit_code))
+    for table in (UnitDay, UnitDayHist, UnitCohortDue, UnitTotal):
+        await session.execute(delete(table).where(table.unit_code == unit_code, table.source == LOCAL_SOURCE))

@@ -11,7 +11,7 @@ from datetime import date, datetime
 from sqlalchemy import and_, case, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import Dossier, Unit, UnitCohortDue, UnitDay, UnitDayHist, UnitTotal
+from app.db.models import ALL_SECTORS, Dossier, NetworkCohort, Unit, UnitCohortDue, UnitDay, UnitDayHist, UnitTotal
 
 FLOW_COUNTERS = (
     "received",
@@ -41,6 +41,7 @@ class Span:
     now: datetime | None  # set when t is now: the exact corrections within today apply
     today_at: datetime | None  # local midnight of today
     tomorrow_at: datetime | None  # local midnight of tomorrow
+    cohort: tuple[str, date] | None = None  # (kind, start) of a calendar month|quarter|year: received cohort records apply
 
 
 @dataclass
@@ -54,11 +55,15 @@ class Sums:
     hist: dict[int, int] = field(default_factory=dict)
     overdue_not_yet: int = 0  # open dossiers due later today (t = now)
     late_today: int = 0  # cohort dossiers whose deadline passed earlier today (t = now)
+    net_cohort_size: int = 0  # INDEX-766 cohort records received from subordinate nodes
+    net_cohort_ok: int = 0
+    net_cohort_unknown: bool = False  # units fed by a subordinate, in a period no cohort record covers
 
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """Which rows: `codes` (None = every unit) summed as one group, or grouped by unit at `level`."""
+    """Which rows: `codes` (None = every unit) summed as one group, or grouped by unit at `level`
+    ("unit": each of `codes` on its own, its own rows only)."""
 
     codes: tuple[str, ...] | None = None
     level: str | None = None
@@ -75,6 +80,8 @@ def _group_and_filter(scope: Scope, unit_col):
         if scope.codes is None:
             return None, [], False
         return None, [unit_col.in_(scope.codes)], False
+    if scope.level == "unit":
+        return unit_col, [unit_col.in_(scope.codes)], False
     if scope.level == "commune":
         group = Unit.code
         where = [Unit.level == "commune"]
@@ -164,7 +171,30 @@ async def read_sums(session: AsyncSession, scope: Scope, spans: list[Span], sect
     live = [(i, sp) for i, sp in enumerate(spans) if sp.now is not None]
     if live:
         await _read_today(session, scope, live, sector, out)
+    if sector == ALL_SECTORS:
+        await _read_network_cohort(session, scope, spans, out)
     return out
+
+
+async def _read_network_cohort(session: AsyncSession, scope: Scope, spans: list[Span], out) -> None:
+    """Cohort records received from subordinates; other periods of units they feed are unknown."""
+    t = NetworkCohort
+    cols = [func.count().label("n")]
+    for i, sp in enumerate(spans):
+        if sp.cohort is not None:
+            hit = and_(t.kind == sp.cohort[0], t.start == sp.cohort[1])
+            cols.append(func.sum(case((hit, t.c_size), else_=0)).label(f"s_{i}"))
+            cols.append(func.sum(case((hit, t.c_ok), else_=0)).label(f"k_{i}"))
+    for row in (await session.execute(_select(scope, t, cols, []))).mappings():
+        if not row["n"]:
+            continue
+        for i, sp in enumerate(spans):
+            sums = out[row["g"]][i]
+            if sp.cohort is None:
+                sums.net_cohort_unknown = True
+            else:
+                sums.net_cohort_size = int(row[f"s_{i}"] or 0)
+                sums.net_cohort_ok = int(row[f"k_{i}"] or 0)
 
 
 async def _read_today(session: AsyncSession, scope: Scope, live: list, sector: str, out) -> None:
@@ -194,3 +224,26 @@ async def _read_today(session: AsyncSession, scope: Scope, live: list, sector: s
         for i, _ in live:
             out[row["g"]][i].overdue_not_yet = int(row["not_yet"] or 0)
             out[row["g"]][i].late_today = int(row[f"l_{i}"] or 0)
+
+
+async def read_unit_aggregates(session: AsyncSession, unit_code: str) -> dict[str, dict]:
+    """A unit's own local aggregate rows, keyed like contrib.Delta, zero values left out."""
+    from app.db.models import DAY_COUNTERS, LOCAL_SOURCE, TOTAL_COUNTERS
+
+    out: dict[str, dict] = {"day": {}, "hist": {}, "cohort_due": {}, "total": {}}
+    mine = lambda t: and_(t.unit_code == unit_code, t.source == LOCAL_SOURCE)  # noqa: E731
+    for r in (await session.execute(select(UnitDay).where(mine(UnitDay)))).scalars():
+        cols = {c: getattr(r, c) for c in DAY_COUNTERS if getattr(r, c)}
+        if cols:
+            out["day"][(r.unit_code, r.sector, r.day)] = cols
+    for r in (await session.execute(select(UnitDayHist).where(mine(UnitDayHist)))).scalars():
+        if r.n:
+            out["hist"][(r.unit_code, r.sector, r.day, r.bucket)] = r.n
+    for r in (await session.execute(select(UnitCohortDue).where(mine(UnitCohortDue)))).scalars():
+        if r.n:
+            out["cohort_due"][(r.unit_code, r.sector, r.recv_day, r.due_day)] = r.n
+    for r in (await session.execute(select(UnitTotal).where(mine(UnitTotal)))).scalars():
+        cols = {c: getattr(r, c) for c in TOTAL_COUNTERS if getattr(r, c)}
+        if cols:
+            out["total"][(r.unit_code, r.sector)] = cols
+    return out

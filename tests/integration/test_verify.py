@@ -1,0 +1,57 @@
+"""`chiso kpis verify` rebuilds from the events and finds a corrupted aggregate."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+from sqlalchemy import text
+
+from app.scoring import verify
+from tests.integration.test_kpis_reference import COMMUNES_46, post_all
+from tests.streams import stream
+
+
+async def _loaded(svc):
+    rng = random.Random(5)
+    events = stream(rng, COMMUNES_46, 120, datetime.now(UTC))
+    await post_all(svc, await svc.key("ingest", "46"), events, rng)
+
+
+def _cli(url: str, *args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DATABASE_URL": url}
+    return subprocess.run([sys.executable, "-m", "app.cli", "kpis", "verify", *args], env=env, capture_output=True, text=True)
+
+
+class TestVerify:
+    async def test_clean_state_verifies(self, fresh_service):
+        await _loaded(fresh_service)
+        report = await verify.verify(fresh_service.db, fresh_service.settings)
+        assert report.units == 3 and report.events > 120
+        assert report.differences == []
+
+    async def test_finds_and_repairs_a_corrupted_aggregate(self, fresh_service):
+        svc = fresh_service
+        await _loaded(svc)
+        token = await svc.key("read")
+        before = (await svc.get("/api/v1/units/46/kpis", token, window="90d")).json()["kpis"]
+        async with svc.db.transaction() as session:
+            await session.execute(
+                text("UPDATE unit_day SET received = received + 5 WHERE unit_code = :u AND sector = '*'"),
+                {"u": COMMUNES_46[0]},
+            )
+        corrupted = (await svc.get("/api/v1/units/46/kpis", token, window="90d")).json()["kpis"]
+        assert corrupted["received"] != before["received"]
+
+        result = _cli(svc.url)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "DIFFERENCE" in result.stdout and COMMUNES_46[0] in result.stdout
+
+        result = _cli(svc.url, "--repair")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert _cli(svc.url).returncode == 0
+        after = (await svc.get("/api/v1/units/46/kpis", token, window="90d")).json()["kpis"]
+        assert after == before

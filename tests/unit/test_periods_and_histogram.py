@@ -1,0 +1,66 @@
+"""Local-time periods and the processing-time histogram."""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import date
+
+import pytest
+
+from app.scoring import histogram, periods
+
+
+class TestPeriods:
+    @pytest.mark.parametrize(
+        "kind,at,label,start,end",
+        [
+            ("day", date(2025, 9, 30), "2025-09-30", date(2025, 9, 30), date(2025, 10, 1)),
+            ("week", date(2025, 9, 30), "2025-W40", date(2025, 9, 29), date(2025, 10, 6)),
+            ("week", date(2026, 1, 1), "2026-W01", date(2025, 12, 29), date(2026, 1, 5)),
+            ("week", date(2027, 1, 1), "2026-W53", date(2026, 12, 28), date(2027, 1, 4)),
+            ("month", date(2025, 12, 31), "2025-12", date(2025, 12, 1), date(2026, 1, 1)),
+            ("quarter", date(2025, 9, 30), "2025-Q3", date(2025, 7, 1), date(2025, 10, 1)),
+            ("quarter", date(2025, 10, 1), "2025-Q4", date(2025, 10, 1), date(2026, 1, 1)),
+            ("year", date(2025, 6, 1), "2025", date(2025, 1, 1), date(2026, 1, 1)),
+        ],
+    )
+    def test_containing(self, kind, at, label, start, end):
+        p = periods.containing(kind, at)
+        assert (p.name, p.start, p.end) == (label, start, end)
+
+    def test_previous_calendar_periods(self):
+        assert periods.previous(periods.containing("month", date(2025, 3, 31))).name == "2025-02"
+        assert periods.previous(periods.containing("quarter", date(2025, 1, 5))).name == "2024-Q4"
+        assert periods.previous(periods.containing("week", date(2026, 1, 1))).name == "2025-W52"
+
+    def test_windows_end_today_and_previous_has_same_length(self):
+        w = periods.window("30d", date(2025, 9, 30))
+        assert (w.start, w.end) == (date(2025, 9, 1), date(2025, 10, 1))
+        prev = periods.previous(w)
+        assert (prev.start, prev.end) == (date(2025, 8, 2), date(2025, 9, 1))
+
+    def test_intervals_are_widened_to_whole_ones(self):
+        weeks = periods.intervals("week", date(2025, 9, 30), date(2025, 10, 7))
+        assert [w.name for w in weeks] == ["2025-W40", "2025-W41"]
+
+
+class TestHistogram:
+    def test_bucket_bounds(self):
+        for ms in (0, 59_999, 60_000, 66_000, 10**9):
+            i = histogram.bucket_of(ms)
+            assert histogram.lower_ms(i) <= ms < max(histogram.lower_ms(i + 1), 60_000)
+
+    def test_percentiles_within_five_percent(self):
+        rng = random.Random(3)
+        values = [rng.lognormvariate(11, 1.5) + 60_000 for _ in range(2000)]
+        counts: dict[int, int] = {}
+        for v in values:
+            counts[histogram.bucket_of(int(v))] = counts.get(histogram.bucket_of(int(v)), 0) + 1
+        ordered = sorted(values)
+        for p in (0.5, 0.9, 0.99):
+            exact = ordered[math.ceil(p * len(values)) - 1]
+            assert abs(histogram.percentile_ms(counts, p) - exact) / exact <= 0.05
+
+    def test_empty_is_none(self):
+        assert histogram.percentile_ms({}, 0.5) is None
