@@ -36,16 +36,16 @@ def _chunks(items: list, size: int = CHUNK) -> Iterable[list]:
 async def insert_events(session: AsyncSession, rows: list[dict]) -> set[tuple[str, str]]:
     """Insert events, skipping stored (unit_code, event_id); returns the keys actually inserted."""
     rows = sorted(rows, key=lambda r: (r["unit_code"], r["event_id"]))
-    inserted: set[tuple[str, str]] = set()
-    for chunk in _chunks(rows):
-        stmt = (
-            dialect.insert(session, DossierEvent)
-            .values(chunk)
-            .on_conflict_do_nothing(index_elements=["unit_code", "event_id"])
-            .returning(DossierEvent.unit_code, DossierEvent.event_id)
-        )
-        inserted.update((u, e) for u, e in (await session.execute(stmt)).all())
-    return inserted
+    table = DossierEvent.__table__
+    stmt = (
+        dialect.insert(session, table)
+        .on_conflict_do_nothing(index_elements=["unit_code", "event_id"])
+        .returning(table.c.unit_code, table.c.event_id)
+    )
+    conn = await session.connection()
+    # executemany: one cached statement, sent in pages ("insertmanyvalues"), never one per row.
+    result = await conn.execute(stmt, rows)
+    return {(u, e) for u, e in result.all()}
 
 
 async def read_stored_event_keys(session: AsyncSession, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -62,13 +62,9 @@ async def read_stored_event_keys(session: AsyncSession, keys: list[tuple[str, st
 async def lock_dossiers(session: AsyncSession, keys: list[tuple[str, str]]) -> dict[tuple[str, str], DossierState]:
     """Create missing dossier rows, lock all of them in key order, and return their states."""
     keys = sorted(set(keys))
-    for chunk in _chunks(keys):
-        stmt = (
-            dialect.insert(session, Dossier)
-            .values([{"unit_code": u, "dossier_id": d, "event_days": "{}"} for u, d in chunk])
-            .on_conflict_do_nothing(index_elements=["unit_code", "dossier_id"])
-        )
-        await session.execute(stmt)
+    conn = await session.connection()
+    stmt = dialect.insert(session, Dossier.__table__).on_conflict_do_nothing(index_elements=["unit_code", "dossier_id"])
+    await conn.execute(stmt, [{"unit_code": u, "dossier_id": d, "event_days": "{}"} for u, d in keys])
     states: dict[tuple[str, str], DossierState] = {}
     cols = [getattr(Dossier, c) for c in STATE_COLUMNS]
     for chunk in _chunks(keys):
@@ -79,7 +75,7 @@ async def lock_dossiers(session: AsyncSession, keys: list[tuple[str, str]]) -> d
         )
         if dialect.is_postgres(session):
             stmt = stmt.with_for_update()
-        for row in (await session.execute(stmt)).mappings():
+        for row in (await conn.execute(stmt)).mappings():
             states[(row["unit_code"], row["dossier_id"])] = DossierState.from_row(row)
     return states
 
@@ -87,24 +83,26 @@ async def lock_dossiers(session: AsyncSession, keys: list[tuple[str, str]]) -> d
 async def upsert_dossiers(session: AsyncSession, states: list[DossierState]) -> None:
     """Write dossier states (rows exist: lock_dossiers made them)."""
     rows = sorted((s.to_row() for s in states), key=lambda r: (r["unit_code"], r["dossier_id"]))
-    for chunk in _chunks(rows, 500):
-        stmt = dialect.insert(session, Dossier).values(chunk)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["unit_code", "dossier_id"],
-            set_={c: stmt.excluded[c] for c in DOSSIER_COLUMNS if c not in ("unit_code", "dossier_id")},
-        )
-        await session.execute(stmt)
+    if not rows:
+        return
+    table = Dossier.__table__
+    stmt = dialect.insert(session, table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["unit_code", "dossier_id"],
+        set_={c: stmt.excluded[c] for c in DOSSIER_COLUMNS if c not in ("unit_code", "dossier_id")},
+    )
+    await (await session.connection()).execute(stmt, rows)
 
 
 async def _add_rows(session: AsyncSession, table, keys: tuple[str, ...], cols: tuple[str, ...], rows: list[dict]):
+    """Add counters to rows, creating them as needed, in key order."""
+    if not rows:
+        return
     rows.sort(key=lambda r: tuple(r[k] for k in keys))
-    for chunk in _chunks(rows, 500):
-        stmt = dialect.insert(session, table).values(chunk)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=list(keys),
-            set_={c: getattr(table, c) + stmt.excluded[c] for c in cols},
-        )
-        await session.execute(stmt)
+    t = table.__table__
+    stmt = dialect.insert(session, t)
+    stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_={c: t.c[c] + stmt.excluded[c] for c in cols})
+    await (await session.connection()).execute(stmt, rows)
 
 
 async def upsert_aggregates(session: AsyncSession, delta: Delta) -> None:
