@@ -15,7 +15,9 @@ import typer
 from app.db.engine import Database
 from app.settings import Settings
 
-cli = typer.Typer(help="chiso: real-time performance assessment of local government.", no_args_is_help=True)
+cli = typer.Typer(
+    help="chiso: real-time performance assessment of local government.", no_args_is_help=True, pretty_exceptions_enable=False
+)
 db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
 units_cli = typer.Typer(help="The unit registry.", no_args_is_help=True)
 keys_cli = typer.Typer(help="API keys.", no_args_is_help=True)
@@ -169,6 +171,65 @@ def kpis_verify(repair: Annotated[bool, typer.Option(help="Replace the live stat
     if report.differences and not repair:
         raise typer.Exit(1)
     typer.echo("live state matches the events" if not report.differences else "live state rebuilt from the events")
+
+
+export_cli = typer.Typer(help="The central assessment network: export outbox.", no_args_is_help=True)
+cli.add_typer(export_cli, name="export")
+
+
+@export_cli.command("status")
+def export_status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Export lag, backlog and parked records (exit 1 when records are parked)."""
+    from app.export import service as export_service
+
+    async def go(db: Database, settings: Settings):
+        await _prepare(db, settings)
+        return await export_service.status(db, settings)
+
+    st = _run(go)
+    if as_json:
+        typer.echo(json.dumps(st, ensure_ascii=False))
+    else:
+        typer.echo(f"node {st['node_id']}, push to {st['push'] or '(not configured: pull only)'}")
+        typer.echo(f"lag {st['lag_seconds']} s, backlog {st['backlog']} records, parked {st['parked']}")
+        typer.echo(f"last sequence {st['last_sequence']}, last sent {st['last_sent_at'] or 'never'}")
+        if st["parked"]:
+            typer.echo(f"parked because: {st['parked_error']}  (fix it, then: chiso export retry-parked)")
+        for name, seen in (st.get("subordinates") or {}).items():
+            typer.echo(f"subordinate {name}: " + (f"sequence {seen['last_sequence']} at {seen['received_at']}" if seen else "nothing received"))
+    if st["parked"]:
+        raise typer.Exit(1)
+
+
+@export_cli.command("retry-parked")
+def export_retry_parked() -> None:
+    """Queue parked records for delivery again."""
+    from app.export import service as export_service
+
+    n = _run(lambda db, settings: export_service.retry_parked(db))
+    typer.echo(f"{n} parked records queued again")
+
+
+@cli.command()
+def demo(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    days: Annotated[int, typer.Option(min=1, max=390, help="Days to back-fill.")] = 180,
+    per_commune_per_day: Annotated[
+        float, typer.Option(min=0, help="Dossiers per commune per day in the back-fill; 0 fits it into --backfill-seconds.")
+    ] = 0.0,
+    backfill_seconds: Annotated[float, typer.Option(min=1, help="Time budget of the back-fill when the volume is 0.")] = 60.0,
+    rate: Annotated[float, typer.Option(min=0, help="Live events per second after the back-fill.")] = 2.0,
+    seed: Annotated[int | None, typer.Option(help="Random seed, for a repeatable stream.")] = None,
+    keep: Annotated[bool, typer.Option(help="Reuse ./var/demo.db instead of starting afresh.")] = False,
+) -> None:
+    """Serve a living dashboard (public reads) fed by a simulated stream from all 3,321 communes."""
+    from app import demo as demo_mod
+
+    config = demo_mod.DemoConfig(
+        days=days, per_commune_per_day=per_commune_per_day, backfill_seconds=backfill_seconds, rate=rate, seed=seed
+    )
+    demo_mod.run(host, port, config, keep=keep)
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ events gives the same state.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime, tzinfo
 
 NON_MOVING_REASONS = ("apology",)
@@ -115,7 +115,7 @@ class DossierState:
     # --- storage -------------------------------------------------------------------------
 
     def to_row(self) -> dict:
-        row = asdict(self)
+        row = {name: getattr(self, name) for name in STATE_COLUMNS}
         row["event_days"] = json.dumps(self.event_days, sort_keys=True, separators=(",", ":"))
         term = self.terminal()
         row["sector"] = self.sector() or ""
