@@ -5,8 +5,9 @@ batches wait for each other but never deadlock: events, then dossiers, then aggr
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import delete, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect
@@ -36,16 +37,8 @@ def _chunks(items: list, size: int = CHUNK) -> Iterable[list]:
 async def insert_events(session: AsyncSession, rows: list[dict]) -> set[tuple[str, str]]:
     """Insert events, skipping stored (unit_code, event_id); returns the keys actually inserted."""
     rows = sorted(rows, key=lambda r: (r["unit_code"], r["event_id"]))
-    table = DossierEvent.__table__
-    stmt = (
-        dialect.insert(session, table)
-        .on_conflict_do_nothing(index_elements=["unit_code", "event_id"])
-        .returning(table.c.unit_code, table.c.event_id)
-    )
-    conn = await session.connection()
-    # executemany: one cached statement, sent in pages ("insertmanyvalues"), never one per row.
-    result = await conn.execute(stmt, rows)
-    return {(u, e) for u, e in result.all()}
+    inserted = await dialect.bulk_upsert(session, DossierEvent, rows, ["unit_code", "event_id"], returning=("unit_code", "event_id"))
+    return {(u, e) for u, e in inserted}
 
 
 async def read_stored_event_keys(session: AsyncSession, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -62,47 +55,48 @@ async def read_stored_event_keys(session: AsyncSession, keys: list[tuple[str, st
 async def lock_dossiers(session: AsyncSession, keys: list[tuple[str, str]]) -> dict[tuple[str, str], DossierState]:
     """Create missing dossier rows, lock all of them in key order, and return their states."""
     keys = sorted(set(keys))
+    placeholders = [
+        {"unit_code": u, "dossier_id": d, "event_days": "{}", "supplements": 0, "sector": "", "ok_766": False}
+        for u, d in keys
+    ]
+    await dialect.bulk_upsert(session, Dossier, placeholders, ["unit_code", "dossier_id"])
     conn = await session.connection()
-    stmt = dialect.insert(session, Dossier.__table__).on_conflict_do_nothing(index_elements=["unit_code", "dossier_id"])
-    await conn.execute(stmt, [{"unit_code": u, "dossier_id": d, "event_days": "{}"} for u, d in keys])
     states: dict[tuple[str, str], DossierState] = {}
+    if dialect.is_postgres(session):
+        # Row locks in key order: concurrent batches touching the same dossiers queue, never deadlock.
+        stmt = text(
+            f"SELECT {', '.join(STATE_COLUMNS)} FROM dossier WHERE (unit_code, dossier_id) IN "
+            "(SELECT * FROM unnest(CAST(:u AS VARCHAR[]), CAST(:d AS VARCHAR[]))) "
+            "ORDER BY unit_code, dossier_id FOR UPDATE"
+        )
+        result = await conn.execute(stmt, {"u": [u for u, _ in keys], "d": [d for _, d in keys]})
+        for row in result.mappings():
+            states[(row["unit_code"], row["dossier_id"])] = DossierState.from_row(_aware(row))
+        return states
     cols = [getattr(Dossier, c) for c in STATE_COLUMNS]
     for chunk in _chunks(keys):
-        stmt = (
-            select(*cols)
-            .where(tuple_(Dossier.unit_code, Dossier.dossier_id).in_(chunk))
-            .order_by(Dossier.unit_code, Dossier.dossier_id)
-        )
-        if dialect.is_postgres(session):
-            stmt = stmt.with_for_update()
+        stmt = select(*cols).where(tuple_(Dossier.unit_code, Dossier.dossier_id).in_(chunk))
         for row in (await conn.execute(stmt)).mappings():
             states[(row["unit_code"], row["dossier_id"])] = DossierState.from_row(row)
     return states
 
 
+def _aware(row) -> dict:
+    """Raw SQL skips the UTCDateTime type: normalise its timestamps the same way."""
+    return {k: v.astimezone(UTC) if isinstance(v, datetime) else v for k, v in row.items()}
+
+
 async def upsert_dossiers(session: AsyncSession, states: list[DossierState]) -> None:
     """Write dossier states (rows exist: lock_dossiers made them)."""
     rows = sorted((s.to_row() for s in states), key=lambda r: (r["unit_code"], r["dossier_id"]))
-    if not rows:
-        return
-    table = Dossier.__table__
-    stmt = dialect.insert(session, table)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["unit_code", "dossier_id"],
-        set_={c: stmt.excluded[c] for c in DOSSIER_COLUMNS if c not in ("unit_code", "dossier_id")},
-    )
-    await (await session.connection()).execute(stmt, rows)
+    others = tuple(c for c in DOSSIER_COLUMNS if c not in ("unit_code", "dossier_id"))
+    await dialect.bulk_upsert(session, Dossier, rows, ["unit_code", "dossier_id"], replace=others)
 
 
 async def _add_rows(session: AsyncSession, table, keys: tuple[str, ...], cols: tuple[str, ...], rows: list[dict]):
     """Add counters to rows, creating them as needed, in key order."""
-    if not rows:
-        return
     rows.sort(key=lambda r: tuple(r[k] for k in keys))
-    t = table.__table__
-    stmt = dialect.insert(session, t)
-    stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_={c: t.c[c] + stmt.excluded[c] for c in cols})
-    await (await session.connection()).execute(stmt, rows)
+    await dialect.bulk_upsert(session, table, rows, list(keys), add=cols)
 
 
 async def upsert_aggregates(session: AsyncSession, delta: Delta) -> None:
