@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from app.api.responses import JSONResponse
 
 from app.api import errors, events, health, kpis, units
+from app.api.cache import AnswerCache
 from app.api.etag import ETagMiddleware
 from app.db import migrate
 from app.db.engine import Database
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.migrate_on_start:
             await prepare_database(db, settings)
         app.state.registry = units_service.RegistryCache(db)
+        app.state.answers = AnswerCache(db, fresh_for=settings.answer_cache_seconds)
         try:
             await app.state.registry.refresh()
         except Exception:  # the database may come later; /readyz tells

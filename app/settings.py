@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     export_interval: float = Field(60.0, description="Seconds between export pushes.")
     central_url: str | None = Field(None, description="Where this node pushes its snapshots.")
     export_secret: SecretStr | None = Field(None, description="HMAC secret for pushed snapshots.")
+    answer_cache_seconds: float = Field(
+        0.3, description="How long a worker may serve a KPI answer computed before another worker's writes."
+    )
     db_pool_size: int = Field(10, description="PostgreSQL connection pool size per worker.")
 
     @cached_property

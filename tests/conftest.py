@@ -78,6 +78,7 @@ def test_settings(url: str, **overrides) -> Settings:
         "migrate_on_start": False,
         "seed_registry": False,
         "db_pool_size": 5,
+        "answer_cache_seconds": 0,  # tests read their writes at once; the version check still caches
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

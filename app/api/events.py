@@ -43,4 +43,6 @@ async def post_events(
     body = await read_body_limited(request, settings.max_body_bytes)
     items = ingest.parse_body(body, content_type, settings.max_batch_events)
     result = await ingest.accept_batch(db, registry, settings, principal, items, dry_run=dry_run)
+    if result["accepted"] and not dry_run:
+        request.app.state.answers.invalidate()  # read-your-writes on this worker
     return JSONResponse(result, status_code=202)

@@ -6,12 +6,10 @@ import time
 from datetime import date
 from typing import Annotated, Literal
 
-import orjson
-from fastapi import APIRouter, Query
-from app.api.responses import JSONResponse
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
 
 from app import metrics
-from app.api.etag import etag_of
 from app.api.deps import DbDep, ReadKey, RegistryDep, SettingsDep
 from app.scoring import service as scoring
 from app.scoring.service import pick_period
@@ -22,10 +20,11 @@ PeriodKind = Literal["day", "week", "month", "quarter", "year"]
 Window = Literal["1d", "7d", "30d", "90d", "365d"]
 
 
-def answer(payload: dict) -> JSONResponse:
-    """JSON with an ETag over the figures, not `as_of`, so an unchanged answer polls as 304."""
-    basis = {k: v for k, v in payload.items() if k != "as_of"}
-    return JSONResponse(payload, headers={"ETag": etag_of(orjson.dumps(basis))})
+async def answer(request: Request, compute) -> Response:
+    """The (cached) answer as JSON, with an ETag over the figures, not `as_of`."""
+    key = request.url.path + "?" + "&".join(sorted(f"{k}={v}" for k, v in request.query_params.multi_items()))
+    entry = await request.app.state.answers.get(key, compute)
+    return Response(entry.body, media_type="application/json", headers={"ETag": entry.etag})
 
 
 class _Timer:
@@ -41,6 +40,7 @@ class _Timer:
 
 @router.get("/units/{code}/kpis")
 async def unit_kpis(
+    request: Request,
     code: str,
     _: ReadKey,
     db: DbDep,
@@ -50,14 +50,15 @@ async def unit_kpis(
     at: date | None = None,
     window: Window | None = None,
     sector: Annotated[str | None, Query(max_length=64)] = None,
-) -> JSONResponse:
+) -> Response:
     with _Timer("kpis"):
         p = pick_period(period, at, window, scoring._now(), settings.tz)
-        return answer(await scoring.unit_kpis(db, registry, settings.tz, code, p, sector))
+        return await answer(request, lambda: scoring.unit_kpis(db, registry, settings.tz, code, p, sector))
 
 
 @router.get("/rankings")
 async def rankings(
+    request: Request,
     _: ReadKey,
     db: DbDep,
     registry: RegistryDep,
@@ -70,14 +71,15 @@ async def rankings(
     sort: str = "-on_time_rate",
     limit: Annotated[int, Query(ge=1, le=5000)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
-) -> JSONResponse:
+) -> Response:
     with _Timer("rankings"):
         p = pick_period(period, at, window, scoring._now(), settings.tz)
-        return answer(await scoring.ranking(db, registry, settings.tz, level, parent, p, sort, limit, offset))
+        return await answer(request, lambda: scoring.ranking(db, registry, settings.tz, level, parent, p, sort, limit, offset))
 
 
 @router.get("/units/{code}/series")
 async def series(
+    request: Request,
     code: str,
     _: ReadKey,
     db: DbDep,
@@ -87,13 +89,14 @@ async def series(
     interval: Literal["day", "week", "month", "quarter"] = "week",
     from_: Annotated[date | None, Query(alias="from")] = None,
     to: date | None = None,
-) -> JSONResponse:
+) -> Response:
     with _Timer("series"):
-        return answer(await scoring.series(db, registry, settings.tz, code, kpi, interval, from_, to))
+        return await answer(request, lambda: scoring.series(db, registry, settings.tz, code, kpi, interval, from_, to))
 
 
 @router.get("/units/{code}/sectors")
 async def sectors(
+    request: Request,
     code: str,
     _: ReadKey,
     db: DbDep,
@@ -102,7 +105,7 @@ async def sectors(
     period: PeriodKind | None = None,
     at: date | None = None,
     window: Window | None = None,
-) -> JSONResponse:
+) -> Response:
     with _Timer("sectors"):
         p = pick_period(period, at, window, scoring._now(), settings.tz)
-        return answer(await scoring.sectors(db, registry, settings.tz, code, p))
+        return await answer(request, lambda: scoring.sectors(db, registry, settings.tz, code, p))

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from app.db.engine import Database
 from app.ingest import repository as ingest_repository
 from app.ingest.dossier import DossierState
+from app.ingest.service import DATA_VERSION
 from app.scoring import repository
 from app.scoring.contrib import Delta
 from app.settings import Settings
+from app.units import repository as units_repository
 
 
 @dataclass
@@ -90,5 +92,6 @@ async def verify(db: Database, settings: Settings, repair: bool = False) -> Repo
                 await ingest_repository.lock_dossiers(session, [(unit, d) for d in states])
                 await ingest_repository.upsert_dossiers(session, list(states.values()))
                 await ingest_repository.upsert_aggregates(session, delta)
+                await units_repository.bump_meta(session, DATA_VERSION)  # cached answers are stale now
             report.repaired.append(unit)
     return report

@@ -43,6 +43,7 @@ class TestVerify:
                 text("UPDATE unit_day SET received = received + 5 WHERE unit_code = :u AND sector = '*'"),
                 {"u": COMMUNES_46[0]},
             )
+            await session.execute(text("UPDATE node_meta SET value = value + 1 WHERE name = 'data_version'"))
         corrupted = (await svc.get("/api/v1/units/46/kpis", token, window="90d")).json()["kpis"]
         assert corrupted["received"] != before["received"]
 
