@@ -1,0 +1,1 @@
+"""chiso benchmark: `python -m bench` (or `make bench`). See README.md, section Benchmark."""

@@ -1,0 +1,146 @@
+"""Load generator processes: ingest clients, KPI pollers and the freshness probe.
+
+Each runs its own asyncio loop with httpx in a separate process so the client is not the bottleneck;
+results go back to the orchestrator through a multiprocessing queue."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import httpx
+import orjson
+
+from bench.gen import make_batch, probe_event
+
+JSON = {"content-type": "application/json"}
+
+
+def ingest_proc(out, base: str, token: str, communes: list[str], g: int, n_gen: int, b_start: int, b_end: int,
+                clients: int, tag: str, deadline: float, seed: int) -> None:
+    """Post batches b_start..b_end-1 whose commune (b mod len(communes)) belongs to generator g."""
+    try:
+        out.put(("ingest", g, asyncio.run(_ingest(base, token, communes, g, n_gen, b_start, b_end, clients, tag,
+                                                  deadline, seed))))
+    except KeyboardInterrupt:
+        pass
+
+
+async def _ingest(base, token, communes, g, n_gen, b_start, b_end, clients, tag, deadline, seed):
+    rng = random.Random(seed)
+    nc = len(communes)
+    plan = iter([b for b in range(b_start, b_end) if (b % nc) % n_gen == g])
+    previous: dict[str, list[dict]] = {}
+    records = []
+    headers = {**JSON, "authorization": f"Bearer {token}"}
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=300, headers=headers) as cl:
+
+        async def client():
+            for b in plan:
+                if time.time() >= deadline:
+                    return
+                commune = communes[b % nc]
+                events = make_batch(rng, commune, f"{tag}{b}", previous=previous.get(commune))
+                previous[commune] = events[:40]
+                body = orjson.dumps({"events": events})
+                t_wall, t0, retries, status, res = time.time(), time.perf_counter(), 0, 0, {}
+                while True:
+                    try:
+                        r = await cl.post("/api/v1/events", content=body)
+                        status = r.status_code
+                    except httpx.TransportError:
+                        status = -1
+                    if status == 202:
+                        res = r.json()
+                        break
+                    retries += 1
+                    if retries > 30:
+                        break
+                    if status in (429, 503):
+                        await asyncio.sleep(min(float(r.headers.get("retry-after", "1")), 5.0))
+                    else:
+                        await asyncio.sleep(0.5)
+                lat = time.perf_counter() - t0
+                records.append((t_wall, t_wall + lat, lat, len(events), res.get("accepted", 0),
+                                res.get("duplicates", 0), res.get("rejected", 0), retries, status))
+
+        await asyncio.gather(*(client() for _ in range(clients)))
+    return records
+
+
+def poll_proc(out, base: str, urls: list[str], clients: int, duration: float, seed: int) -> None:
+    """`clients` pollers, each requesting a random URL of `urls` back to back for `duration` s."""
+    try:
+        out.put(("poll", seed, asyncio.run(_poll(base, urls, clients, duration, seed))))
+    except KeyboardInterrupt:
+        pass
+
+
+async def _poll(base, urls, clients, duration, seed):
+    rng = random.Random(seed)
+    lat, errors = [], 0
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=120) as cl:
+        end = time.perf_counter() + duration
+
+        async def poller():
+            nonlocal errors
+            while time.perf_counter() < end:
+                url = urls[rng.randrange(len(urls))]
+                t0 = time.perf_counter()
+                try:
+                    r = await cl.get(url)
+                    await r.aread()
+                    ok = r.status_code == 200
+                except httpx.TransportError:
+                    ok = False
+                if ok:
+                    lat.append(time.perf_counter() - t0)
+                else:
+                    errors += 1
+
+        await asyncio.gather(*(poller() for _ in range(clients)))
+    return {"lat": lat, "errors": errors}
+
+
+def probe_proc(out, stop, base: str, token: str, communes: list[str], run: str, interval: float) -> None:
+    """KPI freshness: post one event, then read the unit's KPIs until it shows; time from the 202."""
+    try:
+        out.put(("probe", 0, asyncio.run(_probe(stop, base, token, communes, run, interval))))
+    except KeyboardInterrupt:
+        pass
+
+
+async def _probe(stop, base, token, communes, run, interval):
+    samples, failures, acks = [], 0, []
+    rng = random.Random(7)
+    async with httpx.AsyncClient(base_url=base, timeout=60) as cl:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            commune = communes[rng.randrange(len(communes))]
+            url = f"/api/v1/units/{commune}/kpis?window=1d&sector=bench-probe"
+            try:
+                before = (await cl.get(url)).json()["kpis"]["received"]
+                t0 = time.perf_counter()
+                r = await cl.post("/api/v1/events", content=orjson.dumps({"events": [probe_event(commune, n, run)]}),
+                                  headers={**JSON, "authorization": f"Bearer {token}"})
+                t_ack = time.perf_counter()
+                if r.status_code != 202 or r.json()["accepted"] != 1:
+                    failures += 1
+                    continue
+                acks.append(t_ack - t0)
+                while True:
+                    seen = (await cl.get(url)).json()["kpis"]["received"]
+                    if seen > before:
+                        samples.append(time.perf_counter() - t_ack)
+                        break
+                    if time.perf_counter() - t_ack > 30:
+                        failures += 1
+                        break
+            except (httpx.HTTPError, KeyError, ValueError):
+                failures += 1
+            await asyncio.sleep(interval)
+    return {"fresh": samples, "failures": failures, "acks": acks}

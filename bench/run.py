@@ -1,0 +1,420 @@
+"""Orchestrates one benchmark run: a fresh PostgreSQL database, the reference points (bare SQL,
+naive ORM), chiso under load, reads at N and after growth; prints a table, writes bench-results/."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from bench import bare, naive
+from bench.load import ingest_proc, poll_proc, probe_proc
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGETS = {"events_per_s": 25000, "vs_bare": 0.5, "vs_naive": 20, "ack_p99": 0.250, "fresh_p99": 1.0,
+           "unit_p99": 0.020, "national_p99": 0.050, "ranking_p99": 0.100, "growth_ratio": 1.5, "rss_mb": 300}
+
+
+def pct(values, q):
+    if not values:
+        return None
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, int(round(q / 100 * len(s) + 0.5)) - 1))]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Run:
+    def __init__(self, args):
+        self.args = args
+        self.procs: list[subprocess.Popen] = []
+        self.children: list[mp.Process] = []
+        self.tmp = Path(tempfile.mkdtemp(prefix="chiso-bench-"))
+        self.db = f"chiso_bench_{os.getpid()}_{int(time.time())}"
+        self.admin_dsn = args.pg.rstrip("/") + "/postgres"
+        self.dsn = args.pg.rstrip("/") + "/" + self.db
+        self.url = self.dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+        self.env = {**os.environ, "DATABASE_URL": self.url, "INGEST_RATE_PER_MINUTE": "0", "PUBLIC_READ": "true",
+                    "PROMETHEUS_MULTIPROC_DIR": str(self.tmp / "metrics"), "SEED_REGISTRY": "true"}
+        self.results: dict = {"started": datetime.now().isoformat(timespec="seconds"), "args": vars(args),
+                              "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def log(self, msg):
+        print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    def sql(self, dsn, *stmts):
+        async def go():
+            conn = await asyncpg.connect(dsn)
+            try:
+                out = None
+                for s in stmts:
+                    out = await conn.fetch(s) if s.lstrip().upper().startswith("SELECT") else await conn.execute(s)
+                return out
+            finally:
+                await conn.close()
+        return asyncio.run(go())
+
+    def cleanup(self):
+        for p in self.children:
+            if p.is_alive():
+                p.terminate()
+        for p in self.procs:
+            self.stop_server(p)
+        if not self.args.keep_db:
+            try:
+                self.sql(self.admin_dsn, f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
+                self.log(f"dropped database {self.db}")
+            except Exception as exc:  # noqa: BLE001
+                self.log(f"could not drop {self.db}: {exc}")
+        else:
+            self.log(f"kept database {self.db}")
+        subprocess.run(["rm", "-rf", str(self.tmp)], check=False)
+
+    def stop_server(self, p: subprocess.Popen):
+        if p.poll() is not None:
+            return
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if p in self.procs:
+            self.procs.remove(p)
+
+    def start_server(self, argv, env, port, ready="/readyz") -> subprocess.Popen:
+        logf = open(self.tmp / f"server-{port}.log", "wb")
+        p = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(p)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if p.poll() is not None:
+                raise RuntimeError(f"server exited: {(self.tmp / f'server-{port}.log').read_text()[-3000:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}{ready}", timeout=2).status_code == 200:
+                    return p
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError("server did not become ready")
+
+    def spawn(self, target, *a) -> mp.Process:
+        p = mp.Process(target=target, args=a, daemon=True)
+        p.start()
+        self.children.append(p)
+        return p
+
+    def collect(self, q, procs, timeout=None):
+        got = []
+        for _ in procs:
+            got.append(q.get(timeout=timeout))
+        for p in procs:
+            p.join(10)
+            self.children.remove(p)
+        return got
+
+    # ---- phases ----------------------------------------------------------------------------
+    def setup(self):
+        self.sql(self.admin_dsn, f'CREATE DATABASE "{self.db}"')
+        self.log(f"created database {self.db}")
+        cli = [sys.executable, "-m", "app.cli", "keys", "create"]
+        env = {k: v for k, v in self.env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        out = subprocess.run(cli + ["--scope", "ingest", "--unit", "VN", "--name", "bench"], env=env, cwd=ROOT,
+                             capture_output=True, text=True)
+        if out.returncode:
+            raise RuntimeError(f"chiso keys create failed: {out.stderr[-2000:]}")
+        (self.tmp / "metrics").mkdir()
+        self.token = out.stdout.strip().splitlines()[-1]
+        self.sql(self.dsn, bare.DDL, naive.DDL)
+        from app.units.seed import package_units
+        units = package_units()
+        self.communes = [u.code for u in units if u.level == "commune"]
+        self.provinces = [u.code for u in units if u.level == "province"]
+        self.log(f"{len(self.communes)} communes, {len(self.provinces)} provinces")
+
+    def ingest(self, base, n_events, tag, b0=0, deadline=None, probe=False, rss=None):
+        a = self.args
+        n_batches = max(1, n_events // 1000)
+        deadline = deadline or time.time() + 10**6
+        q = mp.Queue()
+        gens = [self.spawn(ingest_proc, q, base, self.token, self.communes, g, a.generators, b0, b0 + n_batches,
+                           max(1, a.clients // a.generators), tag, deadline, hash((tag, g)) & 0xFFFF)
+                for g in range(a.generators)]
+        stop, pq, pp = mp.Event(), mp.Queue(), None
+        if probe:
+            pp = self.spawn(probe_proc, pq, stop, base, self.token, self.communes, tag, a.probe_interval)
+        t0 = time.time()
+        got = self.collect(q, gens)
+        elapsed = time.time() - t0
+        fresh = None
+        if pp is not None:
+            stop.set()
+            fresh = self.collect(pq, [pp], timeout=120)[0][2]
+        recs = [r for _, _, rs in got for r in rs]
+        ok = [r for r in recs if r[8] == 202]
+        sent = sum(r[3] for r in ok)
+        first, last = min(r[0] for r in recs), max(r[1] for r in recs)
+        res = {"batches": len(recs), "failed_batches": len(recs) - len(ok), "events": sent,
+               "accepted": sum(r[4] for r in ok), "duplicates": sum(r[5] for r in ok),
+               "rejected": sum(r[6] for r in ok), "retries": sum(r[7] for r in recs),
+               "seconds": last - first, "wall_seconds": elapsed, "events_per_s": sent / max(1e-9, last - first),
+               "ack_p50": pct([r[2] for r in ok], 50), "ack_p99": pct([r[2] for r in ok], 99),
+               "ack_max": max((r[2] for r in ok), default=None)}
+        if fresh is not None:
+            res["fresh_p50"], res["fresh_p99"] = pct(fresh["fresh"], 50), pct(fresh["fresh"], 99)
+            res["fresh_samples"], res["fresh_failures"] = len(fresh["fresh"]), fresh["failures"]
+            res["probe_ack_p50"] = pct(fresh["acks"], 50)
+        return res, n_batches
+
+    def reads(self, base, label):
+        a = self.args
+        import random
+        rng = random.Random(3)
+        sets = {
+            "commune KPI (30d)": [f"/api/v1/units/{c}/kpis?window=30d" for c in rng.sample(self.communes, 500)],
+            "province KPI (30d)": [f"/api/v1/units/{p}/kpis?window=30d" for p in self.provinces],
+            "national KPI (30d)": ["/api/v1/units/VN/kpis?window=30d"],
+            "ranking 3,321 communes": ["/api/v1/rankings?level=commune&window=30d&limit=5000"],
+            "52-week series (province)": [f"/api/v1/units/{p}/series?kpi=on_time_rate&interval=week"
+                                          for p in self.provinces],
+        }
+        out = {}
+        per = max(1, a.pollers // a.generators)
+        for name, urls in sets.items():
+            q = mp.Queue()
+            t0 = time.time()
+            ps = [self.spawn(poll_proc, q, base, urls, per, a.read_seconds, i) for i in range(a.generators)]
+            got = self.collect(q, ps)
+            wall = time.time() - t0  # the window plus the drain of requests in flight at its end
+            lat = [x for _, _, r in got for x in r["lat"]]
+            errors = sum(r["errors"] for _, _, r in got)
+            out[name] = {"n": len(lat), "errors": errors, "rps": len(lat) / wall,
+                         "p50": pct(lat, 50), "p99": pct(lat, 99)}
+            self.log(f"reads {label} {name}: p50 {ms(out[name]['p50'])} p99 {ms(out[name]['p99'])} "
+                     f"({out[name]['rps']:.0f}/s, {errors} errors)")
+        return out
+
+    def stored_events(self):
+        return self.sql(self.dsn, "SELECT count(*) AS n FROM dossier_event")[0]["n"]
+
+    def main(self):
+        a = self.args
+        self.setup()
+        # 1. reference: bare SQL pipeline
+        self.log(f"bare SQL reference: {a.ref_events} events, 4 connections")
+        r = asyncio.run(bare.run_bare(self.dsn, self.communes, a.ref_events))
+        self.results["bare"] = {k: v for k, v in r.items() if k != "batch_lat"}
+        self.results["bare"]["batch_p50"] = pct(r["batch_lat"], 50)
+        self.log(f"bare SQL: {r['events_per_s']:.0f} events/s")
+        # 2. reference: naive ORM endpoint, same load generator, same workers
+        port = free_port()
+        env = {**self.env, "NAIVE_DATABASE_URL": self.url}
+        p = self.start_server([sys.executable, "-m", "uvicorn", "bench.naive:app", "--port", str(port), "--workers",
+                               str(a.workers), "--log-level", "warning"], env, port)
+        self.log(f"naive reference: {a.naive_events} events")
+        r, _ = self.ingest(f"http://127.0.0.1:{port}", a.naive_events, "naive")
+        self.stop_server(p)
+        self.results["naive"] = r
+        self.log(f"naive: {r['events_per_s']:.0f} events/s")
+        # 3. chiso
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        p = self.start_server([sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers",
+                               str(a.workers)], self.env, port)
+        rss = RssMonitor(p.pid)
+        rss.start()
+        self.log(f"chiso serving on {port}, workers {a.workers}, pids {rss.pids()}; ingest {a.events} events")
+        r, nb = self.ingest(base, a.events, "c", probe=True)
+        self.results["ingest"] = r
+        self.log(f"chiso ingest: {r['events_per_s']:.0f} events/s, ack p99 {ms(r['ack_p99'])}, "
+                 f"freshness p99 {ms(r.get('fresh_p99'))}")
+        n1 = self.stored_events()
+        self.results["stored_1"] = n1
+        self.results["reads_1"] = self.reads(base, "1x")
+        # 4. growth
+        target = a.events * a.growth
+        self.log(f"growing to {target} events (at most {a.grow_seconds:.0f} s)")
+        g, _ = self.ingest(base, target - a.events, "g", b0=nb, deadline=time.time() + a.grow_seconds)
+        self.results["growth_ingest"] = g
+        n2 = self.stored_events()
+        self.results["stored_2"] = n2
+        self.results["reads_2"] = self.reads(base, f"{n2 / max(1, n1):.1f}x")
+        rss.stop()
+        self.results["rss"] = rss.summary()
+        self.stop_server(p)
+        self.results["finished"] = datetime.now().isoformat(timespec="seconds")
+
+
+class RssMonitor(threading.Thread):
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        import psutil
+        self.root = psutil.Process(pid)
+        self.peak: dict[int, int] = {}
+        self.peak_total = 0
+        self._halt = threading.Event()
+
+    def pids(self):
+        try:
+            return [c.pid for c in self.root.children(recursive=True)] or [self.root.pid]
+        except Exception:  # noqa: BLE001
+            return []
+
+    def run(self):
+        while not self._halt.wait(0.5):
+            try:
+                procs = [self.root, *self.root.children(recursive=True)]
+                total = 0
+                for pr in procs:
+                    try:
+                        rss = pr.memory_info().rss
+                    except Exception:  # noqa: BLE001
+                        continue
+                    total += rss
+                    self.peak[pr.pid] = max(self.peak.get(pr.pid, 0), rss)
+                self.peak_total = max(self.peak_total, total)
+            except Exception:  # noqa: BLE001
+                pass
+
+    def stop(self):
+        self._halt.set()
+
+    def summary(self):
+        workers = {p: v for p, v in self.peak.items() if p != self.root.pid} or self.peak
+        return {"peak_worker_mb": max(workers.values(), default=0) / 2**20,
+                "peak_master_mb": self.peak.get(self.root.pid, 0) / 2**20,
+                "peak_total_mb": self.peak_total / 2**20, "workers": len(workers)}
+
+
+def ms(v):
+    return "—" if v is None else f"{v * 1000:.1f} ms"
+
+
+def table(res: dict) -> str:
+    rows = []
+
+    def row(name, value, target="", ok=None):
+        mark = "" if ok is None else ("PASS" if ok else "FAIL")
+        rows.append((name, value, target, mark))
+
+    T = TARGETS
+    ing = res["ingest"]
+    eps = ing["events_per_s"]
+    bare_eps, naive_eps = res["bare"]["events_per_s"], res["naive"]["events_per_s"]
+    row("ingest events/s (sustained)", f"{eps:,.0f}", f">= {T['events_per_s']:,}", eps >= T["events_per_s"])
+    row("  events posted / accepted / dup", f"{ing['events']:,} / {ing['accepted']:,} / {ing['duplicates']:,}")
+    row("  seconds / batches / retries / failed", f"{ing['seconds']:.1f} / {ing['batches']} / {ing['retries']} / {ing['failed_batches']}")
+    row("bare SQL limit events/s (4 conns)", f"{bare_eps:,.0f}")
+    row("naive ORM endpoint events/s", f"{naive_eps:,.0f}")
+    row("chiso / limit", f"{eps / bare_eps:.2f}", f">= {T['vs_bare']}", eps / bare_eps >= T["vs_bare"])
+    row("chiso / naive", f"{eps / naive_eps:.1f}x", f">= {T['vs_naive']}x", eps / naive_eps >= T["vs_naive"])
+    row("ack latency p50 / batch", ms(ing["ack_p50"]))
+    row("ack latency p99 / batch", ms(ing["ack_p99"]), f"<= {T['ack_p99'] * 1000:.0f} ms", ing["ack_p99"] <= T["ack_p99"])
+    row("KPI freshness p50", ms(ing.get("fresh_p50")), f"({ing.get('fresh_samples', 0)} samples)")
+    fp = ing.get("fresh_p99")
+    row("KPI freshness p99", ms(fp), f"<= {T['fresh_p99'] * 1000:.0f} ms", fp is not None and fp <= T["fresh_p99"])
+    rs = res["rss"]
+    row("peak RSS per worker", f"{rs['peak_worker_mb']:.0f} MB", f"<= {T['rss_mb']} MB", rs["peak_worker_mb"] <= T["rss_mb"])
+    row("  peak RSS master / all", f"{rs['peak_master_mb']:.0f} MB / {rs['peak_total_mb']:.0f} MB")
+    n1, n2 = res["stored_1"], res["stored_2"]
+    g = res["growth_ingest"]
+    row("growth ingest events/s", f"{g['events_per_s']:,.0f}", f"stored {n1:,} -> {n2:,} ({n2 / max(1, n1):.1f}x)")
+    limits = {"commune KPI (30d)": T["unit_p99"], "province KPI (30d)": T["unit_p99"],
+              "national KPI (30d)": T["national_p99"], "ranking 3,321 communes": T["ranking_p99"]}
+    pollers = res["args"]["pollers"]
+    for name, r1 in res["reads_1"].items():
+        r2 = res["reads_2"][name]
+        lim = limits.get(name)
+        ok1 = None if lim is None else (r1["p99"] or 9) <= lim
+        row(f"{name} p50 / p99 @{pollers} pollers, 1x", f"{ms(r1['p50'])} / {ms(r1['p99'])}",
+            f"p99 <= {lim * 1000:.0f} ms" if lim else "", ok1)
+        ratio = (r2["p99"] or 0) / r1["p99"] if r1["p99"] else float("nan")
+        ok2 = None if lim is None else ((r2["p99"] or 9) <= lim and ratio <= T["growth_ratio"])
+        row(f"  same, {n2 / max(1, n1):.1f}x data (p99 ratio {ratio:.2f})", f"{ms(r2['p50'])} / {ms(r2['p99'])}",
+            f"<= {lim * 1000:.0f} ms, ratio <= 1.5" if lim else "ratio <= 1.5", ok2 if lim else ratio <= 1.5)
+        row(f"  throughput 1x / {n2 / max(1, n1):.1f}x", f"{r1['rps']:.0f}/s / {r2['rps']:.0f}/s")
+    w = [max(len(r[i]) for r in rows + [("metric", "value", "target", "")]) for i in range(4)]
+    line = "+" + "+".join("-" * (x + 2) for x in w) + "+"
+    out = [line, "| " + " | ".join(h.ljust(w[i]) for i, h in enumerate(("metric", "value", "target", ""))) + " |", line]
+    out += ["| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(r)) + " |" for r in rows]
+    out.append(line)
+    return "\n".join(out)
+
+
+def parse(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m bench", description="chiso benchmark on PostgreSQL")
+    ap.add_argument("--events", type=int, default=2_000_000, help="events to ingest (default 2,000,000)")
+    ap.add_argument("--workers", type=int, default=2, help="service worker processes (default 2 = cores)")
+    ap.add_argument("--clients", type=int, default=8, help="ingest requests in flight (default 8)")
+    ap.add_argument("--generators", type=int, default=2, help="load generator processes (default 2)")
+    ap.add_argument("--pollers", type=int, default=50, help="concurrent KPI pollers (default 50)")
+    ap.add_argument("--read-seconds", type=float, default=10.0, help="seconds per read endpoint (default 10)")
+    ap.add_argument("--growth", type=int, default=5, help="grow stored events to this multiple (default 5)")
+    ap.add_argument("--grow-seconds", type=float, default=1200.0, help="time cap of the growth phase (default 1200)")
+    ap.add_argument("--ref-events", type=int, default=200_000, help="events of the bare SQL reference")
+    ap.add_argument("--naive-events", type=int, default=30_000, help="events of the naive reference")
+    ap.add_argument("--probe-interval", type=float, default=0.5, help="seconds between freshness samples")
+    ap.add_argument("--pg", default=os.environ.get("CHISO_BENCH_PG", "postgresql://postgres@127.0.0.1:5432"),
+                    help="PostgreSQL server (a database is created and dropped on it)")
+    ap.add_argument("--keep-db", action="store_true", help="keep the database (for EXPLAIN ANALYZE)")
+    ap.add_argument("--out", default=str(ROOT / "bench-results"), help="directory of the JSON results")
+    ap.add_argument("--quick", action="store_true", help="~1-2 minute smoke run (100k events)")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.events, args.read_seconds, args.growth, args.grow_seconds = 100_000, 3.0, 2, 60.0
+        args.ref_events, args.naive_events = 30_000, 5_000
+    return args
+
+
+def main(argv=None):
+    args = parse(argv)
+    run = Run(args)
+
+    def on_term(*_):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        run.main()
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        run.log("interrupted; cleaning up")
+        run.cleanup()
+        sys.exit(130)
+    except BaseException:
+        run.cleanup()
+        raise
+    run.cleanup()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(run.results, indent=2, default=str))
+    text = table(run.results)
+    print(text)
+    run.results["table"] = text
+    path.write_text(json.dumps(run.results, indent=2, default=str))
+    print(f"results: {path}")
