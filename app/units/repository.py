@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect
@@ -55,3 +55,8 @@ async def bump_meta(session: AsyncSession, name: str) -> None:
     stmt = dialect.insert(session, NodeMeta).values(name=name, value=1)
     stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={"value": NodeMeta.value + 1})
     await session.execute(stmt)
+
+
+async def analyze_units(session: AsyncSession) -> None:
+    """Refresh the planner's statistics of the unit table (rollup joins go astray without them)."""
+    await session.execute(text("ANALYZE unit"))

@@ -96,6 +96,7 @@ async def seed_if_empty(db: Database) -> int:
         rows = package_units()
         await repository.upsert_units(session, rows)
         await repository.bump_meta(session, repository.REGISTRY_VERSION)
+        await repository.analyze_units(session)
         return len(rows)
 
 
@@ -107,4 +108,5 @@ async def import_units(db: Database, rows: list[UnitRow], replace: bool = False)
         if replace:
             deleted = await repository.delete_units_except(session, {r.code for r in rows} | {NATION})
         await repository.bump_meta(session, repository.REGISTRY_VERSION)
+        await repository.analyze_units(session)
     return len(rows), deleted
