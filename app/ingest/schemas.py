@@ -80,7 +80,7 @@ def validate_event(obj, now: datetime, skew: timedelta, horizon: timedelta) -> d
         errors.append({"loc": ["sector"], "msg": f"{ALL_SECTORS!r} is reserved"})
     if errors:
         raise EventError(errors)
-    return ev.model_dump()
+    return dict(ev.__dict__)  # the validated fields; cheaper than model_dump()
 
 
 def _msg(err: dict) -> str:

@@ -26,18 +26,16 @@ class Delta:
         """Add (sign=1) or take away (sign=-1) what `state` contributes."""
         unit = state.unit_code
         sectors = (ALL_SECTORS, state.sector() or "")
+        days: dict[datetime, date] = {}
 
         def local(dt: datetime) -> date:
-            return dt.astimezone(tz).date()
+            d = days.get(dt)
+            if d is None:
+                d = days[dt] = dt.astimezone(tz).date()
+            return d
 
-        def bump(day: date, name: str, n: int = 1) -> None:
-            for s in sectors:
-                self.day[(unit, s, day)][name] += sign * n
-
-        def bump_total(name: str) -> None:
-            for s in sectors:
-                self.total[(unit, s)][name] += sign
-
+        bumps: list[tuple[date, str, int]] = []  # (day, counter, amount)
+        totals: list[str] = []
         recv = state.recv_at
         due = state.effective_due()
         term = state.terminal()
@@ -45,55 +43,61 @@ class Delta:
 
         if recv is not None:
             rday = local(recv)
-            bump(rday, "received")
+            bumps += [(rday, "received", 1), (rday, "p_in", 1), (rday, "c_size", 1)]
+            totals.append("p_in")
             if state.channel == "online":
-                bump(rday, "received_online")
-            bump(rday, "p_in")
-            bump_total("p_in")
-            bump(rday, "c_size")
+                bumps.append((rday, "received_online", 1))
             if state.ok_766():
                 if end is not None and end <= due:
-                    bump(rday, "c_final_ok")
+                    bumps.append((rday, "c_final_ok", 1))
                 else:
                     for s in sectors:
                         self.cohort_due[(unit, s, rday, local(due))] += sign
             if end is not None:
-                bump(local(max(recv, end)), "p_out")
-                bump_total("p_out")
+                bumps.append((local(max(recv, end)), "p_out", 1))
+                totals.append("p_out")
             if due is not None:
                 start = max(recv, due)
-                bump(local(start), "o_in")
-                bump_total("o_in")
+                bumps.append((local(start), "o_in", 1))
+                totals.append("o_in")
                 if end is not None:
-                    bump(local(max(start, end)), "o_out")
-                    bump_total("o_out")
+                    bumps.append((local(max(start, end)), "o_out", 1))
+                    totals.append("o_out")
         else:
             for day_s, n in state.event_days.items():
-                bump(date.fromisoformat(day_s), "orphans", n)
+                bumps.append((date.fromisoformat(day_s), "orphans", n))
             ignored = state.ignored_terminal_at()
             if ignored is not None:
-                bump(local(ignored), "orphans", -1)
+                bumps.append((local(ignored), "orphans", -1))
 
         if term is not None:
             kind, at = term
             eday = local(at)
             if kind == "withdrawn":
-                bump(eday, "withdrawn")
+                bumps.append((eday, "withdrawn", 1))
             else:
                 if due is None:
-                    bump(eday, "resolved_unclassified")
+                    bumps.append((eday, "resolved_unclassified", 1))
                 elif at > due:
-                    bump(eday, "resolved_late")
+                    bumps.append((eday, "resolved_late", 1))
                 elif eday < local(due):
-                    bump(eday, "resolved_early")
+                    bumps.append((eday, "resolved_early", 1))
                 else:
-                    bump(eday, "resolved_on_time")
+                    bumps.append((eday, "resolved_on_time", 1))
                 if recv is not None:
                     ms = int((at - recv).total_seconds() * 1000)
-                    bump(eday, "proc_n")
-                    bump(eday, "proc_ms", ms)
+                    bumps += [(eday, "proc_n", 1), (eday, "proc_ms", ms)]
+                    bucket = bucket_of(ms)
                     for s in sectors:
-                        self.hist[(unit, s, eday, bucket_of(ms))] += sign
+                        self.hist[(unit, s, eday, bucket)] += sign
+
+        for s in sectors:
+            for day, name, n in bumps:
+                self.day[(unit, s, day)][name] += sign * n
+            if totals:
+                row = self.total[(unit, s)]
+                for name in totals:
+                    row[name] += sign
 
     def nonzero(self) -> Delta:
         """The same changes without the keys that cancel out."""
