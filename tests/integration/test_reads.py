@@ -230,3 +230,27 @@ class TestETag:
         assert r.status_code == 200 and r.headers["etag"]
         again = await shared_service.client.get(path, headers={"Authorization": f"Bearer {read}", "If-None-Match": r.headers["etag"]})
         assert again.status_code == 304
+
+
+class TestAnswerCache:
+    async def test_another_workers_write_is_seen(self, fresh_service):
+        from tests.conftest import start_service
+
+        a = fresh_service
+        read = await a.key("read")
+        ingest = await a.key("ingest", "46")
+        before = (await a.get("/api/v1/units/46/kpis", read, window="7d")).json()["kpis"]["received"]
+        async for b in start_service(a.url):  # a second worker on the same database
+            now = datetime.now(UTC)
+            await post(b, ingest, [received("19777", uuid.uuid4().hex, now - timedelta(minutes=1), now + timedelta(days=1))])
+        after = (await a.get("/api/v1/units/46/kpis", read, window="7d")).json()["kpis"]["received"]
+        assert after == before + 1
+
+    async def test_unchanged_data_is_served_from_the_cache(self, fresh_service):
+        svc = fresh_service
+        read = await svc.key("read")
+        first = await svc.get("/api/v1/rankings", read, level="province")
+        cache = svc.app.state.answers
+        entry = next(iter(cache._entries.values()))
+        second = await svc.get("/api/v1/rankings", read, level="province")
+        assert second.content == first.content and next(iter(cache._entries.values())) is entry
