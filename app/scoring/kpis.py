@@ -43,6 +43,22 @@ def _hours(ms: float | None) -> float | None:
     return None if ms is None else round(ms / 3_600_000, 2)
 
 
+def pending_of(s: Sums) -> int:
+    """Pending at the span's judgement time."""
+    return s.pending_total - s.pending_after
+
+
+def overdue_of(s: Sums) -> int:
+    """Overdue at the span's judgement time."""
+    return s.overdue_total - s.overdue_after - s.overdue_not_yet
+
+
+def cohort_766(s: Sums) -> tuple[int, int]:
+    """This node's own INDEX-766 cohort: (size, on time)."""
+    f = s.flows or {}
+    return f.get("c_size", 0), f.get("c_final_ok", 0) + s.cohort_due - s.late_today
+
+
 def compute(s: Sums) -> dict:
     """Every KPI of SPEC section 4 from one span's sums."""
     f = s.flows or {}
@@ -50,9 +66,9 @@ def compute(s: Sums) -> dict:
     good = g("resolved_early") + g("resolved_on_time")
     classified = good + g("resolved_late")
     resolved = classified + g("resolved_unclassified")
-    size = g("c_size")
-    on_time_766 = g("c_final_ok") + s.cohort_due - s.late_today
-    rate_766 = ratio(on_time_766, size)
+    size, on_time_766 = cohort_766(s)
+    size, on_time_766 = size + s.net_cohort_size, on_time_766 + s.net_cohort_ok
+    rate_766 = None if s.net_cohort_unknown else ratio(on_time_766, size)
     return {
         "received": g("received"),
         "received_online": g("received_online"),
@@ -64,14 +80,14 @@ def compute(s: Sums) -> dict:
         "resolved_unclassified": g("resolved_unclassified"),
         "on_time_rate": _round(ratio(good, classified), 4),
         "withdrawn": g("withdrawn"),
-        "pending": s.pending_total - s.pending_after,
-        "overdue": s.overdue_total - s.overdue_after - s.overdue_not_yet,
+        "pending": pending_of(s),
+        "overdue": overdue_of(s),
         "processing_hours_p50": _hours(percentile_ms(s.hist, 0.5)),
         "processing_hours_p90": _hours(percentile_ms(s.hist, 0.9)),
         "processing_hours_mean": _hours(None if g("proc_n") == 0 else g("proc_ms") / g("proc_n")),
         "settlement_rate_766": _round(rate_766, 4),
         "settlement_score": _round(None if rate_766 is None else 20 * rate_766, 2),
-        "overdue_766": size - on_time_766,
+        "overdue_766": None if s.net_cohort_unknown else size - on_time_766,
         "orphans": g("orphans"),
     }
 

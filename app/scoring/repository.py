@@ -247,3 +247,60 @@ async def read_unit_aggregates(session: AsyncSession, unit_code: str) -> dict[st
         if cols:
             out["total"][(r.unit_code, r.sector)] = cols
     return out
+
+
+async def read_spans(session: AsyncSession, scope: Scope, spans: list[Span], sector: str) -> list[Sums]:
+    """One Sums per span for a single group of units, from per-day sums: three small GROUP BY day
+    queries whatever the number of spans (series of hundreds of points), then prefix sums."""
+    from bisect import bisect_left
+
+    assert scope.level is None, "read_spans sums one group; rankings use read_sums"
+    low = min(min(s.start, s.after) for s in spans)
+    out = {"": [Sums() for _ in spans]}
+    counters = (*FLOW_COUNTERS, "p_in", "p_out", "o_in", "o_out")
+
+    stmt = _select(scope, UnitDay, [func.sum(getattr(UnitDay, c)).label(c) for c in counters],
+                   [UnitDay.sector == sector, UnitDay.day >= low], [UnitDay.day])
+    rows = sorted((await session.execute(stmt)).mappings(), key=lambda r: r["day"])
+    days = [r["day"] for r in rows]
+    prefix = {c: [0] for c in counters}
+    for r in rows:
+        for c in counters:
+            prefix[c].append(prefix[c][-1] + int(r[c] or 0))
+
+    def total(c: str, s: date, e: date | None = None) -> int:
+        hi = len(days) if e is None else bisect_left(days, e)
+        return prefix[c][hi] - prefix[c][bisect_left(days, s)]
+
+    stmt = _select(scope, UnitDayHist, [func.sum(UnitDayHist.n).label("n")],
+                   [UnitDayHist.sector == sector, UnitDayHist.day >= low], [UnitDayHist.day, UnitDayHist.bucket])
+    hist_rows = sorted(((r["day"], r["bucket"], int(r["n"] or 0)) for r in (await session.execute(stmt)).mappings()))
+    hist_days = [d for d, _, _ in hist_rows]
+
+    stmt = _select(scope, UnitCohortDue, [func.sum(UnitCohortDue.n).label("n")],
+                   [UnitCohortDue.sector == sector, UnitCohortDue.recv_day >= low],
+                   [UnitCohortDue.recv_day, UnitCohortDue.due_day])
+    due_rows = sorted(((r["recv_day"], r["due_day"], int(r["n"] or 0)) for r in (await session.execute(stmt)).mappings()))
+    due_recv = [r for r, _, _ in due_rows]
+
+    stmt = _select(scope, UnitTotal, [func.sum(UnitTotal.p_in - UnitTotal.p_out).label("p"),
+                                      func.sum(UnitTotal.o_in - UnitTotal.o_out).label("o")], [UnitTotal.sector == sector])
+    totals = (await session.execute(stmt)).mappings().first() or {"p": 0, "o": 0}
+
+    for sp, sums in zip(spans, out[""], strict=True):
+        sums.flows = {c: total(c, sp.start, sp.end) for c in FLOW_COUNTERS}
+        sums.pending_after = total("p_in", sp.after) - total("p_out", sp.after)
+        sums.overdue_after = total("o_in", sp.after) - total("o_out", sp.after)
+        sums.pending_total, sums.overdue_total = int(totals["p"] or 0), int(totals["o"] or 0)
+        for _, bucket, n in hist_rows[bisect_left(hist_days, sp.start) : bisect_left(hist_days, sp.end)]:
+            sums.hist[bucket] = sums.hist.get(bucket, 0) + n
+        sums.hist = {b: n for b, n in sums.hist.items() if n}
+        sums.cohort_due = sum(
+            n for _, due, n in due_rows[bisect_left(due_recv, sp.start) : bisect_left(due_recv, sp.end)] if due >= sp.due_from
+        )
+    live = [(i, sp) for i, sp in enumerate(spans) if sp.now is not None]
+    if live:
+        await _read_today(session, scope, live, sector, out)
+    if sector == ALL_SECTORS:
+        await _read_network_cohort(session, scope, spans, out)
+    return out[""]

@@ -12,20 +12,21 @@ from app.errors import NotFound, Unprocessable
 from app.scoring import kpis as kpi_math
 from app.scoring import periods
 from app.scoring.periods import Period
-from app.scoring.repository import Scope, Span, read_sums
+from app.scoring.repository import Scope, Span, read_spans, read_sums
 from app.units.seed import NATION, UnitRow
 from app.units.service import Registry
 
 SERIES_MAX_POINTS = 1000
-_SPANS_PER_QUERY = 40
+COHORT_KINDS = ("month", "quarter", "year")  # the periods of INDEX-766 cohort records (SPEC section 6)
 
 
 def span_for(p: Period, now: datetime, tz: tzinfo) -> Span:
     """What storage must sum for period p, judged at t = min(end, now)."""
     end_at = periods.local_midnight(p.end, tz)
     today = periods.today(now, tz)
+    cohort = (p.kind, p.start) if p.kind in COHORT_KINDS else None
     if end_at <= now:
-        return Span(p.start, p.end, p.end, p.end, periods.local_midnight(p.start, tz), None, None, None)
+        return Span(p.start, p.end, p.end, p.end, periods.local_midnight(p.start, tz), None, None, None, cohort)
     tomorrow = today + timedelta(days=1)
     return Span(
         p.start,
@@ -36,6 +37,7 @@ def span_for(p: Period, now: datetime, tz: tzinfo) -> Span:
         now,
         periods.local_midnight(today, tz),
         periods.local_midnight(tomorrow, tz),
+        cohort,
     )
 
 
@@ -84,8 +86,9 @@ async def unit_kpis(db: Database, registry: Registry, tz: tzinfo, code: str, p: 
     now = _now()
     prev = periods.previous(p)
     async with db.session() as session:
-        sums = await read_sums(session, _scope_of(registry, code), [span_for(p, now, tz), span_for(prev, now, tz)], _sector_key(sector))
-    cur_s, prev_s = sums.get("") or sums.default_factory()
+        cur_s, prev_s = await read_spans(
+            session, _scope_of(registry, code), [span_for(p, now, tz), span_for(prev, now, tz)], _sector_key(sector)
+        )
     cur, before = kpi_math.compute(cur_s), kpi_math.compute(prev_s)
     return {
         "unit": unit_shape(u),
@@ -166,14 +169,12 @@ async def series(db: Database, registry: Registry, tz: tzinfo, code: str, kpi: s
             f"more than {SERIES_MAX_POINTS} points", [{"loc": ["from"], "msg": f"more than {SERIES_MAX_POINTS} points"}]
         )
     scope = _scope_of(registry, code)
-    points = []
     async with db.session() as session:
-        for i in range(0, len(spans_p), _SPANS_PER_QUERY):
-            chunk = spans_p[i : i + _SPANS_PER_QUERY]
-            sums = await read_sums(session, scope, [span_for(p, now, tz) for p in chunk], ALL_SECTORS)
-            group = sums.get("") or sums.default_factory()
-            for p, s in zip(chunk, group, strict=True):
-                points.append({"start": p.start.isoformat(), "end": p.end.isoformat(), "value": kpi_math.compute(s)[kpi]})
+        sums = await read_spans(session, scope, [span_for(p, now, tz) for p in spans_p], ALL_SECTORS)
+    points = [
+        {"start": p.start.isoformat(), "end": p.end.isoformat(), "value": kpi_math.compute(s)[kpi]}
+        for p, s in zip(spans_p, sums, strict=True)
+    ]
     return {"unit": unit_shape(u), "kpi": kpi, "interval": interval, "points": points}
 
 
@@ -192,8 +193,7 @@ async def sectors(db: Database, registry: Registry, tz: tzinfo, code: str, p: Pe
             names.update((await session.execute(stmt)).scalars())
         items = []
         for name in sorted(names):
-            sums = await read_sums(session, scope, [span], name)
-            s = (sums.get("") or sums.default_factory())[0]
+            (s,) = await read_spans(session, scope, [span], name)
             figures = kpi_math.compute(s)
             if any(v for v in figures.values()):
                 items.append({"sector": name or None, "kpis": figures})
