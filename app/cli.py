@@ -214,12 +214,12 @@ def export_retry_parked() -> None:
 def demo(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    days: Annotated[int, typer.Option(min=1, max=390, help="Days to back-fill.")] = 180,
+    days: Annotated[int, typer.Option(min=1, max=365, help="Days to back-fill.")] = 180,
     per_commune_per_day: Annotated[
         float, typer.Option(min=0, help="Dossiers per commune per day in the back-fill; 0 fits it into --backfill-seconds.")
     ] = 0.0,
     backfill_seconds: Annotated[float, typer.Option(min=1, help="Time budget of the back-fill when the volume is 0.")] = 60.0,
-    rate: Annotated[float, typer.Option(min=0, help="Live events per second after the back-fill.")] = 2.0,
+    rate: Annotated[float, typer.Option(min=0, help="Live events per second after the back-fill.")] = 0.5,
     seed: Annotated[int | None, typer.Option(help="Random seed, for a repeatable stream.")] = None,
     keep: Annotated[bool, typer.Option(help="Reuse ./var/demo.db instead of starting afresh.")] = False,
 ) -> None:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 from app.api.responses import JSONResponse
 
-from app.api import errors, events, health, kpis, units
+from app.api import errors, events, export, health, kpis, units
+from app.api import dashboard
 from app.api.cache import AnswerCache
 from app.api.etag import ETagMiddleware
 from app.db import migrate
 from app.db.engine import Database
+from app.export.exporter import Exporter
 from app.ingest.service import RateLimiter
 from app.settings import Settings
 from app.units import service as units_service
@@ -45,7 +48,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.registry.refresh()
         except Exception:  # the database may come later; /readyz tells
             log.exception("registry not loaded at start")
+        exporter = app.state.exporter = Exporter(db, settings) if settings.export_enabled else None
+        export_task = asyncio.create_task(exporter.run_forever()) if exporter else None
         yield
+        if export_task is not None:
+            export_task.cancel()
+            with suppress(asyncio.CancelledError):
+                await export_task
+            await exporter.close()
         await db.dispose()
 
     app = FastAPI(
@@ -58,7 +68,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.rate_limiter = RateLimiter(settings.ingest_rate_per_minute, settings.retry_after_seconds)
     errors.install(app)
-    for module in (health, units, events, kpis):
+    for module in (health, units, events, kpis, export):
         app.include_router(module.router)
+    app.include_router(dashboard.router)  # GET /: the dashboard (app/static)
     app.add_middleware(ETagMiddleware)
     return app

@@ -33,6 +33,13 @@ class Settings(BaseSettings):
     export_interval: float = Field(60.0, description="Seconds between export pushes.")
     central_url: str | None = Field(None, description="Where this node pushes its snapshots.")
     export_secret: SecretStr | None = Field(None, description="HMAC secret for pushed snapshots.")
+    export_enabled: bool = Field(True, description="Run the exporter loop (records for pull and push).")
+    export_batch_records: int = Field(500, description="Most records in one pushed snapshot.")
+    export_backoff_max: float = Field(300.0, description="Cap of the push retry backoff, seconds.")
+    subordinates: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='Central mode: subordinate node_id -> secret, as JSON, e.g. {"hue": "secret1"}.',
+    )
     answer_cache_seconds: float = Field(
         0.3, description="How long a worker may serve a KPI answer computed before another worker's writes."
     )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from app.api.responses import JSONResponse
 
 from app import metrics
 from app.api.deps import DbDep
 from app.db.migrate import schema_is_current
+from app.export import service as export_service
 
 router = APIRouter(tags=["operations"])
 
@@ -19,7 +20,7 @@ async def healthz() -> dict:
 
 
 @router.get("/readyz")
-async def readyz(db: DbDep) -> JSONResponse:
+async def readyz(db: DbDep, request: Request) -> JSONResponse:
     checks: dict = {}
     try:
         async with db.engine.connect() as conn:
@@ -28,9 +29,14 @@ async def readyz(db: DbDep) -> JSONResponse:
     except Exception as exc:  # any failure to reach the database means not ready
         checks["database"] = f"unreachable: {type(exc).__name__}"
     ready = checks.get("database") == "ok" and checks.get("schema") == "current"
+    if ready:  # detail only: a slow central node does not make this node unready
+        try:
+            checks["export"] = await export_service.status(db, request.app.state.settings)
+        except Exception as exc:
+            checks["export"] = f"unavailable: {type(exc).__name__}"
     return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
 
 
 @router.get("/metrics")
-async def prometheus_metrics() -> Response:
-    return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+async def prometheus_metrics(request: Request) -> Response:
+    return Response(await metrics.scrape(request.app.state), media_type=metrics.CONTENT_TYPE)

@@ -11,6 +11,8 @@ import orjson
 from app import metrics
 from app.db.engine import Database
 from app.errors import BadRequest, PayloadTooLarge, TooManyRequests, Unprocessable
+from app.export import records as export_records
+from app.export import repository as export_repository
 from app.ingest import repository
 from app.ingest.schemas import EventError, validate_event
 from app.keys.service import Principal, check_units
@@ -160,7 +162,9 @@ async def _store(db: Database, settings: Settings, events: list[dict]) -> set[tu
                     state.apply(ev, tz)
                 delta.add(state, tz, +1)
             await repository.upsert_dossiers(session, [states[k] for k in by_dossier])
-            await repository.upsert_aggregates(session, delta.nonzero())
+            changes = delta.nonzero()
+            await repository.upsert_aggregates(session, changes)
+            await export_repository.mark_dirty(session, export_records.dirty_days(changes))
             # Last, so the one hot row is held only for the commit.
             await units_repository.bump_meta(session, DATA_VERSION)
     return inserted

@@ -1,0 +1,390 @@
+"""The exporter loop: produce changed records into the outbox, push them to the central node.
+
+Exactly one exporter is active per database: on PostgreSQL the holder of a session advisory lock
+on a dedicated connection (released by the server when the process or connection dies, so another
+takes over at its next tick); on SQLite the holder of a lease row that expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import httpx
+import orjson
+from sqlalchemy import text
+
+from app import metrics
+from app.db.engine import Database
+from app.export import records
+from app.export import repository as repo
+from app.export.outbox import PARK, PARKED, PENDING, SEND, SENT, Backoff, classify
+from app.export.signing import sign
+from app.scoring import periods
+from app.scoring.repository import Scope, read_sums
+from app.scoring.service import span_for
+from app.settings import Settings
+
+log = logging.getLogger("chiso.export")
+
+LOCK_KEY = 0x6368_6973_6F65_7870  # "chisoexp": the advisory lock of the one active exporter
+LEASE = "exporter"
+SPANS_PER_QUERY = 40
+UNITS_PER_QUERY = 500
+BATCHES_PER_RUN = 20
+PATH = "/api/v1/network/snapshots"
+
+
+@dataclass
+class RunResult:
+    leader: bool
+    produced: int = 0
+    sent: int = 0
+    parked: int = 0
+    failed: bool = False
+
+
+def snapshot_body(node_id: str, bodies: list[str]) -> bytes:
+    """The pushed (and pulled) document around stored record bodies, without re-encoding them."""
+    head = b'{"node_id":' + orjson.dumps(node_id) + b',"histogram_bounds_seconds":' + orjson.dumps(records.histogram_bounds())
+    return head + b',"records":[' + b",".join(b.encode() for b in bodies) + b"]}"
+
+
+class Exporter:
+    def __init__(self, db: Database, settings: Settings, client: httpx.AsyncClient | None = None):
+        self.db = db
+        self.settings = settings
+        self.holder = f"{settings.node_id}-{uuid.uuid4().hex[:12]}"
+        self._client = client
+        self._own_client = client is None
+        self._lock_conn = None
+        self._retry_at = 0.0
+        self.backoff = Backoff(base=max(0.5, settings.export_interval), cap=settings.export_backoff_max)
+
+    # --- leadership ----------------------------------------------------------------------------
+
+    async def _lead(self) -> bool:
+        if self.db.is_sqlite:
+            now = datetime.now(UTC)
+            ttl = timedelta(seconds=max(30.0, 5 * self.settings.export_interval))
+            async with self.db.transaction() as session:
+                return await repo.take_lease(session, LEASE, self.holder, now, now + ttl)
+        if self._lock_conn is not None:
+            try:
+                await self._lock_conn.execute(text("SELECT 1"))
+                await self._lock_conn.commit()
+                return True
+            except Exception:  # the connection died, and the lock with it: try again from scratch
+                log.warning("exporter lock connection lost")
+                await self._drop_lock_conn()
+        conn = await self.db.engine.connect()
+        try:
+            got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY})).scalar()
+            await conn.commit()  # session locks outlive the transaction; never sit idle in one
+        except Exception:
+            await conn.close()
+            raise
+        if got:
+            self._lock_conn = conn
+            return True
+        await conn.close()
+        return False
+
+    async def _drop_lock_conn(self) -> None:
+        conn, self._lock_conn = self._lock_conn, None
+        if conn is None:
+            return
+        try:
+            # The pool keeps the server session (and a session lock with it): unlock before returning it.
+            await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
+            await conn.commit()
+            await conn.close()
+        except Exception:  # broken: make sure the server session ends, which frees the lock
+            try:
+                await conn.invalidate()
+            except Exception:
+                pass
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    async def run_once(self) -> RunResult:
+        """One tick: when this is the active exporter, produce and push; always refresh the metrics."""
+        try:
+            leader = await self._lead()
+            result = RunResult(leader)
+            if leader:
+                result.produced = await self.produce()
+                await self.push(result)
+        finally:
+            await self.update_metrics()
+        return result
+
+    async def run_forever(self) -> None:
+        """Tick every EXPORT_INTERVAL until cancelled; a failed tick is logged and the loop goes on."""
+        while True:
+            await asyncio.sleep(self.settings.export_interval)
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("export tick failed")
+
+    async def close(self) -> None:
+        """Give up leadership and the HTTP client."""
+        if self.db.is_sqlite:
+            try:
+                async with self.db.transaction() as session:
+                    await repo.drop_lease(session, LEASE, self.holder)
+            except Exception:  # shutting down: the lease expires by itself
+                pass
+        await self._drop_lock_conn()
+        if self._own_client and self._client is not None:
+            await self._client.aclose()
+
+    # --- producing -----------------------------------------------------------------------------
+
+    async def produce(self) -> int:
+        """Recompute the records of dirty units (from their marked day) and of units with pending
+        dossiers (today's figures move with time); append those that changed to the outbox."""
+        tz = self.settings.tz
+        now = datetime.now(UTC)
+        today = periods.today(now, tz)
+        async with self.db.session() as session:
+            last = await repo.read_meta(session, repo.LAST_DAY)
+        if not last:  # the first run exports everything already stored
+            async with self.db.transaction() as session:
+                await repo.seed_dirty_from_aggregates(session)
+                await repo.set_meta(session, repo.LAST_DAY, today.toordinal())
+            last = today.toordinal()
+        async with self.db.session() as session:
+            dirty = await repo.read_dirty(session)
+            pending = await repo.read_pending_units(session)
+        base = min(date.fromordinal(last), today - timedelta(days=1))
+        starts: dict[str, date] = {}
+        cleared: dict[str, int] = {}
+        for unit, (day, gen) in dirty.items():
+            if day <= today:  # a mark for a day still to come waits for it
+                starts[unit], cleared[unit] = day, gen
+        for unit in pending:
+            starts[unit] = min(starts.get(unit, base), base)
+        by_start: dict[date, list[str]] = defaultdict(list)
+        for unit, day in starts.items():
+            by_start[day].append(unit)
+
+        computed: dict[tuple[str, str, date], tuple[dict, dict | None]] = {}
+        for start, units in sorted(by_start.items()):
+            await self._compute(sorted(units), start, today, now, computed)
+        changed = await self._changed(computed, min(starts.values(), default=today))
+        async with self.db.transaction() as session:
+            if changed:
+                first = await repo.allocate_sequences(session, len(changed))
+                outbox, digests = [], []
+                for i, ((unit, kind, key), (figures, period), h) in enumerate(changed):
+                    seq = first + i
+                    node = self.settings.node_id
+                    rec = (
+                        records.day_record(node, seq, unit, key, figures)
+                        if kind == "day"
+                        else records.cohort_record(node, seq, unit, period, figures)
+                    )
+                    outbox.append(
+                        {"sequence": seq, "unit_code": unit, "kind": kind, "key": key, "body": orjson.dumps(rec).decode(),
+                         "state": PENDING, "attempts": 0, "created_at": now}
+                    )
+                    digests.append({"unit_code": unit, "kind": kind, "key": key, "digest": h})
+                await repo.insert_outbox(session, outbox)
+                await repo.upsert_digests(session, digests)
+            await repo.delete_dirty(session, cleared)
+            await repo.set_meta(session, repo.LAST_DAY, today.toordinal())
+        if changed:
+            metrics.EXPORT_PRODUCED.inc(len(changed))
+        return len(changed)
+
+    async def _compute(self, units: list[str], start: date, today: date, now: datetime, out: dict) -> None:
+        """Figures of every day from `start` to today and of every calendar period touching them.
+
+        Past days come from one grouped read of the day rows (pending and overdue at the end of day
+        d are the all-time totals minus everything after d, as the read path computes them); today
+        and the cohort periods go through the read path itself, for its exact figures at now.
+        """
+        tz = self.settings.tz
+        ps: list[periods.Period] = [periods.containing("day", today)]
+        seen = set()
+        d = start
+        while d <= today:
+            for kind in records.COHORT_KINDS:
+                p = periods.containing(kind, d)
+                if (kind, p.start) not in seen:
+                    seen.add((kind, p.start))
+                    ps.append(p)
+            d += timedelta(days=1)
+        for u0 in range(0, len(units), UNITS_PER_QUERY):
+            chunk_units = tuple(units[u0 : u0 + UNITS_PER_QUERY])
+            if start < today:
+                async with self.db.session() as session:
+                    days, totals, hist = await repo.read_day_sums(session, list(chunk_units), start)
+                later: dict[str, list[date]] = defaultdict(list)
+                for u, day in days:
+                    if day >= today:
+                        later[u].append(day)
+                for unit in chunk_units:
+                    p_after, o_after = 0, 0
+                    p_total, o_total = totals.get(unit, (0, 0))
+                    for day in later[unit]:  # today and later: only what lies after the past days
+                        p_after += days[(unit, day)]["dp"]
+                        o_after += days[(unit, day)]["do"]
+                    day = today - timedelta(days=1)
+                    while day >= start:
+                        row = days.get((unit, day))
+                        figures = {c: (row[c] if row else 0) for c in records.DAY_FLOWS}
+                        figures["pending"] = p_total - p_after
+                        figures["overdue"] = o_total - o_after
+                        figures["histogram"] = [[b, n] for b, n in sorted(hist.get((unit, day), {}).items())]
+                        out[(unit, "day", day)] = (figures, None)
+                        if row:
+                            p_after += row["dp"]
+                            o_after += row["do"]
+                        day -= timedelta(days=1)
+            for p0 in range(0, len(ps), SPANS_PER_QUERY):
+                chunk = ps[p0 : p0 + SPANS_PER_QUERY]
+                async with self.db.session() as session:
+                    sums = await read_sums(
+                        session, Scope(codes=chunk_units, level="unit"), [span_for(p, now, tz) for p in chunk], "*"
+                    )
+                for unit in chunk_units:
+                    group = sums.get(unit) or sums.default_factory()
+                    for p, s in zip(chunk, group, strict=True):
+                        if p.kind == "day":
+                            out[(unit, "day", p.start)] = (records.day_figures(s), None)
+                        else:
+                            out[(unit, p.kind, p.start)] = (records.cohort_figures(s), p.as_dict())
+
+    async def _changed(self, computed: dict, since: date) -> list:
+        """The computed records whose figures differ from those last produced (new zeros are not records)."""
+        if not computed:
+            return []
+        async with self.db.session() as session:
+            known = await repo.read_digests(session, sorted({k[0] for k in computed}), since)
+        changed = []
+        for key in sorted(computed):
+            figures, period = computed[key]
+            h = records.digest(figures)
+            old = known.get(key)
+            if old == h or (old is None and records.is_zero(figures)):
+                continue
+            changed.append((key, (figures, period), h))
+        return changed
+
+    # --- pushing -------------------------------------------------------------------------------
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
+        return self._client
+
+    async def push(self, result: RunResult | None = None) -> int:
+        """Send pending records in bounded, signed batches until none is left, a try fails, or the
+        run's share is done. A refused batch is parked; a failed one waits for the backoff."""
+        result = result or RunResult(True)
+        s = self.settings
+        if not s.central_url or s.export_secret is None or time.monotonic() < self._retry_at:
+            return 0
+        url = s.central_url.rstrip("/") + PATH
+        secret = s.export_secret.get_secret_value()
+        for _ in range(BATCHES_PER_RUN):
+            async with self.db.session() as session:
+                rows = await repo.read_outbox(session, 0, s.export_batch_records, PENDING)
+            if not rows:
+                break
+            body = snapshot_body(s.node_id, [r.body for r in rows])
+            headers = {
+                "Content-Type": "application/json",
+                "X-Chiso-Node": s.node_id,
+                "X-Chiso-Signature": sign(body, secret),
+                "Idempotency-Key": hashlib.sha256(body).hexdigest()[:32],
+            }
+            status, error, retry_after = None, None, None
+            try:
+                resp = await self._http().post(url, content=body, headers=headers)
+                status = resp.status_code
+                if status >= 300:
+                    error = f"HTTP {status}: {resp.text[:300]}"
+                ra = resp.headers.get("retry-after")
+                retry_after = float(ra) if ra and ra.isdigit() else None
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}"[:300]
+            outcome = classify(status)
+            seqs = [r.sequence for r in rows]
+            now = datetime.now(UTC)
+            async with self.db.transaction() as session:
+                if outcome == SEND:
+                    await repo.set_outbox_state(session, seqs, SENT, now)
+                elif outcome == PARK:
+                    await repo.set_outbox_state(session, seqs, PARKED, now, error)
+                else:
+                    await repo.count_attempt(session, seqs, error or "")
+            if outcome == SEND:
+                self.backoff.succeeded()
+                result.sent += len(seqs)
+                metrics.EXPORT_SENT.inc(len(seqs))
+            elif outcome == PARK:
+                log.error("central node refused %d records (parked): %s", len(seqs), error)
+                result.parked += len(seqs)
+            else:
+                delay = self.backoff.failed(retry_after)
+                self._retry_at = time.monotonic() + delay
+                log.warning("push failed (%s); next try in %.1f s", error, delay)
+                result.failed = True
+                break
+        return result.sent
+
+    async def update_metrics(self) -> None:
+        """Lag and backlog from the database, so every worker reports the same values."""
+        try:
+            st = await status(self.db, self.settings)
+        except Exception:  # the database may be away; the gauges keep their last values
+            return
+        metrics.EXPORT_BACKLOG.set(st["backlog"])
+        metrics.EXPORT_LAG.set(st["lag_seconds"])
+
+
+async def status(db: Database, settings: Settings) -> dict:
+    """The export detail of /readyz and `chiso export status`."""
+    async with db.session() as session:
+        st = await repo.read_outbox_status(session)
+        sources = await repo.read_sources(session) if settings.subordinates else []
+    push = bool(settings.central_url)
+    oldest = st.pop("oldest_pending_at")
+    lag = (datetime.now(UTC) - oldest).total_seconds() if (push and oldest is not None) else 0.0
+    out = {
+        "node_id": settings.node_id,
+        "push": settings.central_url.rstrip("/") + PATH if push else None,
+        "backlog": st["backlog"] if push else 0,
+        "lag_seconds": round(max(0.0, lag), 3),
+        "parked": st["parked"],
+        "parked_error": st["parked_error"],
+        "last_sequence": st["last_sequence"],
+        "last_sent_at": st["last_sent_at"].isoformat() if st["last_sent_at"] else None,
+    }
+    if settings.subordinates:
+        out["subordinates"] = {
+            name: next(
+                ({"last_sequence": s["last_sequence"], "received_at": s["received_at"].isoformat()} for s in sources if s["node_id"] == name),
+                None,
+            )
+            for name in sorted(settings.subordinates)
+        }
+    return out
+
+
+async def retry_parked(db: Database) -> int:
+    """Make parked records pending again (chiso export retry-parked)."""
+    async with db.transaction() as session:
+        return await repo.unpark(session)

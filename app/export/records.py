@@ -1,0 +1,158 @@
+"""The export records (SPEC section 6), pure: figures from scoring sums, digests, validation.
+
+A day record holds one unit's own counters of one local day, its processing-time histogram and
+`pending`/`overdue` at the end of that day (for today: at the snapshot). A cohort record holds the
+INDEX-766 cohort of one unit and calendar month, quarter or year. Counters, never rates, so a
+receiver rolls them up exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date
+
+import orjson
+
+from app.scoring import kpis
+from app.scoring.contrib import Delta
+from app.scoring.histogram import bounds_seconds
+from app.scoring.repository import Sums
+
+DAY_FLOWS = (
+    "received",
+    "received_online",
+    "resolved_early",
+    "resolved_on_time",
+    "resolved_late",
+    "resolved_unclassified",
+    "withdrawn",
+    "orphans",
+    "proc_n",
+    "proc_ms",
+)
+DAY_FIGURES = (*DAY_FLOWS, "pending", "overdue")
+COHORT_KINDS = ("month", "quarter", "year")
+HIST_BUCKETS = 160  # buckets published in the feed; 60 s * 1.1^159 is years, past any horizon
+MAX_UNIT = 8
+
+
+class RecordError(ValueError):
+    """A received record that does not have the shape of section 6."""
+
+
+def histogram_bounds() -> list[float]:
+    """The bucket upper bounds (seconds) every node publishes and must share."""
+    return bounds_seconds(HIST_BUCKETS)
+
+
+def dirty_days(delta: Delta) -> dict[str, date]:
+    """Per unit, the earliest local day whose records an aggregate change can alter.
+
+    End-of-day pending and overdue telescope, so a change on day d alters every day from d on;
+    cohort records are keyed by the receipt day, which the cohort rows carry.
+    """
+    out: dict[str, date] = {}
+
+    def mark(unit: str, day: date) -> None:
+        if unit not in out or day < out[unit]:
+            out[unit] = day
+
+    for unit, _sector, day in delta.day:
+        mark(unit, day)
+    for unit, _sector, day, _bucket in delta.hist:
+        mark(unit, day)
+    for unit, _sector, recv_day, _due in delta.cohort_due:
+        mark(unit, recv_day)
+    return out
+
+
+def day_figures(s: Sums) -> dict:
+    """A day record's figures from the sums of that day's span."""
+    f = s.flows or {}
+    out = {c: int(f.get(c, 0)) for c in DAY_FLOWS}
+    out["pending"] = kpis.pending_of(s)
+    out["overdue"] = kpis.overdue_of(s)
+    out["histogram"] = [[b, n] for b, n in sorted(s.hist.items()) if n]
+    return out
+
+
+def cohort_figures(s: Sums) -> dict:
+    """A cohort record's figures from the sums of its period's span (this node's own cohort)."""
+    size, on_time = kpis.cohort_766(s)
+    return {"cohort_size": size, "cohort_on_time": on_time}
+
+
+def is_zero(figures: dict) -> bool:
+    return not any(figures.values())
+
+
+def digest(figures: dict) -> str:
+    """A stable hash of the figures, to tell whether a record changed since it was last produced."""
+    return hashlib.sha256(orjson.dumps(figures, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def day_record(node_id: str, sequence: int, unit: str, day: date, figures: dict) -> dict:
+    return {"node_id": node_id, "sequence": sequence, "kind": "day", "unit": unit, "day": day.isoformat(), **figures}
+
+
+def cohort_record(node_id: str, sequence: int, unit: str, period: dict, figures: dict) -> dict:
+    return {"node_id": node_id, "sequence": sequence, "kind": "cohort", "unit": unit, "period": period, **figures}
+
+
+# --- receiving -----------------------------------------------------------------------------------
+
+
+def _count(rec: dict, name: str) -> int:
+    v = rec.get(name, 0)
+    # proc_ms alone may be negative: a resolution dated before its receipt counts as it is
+    low = -(2**62) if name == "proc_ms" else 0
+    if not isinstance(v, int) or isinstance(v, bool) or not low <= v < 2**62:
+        raise RecordError(f"{name}: expected a non-negative integer")
+    return v
+
+
+def _date(v, name: str) -> date:
+    try:
+        return date.fromisoformat(v)
+    except (TypeError, ValueError):
+        raise RecordError(f"{name}: expected a date") from None
+
+
+def parse_record(rec: object, node_id: str) -> dict:
+    """A received record as a row of network_day or network_cohort; RecordError when malformed."""
+    if not isinstance(rec, dict):
+        raise RecordError("expected an object")
+    if rec.get("node_id") != node_id:
+        raise RecordError("node_id: not the signing node")
+    seq = rec.get("sequence")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq <= 0:
+        raise RecordError("sequence: expected a positive integer")
+    unit = rec.get("unit")
+    if not isinstance(unit, str) or not 0 < len(unit) <= MAX_UNIT:
+        raise RecordError("unit: expected a unit code")
+    row = {"unit_code": unit, "source": node_id, "sequence": seq}
+    if rec.get("kind") == "day":
+        row["day"] = _date(rec.get("day"), "day")
+        for c in DAY_FIGURES:
+            row[c] = _count(rec, c)
+        hist = rec.get("histogram", [])
+        if not isinstance(hist, list) or not all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in p) for p in hist
+        ):
+            raise RecordError("histogram: expected [[bucket, n], ...]")
+        if any(not 0 <= b < HIST_BUCKETS or n < 0 for b, n in hist):
+            raise RecordError("histogram: bucket out of range")
+        row["histogram"] = orjson.dumps(sorted(hist)).decode()
+        return {"kind": "day", "row": row}
+    if rec.get("kind") == "cohort":
+        period = rec.get("period")
+        if not isinstance(period, dict) or period.get("kind") not in COHORT_KINDS:
+            raise RecordError("period: expected a calendar month, quarter or year")
+        row["kind"] = period["kind"]
+        row["start"] = _date(period.get("start"), "period.start")
+        row["c_size"] = _count(rec, "cohort_size")
+        row["c_ok"] = _count(rec, "cohort_on_time")
+        if row["c_ok"] > row["c_size"]:
+            raise RecordError("cohort_on_time: more than cohort_size")
+        return {"kind": "cohort", "row": row}
+    raise RecordError("kind: expected day or cohort")

@@ -1,0 +1,360 @@
+"""All SQL of the export network: dirty marks, digests, the outbox, the lease; received records.
+
+Lock order. Ingest marks `export_dirty` after the aggregates and before `node_meta` (sorted by
+unit). The exporter takes its lease (or advisory lock) first, then writes outbox, digests, marks
+and `node_meta`. The receiver locks its `network_source` row first, which serialises snapshots of
+one subordinate, then its own rows (source = that node), sorted by key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, datetime
+
+from sqlalchemy import and_, case, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import dialect
+from app.db.models import (
+    ALL_SECTORS,
+    LOCAL_SOURCE,
+    ExportDirty,
+    ExportLease,
+    ExportOutbox,
+    ExportState,
+    NetworkCohort,
+    NetworkDay,
+    NetworkSource,
+    NodeMeta,
+    UnitDay,
+    UnitDayHist,
+    UnitTotal,
+)
+from app.export.outbox import PARKED, PENDING, SENT
+
+CHUNK = 500
+SEQUENCE = "export_sequence"
+LAST_DAY = "export_last_day"  # ordinal of the local day of the last production run
+
+
+def _chunks(items: list, size: int = CHUNK) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# --- dirty marks (written by ingest) --------------------------------------------------------------
+
+
+async def mark_dirty(session: AsyncSession, marks: dict[str, date]) -> None:
+    """Remember the earliest changed day per unit, in unit order (ingest calls this in its transaction)."""
+    rows = [{"unit_code": u, "day": d, "gen": 1} for u, d in sorted(marks.items())]
+    for chunk in _chunks(rows):
+        stmt = dialect.insert(session, ExportDirty).values(chunk)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["unit_code"],
+            set_={
+                "day": case((stmt.excluded.day < ExportDirty.day, stmt.excluded.day), else_=ExportDirty.day),
+                "gen": ExportDirty.gen + 1,
+            },
+        )
+        await session.execute(stmt)
+
+
+async def read_dirty(session: AsyncSession) -> dict[str, tuple[date, int]]:
+    """Every mark: unit -> (earliest day, generation)."""
+    rows = await session.execute(select(ExportDirty.unit_code, ExportDirty.day, ExportDirty.gen))
+    return {u: (d, g) for u, d, g in rows.all()}
+
+
+async def delete_dirty(session: AsyncSession, marks: dict[str, int]) -> None:
+    """Clear marks that no ingest touched since they were read (same generation)."""
+    for unit, gen in sorted(marks.items()):
+        await session.execute(delete(ExportDirty).where(ExportDirty.unit_code == unit, ExportDirty.gen == gen))
+
+
+async def seed_dirty_from_aggregates(session: AsyncSession) -> None:
+    """Mark every unit with local figures from its first day: the first production run exports all."""
+    stmt = (
+        select(UnitDay.unit_code, func.min(UnitDay.day))
+        .where(UnitDay.source == LOCAL_SOURCE, UnitDay.sector == ALL_SECTORS)
+        .group_by(UnitDay.unit_code)
+    )
+    marks = {u: d for u, d in (await session.execute(stmt)).all()}
+    if marks:
+        await mark_dirty(session, marks)
+
+
+async def read_pending_units(session: AsyncSession) -> list[str]:
+    """Units with pending dossiers of their own: their today's record moves with time."""
+    stmt = select(UnitTotal.unit_code).where(
+        UnitTotal.source == LOCAL_SOURCE, UnitTotal.sector == ALL_SECTORS, UnitTotal.p_in > UnitTotal.p_out
+    )
+    return sorted((await session.execute(stmt)).scalars())
+
+
+# --- node_meta values --------------------------------------------------------------------------
+
+
+async def read_meta(session: AsyncSession, name: str) -> int:
+    """A named value of node_meta, 0 when absent."""
+    return (await session.execute(select(NodeMeta.value).where(NodeMeta.name == name))).scalar() or 0
+
+
+async def set_meta(session: AsyncSession, name: str, value: int) -> None:
+    """Set a named value of node_meta."""
+    stmt = dialect.insert(session, NodeMeta).values(name=name, value=value)
+    await session.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"value": value}))
+
+
+async def allocate_sequences(session: AsyncSession, n: int) -> int:
+    """Reserve n sequence numbers; returns the first. Never reused, even when rows are pruned."""
+    stmt = dialect.insert(session, NodeMeta).values(name=SEQUENCE, value=n)
+    stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={"value": NodeMeta.value + n})
+    await session.execute(stmt)
+    return await read_meta(session, SEQUENCE) - n + 1
+
+
+# --- digests -----------------------------------------------------------------------------------
+
+
+async def read_digests(session: AsyncSession, units: list[str], since: date) -> dict[tuple[str, str, date], str]:
+    """Digests of the records last produced for these units, keys from `since`'s year on."""
+    out = {}
+    low = date(since.year, 1, 1)
+    for chunk in _chunks(sorted(units)):
+        stmt = select(ExportState.unit_code, ExportState.kind, ExportState.key, ExportState.digest).where(
+            ExportState.unit_code.in_(chunk), ExportState.key >= low
+        )
+        out.update({(u, k, d): h for u, k, d, h in (await session.execute(stmt)).all()})
+    return out
+
+
+async def upsert_digests(session: AsyncSession, rows: list[dict]) -> None:
+    """Remember the digests of the records just produced."""
+    rows = sorted(rows, key=lambda r: (r["unit_code"], r["kind"], r["key"]))
+    for chunk in _chunks(rows):
+        stmt = dialect.insert(session, ExportState).values(chunk)
+        stmt = stmt.on_conflict_do_update(index_elements=["unit_code", "kind", "key"], set_={"digest": stmt.excluded.digest})
+        await session.execute(stmt)
+
+
+# --- outbox ------------------------------------------------------------------------------------
+
+
+async def insert_outbox(session: AsyncSession, rows: list[dict]) -> None:
+    """Append produced records."""
+    for chunk in _chunks(rows):
+        await session.execute(dialect.insert(session, ExportOutbox).values(chunk))
+
+
+async def read_outbox(session: AsyncSession, after: int, limit: int, state: str | None = None) -> list[ExportOutbox]:
+    """Records after a sequence, in sequence order (of one state, when given)."""
+    stmt = select(ExportOutbox).where(ExportOutbox.sequence > after)
+    if state is not None:
+        stmt = stmt.where(ExportOutbox.state == state)
+    return list((await session.execute(stmt.order_by(ExportOutbox.sequence).limit(limit))).scalars())
+
+
+async def set_outbox_state(
+    session: AsyncSession, sequences: list[int], state: str, at: datetime, error: str | None = None
+) -> None:
+    """Move delivered (or refused) pending records to their new state."""
+    for chunk in _chunks(sorted(sequences)):
+        values = {"state": state, "attempts": ExportOutbox.attempts + 1, "error": error}
+        if state == SENT:
+            values["sent_at"] = at
+        await session.execute(
+            update(ExportOutbox).where(ExportOutbox.sequence.in_(chunk), ExportOutbox.state == PENDING).values(**values)
+        )
+
+
+async def count_attempt(session: AsyncSession, sequences: list[int], error: str) -> None:
+    """Record a failed try of pending records (they stay pending)."""
+    for chunk in _chunks(sorted(sequences)):
+        await session.execute(
+            update(ExportOutbox)
+            .where(ExportOutbox.sequence.in_(chunk))
+            .values(attempts=ExportOutbox.attempts + 1, error=error)
+        )
+
+
+async def unpark(session: AsyncSession) -> int:
+    """Make every parked record pending again; returns how many."""
+    result = await session.execute(
+        update(ExportOutbox).where(ExportOutbox.state == PARKED).values(state=PENDING, attempts=0, error=None)
+    )
+    return result.rowcount or 0
+
+
+async def read_outbox_status(session: AsyncSession) -> dict:
+    """Backlog, parked and last figures of the outbox."""
+    t = ExportOutbox
+    backlog, oldest = (await session.execute(select(func.count(), func.min(t.created_at)).where(t.state == PENDING))).one()
+    parked = (await session.execute(select(func.count()).where(t.state == PARKED))).scalar()
+    last_seq, last_sent = (await session.execute(select(func.max(t.sequence), func.max(t.sent_at)))).one()
+    err = None
+    if parked:
+        stmt = select(t.error).where(t.state == PARKED).order_by(t.sequence.desc()).limit(1)
+        err = (await session.execute(stmt)).scalar()
+    return {
+        "backlog": int(backlog or 0),
+        "oldest_pending_at": oldest,
+        "parked": int(parked or 0),
+        "parked_error": err,
+        "last_sequence": int(last_seq or 0),
+        "last_sent_at": last_sent,
+    }
+
+
+# --- the SQLite lease --------------------------------------------------------------------------
+
+
+async def take_lease(session: AsyncSession, name: str, holder: str, now: datetime, until: datetime) -> bool:
+    """Hold (or renew) the named lease unless another holder's lease is still running."""
+    row = (await session.execute(select(ExportLease).where(ExportLease.name == name))).scalar_one_or_none()
+    if row is None:
+        session.add(ExportLease(name=name, holder=holder, expires_at=until))
+        await session.flush()
+        return True
+    if row.holder != holder and row.expires_at > now:
+        return False
+    row.holder, row.expires_at = holder, until
+    await session.flush()
+    return True
+
+
+async def drop_lease(session: AsyncSession, name: str, holder: str) -> None:
+    """Give the lease up, so another process takes over at once."""
+    await session.execute(delete(ExportLease).where(ExportLease.name == name, ExportLease.holder == holder))
+
+
+# --- receiving (central mode) ------------------------------------------------------------------
+
+
+async def lock_source(session: AsyncSession, source: str, last_sequence: int, now: datetime) -> None:
+    """Upsert and lock the subordinate's row: its snapshots are merged one at a time."""
+    stmt = dialect.insert(session, NetworkSource).values(source=source, last_sequence=last_sequence, received_at=now)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["source"],
+        set_={
+            "received_at": now,
+            "last_sequence": case(
+                (stmt.excluded.last_sequence > NetworkSource.last_sequence, stmt.excluded.last_sequence),
+                else_=NetworkSource.last_sequence,
+            ),
+        },
+    )
+    await session.execute(stmt)
+
+
+async def upsert_newer(session: AsyncSession, table, keys: tuple[str, ...], rows: list[dict]) -> list[tuple]:
+    """Store rows whose sequence is newer than the stored one for their key; returns the keys stored."""
+    rows = sorted(rows, key=lambda r: tuple(r[k] for k in keys))
+    stored: list[tuple] = []
+    cols = [c for c in rows[0] if c not in keys] if rows else []
+    for chunk in _chunks(rows):
+        stmt = dialect.insert(session, table).values(chunk)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={c: stmt.excluded[c] for c in cols},
+            where=table.sequence < stmt.excluded.sequence,
+        ).returning(*(getattr(table, k) for k in keys))
+        stored.extend(tuple(r) for r in (await session.execute(stmt)).all())
+    return stored
+
+
+async def read_max_network_day(session: AsyncSession, source: str, unit: str) -> date | None:
+    """The latest day with a record from this source for this unit."""
+    stmt = select(func.max(NetworkDay.day)).where(NetworkDay.source == source, NetworkDay.unit_code == unit)
+    return (await session.execute(stmt)).scalar()
+
+
+async def read_network_days(session: AsyncSession, source: str, unit: str, since: date) -> list[NetworkDay]:
+    """Stored day records of one unit from one source, from `since`, by day."""
+    stmt = (
+        select(NetworkDay)
+        .where(NetworkDay.unit_code == unit, NetworkDay.source == source, NetworkDay.day >= since)
+        .order_by(NetworkDay.day)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def replace_source_rows(
+    session: AsyncSession, source: str, unit: str, day_rows: list[dict], hist: dict[date, list[list[int]]]
+) -> None:
+    """Write a source's aggregate rows of one unit (replacing them), then its all-time totals."""
+    cols = [c for c in day_rows[0] if c not in ("unit_code", "sector", "day", "source")] if day_rows else []
+    for chunk in _chunks(sorted(day_rows, key=lambda r: r["day"])):
+        stmt = dialect.insert(session, UnitDay).values(chunk)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["unit_code", "sector", "day", "source"], set_={c: stmt.excluded[c] for c in cols}
+        )
+        await session.execute(stmt)
+    days = sorted(hist)
+    for chunk in _chunks(days):
+        await session.execute(
+            delete(UnitDayHist).where(
+                UnitDayHist.unit_code == unit,
+                UnitDayHist.sector == ALL_SECTORS,
+                UnitDayHist.source == source,
+                UnitDayHist.day.in_(chunk),
+            )
+        )
+    hist_rows = [
+        {"unit_code": unit, "sector": ALL_SECTORS, "day": d, "bucket": b, "source": source, "n": n}
+        for d in days
+        for b, n in hist[d]
+        if n
+    ]
+    for chunk in _chunks(hist_rows):
+        await session.execute(dialect.insert(session, UnitDayHist).values(chunk))
+    mine = and_(UnitDay.unit_code == unit, UnitDay.sector == ALL_SECTORS, UnitDay.source == source)
+    totals = (
+        await session.execute(
+            select(func.sum(UnitDay.p_in), func.sum(UnitDay.p_out), func.sum(UnitDay.o_in), func.sum(UnitDay.o_out)).where(mine)
+        )
+    ).one()
+    values = dict(zip(("p_in", "p_out", "o_in", "o_out"), (int(v or 0) for v in totals), strict=True))
+    stmt = dialect.insert(session, UnitTotal).values(unit_code=unit, sector=ALL_SECTORS, source=source, **values)
+    await session.execute(stmt.on_conflict_do_update(index_elements=["unit_code", "sector", "source"], set_=values))
+
+
+async def read_sources(session: AsyncSession) -> list[dict]:
+    """Subordinates that sent snapshots, with their last sequence and time."""
+    rows = await session.execute(select(NetworkSource).order_by(NetworkSource.source))
+    return [{"node_id": r.source, "last_sequence": r.last_sequence, "received_at": r.received_at} for r in rows.scalars()]
+
+
+
+# --- figures of past days (the exporter) -------------------------------------------------------
+
+
+async def read_day_sums(session: AsyncSession, units: list[str], since: date) -> tuple[dict, dict, dict]:
+    """All-sector figures of these units from `since` on, summed over sources like the read path:
+    ({(unit, day): {flow..., dp, do}}, {unit: (pending total, overdue total)}, {(unit, day): {bucket: n}})."""
+    from app.export.records import DAY_FLOWS
+
+    cols = [func.sum(getattr(UnitDay, c)).label(c) for c in DAY_FLOWS]
+    cols += [func.sum(UnitDay.p_in - UnitDay.p_out).label("dp"), func.sum(UnitDay.o_in - UnitDay.o_out).label("do")]
+    stmt = (
+        select(UnitDay.unit_code, UnitDay.day, *cols)
+        .where(UnitDay.unit_code.in_(units), UnitDay.sector == ALL_SECTORS, UnitDay.day >= since)
+        .group_by(UnitDay.unit_code, UnitDay.day)
+    )
+    days = {(r["unit_code"], r["day"]): {k: int(r[k] or 0) for k in (*DAY_FLOWS, "dp", "do")} for r in (await session.execute(stmt)).mappings()}
+    stmt = (
+        select(UnitTotal.unit_code, func.sum(UnitTotal.p_in - UnitTotal.p_out), func.sum(UnitTotal.o_in - UnitTotal.o_out))
+        .where(UnitTotal.unit_code.in_(units), UnitTotal.sector == ALL_SECTORS)
+        .group_by(UnitTotal.unit_code)
+    )
+    totals = {u: (int(p or 0), int(o or 0)) for u, p, o in (await session.execute(stmt)).all()}
+    stmt = (
+        select(UnitDayHist.unit_code, UnitDayHist.day, UnitDayHist.bucket, func.sum(UnitDayHist.n))
+        .where(UnitDayHist.unit_code.in_(units), UnitDayHist.sector == ALL_SECTORS, UnitDayHist.day >= since)
+        .group_by(UnitDayHist.unit_code, UnitDayHist.day, UnitDayHist.bucket)
+    )
+    hist: dict = {}
+    for u, d, b, n in (await session.execute(stmt)).all():
+        if n:
+            hist.setdefault((u, d), {})[b] = int(n)
+    return days, totals, hist

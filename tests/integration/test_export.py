@@ -1,0 +1,356 @@
+"""Export records, the outbox, pull, push and the central receiver, on both stores.
+
+The central node here is a real chiso app on its own database, reached in-process over ASGI; the
+system test (tests/system/test_network.py) runs the same topology as two real processes.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import socket
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import orjson
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import func, select
+
+from app.db.models import NetworkDay
+from app.export import service as export_service
+from app.export.exporter import Exporter, snapshot_body
+from app.export.signing import sign
+from tests.reference import TZ
+from tests.streams import stream, wire
+
+SECRET = "s3cret-of-hue"
+PROVINCE = "46"  # Thành phố Huế
+CALENDAR_766 = ("month", "quarter", "year")
+SETTLEMENT = ("settlement_rate_766", "settlement_score", "overdue_766")
+
+
+def expected_at_central(answer: dict, calendar_766: bool, has_cohort: bool = True) -> dict:
+    """What a central node answers for a fed unit: the subordinate's answer (as_of aside), with the
+    settlement group null outside calendar months, quarters and years (a unit that never had a
+    cohort has an empty one in every period: that the central node knows)."""
+    out = copy.deepcopy({k: v for k, v in answer.items() if k != "as_of"})
+    if not calendar_766 and has_cohort:
+        blocks = [out["kpis"], out["previous"]["kpis"], out["change"]] if "previous" in out else [out["kpis"], out["change"]]
+        for block in blocks:
+            for k in SETTLEMENT:
+                block[k] = None
+    return out
+
+
+def queries(today) -> list[dict]:
+    """KPI queries covering windows and every calendar period, current and past."""
+    past = today - timedelta(days=40)
+    qs = [{"window": w} for w in ("1d", "7d", "30d", "90d", "365d")]
+    qs += [{"period": k} for k in ("day", "week", "month", "quarter", "year")]
+    qs += [{"period": k, "at": past.isoformat()} for k in ("day", "week", "month", "quarter")]
+    return qs
+
+
+async def diff_kpis(sub_get, central_get, units: list[str], today) -> list[str]:
+    """Every (unit, query) where the central's answer is not what it should be; [] when equal."""
+    bad = []
+    with_cohort, after = set(), 0
+    while True:  # which units ever had an INDEX-766 cohort, from the subordinate's own feed
+        page = await sub_get("/api/v1/export/snapshots", {"after": after, "limit": 5000})
+        with_cohort |= {r["unit"] for r in page["records"] if r["kind"] == "cohort" and r["cohort_size"]}
+        after = page["next_after"]
+        if not page["has_more"]:
+            break
+    for unit in units:
+        for q in queries(today):
+            a = await sub_get(f"/api/v1/units/{unit}/kpis", q)
+            b = await central_get(f"/api/v1/units/{unit}/kpis", q)
+            fed = any(u == unit or u[:2] == unit for u in with_cohort)
+            want = expected_at_central(a, q.get("period") in CALENDAR_766, fed)
+            got = {k: v for k, v in b.items() if k != "as_of"}
+            if got != want:
+                keys = [k for k in want["kpis"] if want["kpis"][k] != got["kpis"][k]]
+                bad.append(f"{unit} {q}: {keys} {[(want['kpis'][k], got['kpis'][k]) for k in keys][:4]}")
+    for q in ({"window": "30d"}, {"period": "month"}, {"period": "week"}):
+        params = {"level": "commune", "parent": PROVINCE, "sort": "-received", "limit": 5000, **q}
+        a = await sub_get("/api/v1/rankings", params)
+        b = await central_get("/api/v1/rankings", params)
+        for x, y in zip(a["items"], b["items"], strict=True):
+            want = expected_at_central(x, q.get("period") in CALENDAR_766, x["unit"]["code"] in with_cohort)
+            if (x["rank"], x["unit"]) != (y["rank"], y["unit"]) or want["kpis"] != y["kpis"]:
+                bad.append(f"ranking {q} {x['unit']['code']} {x['rank']} {y['rank']} {[(k, want['kpis'][k], y['kpis'][k]) for k in want['kpis'] if want['kpis'][k] != y['kpis'][k]]}")
+                break
+    return bad
+
+
+def fresh_stream(rng: random.Random, units: list[str], n: int, now: datetime) -> list[dict]:
+    return [wire(e) for e in stream(rng, units, n, now, days=120)]
+
+
+class Net:
+    """A province node and a central node, each a real app on its own database."""
+
+    def __init__(self, prov, central, exporter):
+        self.prov, self.central, self.exporter = prov, central, exporter
+
+    async def setup(self):
+        self.ingest = await self.prov.key("ingest", PROVINCE)
+        self.read_p = await self.prov.key("read")
+        self.read_c = await self.central.key("read")
+        registry = await self.prov.app.state.registry.refresh()
+        self.communes = [u.code for u in registry.at_level("commune", PROVINCE)]
+        return self
+
+    async def post(self, events: list[dict]) -> None:
+        for i in range(0, len(events), 1000):
+            r = await self.prov.post(events[i : i + 1000], self.ingest)
+            assert r.status_code == 202, r.text
+
+    async def sub_get(self, path, params):
+        r = await self.prov.get(path, self.read_p, **params)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    async def central_get(self, path, params):
+        r = await self.central.get(path, self.read_c, **params)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    async def feed(self, after=0, limit=5000) -> dict:
+        return await self.sub_get("/api/v1/export/snapshots", {"after": after, "limit": limit})
+
+
+@pytest.fixture
+def network(make_service):
+    @asynccontextmanager
+    async def factory(central_url="http://chiso.test", secret=SECRET, node_id="hue"):
+        async with make_service(node_id=node_id) as prov, make_service(node_id="vn", subordinates={"hue": SECRET}) as central:
+            settings = prov.settings.model_copy(
+                update={"central_url": central_url, "export_secret": SecretStr(secret), "export_batch_records": 300}
+            )
+            exporter = Exporter(prov.db, settings, client=central.client)
+            try:
+                yield await Net(prov, central, exporter).setup()
+            finally:
+                await exporter.close()
+
+    return factory
+
+
+def ev(kind, unit, dossier, at, **fields) -> dict:
+    e = {"event_id": f"{dossier}-{kind}-{at.timestamp()}", "type": kind, "dossier_id": dossier, "unit_code": unit,
+         "occurred_at": at.isoformat()}
+    e.update({k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in fields.items()})
+    return e
+
+
+def local_noon(days_ago: int) -> datetime:
+    d = datetime.now(TZ).date() - timedelta(days=days_ago)
+    return datetime(d.year, d.month, d.day, 12, tzinfo=TZ)
+
+
+class TestRecords:
+    async def test_a_pending_dossier_has_a_day_record_for_every_day(self, network):
+        async with network() as net:
+            unit = net.communes[0]
+            await net.post([ev("received", unit, "P1", local_noon(5), channel="online", due_at=local_noon(2))])
+            await net.exporter.produce()
+            feed = await net.feed()
+            days = {r["day"]: r for r in feed["records"] if r["kind"] == "day"}
+            assert sorted(days) == [local_noon(n).date().isoformat() for n in range(5, -1, -1)]
+            assert all(r["pending"] == 1 for r in days.values())
+            assert [days[local_noon(n).date().isoformat()]["overdue"] for n in range(5, -1, -1)] == [0, 0, 0, 1, 1, 1]
+            assert days[local_noon(5).date().isoformat()]["received"] == 1
+            assert all(r["node_id"] == "hue" and r["unit"] == unit for r in feed["records"])
+            seqs = [r["sequence"] for r in feed["records"]]
+            assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+            assert feed["histogram_bounds_seconds"][:2] == [60.0, 66.0]
+            cohorts = [r for r in feed["records"] if r["kind"] == "cohort"]
+            assert {r["period"]["kind"] for r in cohorts} == set(CALENDAR_766)
+            assert all(r["cohort_size"] == 1 and r["cohort_on_time"] == 0 for r in cohorts)
+
+    async def test_unchanged_figures_produce_nothing_new(self, network):
+        async with network() as net:
+            await net.post([ev("received", net.communes[0], "P1", local_noon(3), channel="online", due_at=local_noon(-3))])
+            assert await net.exporter.produce() > 0
+            assert await net.exporter.produce() == 0
+            await net.post([ev("received", net.communes[0], "P1", local_noon(3), channel="online", due_at=local_noon(-3))])  # duplicate
+            assert await net.exporter.produce() == 0
+
+    async def test_a_late_event_sends_every_day_since_it_occurred_again(self, network):
+        async with network() as net:
+            unit = net.communes[0]
+            await net.post([ev("received", unit, "P1", local_noon(6), channel="online", due_at=local_noon(-3))])
+            await net.exporter.produce()
+            last = (await net.feed())["next_after"]
+            await net.post([ev("resolved", unit, "P1", local_noon(3), outcome="approved")])
+            await net.exporter.produce()
+            new = (await net.feed(after=last))["records"]
+            days = {r["day"]: r for r in new if r["kind"] == "day"}
+            assert sorted(days) == [local_noon(n).date().isoformat() for n in range(3, -1, -1)]
+            assert days[local_noon(3).date().isoformat()]["resolved_early"] == 1
+            assert all(r["pending"] == 0 for r in days.values())
+            assert all(r["sequence"] > last for r in new)
+
+    async def test_the_pull_feed_pages_in_sequence_order(self, network):
+        async with network() as net:
+            await net.post([ev("received", net.communes[0], "P1", local_noon(20), channel="online", due_at=local_noon(1))])
+            await net.exporter.produce()
+            whole = (await net.feed())["records"]
+            pages, after = [], 0
+            while True:
+                page = await net.feed(after=after, limit=7)
+                pages += page["records"]
+                after = page["next_after"]
+                if not page["has_more"]:
+                    break
+            assert pages == whole and len(whole) > 20
+            r = await net.prov.get("/api/v1/export/snapshots")
+            assert r.status_code == 401  # read scope needed
+
+
+class TestCentral:
+    async def test_central_answers_what_the_province_answers(self, network):
+        rng = random.Random(766)
+        async with network() as net:
+            units = [PROVINCE, *net.communes[:6]]
+            now = datetime.now(UTC)
+            events = fresh_stream(rng, units, 300, now)
+            rng.shuffle(events)
+            first, late = events[: len(events) * 3 // 4], events[len(events) * 3 // 4 :]
+            await net.post(first)
+            result = await net.exporter.run_once()
+            assert result.leader and result.sent == result.produced > 0 and not result.failed
+            today = datetime.now(TZ).date()
+            assert await diff_kpis(net.sub_get, net.central_get, units[:2], today) == []
+            await net.post(late + first[:50])  # late events, corrections and duplicates
+            result = await net.exporter.run_once()
+            assert result.sent > 0
+            assert await diff_kpis(net.sub_get, net.central_get, units[:4], today) == []
+            st = await export_service.status(net.prov.db, net.exporter.settings)
+            assert st["backlog"] == 0 and st["parked"] == 0 and st["lag_seconds"] == 0
+
+    async def test_replaying_the_whole_feed_changes_nothing(self, network):
+        async with network() as net:
+            events = fresh_stream(random.Random(1), [net.communes[0]], 60, datetime.now(UTC))
+            await net.post(events)
+            await net.exporter.run_once()
+            before = await net.central_get(f"/api/v1/units/{PROVINCE}/kpis", {"window": "90d"})
+            records = (await net.feed())["records"]
+            answer = await post_snapshot(net.central, records)
+            assert answer.status_code == 200 and answer.json()["applied"] == 0
+            assert answer.json()["ignored"] == len(records)
+            after = await net.central_get(f"/api/v1/units/{PROVINCE}/kpis", {"window": "90d"})
+            assert before["kpis"] == after["kpis"]
+
+
+async def post_snapshot(central, recs, node="hue", secret=SECRET, body=None, signature=None) -> httpx.Response:
+    body = body if body is not None else snapshot_body(node, [orjson.dumps(r).decode() for r in recs])
+    headers = {"Content-Type": "application/json", "X-Chiso-Node": node,
+               "X-Chiso-Signature": signature or sign(body, secret), "Idempotency-Key": "k"}
+    return await central.client.post("/api/v1/network/snapshots", content=body, headers=headers)
+
+
+def day_rec(seq, received, pending=0, day=None, unit="46001"):
+    return {"node_id": "hue", "sequence": seq, "kind": "day", "unit": unit,
+            "day": (day or datetime.now(TZ).date()).isoformat(), "received": received, "received_online": 0,
+            "resolved_early": 0, "resolved_on_time": 0, "resolved_late": 0, "resolved_unclassified": 0,
+            "withdrawn": 0, "orphans": 0, "proc_n": 0, "proc_ms": 0, "pending": pending, "overdue": 0, "histogram": []}
+
+
+class TestReceive:
+    async def count_days(self, central) -> int:
+        async with central.db.session() as s:
+            return (await s.execute(select(func.count()).select_from(NetworkDay))).scalar()
+
+    async def test_refuses_bad_signature_unknown_node_and_tampered_body(self, network):
+        async with network() as net:
+            body = snapshot_body("hue", [orjson.dumps(day_rec(1, 5, 5)).decode()])
+            assert (await post_snapshot(net.central, None, body=body, secret="wrong")).status_code == 401
+            assert (await post_snapshot(net.central, None, node="hoa", body=body.replace(b'"hue"', b'"hoa"'))).status_code == 401
+            tampered = body.replace(b'"received":5', b'"received":9')
+            assert (await post_snapshot(net.central, None, body=tampered, signature=sign(body, SECRET))).status_code == 401
+            r = await net.central.client.post("/api/v1/network/snapshots", content=body, headers={"Content-Type": "application/json"})
+            assert r.status_code == 401
+            assert await self.count_days(net.central) == 0
+            assert (await post_snapshot(net.central, None, body=body)).status_code == 200
+            assert await self.count_days(net.central) == 1
+
+    async def test_keeps_the_newest_sequence_and_ignores_older_ones_and_repeats(self, network):
+        async with network() as net:
+            unit = net.communes[0]
+            r = await post_snapshot(net.central, [day_rec(5, 3, 3, unit=unit)])
+            assert r.json()["applied"] == 1
+            r = await post_snapshot(net.central, [day_rec(4, 9, 9, unit=unit)])  # older: replayed
+            assert r.json() == {"node_id": "hue", "received": 1, "applied": 0, "ignored": 1}
+            r = await post_snapshot(net.central, [day_rec(5, 3, 3, unit=unit)])  # repeat
+            assert r.json()["ignored"] == 1
+            k = (await net.central_get(f"/api/v1/units/{unit}/kpis", {"window": "1d"}))["kpis"]
+            assert (k["received"], k["pending"]) == (3, 3)
+            await post_snapshot(net.central, [day_rec(6, 4, 2, unit=unit)])  # newer
+            k = (await net.central_get(f"/api/v1/units/{unit}/kpis", {"window": "1d"}))["kpis"]
+            assert (k["received"], k["pending"]) == (4, 2)
+
+    async def test_a_malformed_record_refuses_the_snapshot(self, network):
+        async with network() as net:
+            bad = day_rec(1, 1) | {"pending": -1}
+            r = await post_snapshot(net.central, [day_rec(2, 1, unit=net.communes[1]), bad])
+            assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["records", 1]
+            assert await self.count_days(net.central) == 0
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TestDelivery:
+    async def test_a_refused_batch_is_parked_until_retry_parked(self, network):
+        async with network(secret="not-the-secret") as net:
+            await net.post([ev("received", net.communes[0], "P1", local_noon(2), channel="online", due_at=local_noon(-2))])
+            result = await net.exporter.run_once()
+            assert result.parked == result.produced > 0 and result.sent == 0
+            st = await export_service.status(net.prov.db, net.exporter.settings)
+            assert st["parked"] == result.parked and st["backlog"] == 0 and "401" in st["parked_error"]
+            assert (await net.exporter.run_once()).sent == 0  # parked records are not retried by themselves
+            net.exporter.settings.export_secret = SecretStr(SECRET)
+            assert await export_service.retry_parked(net.prov.db) == result.parked
+            assert (await net.exporter.run_once()).sent == result.parked
+            assert (await export_service.status(net.prov.db, net.exporter.settings))["parked"] == 0
+            assert await diff_kpis(net.sub_get, net.central_get, [net.communes[0]], datetime.now(TZ).date()) == []
+
+    async def test_an_unreachable_central_keeps_records_and_backs_off(self, network):
+        async with network(central_url=f"http://127.0.0.1:{closed_port()}") as net:
+            net.exporter._client = None  # a real network client, to a port nobody listens on
+            net.exporter._own_client = True
+            await net.post([ev("received", net.communes[0], "P1", local_noon(1), channel="online", due_at=local_noon(-2))])
+            result = await net.exporter.run_once()
+            assert result.failed and result.sent == 0
+            st = await export_service.status(net.prov.db, net.exporter.settings)
+            assert st["backlog"] == result.produced > 0 and st["parked"] == 0
+            assert net.exporter.backoff.failures == 1
+            assert (await net.exporter.run_once()).failed is False  # waiting out the backoff: no try
+            assert net.exporter.backoff.failures == 1
+
+
+class TestOneExporter:
+    async def test_only_one_exporter_per_database_sends_and_another_takes_over(self, network):
+        async with network() as net:
+            other = Exporter(net.prov.db, net.exporter.settings, client=net.central.client)
+            try:
+                await net.post([ev("received", net.communes[0], "P1", local_noon(2), channel="online", due_at=local_noon(-1))])
+                a = await net.exporter.run_once()
+                b = await other.run_once()
+                assert a.leader and a.sent > 0 and not b.leader and b.sent == b.produced == 0
+                await net.post([ev("resolved", net.communes[0], "P1", local_noon(0), outcome="approved")])
+                b = await other.run_once()
+                assert not b.leader and b.produced == 0
+                await net.exporter.close()  # the active exporter stops: its lock or lease goes with it
+                b = await other.run_once()
+                assert b.leader and b.sent == b.produced > 0
+                assert await diff_kpis(net.sub_get, net.central_get, [net.communes[0]], datetime.now(TZ).date()) == []
+            finally:
+                await other.close()
