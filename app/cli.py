@@ -233,6 +233,9 @@ def demo(
 
 
 def main() -> None:
+    mp_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if mp_dir:  # prometheus-client writes there as soon as a metric exists; a missing folder would crash
+        Path(mp_dir).mkdir(parents=True, exist_ok=True)
     cli()
 
 

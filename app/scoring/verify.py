@@ -10,6 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from app.db.engine import Database
+from app.export import repository as export_repository
 from app.ingest import repository as ingest_repository
 from app.ingest.dossier import DossierState
 from app.ingest.service import DATA_VERSION
@@ -92,6 +93,9 @@ async def verify(db: Database, settings: Settings, repair: bool = False) -> Repo
                 await ingest_repository.lock_dossiers(session, [(unit, d) for d in states])
                 await ingest_repository.upsert_dossiers(session, list(states.values()))
                 await ingest_repository.upsert_aggregates(session, delta)
+                days = [k[2] for k in live["day"]] + [k[2] for k in delta.day]
+                if days:  # the central network must hear of the repaired figures too
+                    await export_repository.mark_dirty(session, {unit: min(days)})
                 await units_repository.bump_meta(session, DATA_VERSION)  # cached answers are stale now
             report.repaired.append(unit)
     return report
