@@ -16,20 +16,9 @@ import orjson
 from app.scoring import kpis
 from app.scoring.contrib import Delta
 from app.scoring.histogram import bounds_seconds
-from app.scoring.repository import Sums
+from app.scoring.repository import FLOW_COUNTERS, Sums
 
-DAY_FLOWS = (
-    "received",
-    "received_online",
-    "resolved_early",
-    "resolved_on_time",
-    "resolved_late",
-    "resolved_unclassified",
-    "withdrawn",
-    "orphans",
-    "proc_n",
-    "proc_ms",
-)
+DAY_FLOWS = tuple(c for c in FLOW_COUNTERS if not c.startswith("c_"))  # the cohort goes in cohort records
 DAY_FIGURES = (*DAY_FLOWS, "pending", "overdue")
 COHORT_KINDS = ("month", "quarter", "year")
 HIST_BUCKETS = 160  # buckets published in the feed; 60 s * 1.1^159 is years, past any horizon
