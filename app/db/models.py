@@ -147,6 +147,9 @@ class UnitDay(Base):
     c_size: Mapped[int] = _counter()
     c_final_ok: Mapped[int] = _counter()
 
+    # National and ranking reads take every unit's rows of a few recent days.
+    __table_args__ = (Index("ix_unit_day_sector_day", "sector", "day"),)
+
 
 class UnitDayHist(Base):
     """Processing-time histogram of dossiers resolved on a day, per unit and sector."""
@@ -159,6 +162,8 @@ class UnitDayHist(Base):
     bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
     source: Mapped[str] = mapped_column(String(64), primary_key=True, default=LOCAL_SOURCE)
     n: Mapped[int] = _counter()
+
+    __table_args__ = (Index("ix_unit_day_hist_sector_day", "sector", "day"),)
 
 
 class UnitCohortDue(Base):
