@@ -6,9 +6,10 @@ resolutions that differs between provinces and communes and improves over the we
 supplement requests, legal extensions and apologies (`due_changed`), refusals, a few sources that
 lose receipts (orphans) and a few that went silent (stale sources).
 
-It back-fills the last `days` days (newest first, so the current figures appear first) and then
-streams live at `rate` events per second. Events go through the real ingest service
-(`accept_batch`) in batches of about 1,000, and so obey every validation rule.
+It back-fills the last `days` days in passes that are each uniform over communes and days (so the
+figures are consistent while they fill in), as many dossiers as fit in a time budget unless a
+volume is given, and then streams live at `rate` events per second. Events go through the real
+ingest service (`accept_batch`) in batches of about 1,000, and so obey every validation rule.
 
 `run()` serves the API and dashboard with public reads in this process and feeds from a second
 process, so that the server answers at once while the back-fill runs on the other core.
@@ -211,7 +212,11 @@ class Simulator:
         self.now = (now or datetime.now(UTC)).astimezone(tz)
         self.rng = random.Random(config.seed)
         self.run_id = f"{self.rng.getrandbits(24):06x}" if config.seed is not None else secrets.token_hex(3)
-        self.start = datetime.combine(self.now.date() - timedelta(days=config.days - 1), time(0), tz)
+        # from the Monday on or before the first day, so that the first week of the trend is whole
+        first = self.now.date() - timedelta(days=config.days - 1)
+        first -= timedelta(days=first.weekday())
+        self.start = datetime.combine(first, time(0), tz)
+        self.span_days = (self.now.date() - first).days + 1
         self._span = max((self.now - self.start).total_seconds(), 1.0)
         self._heap: list[_Scheduled] = []
         self._seq = itertools.count()
@@ -392,7 +397,7 @@ class Simulator:
         cfg = self.config
         density = cfg.per_commune_per_day if density is None else density
         self._pass += 1
-        days = [self.now.date() - timedelta(days=i) for i in range(cfg.days + WARMUP_DAYS)]
+        days = [self.now.date() - timedelta(days=i) for i in range(self.span_days + WARMUP_DAYS)]
         factors = [self._day_factor(d) for d in days]
         units = list(self.units)
         self.rng.shuffle(units)
@@ -422,7 +427,7 @@ class Simulator:
         the busy days of the silent sources)."""
         cfg = self.config
         density = cfg.per_commune_per_day if density is None else density
-        days = sum(self._day_factor(self.now.date() - timedelta(days=i)) for i in range(cfg.days))
+        days = sum(self._day_factor(self.now.date() - timedelta(days=i)) for i in range(self.span_days))
         floor = PROBLEM_FLOOR if first_pass else 0.0
         dossiers = sum(max(density * u.weight, floor if self._is_problem(u) else 0.0) for u in self.units)
         return int(days * dossiers * EVENTS_PER_DOSSIER * WARMUP_SHARE)
@@ -575,6 +580,9 @@ async def _backfill(sim: Simulator, send, config: DemoConfig, stats: dict, progr
 
 def _feeder_main(database_url: str, config: DemoConfig, backfill: bool, show_progress: bool) -> None:
     """The feeding process: a progress bar while back-filling, then the live stream."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server; the server then ends this process
     os.environ["DATABASE_URL"] = database_url
     from app.settings import Settings
 
@@ -595,7 +603,15 @@ def _feeder_main(database_url: str, config: DemoConfig, backfill: bool, show_pro
               f"  losing receipts (orphans): {names(sim.flaky_units)}", flush=True)
 
     try:
-        asyncio.run(feed(settings, config, backfill=backfill, progress=bar.update if bar else None, announce=announce))
+        asyncio.run(
+            feed(
+                settings,
+                config,
+                backfill=backfill,
+                progress=bar.update if bar else None,
+                announce=announce if backfill else None,
+            )
+        )
     except KeyboardInterrupt:
         pass
     finally:
@@ -714,6 +730,8 @@ def run(host: str, port: int, config: DemoConfig, keep: bool = False) -> None:
     feeder.start()
     try:
         uvicorn.run("app.main:create_app", factory=True, host=host, port=port, log_level="warning", access_log=False)
+    except KeyboardInterrupt:  # uvicorn stops on Ctrl-C, then raises it again
+        pass
     finally:
         if feeder.is_alive():
             feeder.terminate()

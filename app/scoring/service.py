@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, tzinfo
 
-from sqlalchemy import distinct, select
+from sqlalchemy import select
 
 from app.db.engine import Database
 from app.db.models import ALL_SECTORS, NO_SECTOR, UnitDay, UnitTotal
@@ -187,7 +187,7 @@ async def sectors(db: Database, registry: Registry, tz: tzinfo, code: str, p: Pe
     async with db.session() as session:
         names = set()
         for table, extra in ((UnitDay, [UnitDay.day >= p.start]), (UnitTotal, [])):
-            stmt = select(distinct(table.sector)).where(table.sector != ALL_SECTORS, *extra)
+            stmt = select(table.sector).distinct().where(table.sector != ALL_SECTORS, *extra)
             if scope.codes is not None:
                 stmt = stmt.where(table.unit_code.in_(scope.codes))
             names.update((await session.execute(stmt)).scalars())

@@ -389,8 +389,23 @@
       }
       setStatus("error", err);
     }
-    state.timer = setTimeout(load, POLL_MS);
+    state.timer = setTimeout(poll, POLL_MS);
   }
+
+  // no polling while the page is hidden (another tab, a locked phone); at once when it shows again
+  function poll() {
+    if (document.hidden) {
+      state.paused = true;
+      return;
+    }
+    load();
+  }
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && state.paused && !state.waitingForKey) {
+      state.paused = false;
+      load();
+    }
+  });
 
   function context(unit) {
     const level = unit.level;
@@ -523,9 +538,13 @@
     $("foot-text").textContent = t("foot");
     $("forget-key").hidden = !state.key;
     const sel = $("chart-kpi");
-    sel.innerHTML = CHART_KPIS.map(
-      (k) => `<option value="${k}"${k === state.chartKpi ? " selected" : ""}>${esc(t("kpi")[k])}</option>`,
-    ).join("");
+    if (sel.dataset.lang !== state.lang) {
+      // rebuilt only when the language changes, so a poll never closes the open list
+      sel.innerHTML = CHART_KPIS.map(
+        (k) => `<option value="${k}"${k === state.chartKpi ? " selected" : ""}>${esc(t("kpi")[k])}</option>`,
+      ).join("");
+      sel.dataset.lang = state.lang;
+    }
     document.querySelectorAll("#rank-sort button").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.sort === state.sort)));
     document.querySelectorAll("#rank-window button").forEach((b) =>
       b.setAttribute("aria-pressed", String(b.dataset.window === state.window)),
@@ -847,6 +866,7 @@
   }
 
   function askForKey(status) {
+    const open = !$("key-dialog").hidden;
     state.waitingForKey = true;
     const err = $("key-error");
     if (status === 403) {
@@ -862,6 +882,7 @@
       state.key = "";
       localStorage.removeItem(KEY_STORE);
     }
+    if (open) return; // already asking: keep what is being typed
     $("key-dialog").hidden = false;
     $("key-input").value = "";
     $("key-input").focus();
