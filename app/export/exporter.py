@@ -37,6 +37,7 @@ LOCK_KEY = 0x6368_6973_6F65_7870  # "chisoexp": the advisory lock of the one act
 LEASE = "exporter"
 SPANS_PER_QUERY = 40
 UNITS_PER_QUERY = 500
+PRODUCE_UNITS = 200  # units computed, compared and committed together by one produce step
 BATCHES_PER_RUN = 20
 PATH = "/api/v1/network/snapshots"
 
@@ -174,39 +175,49 @@ class Exporter:
                 starts[unit], cleared[unit] = day, gen
         for unit in pending:
             starts[unit] = min(starts.get(unit, base), base)
-        by_start: dict[date, list[str]] = defaultdict(list)
-        for unit, day in starts.items():
-            by_start[day].append(unit)
-
-        computed: dict[tuple[str, str, date], tuple[dict, dict | None]] = {}
-        for start, units in sorted(by_start.items()):
-            await self._compute(sorted(units), start, today, now, computed)
-        changed = await self._changed(computed, min(starts.values(), default=today))
+        produced = 0
+        items = sorted(starts.items())
+        # Unit by unit in bounded chunks, each committed with its dirty marks cleared: memory stays
+        # bounded when every unit is dirty over a long history (a first run, a big late back-fill).
+        for c0 in range(0, len(items), PRODUCE_UNITS):
+            chunk = items[c0 : c0 + PRODUCE_UNITS]
+            by_start: dict[date, list[str]] = defaultdict(list)
+            for unit, day in chunk:
+                by_start[day].append(unit)
+            computed: dict[tuple[str, str, date], tuple[dict, dict | None]] = {}
+            for start, units in sorted(by_start.items()):
+                await self._compute(sorted(units), start, today, now, computed)
+            changed = await self._changed(computed, min(day for _, day in chunk))
+            async with self.db.transaction() as session:
+                if changed:
+                    await self._append(session, changed, now)
+                await repo.delete_dirty(session, {u: cleared[u] for u, _ in chunk if u in cleared})
+            produced += len(changed)
         async with self.db.transaction() as session:
-            if changed:
-                first = await repo.allocate_sequences(session, len(changed))
-                outbox, digests = [], []
-                for i, ((unit, kind, key), (figures, period), h) in enumerate(changed):
-                    seq = first + i
-                    node = self.settings.node_id
-                    rec = (
-                        records.day_record(node, seq, unit, key, figures)
-                        if kind == "day"
-                        else records.cohort_record(node, seq, unit, period, figures)
-                    )
-                    outbox.append(
-                        {"sequence": seq, "unit_code": unit, "kind": kind, "key": key, "body": orjson.dumps(rec).decode(),
-                         "state": PENDING, "attempts": 0, "created_at": now}
-                    )
-                    digests.append({"unit_code": unit, "kind": kind, "key": key, "digest": h})
-                await repo.insert_outbox(session, outbox)
-                await repo.upsert_digests(session, digests)
-            await repo.delete_dirty(session, cleared)
             await repo.set_meta(session, repo.LAST_DAY, today.toordinal())
-        if changed:
-            metrics.EXPORT_PRODUCED.inc(len(changed))
-        return len(changed)
+        if produced:
+            metrics.EXPORT_PRODUCED.inc(produced)
+        return produced
 
+    async def _append(self, session, changed: list, now: datetime) -> None:
+        """Give changed records their sequences and put them in the outbox."""
+        first = await repo.allocate_sequences(session, len(changed))
+        outbox, digests = [], []
+        node = self.settings.node_id
+        for i, ((unit, kind, key), (figures, period), h) in enumerate(changed):
+            seq = first + i
+            rec = (
+                records.day_record(node, seq, unit, key, figures)
+                if kind == "day"
+                else records.cohort_record(node, seq, unit, period, figures)
+            )
+            outbox.append(
+                {"sequence": seq, "unit_code": unit, "kind": kind, "key": key, "body": orjson.dumps(rec).decode(),
+                 "state": PENDING, "attempts": 0, "created_at": now}
+            )
+            digests.append({"unit_code": unit, "kind": kind, "key": key, "digest": h})
+        await repo.insert_outbox(session, outbox)
+        await repo.upsert_digests(session, digests)
     async def _compute(self, units: list[str], start: date, today: date, now: datetime, out: dict) -> None:
         """Figures of every day from `start` to today and of every calendar period touching them.
 
