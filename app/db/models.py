@@ -117,7 +117,22 @@ def _counter() -> Mapped[int]:
     return mapped_column(BigInteger, default=0, server_default="0")
 
 
-class UnitDay(Base):
+class DayFlows:
+    """The additive counters of a unit's day, shared by local rows and subordinates' records."""
+
+    received: Mapped[int] = _counter()
+    received_online: Mapped[int] = _counter()
+    resolved_early: Mapped[int] = _counter()
+    resolved_on_time: Mapped[int] = _counter()
+    resolved_late: Mapped[int] = _counter()
+    resolved_unclassified: Mapped[int] = _counter()
+    withdrawn: Mapped[int] = _counter()
+    orphans: Mapped[int] = _counter()
+    proc_n: Mapped[int] = _counter()
+    proc_ms: Mapped[int] = _counter()
+
+
+class UnitDay(DayFlows, Base):
     """Own figures of one unit (not those below it) per sector and local day.
 
     `source` is LOCAL_SOURCE for figures of this node's events, or the node_id of a subordinate
@@ -130,16 +145,6 @@ class UnitDay(Base):
     sector: Mapped[str] = mapped_column(String(64), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     source: Mapped[str] = mapped_column(String(64), primary_key=True, default=LOCAL_SOURCE)
-    received: Mapped[int] = _counter()
-    received_online: Mapped[int] = _counter()
-    resolved_early: Mapped[int] = _counter()
-    resolved_on_time: Mapped[int] = _counter()
-    resolved_late: Mapped[int] = _counter()
-    resolved_unclassified: Mapped[int] = _counter()
-    withdrawn: Mapped[int] = _counter()
-    orphans: Mapped[int] = _counter()
-    proc_n: Mapped[int] = _counter()
-    proc_ms: Mapped[int] = _counter()
     p_in: Mapped[int] = _counter()
     p_out: Mapped[int] = _counter()
     o_in: Mapped[int] = _counter()
@@ -265,7 +270,7 @@ class NetworkSource(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
-class NetworkDay(Base):
+class NetworkDay(DayFlows, Base):
     """The newest day record received per (unit, source node, day), as the subordinate sent it."""
 
     __tablename__ = "network_day"
@@ -274,16 +279,6 @@ class NetworkDay(Base):
     source: Mapped[str] = mapped_column(String(64), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     sequence: Mapped[int] = mapped_column(BigInteger)
-    received: Mapped[int] = _counter()
-    received_online: Mapped[int] = _counter()
-    resolved_early: Mapped[int] = _counter()
-    resolved_on_time: Mapped[int] = _counter()
-    resolved_late: Mapped[int] = _counter()
-    resolved_unclassified: Mapped[int] = _counter()
-    withdrawn: Mapped[int] = _counter()
-    orphans: Mapped[int] = _counter()
-    proc_n: Mapped[int] = _counter()
-    proc_ms: Mapped[int] = _counter()
     pending: Mapped[int] = _counter()
     overdue: Mapped[int] = _counter()
     histogram: Mapped[str] = mapped_column(Text, default="[]")  # [[bucket, n], ...]

@@ -197,7 +197,8 @@ class TestWholeRequest:
         assert r.status_code == 413
         assert await stored(shared_service, [events[0]["event_id"]]) == 0
 
-    async def test_large_body_refused_by_content_length_before_reading(self, shared_service, ingest):
+    async def _post_100_mib(self, svc, token, **headers) -> tuple[int, int]:
+        """Stream a 100 MiB body one MiB at a time; (status, MiB the server pulled)."""
         sent = 0
 
         async def body():
@@ -206,27 +207,21 @@ class TestWholeRequest:
                 sent += 1
                 yield b" " * 1024 * 1024
 
-        r = await shared_service.client.post(
+        r = await svc.client.post(
             "/api/v1/events",
             content=body(),
-            headers={"Authorization": f"Bearer {ingest}", "Content-Type": "application/json", "Content-Length": str(100 * 1024 * 1024)},
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json", **headers},
         )
-        assert r.status_code == 413
+        return r.status_code, sent
+
+    async def test_large_body_refused_by_content_length_before_reading(self, shared_service, ingest):
+        status, sent = await self._post_100_mib(shared_service, ingest, **{"Content-Length": str(100 * 1024 * 1024)})
+        assert status == 413
         assert sent < 100
 
     async def test_large_body_without_length_refused_while_streaming(self, shared_service, ingest):
-        sent = 0
-
-        async def body():
-            nonlocal sent
-            for _ in range(100):
-                sent += 1
-                yield b" " * 1024 * 1024
-
-        r = await shared_service.client.post(
-            "/api/v1/events", content=body(), headers={"Authorization": f"Bearer {ingest}", "Content-Type": "application/json"}
-        )
-        assert r.status_code == 413
+        status, sent = await self._post_100_mib(shared_service, ingest)
+        assert status == 413
         assert sent <= 7  # stopped just past 5 MiB, not after reading 100 MiB
 
     async def test_rate_limit_is_429_with_retry_after(self, make_service):
