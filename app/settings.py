@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     export_interval: float = Field(60.0, description="Seconds between export pushes.")
     central_url: str | None = Field(None, description="Where this node pushes its snapshots.")
     export_secret: SecretStr | None = Field(None, description="HMAC secret for pushed snapshots.")
+    export_produce_share: float = Field(
+        0.25, description="Share of each export interval the exporter may spend recomputing records (min 1 s)."
+    )
     export_enabled: bool = Field(True, description="Run the exporter loop (records for pull and push).")
     export_batch_records: int = Field(500, description="Most records in one pushed snapshot.")
     export_backoff_max: float = Field(300.0, description="Cap of the push retry backoff, seconds.")

@@ -34,7 +34,9 @@ async def _ingest(base, token, communes, g, n_gen, b_start, b_end, clients, tag,
     previous: dict[str, list[dict]] = {}
     records = []
     headers = {**JSON, "authorization": f"Bearer {token}"}
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    # No keep-alive: each batch comes from its own source connection, as from thousands of communes, so
+    # the kernel spreads batches over the workers (a few long-lived connections pin them to one).
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=300, headers=headers) as cl:
 
         async def client():
@@ -70,15 +72,16 @@ async def _ingest(base, token, communes, g, n_gen, b_start, b_end, clients, tag,
     return records
 
 
-def poll_proc(out, base: str, urls: list[str], clients: int, duration: float, seed: int) -> None:
-    """`clients` pollers, each requesting a random URL of `urls` back to back for `duration` s."""
+def poll_proc(out, base: str, urls: list[str], clients: int, duration: float, interval: float, seed: int) -> None:
+    """`clients` pollers, each requesting a random URL of `urls` for `duration` s: one request about
+    every `interval` s (a dashboard polling), or back to back when `interval` is 0 (saturation)."""
     try:
-        out.put(("poll", seed, asyncio.run(_poll(base, urls, clients, duration, seed))))
+        out.put(("poll", seed, asyncio.run(_poll(base, urls, clients, duration, interval, seed))))
     except KeyboardInterrupt:
         pass
 
 
-async def _poll(base, urls, clients, duration, seed):
+async def _poll(base, urls, clients, duration, interval, seed):
     rng = random.Random(seed)
     lat, errors = [], 0
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -87,6 +90,7 @@ async def _poll(base, urls, clients, duration, seed):
 
         async def poller():
             nonlocal errors
+            await asyncio.sleep(rng.uniform(0, interval))  # pollers out of step, as real dashboards are
             while time.perf_counter() < end:
                 url = urls[rng.randrange(len(urls))]
                 t0 = time.perf_counter()
@@ -96,10 +100,13 @@ async def _poll(base, urls, clients, duration, seed):
                     ok = r.status_code == 200
                 except httpx.TransportError:
                     ok = False
+                took = time.perf_counter() - t0
                 if ok:
-                    lat.append(time.perf_counter() - t0)
+                    lat.append(took)
                 else:
                     errors += 1
+                if interval:
+                    await asyncio.sleep(max(0.0, rng.uniform(0.5, 1.5) * interval - took))
 
         await asyncio.gather(*(poller() for _ in range(clients)))
     return {"lat": lat, "errors": errors}

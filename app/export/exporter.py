@@ -37,8 +37,9 @@ LOCK_KEY = 0x6368_6973_6F65_7870  # "chisoexp": the advisory lock of the one act
 LEASE = "exporter"
 SPANS_PER_QUERY = 40
 UNITS_PER_QUERY = 500
-PRODUCE_UNITS = 200  # units computed, compared and committed together by one produce step
+PRODUCE_RECORDS = 20_000  # day records computed, compared and committed together by one produce step
 BATCHES_PER_RUN = 20
+YIELD_EVERY = 500  # records handled between two yields to the event loop the exporter shares with requests
 PATH = "/api/v1/network/snapshots"
 
 
@@ -66,6 +67,8 @@ class Exporter:
         self._own_client = client is None
         self._lock_conn = None
         self._retry_at = 0.0
+        self._resume_after = ""  # the unit a produce() cut short by its budget stopped after
+        self.step_records = PRODUCE_RECORDS
         self.backoff = Backoff(base=max(0.5, settings.export_interval), cap=settings.export_backoff_max)
 
     # --- leadership ----------------------------------------------------------------------------
@@ -120,11 +123,16 @@ class Exporter:
             leader = await self._lead()
             result = RunResult(leader)
             if leader:
-                result.produced = await self.produce()
+                result.produced = await self.produce(budget=self._budget())
                 await self.push(result)
         finally:
             await self.update_metrics()
         return result
+
+    def _budget(self) -> float:
+        """Seconds one tick may spend producing: the exporter shares its worker's event loop with
+        requests, so a big back-fill (every unit dirty over months) is spread over several ticks."""
+        return max(1.0, self.settings.export_produce_share * self.settings.export_interval)
 
     async def run_forever(self) -> None:
         """Tick every EXPORT_INTERVAL until cancelled; a failed tick is logged and the loop goes on."""
@@ -151,9 +159,14 @@ class Exporter:
 
     # --- producing -----------------------------------------------------------------------------
 
-    async def produce(self) -> int:
+    async def produce(self, budget: float | None = None) -> int:
         """Recompute the records of dirty units (from their marked day) and of units with pending
-        dossiers (today's figures move with time); append those that changed to the outbox."""
+        dossiers (today's figures move with time); append those that changed to the outbox.
+
+        With a `budget` (seconds), no new step starts once it is spent: the units not reached keep
+        their marks and come first at the next call, so every unit is reached in turn.
+        """
+        started = time.monotonic()
         tz = self.settings.tz
         now = datetime.now(UTC)
         today = periods.today(now, tz)
@@ -175,26 +188,36 @@ class Exporter:
                 starts[unit], cleared[unit] = day, gen
         for unit in pending:
             starts[unit] = min(starts.get(unit, base), base)
-        produced = 0
-        items = sorted(starts.items())
-        # Unit by unit in bounded chunks, each committed with its dirty marks cleared: memory stays
-        # bounded when every unit is dirty over a long history (a first run, a big late back-fill).
-        for c0 in range(0, len(items), PRODUCE_UNITS):
-            chunk = items[c0 : c0 + PRODUCE_UNITS]
+        # Round robin from where the last cut-short call stopped.
+        items = sorted(starts.items(), key=lambda it: (it[0] <= self._resume_after, it[0]))
+        produced, done = 0, 0
+        # In bounded steps (about PRODUCE_RECORDS day records each), each committed with its dirty
+        # marks cleared: memory stays bounded when every unit is dirty over a long history.
+        while done < len(items):
+            if budget is not None and done and time.monotonic() - started > budget:  # one step at least
+                break
+            step, size = [], 0
+            while done < len(items) and (not step or size < self.step_records):
+                step.append(items[done])
+                size += (today - items[done][1]).days + 1
+                done += 1
             by_start: dict[date, list[str]] = defaultdict(list)
-            for unit, day in chunk:
+            for unit, day in step:
                 by_start[day].append(unit)
             computed: dict[tuple[str, str, date], tuple[dict, dict | None]] = {}
             for start, units in sorted(by_start.items()):
                 await self._compute(sorted(units), start, today, now, computed)
-            changed = await self._changed(computed, min(day for _, day in chunk))
+            changed = await self._changed(computed, min(day for _, day in step))
             async with self.db.transaction() as session:
                 if changed:
                     await self._append(session, changed, now)
-                await repo.delete_dirty(session, {u: cleared[u] for u, _ in chunk if u in cleared})
+                await repo.delete_dirty(session, {u: cleared[u] for u, _ in step if u in cleared})
             produced += len(changed)
-        async with self.db.transaction() as session:
-            await repo.set_meta(session, repo.LAST_DAY, today.toordinal())
+            self._resume_after = step[-1][0]
+        if done == len(items):
+            self._resume_after = ""
+            async with self.db.transaction() as session:
+                await repo.set_meta(session, repo.LAST_DAY, today.toordinal())
         if produced:
             metrics.EXPORT_PRODUCED.inc(produced)
         return produced
@@ -205,6 +228,8 @@ class Exporter:
         outbox, digests = [], []
         node = self.settings.node_id
         for i, ((unit, kind, key), (figures, period), h) in enumerate(changed):
+            if i % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
             seq = first + i
             rec = (
                 records.day_record(node, seq, unit, key, figures)
@@ -246,6 +271,7 @@ class Exporter:
                     if day >= today:
                         later[u].append(day)
                 for unit in chunk_units:
+                    await asyncio.sleep(0)  # a unit's year of days at a time: requests on this loop go on
                     p_after, o_after = 0, 0
                     p_total, o_total = totals.get(unit, (0, 0))
                     for day in later[unit]:  # today and later: only what lies after the past days
@@ -284,7 +310,9 @@ class Exporter:
         async with self.db.session() as session:
             known = await repo.read_digests(session, sorted({k[0] for k in computed}), since)
         changed = []
-        for key in sorted(computed):
+        for i, key in enumerate(sorted(computed)):
+            if i % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
             figures, period = computed[key]
             h = records.digest(figures)
             old = known.get(key)

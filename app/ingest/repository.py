@@ -5,8 +5,8 @@ batches wait for each other but never deadlock: events, then dossiers, then aggr
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
 
+import orjson
 from sqlalchemy import delete, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -64,14 +64,16 @@ async def lock_dossiers(session: AsyncSession, keys: list[tuple[str, str]]) -> d
     states: dict[tuple[str, str], DossierState] = {}
     if dialect.is_postgres(session):
         # Row locks in key order: concurrent batches touching the same dossiers queue, never deadlock.
+        # The keys travel as one JSON document (cheap to encode, see dialect.bulk_upsert); asyncpg
+        # returns timestamptz as aware UTC datetimes, as the UTCDateTime type would.
         stmt = text(
             f"SELECT {', '.join(STATE_COLUMNS)} FROM dossier WHERE (unit_code, dossier_id) IN "
-            "(SELECT * FROM unnest(CAST(:u AS VARCHAR[]), CAST(:d AS VARCHAR[]))) "
+            "(SELECT u, d FROM json_to_recordset(CAST(:keys AS json)) AS k(u varchar, d varchar)) "
             "ORDER BY unit_code, dossier_id FOR UPDATE"
         )
-        result = await conn.execute(stmt, {"u": [u for u, _ in keys], "d": [d for _, d in keys]})
+        result = await conn.execute(stmt, {"keys": orjson.dumps([{"u": u, "d": d} for u, d in keys]).decode()})
         for row in result.mappings():
-            states[(row["unit_code"], row["dossier_id"])] = DossierState.from_row(_aware(row))
+            states[(row["unit_code"], row["dossier_id"])] = DossierState.from_row(row)
         return states
     cols = [getattr(Dossier, c) for c in STATE_COLUMNS]
     for chunk in _chunks(keys):
@@ -79,11 +81,6 @@ async def lock_dossiers(session: AsyncSession, keys: list[tuple[str, str]]) -> d
         for row in (await conn.execute(stmt)).mappings():
             states[(row["unit_code"], row["dossier_id"])] = DossierState.from_row(row)
     return states
-
-
-def _aware(row) -> dict:
-    """Raw SQL skips the UTCDateTime type: normalise its timestamps the same way."""
-    return {k: v.astimezone(UTC) if isinstance(v, datetime) else v for k, v in row.items()}
 
 
 async def upsert_dossiers(session: AsyncSession, states: list[DossierState]) -> None:

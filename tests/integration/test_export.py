@@ -194,6 +194,29 @@ class TestRecords:
             assert all(r["pending"] == 0 for r in days.values())
             assert all(r["sequence"] > last for r in new)
 
+    async def test_a_spent_budget_leaves_the_other_units_for_the_next_call_in_turn(self, network):
+        async with network() as net:
+            a, b, c = sorted(net.communes[:3])
+            for unit in (a, b, c):
+                await net.post([ev("received", unit, "P1", local_noon(4), channel="online", due_at=local_noon(1))])
+            net.exporter.step_records = 1  # one unit per step; budget 0: one step per call
+
+            async def units_in_feed():
+                return {r["unit"] for r in (await net.feed())["records"]}
+
+            assert await net.exporter.produce(budget=0) > 0
+            assert await units_in_feed() == {a}
+            await net.post([ev("resolved", a, "P1", local_noon(2), outcome="approved")])  # a is dirty again
+            await net.exporter.produce(budget=0)
+            assert await units_in_feed() == {a, b}  # b's turn, not a's again
+            await net.exporter.produce(budget=0)
+            assert await units_in_feed() == {a, b, c}
+            before = (await net.feed())["next_after"]
+            await net.exporter.produce(budget=0)  # a again, with its resolution
+            new = (await net.feed(after=before))["records"]
+            assert {r["unit"] for r in new} == {a} and any(r.get("resolved_early") == 1 for r in new)
+            assert await net.exporter.produce() == 0  # nothing left
+
     async def test_the_pull_feed_pages_in_sequence_order(self, network):
         async with network() as net:
             await net.post([ev("received", net.communes[0], "P1", local_noon(20), channel="online", due_at=local_noon(1))])
