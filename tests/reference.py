@@ -65,9 +65,10 @@ class RefDossier:
         return term["occurred_at"] if term else None
 
     def sector(self):
-        if self.received and self.received.get("sector"):
-            return self.received["sector"]
-        named = [e for e in self.events if e["type"] != "received" and e.get("sector")]
+        winner = self.received
+        if winner and winner.get("sector"):
+            return winner["sector"]
+        named = [e for e in self.events if e is not winner and e.get("sector")]
         return _latest(named)["sector"] if named else None
 
 

@@ -18,6 +18,7 @@ router = APIRouter(prefix="/api/v1", tags=["kpis"])
 
 PeriodKind = Literal["day", "week", "month", "quarter", "year"]
 Window = Literal["1d", "7d", "30d", "90d", "365d"]
+Sort = Annotated[str, Query(pattern=r"^-?[a-z0-9_]+$", description="a KPI name, `-` first for descending")]
 
 
 async def answer(request: Request, compute) -> Response:
@@ -68,7 +69,7 @@ async def rankings(
     period: PeriodKind | None = None,
     at: date | None = None,
     window: Window | None = None,
-    sort: str = "-on_time_rate",
+    sort: Sort = "-on_time_rate",
     limit: Annotated[int, Query(ge=1, le=5000)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Response:

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from app.api.deps import ReadKey, RegistryDep
+from app.errors import NotFound
 from app.scoring import service as scoring
 
 router = APIRouter(prefix="/api/v1", tags=["units"])
@@ -23,6 +24,8 @@ async def list_units(
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> dict:
+    if parent is not None and registry.get(parent) is None:
+        raise NotFound(f"unknown unit {parent}")
     rows = [
         u
         for u in sorted(registry.units.values(), key=lambda u: u.code)

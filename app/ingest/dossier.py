@@ -69,6 +69,11 @@ class DossierState:
         return None
 
     def sector(self) -> str | None:
+        """The winning received's sector, else the latest other event's that names one (SPEC section 5).
+
+        `oth_sector` is the latest sector named by any event, superseded receipts included: when the
+        winning received names none, it is not among them, so that is the latest of the others.
+        """
         if self.recv_at is not None and self.recv_sector:
             return self.recv_sector
         return self.oth_sector
@@ -107,7 +112,7 @@ class DossierState:
             ):
                 self.chg_at, self.chg_event_id = key
                 self.chg_due_at = ev.get("due_at")
-        if kind != "received" and ev.get("sector"):
+        if ev.get("sector"):
             if self.oth_sector_at is None or key > (self.oth_sector_at, self.oth_sector_event_id):
                 self.oth_sector_at, self.oth_sector_event_id = key
                 self.oth_sector = ev["sector"]
