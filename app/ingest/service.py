@@ -32,8 +32,11 @@ def parse_body(body: bytes, content_type: str, max_events: int) -> list:
         raise BadRequest("body is not UTF-8") from None
     if content_type == "application/x-ndjson":
         items: list = []
-        for line in text.splitlines():
-            if not line.strip():
+        # Lines end at "\n" only: str.splitlines() would also break at U+2028, U+2029 and U+0085,
+        # which JSON strings may hold unescaped.
+        for line in text.split("\n"):
+            line = line.removesuffix("\r")
+            if not line.strip(" \t\r"):
                 continue
             try:
                 items.append(orjson.loads(line))

@@ -324,8 +324,6 @@ class TestWholeRequestsAndNdjson:
             {"index": 2, "event_id": None, "status": "rejected", "errors": [{"loc": [], "msg": "line is not JSON"}]},
         ]}
 
-    @pytest.mark.xfail(strict=True, reason="app/ingest/service.py parse_body splits NDJSON with str.splitlines(), "
-                       "which also breaks lines at U+2028/U+2029/U+0085 inside JSON strings")
     async def test_ndjson_lines_end_only_at_newline(self, shared_service):
         token = await shared_service.key("ingest", "46")
         events = [self._event(dossier_id=f"a\u2028b-{uid()}"), self._event(dossier_id=f"c\u0085d-{uid()}")]
