@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -254,3 +256,20 @@ class TestAnswerCache:
         entry = next(iter(cache._entries.values()))
         second = await svc.get("/api/v1/rankings", read, level="province")
         assert second.content == first.content and next(iter(cache._entries.values())) is entry
+
+    async def test_an_answer_old_only_by_time_is_served_while_it_is_refreshed(self, fresh_service):
+        svc = fresh_service
+        read = await svc.key("read")
+        first = await svc.get("/api/v1/rankings", read, level="province")
+        cache = svc.app.state.answers
+        key, entry = next(iter(cache._entries.items()))
+        aged = replace(entry, at=entry.at - cache.idle_for - 1)  # computed long enough ago, same data version
+        cache._entries[key] = aged
+        second = await svc.get("/api/v1/rankings", read, level="province")
+        assert second.content == first.content  # the aged answer, at once
+        await asyncio.gather(*cache._refreshing)
+        assert cache._entries[key] is not aged and cache._entries[key].at > entry.at  # refreshed behind it
+        too_old = cache._entries[key] = replace(entry, at=entry.at - cache.stale_for - 1)
+        await svc.get("/api/v1/rankings", read, level="province")
+        assert not cache._refreshing and cache._entries[key] is not too_old  # recomputed before answering
+
