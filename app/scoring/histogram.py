@@ -40,16 +40,22 @@ def estimate_ms(i: int) -> float:
 
 def percentile_ms(counts: dict[int, int], p: float) -> float | None:
     """Nearest-rank percentile p (0-1] from bucket counts; None when empty."""
+    return percentiles_ms(counts, (p,))[0]
+
+
+def percentiles_ms(counts: dict[int, int], ps: tuple[float, ...]) -> list[float | None]:
+    """Nearest-rank percentiles (ascending p, each in (0, 1]) from bucket counts, in one pass."""
     n = sum(counts.values())
     if n <= 0:
-        return None
-    rank = max(1, math.ceil(p * n))
+        return [None] * len(ps)
+    ranks = [max(1, math.ceil(p * n)) for p in ps]
+    out: list[float | None] = []
     seen = 0
     for i in sorted(counts):
         seen += counts[i]
-        if seen >= rank:
-            return estimate_ms(i)
-    return estimate_ms(max(counts))
+        while len(out) < len(ranks) and seen >= ranks[len(out)]:
+            out.append(estimate_ms(i))
+    return out + [estimate_ms(max(counts))] * (len(ranks) - len(out))
 
 
 def bounds_seconds(up_to: int = 160) -> list[float]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.scoring.histogram import percentile_ms
+from app.scoring.histogram import percentiles_ms
 from app.scoring.repository import Sums
 
 KPI_NAMES = (
@@ -62,33 +62,34 @@ def cohort_766(s: Sums) -> tuple[int, int]:
 def compute(s: Sums) -> dict:
     """Every KPI of SPEC section 4 from one span's sums."""
     f = s.flows or {}
-    g = lambda k: f.get(k, 0)  # noqa: E731
-    good = g("resolved_early") + g("resolved_on_time")
-    classified = good + g("resolved_late")
-    resolved = classified + g("resolved_unclassified")
+    received, online = f.get("received", 0), f.get("received_online", 0)
+    early, on_time, late = f.get("resolved_early", 0), f.get("resolved_on_time", 0), f.get("resolved_late", 0)
+    unclassified, proc_n = f.get("resolved_unclassified", 0), f.get("proc_n", 0)
+    good = early + on_time
     size, on_time_766 = cohort_766(s)
     size, on_time_766 = size + s.net_cohort_size, on_time_766 + s.net_cohort_ok
     rate_766 = None if s.net_cohort_unknown else ratio(on_time_766, size)
+    p50, p90 = percentiles_ms(s.hist, (0.5, 0.9)) if s.hist else (None, None)
     return {
-        "received": g("received"),
-        "received_online": g("received_online"),
-        "online_rate": _round(ratio(g("received_online"), g("received")), 4),
-        "resolved": resolved,
-        "resolved_early": g("resolved_early"),
-        "resolved_on_time": g("resolved_on_time"),
-        "resolved_late": g("resolved_late"),
-        "resolved_unclassified": g("resolved_unclassified"),
-        "on_time_rate": _round(ratio(good, classified), 4),
-        "withdrawn": g("withdrawn"),
+        "received": received,
+        "received_online": online,
+        "online_rate": _round(ratio(online, received), 4),
+        "resolved": good + late + unclassified,
+        "resolved_early": early,
+        "resolved_on_time": on_time,
+        "resolved_late": late,
+        "resolved_unclassified": unclassified,
+        "on_time_rate": _round(ratio(good, good + late), 4),
+        "withdrawn": f.get("withdrawn", 0),
         "pending": pending_of(s),
         "overdue": overdue_of(s),
-        "processing_hours_p50": _hours(percentile_ms(s.hist, 0.5)),
-        "processing_hours_p90": _hours(percentile_ms(s.hist, 0.9)),
-        "processing_hours_mean": _hours(None if g("proc_n") == 0 else g("proc_ms") / g("proc_n")),
+        "processing_hours_p50": _hours(p50),
+        "processing_hours_p90": _hours(p90),
+        "processing_hours_mean": _hours(None if proc_n == 0 else f.get("proc_ms", 0) / proc_n),
         "settlement_rate_766": _round(rate_766, 4),
         "settlement_score": _round(None if rate_766 is None else 20 * rate_766, 2),
         "overdue_766": None if s.net_cohort_unknown else size - on_time_766,
-        "orphans": g("orphans"),
+        "orphans": f.get("orphans", 0),
     }
 
 

@@ -135,11 +135,12 @@ async def read_sums(session: AsyncSession, scope: Scope, spans: list[Span], sect
         cols.append(func.sum(case((after, UnitDay.p_in - UnitDay.p_out), else_=0)).label(f"pa_{i}"))
         cols.append(func.sum(case((after, UnitDay.o_in - UnitDay.o_out), else_=0)).label(f"oa_{i}"))
     stmt = _select(scope, UnitDay, cols, [UnitDay.sector == sector, UnitDay.day >= low])
-    for row in (await session.execute(stmt, params)).mappings():
-        for i, sums in enumerate(out[row["g"]]):
-            sums.flows = {c: int(row[f"{c}_{i}"] or 0) for c in FLOW_COUNTERS}
-            sums.pending_after = int(row[f"pa_{i}"] or 0)
-            sums.overdue_after = int(row[f"oa_{i}"] or 0)
+    width = len(FLOW_COUNTERS) + 2
+    for row in (await session.execute(stmt, params)).all():  # g, then per span: flows, pa, oa
+        for i, sums in enumerate(out[row[0]]):
+            values = [int(v or 0) for v in row[1 + i * width : 1 + (i + 1) * width]]
+            sums.flows = dict(zip(FLOW_COUNTERS, values))
+            sums.pending_after, sums.overdue_after = values[-2], values[-1]
 
     stmt = _select(
         scope,
