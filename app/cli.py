@@ -57,14 +57,24 @@ def serve(
     """Migrate, seed the registry if empty, and serve the API and dashboard."""
     import uvicorn
 
+    from app.export.process import ExporterProcess
+
     _run(_prepare)
     os.environ["MIGRATE_ON_START"] = "false"  # done once above, not by every worker
-    if workers > 1:
+    exporter = ExporterProcess() if Settings().export_enabled else None
+    if workers > 1 or exporter is not None:  # the workers' and the exporter's metrics add up
         mp_dir = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or Path(tempfile.gettempdir()) / f"chiso-metrics-{port}")
         shutil.rmtree(mp_dir, ignore_errors=True)  # stale files of dead workers would add up forever
         mp_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(mp_dir)
-    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+    if exporter is not None:
+        exporter.start()
+        os.environ["EXPORT_ENABLED"] = "false"  # the web workers leave it to that process
+    try:
+        uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+    finally:
+        if exporter is not None:
+            exporter.stop()
 
 
 @db_cli.command("upgrade")
@@ -199,6 +209,14 @@ def export_status(as_json: Annotated[bool, typer.Option("--json", help="Print JS
             typer.echo(f"subordinate {name}: " + (f"sequence {seen['last_sequence']} at {seen['received_at']}" if seen else "nothing received"))
     if st["parked"]:
         raise typer.Exit(1)
+
+
+@export_cli.command("run")
+def export_run() -> None:
+    """Run the exporter loop in the foreground (`chiso serve` starts one itself)."""
+    from app.export.process import run_exporter
+
+    run_exporter()
 
 
 @export_cli.command("retry-parked")
