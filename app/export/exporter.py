@@ -27,7 +27,7 @@ from app.export import repository as repo
 from app.export.outbox import PARK, PARKED, PENDING, SEND, SENT, Backoff, classify
 from app.export.signing import sign
 from app.scoring import periods
-from app.scoring.repository import Scope, read_sums
+from app.scoring.repository import Scope, Sums, read_sums
 from app.scoring.service import span_for
 from app.settings import Settings
 
@@ -292,11 +292,16 @@ class Exporter:
             for p0 in range(0, len(ps), SPANS_PER_QUERY):
                 chunk = ps[p0 : p0 + SPANS_PER_QUERY]
                 async with self.db.session() as session:
-                    sums = await read_sums(
-                        session, Scope(codes=chunk_units, level="unit"), [span_for(p, now, tz) for p in chunk], "*"
-                    )
+                    scope = Scope(codes=chunk_units, level="unit")
+                    spans = [span_for(p, now, tz) for p in chunk]
+                    parts = []
+                    if p0 == 0:  # ps[0] is today's day record: every figure
+                        parts.append((await read_sums(session, scope, spans[:1], "*"), 1))
+                        spans = spans[1:]
+                    if spans:  # calendar periods: their INDEX-766 cohort counts only
+                        parts.append((await read_sums(session, scope, spans, "*", cohort_only=True), len(spans)))
                 for unit in chunk_units:
-                    group = sums.get(unit) or sums.default_factory()
+                    group = [x for part, n in parts for x in (part.get(unit) or [Sums() for _ in range(n)])]
                     for p, s in zip(chunk, group, strict=True):
                         if p.kind == "day":
                             out[(unit, "day", p.start)] = (records.day_figures(s), None)

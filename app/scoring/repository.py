@@ -28,6 +28,7 @@ FLOW_COUNTERS = (
     "c_size",
     "c_final_ok",
 )
+COHORT_COUNTERS = ("c_size", "c_final_ok")
 SPAN_COUNTERS = (*FLOW_COUNTERS, "p_in", "p_out", "o_in", "o_out")
 
 
@@ -120,27 +121,33 @@ def _select(scope: Scope, table, columns: list, extra_where: list, extra_group: 
     return stmt.group_by(key, *(extra_group or [])) if group is not None or extra_group else stmt
 
 
-async def read_sums(session: AsyncSession, scope: Scope, spans: list[Span], sector: str) -> dict[str, list[Sums]]:
-    """Per group (a unit code, or "" for a single group), one Sums per span."""
+async def read_sums(
+    session: AsyncSession, scope: Scope, spans: list[Span], sector: str, cohort_only: bool = False
+) -> dict[str, list[Sums]]:
+    """Per group (a unit code, or "" for a single group), one Sums per span; with `cohort_only`,
+    only what this node's INDEX-766 cohort needs (the exporter's calendar-period records)."""
     out: dict[str, list[Sums]] = defaultdict(lambda: [Sums() for _ in spans])
     low = min(min(s.start, s.after) for s in spans)
     params = _scope_params(scope)
+    counters = COHORT_COUNTERS if cohort_only else FLOW_COUNTERS
 
     cols = []
     for i, sp in enumerate(spans):
         inside = _between(UnitDay.day, sp.start, sp.end)
         after = UnitDay.day >= sp.after
-        for c in FLOW_COUNTERS:
+        for c in counters:
             cols.append(func.sum(case((inside, getattr(UnitDay, c)), else_=0)).label(f"{c}_{i}"))
         cols.append(func.sum(case((after, UnitDay.p_in - UnitDay.p_out), else_=0)).label(f"pa_{i}"))
         cols.append(func.sum(case((after, UnitDay.o_in - UnitDay.o_out), else_=0)).label(f"oa_{i}"))
     stmt = _select(scope, UnitDay, cols, [UnitDay.sector == sector, UnitDay.day >= low])
-    width = len(FLOW_COUNTERS) + 2
-    for row in (await session.execute(stmt, params)).all():  # g, then per span: flows, pa, oa
+    width = len(counters) + 2
+    for row in (await session.execute(stmt, params)).all():  # g, then per span: counters, pa, oa
         for i, sums in enumerate(out[row[0]]):
             values = [int(v or 0) for v in row[1 + i * width : 1 + (i + 1) * width]]
-            sums.flows = dict(zip(FLOW_COUNTERS, values))
+            sums.flows = dict(zip(counters, values))
             sums.pending_after, sums.overdue_after = values[-2], values[-1]
+    if cohort_only:
+        return await _read_cohort(session, scope, spans, sector, params, out)
 
     stmt = _select(
         scope,
@@ -169,6 +176,14 @@ async def read_sums(session: AsyncSession, scope: Scope, spans: list[Span], sect
             if row[f"n_{i}"]:
                 sums.hist[row["bucket"]] = int(row[f"n_{i}"])
 
+    await _read_cohort(session, scope, spans, sector, params, out)
+    if sector == ALL_SECTORS:
+        await _read_network_cohort(session, scope, spans, out)
+    return out
+
+
+async def _read_cohort(session: AsyncSession, scope: Scope, spans: list[Span], sector: str, params: dict, out) -> dict:
+    """The not-yet-settled cohort members by deadline day, and the exact corrections within today."""
     cols = [
         func.sum(
             case(
@@ -188,8 +203,6 @@ async def read_sums(session: AsyncSession, scope: Scope, spans: list[Span], sect
     live = [(i, sp) for i, sp in enumerate(spans) if sp.now is not None]
     if live:
         await _read_today(session, scope, live, sector, out)
-    if sector == ALL_SECTORS:
-        await _read_network_cohort(session, scope, spans, out)
     return out
 
 
