@@ -8,11 +8,11 @@ import asyncio
 import random
 import time
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import asyncpg
 
-from bench.gen import make_batch
+from bench.gen import make_batch, window
 
 LOCAL = timezone(timedelta(hours=7))
 
@@ -100,9 +100,11 @@ async def _store(conn, events: list[dict]) -> int:
     return len(inserted)
 
 
-async def run_bare(dsn: str, communes: list[str], n_events: int, conns: int = 4, seed: int = 11) -> dict:
+async def run_bare(dsn: str, communes: list[str], n_events: int, span: float, conns: int = 4, seed: int = 11) -> dict:
+    """Batches like chiso's main run (`span` days, one window per commune) through the bare pipeline."""
     rng = random.Random(seed)
-    batches = [_typed(make_batch(rng, communes[(b * 7) % len(communes)], f"ref{b}"))
+    now = datetime.now(UTC)
+    batches = [_typed(make_batch(rng, communes[(b * 7) % len(communes)], f"ref{b}", window(0, 1, 1, span, now)))
                for b in range(max(1, n_events // 1000))]
     pool = await asyncpg.create_pool(dsn, min_size=conns, max_size=conns)
     await pool.execute("SET search_path = ref")

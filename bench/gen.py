@@ -1,5 +1,11 @@
 """Realistic event batches of one commune: received, resolved, some due_changed and withdrawn,
-~2% duplicates, spread over the last year, out of order within a few minutes."""
+~2% duplicates, out of order within a few minutes.
+
+Time: the run stands for a stretch of the nation's traffic as long as its volume implies (a quarter
+is ~21 million events over 91 days, so 2 million events are ~9 days); each commune's batches tile
+that stretch in order, as a procedure system posts what happened since its last batch. A batch
+holds the dossiers received in its window with the rest of their life (resolutions up to weeks
+later)."""
 
 from __future__ import annotations
 
@@ -11,20 +17,36 @@ LOCAL = timezone(timedelta(hours=7))
 SECTORS = ("land", "civil_status", "business", "construction", "justice", "labour", "health", "education")
 CHANNELS = ("online", "in_person", "postal")
 REASONS = ("supplement_requested", "legal_extension", "apology")
-SPAN_DAYS = 360  # inside the 400-day horizon
+QUARTER_EVENTS, QUARTER_DAYS = 21_000_000, 91
+MAX_SPAN_DAYS = 360  # inside the 400-day horizon
+
+
+def span_days(events: int) -> float:
+    """Days of national traffic that `events` events stand for."""
+    return min(MAX_SPAN_DAYS, max(1.0, QUARTER_DAYS * events / QUARTER_EVENTS))
+
+
+def window(b: int, n_batches: int, n_communes: int, span: float, now: datetime) -> tuple[datetime, datetime]:
+    """The receipt window of batch b of a run of n_batches: its commune's k-th slice of the span."""
+    per_commune = max(1, math.ceil(n_batches / n_communes))
+    width = span / per_commune
+    start = now - timedelta(days=span) + timedelta(days=(b // n_communes) % per_commune * width)
+    return start, start + timedelta(days=width)
 
 
 def _ts(dt: datetime) -> str:
     return dt.astimezone(LOCAL).isoformat(timespec="seconds")
 
 
-def make_batch(rng: random.Random, commune: str, tag: str, size: int = 1000, dup_frac: float = 0.02,
-               previous: list[dict] | None = None, now: datetime | None = None) -> list[dict]:
-    """`size` events of one commune; `tag` makes ids unique; `previous` (the commune's last batch)
-    supplies some of the duplicates, the rest repeat events of this batch."""
+def make_batch(rng: random.Random, commune: str, tag: str, within: tuple[datetime, datetime], size: int = 1000,
+               dup_frac: float = 0.02, previous: list[dict] | None = None, now: datetime | None = None) -> list[dict]:
+    """`size` events of one commune, receipts `within` a window; `tag` makes ids unique; `previous`
+    (the commune's last batch) supplies some of the duplicates, the rest repeat events of this batch."""
     now = now or datetime.now(UTC)
     latest = now - timedelta(seconds=60)
-    start = now - timedelta(days=SPAN_DAYS)
+    start, end = within
+    end = min(end, latest)
+    width = max(60.0, (end - start).total_seconds() - 60)
     n_dups = round(size * dup_frac)
     n_unique = size - n_dups
     out: list[tuple[datetime, dict]] = []
@@ -32,7 +54,7 @@ def make_batch(rng: random.Random, commune: str, tag: str, size: int = 1000, dup
     while len(out) < n_unique:
         k += 1
         did = f"D{tag}-{k}"
-        recv = start + timedelta(seconds=rng.random() * (SPAN_DAYS * 86400 - 3600))
+        recv = start + timedelta(seconds=rng.random() * width)
         days = rng.choice((1, 2, 3, 5, 7, 10, 15))
         due = recv + timedelta(days=days)
         sector = rng.choice(SECTORS)

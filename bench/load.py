@@ -8,26 +8,28 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from datetime import datetime
 
 import httpx
 import orjson
 
-from bench.gen import make_batch, probe_event
+from bench.gen import make_batch, probe_event, window
 
 JSON = {"content-type": "application/json"}
 
 
 def ingest_proc(out, base: str, token: str, communes: list[str], g: int, n_gen: int, b_start: int, b_end: int,
-                clients: int, tag: str, deadline: float, seed: int) -> None:
-    """Post batches b_start..b_end-1 whose commune (b mod len(communes)) belongs to generator g."""
+                clients: int, tag: str, deadline: float, seed: int, span: float, now: datetime) -> None:
+    """Post batches b_start..b_end-1 whose commune (b mod len(communes)) belongs to generator g; the
+    run's batches tile the `span` days before `now` (bench.gen.window)."""
     try:
         out.put(("ingest", g, asyncio.run(_ingest(base, token, communes, g, n_gen, b_start, b_end, clients, tag,
-                                                  deadline, seed))))
+                                                  deadline, seed, span, now))))
     except KeyboardInterrupt:
         pass
 
 
-async def _ingest(base, token, communes, g, n_gen, b_start, b_end, clients, tag, deadline, seed):
+async def _ingest(base, token, communes, g, n_gen, b_start, b_end, clients, tag, deadline, seed, span, now):
     rng = random.Random(seed)
     nc = len(communes)
     plan = iter([b for b in range(b_start, b_end) if (b % nc) % n_gen == g])
@@ -44,7 +46,8 @@ async def _ingest(base, token, communes, g, n_gen, b_start, b_end, clients, tag,
                 if time.time() >= deadline:
                     return
                 commune = communes[b % nc]
-                events = make_batch(rng, commune, f"{tag}{b}", previous=previous.get(commune))
+                within = window(b - b_start, b_end - b_start, nc, span, now)
+                events = make_batch(rng, commune, f"{tag}{b}", within, previous=previous.get(commune))
                 previous[commune] = events[:40]
                 body = orjson.dumps({"events": events})
                 t_wall, t0, retries, status, res = time.time(), time.perf_counter(), 0, 0, {}

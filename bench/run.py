@@ -16,13 +16,14 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 import httpx
 
 from bench import bare, naive
+from bench.gen import span_days
 from bench.load import ingest_proc, poll_proc, probe_proc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,13 +155,14 @@ class Run:
         self.provinces = [u.code for u in units if u.level == "province"]
         self.log(f"{len(self.communes)} communes, {len(self.provinces)} provinces")
 
-    def ingest(self, base, n_events, tag, b0=0, deadline=None, probe=False, rss=None):
+    def ingest(self, base, n_events, tag, span, b0=0, deadline=None, probe=False):
         a = self.args
         n_batches = max(1, n_events // 1000)
         deadline = deadline or time.time() + 10**6
         q = mp.Queue()
+        now = datetime.now(UTC)
         gens = [self.spawn(ingest_proc, q, base, self.token, self.communes, g, a.generators, b0, b0 + n_batches,
-                           max(1, a.clients // a.generators), tag, deadline, hash((tag, g)) & 0xFFFF)
+                           max(1, a.clients // a.generators), tag, deadline, hash((tag, g)) & 0xFFFF, span, now)
                 for g in range(a.generators)]
         stop, pq, pp = mp.Event(), mp.Queue(), None
         if probe:
@@ -227,8 +229,10 @@ class Run:
         a = self.args
         self.setup()
         # 1. reference: bare SQL pipeline
-        self.log(f"bare SQL reference: {a.ref_events} events, 4 connections")
-        r = asyncio.run(bare.run_bare(self.dsn, self.communes, a.ref_events))
+        span = self.span = a.span_days or span_days(a.events)
+        self.results["span_days"] = span
+        self.log(f"batches spread over {span:.1f} days of traffic; bare SQL reference: {a.ref_events} events, 4 connections")
+        r = asyncio.run(bare.run_bare(self.dsn, self.communes, a.ref_events, span))
         self.results["bare"] = {k: v for k, v in r.items() if k != "batch_lat"}
         self.results["bare"]["batch_p50"] = pct(r["batch_lat"], 50)
         self.log(f"bare SQL: {r['events_per_s']:.0f} events/s")
@@ -238,7 +242,7 @@ class Run:
         p = self.start_server([sys.executable, "-m", "uvicorn", "bench.naive:app", "--port", str(port), "--workers",
                                str(a.workers), "--log-level", "warning"], env, port)
         self.log(f"naive reference: {a.naive_events} events")
-        r, _ = self.ingest(f"http://127.0.0.1:{port}", a.naive_events, "naive")
+        r, _ = self.ingest(f"http://127.0.0.1:{port}", a.naive_events, "naive", span)
         self.stop_server(p)
         self.results["naive"] = r
         self.log(f"naive: {r['events_per_s']:.0f} events/s")
@@ -251,7 +255,7 @@ class Run:
         rss.start()
         self.log(f"chiso serving on {port}, workers {a.workers}, pids {rss.pids()}; ingest {a.events} events")
         rss.cpu_window()
-        r, nb = self.ingest(base, a.events, "c", probe=True)
+        r, nb = self.ingest(base, a.events, "c", span, probe=True)
         r["cpu"] = rss.cpu_window(r["events"], r["wall_seconds"])
         self.results["ingest"] = r
         self.log(f"chiso ingest: {r['events_per_s']:.0f} events/s, ack p99 {ms(r['ack_p99'])}, "
@@ -262,7 +266,8 @@ class Run:
         # 4. growth
         target = a.events * a.growth
         self.log(f"growing to {target} events (at most {a.grow_seconds:.0f} s)")
-        g, _ = self.ingest(base, target - a.events, "g", b0=nb, deadline=time.time() + a.grow_seconds)
+        grow = target - a.events
+        g, _ = self.ingest(base, grow, "g", a.span_days or span_days(grow), b0=nb, deadline=time.time() + a.grow_seconds)
         self.results["growth_ingest"] = g
         n2 = self.stored_events()
         self.results["stored_2"] = n2
@@ -373,6 +378,7 @@ def table(res: dict) -> str:
     bare_eps, naive_eps = res["bare"]["events_per_s"], res["naive"]["events_per_s"]
     row("ingest events/s (sustained)", f"{eps:,.0f}", f">= {T['events_per_s']:,}", eps >= T["events_per_s"])
     row("  events posted / accepted / dup", f"{ing['events']:,} / {ing['accepted']:,} / {ing['duplicates']:,}")
+    row("  traffic the events stand for", f"{res.get('span_days', 0):.1f} days", "a quarter: 21M events, 91 days")
     row("  seconds / batches / retries / failed", f"{ing['seconds']:.1f} / {ing['batches']} / {ing['retries']} / {ing['failed_batches']}")
     row("bare SQL limit events/s (4 conns)", f"{bare_eps:,.0f}")
     row("naive ORM endpoint events/s", f"{naive_eps:,.0f}")
@@ -422,6 +428,8 @@ def parse(argv=None):
     ap.add_argument("--clients", type=int, default=8, help="ingest requests in flight (default 8)")
     ap.add_argument("--generators", type=int, default=2, help="load generator processes (default 2)")
     ap.add_argument("--pollers", type=int, default=50, help="concurrent KPI pollers (default 50)")
+    ap.add_argument("--span-days", type=float, default=None,
+                    help="days of traffic the events stand for (default: their share of a quarter, 21M events in 91 days)")
     ap.add_argument("--poll-interval", type=float, default=1.0,
                     help="seconds between one poller's requests (default 1; back-to-back is measured too)")
     ap.add_argument("--read-seconds", type=float, default=10.0, help="seconds per read endpoint (default 10)")
