@@ -113,6 +113,18 @@ class Dossier(Base):
     __table_args__ = (Index("ix_dossier_eff_due_at", "eff_due_at"),)
 
 
+class DossierFuture(Base):
+    """Dossiers with an event dated after its own arrival (within the clock-skew allowance): the
+    few whose receipt or end may still lie ahead of a read's *now*, so that reads judged at now can
+    correct for them without scanning the dossier table. Old rows are pruned by ingest."""
+
+    __tablename__ = "dossier_future"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    dossier_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+
+
 def _counter() -> Mapped[int]:
     return mapped_column(BigInteger, default=0, server_default="0")
 

@@ -5,6 +5,7 @@ batches wait for each other but never deadlock: events, then dossiers, then aggr
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
 import orjson
 from sqlalchemy import delete, select, text, tuple_
@@ -17,6 +18,7 @@ from app.db.models import (
     TOTAL_COUNTERS,
     Dossier,
     DossierEvent,
+    DossierFuture,
     UnitCohortDue,
     UnitDay,
     UnitDayHist,
@@ -39,6 +41,12 @@ async def insert_events(session: AsyncSession, rows: list[dict]) -> set[tuple[st
     rows = sorted(rows, key=lambda r: (r["unit_code"], r["event_id"]))
     inserted = await dialect.bulk_upsert(session, DossierEvent, rows, ["unit_code", "event_id"], returning=("unit_code", "event_id"))
     return {(u, e) for u, e in inserted}
+
+
+async def mark_future(session: AsyncSession, rows: list[dict], before: datetime) -> None:
+    """Remember dossiers with events dated after their arrival; forget marks older than `before`."""
+    await dialect.bulk_upsert(session, DossierFuture, rows, ["unit_code", "dossier_id", "at"])
+    await session.execute(delete(DossierFuture).where(DossierFuture.at < before))
 
 
 async def read_stored_event_keys(session: AsyncSession, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:

@@ -126,7 +126,7 @@ async def accept_batch(
         async with db.session() as session:
             stored = await repository.read_stored_event_keys(session, [(e["unit_code"], e["event_id"]) for _, e in valid])
     else:
-        stored = await _store(db, settings, [e for _, e in valid]) if valid else set()
+        stored = await _store(db, settings, [e for _, e in valid], now) if valid else set()
     for index, ev in valid:
         key = (ev["unit_code"], ev["event_id"])
         # `stored` is what was already there (dry run) or what this request inserted (real run).
@@ -146,16 +146,22 @@ async def accept_batch(
     return {"accepted": accepted, "duplicates": duplicates, "rejected": rejected, "items": result_items}
 
 
-async def _store(db: Database, settings: Settings, events: list[dict]) -> set[tuple[str, str]]:
+async def _store(db: Database, settings: Settings, events: list[dict], now: datetime) -> set[tuple[str, str]]:
     """One transaction: insert events, fold the new ones into their dossiers and the aggregates."""
     tz = settings.tz
     async with db.transaction() as session:
         inserted = await repository.insert_events(session, events)
         if inserted:
             by_dossier: dict[tuple[str, str], list[dict]] = defaultdict(list)
+            future: set[tuple[str, str, datetime]] = set()
             for ev in events:
                 if (ev["unit_code"], ev["event_id"]) in inserted:
                     by_dossier[(ev["unit_code"], ev["dossier_id"])].append(ev)
+                    if ev["occurred_at"] > now:  # within the skew allowance: ahead of reads for a while
+                        future.add((ev["unit_code"], ev["dossier_id"], ev["occurred_at"]))
+            if future:
+                rows = [{"unit_code": u, "dossier_id": d, "at": at} for u, d, at in sorted(future)]
+                await repository.mark_future(session, rows, now - timedelta(days=1))
             states = await repository.lock_dossiers(session, list(by_dossier))
             delta = Delta()
             for key, evs in by_dossier.items():

@@ -45,12 +45,12 @@ def _hours(ms: float | None) -> float | None:
 
 def pending_of(s: Sums) -> int:
     """Pending at the span's judgement time."""
-    return s.pending_total - s.pending_after
+    return s.pending_total - s.pending_after + s.pending_ahead
 
 
 def overdue_of(s: Sums) -> int:
     """Overdue at the span's judgement time."""
-    return s.overdue_total - s.overdue_after - s.overdue_not_yet
+    return s.overdue_total - s.overdue_after - s.overdue_not_yet + s.overdue_ahead
 
 
 def cohort_766(s: Sums) -> tuple[int, int]:

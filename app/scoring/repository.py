@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import lru_cache
 
-from sqlalchemy import and_, bindparam, case, func, literal, or_, select
+from sqlalchemy import and_, bindparam, case, func, literal, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import ALL_SECTORS, Dossier, NetworkCohort, Unit, UnitCohortDue, UnitDay, UnitDayHist, UnitTotal
+from app.db.models import ALL_SECTORS, Dossier, DossierFuture, NetworkCohort, Unit, UnitCohortDue, UnitDay, UnitDayHist, UnitTotal
 
 FLOW_COUNTERS = (
     "received",
@@ -57,6 +57,8 @@ class Sums:
     cohort_due: int = 0
     hist: dict[int, int] = field(default_factory=dict)
     overdue_not_yet: int = 0  # open dossiers due later today (t = now)
+    pending_ahead: int = 0  # t = now: received before now but ending later today, minus received later today
+    overdue_ahead: int = 0  # the same among those whose deadline is before now
     late_today: int = 0  # cohort dossiers whose deadline passed earlier today (t = now)
     net_cohort_size: int = 0  # INDEX-766 cohort records received from subordinate nodes
     net_cohort_ok: int = 0
@@ -243,10 +245,39 @@ async def _read_today(session: AsyncSession, scope: Scope, live: list, sector: s
     params = _scope_params(scope) | {"now": sp0.now, "today_at": sp0.today_at, "tomorrow_at": sp0.tomorrow_at, "sector": sector}
     for i, sp in live:
         params[f"start_at_{i}"], params[f"now_{i}"] = sp.start_at, sp.now
-    for row in (await (await session.connection()).execute(stmt, params)).mappings():
+    conn = await session.connection()
+    for row in (await conn.execute(stmt, params)).mappings():
         for i, _ in live:
             out[row["g"]][i].overdue_not_yet = int(row["not_yet"] or 0)
             out[row["g"]][i].late_today = int(row[f"l_{i}"] or 0)
+    # The day rows count everything dated today as if t were the end of today; events dated a few
+    # minutes ahead of now (the skew allowance) are marked at ingest, so few rows are read here.
+    stmt = _ahead_statement(scope.level, scope.parent, scope.codes is not None, sector == "*")
+    for row in (await conn.execute(stmt, params)).mappings():
+        for i, _ in live:
+            out[row["g"]][i].pending_ahead = int(row["ends_ahead"] or 0) - int(row["starts_ahead"] or 0)
+            out[row["g"]][i].overdue_ahead = int(row["ends_ahead_late"] or 0) - int(row["starts_ahead_late"] or 0)
+
+
+@lru_cache(maxsize=64)
+def _ahead_statement(level: str | None, parent: str | None, has_codes: bool, any_sector: bool):
+    d, f = Dossier, DossierFuture
+    now = bindparam("now", type_=d.recv_at.type)
+    tomorrow = bindparam("tomorrow_at", type_=d.recv_at.type)
+    starts = and_(d.recv_at >= now, d.recv_at < tomorrow, or_(d.end_at.is_(None), d.end_at >= tomorrow))
+    ends = and_(d.recv_at < now, d.end_at >= now, d.end_at < tomorrow)
+    late = d.eff_due_at < now
+
+    def count(cond, label):
+        return func.sum(case((cond, 1), else_=0)).label(label)
+
+    cols = [count(starts, "starts_ahead"), count(ends, "ends_ahead"),
+            count(and_(starts, late), "starts_ahead_late"), count(and_(ends, late), "ends_ahead_late")]
+    ahead = select(f.unit_code, f.dossier_id).where(f.at >= now).distinct()
+    where = [tuple_(d.unit_code, d.dossier_id).in_(ahead)]
+    if not any_sector:
+        where.append(d.sector == bindparam("sector"))
+    return _select(_scope_shape(level, parent, has_codes), d, cols, where)
 
 
 @lru_cache(maxsize=64)

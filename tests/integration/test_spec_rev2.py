@@ -132,21 +132,21 @@ class TestPendingAndOverdueAtT:
         assert (year["pending"], year["overdue"]) == (2, 1)  # a period ending after now: judged at now
 
 
-    @pytest.mark.xfail(strict=True, reason="app/scoring/repository.py _read_today judges receipts and ends dated later "
-                       "today (within the clock-skew allowance) at the end of today, not at now")
-    @pytest.mark.parametrize("later", ["received", "resolved"])
-    async def test_now_is_now_within_today(self, svc, tokens, later):
+    @pytest.mark.parametrize("later,due_hours", [("received", 48), ("resolved", 48), ("received", -1), ("resolved", -1)])
+    async def test_now_is_now_within_today(self, svc, tokens, later, due_hours):
         ingest, read = tokens
         now = datetime.now(UTC)
         soon = now + timedelta(minutes=3)  # allowed by the clock-skew allowance
-        if ref.local_day(soon) != ref.local_day(now):
+        if ref.local_day(soon) != ref.local_day(now) or ref.local_day(now - timedelta(hours=3)) != ref.local_day(now):
             pytest.skip("too close to local midnight")
-        if later == "received":  # not received before now: not pending yet
-            events, pending = [received(COMMUNE, "d", soon, now + timedelta(days=2))], 0
-        else:  # not ended before now: still pending
-            events, pending = [received(COMMUNE, "d", now - timedelta(hours=1), now + timedelta(days=2)), resolved(COMMUNE, "d", soon)], 1
+        due = now + timedelta(hours=due_hours)
+        if later == "received":  # not received before now: neither pending nor overdue yet
+            events, pending = [received(COMMUNE, "d", soon, due)], 0
+        else:  # not ended before now: still pending, and overdue when its deadline has passed
+            events, pending = [received(COMMUNE, "d", now - timedelta(hours=2), due), resolved(COMMUNE, "d", soon)], 1
         await post(svc, ingest, events)
-        assert (await kpis(svc, read, window="1d"))["kpis"]["pending"] == pending
+        figures = (await kpis(svc, read, window="1d"))["kpis"]
+        assert (figures["pending"], figures["overdue"]) == (pending, pending if due < now else 0)
 
 
 class TestOrphans:
