@@ -130,8 +130,9 @@ class Exporter:
         return result
 
     def _budget(self) -> float:
-        """Seconds one tick may spend producing: the exporter shares its worker's event loop with
-        requests, so a big back-fill (every unit dirty over months) is spread over several ticks."""
+        """Seconds one tick may spend producing: a big back-fill (every unit dirty over months) is
+        spread over several ticks, so CPU per tick stays bounded (and, when the app runs the loop
+        itself rather than `chiso serve`'s exporter process, requests on its event loop go on)."""
         return max(1.0, self.settings.export_produce_share * self.settings.export_interval)
 
     async def run_forever(self) -> None:
