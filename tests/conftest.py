@@ -77,7 +77,7 @@ def test_settings(url: str, **overrides) -> Settings:
         "ingest_rate_per_minute": 0,
         "migrate_on_start": False,
         "seed_registry": False,
-        "db_pool_size": 5,
+        "db_pool_size": int(os.environ.get("CHISO_TEST_POOL", "5")),
         "answer_cache_seconds": 0,  # tests read their writes at once; the version check still caches
     }
     values.update(overrides)

@@ -110,7 +110,9 @@ class Dossier(Base):
     end_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ok_766: Mapped[bool] = mapped_column(Boolean, default=False)
 
-    __table_args__ = (Index("ix_dossier_eff_due_at", "eff_due_at"),)
+    # By deadline: the exact corrections within today; per unit first, so a commune's or a
+    # province's read touches its own dossiers due today, not the nation's.
+    __table_args__ = (Index("ix_dossier_eff_due_at", "eff_due_at"), Index("ix_dossier_unit_due", "unit_code", "eff_due_at"))
 
 
 class DossierFuture(Base):

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import psutil
 
+from app.export.process import NICE
 from tests.conftest import new_database_url
 from tests.system.server import Server, token
 
@@ -43,7 +44,7 @@ async def test_the_exporter_runs_apart_niced_and_comes_back(store, templates, pg
     with Server(env, workers=2, log=tmp_path / "serve.log") as server:
         (first,) = wait_for(lambda: exporters(server))
         niced = first.nice()
-        assert niced == os.getpriority(os.PRIO_PROCESS, 0) + 10
+        assert niced == os.getpriority(os.PRIO_PROCESS, 0) + NICE
         workers = [p for p in psutil.Process(server.proc.pid).children(recursive=True) if p.pid != first.pid]
         assert all(p.nice() < niced for p in workers)
 

@@ -156,7 +156,11 @@ async def test_province_to_national(nodes, tmp_path):
         # The national node goes away; the province keeps ingesting (late events, corrections, duplicates).
         national.stop()
         await post(late + first[:100] + pending_soon(rng, units, 10, "soon-b"))
-        await asyncio.sleep(4)
+        t0 = time.monotonic()
+        while not (ready := (await client.get(province.base + "/readyz")).json()["checks"]["export"])["backlog"]:
+            assert time.monotonic() - t0 < 60, f"nothing produced for the absent central node: {ready}"
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(2)  # a few failed pushes
         ready = (await client.get(province.base + "/readyz")).json()["checks"]["export"]
         backlog = ready["backlog"]
         assert backlog > 0 and ready["parked"] == 0 and ready["lag_seconds"] > 0, ready
