@@ -9,6 +9,7 @@ Only one exporter is ever active (advisory lock or lease), so replicas may each 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import signal
@@ -19,6 +20,7 @@ import threading
 log = logging.getLogger("chiso.export")
 
 NICE = 5  # +10 starved the exporter for minutes on a saturated 2-core machine
+PR_SET_PDEATHSIG = 1  # prctl(2)
 RESTART_AFTER = 5.0  # seconds before a dead exporter process is started again
 
 
@@ -59,9 +61,7 @@ class ExporterProcess:
         self._watch = threading.Thread(target=self._supervise, name="exporter-watch", daemon=True)
 
     def _spawn(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "export", "run"], preexec_fn=lambda: os.nice(NICE)  # noqa: PLW1509
-        )
+        self.proc = subprocess.Popen([sys.executable, "-m", "app.cli", "export", "run"], preexec_fn=_in_child)  # noqa: PLW1509
         log.info("exporter process %d started", self.proc.pid)
 
     def start(self) -> None:
@@ -91,6 +91,16 @@ class ExporterProcess:
             proc.kill()
             proc.wait()
         _forget_metrics(proc.pid)
+
+
+def _in_child() -> None:
+    """Lower the exporter's priority; and on Linux have it sent SIGTERM when `chiso serve` dies,
+    even by SIGKILL, so no exporter outlives its server."""
+    os.nice(NICE)
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: `chiso serve` still stops it on a normal exit
+        pass
 
 
 def _forget_metrics(pid: int) -> None:

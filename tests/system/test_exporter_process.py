@@ -64,3 +64,10 @@ async def test_the_exporter_runs_apart_niced_and_comes_back(store, templates, pg
         first.send_signal(signal.SIGKILL)
         (second,) = wait_for(lambda: [p for p in exporters(server) if p.pid != first.pid])
         assert second.nice() == niced
+
+        server.proc.send_signal(signal.SIGKILL)  # the server alone, not its process group
+        server.proc.wait(10)
+        try:
+            assert wait_for(lambda: not second.is_running() or second.status() == psutil.STATUS_ZOMBIE)
+        finally:
+            os.killpg(server.proc.pid, signal.SIGKILL)  # the orphaned web workers
