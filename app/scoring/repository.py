@@ -139,15 +139,17 @@ async def read_sums(
         after = UnitDay.day >= sp.after
         for c in counters:
             cols.append(func.sum(case((inside, getattr(UnitDay, c)), else_=0)).label(f"{c}_{i}"))
-        cols.append(func.sum(case((after, UnitDay.p_in - UnitDay.p_out), else_=0)).label(f"pa_{i}"))
-        cols.append(func.sum(case((after, UnitDay.o_in - UnitDay.o_out), else_=0)).label(f"oa_{i}"))
+        if not cohort_only:  # pending and overdue at t
+            cols.append(func.sum(case((after, UnitDay.p_in - UnitDay.p_out), else_=0)).label(f"pa_{i}"))
+            cols.append(func.sum(case((after, UnitDay.o_in - UnitDay.o_out), else_=0)).label(f"oa_{i}"))
     stmt = _select(scope, UnitDay, cols, [UnitDay.sector == sector, UnitDay.day >= low])
-    width = len(counters) + 2
-    for row in (await session.execute(stmt, params)).all():  # g, then per span: counters, pa, oa
+    width = len(counters) + (0 if cohort_only else 2)
+    for row in (await session.execute(stmt, params)).all():  # g, then per span: counters[, pa, oa]
         for i, sums in enumerate(out[row[0]]):
             values = [int(v or 0) for v in row[1 + i * width : 1 + (i + 1) * width]]
             sums.flows = dict(zip(counters, values))
-            sums.pending_after, sums.overdue_after = values[-2], values[-1]
+            if not cohort_only:
+                sums.pending_after, sums.overdue_after = values[-2], values[-1]
     if cohort_only:
         return await _read_cohort(session, scope, spans, sector, params, out)
 
