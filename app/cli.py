@@ -107,8 +107,12 @@ def units_import(
         raise typer.Exit(2) from None
 
     async def go(db: Database, settings: Settings):
+        from app.aggregates import rebuild
+
         await _prepare(db, settings)
-        return await units_service.import_units(db, rows, replace=replace)
+        result = await units_service.import_units(db, rows, replace=replace)
+        await rebuild.rebuild_rollups(db)  # provinces' and the nation's sums follow the new tree
+        return result
 
     upserted, deleted = _run(go)
     typer.echo(f"{upserted} units imported, {deleted} deleted")
@@ -170,7 +174,7 @@ def keys_revoke(key_id: Annotated[int, typer.Argument(help="The key's id (see ke
 @kpis_cli.command("verify")
 def kpis_verify(repair: Annotated[bool, typer.Option(help="Replace the live state with the rebuilt one.")] = False) -> None:
     """Rebuild every aggregate from the stored events; exit 1 on any difference."""
-    from app.scoring import verify
+    from app.aggregates import rebuild as verify
 
     report = _run(lambda db, settings: verify.verify(db, settings, repair=repair))
     typer.echo(f"{report.units} units, {report.dossiers} dossiers, {report.events} events checked")

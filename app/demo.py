@@ -469,7 +469,7 @@ async def _registry_communes(db):
 async def has_data(db, registry, settings) -> bool:
     """Whether the store already holds events of the last year (through the KPI service)."""
     from app.scoring import service as scoring
-    from app.scoring.periods import today, window
+    from app.aggregates.periods import today, window
 
     p = window("365d", today(datetime.now(UTC), settings.tz))
     k = (await scoring.unit_kpis(db, registry, settings.tz, NATION, p, None))["kpis"]

@@ -10,7 +10,8 @@ import time
 from sqlalchemy import event
 
 from app.db.engine import Database
-from app.scoring import periods, service
+from app.aggregates import periods
+from app.scoring import service
 from app.settings import Settings
 from app.units.service import RegistryCache
 

@@ -20,8 +20,7 @@ import orjson
 
 from app.api.etag import etag_of
 from app.db.engine import Database
-from app.ingest.service import DATA_VERSION
-from app.units import repository as units_repository
+from app.db import meta
 
 log = logging.getLogger("chiso.cache")
 
@@ -53,7 +52,7 @@ class AnswerCache:
 
     async def version(self) -> int:
         async with self.db.session() as session:
-            return await units_repository.read_meta(session, DATA_VERSION)
+            return await meta.read_meta(session, meta.DATA_VERSION)
 
     async def get(self, key: str, compute: Callable[[], Awaitable[dict]]) -> Entry:
         """The cached answer for `key`, or a freshly computed one.

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 
-from app.api.deps import DbDep, ReadKey, SettingsDep
+from app.api.deps import DbDep, ReadKey, RegistryDep, SettingsDep
 from app.api.events import read_body_limited
 from app.api.responses import JSONResponse
 from app.export import receiver
@@ -32,13 +32,14 @@ async def export_snapshots(
 async def network_snapshots(
     request: Request,
     db: DbDep,
+    registry: RegistryDep,
     settings: SettingsDep,
     x_chiso_node: Annotated[str | None, Header()] = None,
     x_chiso_signature: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
     """Accept a signed snapshot from a known subordinate node (central mode)."""
     body = await read_body_limited(request, MAX_SNAPSHOT_BYTES)
-    result = await receiver.receive(db, settings, x_chiso_node, x_chiso_signature, body)
+    result = await receiver.receive(db, settings, registry, x_chiso_node, x_chiso_signature, body)
     if result["applied"] and getattr(request.app.state, "answers", None) is not None:
         request.app.state.answers.invalidate()  # this worker's readers see the merge at once
     return JSONResponse(result)

@@ -4,32 +4,11 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Boolean, Date, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, Date, Index, Integer, SmallInteger, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base
 from app.db.types import UTCDateTime
-
-# Counters of unit_day; the export records and the KPI reads both use this list.
-DAY_COUNTERS = (
-    "received",
-    "received_online",
-    "resolved_early",
-    "resolved_on_time",
-    "resolved_late",
-    "resolved_unclassified",
-    "withdrawn",
-    "orphans",
-    "proc_n",  # resolved dossiers with a receipt
-    "proc_ms",  # their summed processing time, milliseconds (integers keep sums order-free)
-    "p_in",  # pending starts: by day of receipt
-    "p_out",  # pending stops: by day of max(receipt, end)
-    "o_in",  # overdue starts: by day of max(receipt, deadline)
-    "o_out",  # overdue stops: by day of max(receipt, deadline, end)
-    "c_size",  # INDEX-766 cohort: by day of receipt
-    "c_final_ok",  # of the cohort, ended no later than the deadline (on time whenever judged)
-)
-TOTAL_COUNTERS = ("p_in", "p_out", "o_in", "o_out")
 
 LOCAL_SOURCE = ""  # rows computed from this node's own events; others carry a subordinate's node_id
 ALL_SECTORS = "*"  # the row that sums every sector of a unit and day
@@ -206,6 +185,68 @@ class UnitTotal(Base):
     unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
     sector: Mapped[str] = mapped_column(String(64), primary_key=True)
     source: Mapped[str] = mapped_column(String(64), primary_key=True, default=LOCAL_SOURCE)
+    p_in: Mapped[int] = _counter()
+    p_out: Mapped[int] = _counter()
+    o_in: Mapped[int] = _counter()
+    o_out: Mapped[int] = _counter()
+
+
+class RollupDay(DayFlows, Base):
+    """Figures of a province or the nation with every unit below it (all sources), per sector and
+    local day: what a province's or the nation's answer reads instead of summing its communes.
+
+    Kept in the ingest transaction (and by the receiver on a central node) as deltas. `slot`
+    spreads each unit's hot rows (today's) over a few rows, so concurrent batches seldom wait
+    for each other; reads sum the slots."""
+
+    __tablename__ = "rollup_day"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    sector: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=0)
+    p_in: Mapped[int] = _counter()
+    p_out: Mapped[int] = _counter()
+    o_in: Mapped[int] = _counter()
+    o_out: Mapped[int] = _counter()
+    c_size: Mapped[int] = _counter()
+    c_final_ok: Mapped[int] = _counter()
+
+
+class RollupDayHist(Base):
+    """Processing-time histogram of RollupDay."""
+
+    __tablename__ = "rollup_day_hist"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    sector: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=0)
+    n: Mapped[int] = _counter()
+
+
+class RollupCohortDue(Base):
+    """UnitCohortDue of a province or the nation with every unit below it."""
+
+    __tablename__ = "rollup_cohort_due"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    sector: Mapped[str] = mapped_column(String(64), primary_key=True)
+    recv_day: Mapped[date] = mapped_column(Date, primary_key=True)
+    due_day: Mapped[date] = mapped_column(Date, primary_key=True)
+    slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=0)
+    n: Mapped[int] = _counter()
+
+
+class RollupTotal(Base):
+    """UnitTotal of a province or the nation with every unit below it."""
+
+    __tablename__ = "rollup_total"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    sector: Mapped[str] = mapped_column(String(64), primary_key=True)
+    slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=0)
     p_in: Mapped[int] = _counter()
     p_out: Mapped[int] = _counter()
     o_in: Mapped[int] = _counter()

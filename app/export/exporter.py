@@ -21,14 +21,16 @@ import orjson
 from sqlalchemy import text
 
 from app import metrics
+from app.db import meta
 from app.db.engine import Database
 from app.export import records
 from app.export import repository as repo
 from app.export.outbox import PARK, PARKED, PENDING, SEND, SENT, Backoff, classify
 from app.export.signing import sign
-from app.scoring import periods
-from app.scoring.repository import Scope, Sums, read_sums
-from app.scoring.service import span_for
+from app.aggregates import periods
+from app.aggregates.reads import read_sums
+from app.aggregates.sums import Scope, Sums, span_for
+
 from app.settings import Settings
 
 log = logging.getLogger("chiso.export")
@@ -172,11 +174,11 @@ class Exporter:
         now = datetime.now(UTC)
         today = periods.today(now, tz)
         async with self.db.session() as session:
-            last = await repo.read_meta(session, repo.LAST_DAY)
+            last = await meta.read_meta(session, repo.LAST_DAY)
         if not last:  # the first run exports everything already stored
             async with self.db.transaction() as session:
                 await repo.seed_dirty_from_aggregates(session)
-                await repo.set_meta(session, repo.LAST_DAY, today.toordinal())
+                await meta.set_meta(session, repo.LAST_DAY, today.toordinal())
             last = today.toordinal()
         async with self.db.session() as session:
             dirty = await repo.read_dirty(session)
@@ -218,7 +220,7 @@ class Exporter:
         if done == len(items):
             self._resume_after = ""
             async with self.db.transaction() as session:
-                await repo.set_meta(session, repo.LAST_DAY, today.toordinal())
+                await meta.set_meta(session, repo.LAST_DAY, today.toordinal())
         if produced:
             metrics.EXPORT_PRODUCED.inc(produced)
         return produced

@@ -18,15 +18,16 @@ from datetime import UTC, date, datetime, timedelta
 
 import orjson
 
+from app.aggregates import writes
+from app.db import meta
 from app.db.engine import Database
 from app.db.models import ALL_SECTORS, NetworkCohort, NetworkDay
 from app.errors import BadRequest, Unauthorized, Unprocessable
 from app.export import records
 from app.export import repository as repo
 from app.export.signing import verify
-from app.ingest.service import DATA_VERSION
 from app.settings import Settings
-from app.units import repository as units_repository
+from app.units.service import Registry
 
 MAX_RECORDS = 20_000
 
@@ -78,7 +79,7 @@ def parse(body: bytes, node: str) -> tuple[list[dict], list[dict]]:
     return list(days.values()), list(cohorts.values())
 
 
-async def receive(db: Database, settings: Settings, node: str | None, signature: str | None, body: bytes) -> dict:
+async def receive(db: Database, settings: Settings, registry: Registry, node: str | None, signature: str | None, body: bytes) -> dict:
     """Verify, then merge a snapshot in one transaction; answers how many records took effect."""
     node = authenticate(settings, node, signature, body)
     day_rows, cohort_rows = parse(body, node)
@@ -100,14 +101,14 @@ async def receive(db: Database, settings: Settings, node: str | None, signature:
             since = earliest[unit]
             if old_max[unit] is not None:  # a gap row after the old latest day may now be due
                 since = min(since, old_max[unit] + timedelta(days=1))
-            await _materialise(session, node, unit, since)
+            await _materialise(session, registry, node, unit, since)
         if stored_days or stored_cohorts:
-            await units_repository.bump_meta(session, DATA_VERSION)
+            await meta.bump_meta(session, meta.DATA_VERSION)
     applied = len(stored_days) + len(stored_cohorts)
     return {"node_id": node, "received": total, "applied": applied, "ignored": total - applied}
 
 
-async def _materialise(session, source: str, unit: str, since: date) -> None:
+async def _materialise(session, registry: Registry, source: str, unit: str, since: date) -> None:
     """Rewrite the source's aggregate rows of one unit from day `since` on."""
     recs = {r.day: r for r in await repo.read_network_days(session, source, unit, since - timedelta(days=1))}
     if not recs:
@@ -128,4 +129,4 @@ async def _materialise(session, source: str, unit: str, since: date) -> None:
         rows.append(row)
         if r is not None:
             hist[d] = orjson.loads(r.histogram)
-    await repo.replace_source_rows(session, source, unit, rows, hist)
+    await writes.replace_source_rows(session, registry, source, unit, rows, hist)

@@ -13,12 +13,11 @@ from datetime import date
 
 import orjson
 
-from app.scoring import kpis
-from app.scoring.contrib import Delta
-from app.scoring.histogram import bounds_seconds
-from app.scoring.repository import FLOW_COUNTERS, Sums
+from app.aggregates.histogram import bounds_seconds
+from app.aggregates.counters import FLOWS
+from app.aggregates.sums import Sums, cohort_766, overdue_of, pending_of
 
-DAY_FLOWS = tuple(c for c in FLOW_COUNTERS if not c.startswith("c_"))  # the cohort goes in cohort records
+DAY_FLOWS = FLOWS  # the cohort goes in cohort records
 DAY_FIGURES = (*DAY_FLOWS, "pending", "overdue")
 COHORT_KINDS = ("month", "quarter", "year")
 HIST_BUCKETS = 160  # buckets published in the feed; 60 s * 1.1^159 is years, past any horizon
@@ -34,40 +33,19 @@ def histogram_bounds() -> list[float]:
     return bounds_seconds(HIST_BUCKETS)
 
 
-def dirty_days(delta: Delta) -> dict[str, date]:
-    """Per unit, the earliest local day whose records an aggregate change can alter.
-
-    End-of-day pending and overdue telescope, so a change on day d alters every day from d on;
-    cohort records are keyed by the receipt day, which the cohort rows carry.
-    """
-    out: dict[str, date] = {}
-
-    def mark(unit: str, day: date) -> None:
-        if unit not in out or day < out[unit]:
-            out[unit] = day
-
-    for unit, _sector, day in delta.day:
-        mark(unit, day)
-    for unit, _sector, day, _bucket in delta.hist:
-        mark(unit, day)
-    for unit, _sector, recv_day, _due in delta.cohort_due:
-        mark(unit, recv_day)
-    return out
-
-
 def day_figures(s: Sums) -> dict:
     """A day record's figures from the sums of that day's span."""
     f = s.flows or {}
     out = {c: int(f.get(c, 0)) for c in DAY_FLOWS}
-    out["pending"] = kpis.pending_of(s)
-    out["overdue"] = kpis.overdue_of(s)
+    out["pending"] = pending_of(s)
+    out["overdue"] = overdue_of(s)
     out["histogram"] = [[b, n] for b, n in sorted(s.hist.items()) if n]
     return out
 
 
 def cohort_figures(s: Sums) -> dict:
     """A cohort record's figures from the sums of its period's span (this node's own cohort)."""
-    size, on_time = kpis.cohort_766(s)
+    size, on_time = cohort_766(s)
     return {"cohort_size": size, "cohort_on_time": on_time}
 
 

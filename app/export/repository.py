@@ -14,7 +14,8 @@ from datetime import date, datetime
 from sqlalchemy import and_, case, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import dialect
+from app.aggregates import writes
+from app.db import dialect, meta
 from app.db.models import (
     ALL_SECTORS,
     LOCAL_SOURCE,
@@ -42,22 +43,7 @@ def _chunks(items: list, size: int = CHUNK) -> Iterable[list]:
         yield items[start : start + size]
 
 
-# --- dirty marks (written by ingest) --------------------------------------------------------------
-
-
-async def mark_dirty(session: AsyncSession, marks: dict[str, date]) -> None:
-    """Remember the earliest changed day per unit, in unit order (ingest calls this in its transaction)."""
-    rows = [{"unit_code": u, "day": d, "gen": 1} for u, d in sorted(marks.items())]
-    for chunk in _chunks(rows):
-        stmt = dialect.insert(session, ExportDirty).values(chunk)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["unit_code"],
-            set_={
-                "day": case((stmt.excluded.day < ExportDirty.day, stmt.excluded.day), else_=ExportDirty.day),
-                "gen": ExportDirty.gen + 1,
-            },
-        )
-        await session.execute(stmt)
+# --- dirty marks (written by app.aggregates.writes.mark_dirty) --------------------------------------------------------------
 
 
 async def read_dirty(session: AsyncSession) -> dict[str, tuple[date, int]]:
@@ -81,7 +67,7 @@ async def seed_dirty_from_aggregates(session: AsyncSession) -> None:
     )
     marks = {u: d for u, d in (await session.execute(stmt)).all()}
     if marks:
-        await mark_dirty(session, marks)
+        await writes.mark_dirty(session, marks)
 
 
 async def read_pending_units(session: AsyncSession) -> list[str]:
@@ -92,26 +78,12 @@ async def read_pending_units(session: AsyncSession) -> list[str]:
     return sorted((await session.execute(stmt)).scalars())
 
 
-# --- node_meta values --------------------------------------------------------------------------
-
-
-async def read_meta(session: AsyncSession, name: str) -> int:
-    """A named value of node_meta, 0 when absent."""
-    return (await session.execute(select(NodeMeta.value).where(NodeMeta.name == name))).scalar() or 0
-
-
-async def set_meta(session: AsyncSession, name: str, value: int) -> None:
-    """Set a named value of node_meta."""
-    stmt = dialect.insert(session, NodeMeta).values(name=name, value=value)
-    await session.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"value": value}))
+# --- node_meta values -------------------------------------------------------------------------
 
 
 async def allocate_sequences(session: AsyncSession, n: int) -> int:
     """Reserve n sequence numbers; returns the first. Never reused, even when rows are pruned."""
-    stmt = dialect.insert(session, NodeMeta).values(name=SEQUENCE, value=n)
-    stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={"value": NodeMeta.value + n})
-    await session.execute(stmt)
-    return await read_meta(session, SEQUENCE) - n + 1
+    return await meta.add_meta(session, SEQUENCE, n) - n + 1
 
 
 # --- digests -----------------------------------------------------------------------------------
@@ -277,46 +249,6 @@ async def read_network_days(session: AsyncSession, source: str, unit: str, since
         .order_by(NetworkDay.day)
     )
     return list((await session.execute(stmt)).scalars())
-
-
-async def replace_source_rows(
-    session: AsyncSession, source: str, unit: str, day_rows: list[dict], hist: dict[date, list[list[int]]]
-) -> None:
-    """Write a source's aggregate rows of one unit (replacing them), then its all-time totals."""
-    cols = [c for c in day_rows[0] if c not in ("unit_code", "sector", "day", "source")] if day_rows else []
-    for chunk in _chunks(sorted(day_rows, key=lambda r: r["day"])):
-        stmt = dialect.insert(session, UnitDay).values(chunk)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["unit_code", "sector", "day", "source"], set_={c: stmt.excluded[c] for c in cols}
-        )
-        await session.execute(stmt)
-    days = sorted(hist)
-    for chunk in _chunks(days):
-        await session.execute(
-            delete(UnitDayHist).where(
-                UnitDayHist.unit_code == unit,
-                UnitDayHist.sector == ALL_SECTORS,
-                UnitDayHist.source == source,
-                UnitDayHist.day.in_(chunk),
-            )
-        )
-    hist_rows = [
-        {"unit_code": unit, "sector": ALL_SECTORS, "day": d, "bucket": b, "source": source, "n": n}
-        for d in days
-        for b, n in hist[d]
-        if n
-    ]
-    for chunk in _chunks(hist_rows):
-        await session.execute(dialect.insert(session, UnitDayHist).values(chunk))
-    mine = and_(UnitDay.unit_code == unit, UnitDay.sector == ALL_SECTORS, UnitDay.source == source)
-    totals = (
-        await session.execute(
-            select(func.sum(UnitDay.p_in), func.sum(UnitDay.p_out), func.sum(UnitDay.o_in), func.sum(UnitDay.o_out)).where(mine)
-        )
-    ).one()
-    values = dict(zip(("p_in", "p_out", "o_in", "o_out"), (int(v or 0) for v in totals), strict=True))
-    stmt = dialect.insert(session, UnitTotal).values(unit_code=unit, sector=ALL_SECTORS, source=source, **values)
-    await session.execute(stmt.on_conflict_do_update(index_elements=["unit_code", "sector", "source"], set_=values))
 
 
 async def read_sources(session: AsyncSession) -> list[dict]:

@@ -9,20 +9,16 @@ from datetime import UTC, datetime, timedelta
 import orjson
 
 from app import metrics
+from app.db import meta
 from app.db.engine import Database
 from app.errors import BadRequest, PayloadTooLarge, TooManyRequests, Unprocessable
-from app.export import records as export_records
-from app.export import repository as export_repository
 from app.ingest import repository
 from app.ingest.schemas import EventError, validate_event
 from app.keys.service import Principal, check_units
-from app.scoring.contrib import Delta
+from app.aggregates import writes
+from app.aggregates.contrib import Delta
 from app.settings import Settings
-from app.units import repository as units_repository
 from app.units.service import Registry
-
-DATA_VERSION = "data_version"
-
 
 def parse_body(body: bytes, content_type: str, max_events: int) -> list:
     """The raw items of a JSON or NDJSON body; whole-request errors raise."""
@@ -126,7 +122,7 @@ async def accept_batch(
         async with db.session() as session:
             stored = await repository.read_stored_event_keys(session, [(e["unit_code"], e["event_id"]) for _, e in valid])
     else:
-        stored = await _store(db, settings, [e for _, e in valid], now) if valid else set()
+        stored = await _store(db, registry, settings, [e for _, e in valid], now) if valid else set()
     for index, ev in valid:
         key = (ev["unit_code"], ev["event_id"])
         # `stored` is what was already there (dry run) or what this request inserted (real run).
@@ -146,7 +142,7 @@ async def accept_batch(
     return {"accepted": accepted, "duplicates": duplicates, "rejected": rejected, "items": result_items}
 
 
-async def _store(db: Database, settings: Settings, events: list[dict], now: datetime) -> set[tuple[str, str]]:
+async def _store(db: Database, registry: Registry, settings: Settings, events: list[dict], now: datetime) -> set[tuple[str, str]]:
     """One transaction: insert events, fold the new ones into their dossiers and the aggregates."""
     tz = settings.tz
     async with db.transaction() as session:
@@ -162,7 +158,7 @@ async def _store(db: Database, settings: Settings, events: list[dict], now: date
             if future:
                 rows = [{"unit_code": u, "dossier_id": d, "at": at} for u, d, at in sorted(future)]
                 await repository.mark_future(session, rows, now - timedelta(days=1))
-            states = await repository.lock_dossiers(session, list(by_dossier))
+            states = await writes.lock_dossiers(session, list(by_dossier))
             delta = Delta()
             for key, evs in by_dossier.items():
                 state = states[key]
@@ -170,10 +166,10 @@ async def _store(db: Database, settings: Settings, events: list[dict], now: date
                 for ev in evs:
                     state.apply(ev, tz)
                 delta.add(state, tz, +1)
-            await repository.upsert_dossiers(session, [states[k] for k in by_dossier])
+            await writes.upsert_dossiers(session, [states[k] for k in by_dossier])
             changes = delta.nonzero()
-            await repository.upsert_aggregates(session, changes)
-            await export_repository.mark_dirty(session, export_records.dirty_days(changes))
+            await writes.add_aggregates(session, changes, registry)
+            await writes.mark_dirty(session, changes.dirty_days())
             # Last, so the one hot row is held only for the commit.
-            await units_repository.bump_meta(session, DATA_VERSION)
+            await meta.bump_meta(session, meta.DATA_VERSION)
     return inserted

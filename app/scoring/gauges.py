@@ -17,7 +17,7 @@ from datetime import tzinfo
 from prometheus_client.core import GaugeMetricFamily
 
 from app.db.engine import Database
-from app.scoring import periods
+from app.aggregates import periods
 from app.scoring import service as scoring
 from app.units.seed import NATION
 from app.units.service import Registry

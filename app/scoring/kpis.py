@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from app.scoring.histogram import percentiles_ms
-from app.scoring.repository import Sums
+from app.aggregates.histogram import percentiles_ms
+from app.aggregates.sums import Sums, cohort_766, overdue_of, pending_of
 
 KPI_NAMES = (
     "received",
@@ -41,22 +41,6 @@ def _round(value: float | None, digits: int) -> float | None:
 
 def _hours(ms: float | None) -> float | None:
     return None if ms is None else round(ms / 3_600_000, 2)
-
-
-def pending_of(s: Sums) -> int:
-    """Pending at the span's judgement time."""
-    return s.pending_total - s.pending_after + s.pending_ahead
-
-
-def overdue_of(s: Sums) -> int:
-    """Overdue at the span's judgement time."""
-    return s.overdue_total - s.overdue_after - s.overdue_not_yet + s.overdue_ahead
-
-
-def cohort_766(s: Sums) -> tuple[int, int]:
-    """This node's own INDEX-766 cohort: (size, on time)."""
-    f = s.flows or {}
-    return f.get("c_size", 0), f.get("c_final_ok", 0) + s.cohort_due - s.late_today
 
 
 def compute(s: Sums) -> dict:

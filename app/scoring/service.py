@@ -4,41 +4,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, tzinfo
 
-from sqlalchemy import select
-
 from app.db.engine import Database
-from app.db.models import ALL_SECTORS, NO_SECTOR, UnitDay, UnitTotal
+from app.db.models import ALL_SECTORS, NO_SECTOR
 from app.errors import NotFound, Unprocessable
 from app.scoring import kpis as kpi_math
-from app.scoring import periods
-from app.scoring.periods import Period
-from app.scoring.repository import Scope, Span, read_spans, read_sums
+from app.aggregates import periods
+from app.aggregates.periods import Period
+from app.aggregates.reads import read_sectors, read_spans, read_sums
+from app.aggregates.sums import Scope, span_for
+from app.aggregates.writes import ROLLUP_LEVELS
 from app.units.seed import NATION, UnitRow
 from app.units.service import Registry
 
 SERIES_MAX_POINTS = 1000
-COHORT_KINDS = ("month", "quarter", "year")  # the periods of INDEX-766 cohort records (SPEC section 6)
-
-
-def span_for(p: Period, now: datetime, tz: tzinfo) -> Span:
-    """What storage must sum for period p, judged at t = min(end, now)."""
-    end_at = periods.local_midnight(p.end, tz)
-    today = periods.today(now, tz)
-    cohort = (p.kind, p.start) if p.kind in COHORT_KINDS else None
-    if end_at <= now:
-        return Span(p.start, p.end, p.end, p.end, periods.local_midnight(p.start, tz), None, None, None, cohort)
-    tomorrow = today + timedelta(days=1)
-    return Span(
-        p.start,
-        p.end,
-        tomorrow,
-        today,
-        periods.local_midnight(p.start, tz),
-        now,
-        periods.local_midnight(today, tz),
-        periods.local_midnight(tomorrow, tz),
-        cohort,
-    )
 
 
 def unit_shape(u: UnitRow) -> dict:
@@ -59,7 +37,14 @@ def _unit(registry: Registry, code: str) -> UnitRow:
 
 
 def _scope_of(registry: Registry, code: str) -> Scope:
-    return Scope(codes=None) if code == NATION else Scope(codes=tuple(registry.subtree(code)))
+    """A commune reads its own rows; a province or the nation its rollup rows (the dossiers of its
+    subtree only for the corrections within today)."""
+    if code == NATION:
+        return Scope(codes=None, rollup=NATION)
+    u = registry.get(code)
+    if u is not None and u.level in ROLLUP_LEVELS:
+        return Scope(codes=tuple(registry.subtree(code)), rollup=code)
+    return Scope(codes=tuple(registry.subtree(code)))
 
 
 def pick_period(period: str | None, at, window: str | None, now: datetime, tz: tzinfo) -> Period:
@@ -185,12 +170,7 @@ async def sectors(db: Database, registry: Registry, tz: tzinfo, code: str, p: Pe
     scope = _scope_of(registry, code)
     span = span_for(p, now, tz)
     async with db.session() as session:
-        names = set()
-        for table, extra in ((UnitDay, [UnitDay.day >= p.start]), (UnitTotal, [])):
-            stmt = select(table.sector).distinct().where(table.sector != ALL_SECTORS, *extra)
-            if scope.codes is not None:
-                stmt = stmt.where(table.unit_code.in_(scope.codes))
-            names.update((await session.execute(stmt)).scalars())
+        names = await read_sectors(session, scope, p.start)
         items = []
         for name in sorted(names):
             (s,) = await read_spans(session, scope, [span], name)

@@ -44,19 +44,6 @@ async def delete_units_except(session: AsyncSession, codes: set[str]) -> int:
     return len(gone)
 
 
-async def read_meta(session: AsyncSession, name: str) -> int:
-    """A named value of node_meta, 0 when absent."""
-    value = (await session.execute(select(NodeMeta.value).where(NodeMeta.name == name))).scalar()
-    return value or 0
-
-
-async def bump_meta(session: AsyncSession, name: str) -> None:
-    """Add one to a named value of node_meta."""
-    stmt = dialect.insert(session, NodeMeta).values(name=name, value=1)
-    stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={"value": NodeMeta.value + 1})
-    await session.execute(stmt)
-
-
 async def analyze_units(session: AsyncSession) -> None:
     """Refresh the planner's statistics of the unit table (rollup joins go astray without them)."""
     await session.execute(text("ANALYZE unit"))

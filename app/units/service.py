@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from app.db import meta
 from app.db.engine import Database
 from app.units import repository
 from app.units.seed import NATION, UnitRow, package_units
@@ -81,7 +82,7 @@ class RegistryCache:
     async def refresh(self) -> Registry:
         """Reload the registry when its version moved."""
         async with self.db.session() as session:
-            version = await repository.read_meta(session, repository.REGISTRY_VERSION)
+            version = await meta.read_meta(session, repository.REGISTRY_VERSION)
             if version != self.registry.version:
                 self.registry = Registry.build(await repository.read_units(session), version)
         self._checked = time.monotonic()
@@ -95,7 +96,7 @@ async def seed_if_empty(db: Database) -> int:
             return 0
         rows = package_units()
         await repository.upsert_units(session, rows)
-        await repository.bump_meta(session, repository.REGISTRY_VERSION)
+        await meta.bump_meta(session, repository.REGISTRY_VERSION)
         await repository.analyze_units(session)
         return len(rows)
 
@@ -107,6 +108,6 @@ async def import_units(db: Database, rows: list[UnitRow], replace: bool = False)
         deleted = 0
         if replace:
             deleted = await repository.delete_units_except(session, {r.code for r in rows} | {NATION})
-        await repository.bump_meta(session, repository.REGISTRY_VERSION)
+        await meta.bump_meta(session, repository.REGISTRY_VERSION)
         await repository.analyze_units(session)
     return len(rows), deleted

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from app.db.models import DossierEvent
 from app.export.exporter import Exporter
-from app.scoring import periods
+from app.aggregates import periods
 from app.scoring.kpis import KPI_NAMES
 from tests import reference as ref
 from tests.integration.test_reads import at_local, post, received, resolved

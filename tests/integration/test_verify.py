@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import text
 
-from app.scoring import verify
+from app.aggregates import rebuild as verify
 from tests.integration.test_kpis_reference import COMMUNES_46, post_all
 from tests.streams import stream
 
@@ -37,19 +37,42 @@ class TestVerify:
         svc = fresh_service
         await _loaded(svc)
         token = await svc.key("read")
-        before = (await svc.get("/api/v1/units/46/kpis", token, window="90d")).json()["kpis"]
+        commune = f"/api/v1/units/{COMMUNES_46[0]}/kpis"
+        before = (await svc.get(commune, token, window="90d")).json()["kpis"]
         async with svc.db.transaction() as session:
             await session.execute(
                 text("UPDATE unit_day SET received = received + 5 WHERE unit_code = :u AND sector = '*'"),
                 {"u": COMMUNES_46[0]},
             )
             await session.execute(text("UPDATE node_meta SET value = value + 1 WHERE name = 'data_version'"))
-        corrupted = (await svc.get("/api/v1/units/46/kpis", token, window="90d")).json()["kpis"]
+        corrupted = (await svc.get(commune, token, window="90d")).json()["kpis"]
         assert corrupted["received"] != before["received"]
 
         result = _cli(svc.url)
         assert result.returncode == 1, result.stdout + result.stderr
         assert "DIFFERENCE" in result.stdout and COMMUNES_46[0] in result.stdout
+
+        result = _cli(svc.url, "--repair")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert _cli(svc.url).returncode == 0
+        after = (await svc.get(commune, token, window="90d")).json()["kpis"]
+        assert after == before
+
+    async def test_finds_and_repairs_a_corrupted_rollup(self, fresh_service):
+        """A province's rollup rows must equal the sums of the own rows below it."""
+        svc = fresh_service
+        await _loaded(svc)
+        token = await svc.key("read")
+        before = (await svc.get("/api/v1/units/46/kpis", token, window="90d")).json()["kpis"]
+        async with svc.db.transaction() as session:
+            await session.execute(text("UPDATE rollup_day SET resolved_late = resolved_late + 3 WHERE unit_code = '46'"))
+            await session.execute(text("UPDATE node_meta SET value = value + 1 WHERE name = 'data_version'"))
+        corrupted = (await svc.get("/api/v1/units/46/kpis", token, window="90d")).json()["kpis"]
+        assert corrupted["resolved_late"] > before["resolved_late"]
+
+        result = _cli(svc.url)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "rollup" in result.stdout and "'46'" in result.stdout
 
         result = _cli(svc.url, "--repair")
         assert result.returncode == 0, result.stdout + result.stderr

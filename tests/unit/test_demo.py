@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from app.demo import HUE, DemoConfig, Simulator, deadline, next_working_day
-from app.ingest.dossier import DossierState
+from app.aggregates.dossier import DossierState
 from app.ingest.schemas import validate_event
 from app.units.seed import package_units
 

@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.ingest.dossier import DossierState
-from app.scoring.contrib import Delta
+from app.aggregates.dossier import DossierState
+from app.aggregates.contrib import Delta
 
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 T0 = datetime(2025, 9, 30, 16, 0, tzinfo=UTC)

@@ -8,7 +8,7 @@ from datetime import date
 
 import pytest
 
-from app.scoring import histogram, periods
+from app.aggregates import histogram, periods
 
 
 class TestPeriods:

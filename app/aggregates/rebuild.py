@@ -1,6 +1,8 @@
 """`chiso kpis verify`: rebuild every dossier and aggregate from the stored events and compare.
 
-The event log is the source of truth; this is also how an operator repairs the live state.
+The event log is the source of truth; this is also how an operator repairs the live state. Own
+rows of each unit are rebuilt from its events; rollup rows of provinces and the nation must equal
+the sums of the own rows below them (every source, so a central node's merged records count).
 Run it while ingest is quiet: an event committed between the two reads shows as a difference.
 """
 
@@ -9,15 +11,13 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from app.aggregates import reads, writes
+from app.aggregates.contrib import Delta
+from app.aggregates.dossier import DossierState
+from app.db import meta
 from app.db.engine import Database
-from app.export import repository as export_repository
-from app.ingest import repository as ingest_repository
-from app.ingest.dossier import DossierState
-from app.ingest.service import DATA_VERSION
-from app.scoring import repository
-from app.scoring.contrib import Delta
 from app.settings import Settings
-from app.units import repository as units_repository
+from app.units.service import Registry, RegistryCache
 
 
 @dataclass
@@ -45,7 +45,7 @@ def rebuild(events: list[dict], settings: Settings) -> tuple[dict[str, DossierSt
     return states, delta.nonzero()
 
 
-def _as_plain(delta: Delta) -> dict[str, dict]:
+def as_plain(delta: Delta) -> dict[str, dict]:
     return {
         "day": {k: dict(v) for k, v in delta.day.items()},
         "hist": dict(delta.hist),
@@ -54,33 +54,34 @@ def _as_plain(delta: Delta) -> dict[str, dict]:
     }
 
 
-def _diff(unit: str, want: dict, have: dict, limit: int = 5) -> list[str]:
+def diff(label: str, want: dict, have: dict, limit: int = 5) -> list[str]:
     out = []
     for table in want:
         keys = sorted(set(want[table]) | set(have[table]), key=repr)
         for key in keys:
             if want[table].get(key) != have[table].get(key):
-                out.append(f"{unit} {table} {key}: live {have[table].get(key)} != rebuilt {want[table].get(key)}")
+                out.append(f"{label} {table} {key}: live {have[table].get(key)} != rebuilt {want[table].get(key)}")
                 if len(out) >= limit:
                     return out
     return out
 
 
-async def verify(db: Database, settings: Settings, repair: bool = False) -> Report:
+async def verify(db: Database, settings: Settings, repair: bool = False, registry: Registry | None = None) -> Report:
     """Compare (and with repair=True, replace) the live state with one rebuilt from events."""
     report = Report()
+    registry = registry or await RegistryCache(db).refresh()
     async with db.session() as session:
-        units = await ingest_repository.read_event_units(session)
+        units = await reads.read_event_units(session)
     for unit in units:
         async with db.session() as session:
-            events = await ingest_repository.read_unit_events(session, unit)
-            live_dossiers = await ingest_repository.read_unit_dossiers(session, unit)
-            live = await repository.read_unit_aggregates(session, unit)
+            events = await reads.read_unit_events(session, unit)
+            live_dossiers = await reads.read_unit_dossiers(session, unit)
+            live = await reads.read_unit_aggregates(session, unit)
         states, delta = rebuild(events, settings)
         report.units += 1
         report.events += len(events)
         report.dossiers += len(states)
-        problems = _diff(unit, _as_plain(delta), live)
+        problems = diff(unit, as_plain(delta), live)
         rebuilt_rows = {d: s.to_row() for d, s in states.items()}
         for dossier_id in sorted(set(rebuilt_rows) | set(live_dossiers)):
             if rebuilt_rows.get(dossier_id) != live_dossiers.get(dossier_id):
@@ -89,13 +90,30 @@ async def verify(db: Database, settings: Settings, repair: bool = False) -> Repo
         report.differences.extend(problems)
         if problems and repair:
             async with db.transaction() as session:
-                await ingest_repository.delete_unit_state(session, unit)
-                await ingest_repository.lock_dossiers(session, [(unit, d) for d in states])
-                await ingest_repository.upsert_dossiers(session, list(states.values()))
-                await ingest_repository.upsert_aggregates(session, delta)
+                await writes.delete_unit_state(session, unit)
+                await writes.lock_dossiers(session, [(unit, d) for d in states])
+                await writes.upsert_dossiers(session, list(states.values()))
+                await writes.add_aggregates(session, delta, registry, slot=0)  # rollups: rebuilt below
                 days = [k[2] for k in live["day"]] + [k[2] for k in delta.day]
                 if days:  # the central network must hear of the repaired figures too
-                    await export_repository.mark_dirty(session, {unit: min(days)})
-                await units_repository.bump_meta(session, DATA_VERSION)  # cached answers are stale now
+                    await writes.mark_dirty(session, {unit: min(days)})
+                await meta.bump_meta(session, meta.DATA_VERSION)  # cached answers are stale now
             report.repaired.append(unit)
+    async with db.session() as session:
+        want, have = await reads.read_rollups(session, expected=True), await reads.read_rollups(session)
+    problems = diff("rollup", want, have)
+    report.differences.extend(problems)
+    if (problems or report.repaired) and repair:
+        async with db.transaction() as session:
+            await writes.rebuild_rollups(session)
+            await meta.bump_meta(session, meta.DATA_VERSION)
+        if problems:
+            report.repaired.append("rollups")
     return report
+
+
+async def rebuild_rollups(db: Database) -> None:
+    """Recompute every rollup row from the own rows (after the registry's tree changed)."""
+    async with db.transaction() as session:
+        await writes.rebuild_rollups(session)
+        await meta.bump_meta(session, meta.DATA_VERSION)

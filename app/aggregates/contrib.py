@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, tzinfo
 
 from app.db.models import ALL_SECTORS
-from app.ingest.dossier import DossierState
-from app.scoring.histogram import bucket_of
+from app.aggregates.dossier import DossierState
+from app.aggregates.histogram import bucket_of
 
 
 @dataclass
@@ -112,4 +112,18 @@ class Delta:
             cols = {c: v for c, v in cols.items() if v}
             if cols:
                 out.total[k] = cols
+        return out
+
+    def dirty_days(self) -> dict[str, date]:
+        """Per unit, the earliest local day whose export records this change can alter.
+
+        End-of-day pending and overdue telescope, so a change on day d alters every day from d on;
+        cohort records are keyed by the receipt day, which the cohort rows carry.
+        """
+        out: dict[str, date] = {}
+        keys = [(u, d) for u, _s, d in self.day] + [(u, d) for u, _s, d, _b in self.hist]
+        keys += [(u, r) for u, _s, r, _d in self.cohort_due]
+        for unit, day in keys:
+            if unit not in out or day < out[unit]:
+                out[unit] = day
         return out

@@ -1,88 +1,55 @@
-"""All aggregate SQL of scoring. Reads touch pre-aggregated rows only (per unit and day), plus,
-for periods that end after now, the few dossiers whose deadline falls within today.
+"""All reads of the aggregate model. KPI reads touch pre-aggregated rows only: a commune's own
+rows, a province's or the nation's rollup rows (never its communes' rows), per day; plus, for
+periods that end after now, the few dossiers whose deadline falls within today. Also the reads
+of the rebuild: the event log, dossier rows, and own and rollup rows of a unit.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import lru_cache
 
-from sqlalchemy import and_, bindparam, case, func, literal, or_, select, tuple_
+from sqlalchemy import and_, bindparam, case, func, literal, or_, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import ALL_SECTORS, Dossier, DossierFuture, NetworkCohort, Unit, UnitCohortDue, UnitDay, UnitDayHist, UnitTotal
-
-FLOW_COUNTERS = (
-    "received",
-    "received_online",
-    "resolved_early",
-    "resolved_on_time",
-    "resolved_late",
-    "resolved_unclassified",
-    "withdrawn",
-    "orphans",
-    "proc_n",
-    "proc_ms",
-    "c_size",
-    "c_final_ok",
+from app.aggregates.counters import COHORT, DAY_COUNTERS, FLOW_COUNTERS, TOTAL_COUNTERS
+from app.aggregates.sums import Scope, Span, Sums
+from app.aggregates.writes import DOSSIER_COLUMNS, OWN_TABLES, ROLLUP_TABLES, rollup_select_sql
+from app.db.models import (
+    ALL_SECTORS,
+    LOCAL_SOURCE,
+    Dossier,
+    DossierEvent,
+    DossierFuture,
+    NetworkCohort,
+    RollupDay,
+    RollupDayHist,
+    RollupTotal,
+    Unit,
 )
-COHORT_COUNTERS = ("c_size", "c_final_ok")
-SPAN_COUNTERS = (*FLOW_COUNTERS, "p_in", "p_out", "o_in", "o_out")
 
-
-@dataclass(frozen=True, slots=True)
-class Span:
-    """What one KPI period needs from storage."""
-
-    start: date  # first local day
-    end: date  # first local day after
-    after: date  # first local day not yet counted at the judgement time t
-    due_from: date  # cohort members with a deadline on or after this day count as on time
-    start_at: datetime  # local midnight of start
-    now: datetime | None  # set when t is now: the exact corrections within today apply
-    today_at: datetime | None  # local midnight of today
-    tomorrow_at: datetime | None  # local midnight of tomorrow
-    cohort: tuple[str, date] | None = None  # (kind, start) of a calendar month|quarter|year: received cohort records apply
-
-
-@dataclass
-class Sums:
-    flows: dict[str, int] = field(default_factory=dict)
-    pending_after: int = 0
-    overdue_after: int = 0
-    pending_total: int = 0
-    overdue_total: int = 0
-    cohort_due: int = 0
-    hist: dict[int, int] = field(default_factory=dict)
-    overdue_not_yet: int = 0  # open dossiers due later today (t = now)
-    pending_ahead: int = 0  # t = now: received before now but ending later today, minus received later today
-    overdue_ahead: int = 0  # the same among those whose deadline is before now
-    late_today: int = 0  # cohort dossiers whose deadline passed earlier today (t = now)
-    net_cohort_size: int = 0  # INDEX-766 cohort records received from subordinate nodes
-    net_cohort_ok: int = 0
-    net_cohort_unknown: bool = False  # units fed by a subordinate, in a period no cohort record covers
-
-
-@dataclass(frozen=True, slots=True)
-class Scope:
-    """Which rows: `codes` (None = every unit) summed as one group, or grouped by unit at `level`
-    ("unit": each of `codes` on its own, its own rows only)."""
-
-    codes: tuple[str, ...] | None = None
-    level: str | None = None
-    parent: str | None = None
+COHORT_COUNTERS = COHORT
+SPAN_COUNTERS = DAY_COUNTERS
 
 
 def _between(col, s: date, e: date):
     return and_(col >= s, col < e)
 
 
-def _group_and_filter(scope: Scope, unit_col):
+def _group_and_filter(scope: Scope, unit_col, rollup: bool = False):
     """(group expression or None, where clauses, needs join); the codes and the parent are bound
-    parameters (see _scope_params), so a statement built once serves every scope of its shape."""
+    parameters (see _scope_params), so a statement built once serves every scope of its shape.
+    `rollup`: the table holds rollup rows (a province's or the nation's own sums)."""
     codes = bindparam("codes", expanding=True)
+    if rollup:
+        if scope.level is None:  # one province or the nation
+            return None, [unit_col == bindparam("rollup")], False
+        assert scope.level == "province", scope.level
+        where = [Unit.level == "province"]
+        if scope.parent is not None and scope.parent != "VN":
+            where.append(unit_col == bindparam("parent"))
+        return unit_col, where, True
     if scope.level is None:
         if scope.codes is None:
             return None, [], False
@@ -103,9 +70,17 @@ def _group_and_filter(scope: Scope, unit_col):
     return group, where, True
 
 
+def _tables(scope: Scope) -> tuple:
+    """The aggregate tables a scope reads: rollup rows for a province, the nation, or a ranking of
+    provinces; own rows for a commune, a ranking of communes, or units one by one."""
+    return ROLLUP_TABLES if scope.rollup is not None or scope.level == "province" else OWN_TABLES
+
+
 def _scope_params(scope: Scope) -> dict:
     """The bound values of a scope's filter."""
     params: dict = {} if scope.codes is None else {"codes": list(scope.codes)}
+    if scope.rollup is not None:
+        params["rollup"] = scope.rollup
     return params if scope.parent is None else params | {"parent": scope.parent}
 
 
@@ -115,7 +90,7 @@ def _scope_shape(level: str | None, parent: str | None, has_codes: bool) -> Scop
 
 
 def _select(scope: Scope, table, columns: list, extra_where: list, extra_group: list | None = None):
-    group, where, join = _group_and_filter(scope, table.unit_code)
+    group, where, join = _group_and_filter(scope, table.unit_code, table in ROLLUP_TABLES)
     key = (group if group is not None else literal("")).label("g")
     stmt = select(key, *(extra_group or []), *columns)
     stmt = stmt.select_from(table.__table__.join(Unit.__table__, Unit.code == table.unit_code) if join else table)
@@ -131,18 +106,19 @@ async def read_sums(
     out: dict[str, list[Sums]] = defaultdict(lambda: [Sums() for _ in spans])
     low = min(min(s.start, s.after) for s in spans)
     params = _scope_params(scope)
+    day_t, hist_t, _, total_t = _tables(scope)
     counters = COHORT_COUNTERS if cohort_only else FLOW_COUNTERS
 
     cols = []
     for i, sp in enumerate(spans):
-        inside = _between(UnitDay.day, sp.start, sp.end)
-        after = UnitDay.day >= sp.after
+        inside = _between(day_t.day, sp.start, sp.end)
+        after = day_t.day >= sp.after
         for c in counters:
-            cols.append(func.sum(case((inside, getattr(UnitDay, c)), else_=0)).label(f"{c}_{i}"))
+            cols.append(func.sum(case((inside, getattr(day_t, c)), else_=0)).label(f"{c}_{i}"))
         if not cohort_only:  # pending and overdue at t
-            cols.append(func.sum(case((after, UnitDay.p_in - UnitDay.p_out), else_=0)).label(f"pa_{i}"))
-            cols.append(func.sum(case((after, UnitDay.o_in - UnitDay.o_out), else_=0)).label(f"oa_{i}"))
-    stmt = _select(scope, UnitDay, cols, [UnitDay.sector == sector, UnitDay.day >= low])
+            cols.append(func.sum(case((after, day_t.p_in - day_t.p_out), else_=0)).label(f"pa_{i}"))
+            cols.append(func.sum(case((after, day_t.o_in - day_t.o_out), else_=0)).label(f"oa_{i}"))
+    stmt = _select(scope, day_t, cols, [day_t.sector == sector, day_t.day >= low])
     width = len(counters) + (0 if cohort_only else 2)
     for row in (await session.execute(stmt, params)).all():  # g, then per span: counters[, pa, oa]
         for i, sums in enumerate(out[row[0]]):
@@ -155,9 +131,9 @@ async def read_sums(
 
     stmt = _select(
         scope,
-        UnitTotal,
-        [func.sum(UnitTotal.p_in - UnitTotal.p_out).label("p"), func.sum(UnitTotal.o_in - UnitTotal.o_out).label("o")],
-        [UnitTotal.sector == sector],
+        total_t,
+        [func.sum(total_t.p_in - total_t.p_out).label("p"), func.sum(total_t.o_in - total_t.o_out).label("o")],
+        [total_t.sector == sector],
     )
     for row in (await session.execute(stmt, params)).mappings():
         for sums in out[row["g"]]:
@@ -165,15 +141,15 @@ async def read_sums(
             sums.overdue_total = int(row["o"] or 0)
 
     cols = [
-        func.sum(case((_between(UnitDayHist.day, sp.start, sp.end), UnitDayHist.n), else_=0)).label(f"n_{i}")
+        func.sum(case((_between(hist_t.day, sp.start, sp.end), hist_t.n), else_=0)).label(f"n_{i}")
         for i, sp in enumerate(spans)
     ]
     stmt = _select(
         scope,
-        UnitDayHist,
+        hist_t,
         cols,
-        [UnitDayHist.sector == sector, UnitDayHist.day >= min(s.start for s in spans)],
-        [UnitDayHist.bucket],
+        [hist_t.sector == sector, hist_t.day >= min(s.start for s in spans)],
+        [hist_t.bucket],
     )
     for row in (await session.execute(stmt, params)).mappings():
         for i, sums in enumerate(out[row["g"]]):
@@ -188,17 +164,18 @@ async def read_sums(
 
 async def _read_cohort(session: AsyncSession, scope: Scope, spans: list[Span], sector: str, params: dict, out) -> dict:
     """The not-yet-settled cohort members by deadline day, and the exact corrections within today."""
+    due_t = _tables(scope)[2]
     cols = [
         func.sum(
             case(
-                (and_(_between(UnitCohortDue.recv_day, sp.start, sp.end), UnitCohortDue.due_day >= sp.due_from), UnitCohortDue.n),
+                (and_(_between(due_t.recv_day, sp.start, sp.end), due_t.due_day >= sp.due_from), due_t.n),
                 else_=0,
             )
         ).label(f"d_{i}")
         for i, sp in enumerate(spans)
     ]
     stmt = _select(
-        scope, UnitCohortDue, cols, [UnitCohortDue.sector == sector, UnitCohortDue.recv_day >= min(s.start for s in spans)]
+        scope, due_t, cols, [due_t.sector == sector, due_t.recv_day >= min(s.start for s in spans)]
     )
     for row in (await session.execute(stmt, params)).mappings():
         for i, sums in enumerate(out[row["g"]]):
@@ -305,37 +282,98 @@ def _today_statement(level: str | None, parent: str | None, has_codes: bool, liv
 
 async def read_unit_aggregates(session: AsyncSession, unit_code: str) -> dict[str, dict]:
     """A unit's own local aggregate rows, keyed like contrib.Delta, zero values left out."""
-    from app.db.models import DAY_COUNTERS, LOCAL_SOURCE, TOTAL_COUNTERS
-
+    day_t, hist_t, due_t, total_t = OWN_TABLES
     out: dict[str, dict] = {"day": {}, "hist": {}, "cohort_due": {}, "total": {}}
     mine = lambda t: and_(t.unit_code == unit_code, t.source == LOCAL_SOURCE)  # noqa: E731
-    for r in (await session.execute(select(UnitDay).where(mine(UnitDay)))).scalars():
+    for r in (await session.execute(select(day_t).where(mine(day_t)))).scalars():
         cols = {c: getattr(r, c) for c in DAY_COUNTERS if getattr(r, c)}
         if cols:
             out["day"][(r.unit_code, r.sector, r.day)] = cols
-    for r in (await session.execute(select(UnitDayHist).where(mine(UnitDayHist)))).scalars():
+    for r in (await session.execute(select(hist_t).where(mine(hist_t)))).scalars():
         if r.n:
             out["hist"][(r.unit_code, r.sector, r.day, r.bucket)] = r.n
-    for r in (await session.execute(select(UnitCohortDue).where(mine(UnitCohortDue)))).scalars():
+    for r in (await session.execute(select(due_t).where(mine(due_t)))).scalars():
         if r.n:
             out["cohort_due"][(r.unit_code, r.sector, r.recv_day, r.due_day)] = r.n
-    for r in (await session.execute(select(UnitTotal).where(mine(UnitTotal)))).scalars():
+    for r in (await session.execute(select(total_t).where(mine(total_t)))).scalars():
         cols = {c: getattr(r, c) for c in TOTAL_COUNTERS if getattr(r, c)}
         if cols:
             out["total"][(r.unit_code, r.sector)] = cols
     return out
 
 
-@lru_cache(maxsize=2)
-def _spans_statements(has_codes: bool) -> tuple:
+async def read_rollups(session: AsyncSession, expected: bool = False) -> dict[str, dict]:
+    """Every rollup row summed over its slots (or, with `expected`, as summed from the own rows
+    below), keyed like contrib.Delta, zero values left out."""
+    out: dict[str, dict] = {}
+    for name, own, rollup in zip(("day", "hist", "cohort_due", "total"), OWN_TABLES, ROLLUP_TABLES, strict=True):
+        sql, cols = rollup_select_sql(own.__tablename__)
+        if not expected:
+            keys = ", ".join(c for c in cols if c in ("unit_code", "sector", "day", "bucket", "recv_day", "due_day"))
+            sums = ", ".join(f"SUM({c}) AS {c}" for c in cols if c not in keys.split(", "))
+            sql = f"SELECT {keys}, {sums} FROM {rollup.__tablename__} GROUP BY {keys}"
+        values = [c for c in cols if c in (*DAY_COUNTERS, "n")]
+        nkeys = len(cols) - len(values)
+        table: dict = {}
+        for row in (await session.execute(text(sql))).all():
+            key = tuple(_as_date(v) for v in row[:nkeys])
+            if name in ("day", "total"):
+                figures = {c: int(v) for c, v in zip(values, row[nkeys:], strict=True) if v}
+                if figures:
+                    table[key] = figures
+            elif row[nkeys]:
+                table[key] = int(row[nkeys])
+        out[name] = table
+    return out
+
+
+def _as_date(v):
+    """SQLite answers dates of raw SQL as text."""
+    if isinstance(v, str) and len(v) == 10 and v[4] == "-" and v[7] == "-":
+        return date.fromisoformat(v)
+    return v
+
+
+async def read_event_units(session: AsyncSession) -> list[str]:
+    """Every unit that has stored events."""
+    return list((await session.execute(select(DossierEvent.unit_code).distinct().order_by(DossierEvent.unit_code))).scalars())
+
+
+async def read_unit_events(session: AsyncSession, unit_code: str) -> list[dict]:
+    """Every stored event of one unit."""
+    stmt = select(DossierEvent.__table__).where(DossierEvent.unit_code == unit_code)
+    return [dict(r) for r in (await session.execute(stmt)).mappings()]
+
+
+async def read_unit_dossiers(session: AsyncSession, unit_code: str) -> dict[str, dict]:
+    """Every dossier row of one unit, by dossier_id."""
+    stmt = select(*(getattr(Dossier, c) for c in DOSSIER_COLUMNS)).where(Dossier.unit_code == unit_code)
+    return {r["dossier_id"]: dict(r) for r in (await session.execute(stmt)).mappings()}
+
+
+async def read_sectors(session: AsyncSession, scope: Scope, since: date) -> set[str]:
+    """Sectors with rows in the scope from `since` on, or with pending dossiers (single group)."""
+    day_t, _, _, total_t = _tables(scope)
+    names: set[str] = set()
+    for table, extra in ((day_t, [day_t.day >= since]), (total_t, [])):
+        group, where, join = _group_and_filter(scope, table.unit_code, table in ROLLUP_TABLES)
+        stmt = select(table.sector).distinct().where(table.sector != ALL_SECTORS, *extra, *where)
+        names.update((await session.execute(stmt, _scope_params(scope))).scalars())
+    return names
+
+
+@lru_cache(maxsize=4)
+def _spans_statements(has_codes: bool, rollup: bool) -> tuple:
     """The four per-day reads of read_spans, built once (only their parameters change): building
     SQLAlchemy expressions took a third of a cold KPI answer's CPU."""
     sector, low = bindparam("sector"), bindparam("low")
 
     def mine(t) -> list:
+        if rollup:
+            return [t.unit_code == bindparam("rollup")]
         return [t.unit_code.in_(bindparam("codes", expanding=True))] if has_codes else []
 
-    d, h, c, t = UnitDay, UnitDayHist, UnitCohortDue, UnitTotal
+    d, h, c, t = ROLLUP_TABLES if rollup else OWN_TABLES
     day = (
         select(d.day, *(func.sum(getattr(d, k)).label(k) for k in SPAN_COUNTERS))
         .where(d.sector == sector, d.day >= low, *mine(d))
@@ -359,8 +397,8 @@ async def read_spans(session: AsyncSession, scope: Scope, spans: list[Span], sec
     assert scope.level is None, "read_spans sums one group; rankings use read_sums"
     low = min(min(s.start, s.after) for s in spans)
     out = {"": [Sums() for _ in spans]}
-    q_day, q_hist, q_due, q_total = _spans_statements(scope.codes is not None)
-    params = {"sector": sector, "low": low} | ({"codes": list(scope.codes)} if scope.codes is not None else {})
+    q_day, q_hist, q_due, q_total = _spans_statements(scope.codes is not None, scope.rollup is not None)
+    params = {"sector": sector, "low": low} | _scope_params(scope)
     conn = await session.connection()  # Core execution: the ORM layer adds nothing to a plain read
 
     rows = sorted((await conn.execute(q_day, params)).all(), key=lambda r: r[0])

@@ -1,0 +1,95 @@
+"""What a KPI period asks of storage (Span), what storage answers (Sums), which units (Scope), and
+the figures that are functions of sums alone (pending, overdue, the INDEX-766 cohort)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, tzinfo
+
+from app.aggregates import periods
+from app.aggregates.periods import Period
+
+COHORT_KINDS = ("month", "quarter", "year")  # the periods of INDEX-766 cohort records (SPEC section 6)
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """What one KPI period needs from storage."""
+
+    start: date  # first local day
+    end: date  # first local day after
+    after: date  # first local day not yet counted at the judgement time t
+    due_from: date  # cohort members with a deadline on or after this day count as on time
+    start_at: datetime  # local midnight of start
+    now: datetime | None  # set when t is now: the exact corrections within today apply
+    today_at: datetime | None  # local midnight of today
+    tomorrow_at: datetime | None  # local midnight of tomorrow
+    cohort: tuple[str, date] | None = None  # (kind, start) of a calendar month|quarter|year: received cohort records apply
+
+
+@dataclass
+class Sums:
+    flows: dict[str, int] = field(default_factory=dict)
+    pending_after: int = 0
+    overdue_after: int = 0
+    pending_total: int = 0
+    overdue_total: int = 0
+    cohort_due: int = 0
+    hist: dict[int, int] = field(default_factory=dict)
+    overdue_not_yet: int = 0  # open dossiers due later today (t = now)
+    pending_ahead: int = 0  # t = now: received before now but ending later today, minus received later today
+    overdue_ahead: int = 0  # the same among those whose deadline is before now
+    late_today: int = 0  # cohort dossiers whose deadline passed earlier today (t = now)
+    net_cohort_size: int = 0  # INDEX-766 cohort records received from subordinate nodes
+    net_cohort_ok: int = 0
+    net_cohort_unknown: bool = False  # units fed by a subordinate, in a period no cohort record covers
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Which units: `codes` (None = every unit) summed as one group, or grouped by unit at `level`
+    ("unit": each of `codes` on its own, its own rows only)."""
+
+    codes: tuple[str, ...] | None = None
+    level: str | None = None
+    parent: str | None = None
+    # A province or the nation whose rollup rows stand for the own rows of `codes` (one group):
+    # aggregate reads take its few rows; only the dossier reads within today still use `codes`.
+    rollup: str | None = None
+
+
+def span_for(p: Period, now: datetime, tz: tzinfo) -> Span:
+    """What storage must sum for period p, judged at t = min(end, now)."""
+    end_at = periods.local_midnight(p.end, tz)
+    today = periods.today(now, tz)
+    cohort = (p.kind, p.start) if p.kind in COHORT_KINDS else None
+    if end_at <= now:
+        return Span(p.start, p.end, p.end, p.end, periods.local_midnight(p.start, tz), None, None, None, cohort)
+    tomorrow = today + timedelta(days=1)
+    return Span(
+        p.start,
+        p.end,
+        tomorrow,
+        today,
+        periods.local_midnight(p.start, tz),
+        now,
+        periods.local_midnight(today, tz),
+        periods.local_midnight(tomorrow, tz),
+        cohort,
+    )
+
+
+def pending_of(s: Sums) -> int:
+    """Pending at the span's judgement time."""
+    return s.pending_total - s.pending_after + s.pending_ahead
+
+
+def overdue_of(s: Sums) -> int:
+    """Overdue at the span's judgement time."""
+    return s.overdue_total - s.overdue_after - s.overdue_not_yet + s.overdue_ahead
+
+
+def cohort_766(s: Sums) -> tuple[int, int]:
+    """This node's own INDEX-766 cohort: (size, on time)."""
+    f = s.flows or {}
+    return f.get("c_size", 0), f.get("c_final_ok", 0) + s.cohort_due - s.late_today

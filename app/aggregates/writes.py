@@ -1,0 +1,279 @@
+"""All writes of the aggregate model: dossier states, own rows per unit, the rollup rows of the
+units above, and the change marks that the exporter consumes.
+
+Lock order. Rows are touched in sorted key order, table after table, so concurrent writers wait
+for each other but never deadlock: events (ingest), dossiers, own aggregate rows, rollup rows,
+change marks, then `node_meta`. Rollup rows of one unit and day are spread over ROLLUP_SLOTS
+rows; each transaction adds into one slot, so that batches of different communes seldom queue on
+their province's or the nation's row of today.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from datetime import date
+
+import orjson
+from sqlalchemy import case, delete, select, text, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.aggregates.contrib import Delta
+from app.aggregates.counters import DAY_COUNTERS, TOTAL_COUNTERS
+from app.aggregates.dossier import STATE_COLUMNS, DossierState
+from app.db import dialect
+from app.db.models import (
+    ALL_SECTORS,
+    LOCAL_SOURCE,
+    Dossier,
+    ExportDirty,
+    RollupCohortDue,
+    RollupDay,
+    RollupDayHist,
+    RollupTotal,
+    UnitCohortDue,
+    UnitDay,
+    UnitDayHist,
+    UnitTotal,
+)
+from app.units.service import Registry
+
+CHUNK = 1000
+ROLLUP_SLOTS = 4
+DOSSIER_COLUMNS = (*STATE_COLUMNS, "sector", "eff_due_at", "end_at", "ok_766")
+OWN_TABLES = (UnitDay, UnitDayHist, UnitCohortDue, UnitTotal)
+ROLLUP_TABLES = (RollupDay, RollupDayHist, RollupCohortDue, RollupTotal)
+ROLLUP_LEVELS = ("province", "nation")  # levels whose answers read rollup rows; communes read their own
+
+
+def _chunks(items: list, size: int = CHUNK) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def pick_slot() -> int:
+    return random.randrange(ROLLUP_SLOTS)
+
+
+# --- dossiers ------------------------------------------------------------------------------------
+
+
+async def lock_dossiers(session: AsyncSession, keys: list[tuple[str, str]]) -> dict[tuple[str, str], DossierState]:
+    """Create missing dossier rows, lock all of them in key order, and return their states."""
+    keys = sorted(set(keys))
+    placeholders = [
+        {"unit_code": u, "dossier_id": d, "event_days": "{}", "supplements": 0, "sector": "", "ok_766": False}
+        for u, d in keys
+    ]
+    await dialect.bulk_upsert(session, Dossier, placeholders, ["unit_code", "dossier_id"])
+    conn = await session.connection()
+    states: dict[tuple[str, str], DossierState] = {}
+    if dialect.is_postgres(session):
+        # Row locks in key order: concurrent batches touching the same dossiers queue, never deadlock.
+        # The keys travel as one JSON document (cheap to encode, see dialect.bulk_upsert); asyncpg
+        # returns timestamptz as aware UTC datetimes, as the UTCDateTime type would.
+        stmt = text(
+            f"SELECT {', '.join(STATE_COLUMNS)} FROM dossier WHERE (unit_code, dossier_id) IN "
+            "(SELECT u, d FROM json_to_recordset(CAST(:keys AS json)) AS k(u varchar, d varchar)) "
+            "ORDER BY unit_code, dossier_id FOR UPDATE"
+        )
+        result = await conn.execute(stmt, {"keys": orjson.dumps([{"u": u, "d": d} for u, d in keys]).decode()})
+        for row in result.mappings():
+            states[(row["unit_code"], row["dossier_id"])] = DossierState.from_row(row)
+        return states
+    cols = [getattr(Dossier, c) for c in STATE_COLUMNS]
+    for chunk in _chunks(keys):
+        stmt = select(*cols).where(tuple_(Dossier.unit_code, Dossier.dossier_id).in_(chunk))
+        for row in (await conn.execute(stmt)).mappings():
+            states[(row["unit_code"], row["dossier_id"])] = DossierState.from_row(row)
+    return states
+
+
+async def upsert_dossiers(session: AsyncSession, states: list[DossierState]) -> None:
+    """Write dossier states (rows exist: lock_dossiers made them)."""
+    rows = sorted((s.to_row() for s in states), key=lambda r: (r["unit_code"], r["dossier_id"]))
+    others = tuple(c for c in DOSSIER_COLUMNS if c not in ("unit_code", "dossier_id"))
+    await dialect.bulk_upsert(session, Dossier, rows, ["unit_code", "dossier_id"], replace=others)
+
+
+# --- aggregate rows ------------------------------------------------------------------------------
+
+
+async def _add_rows(session: AsyncSession, table, keys: tuple[str, ...], cols: tuple[str, ...], rows: list[dict]):
+    """Add counters to rows, creating them as needed, in key order."""
+    rows.sort(key=lambda r: tuple(r[k] for k in keys))
+    await dialect.bulk_upsert(session, table, rows, list(keys), add=cols)
+
+
+async def _add_delta(session: AsyncSession, delta: Delta, tables: tuple, extra: dict) -> None:
+    """Add a delta to one family of tables; `extra` is the rest of the key (source or slot)."""
+    day_t, hist_t, due_t, total_t = tables
+    (name, value), = extra.items()
+    day_rows = [
+        {"unit_code": u, "sector": s, "day": d, name: value, **{c: cols.get(c, 0) for c in DAY_COUNTERS}}
+        for (u, s, d), cols in delta.day.items()
+    ]
+    await _add_rows(session, day_t, ("unit_code", "sector", "day", name), DAY_COUNTERS, day_rows)
+    hist_rows = [
+        {"unit_code": u, "sector": s, "day": d, "bucket": b, name: value, "n": n} for (u, s, d, b), n in delta.hist.items()
+    ]
+    await _add_rows(session, hist_t, ("unit_code", "sector", "day", "bucket", name), ("n",), hist_rows)
+    due_rows = [
+        {"unit_code": u, "sector": s, "recv_day": r, "due_day": d, name: value, "n": n}
+        for (u, s, r, d), n in delta.cohort_due.items()
+    ]
+    await _add_rows(session, due_t, ("unit_code", "sector", "recv_day", "due_day", name), ("n",), due_rows)
+    total_rows = [
+        {"unit_code": u, "sector": s, name: value, **{c: cols.get(c, 0) for c in TOTAL_COUNTERS}}
+        for (u, s), cols in delta.total.items()
+    ]
+    await _add_rows(session, total_t, ("unit_code", "sector", name), TOTAL_COUNTERS, total_rows)
+
+
+def rollup_of(delta: Delta, registry: Registry) -> Delta:
+    """The same changes added to every province and nation at or above each unit."""
+    out = Delta()
+    memo: dict[str, tuple[str, ...]] = {}
+
+    def above(unit: str) -> tuple[str, ...]:
+        got = memo.get(unit)
+        if got is None:
+            me = registry.get(unit)
+            chain = [a.code for a in registry.ancestors(unit) if a.level in ROLLUP_LEVELS]
+            if me is not None and me.level in ROLLUP_LEVELS:
+                chain.append(unit)
+            got = memo[unit] = tuple(chain)
+        return got
+
+    for (u, s, d), cols in delta.day.items():
+        for a in above(u):
+            row = out.day[(a, s, d)]
+            for c, v in cols.items():
+                row[c] += v
+    for (u, s, d, b), n in delta.hist.items():
+        for a in above(u):
+            out.hist[(a, s, d, b)] += n
+    for (u, s, r, d), n in delta.cohort_due.items():
+        for a in above(u):
+            out.cohort_due[(a, s, r, d)] += n
+    for (u, s), cols in delta.total.items():
+        for a in above(u):
+            row = out.total[(a, s)]
+            for c, v in cols.items():
+                row[c] += v
+    return out.nonzero()
+
+
+async def add_aggregates(
+    session: AsyncSession, delta: Delta, registry: Registry, source: str = LOCAL_SOURCE, slot: int | None = None
+) -> None:
+    """Add a delta of units' own figures to their own rows and to the rollup rows above them."""
+    await _add_delta(session, delta, OWN_TABLES, {"source": source})
+    await _add_delta(session, rollup_of(delta, registry), ROLLUP_TABLES, {"slot": pick_slot() if slot is None else slot})
+
+
+async def replace_source_rows(
+    session: AsyncSession, registry: Registry, source: str, unit: str, day_rows: list[dict], hist: dict[date, list]
+) -> None:
+    """Set a subordinate's all-sector rows of one unit for some days (a central node's merge of
+    its day records), its all-time totals, and the rollups above by the difference."""
+    days = sorted({r["day"] for r in day_rows} | set(hist))
+    old = await _read_source_rows(session, source, unit, days)
+    new = Delta()
+    for r in day_rows:
+        row = new.day[(unit, ALL_SECTORS, r["day"])]
+        for c in DAY_COUNTERS:
+            row[c] += r.get(c, 0)
+    for d, pairs in hist.items():
+        for b, n in pairs:
+            new.hist[(unit, ALL_SECTORS, d, b)] += n
+    change = Delta()  # own rows become old + (new - old) = new; the totals sum the day rows
+    for key in set(old.day) | set(new.day):
+        for c in DAY_COUNTERS:
+            diff = new.day.get(key, {}).get(c, 0) - old.day.get(key, {}).get(c, 0)
+            change.day[key][c] += diff
+            if c in TOTAL_COUNTERS:
+                change.total[(unit, ALL_SECTORS)][c] += diff
+    for key in set(old.hist) | set(new.hist):
+        change.hist[key] += new.hist.get(key, 0) - old.hist.get(key, 0)
+    await add_aggregates(session, change.nonzero(), registry, source=source)
+
+
+async def _read_source_rows(session: AsyncSession, source: str, unit: str, days: list[date]) -> Delta:
+    out = Delta()
+    for chunk in _chunks(days):
+        stmt = select(UnitDay).where(
+            UnitDay.unit_code == unit, UnitDay.sector == ALL_SECTORS, UnitDay.source == source, UnitDay.day.in_(chunk)
+        )
+        for r in (await session.execute(stmt)).scalars():
+            out.day[(unit, ALL_SECTORS, r.day)] = {c: getattr(r, c) for c in DAY_COUNTERS}
+        stmt = select(UnitDayHist.day, UnitDayHist.bucket, UnitDayHist.n).where(
+            UnitDayHist.unit_code == unit, UnitDayHist.sector == ALL_SECTORS, UnitDayHist.source == source, UnitDayHist.day.in_(chunk)
+        )
+        for d, b, n in (await session.execute(stmt)).all():
+            out.hist[(unit, ALL_SECTORS, d, b)] = n
+    return out
+
+
+async def delete_unit_state(session: AsyncSession, unit_code: str) -> None:
+    """Remove a unit's dossiers and its own (local) aggregates, before a rebuild (rollups: rebuild_rollups)."""
+    await session.execute(delete(Dossier).where(Dossier.unit_code == unit_code))
+    for table in OWN_TABLES:
+        await session.execute(delete(table).where(table.unit_code == unit_code, table.source == LOCAL_SOURCE))
+
+
+# --- rollups from own rows -----------------------------------------------------------------------
+
+# (unit, ancestor-or-self at a rollup level), from the registry table: a unit, its parent and its
+# grandparent (the registry has three levels).
+ANCESTRY_SQL = (
+    "SELECT u.code AS code, u.code AS anc FROM unit u WHERE u.level IN ('province', 'nation') "
+    "UNION ALL SELECT u.code, p.code FROM unit u JOIN unit p ON p.code = u.parent_code "
+    "WHERE p.level IN ('province', 'nation') "
+    "UNION ALL SELECT u.code, g.code FROM unit u JOIN unit p ON p.code = u.parent_code JOIN unit g ON g.code = p.parent_code "
+    "WHERE g.level IN ('province', 'nation')"
+)
+
+
+def rollup_select_sql(table: str) -> tuple[str, tuple[str, ...]]:
+    """SELECT of the rollup rows of one own table, summed from every unit's own rows (all sources):
+    (sql, the selected columns in order, slot excluded)."""
+    keys = {"unit_day": ("sector", "day"), "unit_day_hist": ("sector", "day", "bucket"),
+            "unit_cohort_due": ("sector", "recv_day", "due_day"), "unit_total": ("sector",)}[table]
+    values = {"unit_day": DAY_COUNTERS, "unit_total": TOTAL_COUNTERS}.get(table, ("n",))
+    sql = (
+        f"SELECT a.anc AS unit_code, {', '.join('t.' + k for k in keys)}, "
+        f"{', '.join(f'SUM(t.{v}) AS {v}' for v in values)} "
+        f"FROM {table} t JOIN ({ANCESTRY_SQL}) a ON a.code = t.unit_code "
+        f"GROUP BY a.anc, {', '.join('t.' + k for k in keys)}"
+    )
+    return sql, ("unit_code", *keys, *values)
+
+
+async def rebuild_rollups(session: AsyncSession) -> None:
+    """Replace every rollup row by the sums of the own rows below (after a registry change, a repair,
+    or a bulk load). Set-based: one INSERT ... SELECT per table."""
+    for own, rollup in zip(OWN_TABLES, ROLLUP_TABLES, strict=True):
+        await session.execute(delete(rollup))
+        sql, cols = rollup_select_sql(own.__tablename__)
+        names = ", ".join(cols)
+        await session.execute(text(f"INSERT INTO {rollup.__tablename__} ({names}, slot) SELECT {names}, 0 FROM ({sql}) s"))
+
+
+# --- change marks (read by the exporter) ---------------------------------------------------------
+
+
+async def mark_dirty(session: AsyncSession, marks: dict[str, date]) -> None:
+    """Remember the earliest changed day per unit, in unit order, in the writer's transaction."""
+    rows = [{"unit_code": u, "day": d, "gen": 1} for u, d in sorted(marks.items())]
+    for chunk in _chunks(rows, 500):
+        stmt = dialect.insert(session, ExportDirty).values(chunk)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["unit_code"],
+            set_={
+                "day": case((stmt.excluded.day < ExportDirty.day, stmt.excluded.day), else_=ExportDirty.day),
+                "gen": ExportDirty.gen + 1,
+            },
+        )
+        await session.execute(stmt)
+
