@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from app.api.responses import JSONResponse
 
 from app.api import errors, events, export, health, kpis, units
-from app.api import dashboard
+from app.api import dashboard, docs
 from app.api.cache import AnswerCache
 from app.api.etag import ETagMiddleware
 from app.db import migrate
@@ -64,6 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Real-time performance assessment of Vietnam's two-tier local government.",
         lifespan=lifespan,
         default_response_class=JSONResponse,
+        docs_url=None,  # app.api.docs serves /docs and /redoc with local assets (no CDN)
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.rate_limiter = RateLimiter(settings.ingest_rate_per_minute, settings.retry_after_seconds)
@@ -71,5 +73,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, units, events, kpis, export):
         app.include_router(module.router)
     app.include_router(dashboard.router)  # GET /: the dashboard (app/static)
+    docs.install(app)  # /docs, /redoc, /openapi.json
     app.add_middleware(ETagMiddleware)
     return app

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.db.engine import Database
 from app.keys import service as keys
@@ -25,20 +26,32 @@ async def get_registry(request: Request) -> Registry:
     return await request.app.state.registry.get()
 
 
-async def _principal(request: Request, authorization: str | None) -> Principal:
-    return await keys.authenticate(request.app.state.db, authorization)
+# Declares the scheme in the OpenAPI document (Swagger UI's "Authorize"); auto_error=False leaves
+# every refusal to keys.authenticate, which answers 401 as application/problem+json.
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    bearerFormat="chiso API key",
+    description="An API key made by `chiso keys create` (printed once): `Authorization: Bearer chiso_…`. "
+    "Scopes: `ingest` (post events for the key's unit and below), `read`, `admin` (read and more).",
+)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
 
 
-async def read_key(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal | None:
-    if request.app.state.settings.public_read and not authorization:
+async def _principal(request: Request) -> Principal:
+    return await keys.authenticate(request.app.state.db, request.headers.get("authorization"))
+
+
+async def read_key(request: Request, _: Credentials) -> Principal | None:
+    if request.app.state.settings.public_read and not request.headers.get("authorization"):
         return None
-    principal = await _principal(request, authorization)
+    principal = await _principal(request)
     keys.require_read(principal)
     return principal
 
 
-async def ingest_key(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
-    principal = await _principal(request, authorization)
+async def ingest_key(request: Request, _: Credentials) -> Principal:
+    principal = await _principal(request)
     keys.require_ingest(principal)
     return principal
 

@@ -8,18 +8,31 @@ from app.api.responses import JSONResponse
 
 from app import metrics
 from app.api.deps import DbDep
+from app.api.schemas import Health, Ready
 from app.db.migrate import schema_is_current
 from app.export import service as export_service
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz")
-async def healthz() -> dict:
-    return {"status": "ok"}
+@router.get(
+    "/healthz",
+    response_model=Health,
+    summary="Liveness",
+    description="`200 {\"status\": \"ok\"}` while the process serves requests; never touches the database.",
+)
+async def healthz() -> JSONResponse:
+    return JSONResponse({"status": "ok"})
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    response_model=Ready,
+    responses={503: {"model": Ready, "description": "Not ready: the database is unreachable or its schema not current."}},
+    summary="Readiness",
+    description="`200` when the database is reachable and its schema current, with the export detail (lag, backlog, "
+    "parked records: SPEC section 6) that never makes the node unready; `503` otherwise.",
+)
 async def readyz(db: DbDep, request: Request) -> JSONResponse:
     checks: dict = {}
     try:
@@ -37,6 +50,14 @@ async def readyz(db: DbDep, request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"description": "Prometheus text format 0.0.4.", "content": {"text/plain; version=0.0.4": {"schema": {"type": "string"}}}}},
+    summary="Prometheus metrics",
+    description="The service metrics summed over every worker process (ingested events by outcome, batch latency, "
+    "database errors, export lag and backlog, KPI answer latency) and the KPI gauges per province read from the "
+    "database, e.g. `chiso_on_time_ratio{unit=\"79\",window=\"30d\"}` (SPEC section 7).",
+)
 async def prometheus_metrics(request: Request) -> Response:
     return Response(await metrics.scrape(request.app.state), media_type=metrics.CONTENT_TYPE)

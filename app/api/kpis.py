@@ -6,19 +6,48 @@ import time
 from datetime import date
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
 from app import metrics
 from app.api.deps import DbDep, ReadKey, RegistryDep, SettingsDep
+from app.api.schemas import READ_ERRORS, KpiAnswer, RankingAnswer, SectorsAnswer, SeriesAnswer, problems
 from app.scoring import service as scoring
 from app.scoring.service import pick_period
 
 router = APIRouter(prefix="/api/v1", tags=["kpis"])
 
-PeriodKind = Literal["day", "week", "month", "quarter", "year"]
-Window = Literal["1d", "7d", "30d", "90d", "365d"]
-Sort = Annotated[str, Query(pattern=r"^-?[a-z0-9_]+$", description="a KPI name, `-` first for descending")]
+PeriodKind = Annotated[
+    Literal["day", "week", "month", "quarter", "year"] | None,
+    Query(
+        description="A calendar period in local time (ISO weeks, Monday first), the one containing `at`. "
+        "Not with `window`; with neither, `window=30d`.",
+        examples=["week"],
+    ),
+]
+At = Annotated[
+    date | None,
+    Query(description="A local date inside the calendar period `period` names; default today.", examples=["2025-09-30"]),
+]
+Window = Annotated[
+    Literal["1d", "7d", "30d", "90d", "365d"] | None,
+    Query(description="A rolling window of that many local days ending today, today included so far. Default `30d`.", examples=["30d"]),
+]
+Sort = Annotated[
+    str,
+    Query(
+        pattern=r"^-?[a-z0-9_]+$",
+        description="A KPI name, `-` first for descending, e.g. `-on_time_rate` (tỷ lệ giải quyết đúng hạn, best first) "
+        "or `-settlement_score` (điểm Chỉ số 766).",
+        examples=["-on_time_rate"],
+    ),
+]
+Code = Annotated[str, Path(description="Unit code: `VN`, a province (`46`) or a commune (`19753`).", examples=["46"])]
+PERIOD_DOC = (
+    "\n\nThe period is `period` (+ `at`) for a calendar period, or `window` for a rolling window ending today "
+    "(default `30d`). The previous period is the one of the same length just before (for a month, quarter or "
+    "year: the previous calendar one)."
+)
 
 
 async def answer(request: Request, compute) -> Response:
@@ -39,73 +68,126 @@ class _Timer:
         metrics.KPI_SECONDS.labels(self.endpoint).observe(time.perf_counter() - self.t0)
 
 
-@router.get("/units/{code}/kpis")
+@router.get(
+    "/units/{code}/kpis",
+    response_model=KpiAnswer,
+    responses=problems(*READ_ERRORS, 404, 422),
+    summary="KPIs of one unit, the previous period and the change",
+    description="Every KPI of SPEC section 4 for the unit and everything below it — tỷ lệ giải quyết đúng hạn "
+    "(`on_time_rate`), điểm tiến độ giải quyết theo Chỉ số 766 (`settlement_score`), hồ sơ đang giải quyết "
+    "(`pending`), hồ sơ đang quá hạn (`overdue`)... — with the same figures for the previous period and the "
+    "change, so that \"better than last week\" is one request. Real time: an acknowledged event is in every "
+    "answer read after it. Every GET answer has an `ETag` and honours `If-None-Match` with `304`." + PERIOD_DOC,
+)
 async def unit_kpis(
     request: Request,
-    code: str,
+    code: Code,
     _: ReadKey,
     db: DbDep,
     registry: RegistryDep,
     settings: SettingsDep,
-    period: PeriodKind | None = None,
-    at: date | None = None,
-    window: Window | None = None,
-    sector: Annotated[str | None, Query(max_length=64)] = None,
+    period: PeriodKind = None,
+    at: At = None,
+    window: Window = None,
+    sector: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="Only the dossiers of this sector (lĩnh vực), e.g. `land`; `null` for those without one.",
+            examples=["land"],
+        ),
+    ] = None,
 ) -> Response:
     with _Timer("kpis"):
         p = pick_period(period, at, window, scoring._now(), settings.tz)
         return await answer(request, lambda: scoring.unit_kpis(db, registry, settings.tz, code, p, sector))
 
 
-@router.get("/rankings")
+@router.get(
+    "/rankings",
+    response_model=RankingAnswer,
+    responses=problems(*READ_ERRORS, 404, 422),
+    summary="Units of a level ranked by a KPI",
+    description="Provinces (tỉnh, thành phố) or communes (xã, phường, đặc khu), optionally only those under "
+    "`parent`, ranked by one KPI with their figures and change. Ties (equal values as answered) share a rank "
+    "(1, 2, 2, 4) and are listed by code; units whose KPI is `null` come last, by code, with `rank: null`."
+    + PERIOD_DOC,
+)
 async def rankings(
     request: Request,
     _: ReadKey,
     db: DbDep,
     registry: RegistryDep,
     settings: SettingsDep,
-    level: Literal["province", "commune"] = "province",
-    parent: str | None = None,
-    period: PeriodKind | None = None,
-    at: date | None = None,
-    window: Window | None = None,
+    level: Annotated[
+        Literal["province", "commune"], Query(description="The level of the units ranked.", examples=["commune"])
+    ] = "province",
+    parent: Annotated[
+        str | None, Query(description="Rank only the units under this one (e.g. the communes of province `46`).", examples=["46"])
+    ] = None,
+    period: PeriodKind = None,
+    at: At = None,
+    window: Window = None,
     sort: Sort = "-on_time_rate",
-    limit: Annotated[int, Query(ge=1, le=5000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=5000, description="Items in this page, at most 5,000.", examples=[50])] = 50,
+    offset: Annotated[int, Query(ge=0, description="Items skipped before this page.", examples=[0])] = 0,
 ) -> Response:
     with _Timer("rankings"):
         p = pick_period(period, at, window, scoring._now(), settings.tz)
         return await answer(request, lambda: scoring.ranking(db, registry, settings.tz, level, parent, p, sort, limit, offset))
 
 
-@router.get("/units/{code}/series")
+@router.get(
+    "/units/{code}/series",
+    response_model=SeriesAnswer,
+    responses=problems(*READ_ERRORS, 404, 422),
+    summary="A time series of one KPI",
+    description="One KPI of the unit per interval over [`from`, `to`), widened to whole intervals; every interval "
+    "in between is a point, `value` `null` where the KPI is. At most 1,000 points (more is a `422`). "
+    "Default: the last 52 weeks up to today.",
+)
 async def series(
     request: Request,
-    code: str,
+    code: Code,
     _: ReadKey,
     db: DbDep,
     registry: RegistryDep,
     settings: SettingsDep,
-    kpi: str = "on_time_rate",
-    interval: Literal["day", "week", "month", "quarter"] = "week",
-    from_: Annotated[date | None, Query(alias="from")] = None,
-    to: date | None = None,
+    kpi: Annotated[
+        str,
+        Query(description="A KPI name, e.g. `on_time_rate` (tỷ lệ giải quyết đúng hạn) or `received` (hồ sơ tiếp nhận).", examples=["on_time_rate"]),
+    ] = "on_time_rate",
+    interval: Annotated[
+        Literal["day", "week", "month", "quarter"], Query(description="The length of each point.", examples=["week"])
+    ] = "week",
+    from_: Annotated[
+        date | None, Query(alias="from", description="First local day, inclusive; default 364 days before `to`.", examples=["2025-01-01"])
+    ] = None,
+    to: Annotated[date | None, Query(description="Local day after the last, exclusive; default tomorrow.", examples=["2025-10-01"])] = None,
 ) -> Response:
     with _Timer("series"):
         return await answer(request, lambda: scoring.series(db, registry, settings.tz, code, kpi, interval, from_, to))
 
 
-@router.get("/units/{code}/sectors")
+@router.get(
+    "/units/{code}/sectors",
+    response_model=SectorsAnswer,
+    responses=problems(*READ_ERRORS, 404, 422),
+    summary="KPIs of one unit split by sector",
+    description="One item per sector (lĩnh vực: `land`, `civil_status`, `business`...) with any non-zero figure in "
+    "the period, `sector: null` for dossiers without one. A dossier's sector is the one its `received` event "
+    "names, else the latest one its other events name." + PERIOD_DOC,
+)
 async def sectors(
     request: Request,
-    code: str,
+    code: Code,
     _: ReadKey,
     db: DbDep,
     registry: RegistryDep,
     settings: SettingsDep,
-    period: PeriodKind | None = None,
-    at: date | None = None,
-    window: Window | None = None,
+    period: PeriodKind = None,
+    at: At = None,
+    window: Window = None,
 ) -> Response:
     with _Timer("sectors"):
         p = pick_period(period, at, window, scoring._now(), settings.tz)

@@ -4,26 +4,39 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from app.api.deps import ReadKey, RegistryDep
+from app.api.responses import JSONResponse
+from app.api.schemas import READ_ERRORS, UnitDetail, UnitList, problems
 from app.errors import NotFound
 from app.scoring import service as scoring
 
 router = APIRouter(prefix="/api/v1", tags=["units"])
-Limit = Annotated[int, Query(ge=1, le=5000)]
-Offset = Annotated[int, Query(ge=0)]
+Limit = Annotated[int, Query(ge=1, le=5000, description="Items in this page, at most 5,000.", examples=[100])]
+Offset = Annotated[int, Query(ge=0, description="Items skipped before this page.", examples=[0])]
 
 
-@router.get("/units")
+@router.get(
+    "/units",
+    response_model=UnitList,
+    responses=problems(*READ_ERRORS, 404, 422, s404="Unknown `parent`."),
+    summary="The unit registry",
+    description="The nation (`VN`), its 34 provinces (tỉnh, thành phố) and 3,321 communes (xã, phường, đặc khu), "
+    "ordered by code; filter by `level` and `parent`.",
+)
 async def list_units(
     _: ReadKey,
     registry: RegistryDep,
-    level: Literal["nation", "province", "commune"] | None = None,
-    parent: str | None = None,
+    level: Annotated[
+        Literal["nation", "province", "commune"] | None, Query(description="Only the units of this level.", examples=["commune"])
+    ] = None,
+    parent: Annotated[
+        str | None, Query(description="Only the units directly under this one, e.g. the communes of province `46`.", examples=["46"])
+    ] = None,
     limit: Limit = 100,
     offset: Offset = 0,
-) -> dict:
+) -> JSONResponse:
     if parent is not None and registry.get(parent) is None:
         raise NotFound(f"unknown unit {parent}")
     rows = [
@@ -31,14 +44,26 @@ async def list_units(
         for u in sorted(registry.units.values(), key=lambda u: u.code)
         if (level is None or u.level == level) and (parent is None or u.parent_code == parent)
     ]
-    return {
-        "items": [scoring.unit_shape(u) for u in rows[offset : offset + limit]],
-        "total": len(rows),
-        "limit": limit,
-        "offset": offset,
-    }
+    return JSONResponse(
+        {
+            "items": [scoring.unit_shape(u) for u in rows[offset : offset + limit]],
+            "total": len(rows),
+            "limit": limit,
+            "offset": offset,
+        }
+    )
 
 
-@router.get("/units/{code}")
-async def get_unit(code: str, _: ReadKey, registry: RegistryDep) -> dict:
-    return scoring.unit_detail(registry, code)
+@router.get(
+    "/units/{code}",
+    response_model=UnitDetail,
+    responses=problems(*READ_ERRORS, 404),
+    summary="One unit with its parent chain",
+    description="The unit and its ancestors from `VN` down (`parents`).",
+)
+async def get_unit(
+    code: Annotated[str, Path(description="Unit code: `VN`, a province (`46`) or a commune (`19753`).", examples=["46"])],
+    _: ReadKey,
+    registry: RegistryDep,
+) -> JSONResponse:
+    return JSONResponse(scoring.unit_detail(registry, code))

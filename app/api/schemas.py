@@ -1,0 +1,489 @@
+"""The answers of SPEC section 5 as pydantic models: the OpenAPI document is generated from them.
+
+Handlers keep rendering their answers with orjson (the KPI reads serve cached, pre-serialised bytes),
+so these models document the answers and the OpenAPI conformance test
+(tests/integration/test_openapi.py) holds every answer the API gives to them: the document cannot
+drift from the code. The KPI block is built from `app.scoring.kpis.KPI_NAMES`, so a KPI added there
+appears here, with its description when `KPI_DOCS` has one.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from app.scoring.kpis import KPI_NAMES
+
+Level = Literal["nation", "province", "commune"]
+CommuneKind = Literal["xa", "phuong", "dac_khu"]
+PeriodKind = Literal["day", "week", "month", "quarter", "year"]
+WindowName = Literal["1d", "7d", "30d", "90d", "365d"]
+
+
+class Answer(BaseModel):
+    """Base of every answer model: unknown keys are not allowed, so an answer cannot drift."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- units -----------------------------------------------------------------------------------------
+
+
+class Unit(Answer):
+    """A unit of the registry: the nation `VN`, a province or a commune."""
+
+    code: str = Field(description="Unit code: `VN`, a 2-digit province code or a 5-digit commune code.", examples=["46"])
+    name: str = Field(description="Official Vietnamese name.", examples=["Thành phố Huế"])
+    level: Level = Field(description="`nation`, `province` or `commune`.", examples=["province"])
+    kind: CommuneKind | None = Field(
+        description="For communes: `xa` (xã), `phuong` (phường) or `dac_khu` (đặc khu); `null` above.", examples=[None]
+    )
+    parent: str | None = Field(description="Code of the unit above; `null` for `VN`.", examples=["VN"])
+
+
+class Ancestor(Answer):
+    code: str = Field(examples=["VN"])
+    name: str = Field(examples=["Toàn quốc"])
+    level: Level = Field(examples=["nation"])
+
+
+class UnitDetail(Unit):
+    """One unit with its ancestors."""
+
+    parents: list[Ancestor] = Field(description="Its ancestors, from `VN` down.")
+
+
+class UnitList(Answer):
+    """A page of the registry, ordered by code."""
+
+    items: list[Unit]
+    total: int = Field(description="Units matching the filters, over every page.", examples=[34])
+    limit: int = Field(examples=[100])
+    offset: int = Field(examples=[0])
+
+
+# --- KPI blocks ------------------------------------------------------------------------------------
+
+COUNT = "count"
+RATE = "rate"
+HOURS = "hours"
+SCORE = "score"
+# name: (kind, description); the Vietnamese names are those of the dashboard and the national index.
+KPI_DOCS: dict[str, tuple[str, str]] = {
+    "received": (COUNT, "Hồ sơ tiếp nhận: dossiers received in the period."),
+    "received_online": (COUNT, "Hồ sơ nộp trực tuyến: of those, submitted online."),
+    "online_rate": (RATE, "Tỷ lệ nộp trực tuyến: received_online / received; `null` when nothing was received."),
+    "resolved": (COUNT, "Hồ sơ đã giải quyết: dossiers resolved in the period (early + on time + late + unclassified)."),
+    "resolved_early": (COUNT, "Giải quyết trước hạn: resolved on a day before the deadline's day."),
+    "resolved_on_time": (COUNT, "Giải quyết đúng hạn: resolved on the deadline's day, not after it."),
+    "resolved_late": (COUNT, "Giải quyết quá hạn: resolved after the deadline."),
+    "resolved_unclassified": (COUNT, "Chưa xác định hạn: resolved with no deadline known (a data-quality problem)."),
+    "on_time_rate": (RATE, "Tỷ lệ giải quyết đúng hạn: (early + on time) / (early + on time + late); `null` when none."),
+    "withdrawn": (COUNT, "Hồ sơ rút: dossiers withdrawn in the period."),
+    "pending": (COUNT, "Hồ sơ đang giải quyết: received and not ended at the earlier of the period's end and now."),
+    "overdue": (COUNT, "Hồ sơ đang quá hạn: pending dossiers whose deadline has passed."),
+    "processing_hours_p50": (HOURS, "Thời gian giải quyết (trung vị): median hours from receipt to resolution."),
+    "processing_hours_p90": (HOURS, "Thời gian giải quyết (phân vị 90): 90th percentile, hours."),
+    "processing_hours_mean": (HOURS, "Thời gian giải quyết trung bình: mean hours from receipt to resolution."),
+    "settlement_rate_766": (
+        RATE,
+        "Tỷ lệ đúng hạn theo Chỉ số 766: settlement progress of the cohort received in the period "
+        "(Quyết định 766/QĐ-TTg); `null` on a central node for other periods than calendar months, quarters, years.",
+    ),
+    "settlement_score": (SCORE, "Điểm tiến độ giải quyết (Chỉ số 766): 20 × settlement_rate_766, out of 20."),
+    "overdue_766": (COUNT, "Hồ sơ quá hạn theo Chỉ số 766: dossiers of the cohort not settled on time."),
+    "orphans": (COUNT, "Sự kiện thiếu hồ sơ tiếp nhận: stored events of dossiers with no `received` event (data quality)."),
+    "due_24h": (COUNT, "Hồ sơ sắp đến hạn trong 24 giờ: pending dossiers due within the next 24 hours."),
+    "due_48h": (COUNT, "Hồ sơ sắp đến hạn trong 48 giờ: pending dossiers due within the next 48 hours."),
+    "due_72h": (COUNT, "Hồ sơ sắp đến hạn trong 72 giờ: pending dossiers due within the next 72 hours."),
+    "silent_units": (COUNT, "Đơn vị ngừng gửi dữ liệu: silent units at or below the unit; `null` for a past period."),
+}
+# Counts that may be null: the central node's 766 figures, and silent units of a past period.
+NULLABLE_COUNTS = frozenset({"overdue_766", "silent_units"})
+EXAMPLE = {
+    "received": 1200, "received_online": 1150, "online_rate": 0.9583, "resolved": 1100, "resolved_early": 600,
+    "resolved_on_time": 400, "resolved_late": 100, "resolved_unclassified": 0, "on_time_rate": 0.9091,
+    "withdrawn": 3, "pending": 120, "overdue": 4, "processing_hours_p50": 30.5, "processing_hours_p90": 70.0,
+    "processing_hours_mean": 35.2, "settlement_rate_766": 0.91, "settlement_score": 18.2, "overdue_766": 108,
+    "orphans": 0, "due_24h": 7, "due_48h": 15, "due_72h": 22, "silent_units": 0,
+}
+
+
+def _kind(name: str) -> str:
+    return KPI_DOCS.get(name, (COUNT if not name.endswith(("_rate", "_766", "_score")) else RATE, ""))[0]
+
+
+def _kpi_field(name: str, change: bool) -> tuple[Any, Any]:
+    kind, doc = KPI_DOCS.get(name, (_kind(name), name))
+    if kind == COUNT and not change and name not in NULLABLE_COUNTS:
+        typ: Any = int
+    elif kind == COUNT:
+        typ = int | None
+    else:
+        typ = float | None
+    if change:
+        doc = f"{doc.split(':')[0]}: current minus previous; `null` where either side is `null`."
+    example = EXAMPLE.get(name, 0)
+    return typ, Field(description=doc, examples=[example if not change else (0 if kind == COUNT else 0.012)])
+
+
+Kpis = create_model(
+    "Kpis",
+    __base__=Answer,
+    __doc__="Every KPI of SPEC section 4 for the unit and everything below it. Rates are fractions in [0, 1] "
+    "rounded to 4 decimals, `null` when their denominator is 0; hours have 2 decimals; counts are exact.",
+    **{name: _kpi_field(name, change=False) for name in KPI_NAMES},
+)
+Change = create_model(
+    "Change",
+    __base__=Answer,
+    __doc__="Current minus previous for every KPI; `null` where either side is `null`.",
+    **{name: _kpi_field(name, change=True) for name in KPI_NAMES},
+)
+
+
+class Period(Answer):
+    """A calendar period (`label`) or a rolling window (`window`); `start` inclusive, `end` exclusive, local dates."""
+
+    kind: Literal["day", "week", "month", "quarter", "year", "window"] = Field(examples=["week"])
+    label: str | None = Field(
+        None,
+        description="Calendar periods only: `2025-09-30`, `2025-W40`, `2025-09`, `2025-Q3` or `2025`.",
+        examples=["2025-W40"],
+    )
+    window: WindowName | None = Field(None, description="Rolling windows only.", examples=["30d"])
+    start: date = Field(description="First local day, inclusive.", examples=["2025-09-29"])
+    end: date = Field(description="Local day after the last, exclusive.", examples=["2025-10-06"])
+
+
+AS_OF = Field(
+    description="Service time at which the figures were read, local offset; every event acknowledged before it is included.",
+    examples=["2025-09-30T10:00:00+07:00"],
+)
+
+
+class Previous(Answer):
+    """The same figures for the previous period of the same kind."""
+
+    period: Period
+    kpis: Kpis  # type: ignore[valid-type]
+
+
+class KpiAnswer(Answer):
+    """KPIs of one unit (with everything below it), the previous period and the change."""
+
+    unit: Unit
+    period: Period
+    as_of: datetime = AS_OF
+    kpis: Kpis  # type: ignore[valid-type]
+    previous: Previous
+    change: Change  # type: ignore[valid-type]
+
+
+class RankingItem(Answer):
+    rank: int | None = Field(description="1-based; ties share a rank (1, 2, 2, 4); `null` when the sort KPI is `null`.")
+    unit: Unit
+    kpis: Kpis  # type: ignore[valid-type]
+    change: Change  # type: ignore[valid-type]
+
+
+class RankingAnswer(Answer):
+    """Units of one level ranked by one KPI; units whose KPI is `null` last, by code."""
+
+    level: Literal["province", "commune"] = Field(examples=["commune"])
+    parent: str | None = Field(description="The unit whose units are ranked; `null` for all of the level.", examples=["46"])
+    sort: str = Field(description="The KPI ranked by, `-` first for descending.", examples=["-on_time_rate"])
+    period: Period
+    as_of: datetime = AS_OF
+    total: int = Field(description="Every unit of that level under `parent`.", examples=[40])
+    limit: int = Field(examples=[50])
+    offset: int = Field(examples=[0])
+    items: list[RankingItem]
+
+
+class SeriesPoint(Answer):
+    start: date = Field(examples=["2025-09-29"])
+    end: date = Field(examples=["2025-10-06"])
+    value: float | None = Field(description="The KPI over [start, end); `null` where the KPI is.", examples=[0.9412])
+
+
+class SeriesAnswer(Answer):
+    """One KPI per interval, every interval in between included."""
+
+    unit: Unit
+    kpi: str = Field(examples=["on_time_rate"])
+    interval: Literal["day", "week", "month", "quarter"] = Field(examples=["week"])
+    points: list[SeriesPoint]
+
+
+class SectorItem(Answer):
+    sector: str | None = Field(description="Sector name; `null` for dossiers without one.", examples=["land"])
+    kpis: Kpis  # type: ignore[valid-type]
+
+
+class SectorsAnswer(Answer):
+    """KPIs split by sector: one item per sector with any non-zero figure in the period."""
+
+    unit: Unit
+    period: Period
+    as_of: datetime = AS_OF
+    items: list[SectorItem]
+
+
+# --- ingest ----------------------------------------------------------------------------------------
+
+
+class ErrorItem(Answer):
+    """One validation error: where (`loc`, field names and indexes) and what."""
+
+    loc: list[str | int] = Field(description="Path of the offending field; `[]` for the whole item.", examples=[["due_at"]])
+    msg: str = Field(examples=["timestamp needs an offset"])
+
+
+class IngestItem(Answer):
+    """An event that was not accepted."""
+
+    index: int = Field(description="0-based position in the batch (for NDJSON: among the non-blank lines).", examples=[9])
+    event_id: str | None = Field(description="The event's `event_id`, when it had a usable one.", examples=["hue-2025-000123-r"])
+    status: Literal["duplicate", "rejected"] = Field(examples=["rejected"])
+    errors: list[ErrorItem] | None = Field(None, description="Rejected events only: why.")
+
+
+class IngestAnswer(Answer):
+    """Status 202: every accepted event is durably committed (nothing is stored with `dry_run=true`)."""
+
+    accepted: int = Field(examples=[998])
+    duplicates: int = Field(examples=[1])
+    rejected: int = Field(examples=[1])
+    items: list[IngestItem] = Field(description="Every event not accepted, in batch order.")
+
+
+class Problem(BaseModel):
+    """An error, RFC 9457 problem details (`application/problem+json`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field("about:blank", examples=["about:blank"])
+    title: str = Field(examples=["Validation failed"])
+    status: int = Field(examples=[422])
+    detail: str = Field(examples=["invalid window"])
+    errors: list[ErrorItem] | None = Field(None, description="Validation failures (422): each `{loc, msg}`.")
+    unit: str | None = Field(None, description="403 on ingest: the unit outside the key's unit.", examples=["79"])
+
+
+# --- the event contract (SPEC section 3), documented for POST /api/v1/events ----------------------
+
+
+class Event(BaseModel):
+    """One dossier event. Fields not listed are ignored; the rules per type are in SPEC section 3."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {"event_id": "hue-000123-r", "type": "received", "dossier_id": "H57-000123", "unit_code": "46",
+                 "occurred_at": "2025-09-30T08:15:00+07:00", "channel": "online",
+                 "due_at": "2025-10-03T17:00:00+07:00", "procedure_code": "1.001612", "sector": "land"},
+            ]
+        },
+    )
+
+    event_id: str = Field(min_length=1, max_length=128, description="The source's unique id of this event: the idempotency key.")
+    type: Literal["received", "resolved", "withdrawn", "due_changed"]
+    dossier_id: str = Field(min_length=1, max_length=64, description="The source's dossier code (mã hồ sơ), unique within its unit.")
+    unit_code: str = Field(min_length=1, max_length=8, description="The unit that received the dossier (any unit of the registry).")
+    occurred_at: datetime = Field(description="RFC 3339 with an offset: when it happened at the source.")
+    channel: Literal["online", "in_person", "postal"] | None = Field(None, description="Required on `received`.")
+    due_at: datetime | None = Field(
+        None, description="The legal deadline, RFC 3339 with an offset: required on `received` and `due_changed`, optional on `resolved`."
+    )
+    reason: Literal["supplement_requested", "legal_extension", "apology"] | None = Field(
+        None, description="Required on `due_changed`; `apology` does not move the deadline the dossier is judged against."
+    )
+    outcome: Literal["approved", "refused"] | None = Field(None, description="Optional on `resolved`.")
+    procedure_code: str | None = Field(None, max_length=32, description="National procedure code, e.g. `1.001612`.")
+    sector: str | None = Field(None, max_length=64, description="e.g. `land`, `civil_status`, `business`.")
+
+
+class EventBatch(BaseModel):
+    """A batch of up to 5,000 events or 5 MiB."""
+
+    events: list[Event] = Field(max_length=5000)
+
+
+def _local(days_ago: int, hour: int, minute: int = 0) -> str:
+    """A timestamp `days_ago` local days before today (Vietnam, +07:00), so "Try it out" posts are accepted."""
+    day = datetime.now(VN_TIME).date() - timedelta(days=days_ago)
+    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=VN_TIME).isoformat()
+
+
+VN_TIME = timezone(timedelta(hours=7))
+EVENT_EXAMPLES = {
+    "received": {"event_id": "hue-000123-r", "type": "received", "dossier_id": "H57-000123", "unit_code": "46",
+                 "occurred_at": _local(6, 8, 15), "channel": "online", "due_at": _local(3, 17),
+                 "procedure_code": "1.001612", "sector": "land"},
+    "due_changed": {"event_id": "hue-000123-d1", "type": "due_changed", "dossier_id": "H57-000123", "unit_code": "46",
+                    "occurred_at": _local(5, 9), "due_at": _local(1, 17), "reason": "supplement_requested"},
+    "resolved": {"event_id": "hue-000123-x", "type": "resolved", "dossier_id": "H57-000123", "unit_code": "46",
+                 "occurred_at": _local(1, 15, 30), "outcome": "approved"},
+    "withdrawn": {"event_id": "hue-000124-w", "type": "withdrawn", "dossier_id": "H57-000124", "unit_code": "46",
+                  "occurred_at": _local(2, 10)},
+}
+
+
+# --- the central assessment network (SPEC section 6) -----------------------------------------------
+
+
+class DayRecord(BaseModel):
+    """One unit's own counters of one local day (never rates), its processing-time histogram and
+    `pending`/`overdue` at the end of that day."""
+
+    model_config = ConfigDict(extra="allow")
+
+    node_id: str = Field(examples=["hue"])
+    sequence: int = Field(ge=1, description="Per-node, strictly increasing; a newer record replaces an older one.", examples=[1042])
+    kind: Literal["day"]
+    unit: str = Field(examples=["19753"])
+    day: date = Field(examples=["2025-09-30"])
+    received: int
+    received_online: int
+    resolved_early: int
+    resolved_on_time: int
+    resolved_late: int
+    resolved_unclassified: int
+    withdrawn: int
+    orphans: int
+    proc_n: int = Field(description="Resolved dossiers with a receipt (the processing-time sample).")
+    proc_ms: int = Field(description="Sum of their processing times, milliseconds.")
+    pending: int
+    overdue: int
+    histogram: list[list[int]] = Field(description="`[bucket, count]` pairs over `histogram_bounds_seconds`.", examples=[[[12, 3]]])
+
+
+class CohortPeriod(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    kind: Literal["month", "quarter", "year"]
+    start: date
+    end: date | None = None
+    label: str | None = None
+
+
+class CohortRecord(BaseModel):
+    """The INDEX-766 cohort of one unit and calendar month, quarter or year."""
+
+    model_config = ConfigDict(extra="allow")
+
+    node_id: str = Field(examples=["hue"])
+    sequence: int = Field(ge=1, examples=[1043])
+    kind: Literal["cohort"]
+    unit: str = Field(examples=["19753"])
+    period: CohortPeriod
+    cohort_size: int
+    cohort_on_time: int
+
+
+class ExportFeed(Answer):
+    """This node's export records after a sequence, in sequence order."""
+
+    node_id: str = Field(examples=["hue"])
+    histogram_bounds_seconds: list[float] = Field(description="Upper bounds of the histogram buckets every node shares.")
+    records: list[DayRecord | CohortRecord] = Field(description="Day and cohort records, by sequence.")
+    next_after: int = Field(description="Pass as `after` to continue the feed.", examples=[1043])
+    has_more: bool = Field(examples=[False])
+
+
+class ReceiveAnswer(Answer):
+    """What a central node did with a signed snapshot."""
+
+    node_id: str = Field(description="The subordinate that signed it.", examples=["hue"])
+    received: int = Field(description="Records in the snapshot.", examples=[500])
+    applied: int = Field(description="Records newer than what was kept, now merged.", examples=[498])
+    ignored: int = Field(description="Older sequences and repeats.", examples=[2])
+
+
+# --- operations ------------------------------------------------------------------------------------
+
+
+class Health(Answer):
+    status: Literal["ok"] = "ok"
+
+
+class ExportStatus(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    node_id: str
+    push: str | None = Field(description="Where records are pushed; `null`: pull only.")
+    backlog: int
+    lag_seconds: float
+    parked: int
+
+
+class ReadyChecks(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    database: str = Field(description="`ok`, or `unreachable: <error>`.", examples=["ok"])
+    schema_: str | None = Field(None, alias="schema", description="`current` or `outdated`.", examples=["current"])
+    export: ExportStatus | str | None = Field(None, description="Export detail (section 6); never makes the node unready.")
+
+
+class Ready(Answer):
+    status: Literal["ready", "not ready"] = Field(examples=["ready"])
+    checks: ReadyChecks
+
+
+# --- error statuses, documented on each route ------------------------------------------------------
+
+PROBLEM_MEDIA = "application/problem+json"
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}}}
+ERROR_DOCS: dict[int, tuple[str, dict | None]] = {
+    400: ("The body is not JSON, or not UTF-8.", None),
+    401: (
+        "No key, or an unknown or revoked key.",
+        {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}},
+    ),
+    403: ("A key of another scope (or, on ingest, an event for a unit outside the key's unit: `unit` names it).", None),
+    404: ("Unknown unit.", None),
+    413: ("Body over 5 MiB or more than 5,000 events (refused before reading it when Content-Length tells).", None),
+    415: ("Content-Type other than `application/json` or `application/x-ndjson`.", None),
+    422: ("A parameter (or the body's shape) is malformed or out of range; `errors` names each one.", None),
+    429: ("Too many requests for this key.", RETRY_AFTER),
+    503: ("The database is unreachable.", RETRY_AFTER),
+}
+PROBLEM_EXAMPLES = {
+    400: {"type": "about:blank", "title": "Bad request", "status": 400, "detail": "body is not JSON"},
+    401: {"type": "about:blank", "title": "Unauthorized", "status": 401, "detail": "missing bearer token"},
+    403: {"type": "about:blank", "title": "Forbidden", "status": 403, "detail": "a key of scope ingest cannot read"},
+    404: {"type": "about:blank", "title": "Not found", "status": 404, "detail": "unknown unit 99999"},
+    413: {"type": "about:blank", "title": "Payload too large", "status": 413, "detail": "body over 5242880 bytes"},
+    415: {"type": "about:blank", "title": "Unsupported media type", "status": 415,
+          "detail": "Content-Type must be application/json or application/x-ndjson"},
+    422: {"type": "about:blank", "title": "Validation failed", "status": 422, "detail": "invalid window",
+          "errors": [{"loc": ["window"], "msg": "Input should be '1d', '7d', '30d', '90d' or '365d'"}]},
+    429: {"type": "about:blank", "title": "Too many requests", "status": 429, "detail": "rate limit exceeded"},
+    503: {"type": "about:blank", "title": "Service unavailable", "status": 503, "detail": "database unavailable"},
+}
+
+
+def problems(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
+    """`responses=` of a route: each error status with the Problem schema (application/problem+json).
+
+    `descriptions` overrides the default text of a status, keyed `s401`, `s404`...
+    """
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        text, headers = ERROR_DOCS[status]
+        entry: dict[str, Any] = {
+            "model": Problem,
+            "description": descriptions.get(f"s{status}", text),
+            "content": {PROBLEM_MEDIA: {"example": PROBLEM_EXAMPLES[status]}},
+        }
+        if headers:
+            entry["headers"] = headers
+        out[status] = entry
+    return out
+
+
+READ_ERRORS = (401, 403, 503)

@@ -1,0 +1,355 @@
+"""The OpenAPI document against the code, on both stores.
+
+Every answer the API gives to the calls below (every endpoint, success and error statuses) is
+validated against the schema that /openapi.json documents for that path, method, status and media
+type (jsonschema, Draft 2020-12 as OpenAPI 3.1 uses): a status the document does not list, a key
+an answer model does not know, or a type that differs fails here, so the document and the code
+cannot diverge. `Conformance` can record any test's client (`conformance.watch(service.client)`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import orjson
+import pytest
+from jsonschema import Draft202012Validator
+
+from app.api.schemas import EVENT_EXAMPLES, KPI_DOCS
+from app.export.exporter import Exporter, snapshot_body
+from app.export.signing import sign
+from app.scoring.kpis import KPI_NAMES
+
+SECRET = "conformance-secret"
+JSON_MEDIA = ("application/json", "application/problem+json")
+
+
+class Conformance:
+    """Validates answers against the OpenAPI document; records which operations and statuses it saw."""
+
+    def __init__(self, spec: dict):
+        self.spec = spec
+        self.routes = [
+            (re.compile("^" + re.sub(r"\{[^}]+\}", r"[^/]+", template) + "$"), template)
+            for template in sorted(spec["paths"], key=lambda t: t.count("{"))  # literal paths first
+        ]
+        self.seen: Counter[tuple[str, str, str]] = Counter()
+        self.errors: list[str] = []
+        self._validators: dict[str, Draft202012Validator] = {}
+
+    def template(self, path: str) -> str | None:
+        return next((t for rx, t in self.routes if rx.match(path)), None)
+
+    def validator(self, schema: dict) -> Draft202012Validator:
+        key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS).decode()
+        if key not in self._validators:
+            root = {**schema, "components": self.spec["components"]}  # "#/components/..." resolves here
+            self._validators[key] = Draft202012Validator(root, format_checker=Draft202012Validator.FORMAT_CHECKER)
+        return self._validators[key]
+
+    def check(self, method: str, path: str, status: int, media: str, body: bytes) -> None:
+        template = self.template(path)
+        where = f"{method} {path} -> {status}"
+        if template is None:
+            if path not in ("/docs", "/redoc", "/openapi.json", "/") and not path.startswith(("/docs/", "/static/")):
+                self.errors.append(f"{where}: path not in the OpenAPI document")
+            return
+        operation = self.spec["paths"][template].get(method.lower())
+        if operation is None:
+            self.errors.append(f"{where}: method not documented")
+            return
+        self.seen[(method.upper(), template, str(status))] += 1
+        response = operation["responses"].get(str(status))
+        if response is None:
+            self.errors.append(f"{where}: status not documented (documented: {sorted(operation['responses'])})")
+            return
+        if status == 304:
+            return
+        content = response.get("content", {})
+        documented = next((m for m in content if m.split(";")[0] == media), None)
+        if documented is None:
+            self.errors.append(f"{where}: media type {media} not documented ({sorted(content)})")
+            return
+        if media not in JSON_MEDIA:
+            return
+        errors = sorted(self.validator(content[documented]["schema"]).iter_errors(orjson.loads(body)), key=str)
+        for e in errors[:3]:
+            self.errors.append(f"{where}: {'/'.join(map(str, e.absolute_path))}: {e.message[:300]}")
+
+    async def record(self, response: httpx.Response) -> None:
+        await response.aread()
+        media = response.headers.get("content-type", "").split(";")[0].strip()
+        self.check(response.request.method, response.request.url.path, response.status_code, media, response.content)
+
+    def watch(self, client: httpx.AsyncClient) -> None:
+        client.event_hooks["response"].append(self.record)
+
+    def assert_ok(self) -> None:
+        assert not self.errors, "answers that differ from the OpenAPI document:\n" + "\n".join(self.errors)
+
+
+def operations(spec: dict) -> set[tuple[str, str]]:
+    return {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
+
+
+def ts(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def lifecycle(tag: str, unit: str, now: datetime) -> list[dict]:
+    """A received, a moved deadline and a resolution of one dossier, and a withdrawn one."""
+    d = f"{tag}-1"
+    return [
+        {"event_id": f"{d}-r", "type": "received", "dossier_id": d, "unit_code": unit, "occurred_at": ts(now - timedelta(days=6)),
+         "channel": "online", "due_at": ts(now - timedelta(days=3)), "sector": "land", "procedure_code": "1.001612"},
+        {"event_id": f"{d}-d", "type": "due_changed", "dossier_id": d, "unit_code": unit, "occurred_at": ts(now - timedelta(days=5)),
+         "due_at": ts(now - timedelta(days=1)), "reason": "supplement_requested"},
+        {"event_id": f"{d}-x", "type": "resolved", "dossier_id": d, "unit_code": unit, "occurred_at": ts(now - timedelta(days=2)),
+         "outcome": "approved"},
+        {"event_id": f"{tag}-2-r", "type": "received", "dossier_id": f"{tag}-2", "unit_code": unit,
+         "occurred_at": ts(now - timedelta(days=4)), "channel": "in_person", "due_at": ts(now + timedelta(days=1))},
+        {"event_id": f"{tag}-2-w", "type": "withdrawn", "dossier_id": f"{tag}-2", "unit_code": unit,
+         "occurred_at": ts(now - timedelta(days=1))},
+        {"event_id": f"{tag}-3-r", "type": "received", "dossier_id": f"{tag}-3", "unit_code": unit,
+         "occurred_at": ts(now - timedelta(days=9)), "channel": "postal", "due_at": ts(now - timedelta(days=2))},
+    ]
+
+
+@pytest.fixture
+def pair(make_service):
+    """A province node ("hue", small ingest limits) and a central node it can push to, each recorded."""
+
+    @asynccontextmanager
+    async def factory():
+        async with (
+            make_service(node_id="hue", max_batch_events=50, max_body_bytes=200_000) as node,
+            make_service(node_id="vn", subordinates={"hue": SECRET}) as central,
+        ):
+            spec = (await node.client.get("/openapi.json")).json()
+            conformance = Conformance(spec)
+            conformance.watch(node.client)
+            conformance.watch(central.client)
+            yield node, central, conformance
+
+    return factory
+
+
+async def test_the_document_describes_every_endpoint(make_service):
+    async with make_service() as svc:
+        r = await svc.client.get("/openapi.json")
+        assert r.status_code == 200
+        spec = r.json()
+    assert spec["openapi"].startswith("3.1")
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["bearer"] == {**schemes["bearer"], "type": "http", "scheme": "bearer"}
+    schemas = spec["components"]["schemas"]
+    # the KPI block names every KPI of the code, each with a (Vietnamese) description
+    assert set(schemas["Kpis"]["properties"]) == set(KPI_NAMES) == set(schemas["Kpis"]["required"])
+    assert set(schemas["Change"]["properties"]) == set(KPI_NAMES)
+    for name in KPI_NAMES:
+        assert name in KPI_DOCS and schemas["Kpis"]["properties"][name]["description"], name
+    assert schemas["Kpis"]["additionalProperties"] is False
+    # the event contract, for the body that POST /api/v1/events reads raw
+    assert set(schemas["Event"]["required"]) == {"event_id", "type", "dossier_id", "unit_code", "occurred_at"}
+    assert schemas["EventBatch"]["properties"]["events"]["items"] == {"$ref": "#/components/schemas/Event"}
+    assert "HTTPValidationError" not in schemas
+    ops = {(m, p): op for p, o in spec["paths"].items() for m, op in o.items()}
+    assert len(ops) == 12
+    for (method, path), op in ops.items():
+        where = f"{method} {path}"
+        assert op.get("summary") and op.get("description"), where
+        for param in op.get("parameters", []):
+            assert param.get("description"), (where, param["name"])
+            assert param.get("example") is not None or param["schema"].get("examples") or param.get("examples"), (where, param["name"])
+        success = [s for s in op["responses"] if s.startswith("2")]
+        assert len(success) == 1, where
+        content = op["responses"][success[0]]["content"]
+        if path != "/metrics":
+            assert content["application/json"]["schema"]["$ref"].startswith("#/components/schemas/"), where
+        for status, response in op["responses"].items():
+            if status[0] in "45" and not (path == "/readyz" and status == "503"):
+                assert list(response["content"]) == ["application/problem+json"], (where, status)
+                assert response["content"]["application/problem+json"]["schema"] == {"$ref": "#/components/schemas/Problem"}
+        if method == "get":
+            assert "304" in op["responses"], where
+        if path.startswith("/api/v1/") and path != "/api/v1/network/snapshots":
+            assert op["security"] == [{"bearer": []}], where
+            assert "401" in op["responses"] and "403" in op["responses"], where
+        if "{code}" in path or path == "/api/v1/rankings":
+            assert "404" in op["responses"], where
+    body = ops[("post", "/api/v1/events")]["requestBody"]["content"]
+    assert body["application/json"]["schema"] == {"$ref": "#/components/schemas/EventBatch"}
+    examples = body["application/json"]["examples"]
+    assert {e["type"] for ex in examples.values() for e in ex["value"]["events"]} == set(EVENT_EXAMPLES)
+    assert body["application/x-ndjson"]["example"].count("\n") == len(EVENT_EXAMPLES)
+
+
+async def test_the_event_examples_are_accepted(make_service):
+    """What /docs shows as examples is what the service accepts ("Try it out" works)."""
+    async with make_service() as svc:
+        spec = (await svc.client.get("/openapi.json")).json()
+        token = await svc.key("ingest", "46")
+        body = spec["paths"]["/api/v1/events"]["post"]["requestBody"]["content"]
+        r = await svc.client.post("/api/v1/events", json=body["application/json"]["examples"]["lifecycle"]["value"],
+                                  headers={"Authorization": f"Bearer {token}"}, params={"dry_run": "true"})
+        assert r.status_code == 202 and r.json()["accepted"] == len(EVENT_EXAMPLES), r.text
+        r = await svc.client.post("/api/v1/events", content=body["application/x-ndjson"]["example"],
+                                  headers={"Authorization": f"Bearer {token}", "Content-Type": "application/x-ndjson"})
+        assert r.status_code == 202 and r.json()["accepted"] == len(EVENT_EXAMPLES), r.text
+
+
+async def test_every_answer_matches_the_document(pair):
+    async with pair() as (node, central, conformance):
+        spec = conformance.spec
+        now = datetime.now(UTC)
+        ingest, read, admin = await node.key("ingest", "46"), await node.key("read"), await node.key("admin")
+        auth = {"Authorization": f"Bearer {ingest}"}
+        registry = await node.app.state.registry.refresh()
+        unit = sorted(u.code for u in registry.at_level("commune", "46"))[0]  # a commune of Huế
+        events = lifecycle("oa", unit, now)
+
+        async def get(path: str, token: str | None = read, status: int = 200, **params) -> httpx.Response:
+            r = await node.get(path, token, **params)
+            assert r.status_code == status, (path, params, r.text)
+            return r
+
+        # --- ingest: accepted, duplicates, rejections, NDJSON, dry run, and every whole-request error
+        r = await node.client.post("/api/v1/events", json={"events": events}, headers=auth)
+        assert r.status_code == 202 and r.json()["accepted"] == len(events), r.text
+        bad = {**events[0], "event_id": "oa-bad", "due_at": "2025-09-30T10:00:00"}
+        r = await node.client.post("/api/v1/events", json={"events": [events[0], bad, {"type": "received"}]}, headers=auth)
+        assert r.status_code == 202 and r.json()["duplicates"] == 1 and r.json()["rejected"] == 2, r.text
+        ndjson = "\n".join(orjson.dumps(e).decode() for e in lifecycle("nd", unit, now)) + "\n\nnot json\n"
+        r = await node.client.post("/api/v1/events", content=ndjson, headers={**auth, "Content-Type": "application/x-ndjson"})
+        assert r.status_code == 202 and r.json()["items"][-1]["errors"] == [{"loc": [], "msg": "line is not JSON"}], r.text
+        r = await node.client.post("/api/v1/events", json={"events": lifecycle("dry", unit, now)}, headers=auth, params={"dry_run": "true"})
+        assert r.status_code == 202, r.text
+        for body, headers, status in (
+            (b"{not json", {"Content-Type": "application/json"}, 400),
+            (b"\xff\xfe", {"Content-Type": "application/x-ndjson"}, 400),
+            (b"{}", {"Content-Type": "text/plain"}, 415),
+            (b"[]", {"Content-Type": "application/json"}, 422),
+            (b'{"events": 1}', {"Content-Type": "application/json"}, 422),
+            (orjson.dumps({"events": [events[0]] * 51}), {"Content-Type": "application/json"}, 413),
+            (b" " * 200_001, {"Content-Type": "application/json"}, 413),
+        ):
+            r = await node.client.post("/api/v1/events", content=body, headers={**auth, **headers})
+            assert r.status_code == status, (status, r.text)
+        r = await node.client.post("/api/v1/events", json={"events": events}, params={"dry_run": "maybe"}, headers=auth)
+        assert r.status_code == 422
+        assert (await node.client.post("/api/v1/events", json={"events": events})).status_code == 401
+        other = {**events[0], "unit_code": "79"}
+        r = await node.client.post("/api/v1/events", json={"events": [other]}, headers=auth)
+        assert r.status_code == 403 and r.json()["unit"] == "79", r.text
+        r = await node.client.post("/api/v1/events", json={"events": events}, headers={"Authorization": f"Bearer {read}"})
+        assert r.status_code == 403
+
+        # --- units
+        await get("/api/v1/units")
+        await get("/api/v1/units", level="commune", parent="46", limit=5000)
+        await get("/api/v1/units", level="province", limit=2, offset=1)
+        await get("/api/v1/units/VN")
+        await get(f"/api/v1/units/{unit}")
+        await get("/api/v1/units/99999", status=404)
+        await get("/api/v1/units", parent="99999", status=404)
+        await get("/api/v1/units", limit=0, status=422)
+        await get("/api/v1/units", token=None, status=401)
+        await get("/api/v1/units", token="chiso_not-a-key", status=401)
+        await get("/api/v1/units", token=ingest, status=403)
+        await get("/api/v1/units", token=admin)
+
+        # --- KPI reads, every period kind, the cache (ETag/304) included
+        for code in ("VN", "46", unit):
+            for params in ({"window": w} for w in ("1d", "7d", "30d", "90d", "365d")):
+                await get(f"/api/v1/units/{code}/kpis", **params)
+            for kind in ("day", "week", "month", "quarter", "year"):
+                await get(f"/api/v1/units/{code}/kpis", period=kind)
+            await get(f"/api/v1/units/{code}/kpis", period="month", at=(now - timedelta(days=60)).date().isoformat())
+            await get(f"/api/v1/units/{code}/sectors", window="30d")
+            for interval in ("day", "week", "month", "quarter"):
+                await get(f"/api/v1/units/{code}/series", kpi="on_time_rate", interval=interval)
+            await get(f"/api/v1/units/{code}/series", kpi="received", interval="day",
+                      **{"from": (now - timedelta(days=10)).date().isoformat(), "to": now.date().isoformat()})
+        await get("/api/v1/units/46/kpis", window="30d", sector="land")
+        await get("/api/v1/units/46/kpis", window="30d", sector="null")
+        etag = (await get("/api/v1/units/46/kpis", window="30d")).headers["etag"]
+        r = await node.client.get("/api/v1/units/46/kpis", params={"window": "30d"},
+                                  headers={"Authorization": f"Bearer {read}", "If-None-Match": etag})
+        assert r.status_code == 304
+        await get("/api/v1/rankings")
+        await get("/api/v1/rankings", level="commune", parent="46", window="30d", sort="-on_time_rate", limit=5000)
+        await get("/api/v1/rankings", level="commune", window="7d", sort="received", limit=5000)
+        await get("/api/v1/rankings", level="province", period="quarter", sort="-settlement_score", limit=3, offset=2)
+        await get("/api/v1/rankings", parent="99999", status=404)
+        await get("/api/v1/units/99999/kpis", status=404)
+        await get("/api/v1/units/99999/series", status=404)
+        await get("/api/v1/units/99999/sectors", status=404)
+        await get("/api/v1/units/46/kpis", window="2d", status=422)
+        await get("/api/v1/units/46/kpis", period="week", window="7d", status=422)
+        await get("/api/v1/units/46/kpis", at="yesterday", period="day", status=422)
+        await get("/api/v1/rankings", sort="-nothing", status=422)
+        await get("/api/v1/rankings", limit=5001, status=422)
+        await get("/api/v1/units/46/series", kpi="nothing", status=422)
+        await get("/api/v1/units/46/series", interval="day", **{"from": "2020-01-01", "to": "2025-01-01"}, status=422)
+        await get("/api/v1/units/46/sectors", window="1y", status=422)
+        await get("/api/v1/units/46/kpis", token=None, status=401)
+        await get("/api/v1/rankings", token=ingest, status=403)
+        await get("/api/v1/units/46/series", token=ingest, status=403)
+        await get("/api/v1/units/46/sectors", token=None, status=401)
+
+        # --- the network: the pull feed (with day and cohort records), and a signed push to the central node
+        exporter = Exporter(node.db, node.settings)
+        try:
+            assert await exporter.produce() > 0
+        finally:
+            await exporter.close()
+        feed = (await get("/api/v1/export/snapshots", limit=5000)).json()
+        assert {r["kind"] for r in feed["records"]} == {"day", "cohort"}
+        await get("/api/v1/export/snapshots", after=feed["next_after"], limit=1)
+        await get("/api/v1/export/snapshots", after=-1, status=422)
+        await get("/api/v1/export/snapshots", token=None, status=401)
+        await get("/api/v1/export/snapshots", token=ingest, status=403)
+        body = snapshot_body("hue", [orjson.dumps(r).decode() for r in feed["records"]])
+        headers = {"Content-Type": "application/json", "X-Chiso-Node": "hue", "Idempotency-Key": "k1"}
+        r = await central.client.post("/api/v1/network/snapshots", content=body, headers={**headers, "X-Chiso-Signature": sign(body, SECRET)})
+        assert r.status_code == 200 and r.json()["applied"] == len(feed["records"]), r.text
+        r = await central.client.post("/api/v1/network/snapshots", content=body, headers={**headers, "X-Chiso-Signature": sign(body, "wrong")})
+        assert r.status_code == 401
+        for raw, status in ((b"{not json", 400), (b'{"records": 3}', 422), (orjson.dumps({"records": [{"kind": "week"}]}), 422)):
+            r = await central.client.post("/api/v1/network/snapshots", content=raw, headers={**headers, "X-Chiso-Signature": sign(raw, SECRET)})
+            assert r.status_code == status, (status, r.text)
+        central_read = await central.key("read")
+        r = await central.get("/api/v1/units/46/kpis", central_read, period="month")
+        assert r.status_code == 200
+
+        # --- operations
+        await get("/healthz", token=None)
+        await get("/readyz", token=None)
+        r = await get("/metrics", token=None)
+        assert r.headers["content-type"].startswith("text/plain")
+
+        conformance.assert_ok()
+        # every operation of the document was exercised, and every success status seen
+        assert {(m, p) for m, p, _ in conformance.seen} == operations(spec)
+        for method, path in operations(spec):
+            success = next(s for s in spec["paths"][path][method.lower()]["responses"] if s.startswith("2"))
+            assert conformance.seen[(method, path, success)], (method, path)
+        statuses = Counter(s for _, _, s in conformance.seen)
+        assert {"200", "202", "304", "400", "401", "403", "404", "413", "415", "422"} <= set(statuses)
+
+
+async def test_public_reads_are_documented_as_optional_auth(make_service):
+    async with make_service(public_read=True) as svc:
+        spec = (await svc.client.get("/openapi.json")).json()
+        conformance = Conformance(spec)
+        conformance.watch(svc.client)
+        assert spec["paths"]["/api/v1/units"]["get"]["security"] == [{"bearer": []}, {}]
+        assert spec["paths"]["/api/v1/events"]["post"]["security"] == [{"bearer": []}]
+        r = await svc.client.get("/api/v1/rankings", params={"level": "commune", "limit": 5000})
+        assert r.status_code == 200 and r.json()["total"] == 3321
+        assert (await svc.client.get("/api/v1/units/VN/kpis")).status_code == 200
+        conformance.assert_ok()
