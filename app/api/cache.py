@@ -1,10 +1,16 @@
 """A per-worker cache of rendered KPI answers, so thousands of pollers cost almost nothing.
 
-An entry is served while the data version it was computed at is still current (for `idle_for`
-seconds, because deadlines pass without events; then, up to `stale_for`, while one refresh runs
-behind it), or for `fresh_for` seconds whatever happens: under continuous ingest that bounds
-staleness well within the SPEC's one second. A worker's own writes bump the version, so a client reads its own writes. Concurrent
-misses for the same answer are computed once.
+An entry's age counts from the moment its computation started (every event acknowledged before
+then is in it). An entry is served:
+- for `fresh_for` seconds whatever happens;
+- while the data version it was computed at is still current: for `idle_for` seconds (deadlines
+  pass without events), then, up to `stale_for`, while one refresh runs behind it;
+- when the data changed, while it is younger than `changed_for` (under the SPEC's one second),
+  while one refresh runs behind it: so under continuous ingest pollers never wait for a
+  recomputation, and each polled answer is recomputed once per change, by nobody's request.
+Concurrent misses for the same answer are computed once. The data version is read at most once
+per `version_every` seconds for all requests of the worker. With `fresh_for` = 0 (the tests) an
+answer is never served across a change: a client reads its own writes.
 """
 
 from __future__ import annotations
@@ -35,24 +41,51 @@ class Entry:
 
 class AnswerCache:
     def __init__(
-        self, db: Database, fresh_for: float = 0.3, idle_for: float = 10.0, stale_for: float = 30.0, max_entries: int = 4096
+        self,
+        db: Database,
+        fresh_for: float = 0.3,
+        idle_for: float = 10.0,
+        stale_for: float = 30.0,
+        changed_for: float = 0.8,
+        max_entries: int = 4096,
     ):
         self.db = db
         self.fresh_for = fresh_for
         self.idle_for = idle_for
         self.stale_for = stale_for
+        self.changed_for = changed_for if fresh_for > 0 else 0.0
+        self.version_every = min(0.05, fresh_for)
+        self._version: tuple[float, int] | None = None
+        self._version_read: asyncio.Future | None = None
         self._refreshing: set[asyncio.Task] = set()
         self.max_entries = max_entries
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._inflight: dict[str, asyncio.Future] = {}
 
     def invalidate(self) -> None:
-        """Forget every answer: this worker just committed new events."""
-        self._entries.clear()
+        """This worker just committed new figures: the next request reads the version anew."""
+        self._version = None
 
     async def version(self) -> int:
-        async with self.db.session() as session:
-            return await meta.read_meta(session, meta.DATA_VERSION)
+        """The data version, read once for every request within `version_every` seconds."""
+        now = time.monotonic()
+        if self._version is not None and now - self._version[0] < self.version_every:
+            return self._version[1]
+        if self._version_read is not None:
+            return await asyncio.shield(self._version_read)
+        future = self._version_read = asyncio.get_running_loop().create_future()
+        try:
+            async with self.db.session() as session:
+                value = await meta.read_meta(session, meta.DATA_VERSION)
+            self._version = (now, value)
+            future.set_result(value)
+            return value
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()
+            raise
+        finally:
+            self._version_read = None
 
     async def get(self, key: str, compute: Callable[[], Awaitable[dict]]) -> Entry:
         """The cached answer for `key`, or a freshly computed one.
@@ -70,15 +103,22 @@ class AnswerCache:
             if now - entry.at < self.idle_for:
                 return entry
             if now - entry.at < self.stale_for:
-                if key not in self._inflight:
-                    task = asyncio.ensure_future(self._compute(key, compute, version))
-                    self._refreshing.add(task)
-                    task.add_done_callback(self._refreshed)
+                self._refresh(key, compute, version)
                 return entry
+        elif entry is not None and now - entry.at < self.changed_for:
+            self._refresh(key, compute, version)
+            return entry
         pending = self._inflight.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
         return await self._compute(key, compute, version)
+
+    def _refresh(self, key: str, compute: Callable[[], Awaitable[dict]], version: int) -> None:
+        """Recompute an answer behind the one being served, unless that runs already."""
+        if key not in self._inflight:
+            task = asyncio.ensure_future(self._compute(key, compute, version))
+            self._refreshing.add(task)
+            task.add_done_callback(self._refreshed)
 
     def _refreshed(self, task: asyncio.Task) -> None:
         self._refreshing.discard(task)
@@ -89,10 +129,11 @@ class AnswerCache:
         """Compute one answer, once however many ask for it meanwhile."""
         future = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
+        started = time.monotonic()
         try:
             payload = await compute()
             basis = {k: v for k, v in payload.items() if k != "as_of"}
-            entry = Entry(orjson.dumps(payload), etag_of(orjson.dumps(basis)), version, time.monotonic())
+            entry = Entry(orjson.dumps(payload), etag_of(orjson.dumps(basis)), version, started)
             self._entries[key] = entry
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+import time
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
@@ -273,3 +274,28 @@ class TestAnswerCache:
         await svc.get("/api/v1/rankings", read, level="province")
         assert not cache._refreshing and cache._entries[key] is not too_old  # recomputed before answering
 
+
+    async def test_changed_data_is_recomputed_once_behind_the_served_answer(self, make_service):
+        """Under continuous ingest pollers never wait: an answer younger than `changed_for` is served
+        while one refresh runs; older, it is recomputed first; never across the SPEC's second."""
+        async with make_service(answer_cache_seconds=0.3) as svc:
+            read = await svc.key("read")
+            ingest = await svc.key("ingest", "46")
+            cache = svc.app.state.answers
+            assert 0 < cache.changed_for < 1.0
+            first = (await svc.get("/api/v1/units/46/kpis", read, window="7d")).json()["kpis"]["received"]
+            key, entry = next((k, e) for k, e in cache._entries.items() if "/46/" in k)
+            now = datetime.now(UTC)
+            await post(svc, ingest, [received("19777", uuid.uuid4().hex, now - timedelta(minutes=1), now + timedelta(days=1))])
+            young = cache._entries[key] = replace(entry, at=time.monotonic() - cache.fresh_for - 0.01)
+            answers = await asyncio.gather(*(svc.get("/api/v1/units/46/kpis", read, window="7d") for _ in range(20)))
+            assert {a.json()["kpis"]["received"] for a in answers} == {first}  # the served answer, at once
+            assert len(cache._refreshing) == 1  # one refresh for twenty pollers
+            await asyncio.gather(*cache._refreshing)
+            assert cache._entries[key] is not young
+            served = (await svc.get("/api/v1/units/46/kpis", read, window="7d")).json()["kpis"]["received"]
+            assert served == first + 1
+            await post(svc, ingest, [received("19777", uuid.uuid4().hex, now - timedelta(minutes=1), now + timedelta(days=1))])
+            cache._entries[key] = replace(entry, at=time.monotonic() - cache.changed_for - 0.01)
+            late = (await svc.get("/api/v1/units/46/kpis", read, window="7d")).json()["kpis"]["received"]
+            assert late == first + 2 and not cache._refreshing  # too old to serve: recomputed first
