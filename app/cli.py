@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -59,14 +60,18 @@ def serve(
 
     from app.export.process import ExporterProcess
 
-    _run(_prepare)
-    os.environ["MIGRATE_ON_START"] = "false"  # done once above, not by every worker
     exporter = ExporterProcess() if Settings().export_enabled else None
     if workers > 1 or exporter is not None:  # the workers' and the exporter's metrics add up
+        # Before anything imports prometheus_client (migrating below imports app.metrics): it picks
+        # in-memory or file-backed values once, at import, and one worker serves in this process.
         mp_dir = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or Path(tempfile.gettempdir()) / f"chiso-metrics-{port}")
+        if "prometheus_client" in sys.modules and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            raise RuntimeError("prometheus_client was imported before PROMETHEUS_MULTIPROC_DIR was set")
         shutil.rmtree(mp_dir, ignore_errors=True)  # stale files of dead workers would add up forever
         mp_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(mp_dir)
+    _run(_prepare)
+    os.environ["MIGRATE_ON_START"] = "false"  # done once above, not by every worker
     if exporter is not None:
         exporter.start()
         os.environ["EXPORT_ENABLED"] = "false"  # the web workers leave it to that process

@@ -9,6 +9,7 @@ application/problem+json.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from importlib import resources
 from typing import Any
 
@@ -62,11 +63,34 @@ Reads may be public (`PUBLIC_READ=true`); posting never is.
 """
 
 
+# ReDoc's attribution shows a logo from Redocly's CDN: the service's own image instead.
+REDOC_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
+# The pages load nothing from elsewhere, whatever a bundle might try (Swagger UI's inline start-up
+# script and ReDoc's inline styles are allowed).
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+@lru_cache(maxsize=len(FILES))
+def _asset_bytes(name: str) -> bytes:
+    data = resources.files("fastapi_offline").joinpath("static", name).read_bytes()
+    if name == "redoc.standalone.js":
+        data = data.replace(REDOC_LOGO, ASSETS.encode() + b"/favicon.png")
+    return data
+
+
 def _asset(name: str) -> Response:
     if name not in FILES:
         raise NotFound(f"no docs asset {name}")
-    data = resources.files("fastapi_offline").joinpath("static", name).read_bytes()
-    return Response(data, media_type=FILES[name], headers=HEADERS)
+    return Response(_asset_bytes(name), media_type=FILES[name], headers=HEADERS)
+
+
+def _page(html: HTMLResponse) -> HTMLResponse:
+    html.headers.update(PAGE_HEADERS)
+    return html
 
 
 @router.get(ASSETS + "/{name}")
@@ -77,7 +101,7 @@ async def docs_asset(name: str) -> Response:
 @router.get("/docs")
 async def swagger_ui(request: Request) -> HTMLResponse:
     root = request.scope.get("root_path", "")
-    return get_swagger_ui_html(
+    return _page(get_swagger_ui_html(
         openapi_url=f"{root}{request.app.openapi_url}",
         title="chiso API",
         swagger_js_url=f"{root}{ASSETS}/swagger-ui-bundle.js",
@@ -85,7 +109,7 @@ async def swagger_ui(request: Request) -> HTMLResponse:
         swagger_favicon_url=f"{root}{ASSETS}/favicon.png",
         oauth2_redirect_url=f"{root}/docs/oauth2-redirect",
         swagger_ui_parameters=SWAGGER_PARAMETERS,
-    )
+    ))
 
 
 @router.get("/docs/oauth2-redirect")
@@ -96,13 +120,13 @@ async def swagger_ui_redirect() -> HTMLResponse:
 @router.get("/redoc")
 async def redoc(request: Request) -> HTMLResponse:
     root = request.scope.get("root_path", "")
-    return get_redoc_html(
+    return _page(get_redoc_html(
         openapi_url=f"{root}{request.app.openapi_url}",
         title="chiso API",
         redoc_js_url=f"{root}{ASSETS}/redoc.standalone.js",
         redoc_favicon_url=f"{root}{ASSETS}/favicon.png",
         with_google_fonts=False,
-    )
+    ))
 
 
 NOT_MODIFIED = {
