@@ -13,9 +13,12 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-## Serve on the embedded default (SQLite under ./var/), registry loaded, http://127.0.0.1:8000
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+## Serve on the embedded default (SQLite under ./var/), registry loaded, http://$(HOST):$(PORT) (make run PORT=8080 HOST=0.0.0.0)
 run: $(BIN)/.installed
-	$(BIN)/chiso serve
+	$(BIN)/chiso serve --host $(HOST) --port $(PORT)
 
 ## The whole test suite, both stores (PostgreSQL at CHISO_TEST_PG, default the local server)
 test: $(BIN)/.installed
