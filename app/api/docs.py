@@ -14,7 +14,11 @@ from importlib import resources
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, Response
 
@@ -142,7 +146,7 @@ def _problem_media(schema: dict[str, Any]) -> None:
         for operation in path.values():
             for status, response in operation.get("responses", {}).items():
                 content = response.get("content")
-                if not content or not status[:1] in ("4", "5") or "application/json" not in content:
+                if not content or status[:1] not in ("4", "5") or "application/json" not in content:
                     continue
                 if status == "503" and "Ready" in str(content["application/json"].get("schema")):
                     continue  # /readyz answers its own JSON when not ready

@@ -66,7 +66,10 @@ REQUEST_BODY = {
     response_model=IngestAnswer,
     responses={
         202: {"description": "Every accepted event is durably committed; `items` lists those not accepted."},
-        **problems(400, 401, 403, 413, 415, 422, 429, 503, s422="The JSON is not an object with an `events` array, or a parameter is malformed."),
+        **problems(
+            400, 401, 403, 413, 415, 422, 429, 503,
+            s422="The JSON is not an object with an `events` array, or a parameter is malformed.",
+        ),
     },
     openapi_extra={"requestBody": REQUEST_BODY},
     summary="Ingest a batch of dossier events",

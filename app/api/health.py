@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from app.api.responses import JSONResponse
 
 from app import metrics
 from app.api.deps import DbDep
+from app.api.responses import JSONResponse
 from app.api.schemas import Health, Ready
 from app.db.migrate import schema_is_current
 from app.export import service as export_service
@@ -53,7 +53,9 @@ async def readyz(db: DbDep, request: Request) -> JSONResponse:
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"description": "Prometheus text format 0.0.4.", "content": {"text/plain; version=0.0.4": {"schema": {"type": "string"}}}}},
+    responses={
+        200: {"description": "Prometheus text format 0.0.4.", "content": {"text/plain; version=0.0.4": {"schema": {"type": "string"}}}}
+    },
     summary="Prometheus metrics",
     description="The service metrics summed over every worker process (ingested events by outcome, batch latency, "
     "database errors, export lag and backlog, KPI answer latency) and the KPI gauges per province read from the "

@@ -155,7 +155,10 @@ async def series(
     settings: SettingsDep,
     kpi: Annotated[
         str,
-        Query(description="A KPI name, e.g. `on_time_rate` (tỷ lệ giải quyết đúng hạn) or `received` (hồ sơ tiếp nhận).", examples=["on_time_rate"]),
+        Query(
+            description="A KPI name, e.g. `on_time_rate` (tỷ lệ giải quyết đúng hạn) or `received` (hồ sơ tiếp nhận).",
+            examples=["on_time_rate"],
+        ),
     ] = "on_time_rate",
     interval: Annotated[
         Literal["day", "week", "month", "quarter"], Query(description="The length of each point.", examples=["week"])

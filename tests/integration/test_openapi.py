@@ -315,12 +315,16 @@ async def test_every_answer_matches_the_document(pair):
         await get("/api/v1/export/snapshots", token=ingest, status=403)
         body = snapshot_body("hue", [orjson.dumps(r).decode() for r in feed["records"]])
         headers = {"Content-Type": "application/json", "X-Chiso-Node": "hue", "Idempotency-Key": "k1"}
-        r = await central.client.post("/api/v1/network/snapshots", content=body, headers={**headers, "X-Chiso-Signature": sign(body, SECRET)})
+
+        async def push(raw: bytes, secret: str = SECRET) -> httpx.Response:
+            signed = {**headers, "X-Chiso-Signature": sign(raw, secret)}
+            return await central.client.post("/api/v1/network/snapshots", content=raw, headers=signed)
+
+        r = await push(body)
         assert r.status_code == 200 and r.json()["applied"] == len(feed["records"]), r.text
-        r = await central.client.post("/api/v1/network/snapshots", content=body, headers={**headers, "X-Chiso-Signature": sign(body, "wrong")})
-        assert r.status_code == 401
+        assert (await push(body, "wrong")).status_code == 401
         for raw, status in ((b"{not json", 400), (b'{"records": 3}', 422), (orjson.dumps({"records": [{"kind": "week"}]}), 422)):
-            r = await central.client.post("/api/v1/network/snapshots", content=raw, headers={**headers, "X-Chiso-Signature": sign(raw, SECRET)})
+            r = await push(raw)
             assert r.status_code == status, (status, r.text)
         central_read = await central.key("read")
         r = await central.get("/api/v1/units/46/kpis", central_read, period="month")
