@@ -19,6 +19,7 @@ from app.aggregates.writes import DOSSIER_COLUMNS, OWN_TABLES, ROLLUP_TABLES, ro
 from app.db.models import (
     ALL_SECTORS,
     LOCAL_SOURCE,
+    UNSETTLED,
     Dossier,
     DossierEvent,
     DossierFuture,
@@ -120,7 +121,7 @@ async def read_sums(
             cols.append(func.sum(case((after, day_t.o_in - day_t.o_out), else_=0)).label(f"oa_{i}"))
     stmt = _select(scope, day_t, cols, [day_t.sector == sector, day_t.day >= low])
     width = len(counters) + (0 if cohort_only else 2)
-    for row in (await session.execute(stmt, params)).all():  # g, then per span: counters[, pa, oa]
+    for row in (await (await session.connection()).execute(stmt, params)).all():  # g, then per span: counters[, pa, oa]
         for i, sums in enumerate(out[row[0]]):
             values = [int(v or 0) for v in row[1 + i * width : 1 + (i + 1) * width]]
             sums.flows = dict(zip(counters, values))
@@ -135,7 +136,7 @@ async def read_sums(
         [func.sum(total_t.p_in - total_t.p_out).label("p"), func.sum(total_t.o_in - total_t.o_out).label("o")],
         [total_t.sector == sector],
     )
-    for row in (await session.execute(stmt, params)).mappings():
+    for row in (await (await session.connection()).execute(stmt, params)).mappings():
         for sums in out[row["g"]]:
             sums.pending_total = int(row["p"] or 0)
             sums.overdue_total = int(row["o"] or 0)
@@ -151,7 +152,7 @@ async def read_sums(
         [hist_t.sector == sector, hist_t.day >= min(s.start for s in spans)],
         [hist_t.bucket],
     )
-    for row in (await session.execute(stmt, params)).mappings():
+    for row in (await (await session.connection()).execute(stmt, params)).mappings():
         for i, sums in enumerate(out[row["g"]]):
             if row[f"n_{i}"]:
                 sums.hist[row["bucket"]] = int(row[f"n_{i}"])
@@ -177,7 +178,7 @@ async def _read_cohort(session: AsyncSession, scope: Scope, spans: list[Span], s
     stmt = _select(
         scope, due_t, cols, [due_t.sector == sector, due_t.recv_day >= min(s.start for s in spans)]
     )
-    for row in (await session.execute(stmt, params)).mappings():
+    for row in (await (await session.connection()).execute(stmt, params)).mappings():
         for i, sums in enumerate(out[row["g"]]):
             sums.cohort_due = int(row[f"d_{i}"] or 0)
 
@@ -274,7 +275,11 @@ def _today_statement(level: str | None, parent: str | None, has_codes: bool, liv
             or_(d.end_at.is_(None), d.end_at > d.eff_due_at),
         )
         cols.append(func.sum(case((late, 1), else_=0)).label(f"l_{i}"))
-    where = [d.eff_due_at >= bindparam("today_at", type_=d.eff_due_at.type), d.eff_due_at < bindparam("tomorrow_at", type_=d.eff_due_at.type)]
+    where = [
+        d.eff_due_at >= bindparam("today_at", type_=d.eff_due_at.type),
+        d.eff_due_at < bindparam("tomorrow_at", type_=d.eff_due_at.type),
+        UNSETTLED,  # both counts need it; the partial indexes hold only these dossiers
+    ]
     if not any_sector:
         where.append(d.sector == bindparam("sector"))
     return _select(_scope_shape(level, parent, has_codes), d, cols, where)

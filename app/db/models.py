@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Boolean, Date, Index, Integer, SmallInteger, String, Text
+from sqlalchemy import BigInteger, Boolean, Date, Index, Integer, SmallInteger, String, Text, or_, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base
@@ -58,6 +58,9 @@ class DossierEvent(Base):
     __table_args__ = (Index("ix_dossier_event_unit_dossier", "unit_code", "dossier_id"),)
 
 
+UNSETTLED_SQL = text("end_at IS NULL OR end_at > eff_due_at")  # open, or settled after the deadline
+
+
 class Dossier(Base):
     """A dossier's state: a merge of its events that does not depend on their order."""
 
@@ -89,9 +92,13 @@ class Dossier(Base):
     end_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ok_766: Mapped[bool] = mapped_column(Boolean, default=False)
 
-    # By deadline: the exact corrections within today; per unit first, so a commune's or a
+    # By deadline, only dossiers open or settled after their deadline (the others are never late
+    # nor still due): the exact corrections within today; per unit first, so a commune's or a
     # province's read touches its own dossiers due today, not the nation's.
-    __table_args__ = (Index("ix_dossier_eff_due_at", "eff_due_at"), Index("ix_dossier_unit_due", "unit_code", "eff_due_at"))
+    __table_args__ = (
+        Index("ix_dossier_due_unsettled", "eff_due_at", postgresql_where=UNSETTLED_SQL, sqlite_where=UNSETTLED_SQL),
+        Index("ix_dossier_unit_due_unsettled", "unit_code", "eff_due_at", postgresql_where=UNSETTLED_SQL, sqlite_where=UNSETTLED_SQL),
+    )
 
 
 class DossierFuture(Base):
@@ -351,3 +358,6 @@ class NetworkCohort(Base):
     sequence: Mapped[int] = mapped_column(BigInteger)
     c_size: Mapped[int] = _counter()
     c_ok: Mapped[int] = _counter()
+
+
+UNSETTLED = or_(Dossier.end_at.is_(None), Dossier.end_at > Dossier.eff_due_at)  # the same, as an expression
