@@ -19,18 +19,22 @@ JSON = {"content-type": "application/json"}
 
 
 def ingest_proc(out, base: str, token: str, communes: list[str], g: int, n_gen: int, b_start: int, b_end: int,
-                clients: int, tag: str, deadline: float, seed: int, span: float, now: datetime) -> None:
+                clients: int, tag: str, deadline: float, seed: int, span: float, now: datetime,
+                size: int = 1000, pace: float = 0.0) -> None:
     """Post batches b_start..b_end-1 whose commune (b mod len(communes)) belongs to generator g; the
-    run's batches tile the `span` days before `now` (bench.gen.window)."""
+    run's batches tile the `span` days before `now` (bench.gen.window). `size` events a batch; with
+    `pace` > 0, open loop: batch k of this generator is sent at start + k / pace, whatever the answers."""
     try:
         out.put(("ingest", g, asyncio.run(_ingest(base, token, communes, g, n_gen, b_start, b_end, clients, tag,
-                                                  deadline, seed, span, now))))
+                                                  deadline, seed, span, now, size, pace))))
     except KeyboardInterrupt:
         pass
 
 
-async def _ingest(base, token, communes, g, n_gen, b_start, b_end, clients, tag, deadline, seed, span, now):
+async def _ingest(base, token, communes, g, n_gen, b_start, b_end, clients, tag, deadline, seed, span, now,
+                  size=1000, pace=0.0):
     rng = random.Random(seed)
+    started, sent_k = time.monotonic(), [0]
     nc = len(communes)
     plan = iter([b for b in range(b_start, b_end) if (b % nc) % n_gen == g])
     previous: dict[str, list[dict]] = {}
@@ -45,9 +49,14 @@ async def _ingest(base, token, communes, g, n_gen, b_start, b_end, clients, tag,
             for b in plan:
                 if time.time() >= deadline:
                     return
+                if pace > 0:  # open loop: this batch's slot on the schedule
+                    k, sent_k[0] = sent_k[0], sent_k[0] + 1
+                    await asyncio.sleep(max(0.0, started + k / pace - time.monotonic()))
+                    if time.time() >= deadline:
+                        return
                 commune = communes[b % nc]
                 within = window(b - b_start, b_end - b_start, nc, span, now)
-                events = make_batch(rng, commune, f"{tag}{b}", within, previous=previous.get(commune))
+                events = make_batch(rng, commune, f"{tag}{b}", within, size=size, previous=previous.get(commune))
                 previous[commune] = events[:40]
                 body = orjson.dumps({"events": events})
                 t_wall, t0, retries, status, res = time.time(), time.perf_counter(), 0, 0, {}

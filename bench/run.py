@@ -23,12 +23,12 @@ import asyncpg
 import httpx
 
 from bench import bare, naive
-from bench.gen import span_days
+from bench.gen import MAX_SPAN_DAYS, span_days
 from bench.load import ingest_proc, poll_proc, probe_proc
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"events_per_s": 25000, "vs_bare": 0.5, "vs_naive": 20, "ack_p99": 0.250, "fresh_p99": 1.0,
-           "unit_p99": 0.020, "national_p99": 0.050, "ranking_p99": 0.100, "growth_ratio": 1.5, "rss_mb": 300}
+           "unit_p99": 0.020, "national_p99": 0.050, "ranking_p99": 0.100, "series_p99": 0.050, "growth_ratio": 1.5, "rss_mb": 300}
 
 
 def pct(values, q):
@@ -191,6 +191,9 @@ class Run:
         return res, n_batches
 
     def reads(self, base, label):
+        return self._read_sets(base, label, (("paced", self.args.poll_interval), ("back-to-back", 0.0)))
+
+    def _read_sets(self, base, label, modes):
         a = self.args
         import random
         rng = random.Random(3)
@@ -206,7 +209,7 @@ class Run:
         per = max(1, a.pollers // a.generators)
         # Paced: each poller asks about once per --poll-interval s, as a dashboard does (the targets);
         # back to back: every poller asks again at once, which measures throughput, not latency.
-        for mode, interval in (("paced", a.poll_interval), ("back-to-back", 0.0)):
+        for mode, interval in modes:
             out[mode] = {}
             for name, urls in sets.items():
                 q = mp.Queue()
@@ -221,6 +224,44 @@ class Run:
                 self.log(f"reads {label} {mode} {name}: p50 {ms(r['p50'])} p99 {ms(r['p99'])} "
                          f"({r['rps']:.0f}/s, {errors} errors)")
         return out
+
+    def reads_while_posting(self, base, label, b0):
+        """The paced reads again while communes post a steady --post-rate events/s (batches of 100
+        from all communes, open loop): the data version changes many times a second."""
+        a = self.args
+        size, n_sets = 100, 5
+        duration = a.read_seconds * n_sets + 15
+        pace = a.post_rate / size / a.generators
+        n_batches = int(a.post_rate / size * duration * 1.2) + 10
+        q = mp.Queue()
+        now = datetime.now(UTC)
+        deadline = time.time() + duration
+        gens = [self.spawn(ingest_proc, q, base, self.token, self.communes, g, a.generators, b0, b0 + n_batches,
+                           16, "w", deadline, hash(("w", g)) & 0xFFFF, 1.0, now, size, pace)
+                for g in range(a.generators)]
+        time.sleep(3)  # the load settles
+        saved = a.poll_interval
+        out = self._read_sets(base, f"{label} while posting", (("paced", saved),))
+        got = self.collect(q, gens)
+        recs = [r for _, _, rs in got for r in rs]
+        ok = [r for r in recs if r[8] == 202]
+        first, last = min(r[0] for r in recs), max(r[1] for r in recs)
+        out["posting"] = {"events": sum(r[3] for r in ok), "seconds": last - first,
+                          "events_per_s": sum(r[3] for r in ok) / max(1e-9, last - first),
+                          "ack_p50": pct([r[2] for r in ok], 50), "ack_p99": pct([r[2] for r in ok], 99),
+                          "failed_batches": len(recs) - len(ok)}
+        self.log(f"posting during reads: {out['posting']['events_per_s']:.0f} events/s, "
+                 f"ack p99 {ms(out['posting']['ack_p99'])}")
+        return out, n_batches
+
+    def shape(self) -> dict:
+        """What reads pay for: aggregate rows, commune-days covered, the database's size."""
+        r = self.sql(self.dsn, "SELECT (SELECT count(*) FROM unit_day) AS unit_day, (SELECT count(*) FROM unit_day_hist) AS hist, "
+                     "(SELECT count(*) FROM rollup_day) AS rollup_day, (SELECT count(*) FROM dossier) AS dossiers, "
+                     "(SELECT count(*) FROM unit_day WHERE sector = '*' AND source = '' AND unit_code IN "
+                     "(SELECT code FROM unit WHERE level = 'commune') AND received > 0) AS commune_days, "
+                     "pg_database_size(current_database()) AS bytes")[0]
+        return dict(r)
 
     def stored_events(self):
         return self.sql(self.dsn, "SELECT count(*) AS n FROM dossier_event")[0]["n"]
@@ -263,6 +304,8 @@ class Run:
         n1 = self.stored_events()
         self.results["stored_1"] = n1
         self.results["reads_1"] = self.reads(base, "1x")
+        self.results["reads_1w"], nw = self.reads_while_posting(base, "1x", nb)
+        nb += nw
         # 4. growth
         target = a.events * a.growth
         self.log(f"growing to {target} events (at most {a.grow_seconds:.0f} s)")
@@ -272,6 +315,19 @@ class Run:
         n2 = self.stored_events()
         self.results["stored_2"] = n2
         self.results["reads_2"] = self.reads(base, f"{n2 / max(1, n1):.1f}x")
+        self.results["reads_2w"], nw = self.reads_while_posting(base, f"{n2 / max(1, n1):.1f}x", nb + 10**6)
+        # 5. a year of the nation: every commune with events on every day of the last 360 days
+        if a.year_events:
+            self.log(f"a year of the nation: {a.year_events} events over {gen_max_span()} days (at most {a.year_seconds:.0f} s)")
+            y, _ = self.ingest(base, a.year_events, "y", gen_max_span(), b0=nb + 2 * 10**6,
+                               deadline=time.time() + a.year_seconds)
+            self.results["year_ingest"] = y
+            n3 = self.stored_events()
+            self.results["stored_3"] = n3
+            self.results["year_shape"] = self.shape()
+            self.log(f"year: {n3} events stored; {self.results['year_shape']}")
+            self.results["reads_3"] = self.reads(base, "year")
+            self.results["reads_3w"], _ = self.reads_while_posting(base, "year", nb + 3 * 10**6)
         rss.stop()
         self.results["rss"] = rss.summary()
         self.stop_server(p)
@@ -361,6 +417,10 @@ class RssMonitor(threading.Thread):
                 "peak_total_mb": self.peak_total / 2**20, "workers": len(workers)}
 
 
+def gen_max_span() -> float:
+    return float(MAX_SPAN_DAYS)
+
+
 def ms(v):
     return "—" if v is None else f"{v * 1000:.1f} ms"
 
@@ -398,7 +458,8 @@ def table(res: dict) -> str:
     g = res["growth_ingest"]
     row("growth ingest events/s", f"{g['events_per_s']:,.0f}", f"stored {n1:,} -> {n2:,} ({n2 / max(1, n1):.1f}x)")
     limits = {"commune KPI (30d)": T["unit_p99"], "province KPI (30d)": T["unit_p99"],
-              "national KPI (30d)": T["national_p99"], "ranking 3,321 communes": T["ranking_p99"]}
+              "national KPI (30d)": T["national_p99"], "ranking 3,321 communes": T["ranking_p99"],
+              "52-week series (province)": T["series_p99"]}
     pollers, every = res["args"]["pollers"], res["args"]["poll_interval"]
     for name, r1 in res["reads_1"]["paced"].items():
         r2 = res["reads_2"]["paced"][name]
@@ -410,9 +471,36 @@ def table(res: dict) -> str:
         ok2 = None if lim is None else ((r2["p99"] or 9) <= lim and ratio <= T["growth_ratio"])
         row(f"  same, {n2 / max(1, n1):.1f}x data (p99 ratio {ratio:.2f})", f"{ms(r2['p50'])} / {ms(r2['p99'])}",
             f"<= {lim * 1000:.0f} ms, ratio <= 1.5" if lim else "ratio <= 1.5", ok2 if lim else ratio <= 1.5)
+        w1, w2 = res.get("reads_1w", {}).get("paced", {}).get(name), res.get("reads_2w", {}).get("paced", {}).get(name)
+        if w1 and w2:
+            okw = None if lim is None else max(w1["p99"] or 9, w2["p99"] or 9) <= lim
+            row(f"  same while posting {res['args']['post_rate']:,.0f} ev/s: 1x / {n2 / max(1, n1):.1f}x",
+                f"{ms(w1['p50'])} / {ms(w1['p99'])} ; {ms(w2['p50'])} / {ms(w2['p99'])}",
+                f"p99 <= {lim * 1000:.0f} ms" if lim else "", okw)
         s1, s2 = res["reads_1"]["back-to-back"][name], res["reads_2"]["back-to-back"][name]
         row(f"  {pollers} back to back: p99, answers/s 1x / {n2 / max(1, n1):.1f}x",
             f"{ms(s1['p99'])}, {s1['rps']:.0f}/s / {ms(s2['p99'])}, {s2['rps']:.0f}/s")
+    if "reads_3" in res:
+        y, n3, sh = res["year_ingest"], res["stored_3"], res["year_shape"]
+        row("year of the nation: events stored / ingest events/s", f"{n3:,} / {y['events_per_s']:,.0f}",
+            f"{sh['commune_days']:,} commune-days with receipts")
+        row("  database size, per million events", f"{sh['bytes'] / 2**30:.2f} GiB, {sh['bytes'] / 2**20 / max(1, n3 / 1e6):.0f} MiB",
+            f"unit_day {sh['unit_day']:,}, hist {sh['hist']:,}, rollup_day {sh['rollup_day']:,} rows")
+        for name, r1 in res["reads_1"]["paced"].items():
+            r3, w3 = res["reads_3"]["paced"][name], res["reads_3w"]["paced"][name]
+            lim = limits.get(name)
+            ratio = (r3["p99"] or 0) / r1["p99"] if r1["p99"] else float("nan")
+            ok3 = None if lim is None else ((r3["p99"] or 9) <= lim and ratio <= T["growth_ratio"])
+            row(f"{name} at the year: p50 / p99 (ratio to 1x); while posting", f"{ms(r3['p50'])} / {ms(r3['p99'])} ({ratio:.2f}); "
+                f"{ms(w3['p50'])} / {ms(w3['p99'])}", f"<= {lim * 1000:.0f} ms, ratio <= 1.5" if lim else "", ok3)
+            b3 = res["reads_3"]["back-to-back"][name]
+            row("  back to back at the year: p99, answers/s", f"{ms(b3['p99'])}, {b3['rps']:.0f}/s")
+    for tag in ("reads_1w", "reads_2w", "reads_3w"):
+        if tag in res:
+            pw = res[tag]["posting"]
+            label = {"reads_1w": "1x", "reads_2w": "grown", "reads_3w": "year"}[tag]
+            row(f"posting during reads ({label} data): events/s, ack p50 / p99",
+                f"{pw['events_per_s']:,.0f}, {ms(pw['ack_p50'])} / {ms(pw['ack_p99'])}", f"failed {pw['failed_batches']}")
     w = [max(len(r[i]) for r in rows + [("metric", "value", "target", "")]) for i in range(4)]
     line = "+" + "+".join("-" * (x + 2) for x in w) + "+"
     out = [line, "| " + " | ".join(h.ljust(w[i]) for i, h in enumerate(("metric", "value", "target", ""))) + " |", line]
@@ -437,6 +525,11 @@ def parse(argv=None):
     ap.add_argument("--grow-seconds", type=float, default=1200.0, help="time cap of the growth phase (default 1200)")
     ap.add_argument("--ref-events", type=int, default=200_000, help="events of the bare SQL reference")
     ap.add_argument("--naive-events", type=int, default=30_000, help="events of the naive reference")
+    ap.add_argument("--year-events", type=int, default=3_600_000,
+                    help="events of the 'year of the nation' phase: every commune, every day of 360 (default 3.6M; 0 skips)")
+    ap.add_argument("--year-seconds", type=float, default=900.0, help="time cap of the year phase (default 900)")
+    ap.add_argument("--post-rate", type=float, default=2000.0,
+                    help="events/s posted during the reads-while-posting phases (default 2,000)")
     ap.add_argument("--probe-interval", type=float, default=0.5, help="seconds between freshness samples")
     ap.add_argument("--pg", default=os.environ.get("CHISO_BENCH_PG", "postgresql://postgres@127.0.0.1:5432"),
                     help="PostgreSQL server (a database is created and dropped on it)")
@@ -447,6 +540,7 @@ def parse(argv=None):
     if args.quick:
         args.events, args.read_seconds, args.growth, args.grow_seconds = 100_000, 3.0, 2, 60.0
         args.ref_events, args.naive_events = 30_000, 5_000
+        args.year_events, args.year_seconds = 66_420, 30.0
     return args
 
 

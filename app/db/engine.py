@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -62,6 +63,9 @@ class Database:
             write_engine = self.engine
         self._reads = async_sessionmaker(self.engine, expire_on_commit=False)
         self._writes = async_sessionmaker(write_engine, expire_on_commit=False)
+        # Write transactions take at most half of the pool, so that reads (dashboards polling while
+        # communes post) always find a connection instead of queueing behind a burst of batches.
+        self._write_slots = asyncio.Semaphore(max(1, pool_size // 2))
 
     @property
     def is_sqlite(self) -> bool:
@@ -70,7 +74,7 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A write transaction, committed when the block ends without error."""
-        async with self._writes() as session, session.begin():
+        async with self._write_slots, self._writes() as session, session.begin():
             yield session
 
     @asynccontextmanager
