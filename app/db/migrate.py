@@ -1,7 +1,14 @@
-"""Run Alembic from the code: on start, from the CLI, from tests."""
+"""Run Alembic from the code: on start, from the CLI, from tests.
+
+The scripts are package data: `app/migrations` (a symlink to the top-level `migrations/` in the source
+tree, real files in a wheel) holds env.py, script.py.mako and versions/. The configuration is built here
+rather than read from alembic.ini, which a wheel does not carry; alembic.ini stays for the `alembic`
+command run from the source tree (`alembic revision --autogenerate`), which writes to `migrations/`.
+"""
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 from alembic import command
@@ -10,12 +17,15 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = Path(str(files("app") / "migrations"))
 
 
 def alembic_config(url: str | None = None) -> Config:
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    if not (SCRIPTS / "env.py").is_file():
+        raise RuntimeError(f"Alembic scripts missing from the installed package: {SCRIPTS} has no env.py")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(SCRIPTS))
+    cfg.set_main_option("path_separator", "os")
     if url:
         cfg.attributes["url"] = url
     return cfg
