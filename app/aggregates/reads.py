@@ -339,6 +339,17 @@ def _as_date(v):
     return v
 
 
+async def read_units_due_between(session: AsyncSession, since: datetime, until: datetime) -> list[str]:
+    """Units whose figures at now moved with time alone in (since, until]: an open (or late-settled)
+    dossier's deadline passed (overdue, the INDEX-766 cohort), or an event dated ahead of its
+    arrival came due (pending). Reads the partial deadline index and the few future marks."""
+    d, f = Dossier, DossierFuture
+    due = select(d.unit_code).where(UNSETTLED, d.eff_due_at > since, d.eff_due_at <= until)
+    ahead = select(f.unit_code).where(f.at > since, f.at <= until)
+    rows = await session.execute(due.union(ahead))
+    return sorted(set(rows.scalars()))
+
+
 async def read_event_units(session: AsyncSession) -> list[str]:
     """Every unit that has stored events."""
     return list((await session.execute(select(DossierEvent.unit_code).distinct().order_by(DossierEvent.unit_code))).scalars())

@@ -28,6 +28,7 @@ from app.export import repository as repo
 from app.export.outbox import PARK, PARKED, PENDING, SEND, SENT, Backoff, classify
 from app.export.signing import sign
 from app.aggregates import periods
+from app.aggregates import reads
 from app.aggregates.reads import read_sums
 from app.aggregates.sums import Scope, Sums, span_for
 
@@ -70,6 +71,7 @@ class Exporter:
         self._lock_conn = None
         self._retry_at = 0.0
         self._resume_after = ""  # the unit a produce() cut short by its budget stopped after
+        self._complete_at: datetime | None = None  # when a produce() last reached every unit
         self.step_records = PRODUCE_RECORDS
         self.backoff = Backoff(base=max(0.5, settings.export_interval), cap=settings.export_backoff_max)
 
@@ -182,7 +184,13 @@ class Exporter:
             last = today.toordinal()
         async with self.db.session() as session:
             dirty = await repo.read_dirty(session)
-            pending = await repo.read_pending_units(session)
+            if self._complete_at is None or last != today.toordinal():
+                # A new day (or a new exporter): every unit with pending dossiers gets its day records.
+                pending = await repo.read_pending_units(session)
+            else:
+                # Within the day, today's figures of a unit without events move only when one of its
+                # deadlines passes (overdue, the cohort) or a future-dated event comes due.
+                pending = await reads.read_units_due_between(session, self._complete_at, now)
         base = min(date.fromordinal(last), today - timedelta(days=1))
         starts: dict[str, date] = {}
         cleared: dict[str, int] = {}
@@ -219,6 +227,7 @@ class Exporter:
             self._resume_after = step[-1][0]
         if done == len(items):
             self._resume_after = ""
+            self._complete_at = now
             async with self.db.transaction() as session:
                 await meta.set_meta(session, repo.LAST_DAY, today.toordinal())
         if produced:

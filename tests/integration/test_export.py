@@ -179,6 +179,29 @@ class TestRecords:
             await net.post([ev("received", net.communes[0], "P1", local_noon(3), channel="online", due_at=local_noon(-3))])  # duplicate
             assert await net.exporter.produce() == 0
 
+    async def test_a_deadline_passing_sends_todays_record_again_without_any_event(self, network):
+        """Within a day only units whose deadlines pass (or future-dated events come due) are
+        recomputed by time; their today's record goes out again with the new overdue."""
+        import asyncio
+
+        async with network() as net:
+            due_soon, calm = net.communes[0], net.communes[1]
+            now = datetime.now(UTC)
+            await net.post([
+                ev("received", due_soon, "S1", now - timedelta(hours=1), channel="online", due_at=now + timedelta(seconds=2)),
+                ev("received", calm, "C1", now - timedelta(hours=1), channel="online", due_at=now + timedelta(days=3)),
+            ])
+            assert await net.exporter.produce() > 0
+            last = (await net.feed())["next_after"]
+            today = datetime.now(TZ).date().isoformat()
+            before = {r["unit"]: r for r in (await net.feed())["records"] if r["kind"] == "day" and r["day"] == today}
+            assert before[due_soon]["overdue"] == 0 and before[calm]["overdue"] == 0
+            await asyncio.sleep(2.5)
+            assert await net.exporter.produce() > 0
+            new = [r for r in (await net.feed(after=last))["records"] if r["kind"] == "day"]
+            assert [(r["unit"], r["day"], r["overdue"], r["pending"]) for r in new] == [(due_soon, today, 1, 1)]
+            assert await net.exporter.produce() == 0
+
     async def test_a_late_event_sends_every_day_since_it_occurred_again(self, network):
         async with network() as net:
             unit = net.communes[0]
