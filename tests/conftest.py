@@ -24,6 +24,7 @@ from app.keys import service as keys
 from app.main import create_app, prepare_database
 from app.settings import Settings
 from app.units.service import RegistryCache
+from tests.openapi_check import Conformance
 
 PG_ADMIN = os.environ.get("CHISO_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REQUIRE_PG = os.environ.get("CI", "").lower() == "true" or os.environ.get("CHISO_REQUIRE_PG") == "1"
@@ -132,6 +133,7 @@ class Service:
     client: httpx.AsyncClient
     settings: Settings
     url: str
+    conformance: Conformance | None = None  # every answer `client` receives, checked against /openapi.json
 
     @property
     def db(self) -> Database:
@@ -158,7 +160,9 @@ async def start_service(url: str, **overrides) -> AsyncIterator[Service]:
     async with LifespanManager(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://chiso.test") as client:
-            yield Service(app, client, settings, url)
+            # strict: the request whose answer the OpenAPI document does not describe raises in the test
+            conformance = Conformance.of_app(app).watch(client, strict=True)
+            yield Service(app, client, settings, url, conformance)
 
 
 @pytest.fixture(scope="session")

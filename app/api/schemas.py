@@ -246,7 +246,11 @@ class IngestItem(Answer):
     """An event that was not accepted."""
 
     index: int = Field(description="0-based position in the batch (for NDJSON: among the non-blank lines).", examples=[9])
-    event_id: str | None = Field(description="The event's `event_id`, when it had a usable one.", examples=["hue-2025-000123-r"])
+    event_id: Any = Field(
+        description="The event's `event_id` as sent: a string for a duplicate; for a rejected event whatever JSON value "
+        "it carried (a number, say, when that is why it was rejected), null when it had none or was not an object.",
+        examples=["hue-2025-000123-r"],
+    )
     status: Literal["duplicate", "rejected"] = Field(examples=["rejected"])
     errors: list[ErrorItem] | None = Field(None, description="Rejected events only: why.")
 

@@ -1,15 +1,15 @@
 """The OpenAPI document against the code, on both stores.
 
-Every answer the API gives to the calls below (every endpoint, success and error statuses) is
-validated against the schema that /openapi.json documents for that path, method, status and media
-type (jsonschema, Draft 2020-12 as OpenAPI 3.1 uses): a status the document does not list, a key
-an answer model does not know, or a type that differs fails here, so the document and the code
-cannot diverge. `Conformance` can record any test's client (`conformance.watch(service.client)`).
+Every answer any test receives through `Service.client` is validated against the schema that
+/openapi.json documents for that path, method, status and media type (tests/openapi_check.py,
+installed by tests/conftest.py): a status the document does not list, a key an answer model does not
+know, or a type that differs fails the test that got it, so the document and the code cannot diverge.
+The calls below exercise every operation with its success and error statuses, and check that the
+checker sees them all.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -17,79 +17,14 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import orjson
 import pytest
-from jsonschema import Draft202012Validator
 
 from app.api.schemas import EVENT_EXAMPLES, KPI_DOCS
 from app.export.exporter import Exporter, snapshot_body
 from app.export.signing import sign
 from app.scoring.kpis import KPI_NAMES
+from tests.openapi_check import Conformance, NonConformingAnswer
 
 SECRET = "conformance-secret"
-JSON_MEDIA = ("application/json", "application/problem+json")
-
-
-class Conformance:
-    """Validates answers against the OpenAPI document; records which operations and statuses it saw."""
-
-    def __init__(self, spec: dict):
-        self.spec = spec
-        self.routes = [
-            (re.compile("^" + re.sub(r"\{[^}]+\}", r"[^/]+", template) + "$"), template)
-            for template in sorted(spec["paths"], key=lambda t: t.count("{"))  # literal paths first
-        ]
-        self.seen: Counter[tuple[str, str, str]] = Counter()
-        self.errors: list[str] = []
-        self._validators: dict[str, Draft202012Validator] = {}
-
-    def template(self, path: str) -> str | None:
-        return next((t for rx, t in self.routes if rx.match(path)), None)
-
-    def validator(self, schema: dict) -> Draft202012Validator:
-        key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS).decode()
-        if key not in self._validators:
-            root = {**schema, "components": self.spec["components"]}  # "#/components/..." resolves here
-            self._validators[key] = Draft202012Validator(root, format_checker=Draft202012Validator.FORMAT_CHECKER)
-        return self._validators[key]
-
-    def check(self, method: str, path: str, status: int, media: str, body: bytes) -> None:
-        template = self.template(path)
-        where = f"{method} {path} -> {status}"
-        if template is None:
-            if path not in ("/docs", "/redoc", "/openapi.json", "/") and not path.startswith(("/docs/", "/static/")):
-                self.errors.append(f"{where}: path not in the OpenAPI document")
-            return
-        operation = self.spec["paths"][template].get(method.lower())
-        if operation is None:
-            self.errors.append(f"{where}: method not documented")
-            return
-        self.seen[(method.upper(), template, str(status))] += 1
-        response = operation["responses"].get(str(status))
-        if response is None:
-            self.errors.append(f"{where}: status not documented (documented: {sorted(operation['responses'])})")
-            return
-        if status == 304:
-            return
-        content = response.get("content", {})
-        documented = next((m for m in content if m.split(";")[0] == media), None)
-        if documented is None:
-            self.errors.append(f"{where}: media type {media} not documented ({sorted(content)})")
-            return
-        if media not in JSON_MEDIA:
-            return
-        errors = sorted(self.validator(content[documented]["schema"]).iter_errors(orjson.loads(body)), key=str)
-        for e in errors[:3]:
-            self.errors.append(f"{where}: {'/'.join(map(str, e.absolute_path))}: {e.message[:300]}")
-
-    async def record(self, response: httpx.Response) -> None:
-        await response.aread()
-        media = response.headers.get("content-type", "").split(";")[0].strip()
-        self.check(response.request.method, response.request.url.path, response.status_code, media, response.content)
-
-    def watch(self, client: httpx.AsyncClient) -> None:
-        client.event_hooks["response"].append(self.record)
-
-    def assert_ok(self) -> None:
-        assert not self.errors, "answers that differ from the OpenAPI document:\n" + "\n".join(self.errors)
 
 
 def operations(spec: dict) -> set[tuple[str, str]]:
@@ -121,7 +56,7 @@ def lifecycle(tag: str, unit: str, now: datetime) -> list[dict]:
 
 @pytest.fixture
 def pair(make_service):
-    """A province node ("hue", small ingest limits) and a central node it can push to, each recorded."""
+    """A province node ("hue", small ingest limits) and a central node it can push to, each checked (conftest)."""
 
     @asynccontextmanager
     async def factory():
@@ -129,11 +64,8 @@ def pair(make_service):
             make_service(node_id="hue", max_batch_events=50, max_body_bytes=200_000) as node,
             make_service(node_id="vn", subordinates={"hue": SECRET}) as central,
         ):
-            spec = (await node.client.get("/openapi.json")).json()
-            conformance = Conformance(spec)
-            conformance.watch(node.client)
-            conformance.watch(central.client)
-            yield node, central, conformance
+            assert (await node.client.get("/openapi.json")).json() == node.conformance.spec == central.conformance.spec
+            yield node, central, node.conformance
 
     return factory
 
@@ -337,23 +269,51 @@ async def test_every_answer_matches_the_document(pair):
         assert r.headers["content-type"].startswith("text/plain")
 
         conformance.assert_ok()
+        central.conformance.assert_ok()
         # every operation of the document was exercised, and every success status seen
-        assert {(m, p) for m, p, _ in conformance.seen} == operations(spec)
+        seen = conformance.seen + central.conformance.seen
+        assert {(m, p) for m, p, _ in seen} == operations(spec)
         for method, path in operations(spec):
             success = next(s for s in spec["paths"][path][method.lower()]["responses"] if s.startswith("2"))
-            assert conformance.seen[(method, path, success)], (method, path)
-        statuses = Counter(s for _, _, s in conformance.seen)
+            assert seen[(method, path, success)], (method, path)
+        statuses = Counter(s for _, _, s in seen)
         assert {"200", "202", "304", "400", "401", "403", "404", "413", "415", "422"} <= set(statuses)
 
 
 async def test_public_reads_are_documented_as_optional_auth(make_service):
     async with make_service(public_read=True) as svc:
         spec = (await svc.client.get("/openapi.json")).json()
-        conformance = Conformance(spec)
-        conformance.watch(svc.client)
+        conformance = svc.conformance
+        assert conformance.spec == spec
         assert spec["paths"]["/api/v1/units"]["get"]["security"] == [{"bearer": []}, {}]
         assert spec["paths"]["/api/v1/events"]["post"]["security"] == [{"bearer": []}]
         r = await svc.client.get("/api/v1/rankings", params={"level": "commune", "limit": 5000})
         assert r.status_code == 200 and r.json()["total"] == 3321
         assert (await svc.client.get("/api/v1/units/VN/kpis")).status_code == 200
         conformance.assert_ok()
+
+
+async def test_the_checker_rejects_what_the_document_does_not_describe(shared_service):
+    """The suite-wide check (conftest) is strict, and catches each kind of divergence."""
+    svc = shared_service
+    assert svc.conformance.strict and svc.conformance.record in svc.client.event_hooks["response"]
+    check = Conformance(svc.conformance.spec, svc.conformance.hidden)
+    r = await svc.get("/api/v1/units/VN", await svc.key("read"))  # checked by conftest's watcher: it conforms
+    assert r.status_code == 200
+    assert check.problems("GET", "/api/v1/units/VN", 200, "application/json", r.content) == []
+    wrong = orjson.dumps({**r.json(), "code": 1})
+    ok = b'{"type": "about:blank", "title": "Not Found", "status": 404, "detail": "no unit 99999"}'
+    assert check.problems("GET", "/api/v1/units/99999", 404, "application/problem+json", ok) == []
+    assert check.problems("GET", "/docs", 200, "text/html", b"<html>") == []  # kept out of the document on purpose
+    for method, path, status, media, body, what in (
+        ("GET", "/api/v1/units/VN", 200, "application/json", wrong, "code: 1 is not of type 'string'"),
+        ("GET", "/api/v1/units/VN", 418, "application/json", b"{}", "status not documented"),
+        ("GET", "/api/v1/units/VN", 404, "text/html", b"<p>", "media type"),
+        ("DELETE", "/api/v1/units/VN", 405, "application/json", b"{}", "method not documented"),
+        ("GET", "/api/v2/units", 404, "application/json", b"{}", "path not in the OpenAPI document"),
+    ):
+        found = check.problems(method, path, status, media, body)
+        assert len(found) == 1 and what in found[0], (method, path, status, found)
+    check.strict = True
+    with pytest.raises(NonConformingAnswer):
+        check.check("GET", "/api/v1/units/VN", 418, "application/json", b"{}")
