@@ -231,7 +231,11 @@ async def _read_today(session: AsyncSession, scope: Scope, live: list, sector: s
             out[row["g"]][i].overdue_not_yet = int(row["not_yet"] or 0)
             out[row["g"]][i].late_today = int(row[f"l_{i}"] or 0)
     # The day rows count everything dated today as if t were the end of today; events dated a few
-    # minutes ahead of now (the skew allowance) are marked at ingest, so few rows are read here.
+    # minutes ahead of now (the skew allowance) are marked at ingest, so few rows are read here,
+    # and none at all (one probe of an index) in the usual case that no mark lies ahead of now.
+    ahead = select(DossierFuture.at).where(DossierFuture.at >= bindparam("now", type_=DossierFuture.at.type)).limit(1)
+    if (await conn.execute(ahead, {"now": sp0.now})).first() is None:
+        return
     stmt = _ahead_statement(scope.level, scope.parent, scope.codes is not None, sector == "*")
     for row in (await conn.execute(stmt, params)).mappings():
         for i, _ in live:

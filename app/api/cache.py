@@ -57,6 +57,7 @@ class AnswerCache:
         self.version_every = min(0.05, fresh_for)
         self._version: tuple[float, int] | None = None
         self._version_read: asyncio.Future | None = None
+        self.computations = 0  # answers computed so far (refreshes included)
         self._refreshing: set[asyncio.Task] = set()
         self.max_entries = max_entries
         self._entries: OrderedDict[str, Entry] = OrderedDict()
@@ -114,22 +115,31 @@ class AnswerCache:
         return await self._compute(key, compute, version)
 
     def _refresh(self, key: str, compute: Callable[[], Awaitable[dict]], version: int) -> None:
-        """Recompute an answer behind the one being served, unless that runs already."""
+        """Recompute an answer behind the one being served, unless that runs already. The answer
+        is marked in flight before the task starts, so a second request never starts another."""
         if key not in self._inflight:
-            task = asyncio.ensure_future(self._compute(key, compute, version))
+            future = self._claim(key)
+            task = asyncio.ensure_future(self._compute(key, compute, version, future))
             self._refreshing.add(task)
             task.add_done_callback(self._refreshed)
+
+    def _claim(self, key: str) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        return future
 
     def _refreshed(self, task: asyncio.Task) -> None:
         self._refreshing.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.warning("refreshing a cached answer failed: %r", task.exception())
 
-    async def _compute(self, key: str, compute: Callable[[], Awaitable[dict]], version: int) -> Entry:
-        """Compute one answer, once however many ask for it meanwhile."""
-        future = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
+    async def _compute(
+        self, key: str, compute: Callable[[], Awaitable[dict]], version: int, future: asyncio.Future | None = None
+    ) -> Entry:
+        """Compute one answer, once however many ask for it meanwhile (they wait on `future`)."""
+        future = future or self._claim(key)
         started = time.monotonic()
+        self.computations += 1
         try:
             payload = await compute()
             basis = {k: v for k, v in payload.items() if k != "as_of"}
@@ -145,4 +155,5 @@ class AnswerCache:
             future.exception()  # retrieved: waiters re-raise it, nobody else must
             raise
         finally:
-            del self._inflight[key]
+            if self._inflight.get(key) is future:
+                del self._inflight[key]

@@ -47,7 +47,9 @@ def _postgres_engine(url: str, pool_size: int) -> AsyncEngine:
         # backends, which on a small machine only adds connection churn and CPU contention.
         max_overflow=0,
         isolation_level="READ COMMITTED",  # row locks in sorted order give us what we need; explicit
-        connect_args={"server_settings": {"application_name": "chiso"}},  # visible in pg_stat_activity
+        # application_name: visible in pg_stat_activity. No parallel plans: on a small machine under
+        # many concurrent requests, launching workers for one query costs more than it saves.
+        connect_args={"server_settings": {"application_name": "chiso", "max_parallel_workers_per_gather": "0"}},
     )
 
 

@@ -59,6 +59,7 @@ class DossierEvent(Base):
 
 
 UNSETTLED_SQL = text("end_at IS NULL OR end_at > eff_due_at")  # open, or settled after the deadline
+_COVER = ("recv_at", "end_at", "ok_766", "sector")  # what today's corrections read: index-only scans on PostgreSQL
 
 
 class Dossier(Base):
@@ -96,8 +97,14 @@ class Dossier(Base):
     # nor still due): the exact corrections within today; per unit first, so a commune's or a
     # province's read touches its own dossiers due today, not the nation's.
     __table_args__ = (
-        Index("ix_dossier_due_unsettled", "eff_due_at", postgresql_where=UNSETTLED_SQL, sqlite_where=UNSETTLED_SQL),
-        Index("ix_dossier_unit_due_unsettled", "unit_code", "eff_due_at", postgresql_where=UNSETTLED_SQL, sqlite_where=UNSETTLED_SQL),
+        Index(
+            "ix_dossier_due_unsettled", "eff_due_at", postgresql_include=["unit_code", *_COVER],
+            postgresql_where=UNSETTLED_SQL, sqlite_where=UNSETTLED_SQL,
+        ),
+        Index(
+            "ix_dossier_unit_due_unsettled", "unit_code", "eff_due_at", postgresql_include=list(_COVER),
+            postgresql_where=UNSETTLED_SQL, sqlite_where=UNSETTLED_SQL,
+        ),
     )
 
 

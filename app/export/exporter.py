@@ -207,6 +207,7 @@ class Exporter:
         while done < len(items):
             if budget is not None and done and time.monotonic() - started > budget:  # one step at least
                 break
+            step_started = time.monotonic()
             step, size = [], 0
             while done < len(items) and (not step or size < self.step_records):
                 step.append(items[done])
@@ -225,6 +226,12 @@ class Exporter:
                 await repo.delete_dirty(session, {u: cleared[u] for u, _ in step if u in cleared})
             produced += len(changed)
             self._resume_after = step[-1][0]
+            if budget is not None and done < len(items):
+                # Paced: at most EXPORT_PRODUCE_SHARE of the time busy, so that a big recomputation
+                # (a new day, a new exporter, a back-fill) never crowds out ingest and dashboards on
+                # the database, whose backends the exporter process's niceness does not reach.
+                share = min(1.0, max(0.05, self.settings.export_produce_share))
+                await asyncio.sleep((time.monotonic() - step_started) * (1 - share) / share)
         if done == len(items):
             self._resume_after = ""
             self._complete_at = now

@@ -288,14 +288,16 @@ class TestAnswerCache:
             now = datetime.now(UTC)
             await post(svc, ingest, [received("19777", uuid.uuid4().hex, now - timedelta(minutes=1), now + timedelta(days=1))])
             young = cache._entries[key] = replace(entry, at=time.monotonic() - cache.fresh_for - 0.01)
+            computed = cache.computations
             answers = await asyncio.gather(*(svc.get("/api/v1/units/46/kpis", read, window="7d") for _ in range(20)))
             assert {a.json()["kpis"]["received"] for a in answers} == {first}  # the served answer, at once
-            assert len(cache._refreshing) == 1  # one refresh for twenty pollers
             await asyncio.gather(*cache._refreshing)
+            assert cache.computations == computed + 1  # one refresh for twenty pollers
             assert cache._entries[key] is not young
             served = (await svc.get("/api/v1/units/46/kpis", read, window="7d")).json()["kpis"]["received"]
             assert served == first + 1
             await post(svc, ingest, [received("19777", uuid.uuid4().hex, now - timedelta(minutes=1), now + timedelta(days=1))])
             cache._entries[key] = replace(entry, at=time.monotonic() - cache.changed_for - 0.01)
+            computed = cache.computations
             late = (await svc.get("/api/v1/units/46/kpis", read, window="7d")).json()["kpis"]["received"]
-            assert late == first + 2 and not cache._refreshing  # too old to serve: recomputed first
+            assert late == first + 2 and cache.computations == computed + 1  # too old to serve: recomputed first
