@@ -15,11 +15,11 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
     && pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
-# The project, installed in place: app/db/migrate.py finds alembic.ini and migrations/ beside app/.
-COPY alembic.ini ./
+# The project, installed as a wheel: the migrations travel inside the package (app/migrations is a
+# link to the top-level migrations/ that the build follows), found by app/db/migrate.py there.
 COPY migrations ./migrations
 COPY app ./app
-RUN pip install --no-deps -e . \
+RUN pip install --no-deps . \
     && useradd --system --uid 10001 --home-dir /app chiso \
     && mkdir -p /app/var \
     && chown chiso /app/var
