@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN = $(VENV)/bin
 
-.PHONY: run test demo bench install clean
+.PHONY: run test lint demo bench install clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ run: $(BIN)/.installed
 ## The whole test suite, both stores (PostgreSQL at CHISO_TEST_PG, default the local server)
 test: $(BIN)/.installed
 	$(BIN)/pytest
+
+## Style: ruff check and ruff format --check (the rules are in pyproject.toml)
+lint: $(BIN)/.installed
+	$(BIN)/ruff check app tests bench migrations
+	$(BIN)/ruff format --check app tests bench migrations
 
 ## A living dashboard with simulated data from all 3,321 communes
 demo: $(BIN)/.installed

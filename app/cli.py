@@ -16,9 +16,7 @@ import typer
 from app.db.engine import Database
 from app.settings import Settings
 
-cli = typer.Typer(
-    help="chiso: real-time performance assessment of local government.", no_args_is_help=True, pretty_exceptions_enable=False
-)
+cli = typer.Typer(help="chiso: real-time performance assessment of local government.", no_args_is_help=True, pretty_exceptions_enable=False)
 db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
 units_cli = typer.Typer(help="The unit registry.", no_args_is_help=True)
 keys_cli = typer.Typer(help="API keys.", no_args_is_help=True)
@@ -215,7 +213,9 @@ def export_status(as_json: Annotated[bool, typer.Option("--json", help="Print JS
         if st["parked"]:
             typer.echo(f"parked because: {st['parked_error']}  (fix it, then: chiso export retry-parked)")
         for name, seen in (st.get("subordinates") or {}).items():
-            typer.echo(f"subordinate {name}: " + (f"sequence {seen['last_sequence']} at {seen['received_at']}" if seen else "nothing received"))
+            typer.echo(
+                f"subordinate {name}: " + (f"sequence {seen['last_sequence']} at {seen['received_at']}" if seen else "nothing received")
+            )
     if st["parked"]:
         raise typer.Exit(1)
 

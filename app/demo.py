@@ -468,8 +468,8 @@ async def _registry_communes(db):
 
 async def has_data(db, registry, settings) -> bool:
     """Whether the store already holds events of the last year (through the KPI service)."""
-    from app.scoring import service as scoring
     from app.aggregates.periods import today, window
+    from app.scoring import service as scoring
 
     p = window("365d", today(datetime.now(UTC), settings.tz))
     k = (await scoring.unit_kpis(db, registry, settings.tz, NATION, p, None))["kpis"]
@@ -598,9 +598,12 @@ def _feeder_main(database_url: str, config: DemoConfig, backfill: bool, show_pro
                 out.append(f"{code} {u.name if u else ''}{f' ({p.name})' if p else ''}")
             return "; ".join(out) or "none"
 
-        print(f"simulated data problems to look for on the dashboard:\n"
-              f"  silent for {STALE_DAYS} days: {names(sim.stale_units)}\n"
-              f"  losing receipts (orphans): {names(sim.flaky_units)}", flush=True)
+        print(
+            f"simulated data problems to look for on the dashboard:\n"
+            f"  silent for {STALE_DAYS} days: {names(sim.stale_units)}\n"
+            f"  losing receipts (orphans): {names(sim.flaky_units)}",
+            flush=True,
+        )
 
     try:
         asyncio.run(

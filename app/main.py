@@ -7,12 +7,11 @@ import logging
 from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
-from app.api.responses import JSONResponse
 
-from app.api import errors, events, export, health, kpis, units
-from app.api import dashboard, docs
+from app.api import dashboard, docs, errors, events, export, health, kpis, units
 from app.api.cache import AnswerCache
 from app.api.etag import ETagMiddleware
+from app.api.responses import JSONResponse
 from app.db import migrate
 from app.db.engine import Database
 from app.export.exporter import Exporter

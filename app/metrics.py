@@ -16,8 +16,8 @@ import os
 import time
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 log = logging.getLogger("chiso.metrics")
@@ -127,7 +127,7 @@ class KpiGaugeCache:
             registry = await state.registry.get()
             self.families = await gauges.read(state.db, registry, settings.tz, settings.metrics_communes)
             self.ok = True
-        except Exception as exc:  # the service metrics must still be served when the database is not
+        except Exception as exc:  # noqa: BLE001 - the service metrics must still be served when the database is not
             log.warning("KPI gauges not read: %s: %s", type(exc).__name__, exc)
             self.families, self.ok = [], False
         finally:

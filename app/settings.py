@@ -23,9 +23,7 @@ class Settings(BaseSettings):
     horizon_days: int = Field(400, description="How far in the past occurred_at may lie.")
     max_batch_events: int = Field(5000, description="Most events in one ingest request.")
     max_body_bytes: int = Field(5 * 1024 * 1024, description="Largest ingest request body.")
-    ingest_rate_per_minute: int = Field(
-        600, description="Ingest requests per minute allowed per key (per worker); 0 disables."
-    )
+    ingest_rate_per_minute: int = Field(600, description="Ingest requests per minute allowed per key (per worker); 0 disables.")
     retry_after_seconds: int = Field(5, description="Retry-After sent with 429 and 503.")
     seed_registry: bool = Field(True, description="Seed the unit registry on start when empty.")
     migrate_on_start: bool = Field(True, description="Run migrations to head when the service starts.")

@@ -49,8 +49,7 @@ ON CONFLICT (unit_code, day) DO UPDATE SET received = u.received + excluded.rece
   received_online = u.received_online + excluded.received_online, resolved = u.resolved + excluded.resolved,
   resolved_late = u.resolved_late + excluded.resolved_late, withdrawn = u.withdrawn + excluded.withdrawn"""
 
-COLS = ("unit_code", "event_id", "type", "dossier_id", "occurred_at", "channel", "due_at", "reason", "outcome",
-        "procedure_code", "sector")
+COLS = ("unit_code", "event_id", "type", "dossier_id", "occurred_at", "channel", "due_at", "reason", "outcome", "procedure_code", "sector")
 
 
 def _typed(events: list[dict]) -> list[dict]:
@@ -64,7 +63,7 @@ def _typed(events: list[dict]) -> list[dict]:
 
 
 async def _store(conn, events: list[dict]) -> int:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     uniq = {(e["unit_code"], e["event_id"]): e for e in reversed(events)}
     rows = [uniq[k] for k in sorted(uniq)]
     async with conn.transaction():
@@ -92,11 +91,9 @@ async def _store(conn, events: list[dict]) -> int:
             elif r.get("reason") != "apology":
                 d[2] = r["due_at"]
         dk = sorted(doss)
-        await conn.execute(UPSERT_DOSSIERS, [k[0] for k in dk], [k[1] for k in dk],
-                           *[[doss[k][i] for k in dk] for i in range(6)])
+        await conn.execute(UPSERT_DOSSIERS, [k[0] for k in dk], [k[1] for k in dk], *[[doss[k][i] for k in dk] for i in range(6)])
         uk = sorted(days)
-        await conn.execute(UPSERT_DAYS, [k[0] for k in uk], [k[1] for k in uk],
-                           *[[days[k][i] for k in uk] for i in range(5)])
+        await conn.execute(UPSERT_DAYS, [k[0] for k in uk], [k[1] for k in uk], *[[days[k][i] for k in uk] for i in range(5)])
     return len(inserted)
 
 
@@ -104,8 +101,10 @@ async def run_bare(dsn: str, communes: list[str], n_events: int, span: float, co
     """Batches like chiso's main run (`span` days, one window per commune) through the bare pipeline."""
     rng = random.Random(seed)
     now = datetime.now(UTC)
-    batches = [_typed(make_batch(rng, communes[(b * 7) % len(communes)], f"ref{b}", window(0, 1, 1, span, now)))
-               for b in range(max(1, n_events // 1000))]
+    batches = [
+        _typed(make_batch(rng, communes[(b * 7) % len(communes)], f"ref{b}", window(0, 1, 1, span, now)))
+        for b in range(max(1, n_events // 1000))
+    ]
     pool = await asyncpg.create_pool(dsn, min_size=conns, max_size=conns)
     await pool.execute("SET search_path = ref")
     it = iter(batches)

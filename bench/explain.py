@@ -9,8 +9,8 @@ import time
 
 from sqlalchemy import event
 
-from app.db.engine import Database
 from app.aggregates import periods
+from app.db.engine import Database
 from app.scoring import service
 from app.settings import Settings
 from app.units.service import RegistryCache

@@ -38,8 +38,16 @@ def _ts(dt: datetime) -> str:
     return dt.astimezone(LOCAL).isoformat(timespec="seconds")
 
 
-def make_batch(rng: random.Random, commune: str, tag: str, within: tuple[datetime, datetime], size: int = 1000,
-               dup_frac: float = 0.02, previous: list[dict] | None = None, now: datetime | None = None) -> list[dict]:
+def make_batch(
+    rng: random.Random,
+    commune: str,
+    tag: str,
+    within: tuple[datetime, datetime],
+    size: int = 1000,
+    dup_frac: float = 0.02,
+    previous: list[dict] | None = None,
+    now: datetime | None = None,
+) -> list[dict]:
     """`size` events of one commune, receipts `within` a window; `tag` makes ids unique; `previous`
     (the commune's last batch) supplies some of the duplicates, the rest repeat events of this batch."""
     now = now or datetime.now(UTC)
@@ -60,15 +68,37 @@ def make_batch(rng: random.Random, commune: str, tag: str, within: tuple[datetim
         sector = rng.choice(SECTORS)
         proc = f"1.{rng.randrange(1000, 9999):06d}"
         base = {"dossier_id": did, "unit_code": commune, "procedure_code": proc, "sector": sector}
-        out.append((recv, {**base, "event_id": f"{tag}-{k}-r", "type": "received", "occurred_at": _ts(recv),
-                           "channel": rng.choices(CHANNELS, (70, 25, 5))[0], "due_at": _ts(due)}))
+        out.append(
+            (
+                recv,
+                {
+                    **base,
+                    "event_id": f"{tag}-{k}-r",
+                    "type": "received",
+                    "occurred_at": _ts(recv),
+                    "channel": rng.choices(CHANNELS, (70, 25, 5))[0],
+                    "due_at": _ts(due),
+                },
+            )
+        )
         if rng.random() < 0.06:
             at = recv + timedelta(hours=rng.random() * days * 20)
             reason = rng.choices(REASONS, (60, 20, 20))[0]
             new_due = due + timedelta(days=rng.choice((2, 3, 5)))
             if at < latest:
-                out.append((at, {**base, "event_id": f"{tag}-{k}-c", "type": "due_changed", "occurred_at": _ts(at),
-                                 "reason": reason, "due_at": _ts(new_due)}))
+                out.append(
+                    (
+                        at,
+                        {
+                            **base,
+                            "event_id": f"{tag}-{k}-c",
+                            "type": "due_changed",
+                            "occurred_at": _ts(at),
+                            "reason": reason,
+                            "due_at": _ts(new_due),
+                        },
+                    )
+                )
                 if reason != "apology":
                     due = new_due
         r = rng.random()
@@ -81,8 +111,18 @@ def make_batch(rng: random.Random, commune: str, tag: str, within: tuple[datetim
             hours = rng.lognormvariate(math.log(days * 24 * 0.6), 0.45)
             at = recv + timedelta(hours=hours)
             if at < latest:
-                out.append((at, {**base, "event_id": f"{tag}-{k}-s", "type": "resolved", "occurred_at": _ts(at),
-                                 "outcome": "approved" if rng.random() < 0.95 else "refused"}))
+                out.append(
+                    (
+                        at,
+                        {
+                            **base,
+                            "event_id": f"{tag}-{k}-s",
+                            "type": "resolved",
+                            "occurred_at": _ts(at),
+                            "outcome": "approved" if rng.random() < 0.95 else "refused",
+                        },
+                    )
+                )
     out = out[:n_unique]
     # out of order within a few minutes: sort by time plus up to 5 minutes of noise
     out.sort(key=lambda p: p[0] + timedelta(seconds=rng.random() * 300))
@@ -96,6 +136,13 @@ def make_batch(rng: random.Random, commune: str, tag: str, within: tuple[datetim
 
 def probe_event(commune: str, n: int, run: str) -> dict:
     now = datetime.now(UTC)
-    return {"event_id": f"probe-{run}-{n}", "type": "received", "dossier_id": f"P{run}-{n}", "unit_code": commune,
-            "occurred_at": _ts(now), "channel": "online", "due_at": _ts(now + timedelta(days=3)),
-            "sector": "bench-probe"}
+    return {
+        "event_id": f"probe-{run}-{n}",
+        "type": "received",
+        "dossier_id": f"P{run}-{n}",
+        "unit_code": commune,
+        "occurred_at": _ts(now),
+        "channel": "online",
+        "due_at": _ts(now + timedelta(days=3)),
+        "sector": "bench-probe",
+    }

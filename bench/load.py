@@ -18,21 +18,40 @@ from bench.gen import make_batch, probe_event, window
 JSON = {"content-type": "application/json"}
 
 
-def ingest_proc(out, base: str, token: str, communes: list[str], g: int, n_gen: int, b_start: int, b_end: int,
-                clients: int, tag: str, deadline: float, seed: int, span: float, now: datetime,
-                size: int = 1000, pace: float = 0.0) -> None:
+def ingest_proc(
+    out,
+    base: str,
+    token: str,
+    communes: list[str],
+    g: int,
+    n_gen: int,
+    b_start: int,
+    b_end: int,
+    clients: int,
+    tag: str,
+    deadline: float,
+    seed: int,
+    span: float,
+    now: datetime,
+    size: int = 1000,
+    pace: float = 0.0,
+) -> None:
     """Post batches b_start..b_end-1 whose commune (b mod len(communes)) belongs to generator g; the
     run's batches tile the `span` days before `now` (bench.gen.window). `size` events a batch; with
     `pace` > 0, open loop: batch k of this generator is sent at start + k / pace, whatever the answers."""
     try:
-        out.put(("ingest", g, asyncio.run(_ingest(base, token, communes, g, n_gen, b_start, b_end, clients, tag,
-                                                  deadline, seed, span, now, size, pace))))
+        out.put(
+            (
+                "ingest",
+                g,
+                asyncio.run(_ingest(base, token, communes, g, n_gen, b_start, b_end, clients, tag, deadline, seed, span, now, size, pace)),
+            )
+        )
     except KeyboardInterrupt:
         pass
 
 
-async def _ingest(base, token, communes, g, n_gen, b_start, b_end, clients, tag, deadline, seed, span, now,
-                  size=1000, pace=0.0):
+async def _ingest(base, token, communes, g, n_gen, b_start, b_end, clients, tag, deadline, seed, span, now, size=1000, pace=0.0):
     rng = random.Random(seed)
     started, sent_k = time.monotonic(), [0]
     nc = len(communes)
@@ -77,8 +96,19 @@ async def _ingest(base, token, communes, g, n_gen, b_start, b_end, clients, tag,
                     else:
                         await asyncio.sleep(0.5)
                 lat = time.perf_counter() - t0
-                records.append((t_wall, t_wall + lat, lat, len(events), res.get("accepted", 0),
-                                res.get("duplicates", 0), res.get("rejected", 0), retries, status))
+                records.append(
+                    (
+                        t_wall,
+                        t_wall + lat,
+                        lat,
+                        len(events),
+                        res.get("accepted", 0),
+                        res.get("duplicates", 0),
+                        res.get("rejected", 0),
+                        retries,
+                        status,
+                    )
+                )
 
         await asyncio.gather(*(client() for _ in range(clients)))
     return records
@@ -144,8 +174,11 @@ async def _probe(stop, base, token, communes, run, interval):
             try:
                 before = (await cl.get(url)).json()["kpis"]["received"]
                 t0 = time.perf_counter()
-                r = await cl.post("/api/v1/events", content=orjson.dumps({"events": [probe_event(commune, n, run)]}),
-                                  headers={**JSON, "authorization": f"Bearer {token}"})
+                r = await cl.post(
+                    "/api/v1/events",
+                    content=orjson.dumps({"events": [probe_event(commune, n, run)]}),
+                    headers={**JSON, "authorization": f"Bearer {token}"},
+                )
                 t_ack = time.perf_counter()
                 if r.status_code != 202 or r.json()["accepted"] != 1:
                     failures += 1

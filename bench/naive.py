@@ -69,8 +69,9 @@ class UnitDay(Base):
     withdrawn: Mapped[int] = mapped_column(Integer)
 
 
-engine = create_async_engine(os.environ.get("NAIVE_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1/x"),
-                             pool_size=10, max_overflow=10)
+engine = create_async_engine(
+    os.environ.get("NAIVE_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1/x"), pool_size=10, max_overflow=10
+)
 Session = async_sessionmaker(engine, expire_on_commit=False)
 app = FastAPI()
 
@@ -93,9 +94,21 @@ async def post_events(request: Request) -> Response:
                     continue
                 seen.add(key)
                 occ, due = _dt(e["occurred_at"]), _dt(e.get("due_at"))
-                s.add(Event(unit_code=e["unit_code"], event_id=e["event_id"], type=e["type"], dossier_id=e["dossier_id"],
-                            occurred_at=occ, channel=e.get("channel"), due_at=due, reason=e.get("reason"),
-                            outcome=e.get("outcome"), procedure_code=e.get("procedure_code"), sector=e.get("sector")))
+                s.add(
+                    Event(
+                        unit_code=e["unit_code"],
+                        event_id=e["event_id"],
+                        type=e["type"],
+                        dossier_id=e["dossier_id"],
+                        occurred_at=occ,
+                        channel=e.get("channel"),
+                        due_at=due,
+                        reason=e.get("reason"),
+                        outcome=e.get("outcome"),
+                        procedure_code=e.get("procedure_code"),
+                        sector=e.get("sector"),
+                    )
+                )
                 dk = (e["unit_code"], e["dossier_id"])
                 d = dossiers.get(dk) or await s.get(Dossier, dk)
                 if d is None:
@@ -105,8 +118,7 @@ async def post_events(request: Request) -> Response:
                 uk = (e["unit_code"], occ.astimezone(LOCAL).date())
                 ud = days.get(uk) or await s.get(UnitDay, uk)
                 if ud is None:
-                    ud = UnitDay(unit_code=uk[0], day=uk[1], received=0, received_online=0, resolved=0,
-                                 resolved_late=0, withdrawn=0)
+                    ud = UnitDay(unit_code=uk[0], day=uk[1], received=0, received_online=0, resolved=0, resolved_late=0, withdrawn=0)
                     s.add(ud)
                 days[uk] = ud
                 t = e["type"]

@@ -94,8 +94,21 @@ def kpis(ds: list[RefDossier], units: set[str], start: date, end: date, now: dat
     t = min(midnight(end), now)
     inside = lambda dt: dt is not None and start <= local_day(dt) < end  # noqa: E731
     out = dict.fromkeys(
-        ["received", "received_online", "resolved", "resolved_early", "resolved_on_time", "resolved_late",
-         "resolved_unclassified", "withdrawn", "pending", "overdue", "orphans", "cohort", "on_time_766"],
+        [
+            "received",
+            "received_online",
+            "resolved",
+            "resolved_early",
+            "resolved_on_time",
+            "resolved_late",
+            "resolved_unclassified",
+            "withdrawn",
+            "pending",
+            "overdue",
+            "orphans",
+            "cohort",
+            "on_time_766",
+        ],
         0,
     )
     hours = []

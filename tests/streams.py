@@ -22,8 +22,7 @@ def stream(rng: random.Random, units: list[str], n_dossiers: int, now: datetime,
     def ev(kind, unit, dossier, at, **fields):
         nonlocal seq
         seq += 1
-        e = {"event_id": f"ev-{seq:06d}-{rng.randrange(10**6)}", "type": kind, "dossier_id": dossier,
-             "unit_code": unit, "occurred_at": at}
+        e = {"event_id": f"ev-{seq:06d}-{rng.randrange(10**6)}", "type": kind, "dossier_id": dossier, "unit_code": unit, "occurred_at": at}
         e.update({k: v for k, v in fields.items() if v is not None})
         events.append(e)
 
@@ -55,20 +54,47 @@ def stream(rng: random.Random, units: list[str], n_dossiers: int, now: datetime,
         sector = rng.choice(SECTORS)
         orphan = rng.random() < 0.08
         if not orphan:
-            ev("received", unit, dossier, recv_at, channel=rng.choice(("online", "online", "in_person", "postal")),
-               due_at=due, sector=sector)
+            ev(
+                "received",
+                unit,
+                dossier,
+                recv_at,
+                channel=rng.choice(("online", "online", "in_person", "postal")),
+                due_at=due,
+                sector=sector,
+            )
             if rng.random() < 0.07:  # a correction of the receipt
-                ev("received", unit, dossier, recv_at + timedelta(minutes=rng.randint(-30, 30)),
-                   channel="online", due_at=deadline(recv_at), sector=rng.choice(SECTORS))
+                ev(
+                    "received",
+                    unit,
+                    dossier,
+                    recv_at + timedelta(minutes=rng.randint(-30, 30)),
+                    channel="online",
+                    due_at=deadline(recv_at),
+                    sector=rng.choice(SECTORS),
+                )
         for _ in range(rng.choice((0, 0, 0, 1, 2))):
             reason = rng.choice(("supplement_requested", "legal_extension", "apology"))
-            ev("due_changed", unit, dossier, when(recv_at, recv_at + timedelta(days=3)),
-               due_at=due + timedelta(days=rng.randint(-1, 5)), reason=reason, sector=rng.choice(SECTORS))
+            ev(
+                "due_changed",
+                unit,
+                dossier,
+                when(recv_at, recv_at + timedelta(days=3)),
+                due_at=due + timedelta(days=rng.randint(-1, 5)),
+                reason=reason,
+                sector=rng.choice(SECTORS),
+            )
         r = rng.random()
         end_at = when(recv_at, recv_at + timedelta(days=rng.choice((0, 1, 3, 6, 12))))
         if r < 0.7:
-            ev("resolved", unit, dossier, end_at, outcome=rng.choice(("approved", "refused")),
-               due_at=deadline(recv_at) if rng.random() < 0.3 else None)
+            ev(
+                "resolved",
+                unit,
+                dossier,
+                end_at,
+                outcome=rng.choice(("approved", "refused")),
+                due_at=deadline(recv_at) if rng.random() < 0.3 else None,
+            )
             if rng.random() < 0.05:
                 ev("resolved", unit, dossier, end_at + timedelta(hours=1), outcome="approved")
         elif r < 0.78:

@@ -8,9 +8,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, tzinfo
 
-from app.db.models import ALL_SECTORS
 from app.aggregates.dossier import DossierState
 from app.aggregates.histogram import bucket_of
+from app.db.models import ALL_SECTORS
 
 
 @dataclass

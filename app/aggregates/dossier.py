@@ -107,9 +107,7 @@ class DossierState:
         elif kind == "due_changed":
             if ev.get("reason") == "supplement_requested":
                 self.supplements += 1
-            if ev.get("reason") not in NON_MOVING_REASONS and (
-                self.chg_at is None or key > (self.chg_at, self.chg_event_id)
-            ):
+            if ev.get("reason") not in NON_MOVING_REASONS and (self.chg_at is None or key > (self.chg_at, self.chg_event_id)):
                 self.chg_at, self.chg_event_id = key
                 self.chg_due_at = ev.get("due_at")
         if ev.get("sector"):

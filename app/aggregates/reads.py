@@ -24,9 +24,6 @@ from app.db.models import (
     DossierEvent,
     DossierFuture,
     NetworkCohort,
-    RollupDay,
-    RollupDayHist,
-    RollupTotal,
     Unit,
 )
 
@@ -124,7 +121,7 @@ async def read_sums(
     for row in (await (await session.connection()).execute(stmt, params)).all():  # g, then per span: counters[, pa, oa]
         for i, sums in enumerate(out[row[0]]):
             values = [int(v or 0) for v in row[1 + i * width : 1 + (i + 1) * width]]
-            sums.flows = dict(zip(counters, values))
+            sums.flows = dict(zip(counters, values, strict=False))  # values end with pa, oa
             if not cohort_only:
                 sums.pending_after, sums.overdue_after = values[-2], values[-1]
     if cohort_only:
@@ -141,10 +138,7 @@ async def read_sums(
             sums.pending_total = int(row["p"] or 0)
             sums.overdue_total = int(row["o"] or 0)
 
-    cols = [
-        func.sum(case((_between(hist_t.day, sp.start, sp.end), hist_t.n), else_=0)).label(f"n_{i}")
-        for i, sp in enumerate(spans)
-    ]
+    cols = [func.sum(case((_between(hist_t.day, sp.start, sp.end), hist_t.n), else_=0)).label(f"n_{i}") for i, sp in enumerate(spans)]
     stmt = _select(
         scope,
         hist_t,
@@ -175,9 +169,7 @@ async def _read_cohort(session: AsyncSession, scope: Scope, spans: list[Span], s
         ).label(f"d_{i}")
         for i, sp in enumerate(spans)
     ]
-    stmt = _select(
-        scope, due_t, cols, [due_t.sector == sector, due_t.recv_day >= min(s.start for s in spans)]
-    )
+    stmt = _select(scope, due_t, cols, [due_t.sector == sector, due_t.recv_day >= min(s.start for s in spans)])
     for row in (await (await session.connection()).execute(stmt, params)).mappings():
         for i, sums in enumerate(out[row["g"]]):
             sums.cohort_due = int(row[f"d_{i}"] or 0)
@@ -255,8 +247,12 @@ def _ahead_statement(level: str | None, parent: str | None, has_codes: bool, any
     def count(cond, label):
         return func.sum(case((cond, 1), else_=0)).label(label)
 
-    cols = [count(starts, "starts_ahead"), count(ends, "ends_ahead"),
-            count(and_(starts, late), "starts_ahead_late"), count(and_(ends, late), "ends_ahead_late")]
+    cols = [
+        count(starts, "starts_ahead"),
+        count(ends, "ends_ahead"),
+        count(and_(starts, late), "starts_ahead_late"),
+        count(and_(ends, late), "ends_ahead_late"),
+    ]
     ahead = select(f.unit_code, f.dossier_id).where(f.at >= now).distinct()
     where = [tuple_(d.unit_code, d.dossier_id).in_(ahead)]
     if not any_sector:
@@ -268,9 +264,7 @@ def _ahead_statement(level: str | None, parent: str | None, has_codes: bool, any
 def _today_statement(level: str | None, parent: str | None, has_codes: bool, live: tuple[int, ...], any_sector: bool):
     d = Dossier
     now = bindparam("now", type_=d.eff_due_at.type)
-    cols = [
-        func.sum(case((and_(d.end_at.is_(None), d.eff_due_at >= now, d.recv_at.is_not(None)), 1), else_=0)).label("not_yet")
-    ]
+    cols = [func.sum(case((and_(d.end_at.is_(None), d.eff_due_at >= now, d.recv_at.is_not(None)), 1), else_=0)).label("not_yet")]
     for i in live:
         late = and_(
             d.recv_at >= bindparam(f"start_at_{i}", type_=d.recv_at.type),

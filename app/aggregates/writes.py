@@ -61,10 +61,7 @@ def pick_slot() -> int:
 async def lock_dossiers(session: AsyncSession, keys: list[tuple[str, str]]) -> dict[tuple[str, str], DossierState]:
     """Create missing dossier rows, lock all of them in key order, and return their states."""
     keys = sorted(set(keys))
-    placeholders = [
-        {"unit_code": u, "dossier_id": d, "event_days": "{}", "supplements": 0, "sector": "", "ok_766": False}
-        for u, d in keys
-    ]
+    placeholders = [{"unit_code": u, "dossier_id": d, "event_days": "{}", "supplements": 0, "sector": "", "ok_766": False} for u, d in keys]
     await dialect.bulk_upsert(session, Dossier, placeholders, ["unit_code", "dossier_id"])
     conn = await session.connection()
     states: dict[tuple[str, str], DossierState] = {}
@@ -108,24 +105,20 @@ async def _add_rows(session: AsyncSession, table, keys: tuple[str, ...], cols: t
 async def _add_delta(session: AsyncSession, delta: Delta, tables: tuple, extra: dict) -> None:
     """Add a delta to one family of tables; `extra` is the rest of the key (source or slot)."""
     day_t, hist_t, due_t, total_t = tables
-    (name, value), = extra.items()
+    ((name, value),) = extra.items()
     day_rows = [
         {"unit_code": u, "sector": s, "day": d, name: value, **{c: cols.get(c, 0) for c in DAY_COUNTERS}}
         for (u, s, d), cols in delta.day.items()
     ]
     await _add_rows(session, day_t, ("unit_code", "sector", "day", name), DAY_COUNTERS, day_rows)
-    hist_rows = [
-        {"unit_code": u, "sector": s, "day": d, "bucket": b, name: value, "n": n} for (u, s, d, b), n in delta.hist.items()
-    ]
+    hist_rows = [{"unit_code": u, "sector": s, "day": d, "bucket": b, name: value, "n": n} for (u, s, d, b), n in delta.hist.items()]
     await _add_rows(session, hist_t, ("unit_code", "sector", "day", "bucket", name), ("n",), hist_rows)
     due_rows = [
-        {"unit_code": u, "sector": s, "recv_day": r, "due_day": d, name: value, "n": n}
-        for (u, s, r, d), n in delta.cohort_due.items()
+        {"unit_code": u, "sector": s, "recv_day": r, "due_day": d, name: value, "n": n} for (u, s, r, d), n in delta.cohort_due.items()
     ]
     await _add_rows(session, due_t, ("unit_code", "sector", "recv_day", "due_day", name), ("n",), due_rows)
     total_rows = [
-        {"unit_code": u, "sector": s, name: value, **{c: cols.get(c, 0) for c in TOTAL_COUNTERS}}
-        for (u, s), cols in delta.total.items()
+        {"unit_code": u, "sector": s, name: value, **{c: cols.get(c, 0) for c in TOTAL_COUNTERS}} for (u, s), cols in delta.total.items()
     ]
     await _add_rows(session, total_t, ("unit_code", "sector", name), TOTAL_COUNTERS, total_rows)
 
@@ -238,8 +231,12 @@ ANCESTRY_SQL = (
 def rollup_select_sql(table: str) -> tuple[str, tuple[str, ...]]:
     """SELECT of the rollup rows of one own table, summed from every unit's own rows (all sources):
     (sql, the selected columns in order, slot excluded)."""
-    keys = {"unit_day": ("sector", "day"), "unit_day_hist": ("sector", "day", "bucket"),
-            "unit_cohort_due": ("sector", "recv_day", "due_day"), "unit_total": ("sector",)}[table]
+    keys = {
+        "unit_day": ("sector", "day"),
+        "unit_day_hist": ("sector", "day", "bucket"),
+        "unit_cohort_due": ("sector", "recv_day", "due_day"),
+        "unit_total": ("sector",),
+    }[table]
     values = {"unit_day": DAY_COUNTERS, "unit_total": TOTAL_COUNTERS}.get(table, ("n",))
     sql = (
         f"SELECT a.anc AS unit_code, {', '.join('t.' + k for k in keys)}, "
@@ -276,4 +273,3 @@ async def mark_dirty(session: AsyncSession, marks: dict[str, date]) -> None:
             },
         )
         await session.execute(stmt)
-

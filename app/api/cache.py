@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import orjson
 
 from app.api.etag import etag_of
-from app.db.engine import Database
 from app.db import meta
+from app.db.engine import Database
 
 log = logging.getLogger("chiso.cache")
 
@@ -133,9 +133,7 @@ class AnswerCache:
         if not task.cancelled() and task.exception() is not None:
             log.warning("refreshing a cached answer failed: %r", task.exception())
 
-    async def _compute(
-        self, key: str, compute: Callable[[], Awaitable[dict]], version: int, future: asyncio.Future | None = None
-    ) -> Entry:
+    async def _compute(self, key: str, compute: Callable[[], Awaitable[dict]], version: int, future: asyncio.Future | None = None) -> Entry:
         """Compute one answer, once however many ask for it meanwhile (they wait on `future`)."""
         future = future or self._claim(key)
         started = time.monotonic()

@@ -105,15 +105,17 @@ async def docs_asset(name: str) -> Response:
 @router.get("/docs")
 async def swagger_ui(request: Request) -> HTMLResponse:
     root = request.scope.get("root_path", "")
-    return _page(get_swagger_ui_html(
-        openapi_url=f"{root}{request.app.openapi_url}",
-        title="chiso API",
-        swagger_js_url=f"{root}{ASSETS}/swagger-ui-bundle.js",
-        swagger_css_url=f"{root}{ASSETS}/swagger-ui.css",
-        swagger_favicon_url=f"{root}{ASSETS}/favicon.png",
-        oauth2_redirect_url=f"{root}/docs/oauth2-redirect",
-        swagger_ui_parameters=SWAGGER_PARAMETERS,
-    ))
+    return _page(
+        get_swagger_ui_html(
+            openapi_url=f"{root}{request.app.openapi_url}",
+            title="chiso API",
+            swagger_js_url=f"{root}{ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{ASSETS}/favicon.png",
+            oauth2_redirect_url=f"{root}/docs/oauth2-redirect",
+            swagger_ui_parameters=SWAGGER_PARAMETERS,
+        )
+    )
 
 
 @router.get("/docs/oauth2-redirect")
@@ -124,13 +126,15 @@ async def swagger_ui_redirect() -> HTMLResponse:
 @router.get("/redoc")
 async def redoc(request: Request) -> HTMLResponse:
     root = request.scope.get("root_path", "")
-    return _page(get_redoc_html(
-        openapi_url=f"{root}{request.app.openapi_url}",
-        title="chiso API",
-        redoc_js_url=f"{root}{ASSETS}/redoc.standalone.js",
-        redoc_favicon_url=f"{root}{ASSETS}/favicon.png",
-        with_google_fonts=False,
-    ))
+    return _page(
+        get_redoc_html(
+            openapi_url=f"{root}{request.app.openapi_url}",
+            title="chiso API",
+            redoc_js_url=f"{root}{ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
+    )
 
 
 NOT_MODIFIED = {

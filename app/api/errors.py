@@ -6,11 +6,11 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from app.api.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import metrics
+from app.api.responses import JSONResponse
 from app.errors import ChisoError
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,7 @@ _ALL = list(EVENT_EXAMPLES.values())
 # rather than declared as a parameter; EventBatch and Event are added to the components by app.api.docs.
 REQUEST_BODY = {
     "required": True,
-    "description": "A batch of dossier events (SPEC section 3): a JSON object `{\"events\": [...]}` or NDJSON, one "
+    "description": 'A batch of dossier events (SPEC section 3): a JSON object `{"events": [...]}` or NDJSON, one '
     "event per line (blank lines skipped). Up to 5,000 events or 5 MiB. Fields not in the Event schema are ignored.",
     "content": {
         "application/json": {
@@ -46,10 +46,7 @@ REQUEST_BODY = {
                     "summary": "A dossier's life: received, deadline moved, resolved; another one withdrawn",
                     "value": {"events": _ALL},
                 },
-                **{
-                    name: {"summary": f"A `{name}` event", "value": {"events": [event]}}
-                    for name, event in EVENT_EXAMPLES.items()
-                },
+                **{name: {"summary": f"A `{name}` event", "value": {"events": [event]}} for name, event in EVENT_EXAMPLES.items()},
             },
         },
         "application/x-ndjson": {
@@ -67,7 +64,14 @@ REQUEST_BODY = {
     responses={
         202: {"description": "Every accepted event is durably committed; `items` lists those not accepted."},
         **problems(
-            400, 401, 403, 413, 415, 422, 429, 503,
+            400,
+            401,
+            403,
+            413,
+            415,
+            422,
+            429,
+            503,
             s422="The JSON is not an object with an `events` array, or a parameter is malformed.",
         ),
     },

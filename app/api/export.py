@@ -41,7 +41,11 @@ async def export_snapshots(
     "/network/snapshots",
     response_model=ReceiveAnswer,
     responses=problems(
-        400, 401, 413, 422, 503,
+        400,
+        401,
+        413,
+        422,
+        503,
         s400="The body is not a JSON snapshot of records.",
         s401="Not a central node, an unknown subordinate, or a bad signature.",
         s422="A record has not the shape of SPEC section 6.",

@@ -19,7 +19,7 @@ router = APIRouter(tags=["operations"])
     "/healthz",
     response_model=Health,
     summary="Liveness",
-    description="`200 {\"status\": \"ok\"}` while the process serves requests; never touches the database.",
+    description='`200 {"status": "ok"}` while the process serves requests; never touches the database.',
 )
 async def healthz() -> JSONResponse:
     return JSONResponse({"status": "ok"})
@@ -39,13 +39,13 @@ async def readyz(db: DbDep, request: Request) -> JSONResponse:
         async with db.engine.connect() as conn:
             checks["database"] = "ok"
             checks["schema"] = "current" if await schema_is_current(conn) else "outdated"
-    except Exception as exc:  # any failure to reach the database means not ready
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the database means not ready
         checks["database"] = f"unreachable: {type(exc).__name__}"
     ready = checks.get("database") == "ok" and checks.get("schema") == "current"
     if ready:  # detail only: a slow central node does not make this node unready
         try:
             checks["export"] = await export_service.status(db, request.app.state.settings)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001
             checks["export"] = f"unavailable: {type(exc).__name__}"
     return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
 
@@ -59,7 +59,7 @@ async def readyz(db: DbDep, request: Request) -> JSONResponse:
     summary="Prometheus metrics",
     description="The service metrics summed over every worker process (ingested events by outcome, batch latency, "
     "database errors, export lag and backlog, KPI answer latency) and the KPI gauges per province read from the "
-    "database, e.g. `chiso_on_time_ratio{unit=\"79\",window=\"30d\"}` (SPEC section 7).",
+    'database, e.g. `chiso_on_time_ratio{unit="79",window="30d"}` (SPEC section 7).',
 )
 async def prometheus_metrics(request: Request) -> Response:
     return Response(await metrics.scrape(request.app.state), media_type=metrics.CONTENT_TYPE)

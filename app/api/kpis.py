@@ -76,7 +76,7 @@ class _Timer:
     description="Every KPI of SPEC section 4 for the unit and everything below it — tỷ lệ giải quyết đúng hạn "
     "(`on_time_rate`), điểm tiến độ giải quyết theo Chỉ số 766 (`settlement_score`), hồ sơ đang giải quyết "
     "(`pending`), hồ sơ đang quá hạn (`overdue`)... — with the same figures for the previous period and the "
-    "change, so that \"better than last week\" is one request. Real time: an acknowledged event is in every "
+    'change, so that "better than last week" is one request. Real time: an acknowledged event is in every '
     "answer read after it. Every GET answer has an `ETag` and honours `If-None-Match` with `304`." + PERIOD_DOC,
 )
 async def unit_kpis(
@@ -110,8 +110,7 @@ async def unit_kpis(
     summary="Units of a level ranked by a KPI",
     description="Provinces (tỉnh, thành phố) or communes (xã, phường, đặc khu), optionally only those under "
     "`parent`, ranked by one KPI with their figures and change. Ties (equal values as answered) share a rank "
-    "(1, 2, 2, 4) and are listed by code; units whose KPI is `null` come last, by code, with `rank: null`."
-    + PERIOD_DOC,
+    "(1, 2, 2, 4) and are listed by code; units whose KPI is `null` come last, by code, with `rank: null`." + PERIOD_DOC,
 )
 async def rankings(
     request: Request,

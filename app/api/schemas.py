@@ -103,11 +103,29 @@ KPI_DOCS: dict[str, tuple[str, str]] = {
 # Counts that may be null: the central node's 766 figures, and silent units of a past period.
 NULLABLE_COUNTS = frozenset({"overdue_766", "silent_units"})
 EXAMPLE = {
-    "received": 1200, "received_online": 1150, "online_rate": 0.9583, "resolved": 1100, "resolved_early": 600,
-    "resolved_on_time": 400, "resolved_late": 100, "resolved_unclassified": 0, "on_time_rate": 0.9091,
-    "withdrawn": 3, "pending": 120, "overdue": 4, "processing_hours_p50": 30.5, "processing_hours_p90": 70.0,
-    "processing_hours_mean": 35.2, "settlement_rate_766": 0.91, "settlement_score": 18.2, "overdue_766": 108,
-    "orphans": 0, "due_24h": 7, "due_48h": 15, "due_72h": 22, "silent_units": 0,
+    "received": 1200,
+    "received_online": 1150,
+    "online_rate": 0.9583,
+    "resolved": 1100,
+    "resolved_early": 600,
+    "resolved_on_time": 400,
+    "resolved_late": 100,
+    "resolved_unclassified": 0,
+    "on_time_rate": 0.9091,
+    "withdrawn": 3,
+    "pending": 120,
+    "overdue": 4,
+    "processing_hours_p50": 30.5,
+    "processing_hours_p90": 70.0,
+    "processing_hours_mean": 35.2,
+    "settlement_rate_766": 0.91,
+    "settlement_score": 18.2,
+    "overdue_766": 108,
+    "orphans": 0,
+    "due_24h": 7,
+    "due_48h": 15,
+    "due_72h": 22,
+    "silent_units": 0,
 }
 
 
@@ -287,9 +305,17 @@ class Event(BaseModel):
         extra="allow",
         json_schema_extra={
             "examples": [
-                {"event_id": "hue-000123-r", "type": "received", "dossier_id": "H57-000123", "unit_code": "46",
-                 "occurred_at": "2025-09-30T08:15:00+07:00", "channel": "online",
-                 "due_at": "2025-10-03T17:00:00+07:00", "procedure_code": "1.001612", "sector": "land"},
+                {
+                    "event_id": "hue-000123-r",
+                    "type": "received",
+                    "dossier_id": "H57-000123",
+                    "unit_code": "46",
+                    "occurred_at": "2025-09-30T08:15:00+07:00",
+                    "channel": "online",
+                    "due_at": "2025-10-03T17:00:00+07:00",
+                    "procedure_code": "1.001612",
+                    "sector": "land",
+                },
             ]
         },
     )
@@ -325,15 +351,41 @@ def _local(days_ago: int, hour: int, minute: int = 0) -> str:
 
 VN_TIME = timezone(timedelta(hours=7))
 EVENT_EXAMPLES = {
-    "received": {"event_id": "hue-000123-r", "type": "received", "dossier_id": "H57-000123", "unit_code": "46",
-                 "occurred_at": _local(6, 8, 15), "channel": "online", "due_at": _local(3, 17),
-                 "procedure_code": "1.001612", "sector": "land"},
-    "due_changed": {"event_id": "hue-000123-d1", "type": "due_changed", "dossier_id": "H57-000123", "unit_code": "46",
-                    "occurred_at": _local(5, 9), "due_at": _local(1, 17), "reason": "supplement_requested"},
-    "resolved": {"event_id": "hue-000123-x", "type": "resolved", "dossier_id": "H57-000123", "unit_code": "46",
-                 "occurred_at": _local(1, 15, 30), "outcome": "approved"},
-    "withdrawn": {"event_id": "hue-000124-w", "type": "withdrawn", "dossier_id": "H57-000124", "unit_code": "46",
-                  "occurred_at": _local(2, 10)},
+    "received": {
+        "event_id": "hue-000123-r",
+        "type": "received",
+        "dossier_id": "H57-000123",
+        "unit_code": "46",
+        "occurred_at": _local(6, 8, 15),
+        "channel": "online",
+        "due_at": _local(3, 17),
+        "procedure_code": "1.001612",
+        "sector": "land",
+    },
+    "due_changed": {
+        "event_id": "hue-000123-d1",
+        "type": "due_changed",
+        "dossier_id": "H57-000123",
+        "unit_code": "46",
+        "occurred_at": _local(5, 9),
+        "due_at": _local(1, 17),
+        "reason": "supplement_requested",
+    },
+    "resolved": {
+        "event_id": "hue-000123-x",
+        "type": "resolved",
+        "dossier_id": "H57-000123",
+        "unit_code": "46",
+        "occurred_at": _local(1, 15, 30),
+        "outcome": "approved",
+    },
+    "withdrawn": {
+        "event_id": "hue-000124-w",
+        "type": "withdrawn",
+        "dossier_id": "H57-000124",
+        "unit_code": "46",
+        "occurred_at": _local(2, 10),
+    },
 }
 
 
@@ -462,10 +514,19 @@ PROBLEM_EXAMPLES = {
     403: {"type": "about:blank", "title": "Forbidden", "status": 403, "detail": "a key of scope ingest cannot read"},
     404: {"type": "about:blank", "title": "Not found", "status": 404, "detail": "unknown unit 99999"},
     413: {"type": "about:blank", "title": "Payload too large", "status": 413, "detail": "body over 5242880 bytes"},
-    415: {"type": "about:blank", "title": "Unsupported media type", "status": 415,
-          "detail": "Content-Type must be application/json or application/x-ndjson"},
-    422: {"type": "about:blank", "title": "Validation failed", "status": 422, "detail": "invalid window",
-          "errors": [{"loc": ["window"], "msg": "Input should be '1d', '7d', '30d', '90d' or '365d'"}]},
+    415: {
+        "type": "about:blank",
+        "title": "Unsupported media type",
+        "status": 415,
+        "detail": "Content-Type must be application/json or application/x-ndjson",
+    },
+    422: {
+        "type": "about:blank",
+        "title": "Validation failed",
+        "status": 422,
+        "detail": "invalid window",
+        "errors": [{"loc": ["window"], "msg": "Input should be '1d', '7d', '30d', '90d' or '365d'"}],
+    },
     429: {"type": "about:blank", "title": "Too many requests", "status": 429, "detail": "rate limit exceeded"},
     503: {"type": "about:blank", "title": "Service unavailable", "status": 503, "detail": "database unavailable"},
 }

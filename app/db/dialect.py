@@ -62,7 +62,11 @@ async def bulk_upsert(
 
 @lru_cache(maxsize=64)
 def _pg_upsert_sql(
-    name: str, cols: tuple[str, ...], conflict: tuple[str, ...], add: tuple[str, ...], replace: tuple[str, ...],
+    name: str,
+    cols: tuple[str, ...],
+    conflict: tuple[str, ...],
+    add: tuple[str, ...],
+    replace: tuple[str, ...],
     returning: tuple[str, ...],
 ) -> str:
     names = ", ".join(cols)

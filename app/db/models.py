@@ -98,12 +98,19 @@ class Dossier(Base):
     # province's read touches its own dossiers due today, not the nation's.
     __table_args__ = (
         Index(
-            "ix_dossier_due_unsettled", "eff_due_at", postgresql_include=["unit_code", *_COVER],
-            postgresql_where=UNSETTLED_SQL, sqlite_where=UNSETTLED_SQL,
+            "ix_dossier_due_unsettled",
+            "eff_due_at",
+            postgresql_include=["unit_code", *_COVER],
+            postgresql_where=UNSETTLED_SQL,
+            sqlite_where=UNSETTLED_SQL,
         ),
         Index(
-            "ix_dossier_unit_due_unsettled", "unit_code", "eff_due_at", postgresql_include=list(_COVER),
-            postgresql_where=UNSETTLED_SQL, sqlite_where=UNSETTLED_SQL,
+            "ix_dossier_unit_due_unsettled",
+            "unit_code",
+            "eff_due_at",
+            postgresql_include=list(_COVER),
+            postgresql_where=UNSETTLED_SQL,
+            sqlite_where=UNSETTLED_SQL,
         ),
     )
 

@@ -21,17 +21,15 @@ import orjson
 from sqlalchemy import text
 
 from app import metrics
+from app.aggregates import periods, reads
+from app.aggregates.reads import read_sums
+from app.aggregates.sums import Scope, Sums, span_for
 from app.db import meta
 from app.db.engine import Database
 from app.export import records
 from app.export import repository as repo
 from app.export.outbox import PARK, PARKED, PENDING, SEND, SENT, Backoff, classify
 from app.export.signing import sign
-from app.aggregates import periods
-from app.aggregates import reads
-from app.aggregates.reads import read_sums
-from app.aggregates.sums import Scope, Sums, span_for
-
 from app.settings import Settings
 
 log = logging.getLogger("chiso.export")
@@ -88,7 +86,7 @@ class Exporter:
                 await self._lock_conn.execute(text("SELECT 1"))
                 await self._lock_conn.commit()
                 return True
-            except Exception:  # the connection died, and the lock with it: try again from scratch
+            except Exception:  # noqa: BLE001 - the connection died, and the lock with it: try again from scratch
                 log.warning("exporter lock connection lost")
                 await self._drop_lock_conn()
         conn = await self.db.engine.connect()
@@ -113,10 +111,10 @@ class Exporter:
             await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
             await conn.commit()
             await conn.close()
-        except Exception:  # broken: make sure the server session ends, which frees the lock
+        except Exception:  # noqa: BLE001 - broken: make sure the server session ends, which frees the lock
             try:
                 await conn.invalidate()
-            except Exception:
+            except Exception:  # noqa: BLE001
                 pass
 
     # --- the loop ------------------------------------------------------------------------------
@@ -156,7 +154,7 @@ class Exporter:
             try:
                 async with self.db.transaction() as session:
                     await repo.drop_lease(session, LEASE, self.holder)
-            except Exception:  # shutting down: the lease expires by itself
+            except Exception:  # noqa: BLE001 - shutting down: the lease expires by itself
                 pass
         await self._drop_lock_conn()
         if self._own_client and self._client is not None:
@@ -256,12 +254,21 @@ class Exporter:
                 else records.cohort_record(node, seq, unit, period, figures)
             )
             outbox.append(
-                {"sequence": seq, "unit_code": unit, "kind": kind, "key": key, "body": orjson.dumps(rec).decode(),
-                 "state": PENDING, "attempts": 0, "created_at": now}
+                {
+                    "sequence": seq,
+                    "unit_code": unit,
+                    "kind": kind,
+                    "key": key,
+                    "body": orjson.dumps(rec).decode(),
+                    "state": PENDING,
+                    "attempts": 0,
+                    "created_at": now,
+                }
             )
             digests.append({"unit_code": unit, "kind": kind, "key": key, "digest": h})
         await repo.insert_outbox(session, outbox)
         await repo.upsert_digests(session, digests)
+
     async def _compute(self, units: list[str], start: date, today: date, now: datetime, out: dict) -> None:
         """Figures of every day from `start` to today and of every calendar period touching them.
 
@@ -412,7 +419,7 @@ class Exporter:
         """Lag and backlog from the database, so every worker reports the same values."""
         try:
             st = await status(self.db, self.settings)
-        except Exception:  # the database may be away; the gauges keep their last values
+        except Exception:  # noqa: BLE001 - the database may be away; the gauges keep their last values
             return
         metrics.EXPORT_BACKLOG.set(st["backlog"])
         metrics.EXPORT_LAG.set(st["lag_seconds"])
@@ -439,7 +446,11 @@ async def status(db: Database, settings: Settings) -> dict:
     if settings.subordinates:
         out["subordinates"] = {
             name: next(
-                ({"last_sequence": s["last_sequence"], "received_at": s["received_at"].isoformat()} for s in sources if s["node_id"] == name),
+                (
+                    {"last_sequence": s["last_sequence"], "received_at": s["received_at"].isoformat()}
+                    for s in sources
+                    if s["node_id"] == name
+                ),
                 None,
             )
             for name in sorted(settings.subordinates)

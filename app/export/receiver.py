@@ -53,9 +53,7 @@ def parse(body: bytes, node: str) -> tuple[list[dict], list[dict]]:
     bounds = doc.get("histogram_bounds_seconds")
     ours = records.histogram_bounds()
     if not isinstance(bounds, list) or bounds[: len(ours)] != ours[: len(bounds)] or not bounds:
-        raise Unprocessable(
-            "histogram bounds differ from this node's", [{"loc": ["histogram_bounds_seconds"], "msg": "bounds differ"}]
-        )
+        raise Unprocessable("histogram bounds differ from this node's", [{"loc": ["histogram_bounds_seconds"], "msg": "bounds differ"}])
     if len(doc["records"]) > MAX_RECORDS:
         raise Unprocessable(f"more than {MAX_RECORDS} records", [{"loc": ["records"], "msg": "too many records"}])
     days: dict[tuple, dict] = {}

@@ -13,8 +13,8 @@ from datetime import date
 
 import orjson
 
-from app.aggregates.histogram import bounds_seconds
 from app.aggregates.counters import FLOWS
+from app.aggregates.histogram import bounds_seconds
 from app.aggregates.sums import Sums, cohort_766, overdue_of, pending_of
 
 DAY_FLOWS = FLOWS  # the cohort goes in cohort records

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date, datetime
 
-from sqlalchemy import and_, case, delete, func, select, update
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.aggregates import writes
@@ -23,10 +23,8 @@ from app.db.models import (
     ExportLease,
     ExportOutbox,
     ExportState,
-    NetworkCohort,
     NetworkDay,
     NetworkSource,
-    NodeMeta,
     UnitDay,
     UnitDayHist,
     UnitTotal,
@@ -127,34 +125,26 @@ async def read_outbox(session: AsyncSession, after: int, limit: int, state: str 
     return list((await session.execute(stmt.order_by(ExportOutbox.sequence).limit(limit))).scalars())
 
 
-async def set_outbox_state(
-    session: AsyncSession, sequences: list[int], state: str, at: datetime, error: str | None = None
-) -> None:
+async def set_outbox_state(session: AsyncSession, sequences: list[int], state: str, at: datetime, error: str | None = None) -> None:
     """Move delivered (or refused) pending records to their new state."""
     for chunk in _chunks(sorted(sequences)):
         values = {"state": state, "attempts": ExportOutbox.attempts + 1, "error": error}
         if state == SENT:
             values["sent_at"] = at
-        await session.execute(
-            update(ExportOutbox).where(ExportOutbox.sequence.in_(chunk), ExportOutbox.state == PENDING).values(**values)
-        )
+        await session.execute(update(ExportOutbox).where(ExportOutbox.sequence.in_(chunk), ExportOutbox.state == PENDING).values(**values))
 
 
 async def count_attempt(session: AsyncSession, sequences: list[int], error: str) -> None:
     """Record a failed try of pending records (they stay pending)."""
     for chunk in _chunks(sorted(sequences)):
         await session.execute(
-            update(ExportOutbox)
-            .where(ExportOutbox.sequence.in_(chunk))
-            .values(attempts=ExportOutbox.attempts + 1, error=error)
+            update(ExportOutbox).where(ExportOutbox.sequence.in_(chunk)).values(attempts=ExportOutbox.attempts + 1, error=error)
         )
 
 
 async def unpark(session: AsyncSession) -> int:
     """Make every parked record pending again; returns how many."""
-    result = await session.execute(
-        update(ExportOutbox).where(ExportOutbox.state == PARKED).values(state=PENDING, attempts=0, error=None)
-    )
+    result = await session.execute(update(ExportOutbox).where(ExportOutbox.state == PARKED).values(state=PENDING, attempts=0, error=None))
     return result.rowcount or 0
 
 
@@ -257,7 +247,6 @@ async def read_sources(session: AsyncSession) -> list[dict]:
     return [{"node_id": r.source, "last_sequence": r.last_sequence, "received_at": r.received_at} for r in rows.scalars()]
 
 
-
 # --- figures of past days (the exporter) -------------------------------------------------------
 
 
@@ -273,7 +262,9 @@ async def read_day_sums(session: AsyncSession, units: list[str], since: date) ->
         .where(UnitDay.unit_code.in_(units), UnitDay.sector == ALL_SECTORS, UnitDay.day >= since)
         .group_by(UnitDay.unit_code, UnitDay.day)
     )
-    days = {(r["unit_code"], r["day"]): {k: int(r[k] or 0) for k in (*DAY_FLOWS, "dp", "do")} for r in (await session.execute(stmt)).mappings()}
+    days = {
+        (r["unit_code"], r["day"]): {k: int(r[k] or 0) for k in (*DAY_FLOWS, "dp", "do")} for r in (await session.execute(stmt)).mappings()
+    }
     stmt = (
         select(UnitTotal.unit_code, func.sum(UnitTotal.p_in - UnitTotal.p_out), func.sum(UnitTotal.o_in - UnitTotal.o_out))
         .where(UnitTotal.unit_code.in_(units), UnitTotal.sector == ALL_SECTORS)

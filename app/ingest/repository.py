@@ -8,8 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-import orjson
-from sqlalchemy import delete, select, text, tuple_
+from sqlalchemy import delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect
@@ -40,8 +39,6 @@ async def read_stored_event_keys(session: AsyncSession, keys: list[tuple[str, st
     """Which of these (unit_code, event_id) are stored."""
     found: set[tuple[str, str]] = set()
     for chunk in _chunks(sorted(keys)):
-        stmt = select(DossierEvent.unit_code, DossierEvent.event_id).where(
-            tuple_(DossierEvent.unit_code, DossierEvent.event_id).in_(chunk)
-        )
+        stmt = select(DossierEvent.unit_code, DossierEvent.event_id).where(tuple_(DossierEvent.unit_code, DossierEvent.event_id).in_(chunk))
         found.update((u, e) for u, e in (await session.execute(stmt)).all())
     return found

@@ -9,16 +9,17 @@ from datetime import UTC, datetime, timedelta
 import orjson
 
 from app import metrics
+from app.aggregates import writes
+from app.aggregates.contrib import Delta
 from app.db import meta
 from app.db.engine import Database
 from app.errors import BadRequest, PayloadTooLarge, TooManyRequests, Unprocessable
 from app.ingest import repository
 from app.ingest.schemas import EventError, validate_event
 from app.keys.service import Principal, check_units
-from app.aggregates import writes
-from app.aggregates.contrib import Delta
 from app.settings import Settings
 from app.units.service import Registry
+
 
 def parse_body(body: bytes, content_type: str, max_events: int) -> list:
     """The raw items of a JSON or NDJSON body; whole-request errors raise."""

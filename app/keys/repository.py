@@ -30,7 +30,5 @@ async def read_keys(session: AsyncSession) -> list[ApiKey]:
 
 async def revoke_key(session: AsyncSession, key_id: int, at: datetime) -> bool:
     """Mark a key revoked; False when there is no such live key."""
-    result = await session.execute(
-        update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)).values(revoked_at=at)
-    )
+    result = await session.execute(update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)).values(revoked_at=at))
     return result.rowcount == 1

@@ -16,8 +16,8 @@ from datetime import tzinfo
 
 from prometheus_client.core import GaugeMetricFamily
 
-from app.db.engine import Database
 from app.aggregates import periods
+from app.db.engine import Database
 from app.scoring import service as scoring
 from app.units.seed import NATION
 from app.units.service import Registry
@@ -28,7 +28,11 @@ WINDOWS = ("7d", "30d")  # 35 units x 2 windows = 70 series per metric (< 100)
 WINDOWED = (
     ("chiso_on_time_ratio", "on_time_rate", "Dossiers resolved early or on time / resolved and classified, in the window."),
     ("chiso_online_ratio", "online_rate", "Dossiers received online / received, in the window."),
-    ("chiso_settlement_ratio", "settlement_rate_766", "INDEX-766 settlement rate of the cohort received in the window (score = 20 x ratio)."),
+    (
+        "chiso_settlement_ratio",
+        "settlement_rate_766",
+        "INDEX-766 settlement rate of the cohort received in the window (score = 20 x ratio).",
+    ),
     ("chiso_received_dossiers", "received", "Dossiers received in the window."),
     ("chiso_resolved_dossiers", "resolved", "Dossiers resolved in the window."),
 )
@@ -76,7 +80,9 @@ async def read(db: Database, registry: Registry, tz: tzinfo, communes: bool = Fa
             if kpis[kpi] is not None:
                 g.add_metric([unit["code"], unit["level"]], kpis[kpi])
         families.append(g)
-    info = GaugeMetricFamily(UNIT_INFO, "The units the KPI gauges cover: name and parent by code.", labels=["unit", "level", "name", "parent"])
+    info = GaugeMetricFamily(
+        UNIT_INFO, "The units the KPI gauges cover: name and parent by code.", labels=["unit", "level", "name", "parent"]
+    )
     for unit, _ in last:
         info.add_metric([unit["code"], unit["level"], unit["name"], unit["parent"] or ""], 1)
     families.append(info)

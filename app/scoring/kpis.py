@@ -26,9 +26,7 @@ KPI_NAMES = (
     "overdue_766",
     "orphans",
 )
-COUNT_KPIS = frozenset(
-    k for k in KPI_NAMES if not k.endswith(("_rate", "_rate_766", "_score")) and not k.startswith("processing")
-)
+COUNT_KPIS = frozenset(k for k in KPI_NAMES if not k.endswith(("_rate", "_rate_766", "_score")) and not k.startswith("processing"))
 
 
 def ratio(num: int, den: int) -> float | None:

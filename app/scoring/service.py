@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, tzinfo
 
-from app.db.engine import Database
-from app.db.models import ALL_SECTORS, NO_SECTOR
-from app.errors import NotFound, Unprocessable
-from app.scoring import kpis as kpi_math
 from app.aggregates import periods
 from app.aggregates.periods import Period
 from app.aggregates.reads import read_sectors, read_spans, read_sums
 from app.aggregates.sums import Scope, span_for
 from app.aggregates.writes import ROLLUP_LEVELS
+from app.db.engine import Database
+from app.db.models import ALL_SECTORS, NO_SECTOR
+from app.errors import NotFound, Unprocessable
+from app.scoring import kpis as kpi_math
 from app.units.seed import NATION, UnitRow
 from app.units.service import Registry
 
@@ -132,7 +132,9 @@ async def ranking(
         "total": len(ordered),
         "limit": limit,
         "offset": offset,
-        "items": [{"rank": r["rank"], "unit": r["unit"], "kpis": r["kpis"], "change": r["change"]} for r in ordered[offset : offset + limit]],
+        "items": [
+            {"rank": r["rank"], "unit": r["unit"], "kpis": r["kpis"], "change": r["change"]} for r in ordered[offset : offset + limit]
+        ],
     }
 
 
@@ -150,9 +152,7 @@ async def series(db: Database, registry: Registry, tz: tzinfo, code: str, kpi: s
         raise Unprocessable("from must be before to", [{"loc": ["from"], "msg": "must be before to"}])
     spans_p = periods.intervals(interval, start, end)
     if len(spans_p) > SERIES_MAX_POINTS:
-        raise Unprocessable(
-            f"more than {SERIES_MAX_POINTS} points", [{"loc": ["from"], "msg": f"more than {SERIES_MAX_POINTS} points"}]
-        )
+        raise Unprocessable(f"more than {SERIES_MAX_POINTS} points", [{"loc": ["from"], "msg": f"more than {SERIES_MAX_POINTS} points"}])
     scope = _scope_of(registry, code)
     async with db.session() as session:
         sums = await read_spans(session, scope, [span_for(p, now, tz) for p in spans_p], ALL_SECTORS)

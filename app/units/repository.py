@@ -6,7 +6,7 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect
-from app.db.models import NodeMeta, Unit
+from app.db.models import Unit
 from app.units.seed import UnitRow
 
 REGISTRY_VERSION = "registry_version"

@@ -54,9 +54,7 @@ def package_units() -> list[UnitRow]:
     for p in Province.iter_all():
         rows.append(UnitRow(f"{int(p.code):02d}", p.name, "province", None, NATION))
     for w in Ward.iter_all():
-        rows.append(
-            UnitRow(f"{int(w.code):05d}", w.name, "commune", kinds[w.division_type], f"{int(w.province_code):02d}")
-        )
+        rows.append(UnitRow(f"{int(w.code):05d}", w.name, "commune", kinds[w.division_type], f"{int(w.province_code):02d}"))
     return rows
 
 

@@ -80,7 +80,10 @@ async def diff_kpis(sub_get, central_get, units: list[str], today) -> list[str]:
         for x, y in zip(a["items"], b["items"], strict=True):
             want = expected_at_central(x, q.get("period") in CALENDAR_766, x["unit"]["code"] in with_cohort)
             if (x["rank"], x["unit"]) != (y["rank"], y["unit"]) or want["kpis"] != y["kpis"]:
-                bad.append(f"ranking {q} {x['unit']['code']} {x['rank']} {y['rank']} {[(k, want['kpis'][k], y['kpis'][k]) for k in want['kpis'] if want['kpis'][k] != y['kpis'][k]]}")
+                bad.append(
+                    f"ranking {q} {x['unit']['code']} {x['rank']} {y['rank']} "
+                    f"{[(k, want['kpis'][k], y['kpis'][k]) for k in want['kpis'] if want['kpis'][k] != y['kpis'][k]]}"
+                )
                 break
     return bad
 
@@ -140,8 +143,13 @@ def network(make_service):
 
 
 def ev(kind, unit, dossier, at, **fields) -> dict:
-    e = {"event_id": f"{dossier}-{kind}-{at.timestamp()}", "type": kind, "dossier_id": dossier, "unit_code": unit,
-         "occurred_at": at.isoformat()}
+    e = {
+        "event_id": f"{dossier}-{kind}-{at.timestamp()}",
+        "type": kind,
+        "dossier_id": dossier,
+        "unit_code": unit,
+        "occurred_at": at.isoformat(),
+    }
     e.update({k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in fields.items()})
     return e
 
@@ -187,10 +195,12 @@ class TestRecords:
         async with network() as net:
             due_soon, calm = net.communes[0], net.communes[1]
             now = datetime.now(UTC)
-            await net.post([
-                ev("received", due_soon, "S1", now - timedelta(hours=1), channel="online", due_at=now + timedelta(seconds=2)),
-                ev("received", calm, "C1", now - timedelta(hours=1), channel="online", due_at=now + timedelta(days=3)),
-            ])
+            await net.post(
+                [
+                    ev("received", due_soon, "S1", now - timedelta(hours=1), channel="online", due_at=now + timedelta(seconds=2)),
+                    ev("received", calm, "C1", now - timedelta(hours=1), channel="online", due_at=now + timedelta(days=3)),
+                ]
+            )
             assert await net.exporter.produce() > 0
             last = (await net.feed())["next_after"]
             today = datetime.now(TZ).date().isoformat()
@@ -294,16 +304,36 @@ class TestCentral:
 
 async def post_snapshot(central, recs, node="hue", secret=SECRET, body=None, signature=None) -> httpx.Response:
     body = body if body is not None else snapshot_body(node, [orjson.dumps(r).decode() for r in recs])
-    headers = {"Content-Type": "application/json", "X-Chiso-Node": node,
-               "X-Chiso-Signature": signature or sign(body, secret), "Idempotency-Key": "k"}
+    headers = {
+        "Content-Type": "application/json",
+        "X-Chiso-Node": node,
+        "X-Chiso-Signature": signature or sign(body, secret),
+        "Idempotency-Key": "k",
+    }
     return await central.client.post("/api/v1/network/snapshots", content=body, headers=headers)
 
 
 def day_rec(seq, received, pending=0, day=None, unit="46001"):
-    return {"node_id": "hue", "sequence": seq, "kind": "day", "unit": unit,
-            "day": (day or datetime.now(TZ).date()).isoformat(), "received": received, "received_online": 0,
-            "resolved_early": 0, "resolved_on_time": 0, "resolved_late": 0, "resolved_unclassified": 0,
-            "withdrawn": 0, "orphans": 0, "proc_n": 0, "proc_ms": 0, "pending": pending, "overdue": 0, "histogram": []}
+    return {
+        "node_id": "hue",
+        "sequence": seq,
+        "kind": "day",
+        "unit": unit,
+        "day": (day or datetime.now(TZ).date()).isoformat(),
+        "received": received,
+        "received_online": 0,
+        "resolved_early": 0,
+        "resolved_on_time": 0,
+        "resolved_late": 0,
+        "resolved_unclassified": 0,
+        "withdrawn": 0,
+        "orphans": 0,
+        "proc_n": 0,
+        "proc_ms": 0,
+        "pending": pending,
+        "overdue": 0,
+        "histogram": [],
+    }
 
 
 class TestReceive:

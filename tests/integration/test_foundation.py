@@ -115,11 +115,7 @@ class TestHealth:
     async def test_readyz_when_database_unreachable(self, store, tmp_path):
         from tests.conftest import start_service
 
-        url = (
-            f"sqlite+aiosqlite:///{tmp_path}/missing/dir/x.db"
-            if store == "sqlite"
-            else "postgresql+asyncpg://postgres@127.0.0.1:1/none"
-        )
+        url = f"sqlite+aiosqlite:///{tmp_path}/missing/dir/x.db" if store == "sqlite" else "postgresql+asyncpg://postgres@127.0.0.1:1/none"
         async for svc in start_service(url):
             r = await svc.get("/readyz")
             assert r.status_code == 503 and r.json()["status"] == "not ready"

@@ -266,11 +266,7 @@ class TestDatabaseDown:
     async def test_unreachable_database_is_503(self, store, tmp_path):
         from tests.conftest import start_service
 
-        url = (
-            f"sqlite+aiosqlite:///{tmp_path}/no/such/dir/x.db"
-            if store == "sqlite"
-            else "postgresql+asyncpg://postgres@127.0.0.1:1/none"
-        )
+        url = f"sqlite+aiosqlite:///{tmp_path}/no/such/dir/x.db" if store == "sqlite" else "postgresql+asyncpg://postgres@127.0.0.1:1/none"
         async for svc in start_service(url, public_read=True):
             r = await svc.client.post("/api/v1/events", json={"events": []}, headers={"Authorization": "Bearer x"})
             assert r.status_code == 503 and int(r.headers["Retry-After"]) > 0

@@ -22,8 +22,18 @@ UNITS = {
 
 def assert_matches(answer: dict, expected: dict, where: str) -> None:
     exact = [
-        "received", "received_online", "resolved", "resolved_early", "resolved_on_time", "resolved_late",
-        "resolved_unclassified", "withdrawn", "pending", "overdue", "orphans", "overdue_766",
+        "received",
+        "received_online",
+        "resolved",
+        "resolved_early",
+        "resolved_on_time",
+        "resolved_late",
+        "resolved_unclassified",
+        "withdrawn",
+        "pending",
+        "overdue",
+        "orphans",
+        "overdue_766",
     ]
     for k in exact:
         assert answer[k] == expected[k], f"{where}: {k} {answer[k]} != {expected[k]}"
@@ -106,8 +116,7 @@ class TestKpisMatchReference:
                 random.Random(attempt).shuffle(order)
                 await post_all(svc, await svc.key("ingest", "46"), order, random.Random(attempt + 10))
                 token = await svc.key("read")
-                answers.append([
-                    (await svc.get(f"/api/v1/units/{c}/kpis", token, window="90d")).json()["kpis"]
-                    for c in ("46", *COMMUNES_46)
-                ])
+                answers.append(
+                    [(await svc.get(f"/api/v1/units/{c}/kpis", token, window="90d")).json()["kpis"] for c in ("46", *COMMUNES_46)]
+                )
         assert answers[0] == answers[1]

@@ -29,9 +29,15 @@ class TestMigrations:
     async def test_down_to_base_and_up_again_with_data(self, fresh_service):
         svc = fresh_service
         now = datetime.now(UTC)
-        event = {"event_id": "m1", "type": "received", "dossier_id": "d", "unit_code": "19777",
-                 "occurred_at": (now - timedelta(hours=1)).isoformat(), "channel": "online",
-                 "due_at": (now + timedelta(days=1)).isoformat()}
+        event = {
+            "event_id": "m1",
+            "type": "received",
+            "dossier_id": "d",
+            "unit_code": "19777",
+            "occurred_at": (now - timedelta(hours=1)).isoformat(),
+            "channel": "online",
+            "due_at": (now + timedelta(days=1)).isoformat(),
+        }
         assert (await svc.post([event], await svc.key("ingest", "46"))).json()["accepted"] == 1
         db = Database(svc.url)
         try:

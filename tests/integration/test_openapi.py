@@ -39,18 +39,59 @@ def lifecycle(tag: str, unit: str, now: datetime) -> list[dict]:
     """A received, a moved deadline and a resolution of one dossier, and a withdrawn one."""
     d = f"{tag}-1"
     return [
-        {"event_id": f"{d}-r", "type": "received", "dossier_id": d, "unit_code": unit, "occurred_at": ts(now - timedelta(days=6)),
-         "channel": "online", "due_at": ts(now - timedelta(days=3)), "sector": "land", "procedure_code": "1.001612"},
-        {"event_id": f"{d}-d", "type": "due_changed", "dossier_id": d, "unit_code": unit, "occurred_at": ts(now - timedelta(days=5)),
-         "due_at": ts(now - timedelta(days=1)), "reason": "supplement_requested"},
-        {"event_id": f"{d}-x", "type": "resolved", "dossier_id": d, "unit_code": unit, "occurred_at": ts(now - timedelta(days=2)),
-         "outcome": "approved"},
-        {"event_id": f"{tag}-2-r", "type": "received", "dossier_id": f"{tag}-2", "unit_code": unit,
-         "occurred_at": ts(now - timedelta(days=4)), "channel": "in_person", "due_at": ts(now + timedelta(days=1))},
-        {"event_id": f"{tag}-2-w", "type": "withdrawn", "dossier_id": f"{tag}-2", "unit_code": unit,
-         "occurred_at": ts(now - timedelta(days=1))},
-        {"event_id": f"{tag}-3-r", "type": "received", "dossier_id": f"{tag}-3", "unit_code": unit,
-         "occurred_at": ts(now - timedelta(days=9)), "channel": "postal", "due_at": ts(now - timedelta(days=2))},
+        {
+            "event_id": f"{d}-r",
+            "type": "received",
+            "dossier_id": d,
+            "unit_code": unit,
+            "occurred_at": ts(now - timedelta(days=6)),
+            "channel": "online",
+            "due_at": ts(now - timedelta(days=3)),
+            "sector": "land",
+            "procedure_code": "1.001612",
+        },
+        {
+            "event_id": f"{d}-d",
+            "type": "due_changed",
+            "dossier_id": d,
+            "unit_code": unit,
+            "occurred_at": ts(now - timedelta(days=5)),
+            "due_at": ts(now - timedelta(days=1)),
+            "reason": "supplement_requested",
+        },
+        {
+            "event_id": f"{d}-x",
+            "type": "resolved",
+            "dossier_id": d,
+            "unit_code": unit,
+            "occurred_at": ts(now - timedelta(days=2)),
+            "outcome": "approved",
+        },
+        {
+            "event_id": f"{tag}-2-r",
+            "type": "received",
+            "dossier_id": f"{tag}-2",
+            "unit_code": unit,
+            "occurred_at": ts(now - timedelta(days=4)),
+            "channel": "in_person",
+            "due_at": ts(now + timedelta(days=1)),
+        },
+        {
+            "event_id": f"{tag}-2-w",
+            "type": "withdrawn",
+            "dossier_id": f"{tag}-2",
+            "unit_code": unit,
+            "occurred_at": ts(now - timedelta(days=1)),
+        },
+        {
+            "event_id": f"{tag}-3-r",
+            "type": "received",
+            "dossier_id": f"{tag}-3",
+            "unit_code": unit,
+            "occurred_at": ts(now - timedelta(days=9)),
+            "channel": "postal",
+            "due_at": ts(now - timedelta(days=2)),
+        },
     ]
 
 
@@ -126,11 +167,18 @@ async def test_the_event_examples_are_accepted(make_service):
         spec = (await svc.client.get("/openapi.json")).json()
         token = await svc.key("ingest", "46")
         body = spec["paths"]["/api/v1/events"]["post"]["requestBody"]["content"]
-        r = await svc.client.post("/api/v1/events", json=body["application/json"]["examples"]["lifecycle"]["value"],
-                                  headers={"Authorization": f"Bearer {token}"}, params={"dry_run": "true"})
+        r = await svc.client.post(
+            "/api/v1/events",
+            json=body["application/json"]["examples"]["lifecycle"]["value"],
+            headers={"Authorization": f"Bearer {token}"},
+            params={"dry_run": "true"},
+        )
         assert r.status_code == 202 and r.json()["accepted"] == len(EVENT_EXAMPLES), r.text
-        r = await svc.client.post("/api/v1/events", content=body["application/x-ndjson"]["example"],
-                                  headers={"Authorization": f"Bearer {token}", "Content-Type": "application/x-ndjson"})
+        r = await svc.client.post(
+            "/api/v1/events",
+            content=body["application/x-ndjson"]["example"],
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/x-ndjson"},
+        )
         assert r.status_code == 202 and r.json()["accepted"] == len(EVENT_EXAMPLES), r.text
 
 
@@ -204,13 +252,18 @@ async def test_every_answer_matches_the_document(pair):
             await get(f"/api/v1/units/{code}/sectors", window="30d")
             for interval in ("day", "week", "month", "quarter"):
                 await get(f"/api/v1/units/{code}/series", kpi="on_time_rate", interval=interval)
-            await get(f"/api/v1/units/{code}/series", kpi="received", interval="day",
-                      **{"from": (now - timedelta(days=10)).date().isoformat(), "to": now.date().isoformat()})
+            await get(
+                f"/api/v1/units/{code}/series",
+                kpi="received",
+                interval="day",
+                **{"from": (now - timedelta(days=10)).date().isoformat(), "to": now.date().isoformat()},
+            )
         await get("/api/v1/units/46/kpis", window="30d", sector="land")
         await get("/api/v1/units/46/kpis", window="30d", sector="null")
         etag = (await get("/api/v1/units/46/kpis", window="30d")).headers["etag"]
-        r = await node.client.get("/api/v1/units/46/kpis", params={"window": "30d"},
-                                  headers={"Authorization": f"Bearer {read}", "If-None-Match": etag})
+        r = await node.client.get(
+            "/api/v1/units/46/kpis", params={"window": "30d"}, headers={"Authorization": f"Bearer {read}", "If-None-Match": etag}
+        )
         assert r.status_code == 304
         await get("/api/v1/rankings")
         await get("/api/v1/rankings", level="commune", parent="46", window="30d", sort="-on_time_rate", limit=5000)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-import uuid
 import time
+import uuid
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
@@ -23,13 +23,27 @@ def at_local(d: date, hour: int, minute: int = 0, second: int = 0) -> datetime:
 
 
 def received(unit, dossier, at, due, **kw):
-    return {"event_id": f"r-{dossier}", "type": "received", "dossier_id": dossier, "unit_code": unit,
-            "occurred_at": at, "channel": kw.pop("channel", "online"), "due_at": due, **kw}
+    return {
+        "event_id": f"r-{dossier}",
+        "type": "received",
+        "dossier_id": dossier,
+        "unit_code": unit,
+        "occurred_at": at,
+        "channel": kw.pop("channel", "online"),
+        "due_at": due,
+        **kw,
+    }
 
 
 def resolved(unit, dossier, at, **kw):
-    return {"event_id": kw.pop("event_id", f"s-{dossier}"), "type": "resolved", "dossier_id": dossier,
-            "unit_code": unit, "occurred_at": at, **kw}
+    return {
+        "event_id": kw.pop("event_id", f"s-{dossier}"),
+        "type": "resolved",
+        "dossier_id": dossier,
+        "unit_code": unit,
+        "occurred_at": at,
+        **kw,
+    }
 
 
 async def post(svc, token, events):
@@ -50,7 +64,9 @@ async def loaded(fresh_service):
 class TestRankings:
     async def test_communes_of_a_province_ranked_with_shared_ranks_and_nulls_last(self, loaded):
         svc, token, ds = loaded
-        body = (await svc.get("/api/v1/rankings", token, level="commune", parent="46", window="90d", sort="-on_time_rate", limit=5000)).json()
+        body = (
+            await svc.get("/api/v1/rankings", token, level="commune", parent="46", window="90d", sort="-on_time_rate", limit=5000)
+        ).json()
         assert body["total"] == len([u for u in (await svc.get("/api/v1/units", token, parent="46", limit=5000)).json()["items"]])
         items = body["items"]
         ranked = [i for i in items if i["rank"] is not None]
@@ -62,7 +78,7 @@ class TestRankings:
                 assert a["rank"] == b["rank"] and a["unit"]["code"] < b["unit"]["code"]
             else:
                 assert b["rank"] == ranked.index(b) + 1
-        nulls = items[len(ranked):]
+        nulls = items[len(ranked) :]
         assert all(i["rank"] is None and i["kpis"]["on_time_rate"] is None for i in nulls)
         assert [i["unit"]["code"] for i in nulls] == sorted(i["unit"]["code"] for i in nulls)
         now = datetime.now(UTC)
@@ -88,7 +104,9 @@ class TestRankings:
         events = [received(u, f"{u}-{i}", now, now + timedelta(days=1)) for u in ("19777", "19900") for i in range(2)]
         events += [received("19930", "x", now, now + timedelta(days=1))]
         await post(svc, token, events)
-        body = (await svc.get("/api/v1/rankings", await svc.key("read"), level="commune", parent="46", window="7d", sort="-received")).json()
+        body = (
+            await svc.get("/api/v1/rankings", await svc.key("read"), level="commune", parent="46", window="7d", sort="-received")
+        ).json()
         top = [(i["rank"], i["unit"]["code"]) for i in body["items"][:3]]
         assert top == [(1, "19777"), (1, "19900"), (3, "19930")]
 
@@ -103,8 +121,15 @@ class TestSeries:
         svc, token, ds = loaded
         now = datetime.now(UTC)
         today = ref.local_day(now)
-        body = (await svc.get("/api/v1/units/46/series", token, kpi="received", interval="week",
-                              **{"from": (today - timedelta(days=70)).isoformat(), "to": (today + timedelta(days=1)).isoformat()})).json()
+        body = (
+            await svc.get(
+                "/api/v1/units/46/series",
+                token,
+                kpi="received",
+                interval="week",
+                **{"from": (today - timedelta(days=70)).isoformat(), "to": (today + timedelta(days=1)).isoformat()},
+            )
+        ).json()
         points = body["points"]
         assert len(points) >= 10
         starts = [date.fromisoformat(p["start"]) for p in points]
@@ -124,7 +149,9 @@ class TestSeries:
                 assert p["value"] == (None if expected is None else round(expected, 4) if kpi != "pending" else expected)
 
     async def test_too_many_points_is_422(self, shared_service):
-        r = await shared_service.get("/api/v1/units/46/series", await shared_service.key("read"), interval="day", **{"from": "2020-01-01", "to": "2026-01-01"})
+        r = await shared_service.get(
+            "/api/v1/units/46/series", await shared_service.key("read"), interval="day", **{"from": "2020-01-01", "to": "2026-01-01"}
+        )
         assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["from"]
 
 
@@ -140,7 +167,9 @@ class TestSectors:
             assert sum(i["kpis"][k] for i in body["items"]) == total[k], k
         start, end = ref.window(90, now)
         land = [d for d in ds if d.sector() == "land"]
-        assert_matches(next(i for i in body["items"] if i["sector"] == "land")["kpis"], ref.kpis(land, {"46", *COMMUNES_46}, start, end, now), "land")
+        assert_matches(
+            next(i for i in body["items"] if i["sector"] == "land")["kpis"], ref.kpis(land, {"46", *COMMUNES_46}, start, end, now), "land"
+        )
 
     async def test_kpis_of_one_sector(self, loaded):
         svc, token, ds = loaded
@@ -153,7 +182,9 @@ class TestSectors:
 
 class TestEdges:
     async def test_empty_unit_has_null_rates_not_zero(self, shared_service):
-        body = (await shared_service.get("/api/v1/units/00070/kpis", await shared_service.key("read"), period="year", at="2020-05-05")).json()
+        body = (
+            await shared_service.get("/api/v1/units/00070/kpis", await shared_service.key("read"), period="year", at="2020-05-05")
+        ).json()
         k = body["kpis"]
         assert k["received"] == 0 and k["online_rate"] is None and k["on_time_rate"] is None
         assert k["settlement_rate_766"] is None and k["settlement_score"] is None and k["processing_hours_p50"] is None
@@ -188,8 +219,15 @@ class TestEdges:
         for name, reason in (("apology", "apology"), ("extension", "legal_extension")):
             events += [
                 received("19900", name, at_local(day, 8), due),
-                {"event_id": f"c-{name}", "type": "due_changed", "dossier_id": name, "unit_code": "19900",
-                 "occurred_at": at_local(day, 16), "due_at": due + timedelta(days=2), "reason": reason},
+                {
+                    "event_id": f"c-{name}",
+                    "type": "due_changed",
+                    "dossier_id": name,
+                    "unit_code": "19900",
+                    "occurred_at": at_local(day, 16),
+                    "due_at": due + timedelta(days=2),
+                    "reason": reason,
+                },
                 resolved("19900", name, due + timedelta(days=1)),
             ]
         await post(svc, token, events)
@@ -216,17 +254,24 @@ class TestETag:
         read = await svc.key("read")
         first = await svc.get("/api/v1/units/46/kpis", read, window="7d")
         tag = first.headers["etag"]
-        again = await svc.client.get("/api/v1/units/46/kpis", params={"window": "7d"},
-                                     headers={"Authorization": f"Bearer {read}", "If-None-Match": tag})
+        again = await svc.client.get(
+            "/api/v1/units/46/kpis", params={"window": "7d"}, headers={"Authorization": f"Bearer {read}", "If-None-Match": tag}
+        )
         assert again.status_code == 304 and again.content == b""
-        await post(svc, await svc.key("ingest", "46"),
-                   [received("19777", uuid.uuid4().hex, datetime.now(UTC) - timedelta(minutes=1), datetime.now(UTC) + timedelta(days=1))])
-        changed = await svc.client.get("/api/v1/units/46/kpis", params={"window": "7d"},
-                                       headers={"Authorization": f"Bearer {read}", "If-None-Match": tag})
+        await post(
+            svc,
+            await svc.key("ingest", "46"),
+            [received("19777", uuid.uuid4().hex, datetime.now(UTC) - timedelta(minutes=1), datetime.now(UTC) + timedelta(days=1))],
+        )
+        changed = await svc.client.get(
+            "/api/v1/units/46/kpis", params={"window": "7d"}, headers={"Authorization": f"Bearer {read}", "If-None-Match": tag}
+        )
         assert changed.status_code == 200 and changed.headers["etag"] != tag
         assert changed.json()["kpis"]["received"] == 1  # read-your-writes
 
-    @pytest.mark.parametrize("path", ["/api/v1/units", "/api/v1/units/46", "/api/v1/rankings", "/api/v1/units/46/series", "/api/v1/units/46/sectors"])
+    @pytest.mark.parametrize(
+        "path", ["/api/v1/units", "/api/v1/units/46", "/api/v1/rankings", "/api/v1/units/46/series", "/api/v1/units/46/sectors"]
+    )
     async def test_every_get_has_an_etag(self, shared_service, path):
         read = await shared_service.key("read")
         r = await shared_service.get(path, read)
@@ -273,7 +318,6 @@ class TestAnswerCache:
         too_old = cache._entries[key] = replace(entry, at=entry.at - cache.stale_for - 1)
         await svc.get("/api/v1/rankings", read, level="province")
         assert not cache._refreshing and cache._entries[key] is not too_old  # recomputed before answering
-
 
     async def test_changed_data_is_recomputed_once_behind_the_served_answer(self, make_service):
         """Under continuous ingest pollers never wait: an answer younger than `changed_for` is served

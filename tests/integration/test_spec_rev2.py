@@ -11,9 +11,9 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
+from app.aggregates import periods
 from app.db.models import DossierEvent
 from app.export.exporter import Exporter
-from app.aggregates import periods
 from app.scoring.kpis import KPI_NAMES
 from tests import reference as ref
 from tests.integration.test_reads import at_local, post, received, resolved
@@ -27,8 +27,14 @@ def uid() -> str:
 
 
 def event(kind: str, dossier: str, at: datetime, event_id: str | None = None, **kw) -> dict:
-    return {"event_id": event_id or f"{kind[:3]}-{uid()}", "type": kind, "dossier_id": dossier,
-            "unit_code": kw.pop("unit", COMMUNE), "occurred_at": at, **kw}
+    return {
+        "event_id": event_id or f"{kind[:3]}-{uid()}",
+        "type": kind,
+        "dossier_id": dossier,
+        "unit_code": kw.pop("unit", COMMUNE),
+        "occurred_at": at,
+        **kw,
+    }
 
 
 def due_changed(dossier: str, at: datetime, due: datetime, reason: str, **kw) -> dict:
@@ -62,14 +68,18 @@ class TestEffectiveDeadlineAndTerminal:
         ingest, read = tokens
         day = past_day(6)
         due = at_local(day, 17)
-        await post(svc, ingest, [
-            # the extension was sent before the receipt (out of order at the source): it still wins
-            received(COMMUNE, "x", at_local(day, 8), due),
-            due_changed("x", at_local(day, 7), due + timedelta(days=2), "legal_extension"),
-            # a later apology does not move it back or forward
-            due_changed("x", at_local(day, 18), due + timedelta(days=5), "apology"),
-            resolved(COMMUNE, "x", due + timedelta(days=2, hours=-1)),
-        ])
+        await post(
+            svc,
+            ingest,
+            [
+                # the extension was sent before the receipt (out of order at the source): it still wins
+                received(COMMUNE, "x", at_local(day, 8), due),
+                due_changed("x", at_local(day, 7), due + timedelta(days=2), "legal_extension"),
+                # a later apology does not move it back or forward
+                due_changed("x", at_local(day, 18), due + timedelta(days=5), "apology"),
+                resolved(COMMUNE, "x", due + timedelta(days=2, hours=-1)),
+            ],
+        )
         k = (await kpis(svc, read, window="30d"))["kpis"]
         assert (k["resolved_on_time"], k["resolved_late"], k["resolved_early"]) == (1, 0, 0)
 
@@ -85,22 +95,30 @@ class TestEffectiveDeadlineAndTerminal:
         ingest, read = tokens
         day = past_day(3)
         at = at_local(day, 15)
-        await post(svc, ingest, [
-            received(COMMUNE, "t", at_local(day, 8), at_local(day, 17)),
-            event("resolved", "t", at, event_id=res_id),
-            event("withdrawn", "t", at, event_id=wd_id),
-        ])
+        await post(
+            svc,
+            ingest,
+            [
+                received(COMMUNE, "t", at_local(day, 8), at_local(day, 17)),
+                event("resolved", "t", at, event_id=res_id),
+                event("withdrawn", "t", at, event_id=wd_id),
+            ],
+        )
         k = (await kpis(svc, read, window="30d"))["kpis"]
         assert (k["resolved"], k["withdrawn"]) == ((1, 0) if ends == "resolved" else (0, 1))
 
     async def test_the_ignored_terminal_counts_nowhere(self, svc, tokens):
         ingest, read = tokens
         day = past_day(10)
-        await post(svc, ingest, [
-            received(COMMUNE, "w", at_local(day, 8), at_local(day, 17)),
-            event("withdrawn", "w", at_local(day, 9)),
-            event("resolved", "w", at_local(day + timedelta(days=2), 9)),
-        ])
+        await post(
+            svc,
+            ingest,
+            [
+                received(COMMUNE, "w", at_local(day, 8), at_local(day, 17)),
+                event("withdrawn", "w", at_local(day, 9)),
+                event("resolved", "w", at_local(day + timedelta(days=2), 9)),
+            ],
+        )
         body = await kpis(svc, read, period="day", at=(day + timedelta(days=2)).isoformat())
         assert body["kpis"]["resolved"] == 0 and body["kpis"]["pending"] == 0 and body["kpis"]["processing_hours_mean"] is None
         assert (await kpis(svc, read, period="day", at=day.isoformat()))["kpis"]["withdrawn"] == 1
@@ -113,24 +131,27 @@ class TestPendingAndOverdueAtT:
         ingest, read = tokens
         now = datetime.now(UTC)
         day = past_day(8)
-        await post(svc, ingest, [
-            # pending at the end of `day`, overdue then; resolved exactly at that midnight: not ended before t
-            received(COMMUNE, "edge", at_local(day, 9), at_local(day, 10)),
-            resolved(COMMUNE, "edge", at_local(day + timedelta(days=1), 0)),
-            # received exactly at t: not received before t
-            received(COMMUNE, "late-recv", at_local(day + timedelta(days=1), 0), at_local(day + timedelta(days=2), 10)),
-            resolved(COMMUNE, "late-recv", at_local(day + timedelta(days=1), 8)),
-            # still open now: overdue now (deadline passed), and one whose deadline is still ahead
-            received(COMMUNE, "open-late", now - timedelta(hours=3), now - timedelta(minutes=20)),
-            received(COMMUNE, "open-ok", now - timedelta(hours=3), now + timedelta(minutes=40)),
-        ])
+        await post(
+            svc,
+            ingest,
+            [
+                # pending at the end of `day`, overdue then; resolved exactly at that midnight: not ended before t
+                received(COMMUNE, "edge", at_local(day, 9), at_local(day, 10)),
+                resolved(COMMUNE, "edge", at_local(day + timedelta(days=1), 0)),
+                # received exactly at t: not received before t
+                received(COMMUNE, "late-recv", at_local(day + timedelta(days=1), 0), at_local(day + timedelta(days=2), 10)),
+                resolved(COMMUNE, "late-recv", at_local(day + timedelta(days=1), 8)),
+                # still open now: overdue now (deadline passed), and one whose deadline is still ahead
+                received(COMMUNE, "open-late", now - timedelta(hours=3), now - timedelta(minutes=20)),
+                received(COMMUNE, "open-ok", now - timedelta(hours=3), now + timedelta(minutes=40)),
+            ],
+        )
         past = (await kpis(svc, read, period="day", at=day.isoformat()))["kpis"]
         assert (past["pending"], past["overdue"]) == (1, 1)
         current = (await kpis(svc, read, window="1d"))["kpis"]
         assert (current["pending"], current["overdue"]) == (2, 1)
         year = (await kpis(svc, read, period="year", at=ref.local_day(now).isoformat()))["kpis"]
         assert (year["pending"], year["overdue"]) == (2, 1)  # a period ending after now: judged at now
-
 
     @pytest.mark.parametrize("later,due_hours", [("received", 48), ("resolved", 48), ("received", -1), ("resolved", -1)])
     async def test_now_is_now_within_today(self, svc, tokens, later, due_hours):
@@ -153,12 +174,16 @@ class TestOrphans:
     async def test_every_stored_event_of_a_dossier_without_receipt_but_the_ignored_terminal(self, svc, tokens):
         ingest, read = tokens
         day = past_day(5)
-        await post(svc, ingest, [
-            due_changed("o", at_local(day, 8), at_local(day, 20), "supplement_requested"),
-            event("resolved", "o", at_local(day, 9)),
-            event("resolved", "o", at_local(day, 10)),  # a correction: counted
-            event("withdrawn", "o", at_local(day, 11)),  # loses to the earlier resolution: not counted
-        ])
+        await post(
+            svc,
+            ingest,
+            [
+                due_changed("o", at_local(day, 8), at_local(day, 20), "supplement_requested"),
+                event("resolved", "o", at_local(day, 9)),
+                event("resolved", "o", at_local(day, 10)),  # a correction: counted
+                event("withdrawn", "o", at_local(day, 11)),  # loses to the earlier resolution: not counted
+            ],
+        )
         assert (await kpis(svc, read, period="day", at=day.isoformat()))["kpis"]["orphans"] == 3
         await post(svc, ingest, [received(COMMUNE, "o", at_local(day, 7), at_local(day, 20))])
         assert (await kpis(svc, read, period="day", at=day.isoformat()))["kpis"]["orphans"] == 0
@@ -170,8 +195,11 @@ class TestRoundingAndNulls:
         day = past_day(12)
         due = at_local(day, 17)
         events = [received(COMMUNE, f"c{i}", at_local(day, 8), due) for i in range(3)]
-        events += [resolved(COMMUNE, "c0", at_local(day, 9)), resolved(COMMUNE, "c1", at_local(day, 10)),
-                   resolved(COMMUNE, "c2", due + timedelta(hours=1))]
+        events += [
+            resolved(COMMUNE, "c0", at_local(day, 9)),
+            resolved(COMMUNE, "c1", at_local(day, 10)),
+            resolved(COMMUNE, "c2", due + timedelta(hours=1)),
+        ]
         await post(svc, ingest, events)
         k = (await kpis(svc, read, period="day", at=day.isoformat()))["kpis"]
         assert k["settlement_rate_766"] == 0.6667 and k["settlement_score"] == 13.33  # 20 * 2/3, not 20 * 0.6667
@@ -184,8 +212,9 @@ class TestRoundingAndNulls:
         ingest, read = tokens
         day = past_day(9)
         recv = at_local(day, 8)
-        await post(svc, ingest, [received(COMMUNE, "h", recv, at_local(day, 20)),
-                                 resolved(COMMUNE, "h", recv + timedelta(hours=1, seconds=30))])
+        await post(
+            svc, ingest, [received(COMMUNE, "h", recv, at_local(day, 20)), resolved(COMMUNE, "h", recv + timedelta(hours=1, seconds=30))]
+        )
         k = (await kpis(svc, read, period="day", at=day.isoformat()))["kpis"]
         assert k["processing_hours_mean"] == 1.01  # 1.00833 h
 
@@ -210,10 +239,18 @@ class TestPreviousPeriods:
     async def test_windows_have_the_same_length_just_before(self, shared_service):
         body = await kpis(shared_service, await shared_service.key("read"), "46", window="7d")
         today = ref.local_day(datetime.now(UTC))
-        assert body["period"] == {"kind": "window", "window": "7d", "start": (today - timedelta(days=6)).isoformat(),
-                                  "end": (today + timedelta(days=1)).isoformat()}
-        assert body["previous"]["period"] == {"kind": "window", "window": "7d", "start": (today - timedelta(days=13)).isoformat(),
-                                              "end": (today - timedelta(days=6)).isoformat()}
+        assert body["period"] == {
+            "kind": "window",
+            "window": "7d",
+            "start": (today - timedelta(days=6)).isoformat(),
+            "end": (today + timedelta(days=1)).isoformat(),
+        }
+        assert body["previous"]["period"] == {
+            "kind": "window",
+            "window": "7d",
+            "start": (today - timedelta(days=13)).isoformat(),
+            "end": (today - timedelta(days=6)).isoformat(),
+        }
 
 
 class TestSectors:
@@ -221,10 +258,14 @@ class TestSectors:
         ingest, read = tokens
         day = past_day(7)
         due = at_local(day, 17)
-        await post(svc, ingest, [
-            received(COMMUNE, "s", at_local(day, 8), due, sector="land", event_id="r1"),
-            received(COMMUNE, "s", at_local(day, 9), due, event_id="r2"),  # the correction names no sector
-        ])
+        await post(
+            svc,
+            ingest,
+            [
+                received(COMMUNE, "s", at_local(day, 8), due, sector="land", event_id="r1"),
+                received(COMMUNE, "s", at_local(day, 9), due, event_id="r2"),  # the correction names no sector
+            ],
+        )
         body = (await svc.get(f"/api/v1/units/{COMMUNE}/sectors", read, window="30d")).json()
         assert [(i["sector"], i["kpis"]["received"]) for i in body["items"]] == [("land", 1)]
         assert (await kpis(svc, read, window="30d", sector="land"))["kpis"]["received"] == 1
@@ -232,10 +273,14 @@ class TestSectors:
     async def test_the_winning_receipt_names_it_before_any_later_event(self, svc, tokens):
         ingest, read = tokens
         day = past_day(7)
-        await post(svc, ingest, [
-            received(COMMUNE, "s", at_local(day, 8), at_local(day, 17), sector="land"),
-            resolved(COMMUNE, "s", at_local(day, 9), sector="business"),
-        ])
+        await post(
+            svc,
+            ingest,
+            [
+                received(COMMUNE, "s", at_local(day, 8), at_local(day, 17), sector="land"),
+                resolved(COMMUNE, "s", at_local(day, 9), sector="business"),
+            ],
+        )
         body = (await svc.get(f"/api/v1/units/{COMMUNE}/sectors", read, window="30d")).json()
         assert [i["sector"] for i in body["items"]] == ["land"]
 
@@ -266,8 +311,11 @@ class TestAnswerShapes:
         assert datetime.fromisoformat(body["as_of"]).utcoffset() == timedelta(hours=7)
 
     async def test_ranking(self, shared_service):
-        body = (await shared_service.get("/api/v1/rankings", await shared_service.key("read"), level="commune", parent="46",
-                                         window="7d", sort="-received", limit=3)).json()
+        body = (
+            await shared_service.get(
+                "/api/v1/rankings", await shared_service.key("read"), level="commune", parent="46", window="7d", sort="-received", limit=3
+            )
+        ).json()
         assert {"level", "parent", "sort", "period", "as_of", "total", "items"} <= set(body)
         assert (body["level"], body["parent"], body["sort"], len(body["items"])) == ("commune", "46", "-received", 3)
         assert all(set(i) == {"rank", "unit", "kpis", "change"} and set(i["unit"]) == self.UNIT_KEYS for i in body["items"])
@@ -285,8 +333,15 @@ class TestAnswerShapes:
                 assert r.status_code == 200 and r.json()["sort"] == sort, r.text
 
     async def test_series_every_interval_is_a_point(self, shared_service):
-        body = (await shared_service.get("/api/v1/units/46/series", await shared_service.key("read"), kpi="on_time_rate",
-                                         interval="month", **{"from": "2025-01-15", "to": "2025-03-02"})).json()
+        body = (
+            await shared_service.get(
+                "/api/v1/units/46/series",
+                await shared_service.key("read"),
+                kpi="on_time_rate",
+                interval="month",
+                **{"from": "2025-01-15", "to": "2025-03-02"},
+            )
+        ).json()
         assert set(body) == {"unit", "kpi", "interval", "points"} and set(body["unit"]) == self.UNIT_KEYS
         assert body["points"] == [
             {"start": "2025-01-01", "end": "2025-02-01", "value": None},
@@ -301,8 +356,9 @@ class TestAnswerShapes:
 
 class TestWholeRequestsAndNdjson:
     async def _raw(self, svc, token, content: bytes, content_type: str):
-        return await svc.client.post("/api/v1/events", content=content,
-                                     headers={"Authorization": f"Bearer {token}", "Content-Type": content_type})
+        return await svc.client.post(
+            "/api/v1/events", content=content, headers={"Authorization": f"Bearer {token}", "Content-Type": content_type}
+        )
 
     async def _stored(self, svc, ids) -> int:
         async with svc.db.session() as session:
@@ -319,10 +375,15 @@ class TestWholeRequestsAndNdjson:
         body = "\n".join([json.dumps(good[0]), "", "   ", "[1, 2]", "not json", "\t", json.dumps(good[1]), ""]) + "\r\n"
         r = await self._raw(shared_service, token, body.encode(), "application/x-ndjson")
         assert r.status_code == 202
-        assert r.json() == {"accepted": 2, "duplicates": 0, "rejected": 2, "items": [
-            {"index": 1, "event_id": None, "status": "rejected", "errors": [{"loc": [], "msg": "an event must be a JSON object"}]},
-            {"index": 2, "event_id": None, "status": "rejected", "errors": [{"loc": [], "msg": "line is not JSON"}]},
-        ]}
+        assert r.json() == {
+            "accepted": 2,
+            "duplicates": 0,
+            "rejected": 2,
+            "items": [
+                {"index": 1, "event_id": None, "status": "rejected", "errors": [{"loc": [], "msg": "an event must be a JSON object"}]},
+                {"index": 2, "event_id": None, "status": "rejected", "errors": [{"loc": [], "msg": "line is not JSON"}]},
+            ],
+        }
 
     async def test_ndjson_lines_end_only_at_newline(self, shared_service):
         token = await shared_service.key("ingest", "46")
@@ -351,25 +412,46 @@ class TestExportRecords:
         async with make_service(node_id="p46") as svc:
             ingest, read = await svc.key("ingest", "VN"), await svc.key("read")
             day = past_day(3)
-            await post(svc, ingest, [
-                received(COMMUNE, "a", at_local(day, 8), at_local(day, 12)),  # overdue from noon
-                received(COMMUNE, "b", at_local(day, 9), at_local(day + timedelta(days=1), 12)),
-                resolved(COMMUNE, "b", at_local(day + timedelta(days=1), 10)),
-            ])
+            await post(
+                svc,
+                ingest,
+                [
+                    received(COMMUNE, "a", at_local(day, 8), at_local(day, 12)),  # overdue from noon
+                    received(COMMUNE, "b", at_local(day, 9), at_local(day + timedelta(days=1), 12)),
+                    resolved(COMMUNE, "b", at_local(day + timedelta(days=1), 10)),
+                ],
+            )
             await Exporter(svc.db, svc.settings).produce()
             recs = (await svc.get("/api/v1/export/snapshots", read, limit=5000)).json()["records"]
             days = {r["day"]: r for r in recs if r["kind"] == "day" and r["unit"] == COMMUNE}
             first, second = days[day.isoformat()], days[(day + timedelta(days=1)).isoformat()]
-            for name in ("received", "received_online", "resolved_early", "resolved_on_time", "resolved_late",
-                         "resolved_unclassified", "withdrawn", "orphans", "histogram", "pending", "overdue"):
+            for name in (
+                "received",
+                "received_online",
+                "resolved_early",
+                "resolved_on_time",
+                "resolved_late",
+                "resolved_unclassified",
+                "withdrawn",
+                "orphans",
+                "histogram",
+                "pending",
+                "overdue",
+            ):
                 assert name in first, name
             assert (first["received"], first["pending"], first["overdue"]) == (2, 2, 1)
             assert (second["resolved_early"] + second["resolved_on_time"], second["pending"], second["overdue"]) == (1, 1, 1)
             today = ref.local_day(datetime.now(UTC))
             assert today.isoformat() in days  # pending: a record every day, today's at the snapshot
             month = periods.containing("month", day)
-            cohorts = [r for r in recs if r["kind"] == "cohort" and r["unit"] == COMMUNE and r["period"]["start"] == month.start.isoformat()
-                       and r["period"]["kind"] == "month"]
+            cohorts = [
+                r
+                for r in recs
+                if r["kind"] == "cohort"
+                and r["unit"] == COMMUNE
+                and r["period"]["start"] == month.start.isoformat()
+                and r["period"]["kind"] == "month"
+            ]
             assert [(c["cohort_size"], c["cohort_on_time"]) for c in cohorts] == [(2, 1)]
             assert all(r["node_id"] == "p46" for r in recs)
             assert [r["sequence"] for r in recs] == sorted({r["sequence"] for r in recs})

@@ -12,8 +12,9 @@ from app.units.seed import CsvError, read_csv
 
 
 def _cli(url: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app.cli", "units", "import", *args],
-                          env={**os.environ, "DATABASE_URL": url}, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", "units", "import", *args], env={**os.environ, "DATABASE_URL": url}, capture_output=True, text=True
+    )
 
 
 class TestCsv:

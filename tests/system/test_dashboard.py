@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -196,9 +195,7 @@ def test_dashboard_in_a_browser(env, chromium, tmp_path):
             assert len(ranking["items"]) == 34
             page.click('#rank-sort button[data-sort="-settlement_score"]')
             by_score = get("/api/v1/rankings", level="province", window="30d", sort="-settlement_score", limit=5000)
-            expect(page.locator("#ranking tbody tr[data-code]").first).to_have_attribute(
-                "data-code", by_score["items"][0]["unit"]["code"]
-            )
+            expect(page.locator("#ranking tbody tr[data-code]").first).to_have_attribute("data-code", by_score["items"][0]["unit"]["code"])
             page.wait_for_function(
                 "codes => [...document.querySelectorAll('#ranking tbody tr[data-code]')].map(r => r.dataset.code).join() === codes",
                 arg=",".join(it["unit"]["code"] for it in by_score["items"]),

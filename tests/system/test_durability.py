@@ -23,10 +23,26 @@ def events(n: int) -> list[dict]:
         unit = COMMUNES[i % len(COMMUNES)]
         d = f"d-{uuid.uuid4().hex[:10]}"
         at = now - timedelta(hours=random.randint(1, 200))
-        out.append({"event_id": f"r-{d}", "type": "received", "dossier_id": d, "unit_code": unit, "occurred_at": at.isoformat(),
-                    "channel": "online", "due_at": (at + timedelta(days=2)).isoformat()})
-        out.append({"event_id": f"s-{d}", "type": "resolved", "dossier_id": d, "unit_code": unit,
-                    "occurred_at": min(at + timedelta(minutes=random.randint(1, 3000)), now - timedelta(minutes=1)).isoformat()})
+        out.append(
+            {
+                "event_id": f"r-{d}",
+                "type": "received",
+                "dossier_id": d,
+                "unit_code": unit,
+                "occurred_at": at.isoformat(),
+                "channel": "online",
+                "due_at": (at + timedelta(days=2)).isoformat(),
+            }
+        )
+        out.append(
+            {
+                "event_id": f"s-{d}",
+                "type": "resolved",
+                "dossier_id": d,
+                "unit_code": unit,
+                "occurred_at": min(at + timedelta(minutes=random.randint(1, 3000)), now - timedelta(minutes=1)).isoformat(),
+            }
+        )
     return out
 
 
@@ -62,8 +78,9 @@ class TestSeveralWorkers:
                 results = list(pool.map(client, range(6)))
             assert sum(a for a, _ in results) == len(all_events)  # every event accepted exactly once
             assert sum(d for _, d in results) == 5 * len(all_events)
-            kpis = httpx.get(f"{server.url}/api/v1/units/VN/kpis", params={"window": "30d"},
-                             headers={"Authorization": f"Bearer {read}"}).json()["kpis"]
+            kpis = httpx.get(
+                f"{server.url}/api/v1/units/VN/kpis", params={"window": "30d"}, headers={"Authorization": f"Bearer {read}"}
+            ).json()["kpis"]
             assert kpis["received"] == len(all_events) // 2
             assert kpis["resolved"] + kpis["pending"] == len(all_events) // 2
         assert "live state matches the events" in cli(env, "kpis", "verify")

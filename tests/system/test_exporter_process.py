@@ -39,8 +39,13 @@ def wait_for(check, timeout: float = 30.0):
 
 async def test_the_exporter_runs_apart_niced_and_comes_back(store, templates, pg_server, tmp_path):
     url = await new_database_url(store, templates, pg_server, tmp_path)
-    env = {"DATABASE_URL": url, "EXPORT_INTERVAL": "0.5", "INGEST_RATE_PER_MINUTE": "0", "PUBLIC_READ": "true",
-           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    env = {
+        "DATABASE_URL": url,
+        "EXPORT_INTERVAL": "0.5",
+        "INGEST_RATE_PER_MINUTE": "0",
+        "PUBLIC_READ": "true",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+    }
     with Server(env, workers=2, log=tmp_path / "serve.log") as server:
         (first,) = wait_for(lambda: exporters(server))
         niced = first.nice()
@@ -50,8 +55,15 @@ async def test_the_exporter_runs_apart_niced_and_comes_back(store, templates, pg
 
         key = token(env, "ingest", "46")
         at = datetime.now(UTC) - timedelta(hours=2)
-        event = {"event_id": "r-1", "type": "received", "dossier_id": "d-1", "unit_code": "19777",
-                 "occurred_at": at.isoformat(), "channel": "online", "due_at": (at + timedelta(days=1)).isoformat()}
+        event = {
+            "event_id": "r-1",
+            "type": "received",
+            "dossier_id": "d-1",
+            "unit_code": "19777",
+            "occurred_at": at.isoformat(),
+            "channel": "online",
+            "due_at": (at + timedelta(days=1)).isoformat(),
+        }
         r = httpx.post(f"{server.url}/api/v1/events", json={"events": [event]}, headers={"Authorization": f"Bearer {key}"})
         assert r.status_code == 202 and r.json()["accepted"] == 1
 

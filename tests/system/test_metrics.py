@@ -105,19 +105,41 @@ def make_batches(tag: str, count: int, per_batch: int = 3) -> Batches:
             due = now - timedelta(days=5)
             resolved_at = now - timedelta(days=7 if kind == "early" else 3)
             batch.append(
-                {"event_id": f"{d}-r", "type": "received", "dossier_id": d, "unit_code": commune,
-                 "occurred_at": _ts(now - timedelta(days=10)), "channel": "online" if j % 2 else "in_person",
-                 "due_at": _ts(due)}
+                {
+                    "event_id": f"{d}-r",
+                    "type": "received",
+                    "dossier_id": d,
+                    "unit_code": commune,
+                    "occurred_at": _ts(now - timedelta(days=10)),
+                    "channel": "online" if j % 2 else "in_person",
+                    "due_at": _ts(due),
+                }
             )
-            batch.append({"event_id": f"{d}-x", "type": "resolved", "dossier_id": d, "unit_code": commune,
-                          "occurred_at": _ts(resolved_at), "outcome": "approved"})
+            batch.append(
+                {
+                    "event_id": f"{d}-x",
+                    "type": "resolved",
+                    "dossier_id": d,
+                    "unit_code": commune,
+                    "occurred_at": _ts(resolved_at),
+                    "outcome": "approved",
+                }
+            )
             out.resolved.setdefault(PROVINCE_OF[commune], []).append(kind)
         # An open dossier past its deadline, a duplicate and a rejected event in every batch.
-        batch.append({"event_id": f"{tag}-O{b}", "type": "received", "dossier_id": f"{tag}-O{b}", "unit_code": COMMUNE,
-                      "occurred_at": _ts(now - timedelta(days=2)), "channel": "online", "due_at": _ts(now - timedelta(days=1))})
+        batch.append(
+            {
+                "event_id": f"{tag}-O{b}",
+                "type": "received",
+                "dossier_id": f"{tag}-O{b}",
+                "unit_code": COMMUNE,
+                "occurred_at": _ts(now - timedelta(days=2)),
+                "channel": "online",
+                "due_at": _ts(now - timedelta(days=1)),
+            }
+        )
         batch.append(dict(batch[0]))
-        batch.append({"event_id": f"{tag}-bad{b}", "type": "exploded", "dossier_id": "x", "unit_code": COMMUNE,
-                      "occurred_at": _ts(now)})
+        batch.append({"event_id": f"{tag}-bad{b}", "type": "exploded", "dossier_id": "x", "unit_code": COMMUNE, "occurred_at": _ts(now)})
         out.batches.append(batch)
     return out
 
@@ -330,13 +352,20 @@ async def stack(templates, pg_server, tmp_path_factory):
         with serve_log.open("wb") as out:
             serve = subprocess.Popen(
                 [BIN / "chiso", "serve", "--port", str(port), "--workers", "2"],
-                env={**env, "PROMETHEUS_MULTIPROC_DIR": str(mp_dir)}, cwd=work,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**env, "PROMETHEUS_MULTIPROC_DIR": str(mp_dir)},
+                cwd=work,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         # The key is made by the CLI while the service starts.
         keys = subprocess.run(
             [BIN / "chiso", "keys", "create", "--scope", "ingest", "--unit", "VN", "--name", "x"],
-            env=env, cwd=work, capture_output=True, text=True, timeout=60,
+            env=env,
+            cwd=work,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert keys.returncode == 0, keys.stderr
         token = keys.stdout.strip().splitlines()[-1]
@@ -346,8 +375,12 @@ async def stack(templates, pg_server, tmp_path_factory):
 
         def post(batch: list[dict]) -> int:
             # A new connection per request, so that the kernel spreads them over both workers.
-            r = httpx.post(f"{base}/api/v1/events", json={"events": batch},
-                           headers={"Authorization": f"Bearer {token}", "Connection": "close"}, timeout=30)
+            r = httpx.post(
+                f"{base}/api/v1/events",
+                json={"events": batch},
+                headers={"Authorization": f"Bearer {token}", "Connection": "close"},
+                timeout=30,
+            )
             assert r.status_code == 202, r.text
             return r.json()["accepted"]
 
@@ -372,9 +405,16 @@ async def stack(templates, pg_server, tmp_path_factory):
         assert check.returncode == 0, check.stdout + check.stderr
         with prom_log.open("wb") as out:
             prom = subprocess.Popen(
-                [prometheus, f"--config.file={config}", f"--storage.tsdb.path={work / 'tsdb'}",
-                 f"--web.listen-address=127.0.0.1:{prom_port}"],
-                cwd=work, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                [
+                    prometheus,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={work / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{prom_port}",
+                ],
+                cwd=work,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         yield Stack(base, port, mp_dir, accepted, data, f"http://127.0.0.1:{prom_port}", prom, prom_log)
     finally:

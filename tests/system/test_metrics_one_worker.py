@@ -21,23 +21,36 @@ async def env(templates, pg_server, tmp_path) -> dict:
     store = "postgres" if pg_server is not None else "sqlite"
     url = await new_database_url(store, templates, pg_server, tmp_path)
     # TMPDIR: `serve` makes its multiprocess folder there when none is given, as under `make run`
-    return _clean_env(DATABASE_URL=url, PUBLIC_READ="true", INGEST_RATE_PER_MINUTE="0", DB_POOL_SIZE="3",
-                      EXPORT_INTERVAL="1", TMPDIR=str(tmp_path))
+    return _clean_env(
+        DATABASE_URL=url, PUBLIC_READ="true", INGEST_RATE_PER_MINUTE="0", DB_POOL_SIZE="3", EXPORT_INTERVAL="1", TMPDIR=str(tmp_path)
+    )
 
 
 def test_one_worker_with_the_exporter_reports_the_ingest_counters(env, tmp_path):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
-    keys = subprocess.run([BIN / "chiso", "keys", "create", "--scope", "ingest", "--unit", "VN", "--name", "x"],
-                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    keys = subprocess.run(
+        [BIN / "chiso", "keys", "create", "--scope", "ingest", "--unit", "VN", "--name", "x"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert keys.returncode == 0, keys.stderr
     token = keys.stdout.strip().splitlines()[-1]
     serve = None
     try:
         with log.open("wb") as out:
-            serve = subprocess.Popen([BIN / "chiso", "serve", "--port", str(port)], env=env, cwd=tmp_path,
-                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            serve = subprocess.Popen(
+                [BIN / "chiso", "serve", "--port", str(port)],
+                env=env,
+                cwd=tmp_path,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         _wait_http(f"{base}/readyz", serve, log)
         mp_dir = tmp_path / f"chiso-metrics-{port}"
         assert mp_dir.is_dir(), "serve with the exporter on uses a multiprocess folder"

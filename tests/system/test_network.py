@@ -42,16 +42,27 @@ def free_port() -> int:
 class Node:
     def __init__(self, url: str, tmp: Path, name: str, **env):
         self.url, self.port, self.name = url, free_port(), name
-        self.env = {**os.environ, "DATABASE_URL": url, "NODE_ID": name, "EXPORT_INTERVAL": "1", "EXPORT_BACKOFF_MAX": "2",
-                    "INGEST_RATE_PER_MINUTE": "0", "SEED_REGISTRY": "false", **env}
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "NODE_ID": name,
+            "EXPORT_INTERVAL": "1",
+            "EXPORT_BACKOFF_MAX": "2",
+            "INGEST_RATE_PER_MINUTE": "0",
+            "SEED_REGISTRY": "false",
+            **env,
+        }
         self.log = tmp / f"{name}.log"
         self.proc: subprocess.Popen | None = None
         self.base = f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [str(BIN / "chiso"), "serve", "--port", str(self.port)], env=self.env, cwd=self.log.parent,
-            stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+            [str(BIN / "chiso"), "serve", "--port", str(self.port)],
+            env=self.env,
+            cwd=self.log.parent,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -121,9 +132,15 @@ def pending_soon(rng: random.Random, units: list[str], n: int, tag: str) -> list
     """Dossiers received an hour ago whose deadlines pass within the next seconds."""
     now = datetime.now(UTC)
     return [
-        {"event_id": f"{tag}-{i}", "type": "received", "dossier_id": f"{tag}-{i}", "unit_code": rng.choice(units),
-         "occurred_at": (now - timedelta(hours=1)).isoformat(), "channel": "online",
-         "due_at": (now + timedelta(seconds=rng.uniform(3, 6))).isoformat()}
+        {
+            "event_id": f"{tag}-{i}",
+            "type": "received",
+            "dossier_id": f"{tag}-{i}",
+            "unit_code": rng.choice(units),
+            "occurred_at": (now - timedelta(hours=1)).isoformat(),
+            "channel": "online",
+            "due_at": (now + timedelta(seconds=rng.uniform(3, 6))).isoformat(),
+        }
         for i in range(n)
     ]
 
@@ -141,8 +158,9 @@ async def test_province_to_national(nodes, tmp_path):
 
         async def post(events):
             for i in range(0, len(events), 500):
-                r = await client.post(province.base + "/api/v1/events", json={"events": events[i : i + 500]},
-                                      headers={"Authorization": f"Bearer {ingest}"})
+                r = await client.post(
+                    province.base + "/api/v1/events", json={"events": events[i : i + 500]}, headers={"Authorization": f"Bearer {ingest}"}
+                )
                 assert r.status_code == 202, r.text
 
         events = [wire(e) for e in stream(rng, units, 600, datetime.now(UTC), days=120)]
@@ -182,16 +200,28 @@ async def test_province_to_national(nodes, tmp_path):
         commune = communes[0]
         for i in range(20):
             before = (await nat_get(f"/api/v1/units/{commune}/kpis", {"window": "1d"}))["kpis"]["received"]
-            await post([{"event_id": f"lat-{i}", "type": "received", "dossier_id": f"lat-{i}", "unit_code": commune,
-                         "occurred_at": datetime.now(UTC).isoformat(), "channel": "online",
-                         "due_at": (datetime.now(UTC) + timedelta(days=3)).isoformat()}])
+            await post(
+                [
+                    {
+                        "event_id": f"lat-{i}",
+                        "type": "received",
+                        "dossier_id": f"lat-{i}",
+                        "unit_code": commune,
+                        "occurred_at": datetime.now(UTC).isoformat(),
+                        "channel": "online",
+                        "due_at": (datetime.now(UTC) + timedelta(days=3)).isoformat(),
+                    }
+                ]
+            )
             t1 = time.monotonic()
             while (await nat_get(f"/api/v1/units/{commune}/kpis", {"window": "1d"}))["kpis"]["received"] == before:
                 assert time.monotonic() - t1 < 10
                 await asyncio.sleep(0.02)
             delays.append(time.monotonic() - t1)
-        report = (f"end-to-end delay p50 {statistics.median(delays):.2f} s, max {max(delays):.2f} s over {len(delays)}; "
-                  f"backlog of {backlog} records drained in {drain:.2f} s ({backlog / drain:.0f} records/s)")
+        report = (
+            f"end-to-end delay p50 {statistics.median(delays):.2f} s, max {max(delays):.2f} s over {len(delays)}; "
+            f"backlog of {backlog} records drained in {drain:.2f} s ({backlog / drain:.0f} records/s)"
+        )
         print(report)
         (tmp_path / "network-measurements.txt").write_text(report)
         assert max(delays) < 5

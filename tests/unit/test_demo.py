@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from app.demo import HUE, DemoConfig, Simulator, deadline, next_working_day
 from app.aggregates.dossier import DossierState
+from app.demo import HUE, DemoConfig, Simulator, deadline, next_working_day
 from app.ingest.schemas import validate_event
 from app.units.seed import package_units
 
@@ -107,9 +107,7 @@ def test_the_mix_has_every_kind_of_event_and_outcome(events, dossiers):
     assert 0.82 < (classes["early"] + classes["on_time"]) / classified < 0.97  # about 91 % nationally
     assert sum(1 for s in dossiers.values() if s.recv_at is None) > 0  # a few orphans
     assert sum(1 for s in dossiers.values() if s.supplements >= 2) > 0  # not on time for the 766 index
-    deadlines = [
-        (s.recv_due_at - s.recv_at).total_seconds() / 86400 for s in dossiers.values() if s.recv_at and s.recv_due_at
-    ]
+    deadlines = [(s.recv_due_at - s.recv_at).total_seconds() / 86400 for s in dossiers.values() if s.recv_at and s.recv_due_at]
     assert statistics.median(deadlines) < 6 and max(deadlines) < 20  # a few working days
 
 

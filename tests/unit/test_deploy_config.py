@@ -72,9 +72,7 @@ def _flag(service: dict, name: str, default: str) -> str:
 
 
 def test_docker_compose_accepts_the_file():
-    r = subprocess.run(
-        [tool("docker-compose"), "-f", str(COMPOSE), "config", "-q"], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
+    r = subprocess.run([tool("docker-compose"), "-f", str(COMPOSE), "config", "-q"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
 
 

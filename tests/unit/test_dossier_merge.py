@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.aggregates.dossier import DossierState
 from app.aggregates.contrib import Delta
+from app.aggregates.dossier import DossierState
 
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 T0 = datetime(2025, 9, 30, 16, 0, tzinfo=UTC)
@@ -51,7 +51,12 @@ def contribution(state: DossierState) -> dict:
     d = Delta()
     d.add(state, TZ, +1)
     d = d.nonzero()
-    return {"day": {k: dict(v) for k, v in d.day.items()}, "hist": dict(d.hist), "due": dict(d.cohort_due), "total": {k: dict(v) for k, v in d.total.items()}}
+    return {
+        "day": {k: dict(v) for k, v in d.day.items()},
+        "hist": dict(d.hist),
+        "due": dict(d.cohort_due),
+        "total": {k: dict(v) for k, v in d.total.items()},
+    }
 
 
 class TestMerge:

@@ -13,8 +13,15 @@ T0 = datetime(2025, 9, 30, 2, 0, tzinfo=UTC)
 
 
 def ev(event_id: str, kind: str, hours: int, sector: str | None = None) -> dict:
-    e = {"event_id": event_id, "type": kind, "dossier_id": "D1", "unit_code": "19777",
-         "occurred_at": T0 + timedelta(hours=hours), "due_at": T0 + timedelta(days=2), "channel": "online"}
+    e = {
+        "event_id": event_id,
+        "type": kind,
+        "dossier_id": "D1",
+        "unit_code": "19777",
+        "occurred_at": T0 + timedelta(hours=hours),
+        "due_at": T0 + timedelta(days=2),
+        "channel": "online",
+    }
     if sector:
         e["sector"] = sector
     return e
@@ -52,9 +59,11 @@ class TestSector:
 class TestDeadlineAndTerminal:
     def test_apology_never_moves_the_deadline_even_when_latest(self):
         due = T0 + timedelta(days=2)
-        events = [ev("r1", "received", 0),
-                  {**ev("c1", "due_changed", 1), "reason": "legal_extension", "due_at": due + timedelta(days=3)},
-                  {**ev("c2", "due_changed", 2), "reason": "apology", "due_at": due + timedelta(days=9)}]
+        events = [
+            ev("r1", "received", 0),
+            {**ev("c1", "due_changed", 1), "reason": "legal_extension", "due_at": due + timedelta(days=3)},
+            {**ev("c2", "due_changed", 2), "reason": "apology", "due_at": due + timedelta(days=9)},
+        ]
         assert fold(events).effective_due() == due + timedelta(days=3)
         (dossier,) = ref.dossiers(events)
         assert dossier.due() == due + timedelta(days=3)
