@@ -16,6 +16,7 @@ from app.db import migrate
 from app.db.engine import Database
 from app.export.exporter import Exporter
 from app.ingest.service import RateLimiter
+from app.scoring.service import RankingMemo
 from app.settings import Settings
 from app.units import service as units_service
 
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await prepare_database(db, settings)
         app.state.registry = units_service.RegistryCache(db)
         app.state.answers = AnswerCache(db, fresh_for=settings.answer_cache_seconds)
+        app.state.rankings = RankingMemo()
         try:
             await app.state.registry.refresh()
         except Exception:  # the database may come later; /readyz tells

@@ -114,6 +114,11 @@ class Delta:
                 out.total[k] = cols
         return out
 
+    def units(self) -> list[str]:
+        """The units whose rows this change touches."""
+        keys = [k[0] for k in self.day] + [k[0] for k in self.hist] + [k[0] for k in self.cohort_due] + [k[0] for k in self.total]
+        return sorted(set(keys))
+
     def dirty_days(self) -> dict[str, date]:
         """Per unit, the earliest local day whose export records this change can alter.
 

@@ -25,6 +25,7 @@ from app.db.models import (
     DossierFuture,
     NetworkCohort,
     Unit,
+    UnitChange,
 )
 
 COHORT_COUNTERS = COHORT
@@ -97,13 +98,36 @@ def _select(scope: Scope, table, columns: list, extra_where: list, extra_group: 
 
 
 async def read_sums(
-    session: AsyncSession, scope: Scope, spans: list[Span], sector: str, cohort_only: bool = False
+    session: AsyncSession,
+    scope: Scope,
+    spans: list[Span],
+    sector: str,
+    cohort_only: bool = False,
+    stored: bool = True,
+    live: bool = True,
 ) -> dict[str, list[Sums]]:
     """Per group (a unit code, or "" for a single group), one Sums per span; with `cohort_only`,
-    only what this node's INDEX-766 cohort needs (the exporter's calendar-period records)."""
+    only what this node's INDEX-766 cohort needs (the exporter's calendar-period records).
+
+    The figures come in two parts (sums.LIVE_FIELDS): `stored`, the aggregate rows, which change
+    only when a unit's rows do; and `live`, the corrections within today and the cohort records of
+    subordinates, which also move with time. A ranking keeps the first per unit and reads the second
+    anew (scoring.ranking)."""
     out: dict[str, list[Sums]] = defaultdict(lambda: [Sums() for _ in spans])
-    low = min(min(s.start, s.after) for s in spans)
     params = _scope_params(scope)
+    if stored:
+        await _read_stored(session, scope, spans, sector, cohort_only, params, out)
+    if live:
+        live_spans = [(i, sp) for i, sp in enumerate(spans) if sp.now is not None]
+        if live_spans:
+            await _read_today(session, scope, live_spans, sector, out)
+        if sector == ALL_SECTORS and not cohort_only:
+            await _read_network_cohort(session, scope, spans, out)
+    return out
+
+
+async def _read_stored(session: AsyncSession, scope: Scope, spans: list[Span], sector: str, cohort_only: bool, params: dict, out):
+    low = min(min(s.start, s.after) for s in spans)
     day_t, hist_t, _, total_t = _tables(scope)
     counters = COHORT_COUNTERS if cohort_only else FLOW_COUNTERS
 
@@ -125,7 +149,8 @@ async def read_sums(
             if not cohort_only:
                 sums.pending_after, sums.overdue_after = values[-2], values[-1]
     if cohort_only:
-        return await _read_cohort(session, scope, spans, sector, params, out)
+        await _read_cohort_due(session, scope, spans, sector, params, out)
+        return
 
     stmt = _select(
         scope,
@@ -151,14 +176,11 @@ async def read_sums(
             if row[f"n_{i}"]:
                 sums.hist[row["bucket"]] = int(row[f"n_{i}"])
 
-    await _read_cohort(session, scope, spans, sector, params, out)
-    if sector == ALL_SECTORS:
-        await _read_network_cohort(session, scope, spans, out)
-    return out
+    await _read_cohort_due(session, scope, spans, sector, params, out)
 
 
-async def _read_cohort(session: AsyncSession, scope: Scope, spans: list[Span], sector: str, params: dict, out) -> dict:
-    """The not-yet-settled cohort members by deadline day, and the exact corrections within today."""
+async def _read_cohort_due(session: AsyncSession, scope: Scope, spans: list[Span], sector: str, params: dict, out) -> None:
+    """The not-yet-settled cohort members by deadline day."""
     due_t = _tables(scope)[2]
     cols = [
         func.sum(
@@ -173,11 +195,6 @@ async def _read_cohort(session: AsyncSession, scope: Scope, spans: list[Span], s
     for row in (await (await session.connection()).execute(stmt, params)).mappings():
         for i, sums in enumerate(out[row["g"]]):
             sums.cohort_due = int(row[f"d_{i}"] or 0)
-
-    live = [(i, sp) for i, sp in enumerate(spans) if sp.now is not None]
-    if live:
-        await _read_today(session, scope, live, sector, out)
-    return out
 
 
 async def _read_network_cohort(session: AsyncSession, scope: Scope, spans: list[Span], out) -> None:
@@ -335,6 +352,14 @@ def _as_date(v):
     if isinstance(v, str) and len(v) == 10 and v[4] == "-" and v[7] == "-":
         return date.fromisoformat(v)
     return v
+
+
+async def read_unit_changes(session: AsyncSession, level: str, parent: str | None) -> dict[str, int]:
+    """How many times the own rows of each unit of a level (under `parent`) changed."""
+    stmt = select(UnitChange.unit_code, UnitChange.changes).join(Unit, Unit.code == UnitChange.unit_code).where(Unit.level == level)
+    if parent is not None and parent != "VN":
+        stmt = stmt.where(Unit.parent_code == parent)
+    return {u: int(n) for u, n in (await session.execute(stmt)).all()}
 
 
 async def read_units_due_between(session: AsyncSession, since: datetime, until: datetime) -> list[str]:

@@ -3,7 +3,7 @@ the figures that are functions of sums alone (pending, overdue, the INDEX-766 co
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, tzinfo
 
 from app.aggregates import periods
@@ -43,6 +43,19 @@ class Sums:
     net_cohort_size: int = 0  # INDEX-766 cohort records received from subordinate nodes
     net_cohort_ok: int = 0
     net_cohort_unknown: bool = False  # units fed by a subordinate, in a period no cohort record covers
+
+
+# What reads.read_sums(live=True) sets: the corrections within today and the subordinates' cohort records.
+LIVE_FIELDS = ("overdue_not_yet", "pending_ahead", "overdue_ahead", "late_today", "net_cohort_size", "net_cohort_ok", "net_cohort_unknown")
+
+
+def live_part(s: Sums) -> tuple:
+    return tuple(getattr(s, f) for f in LIVE_FIELDS)
+
+
+def with_live(stored: Sums, live: Sums) -> Sums:
+    """The stored part of one Sums with the live part of another."""
+    return replace(stored, **{f: getattr(live, f) for f in LIVE_FIELDS})
 
 
 @dataclass(frozen=True, slots=True)

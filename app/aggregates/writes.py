@@ -3,7 +3,7 @@ units above, and the change marks that the exporter consumes.
 
 Lock order. Rows are touched in sorted key order, table after table, so concurrent writers wait
 for each other but never deadlock: events (ingest), dossiers, own aggregate rows, rollup rows,
-change marks, then `node_meta`. Rollup rows of one unit and day are spread over ROLLUP_SLOTS
+change counts (`unit_change`), change marks, then `node_meta`. Rollup rows of one unit and day are spread over ROLLUP_SLOTS
 rows; each transaction adds into one slot, so that batches of different communes seldom queue on
 their province's or the nation's row of today.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
-from datetime import date
+from datetime import UTC, date, datetime
 
 import orjson
 from sqlalchemy import case, delete, select, text, tuple_
@@ -31,6 +31,7 @@ from app.db.models import (
     RollupDay,
     RollupDayHist,
     RollupTotal,
+    UnitChange,
     UnitCohortDue,
     UnitDay,
     UnitDayHist,
@@ -163,6 +164,14 @@ async def add_aggregates(
     """Add a delta of units' own figures to their own rows and to the rollup rows above them."""
     await _add_delta(session, delta, OWN_TABLES, {"source": source})
     await _add_delta(session, rollup_of(delta, registry), ROLLUP_TABLES, {"slot": pick_slot() if slot is None else slot})
+    await _count_changes(session, delta.units())
+
+
+async def _count_changes(session: AsyncSession, units: list[str]) -> None:
+    """One more change for each unit whose own rows changed, in unit order."""
+    now = datetime.now(UTC)
+    rows = [{"unit_code": u, "changes": 1, "changed_at": now} for u in sorted(units)]
+    await dialect.bulk_upsert(session, UnitChange, rows, ["unit_code"], add=("changes",), replace=("changed_at",))
 
 
 async def replace_source_rows(

@@ -133,7 +133,8 @@ async def rankings(
 ) -> Response:
     with _Timer("rankings"):
         p = pick_period(period, at, window, scoring._now(), settings.tz)
-        return await answer(request, lambda: scoring.ranking(db, registry, settings.tz, level, parent, p, sort, limit, offset))
+        memo = request.app.state.rankings
+        return await answer(request, lambda: scoring.ranking(db, registry, settings.tz, level, parent, p, sort, limit, offset, memo=memo))
 
 
 @router.get(

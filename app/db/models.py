@@ -274,6 +274,17 @@ class RollupTotal(Base):
     o_out: Mapped[int] = _counter()
 
 
+class UnitChange(Base):
+    """How many times each unit's own aggregate rows changed, and when last: a ranking recomputes
+    only the units whose count moved since it last read them."""
+
+    __tablename__ = "unit_change"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    changes: Mapped[int] = mapped_column(BigInteger, default=0)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class NodeMeta(Base):
     """Small named values of this node, e.g. the data version behind ETags."""
 
