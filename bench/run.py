@@ -178,13 +178,10 @@ class Run:
         self.provinces = [u.code for u in units if u.level == "province"]
         self.log(f"{len(self.communes)} communes, {len(self.provinces)} provinces")
 
-    def ingest(self, base, n_events, tag, span, b0=0, deadline=None, probe=False):
+    def generators(self, q, base, tag, b0, n_batches, clients, deadline, span, now, size=1000, pace=0.0):
+        """The load generator processes of one ingest phase (bench.load.ingest_proc)."""
         a = self.args
-        n_batches = max(1, n_events // 1000)
-        deadline = deadline or time.time() + 10**6
-        q = mp.Queue()
-        now = datetime.now(UTC)
-        gens = [
+        return [
             self.spawn(
                 ingest_proc,
                 q,
@@ -195,15 +192,25 @@ class Run:
                 a.generators,
                 b0,
                 b0 + n_batches,
-                max(1, a.clients // a.generators),
+                clients,
                 tag,
                 deadline,
                 hash((tag, g)) & 0xFFFF,
                 span,
                 now,
+                size,
+                pace,
             )
             for g in range(a.generators)
         ]
+
+    def ingest(self, base, n_events, tag, span, b0=0, deadline=None, probe=False):
+        a = self.args
+        n_batches = max(1, n_events // 1000)
+        deadline = deadline or time.time() + 10**6
+        q = mp.Queue()
+        now = datetime.now(UTC)
+        gens = self.generators(q, base, tag, b0, n_batches, max(1, a.clients // a.generators), deadline, span, now)
         stop, pq, pp = mp.Event(), mp.Queue(), None
         if probe:
             pp = self.spawn(probe_proc, pq, stop, base, self.token, self.communes, tag, a.probe_interval)
@@ -214,25 +221,7 @@ class Run:
         if pp is not None:
             stop.set()
             fresh = self.collect(pq, [pp], timeout=120)[0][2]
-        recs = [r for _, _, rs in got for r in rs]
-        ok = [r for r in recs if r[8] == 202]
-        sent = sum(r[3] for r in ok)
-        first, last = min(r[0] for r in recs), max(r[1] for r in recs)
-        res = {
-            "batches": len(recs),
-            "failed_batches": len(recs) - len(ok),
-            "events": sent,
-            "accepted": sum(r[4] for r in ok),
-            "duplicates": sum(r[5] for r in ok),
-            "rejected": sum(r[6] for r in ok),
-            "retries": sum(r[7] for r in recs),
-            "seconds": last - first,
-            "wall_seconds": elapsed,
-            "events_per_s": sent / max(1e-9, last - first),
-            "ack_p50": pct([r[2] for r in ok], 50),
-            "ack_p99": pct([r[2] for r in ok], 99),
-            "ack_max": max((r[2] for r in ok), default=None),
-        }
+        res = summary([r for _, _, rs in got for r in rs]) | {"wall_seconds": elapsed}
         if fresh is not None:
             res["fresh_p50"], res["fresh_p99"] = pct(fresh["fresh"], 50), pct(fresh["fresh"], 99)
             res["fresh_samples"], res["fresh_failures"] = len(fresh["fresh"]), fresh["failures"]
@@ -283,43 +272,12 @@ class Run:
         q = mp.Queue()
         now = datetime.now(UTC)
         deadline = time.time() + duration
-        gens = [
-            self.spawn(
-                ingest_proc,
-                q,
-                base,
-                self.token,
-                self.communes,
-                g,
-                a.generators,
-                b0,
-                b0 + n_batches,
-                16,
-                "w",
-                deadline,
-                hash(("w", g)) & 0xFFFF,
-                1.0,
-                now,
-                size,
-                pace,
-            )
-            for g in range(a.generators)
-        ]
+        gens = self.generators(q, base, "w", b0, n_batches, 16, deadline, 1.0, now, size, pace)
         time.sleep(3)  # the load settles
         saved = a.poll_interval
         out = self._read_sets(base, f"{label} while posting", (("paced", saved),))
         got = self.collect(q, gens)
-        recs = [r for _, _, rs in got for r in rs]
-        ok = [r for r in recs if r[8] == 202]
-        first, last = min(r[0] for r in recs), max(r[1] for r in recs)
-        out["posting"] = {
-            "events": sum(r[3] for r in ok),
-            "seconds": last - first,
-            "events_per_s": sum(r[3] for r in ok) / max(1e-9, last - first),
-            "ack_p50": pct([r[2] for r in ok], 50),
-            "ack_p99": pct([r[2] for r in ok], 99),
-            "failed_batches": len(recs) - len(ok),
-        }
+        out["posting"] = summary([r for _, _, rs in got for r in rs])
         self.log(f"posting during reads: {out['posting']['events_per_s']:.0f} events/s, ack p99 {ms(out['posting']['ack_p99'])}")
         return out, n_batches
 
@@ -504,6 +462,28 @@ class RssMonitor(threading.Thread):
             "peak_total_mb": self.peak_total / 2**20,
             "workers": len(workers),
         }
+
+
+def summary(recs: list) -> dict:
+    """Figures of one ingest phase from its batch records (bench.load: start, end, latency, events,
+    accepted, duplicates, rejected, retries, status)."""
+    ok = [r for r in recs if r[8] == 202]
+    sent = sum(r[3] for r in ok)
+    first, last = min(r[0] for r in recs), max(r[1] for r in recs)
+    return {
+        "batches": len(recs),
+        "failed_batches": len(recs) - len(ok),
+        "events": sent,
+        "accepted": sum(r[4] for r in ok),
+        "duplicates": sum(r[5] for r in ok),
+        "rejected": sum(r[6] for r in ok),
+        "retries": sum(r[7] for r in recs),
+        "seconds": last - first,
+        "events_per_s": sent / max(1e-9, last - first),
+        "ack_p50": pct([r[2] for r in ok], 50),
+        "ack_p99": pct([r[2] for r in ok], 99),
+        "ack_max": max((r[2] for r in ok), default=None),
+    }
 
 
 def gen_max_span() -> float:

@@ -146,7 +146,23 @@ class DayFlows:
     proc_ms: Mapped[int] = _counter()
 
 
-class UnitDay(DayFlows, Base):
+class Totals:
+    """Starts and stops of pending and overdue (app.aggregates.counters.TOTALS)."""
+
+    p_in: Mapped[int] = _counter()
+    p_out: Mapped[int] = _counter()
+    o_in: Mapped[int] = _counter()
+    o_out: Mapped[int] = _counter()
+
+
+class DayCounters(DayFlows, Totals):
+    """Every counter of a day row (app.aggregates.counters.DAY_COUNTERS)."""
+
+    c_size: Mapped[int] = _counter()
+    c_final_ok: Mapped[int] = _counter()
+
+
+class UnitDay(DayCounters, Base):
     """Own figures of one unit (not those below it) per sector and local day.
 
     `source` is LOCAL_SOURCE for figures of this node's events, or the node_id of a subordinate
@@ -159,12 +175,6 @@ class UnitDay(DayFlows, Base):
     sector: Mapped[str] = mapped_column(String(64), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     source: Mapped[str] = mapped_column(String(64), primary_key=True, default=LOCAL_SOURCE)
-    p_in: Mapped[int] = _counter()
-    p_out: Mapped[int] = _counter()
-    o_in: Mapped[int] = _counter()
-    o_out: Mapped[int] = _counter()
-    c_size: Mapped[int] = _counter()
-    c_final_ok: Mapped[int] = _counter()
 
     # National and ranking reads take every unit's rows of a few recent days.
     __table_args__ = (Index("ix_unit_day_sector_day", "sector", "day"),)
@@ -198,7 +208,7 @@ class UnitCohortDue(Base):
     n: Mapped[int] = _counter()
 
 
-class UnitTotal(Base):
+class UnitTotal(Totals, Base):
     """All-time sums of the pending and overdue starts and stops, so a point in time costs few rows."""
 
     __tablename__ = "unit_total"
@@ -206,13 +216,9 @@ class UnitTotal(Base):
     unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
     sector: Mapped[str] = mapped_column(String(64), primary_key=True)
     source: Mapped[str] = mapped_column(String(64), primary_key=True, default=LOCAL_SOURCE)
-    p_in: Mapped[int] = _counter()
-    p_out: Mapped[int] = _counter()
-    o_in: Mapped[int] = _counter()
-    o_out: Mapped[int] = _counter()
 
 
-class RollupDay(DayFlows, Base):
+class RollupDay(DayCounters, Base):
     """Figures of a province or the nation with every unit below it (all sources), per sector and
     local day: what a province's or the nation's answer reads instead of summing its communes.
 
@@ -226,12 +232,6 @@ class RollupDay(DayFlows, Base):
     sector: Mapped[str] = mapped_column(String(64), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=0)
-    p_in: Mapped[int] = _counter()
-    p_out: Mapped[int] = _counter()
-    o_in: Mapped[int] = _counter()
-    o_out: Mapped[int] = _counter()
-    c_size: Mapped[int] = _counter()
-    c_final_ok: Mapped[int] = _counter()
 
 
 class RollupDayHist(Base):
@@ -260,7 +260,7 @@ class RollupCohortDue(Base):
     n: Mapped[int] = _counter()
 
 
-class RollupTotal(Base):
+class RollupTotal(Totals, Base):
     """UnitTotal of a province or the nation with every unit below it."""
 
     __tablename__ = "rollup_total"
@@ -268,10 +268,6 @@ class RollupTotal(Base):
     unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
     sector: Mapped[str] = mapped_column(String(64), primary_key=True)
     slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=0)
-    p_in: Mapped[int] = _counter()
-    p_out: Mapped[int] = _counter()
-    o_in: Mapped[int] = _counter()
-    o_out: Mapped[int] = _counter()
 
 
 class UnitChange(Base):
