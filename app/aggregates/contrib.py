@@ -21,7 +21,6 @@ class Delta:
     hist: dict[tuple, int] = field(default_factory=lambda: defaultdict(int))
     cohort_due: dict[tuple, int] = field(default_factory=lambda: defaultdict(int))
     total: dict[tuple, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
-    due_min: dict[tuple, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
 
     def add(self, state: DossierState, tz: tzinfo, sign: int) -> None:
         """Add (sign=1) or take away (sign=-1) what `state` contributes."""
@@ -54,14 +53,6 @@ class Delta:
                 else:
                     for s in sectors:
                         self.cohort_due[(unit, s, rday, local(due))] += sign
-            if due is not None:  # by deadline minute: the corrections within today (DueMinute)
-                minute = (unit, due.replace(second=0, microsecond=0), rday)
-                if end is None:
-                    for s in sectors:
-                        self.due_min[(minute[0], s, *minute[1:])]["open_n"] += sign
-                if state.ok_766() and (end is None or end > due):
-                    for s in sectors:
-                        self.due_min[(minute[0], s, *minute[1:])]["late_n"] += sign
             if end is not None:
                 bumps.append((local(max(recv, end)), "p_out", 1))
                 totals.append("p_out")
@@ -121,15 +112,11 @@ class Delta:
             cols = {c: v for c, v in cols.items() if v}
             if cols:
                 out.total[k] = cols
-        for k, cols in self.due_min.items():
-            cols = {c: v for c, v in cols.items() if v}
-            if cols:
-                out.due_min[k] = cols
         return out
 
     def units(self) -> list[str]:
         """The units whose rows this change touches."""
-        keys = [k[0] for table in (self.day, self.hist, self.cohort_due, self.total, self.due_min) for k in table]
+        keys = [k[0] for k in self.day] + [k[0] for k in self.hist] + [k[0] for k in self.cohort_due] + [k[0] for k in self.total]
         return sorted(set(keys))
 
     def dirty_days(self) -> dict[str, date]:
@@ -141,7 +128,6 @@ class Delta:
         out: dict[str, date] = {}
         keys = [(u, d) for u, _s, d in self.day] + [(u, d) for u, _s, d, _b in self.hist]
         keys += [(u, r) for u, _s, r, _d in self.cohort_due]
-        keys += [(u, r) for u, _s, _m, r in self.due_min]  # a deadline moved within a day: today's figures at now
         for unit, day in keys:
             if unit not in out or day < out[unit]:
                 out[unit] = day

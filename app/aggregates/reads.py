@@ -7,7 +7,7 @@ of the rebuild: the event log, dossier rows, and own and rollup rows of a unit.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from functools import lru_cache
 
 from sqlalchemy import and_, bindparam, case, func, literal, or_, select, text, tuple_
@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.aggregates.counters import COHORT, DAY_COUNTERS, FLOW_COUNTERS, TOTAL_COUNTERS
 from app.aggregates.sums import Scope, Span, Sums
-from app.aggregates.writes import DOSSIER_COLUMNS, DUE_MINUTE_COUNTERS, OWN_TABLES, ROLLUP_TABLES, rollup_select_sql
+from app.aggregates.writes import DOSSIER_COLUMNS, OWN_TABLES, ROLLUP_TABLES, rollup_select_sql
 from app.db.models import (
     ALL_SECTORS,
     LOCAL_SOURCE,
@@ -128,7 +128,7 @@ async def read_sums(
 
 async def _read_stored(session: AsyncSession, scope: Scope, spans: list[Span], sector: str, cohort_only: bool, params: dict, out):
     low = min(min(s.start, s.after) for s in spans)
-    day_t, hist_t, _, total_t, _ = _tables(scope)
+    day_t, hist_t, _, total_t = _tables(scope)
     counters = COHORT_COUNTERS if cohort_only else FLOW_COUNTERS
 
     cols = []
@@ -228,34 +228,17 @@ def _network_cohort_statement(level: str | None, parent: str | None, has_codes: 
 
 
 async def _read_today(session: AsyncSession, scope: Scope, live: list, sector: str, out) -> None:
-    """Exact counts within today for periods judged at now: today's deadline minutes other than the
-    one holding now from the minute rows (at most 1,440 per receipt day, whatever the volume), and
-    that one minute from the dossier table."""
+    """Exact counts within today for periods judged at now."""
     _, sp0 = live[0]
-    now = sp0.now.astimezone(UTC)
-    m0 = now.replace(second=0, microsecond=0)
-    conn = await session.connection()
-    minute_t = _tables(scope)[4]
-    cols = [func.sum(case((minute_t.due_min > m0, minute_t.open_n), else_=0)).label("not_yet")]
+    stmt = _today_statement(scope.level, scope.parent, scope.codes is not None, tuple(i for i, _ in live), sector == "*")
+    params = _scope_params(scope) | {"now": sp0.now, "today_at": sp0.today_at, "tomorrow_at": sp0.tomorrow_at, "sector": sector}
     for i, sp in live:
-        late = and_(minute_t.due_min < m0, minute_t.recv_day >= sp.start)
-        cols.append(func.sum(case((late, minute_t.late_n), else_=0)).label(f"l_{i}"))
-    where = [minute_t.sector == sector, minute_t.due_min >= sp0.today_at, minute_t.due_min < sp0.tomorrow_at]
-    params = _scope_params(scope)
-    for row in (await conn.execute(_select(scope, minute_t, cols, where), params)).mappings():
+        params[f"start_at_{i}"], params[f"now_{i}"] = sp.start_at, sp.now
+    conn = await session.connection()
+    for row in (await conn.execute(stmt, params)).mappings():
         for i, _ in live:
             out[row["g"]][i].overdue_not_yet = int(row["not_yet"] or 0)
             out[row["g"]][i].late_today = int(row[f"l_{i}"] or 0)
-
-    stmt = _today_statement(scope.level, scope.parent, scope.codes is not None, tuple(i for i, _ in live), sector == "*")
-    params |= {"now": sp0.now, "tomorrow_at": sp0.tomorrow_at, "sector": sector}
-    edge = params | {"today_at": m0, "tomorrow_at": min(m0 + timedelta(minutes=1), sp0.tomorrow_at)}
-    for i, sp in live:
-        edge[f"start_at_{i}"], edge[f"now_{i}"] = sp.start_at, sp.now
-    for row in (await conn.execute(stmt, edge)).mappings():
-        for i, _ in live:
-            out[row["g"]][i].overdue_not_yet += int(row["not_yet"] or 0)
-            out[row["g"]][i].late_today += int(row[f"l_{i}"] or 0)
     # The day rows count everything dated today as if t were the end of today; events dated a few
     # minutes ahead of now (the skew allowance) are marked at ingest, so few rows are read here,
     # and none at all (one probe of an index) in the usual case that no mark lies ahead of now.
@@ -319,8 +302,8 @@ def _today_statement(level: str | None, parent: str | None, has_codes: bool, liv
 
 async def read_unit_aggregates(session: AsyncSession, unit_code: str) -> dict[str, dict]:
     """A unit's own local aggregate rows, keyed like contrib.Delta, zero values left out."""
-    day_t, hist_t, due_t, total_t, minute_t = OWN_TABLES
-    out: dict[str, dict] = {"day": {}, "hist": {}, "cohort_due": {}, "total": {}, "due_min": {}}
+    day_t, hist_t, due_t, total_t = OWN_TABLES
+    out: dict[str, dict] = {"day": {}, "hist": {}, "cohort_due": {}, "total": {}}
     mine = lambda t: and_(t.unit_code == unit_code, t.source == LOCAL_SOURCE)  # noqa: E731
     for r in (await session.execute(select(day_t).where(mine(day_t)))).scalars():
         cols = {c: getattr(r, c) for c in DAY_COUNTERS if getattr(r, c)}
@@ -336,10 +319,6 @@ async def read_unit_aggregates(session: AsyncSession, unit_code: str) -> dict[st
         cols = {c: getattr(r, c) for c in TOTAL_COUNTERS if getattr(r, c)}
         if cols:
             out["total"][(r.unit_code, r.sector)] = cols
-    for r in (await session.execute(select(minute_t).where(mine(minute_t)))).scalars():
-        cols = {c: getattr(r, c) for c in DUE_MINUTE_COUNTERS if getattr(r, c)}
-        if cols:
-            out["due_min"][(r.unit_code, r.sector, r.due_min, r.recv_day)] = cols
     return out
 
 
@@ -347,18 +326,18 @@ async def read_rollups(session: AsyncSession, expected: bool = False) -> dict[st
     """Every rollup row summed over its slots (or, with `expected`, as summed from the own rows
     below), keyed like contrib.Delta, zero values left out."""
     out: dict[str, dict] = {}
-    for name, own, rollup in zip(("day", "hist", "cohort_due", "total", "due_min"), OWN_TABLES, ROLLUP_TABLES, strict=True):
+    for name, own, rollup in zip(("day", "hist", "cohort_due", "total"), OWN_TABLES, ROLLUP_TABLES, strict=True):
         sql, cols = rollup_select_sql(own.__tablename__)
         if not expected:
-            keys = ", ".join(c for c in cols if c in ("unit_code", "sector", "day", "bucket", "recv_day", "due_day", "due_min"))
+            keys = ", ".join(c for c in cols if c in ("unit_code", "sector", "day", "bucket", "recv_day", "due_day"))
             sums = ", ".join(f"SUM({c}) AS {c}" for c in cols if c not in keys.split(", "))
             sql = f"SELECT {keys}, {sums} FROM {rollup.__tablename__} GROUP BY {keys}"
-        values = [c for c in cols if c in (*DAY_COUNTERS, *DUE_MINUTE_COUNTERS, "n")]
+        values = [c for c in cols if c in (*DAY_COUNTERS, "n")]
         nkeys = len(cols) - len(values)
         table: dict = {}
         for row in (await session.execute(text(sql))).all():
             key = tuple(_as_date(v) for v in row[:nkeys])
-            if name in ("day", "total", "due_min"):
+            if name in ("day", "total"):
                 figures = {c: int(v) for c, v in zip(values, row[nkeys:], strict=True) if v}
                 if figures:
                     table[key] = figures
@@ -369,11 +348,9 @@ async def read_rollups(session: AsyncSession, expected: bool = False) -> dict[st
 
 
 def _as_date(v):
-    """SQLite answers dates and (naive UTC) timestamps of raw SQL as text."""
-    if isinstance(v, str) and len(v) >= 10 and v[4] == "-" and v[7] == "-":
-        if len(v) == 10:
-            return date.fromisoformat(v)
-        return datetime.fromisoformat(v).replace(tzinfo=UTC)
+    """SQLite answers dates of raw SQL as text."""
+    if isinstance(v, str) and len(v) == 10 and v[4] == "-" and v[7] == "-":
+        return date.fromisoformat(v)
     return v
 
 
@@ -415,7 +392,7 @@ async def read_unit_dossiers(session: AsyncSession, unit_code: str) -> dict[str,
 
 async def read_sectors(session: AsyncSession, scope: Scope, since: date) -> set[str]:
     """Sectors with rows in the scope from `since` on, or with pending dossiers (single group)."""
-    day_t, _, _, total_t, _ = _tables(scope)
+    day_t, _, _, total_t = _tables(scope)
     names: set[str] = set()
     for table, extra in ((day_t, [day_t.day >= since]), (total_t, [])):
         group, where, join = _group_and_filter(scope, table.unit_code, table in ROLLUP_TABLES)
@@ -435,7 +412,7 @@ def _spans_statements(has_codes: bool, rollup: bool) -> tuple:
             return [t.unit_code == bindparam("rollup")]
         return [t.unit_code.in_(bindparam("codes", expanding=True))] if has_codes else []
 
-    d, h, c, t, _ = ROLLUP_TABLES if rollup else OWN_TABLES
+    d, h, c, t = ROLLUP_TABLES if rollup else OWN_TABLES
     day = (
         select(d.day, *(func.sum(getattr(d, k)).label(k) for k in SPAN_COUNTERS))
         .where(d.sector == sector, d.day >= low, *mine(d))

@@ -51,7 +51,6 @@ def as_plain(delta: Delta) -> dict[str, dict]:
         "hist": dict(delta.hist),
         "cohort_due": dict(delta.cohort_due),
         "total": {k: dict(v) for k, v in delta.total.items()},
-        "due_min": {k: dict(v) for k, v in delta.due_min.items()},
     }
 
 

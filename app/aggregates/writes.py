@@ -30,13 +30,11 @@ from app.db.models import (
     RollupCohortDue,
     RollupDay,
     RollupDayHist,
-    RollupDueMinute,
     RollupTotal,
     UnitChange,
     UnitCohortDue,
     UnitDay,
     UnitDayHist,
-    UnitDueMinute,
     UnitTotal,
 )
 from app.units.service import Registry
@@ -44,9 +42,8 @@ from app.units.service import Registry
 CHUNK = 1000
 ROLLUP_SLOTS = 4
 DOSSIER_COLUMNS = (*STATE_COLUMNS, "sector", "eff_due_at", "end_at", "ok_766")
-OWN_TABLES = (UnitDay, UnitDayHist, UnitCohortDue, UnitTotal, UnitDueMinute)
-ROLLUP_TABLES = (RollupDay, RollupDayHist, RollupCohortDue, RollupTotal, RollupDueMinute)
-DUE_MINUTE_COUNTERS = ("open_n", "late_n")
+OWN_TABLES = (UnitDay, UnitDayHist, UnitCohortDue, UnitTotal)
+ROLLUP_TABLES = (RollupDay, RollupDayHist, RollupCohortDue, RollupTotal)
 ROLLUP_LEVELS = ("province", "nation")  # levels whose answers read rollup rows; communes read their own
 
 
@@ -108,7 +105,7 @@ async def _add_rows(session: AsyncSession, table, keys: tuple[str, ...], cols: t
 
 async def _add_delta(session: AsyncSession, delta: Delta, tables: tuple, extra: dict) -> None:
     """Add a delta to one family of tables; `extra` is the rest of the key (source or slot)."""
-    day_t, hist_t, due_t, total_t, minute_t = tables
+    day_t, hist_t, due_t, total_t = tables
     ((name, value),) = extra.items()
     day_rows = [
         {"unit_code": u, "sector": s, "day": d, name: value, **{c: cols.get(c, 0) for c in DAY_COUNTERS}}
@@ -125,11 +122,6 @@ async def _add_delta(session: AsyncSession, delta: Delta, tables: tuple, extra: 
         {"unit_code": u, "sector": s, name: value, **{c: cols.get(c, 0) for c in TOTAL_COUNTERS}} for (u, s), cols in delta.total.items()
     ]
     await _add_rows(session, total_t, ("unit_code", "sector", name), TOTAL_COUNTERS, total_rows)
-    minute_rows = [
-        {"unit_code": u, "sector": s, "due_min": m, "recv_day": r, name: value, **{c: cols.get(c, 0) for c in DUE_MINUTE_COUNTERS}}
-        for (u, s, m, r), cols in delta.due_min.items()
-    ]
-    await _add_rows(session, minute_t, ("unit_code", "sector", "due_min", "recv_day", name), DUE_MINUTE_COUNTERS, minute_rows)
 
 
 def rollup_of(delta: Delta, registry: Registry) -> Delta:
@@ -161,11 +153,6 @@ def rollup_of(delta: Delta, registry: Registry) -> Delta:
     for (u, s), cols in delta.total.items():
         for a in above(u):
             row = out.total[(a, s)]
-            for c, v in cols.items():
-                row[c] += v
-    for (u, s, m, r), cols in delta.due_min.items():
-        for a in above(u):
-            row = out.due_min[(a, s, m, r)]
             for c, v in cols.items():
                 row[c] += v
     return out.nonzero()
@@ -258,9 +245,8 @@ def rollup_select_sql(table: str) -> tuple[str, tuple[str, ...]]:
         "unit_day_hist": ("sector", "day", "bucket"),
         "unit_cohort_due": ("sector", "recv_day", "due_day"),
         "unit_total": ("sector",),
-        "unit_due_minute": ("sector", "due_min", "recv_day"),
     }[table]
-    values = {"unit_day": DAY_COUNTERS, "unit_total": TOTAL_COUNTERS, "unit_due_minute": DUE_MINUTE_COUNTERS}.get(table, ("n",))
+    values = {"unit_day": DAY_COUNTERS, "unit_total": TOTAL_COUNTERS}.get(table, ("n",))
     sql = (
         f"SELECT a.anc AS unit_code, {', '.join('t.' + k for k in keys)}, "
         f"{', '.join(f'SUM(t.{v}) AS {v}' for v in values)} "

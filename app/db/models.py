@@ -270,38 +270,6 @@ class RollupTotal(Totals, Base):
     slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=0)
 
 
-class DueMinute:
-    """Dossiers by the minute of their effective deadline and the local day of their receipt: open
-    ones (`open_n`), and INDEX-766 cohort members not settled by their deadline (`late_n`). Reads
-    of periods judged at now sum today's minutes (at most 1,440 per receipt day) instead of scanning
-    the dossiers due today; only the minute that holds *now* is counted from the dossier table."""
-
-    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True, sort_order=-4)
-    sector: Mapped[str] = mapped_column(String(64), primary_key=True, sort_order=-3)
-    due_min: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True, sort_order=-2)
-    recv_day: Mapped[date] = mapped_column(Date, primary_key=True, sort_order=-1)
-    open_n: Mapped[int] = _counter()
-    late_n: Mapped[int] = _counter()
-
-
-class UnitDueMinute(DueMinute, Base):
-    """DueMinute of a unit's own dossiers."""
-
-    __tablename__ = "unit_due_minute"
-
-    source: Mapped[str] = mapped_column(String(64), primary_key=True, default=LOCAL_SOURCE)
-
-    __table_args__ = (Index("ix_unit_due_minute_sector_due", "sector", "due_min"),)
-
-
-class RollupDueMinute(DueMinute, Base):
-    """DueMinute of a province or the nation with every unit below it."""
-
-    __tablename__ = "rollup_due_minute"
-
-    slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=0)
-
-
 class UnitChange(Base):
     """How many times each unit's own aggregate rows changed, and when last: a ranking recomputes
     only the units whose count moved since it last read them."""

@@ -21,8 +21,7 @@ UNITS = [*COMMUNES_46, *COMMUNES_79, "46", "79", "VN"]
 def _sum_below(own: dict[str, dict], registry) -> dict[str, dict]:
     """Rollup rows computed here, in Python, from each unit's own rows and the registry's tree."""
     out: dict[str, dict] = {t: defaultdict(int) for t in ("hist", "cohort_due")}
-    for name in ("day", "total", "due_min"):
-        out[name] = defaultdict(lambda: defaultdict(int))
+    out["day"], out["total"] = defaultdict(lambda: defaultdict(int)), defaultdict(lambda: defaultdict(int))
     for unit, tables in own.items():
         above = [a.code for a in registry.ancestors(unit) if a.level != "commune"]
         if registry.get(unit).level != "commune":
@@ -38,7 +37,7 @@ def _sum_below(own: dict[str, dict], registry) -> dict[str, dict]:
                         out[name][k] += value
     plain: dict[str, dict] = {}
     for name, rows in out.items():
-        if name in ("day", "total", "due_min"):
+        if name in ("day", "total"):
             plain[name] = {k: {c: v for c, v in cols.items() if v} for k, cols in rows.items()}
             plain[name] = {k: v for k, v in plain[name].items() if v}
         else:
@@ -73,8 +72,7 @@ class TestRollups:
         want = _sum_below(own, registry)
         assert live["day"], "the stream left no rollup rows"
         assert {k[0] for k in live["day"]} == {"46", "79", "VN"}
-        assert live["due_min"], "the stream left no deadline-minute rows"
-        for name in ("day", "hist", "cohort_due", "total", "due_min"):
+        for name in ("day", "hist", "cohort_due", "total"):
             assert live[name] == want[name], name
 
         report = await verify.verify(svc.db, svc.settings)
@@ -99,31 +97,3 @@ class TestRollups:
             await session.execute(text("UPDATE node_meta SET value = value + 1 WHERE name = 'data_version'"))
         after = (await svc.get("/api/v1/units/46/kpis", token, window="30d")).json()["kpis"]
         assert after["received"] == before["received"] > 0
-
-    async def test_deadlines_around_the_current_minute_count_exactly(self, fresh_service):
-        """Today's corrections come from deadline-minute rows except the minute holding now, which is
-        counted from the dossiers: deadlines just before and after now, in and out of that minute."""
-        from datetime import timedelta
-
-        svc = fresh_service
-        token = await svc.key("ingest", "VN")
-        read = await svc.key("read")
-        now = datetime.now(UTC)
-        offsets = (-90, -1, 20, 120)  # seconds from now: two already passed, two still ahead
-        events = [
-            {
-                "event_id": f"m{i}",
-                "type": "received",
-                "dossier_id": f"M{i}",
-                "unit_code": COMMUNES_46[0],
-                "occurred_at": (now - timedelta(hours=1)).isoformat(),
-                "channel": "online",
-                "due_at": (now + timedelta(seconds=s)).isoformat(),
-            }
-            for i, s in enumerate(offsets)
-        ]
-        assert (await svc.post(events, token)).status_code == 202
-        for code in (COMMUNES_46[0], "46", "VN"):
-            kpis = (await svc.get(f"/api/v1/units/{code}/kpis", read, window="7d")).json()["kpis"]
-            assert (kpis["pending"], kpis["overdue"]) == (4, 2), code
-            assert (kpis["settlement_rate_766"], kpis["overdue_766"]) == (0.5, 2), code
