@@ -97,3 +97,31 @@ class TestRollups:
             await session.execute(text("UPDATE node_meta SET value = value + 1 WHERE name = 'data_version'"))
         after = (await svc.get("/api/v1/units/46/kpis", token, window="30d")).json()["kpis"]
         assert after["received"] == before["received"] > 0
+
+    async def test_deadlines_around_the_current_minute_count_exactly(self, fresh_service):
+        """Today's corrections at now are exact for deadlines just before and after now, in and out of
+        the minute holding now, at a commune, its province and the nation."""
+        from datetime import timedelta
+
+        svc = fresh_service
+        token = await svc.key("ingest", "VN")
+        read = await svc.key("read")
+        now = datetime.now(UTC)
+        offsets = (-90, -1, 20, 120)  # seconds from now: two already passed, two still ahead
+        events = [
+            {
+                "event_id": f"m{i}",
+                "type": "received",
+                "dossier_id": f"M{i}",
+                "unit_code": COMMUNES_46[0],
+                "occurred_at": (now - timedelta(hours=1)).isoformat(),
+                "channel": "online",
+                "due_at": (now + timedelta(seconds=s)).isoformat(),
+            }
+            for i, s in enumerate(offsets)
+        ]
+        assert (await svc.post(events, token)).status_code == 202
+        for code in (COMMUNES_46[0], "46", "VN"):
+            kpis = (await svc.get(f"/api/v1/units/{code}/kpis", read, window="7d")).json()["kpis"]
+            assert (kpis["pending"], kpis["overdue"]) == (4, 2), code
+            assert (kpis["settlement_rate_766"], kpis["overdue_766"]) == (0.5, 2), code
