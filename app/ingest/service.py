@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import orjson
 
@@ -161,16 +161,26 @@ async def _store(db: Database, registry: Registry, settings: Settings, events: l
                 await repository.mark_future(session, rows, now - timedelta(days=1))
             states = await writes.lock_dossiers(session, list(by_dossier))
             delta = Delta()
+            moved: dict[str, date] = {}  # units with a deadline moved: from the receipt day on
             for key, evs in by_dossier.items():
                 state = states[key]
                 delta.add(state, tz, -1)
+                due = state.effective_due()
                 for ev in evs:
                     state.apply(ev, tz)
                 delta.add(state, tz, +1)
+                if state.effective_due() != due and state.recv_at is not None:
+                    day = state.recv_at.astimezone(tz).date()
+                    moved[key[0]] = min(day, moved.get(key[0], day))
             await writes.upsert_dossiers(session, [states[k] for k in by_dossier])
             changes = delta.nonzero()
             await writes.add_aggregates(session, changes, registry)
-            await writes.mark_dirty(session, changes.dirty_days())
+            # A deadline moved within a day changes no day row, but today's figures at now (overdue, the
+            # cohort) and so the export records of today and of the receipt's periods.
+            marks = changes.dirty_days()
+            for unit, day in moved.items():
+                marks[unit] = min(day, marks.get(unit, day))
+            await writes.mark_dirty(session, marks)
             # Last, so the one hot row is held only for the commit.
             await meta.bump_meta(session, meta.DATA_VERSION)
     return inserted

@@ -212,6 +212,25 @@ class TestRecords:
             assert [(r["unit"], r["day"], r["overdue"], r["pending"]) for r in new] == [(due_soon, today, 1, 1)]
             assert await net.exporter.produce() == 0
 
+    async def test_a_deadline_moved_within_the_day_sends_todays_record_again(self, network):
+        """An extension that moves a passed deadline to later today changes no day row, only today's
+        overdue at now: the unit is marked all the same."""
+        async with network() as net:
+            unit = net.communes[0]
+            now = datetime.now(UTC)
+            received_at = now - timedelta(hours=2)
+            await net.post([ev("received", unit, "X1", received_at, channel="online", due_at=now - timedelta(minutes=30))])
+            await net.exporter.produce()
+            last = (await net.feed())["next_after"]
+            today = datetime.now(TZ).date().isoformat()
+            before = [r for r in (await net.feed())["records"] if r["kind"] == "day" and r["day"] == today]
+            assert [r["overdue"] for r in before] == [1]
+            new_due = min(now + timedelta(minutes=30), datetime.combine(datetime.now(TZ).date(), datetime.max.time(), TZ))
+            await net.post([ev("due_changed", unit, "X1", now - timedelta(minutes=1), reason="legal_extension", due_at=new_due)])
+            await net.exporter.produce()
+            new = [r for r in (await net.feed(after=last))["records"] if r["kind"] == "day" and r["day"] == today]
+            assert [(r["unit"], r["overdue"], r["pending"]) for r in new] == [(unit, 0, 1)]
+
     async def test_a_late_event_sends_every_day_since_it_occurred_again(self, network):
         async with network() as net:
             unit = net.communes[0]
