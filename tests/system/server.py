@@ -38,7 +38,9 @@ class Server:
     """`chiso serve` in its own process group, killed hard on exit."""
 
     def __init__(self, env: dict, workers: int = 1, log: Path | None = None):
-        self.env = {**os.environ, **env}
+        # A small pool per process: the suite's servers, workers and exporters share one PostgreSQL
+        # (max_connections 100) with the in-process services of the other tests.
+        self.env = {**os.environ, "DB_POOL_SIZE": "4", **env}
         self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

@@ -50,6 +50,7 @@ class Node:
             "EXPORT_BACKOFF_MAX": "2",
             "INGEST_RATE_PER_MINUTE": "0",
             "SEED_REGISTRY": "false",
+            "DB_POOL_SIZE": "4",  # two nodes, their workers and exporters share the server with the suite
             **env,
         }
         self.log = tmp / f"{name}.log"
