@@ -28,9 +28,6 @@ from app.db.models import (
     UnitChange,
 )
 
-COHORT_COUNTERS = COHORT
-SPAN_COUNTERS = DAY_COUNTERS
-
 
 def _between(col, s: date, e: date):
     return and_(col >= s, col < e)
@@ -129,7 +126,7 @@ async def read_sums(
 async def _read_stored(session: AsyncSession, scope: Scope, spans: list[Span], sector: str, cohort_only: bool, params: dict, out):
     low = min(min(s.start, s.after) for s in spans)
     day_t, hist_t, _, total_t = _tables(scope)
-    counters = COHORT_COUNTERS if cohort_only else FLOW_COUNTERS
+    counters = COHORT if cohort_only else FLOW_COUNTERS
 
     cols = []
     for i, sp in enumerate(spans):
@@ -414,7 +411,7 @@ def _spans_statements(has_codes: bool, rollup: bool) -> tuple:
 
     d, h, c, t = ROLLUP_TABLES if rollup else OWN_TABLES
     day = (
-        select(d.day, *(func.sum(getattr(d, k)).label(k) for k in SPAN_COUNTERS))
+        select(d.day, *(func.sum(getattr(d, k)).label(k) for k in DAY_COUNTERS))
         .where(d.sector == sector, d.day >= low, *mine(d))
         .group_by(d.day)
     )
@@ -442,9 +439,9 @@ async def read_spans(session: AsyncSession, scope: Scope, spans: list[Span], sec
 
     rows = sorted((await conn.execute(q_day, params)).all(), key=lambda r: r[0])
     days = [r[0] for r in rows]
-    prefix = {c: [0] for c in SPAN_COUNTERS}
+    prefix = {c: [0] for c in DAY_COUNTERS}
     for r in rows:
-        for i, c in enumerate(SPAN_COUNTERS, start=1):
+        for i, c in enumerate(DAY_COUNTERS, start=1):
             prefix[c].append(prefix[c][-1] + int(r[i] or 0))
 
     def total(c: str, s: date, e: date | None = None) -> int:
