@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -27,12 +28,12 @@ cli.add_typer(keys_cli, name="keys")
 cli.add_typer(kpis_cli, name="kpis")
 
 
-def _run(coro_fn, *args):
+def _run(coro_fn, *args, pool_size: int = 2):
     """Run an async command against a Database built from Settings."""
 
     async def main():
         settings = Settings()
-        db = Database(settings.database_url, pool_size=2)
+        db = Database(settings.database_url, pool_size=pool_size)
         try:
             return await coro_fn(db, settings, *args)
         finally:
@@ -188,6 +189,63 @@ def kpis_verify(repair: Annotated[bool, typer.Option(help="Replace the live stat
     if report.differences and not repair:
         raise typer.Exit(1)
     typer.echo("live state matches the events" if not report.differences else "live state rebuilt from the events")
+
+
+@cli.command("import")
+def import_events(
+    files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="NDJSON (one event per line) or CSV files.")],
+    fmt: Annotated[str | None, typer.Option("--format", help="ndjson or csv (default: by the file's suffix).")] = None,
+    horizon_days: Annotated[int | None, typer.Option(help="Reject events older than this many days (default: no horizon).")] = None,
+    chunk: Annotated[int, typer.Option(help="Lines per transaction.")] = 20_000,
+    writers: Annotated[int, typer.Option(help="Connections storing chunks at once.")] = 2,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON report per file.")] = False,
+) -> None:
+    """Back-fill history: every line under the API's rules; rejected lines to FILE.rejected; resumable."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from app.ingest.importer import Importer, rejected_path, report_dict
+    from app.units.service import RegistryCache
+
+    if fmt not in (None, "ndjson", "csv"):
+        typer.echo("error: --format must be ndjson or csv", err=True)
+        raise typer.Exit(2)
+
+    async def main(db: Database, settings: Settings):
+        await _prepare(db, settings)
+        registry = await RegistryCache(db).refresh()
+        reports = []
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TextColumn("{task.fields[rate]:>9,.0f} events/s"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, disable=not sys.stderr.isatty() or as_json, transient=False) as bar:
+            for path in files:
+                kind = fmt or ("csv" if path.suffix.lower() == ".csv" else "ndjson")
+                task = bar.add_task(path.name, total=path.stat().st_size, rate=0.0)
+                t0 = time.perf_counter()
+
+                def progress(done: int, total: int, events: int, task=task, t0=t0) -> None:
+                    bar.update(task, completed=done, rate=events / max(1e-9, time.perf_counter() - t0))
+
+                importer = Importer(db, registry, settings, kind, horizon_days, chunk, writers, on_progress=progress)
+                reports.append(await importer.import_file(path))
+        return reports
+
+    reports = _run(main, pool_size=2 * max(1, writers) + 1)
+    for r in reports:
+        if as_json:
+            typer.echo(json.dumps(report_dict(r), ensure_ascii=False))
+            continue
+        resumed = f" (resumed after line {r.resumed_at_line})" if r.resumed_at_line else ""
+        typer.echo(
+            f"{r.path}{resumed}: {r.lines} lines, {r.accepted} accepted, {r.duplicates} duplicates, {r.rejected} rejected "
+            f"in {r.seconds:.1f} s ({r.events_per_s:,.0f} events/s)"
+        )
+        if r.rejected:
+            typer.echo(f"  rejected lines, with line number and field: {rejected_path(Path(r.path))}")
 
 
 export_cli = typer.Typer(help="The central assessment network: export outbox.", no_args_is_help=True)

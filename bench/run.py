@@ -24,6 +24,7 @@ import httpx
 
 from bench import bare, naive
 from bench.gen import MAX_SPAN_DAYS, span_days
+from bench.history import write_history_proc
 from bench.load import ingest_proc, poll_proc, probe_proc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +32,8 @@ TARGETS = {
     "events_per_s": 25000,
     "vs_bare": 0.5,
     "vs_naive": 20,
-    "ack_p99": 0.250,
+    "ack_p99": 0.250,  # at an open-loop offered load of half the measured maximum
+    "import_per_s": 100_000,
     "fresh_p99": 1.0,
     "unit_p99": 0.020,
     "national_p99": 0.050,
@@ -175,6 +177,7 @@ class Run:
 
         units = package_units()
         self.communes = [u.code for u in units if u.level == "commune"]
+        self.parents = {u.code: u.parent_code for u in units}
         self.provinces = [u.code for u in units if u.level == "province"]
         self.log(f"{len(self.communes)} communes, {len(self.provinces)} provinces")
 
@@ -281,6 +284,67 @@ class Run:
         self.log(f"posting during reads: {out['posting']['events_per_s']:.0f} events/s, ack p99 {ms(out['posting']['ack_p99'])}")
         return out, n_batches
 
+    def open_loop(self, base, rate, seconds, tag, b0, size=1000):
+        """Batches of `size` sent on a schedule at `rate` events/s for `seconds`, whatever the answers
+        (open loop: a slow answer does not slow the offered load), from all communes."""
+        a = self.args
+        pace = rate / size / a.generators
+        n_batches = int(rate / size * seconds * 1.5) + 10
+        q = mp.Queue()
+        gens = self.generators(q, base, tag, b0, n_batches, 64, time.time() + seconds, 1.0, datetime.now(UTC), size, pace)
+        got = self.collect(q, gens)
+        return summary([r for _, _, rs in got for r in rs]) | {"offered_per_s": rate}, n_batches
+
+    def import_history(self, label, communes, n_events, days, seed):
+        """Write an NDJSON history of `communes` (two generator processes, one file each), then load it
+        with `chiso import` into the bench database while the service runs; the import's figures."""
+        a = self.args
+        q = mp.Queue()
+        now = time.time() - 120
+        parts = [part for part in (communes[0::2], communes[1::2]) if part]
+        t0 = time.time()
+        procs = [
+            self.spawn(
+                write_history_proc,
+                q,
+                str(self.tmp / f"{label}-{i}.ndjson"),
+                part,
+                n_events // len(parts),
+                days,
+                seed + i,
+                f"{label}{i}-",
+                now,
+            )
+            for i, part in enumerate(parts)
+        ]
+        got = self.collect(q, procs)
+        paths, written = [p for _, p, _ in got], sum(n for _, _, n in got)
+        self.log(f"{label}: {written:,} events written to {len(paths)} files in {time.time() - t0:.0f} s; chiso import")
+        env = {k: v for k, v in self.env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        cmd = [sys.executable, "-m", "app.cli", "import", *paths, "--json", "--writers", str(a.import_writers)]
+        t0 = time.time()
+        out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+        wall = time.time() - t0
+        if out.returncode:
+            raise RuntimeError(f"chiso import failed: {out.stderr[-3000:]}")
+        reports = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+        for path in paths:
+            Path(path).unlink(missing_ok=True)
+        lines = sum(r["lines"] for r in reports)
+        res = {
+            "events": written,
+            "lines": lines,
+            "accepted": sum(r["accepted"] for r in reports),
+            "duplicates": sum(r["duplicates"] for r in reports),
+            "rejected": sum(r["rejected"] for r in reports),
+            "wall_seconds": wall,
+            "events_per_s": lines / wall,
+            "communes": len(communes),
+            "days": days,
+        }
+        self.log(f"{label}: imported {res['accepted']:,} events in {wall:.1f} s ({res['events_per_s']:,.0f} events/s)")
+        return res
+
     def shape(self) -> dict:
         """What reads pay for: aggregate rows, commune-days covered, the database's size."""
         r = self.sql(
@@ -343,6 +407,12 @@ class Run:
         r["cpu"] = rss.cpu_window(r["events"], r["wall_seconds"])
         self.results["ingest"] = r
         self.log(f"chiso ingest: {r['events_per_s']:.0f} events/s, ack p99 {ms(r['ack_p99'])}, freshness p99 {ms(r.get('fresh_p99'))}")
+        if a.half_seconds:
+            half = r["events_per_s"] / 2
+            self.log(f"open loop at half the maximum: {half:,.0f} events/s offered for {a.half_seconds:.0f} s")
+            h, nh = self.open_loop(base, half, a.half_seconds, "h", nb + 5 * 10**6)
+            self.results["half_load"] = h
+            self.log(f"half load: {h['events_per_s']:.0f} events/s, ack p50 {ms(h['ack_p50'])} p99 {ms(h['ack_p99'])}")
         n1 = self.stored_events()
         self.results["stored_1"] = n1
         self.results["reads_1"] = self.reads(base, "1x")
@@ -360,8 +430,8 @@ class Run:
         self.results["reads_2w"], nw = self.reads_while_posting(base, f"{n2 / max(1, n1):.1f}x", nb + 10**6)
         # 5. a year of the nation: every commune with events on every day of the last 360 days
         if a.year_events:
-            self.log(f"a year of the nation: {a.year_events} events over {gen_max_span()} days (at most {a.year_seconds:.0f} s)")
-            y, _ = self.ingest(base, a.year_events, "y", gen_max_span(), b0=nb + 2 * 10**6, deadline=time.time() + a.year_seconds)
+            self.log(f"a year of the nation: {a.year_events} events over {gen_max_span()} days, by chiso import")
+            y = self.import_history("year", self.communes, a.year_events, gen_max_span(), 17)
             self.results["year_ingest"] = y
             n3 = self.stored_events()
             self.results["stored_3"] = n3
@@ -369,6 +439,10 @@ class Run:
             self.log(f"year: {n3} events stored; {self.results['year_shape']}")
             self.results["reads_3"] = self.reads(base, "year")
             self.results["reads_3w"], _ = self.reads_while_posting(base, "year", nb + 3 * 10**6)
+        # 6. a province joining with a year of history (Hà Nội's communes), by chiso import
+        if a.province_events:
+            hn = [c for c, p in self.parents.items() if p == "01"]
+            self.results["province_import"] = self.import_history("hanoi", hn, a.province_events, gen_max_span(), 23)
         rss.stop()
         self.results["rss"] = rss.summary()
         self.stop_server(p)
@@ -513,8 +587,16 @@ def table(res: dict) -> str:
     row("naive ORM endpoint events/s", f"{naive_eps:,.0f}")
     row("chiso / limit", f"{eps / bare_eps:.2f}", f">= {T['vs_bare']}", eps / bare_eps >= T["vs_bare"])
     row("chiso / naive", f"{eps / naive_eps:.1f}x", f">= {T['vs_naive']}x", eps / naive_eps >= T["vs_naive"])
-    row("ack latency p50 / batch", ms(ing["ack_p50"]))
-    row("ack latency p99 / batch", ms(ing["ack_p99"]), f"<= {T['ack_p99'] * 1000:.0f} ms", ing["ack_p99"] <= T["ack_p99"])
+    row("ack latency at saturation p50 / p99", f"{ms(ing['ack_p50'])} / {ms(ing['ack_p99'])}")
+    if "half_load" in res:
+        h = res["half_load"]
+        row(
+            f"ack at half the maximum ({h['offered_per_s']:,.0f} ev/s offered, open loop) p50 / p99",
+            f"{ms(h['ack_p50'])} / {ms(h['ack_p99'])}",
+            f"p99 <= {T['ack_p99'] * 1000:.0f} ms",
+            (h["ack_p99"] or 9) <= T["ack_p99"],
+        )
+        row("  achieved events/s / failed batches", f"{h['events_per_s']:,.0f} / {h['failed_batches']}")
     row("KPI freshness p50", ms(ing.get("fresh_p50")), f"({ing.get('fresh_samples', 0)} samples)")
     fp = ing.get("fresh_p99")
     row("KPI freshness p99", ms(fp), f"<= {T['fresh_p99'] * 1000:.0f} ms", fp is not None and fp <= T["fresh_p99"])
@@ -569,9 +651,15 @@ def table(res: dict) -> str:
     if "reads_3" in res:
         y, n3, sh = res["year_ingest"], res["stored_3"], res["year_shape"]
         row(
-            "year of the nation: events stored / ingest events/s",
-            f"{n3:,} / {y['events_per_s']:,.0f}",
-            f"{sh['commune_days']:,} commune-days with receipts",
+            "chiso import, year of the nation: events/s",
+            f"{y['events_per_s']:,.0f}",
+            f">= {T['import_per_s']:,}",
+            y["events_per_s"] >= T["import_per_s"],
+        )
+        row(
+            "  lines / accepted / wall",
+            f"{y['lines']:,} / {y['accepted']:,} / {y['wall_seconds']:.0f} s",
+            f"{n3:,} stored; {sh['commune_days']:,} commune-days with receipts",
         )
         row(
             "  database size, per million events",
@@ -591,6 +679,13 @@ def table(res: dict) -> str:
             )
             b3 = res["reads_3"]["back-to-back"][name]
             row("  back to back at the year: p99, answers/s", f"{ms(b3['p99'])}, {b3['rps']:.0f}/s")
+    if "province_import" in res:
+        pi = res["province_import"]
+        row(
+            f"chiso import, a year of one province ({pi['communes']} communes): wall",
+            f"{pi['wall_seconds']:.0f} s",
+            f"{pi['lines']:,} events, {pi['events_per_s']:,.0f} events/s",
+        )
     for tag in ("reads_1w", "reads_2w", "reads_3w"):
         if tag in res:
             pw = res[tag]["posting"]
@@ -632,10 +727,20 @@ def parse(argv=None):
     ap.add_argument(
         "--year-events",
         type=int,
-        default=3_600_000,
-        help="events of the 'year of the nation' phase: every commune, every day of 360 (default 3.6M; 0 skips)",
+        default=10_000_000,
+        help="events of the 'year of the nation' phase, loaded by chiso import: every commune, 360 days (default 10M; 0 skips)",
     )
-    ap.add_argument("--year-seconds", type=float, default=900.0, help="time cap of the year phase (default 900)")
+    ap.add_argument("--year-seconds", type=float, default=900.0, help="(unused: the year phase is loaded by chiso import)")
+    ap.add_argument(
+        "--province-events",
+        type=int,
+        default=2_500_000,
+        help="a year of one province (Hà Nội) loaded by chiso import (default 2.5M; 0 skips)",
+    )
+    ap.add_argument("--import-writers", type=int, default=2, help="chiso import --writers (default 2)")
+    ap.add_argument(
+        "--half-seconds", type=float, default=30.0, help="open loop at half the measured maximum, seconds (default 30; 0 skips)"
+    )
     ap.add_argument("--post-rate", type=float, default=2000.0, help="events/s posted during the reads-while-posting phases (default 2,000)")
     ap.add_argument("--probe-interval", type=float, default=0.5, help="seconds between freshness samples")
     ap.add_argument(
@@ -650,7 +755,7 @@ def parse(argv=None):
     if args.quick:
         args.events, args.read_seconds, args.growth, args.grow_seconds = 100_000, 3.0, 2, 60.0
         args.ref_events, args.naive_events = 30_000, 5_000
-        args.year_events, args.year_seconds = 66_420, 30.0
+        args.year_events, args.year_seconds, args.province_events, args.half_seconds = 100_000, 30.0, 50_000, 10.0
     return args
 
 

@@ -97,7 +97,7 @@ async def verify(db: Database, settings: Settings, repair: bool = False, registr
                 days = [k[2] for k in live["day"]] + [k[2] for k in delta.day]
                 if days:  # the central network must hear of the repaired figures too
                     await writes.mark_dirty(session, {unit: min(days)})
-                await meta.bump_meta(session, meta.DATA_VERSION)  # cached answers are stale now
+                await meta.bump_data_version(session)  # cached answers are stale now
             report.repaired.append(unit)
     async with db.session() as session:
         want, have = await reads.read_rollups(session, expected=True), await reads.read_rollups(session)
@@ -106,7 +106,7 @@ async def verify(db: Database, settings: Settings, repair: bool = False, registr
     if (problems or report.repaired) and repair:
         async with db.transaction() as session:
             await writes.rebuild_rollups(session)
-            await meta.bump_meta(session, meta.DATA_VERSION)
+            await meta.bump_data_version(session)
         if problems:
             report.repaired.append("rollups")
     return report
@@ -116,4 +116,4 @@ async def rebuild_rollups(db: Database) -> None:
     """Recompute every rollup row from the own rows (after the registry's tree changed)."""
     async with db.transaction() as session:
         await writes.rebuild_rollups(session)
-        await meta.bump_meta(session, meta.DATA_VERSION)
+        await meta.bump_data_version(session)

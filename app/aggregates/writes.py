@@ -56,6 +56,47 @@ def pick_slot() -> int:
     return random.randrange(ROLLUP_SLOTS)
 
 
+# --- a whole batch at once (PostgreSQL) ----------------------------------------------------------
+
+
+STAGE_COLUMNS = (
+    "unit_code",
+    "event_id",
+    "type",
+    "dossier_id",
+    "occurred_at",
+    "channel",
+    "due_at",
+    "reason",
+    "outcome",
+    "procedure_code",
+    "sector",
+    "ingested_at",
+)  # dossier_event's columns, in its order
+
+
+async def store_batch_pg(
+    session: AsyncSession, events: list[dict], registry: Registry, timezone: str, now: datetime, copy: bool = False
+) -> set[tuple[str, str]]:
+    """Insert a batch's events and fold the new ones into dossiers and aggregates in one server-side
+    pass (`chiso_ingest_staged`, migration d7e9f1a3b5c7): the same rules as the Python path below,
+    the same lock order. The events travel as one JSON document, or with `copy` (bulk imports) by
+    COPY into the session's staging table. Returns the (unit_code, event_id) actually inserted."""
+    units = sorted({e["unit_code"] for e in events})
+    rollup = orjson.dumps([{"u": u, "a": a} for u in units for a in rollup_chain(registry, u)]).decode()
+    params = {"rollup": rollup, "tz": timezone, "now": now, "slot": pick_slot()}
+    if copy:
+        await session.execute(text("SELECT chiso_temp_tables()"))
+        raw = await (await session.connection()).get_raw_connection()
+        records = [tuple(e[c] for c in STAGE_COLUMNS) for e in events]
+        await raw.driver_connection.copy_records_to_table("chiso_stage", records=records, columns=STAGE_COLUMNS)
+        stmt = text("SELECT unit_code, event_id FROM chiso_ingest_staged(CAST(:rollup AS json), :tz, :now, :slot)")
+    else:
+        params["events"] = orjson.dumps(events).decode()
+        stmt = text("SELECT unit_code, event_id FROM chiso_ingest(CAST(:events AS json), CAST(:rollup AS json), :tz, :now, :slot)")
+    return {(u, e) for u, e in (await session.execute(stmt, params)).all()}
+
+
 # --- dossiers ------------------------------------------------------------------------------------
 
 
@@ -124,6 +165,15 @@ async def _add_delta(session: AsyncSession, delta: Delta, tables: tuple, extra: 
     await _add_rows(session, total_t, ("unit_code", "sector", name), TOTAL_COUNTERS, total_rows)
 
 
+def rollup_chain(registry: Registry, unit: str) -> tuple[str, ...]:
+    """The units whose rollup rows include `unit`'s own rows: provinces and the nation at or above it."""
+    me = registry.get(unit)
+    chain = [a.code for a in registry.ancestors(unit) if a.level in ROLLUP_LEVELS]
+    if me is not None and me.level in ROLLUP_LEVELS:
+        chain.append(unit)
+    return tuple(chain)
+
+
 def rollup_of(delta: Delta, registry: Registry) -> Delta:
     """The same changes added to every province and nation at or above each unit."""
     out = Delta()
@@ -132,11 +182,7 @@ def rollup_of(delta: Delta, registry: Registry) -> Delta:
     def above(unit: str) -> tuple[str, ...]:
         got = memo.get(unit)
         if got is None:
-            me = registry.get(unit)
-            chain = [a.code for a in registry.ancestors(unit) if a.level in ROLLUP_LEVELS]
-            if me is not None and me.level in ROLLUP_LEVELS:
-                chain.append(unit)
-            got = memo[unit] = tuple(chain)
+            got = memo[unit] = rollup_chain(registry, unit)
         return got
 
     for (u, s, d), cols in delta.day.items():

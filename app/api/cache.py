@@ -77,7 +77,7 @@ class AnswerCache:
         future = self._version_read = asyncio.get_running_loop().create_future()
         try:
             async with self.db.session() as session:
-                value = await meta.read_meta(session, meta.DATA_VERSION)
+                value = await meta.read_data_version(session)
             self._version = (now, value)
             future.set_result(value)
             return value

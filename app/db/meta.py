@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import random
+
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect
 from app.db.models import NodeMeta
 
-DATA_VERSION = "data_version"  # bumped by every commit that changes figures
+# The data version behind ETags and answer caches: bumped by every commit that changes figures.
+# It is the sum of VERSION_SLOTS rows (`data_version.0` …) and of the single row of older nodes
+# (`data_version`): a commit adds one to a slot chosen at random, so concurrent commits seldom wait
+# for each other's row lock, and a reader sees a sum that grows with every committed change.
+DATA_VERSION = "data_version"
+VERSION_SLOTS = 16
+
+
+def version_slot() -> int:
+    return random.randrange(VERSION_SLOTS)
+
+
+async def bump_data_version(session: AsyncSession) -> None:
+    """Count one more change of the figures (in the writer's transaction; last, it holds a hot row)."""
+    await bump_meta(session, f"{DATA_VERSION}.{version_slot()}")
+
+
+async def read_data_version(session: AsyncSession) -> int:
+    """The data version: the sum of its slots."""
+    stmt = select(func.coalesce(func.sum(NodeMeta.value), 0)).where(
+        or_(NodeMeta.name == DATA_VERSION, NodeMeta.name.like(f"{DATA_VERSION}.%"))
+    )
+    return int((await session.execute(stmt)).scalar() or 0)
 
 
 async def read_meta(session: AsyncSession, name: str) -> int:

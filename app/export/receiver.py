@@ -101,7 +101,7 @@ async def receive(db: Database, settings: Settings, registry: Registry, node: st
                 since = min(since, old_max[unit] + timedelta(days=1))
             await _materialise(session, registry, node, unit, since)
         if stored_days or stored_cohorts:
-            await meta.bump_meta(session, meta.DATA_VERSION)
+            await meta.bump_data_version(session)
     applied = len(stored_days) + len(stored_cohorts)
     return {"node_id": node, "received": total, "applied": applied, "ignored": total - applied}
 

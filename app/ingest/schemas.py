@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NotRequired
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
+from pydantic import BeforeValidator, ConfigDict, Field, StrictStr, TypeAdapter, ValidationError
+from typing_extensions import TypedDict
 
 from app.db.models import ALL_SECTORS
 
@@ -29,23 +30,30 @@ def _rfc3339(value):
 Timestamp = Annotated[datetime, BeforeValidator(_rfc3339)]
 
 
-class EventIn(BaseModel):
-    """One dossier event as posted."""
+_Str = Annotated[StrictStr, Field(min_length=1)]
 
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
 
-    event_id: StrictStr = Field(min_length=1, max_length=128)
+class EventFields(TypedDict):
+    """One dossier event as posted (SPEC section 3). A TypedDict, so a batch validates in one call
+    into pydantic-core and comes back as plain dicts: no model object per event."""
+
+    __pydantic_config__ = ConfigDict(extra="ignore")  # type: ignore[misc]
+
+    event_id: Annotated[StrictStr, Field(min_length=1, max_length=128)]
     type: Literal["received", "resolved", "withdrawn", "due_changed"]
-    dossier_id: StrictStr = Field(min_length=1, max_length=64)
-    unit_code: StrictStr = Field(min_length=1, max_length=8)
+    dossier_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    unit_code: Annotated[StrictStr, Field(min_length=1, max_length=8)]
     occurred_at: Timestamp
-    channel: Literal["online", "in_person", "postal"] | None = None
-    due_at: Timestamp | None = None
-    reason: Literal["supplement_requested", "legal_extension", "apology"] | None = None
-    outcome: Literal["approved", "refused"] | None = None
-    procedure_code: StrictStr | None = Field(None, min_length=1, max_length=32)
-    sector: StrictStr | None = Field(None, min_length=1, max_length=64)
+    channel: NotRequired[Literal["online", "in_person", "postal"] | None]
+    due_at: NotRequired[Timestamp | None]
+    reason: NotRequired[Literal["supplement_requested", "legal_extension", "apology"] | None]
+    outcome: NotRequired[Literal["approved", "refused"] | None]
+    procedure_code: NotRequired[Annotated[StrictStr, Field(min_length=1, max_length=32)] | None]
+    sector: NotRequired[Annotated[StrictStr, Field(min_length=1, max_length=64)] | None]
 
+
+OPTIONAL = ("channel", "due_at", "reason", "outcome", "procedure_code", "sector")
+_BATCH = TypeAdapter(list[EventFields])
 
 REQUIRED_BY_TYPE = {
     "received": ("channel", "due_at"),
@@ -59,28 +67,60 @@ class EventError(Exception):
         self.errors = errors
 
 
-def validate_event(obj, now: datetime, skew: timedelta, horizon: timedelta) -> dict:
-    """A valid event as a dict of column values, or EventError with [{loc, msg}]."""
-    if not isinstance(obj, dict):
-        raise EventError([{"loc": [], "msg": "an event must be a JSON object"}])
-    try:
-        ev = EventIn.model_validate(obj)
-    except ValidationError as exc:
-        raise EventError([{"loc": list(e["loc"]), "msg": _msg(e)} for e in exc.errors()]) from None
-    errors = [
-        {"loc": [name], "msg": f"Field required on a {ev.type} event"}
-        for name in REQUIRED_BY_TYPE.get(ev.type, ())
-        if getattr(ev, name) is None
-    ]
-    if ev.occurred_at > now + skew:
+def validate_events(items: list, now: datetime, skew: timedelta, horizon: timedelta | None) -> list[dict | EventError]:
+    """Each item as a valid event (a dict of column values) or its EventError with [{loc, msg}].
+
+    The types and lengths of the whole batch are checked in one call; only when some items fail is
+    the rest checked again without them (pydantic returns no partial result). `horizon` None: no
+    lower bound on occurred_at (an import, SPEC section 9)."""
+    out: list[dict | EventError | None] = [None] * len(items)
+    todo = []
+    for i, obj in enumerate(items):
+        if isinstance(obj, dict):
+            todo.append(i)
+        else:
+            out[i] = EventError([{"loc": [], "msg": "an event must be a JSON object"}])
+    while todo:
+        try:
+            valid = _BATCH.validate_python([items[i] for i in todo])
+        except ValidationError as exc:
+            bad: dict[int, list[dict]] = {}
+            for err in exc.errors():
+                pos, *loc = err["loc"]
+                bad.setdefault(todo[pos], []).append({"loc": loc, "msg": _msg(err)})
+            for i, errors in bad.items():
+                out[i] = EventError(errors)
+            todo = [i for i in todo if i not in bad]
+            continue
+        for i, ev in zip(todo, valid, strict=True):
+            out[i] = _rules(ev, now, skew, horizon)
+        break
+    return out  # type: ignore[return-value]
+
+
+def _rules(ev: dict, now: datetime, skew: timedelta, horizon: timedelta | None) -> dict | EventError:
+    """The rules beyond types: fields required by the type, the clock skew and horizon, reserved names."""
+    for name in OPTIONAL:
+        if name not in ev:
+            ev[name] = None
+    kind = ev["type"]
+    errors = [{"loc": [name], "msg": f"Field required on a {kind} event"} for name in REQUIRED_BY_TYPE.get(kind, ()) if ev[name] is None]
+    at = ev["occurred_at"]
+    if at > now + skew:
         errors.append({"loc": ["occurred_at"], "msg": "lies in the future beyond the allowed clock skew"})
-    elif ev.occurred_at < now - horizon:
+    elif horizon is not None and at < now - horizon:
         errors.append({"loc": ["occurred_at"], "msg": f"older than the {horizon.days}-day horizon"})
-    if ev.sector == ALL_SECTORS:
+    if ev["sector"] == ALL_SECTORS:
         errors.append({"loc": ["sector"], "msg": f"{ALL_SECTORS!r} is reserved"})
-    if errors:
-        raise EventError(errors)
-    return dict(ev.__dict__)  # the validated fields; cheaper than model_dump()
+    return EventError(errors) if errors else ev
+
+
+def validate_event(obj, now: datetime, skew: timedelta, horizon: timedelta | None) -> dict:
+    """One event: valid, or EventError raised."""
+    (result,) = validate_events([obj], now, skew, horizon)
+    if isinstance(result, EventError):
+        raise result
+    return result
 
 
 def _msg(err: dict) -> str:

@@ -15,7 +15,7 @@ from app.db import meta
 from app.db.engine import Database
 from app.errors import BadRequest, PayloadTooLarge, TooManyRequests, Unprocessable
 from app.ingest import repository
-from app.ingest.schemas import EventError, validate_event
+from app.ingest.schemas import EventError, validate_events
 from app.keys.service import Principal, check_units
 from app.settings import Settings
 from app.units.service import Registry
@@ -100,16 +100,15 @@ async def accept_batch(
     outcome: dict[int, dict] = {}
     valid: list[tuple[int, dict]] = []
     seen: set[tuple[str, str]] = set()
-    for index, obj in enumerate(items):
-        try:
-            if isinstance(obj, _NotJson):
-                raise EventError([{"loc": [], "msg": "line is not JSON"}])
-            ev = validate_event(obj, now, skew, horizon)
-            if registry.get(ev["unit_code"]) is None:
-                raise EventError([{"loc": ["unit_code"], "msg": "unknown unit"}])
-        except EventError as exc:
+    checked = validate_events([{} if isinstance(obj, _NotJson) else obj for obj in items], now, skew, horizon)
+    for index, (obj, ev) in enumerate(zip(items, checked, strict=True)):
+        if isinstance(obj, _NotJson):
+            ev = EventError([{"loc": [], "msg": "line is not JSON"}])
+        elif not isinstance(ev, EventError) and registry.get(ev["unit_code"]) is None:
+            ev = EventError([{"loc": ["unit_code"], "msg": "unknown unit"}])
+        if isinstance(ev, EventError):
             event_id = obj.get("event_id") if isinstance(obj, dict) else None
-            outcome[index] = {"index": index, "event_id": event_id, "status": "rejected", "errors": exc.errors}
+            outcome[index] = {"index": index, "event_id": event_id, "status": "rejected", "errors": ev.errors}
             continue
         key = (ev["unit_code"], ev["event_id"])
         if key in seen:
@@ -123,7 +122,7 @@ async def accept_batch(
         async with db.session() as session:
             stored = await repository.read_stored_event_keys(session, [(e["unit_code"], e["event_id"]) for _, e in valid])
     else:
-        stored = await _store(db, registry, settings, [e for _, e in valid], now) if valid else set()
+        stored = await store_events(db, registry, settings, [e for _, e in valid], now) if valid else set()
     for index, ev in valid:
         key = (ev["unit_code"], ev["event_id"])
         # `stored` is what was already there (dry run) or what this request inserted (real run).
@@ -143,10 +142,16 @@ async def accept_batch(
     return {"accepted": accepted, "duplicates": duplicates, "rejected": rejected, "items": result_items}
 
 
-async def _store(db: Database, registry: Registry, settings: Settings, events: list[dict], now: datetime) -> set[tuple[str, str]]:
-    """One transaction: insert events, fold the new ones into their dossiers and the aggregates."""
+async def store_events(
+    db: Database, registry: Registry, settings: Settings, events: list[dict], now: datetime, bulk: bool = False
+) -> set[tuple[str, str]]:
+    """One transaction: insert valid events (distinct keys), fold the new ones into their dossiers
+    and the aggregates; returns the keys inserted (the others were stored before). PostgreSQL does it
+    in one server-side pass (`bulk`: the events travel by COPY); SQLite takes the Python path."""
     tz = settings.tz
     async with db.transaction() as session:
+        if not db.is_sqlite:
+            return await writes.store_batch_pg(session, events, registry, settings.timezone, now, copy=bulk)
         inserted = await repository.insert_events(session, events)
         if inserted:
             by_dossier: dict[tuple[str, str], list[dict]] = defaultdict(list)
@@ -182,5 +187,5 @@ async def _store(db: Database, registry: Registry, settings: Settings, events: l
                 marks[unit] = min(day, marks.get(unit, day))
             await writes.mark_dirty(session, marks)
             # Last, so the one hot row is held only for the commit.
-            await meta.bump_meta(session, meta.DATA_VERSION)
+            await meta.bump_data_version(session)
     return inserted

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from sqlalchemy import text
 
 from app.aggregates import rebuild as verify
+from app.db import meta
 from tests.integration.test_kpis_reference import COMMUNES_46, post_all
 from tests.streams import stream
 
@@ -44,7 +45,7 @@ class TestVerify:
                 text("UPDATE unit_day SET received = received + 5 WHERE unit_code = :u AND sector = '*'"),
                 {"u": COMMUNES_46[0]},
             )
-            await session.execute(text("UPDATE node_meta SET value = value + 1 WHERE name = 'data_version'"))
+            await meta.bump_data_version(session)  # cached answers are stale now
         corrupted = (await svc.get(commune, token, window="90d")).json()["kpis"]
         assert corrupted["received"] != before["received"]
 
@@ -66,7 +67,7 @@ class TestVerify:
         before = (await svc.get("/api/v1/units/46/kpis", token, window="90d")).json()["kpis"]
         async with svc.db.transaction() as session:
             await session.execute(text("UPDATE rollup_day SET resolved_late = resolved_late + 3 WHERE unit_code = '46'"))
-            await session.execute(text("UPDATE node_meta SET value = value + 1 WHERE name = 'data_version'"))
+            await meta.bump_data_version(session)  # cached answers are stale now
         corrupted = (await svc.get("/api/v1/units/46/kpis", token, window="90d")).json()["kpis"]
         assert corrupted["resolved_late"] > before["resolved_late"]
 

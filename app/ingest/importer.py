@@ -1,0 +1,249 @@
+"""`chiso import`: back-fill history from NDJSON or CSV files (SPEC section 9).
+
+Every line goes through the API's validation and rules (`validate_events`, the unit registry, the
+same store), except the horizon, which applies only when asked for. Lines are read in chunks; a
+reader thread parses and validates the next chunk while up to `writers` connections store earlier
+ones, each chunk in one transaction (on PostgreSQL: COPY into the session's staging table, then the
+set-based pass of `chiso_ingest_staged`). A stored or earlier copy of an event is a duplicate and
+changes nothing, so an interrupted import is simply run again: a progress file beside the input
+remembers up to which line every chunk is committed, and the re-run starts there (what it still
+reads twice is counted as duplicates, never stored twice). Rejected lines go to `FILE.rejected`
+(one JSON object per line: its line number, the errors naming each field, the line as read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+
+from app.db.engine import Database
+from app.ingest.schemas import EventError, validate_events
+from app.ingest.service import store_events
+from app.settings import Settings
+from app.units.service import Registry
+
+CHUNK_LINES = 20_000
+
+
+@dataclass
+class FileReport:
+    path: str
+    lines: int = 0  # non-blank lines read in this run
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    resumed_at_line: int = 0  # 0: from the start
+    seconds: float = 0.0
+
+    @property
+    def events_per_s(self) -> float:
+        return self.lines / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class Chunk:
+    seq: int
+    end_offset: int  # byte offset just after the chunk's last line
+    end_line: int  # 1-based number of its last line
+    events: list[dict] = field(default_factory=list)
+    lines: int = 0
+    duplicates: int = 0  # within the file, before the store
+    rejected: list[dict] = field(default_factory=list)
+
+
+def progress_path(path: Path) -> Path:
+    return path.with_name(path.name + ".import-progress")
+
+
+def rejected_path(path: Path) -> Path:
+    return path.with_name(path.name + ".rejected")
+
+
+def _fingerprint(path: Path) -> dict:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _read_lines(path: Path, start: int, line_no: int) -> Iterator[tuple[int, int, bytes]]:
+    """(line number, byte offset after the line, the line without its end) from byte `start`."""
+    with path.open("rb") as f:
+        f.seek(start)
+        offset = start
+        for raw in f:
+            offset += len(raw)
+            line_no += 1
+            yield line_no, offset, raw.rstrip(b"\r\n")
+
+
+def _csv_items(header: list[str], line: bytes) -> dict | None:
+    """One CSV record as an event object: empty cells are absent fields."""
+    try:
+        (row,) = list(csv.reader(io.StringIO(line.decode("utf-8"))))
+    except (UnicodeDecodeError, ValueError, csv.Error):
+        return None
+    if len(row) != len(header):
+        return None
+    return {k: v for k, v in zip(header, row, strict=True) if v != ""}
+
+
+class Importer:
+    def __init__(
+        self,
+        db: Database,
+        registry: Registry,
+        settings: Settings,
+        fmt: str = "ndjson",
+        horizon_days: int | None = None,
+        chunk_lines: int = CHUNK_LINES,
+        writers: int = 2,
+        on_progress: Callable[[int, int, int], None] | None = None,  # (bytes done, bytes total, events done)
+    ):
+        self.db, self.registry, self.settings = db, registry, settings
+        self.fmt = fmt
+        self.horizon = timedelta(days=horizon_days) if horizon_days is not None else None
+        self.chunk_lines = chunk_lines
+        self.writers = max(1, writers)
+        self.on_progress = on_progress
+
+    # --- reading and validating (a worker thread) ----------------------------------------------
+
+    def _chunks(self, path: Path, start: int, line_no: int, header: list[str] | None) -> Iterator[Chunk]:
+        seen: set[tuple[str, str]] = set()  # within this run: a repeat is a duplicate before the store
+        seq = 0
+        lines: list[tuple[int, bytes]] = []
+        end = (start, line_no)
+        for n, offset, text in _read_lines(path, start, line_no):
+            end = (offset, n)
+            if header is not None and n == 1:
+                continue  # the CSV header
+            if not text.strip(b" \t"):
+                continue
+            lines.append((n, text))
+            if len(lines) >= self.chunk_lines:
+                yield self._validate(seq, lines, end, header, seen)
+                seq += 1
+                lines = []
+        if lines or seq == 0:
+            yield self._validate(seq, lines, end, header, seen)
+
+    def _validate(self, seq: int, lines: list[tuple[int, bytes]], end: tuple[int, int], header, seen: set) -> Chunk:
+        chunk = Chunk(seq=seq, end_offset=end[0], end_line=end[1], lines=len(lines))
+        items: list = []
+        for _, text in lines:
+            if header is not None:
+                items.append(_csv_items(header, text))
+                continue
+            try:
+                items.append(orjson.loads(text))
+            except orjson.JSONDecodeError:
+                items.append(None)
+        now = datetime.now(UTC)
+        skew = timedelta(seconds=self.settings.skew_seconds)
+        checked = validate_events([{} if it is None else it for it in items], now, skew, self.horizon)
+        for (n, text), item, ev in zip(lines, items, checked, strict=True):
+            if item is None:
+                what = "line is not a CSV record with every column" if header is not None else "line is not JSON"
+                ev = EventError([{"loc": [], "msg": what}])
+            elif not isinstance(ev, EventError) and self.registry.get(ev["unit_code"]) is None:
+                ev = EventError([{"loc": ["unit_code"], "msg": "unknown unit"}])
+            if isinstance(ev, EventError):
+                event_id = item.get("event_id") if isinstance(item, dict) else None
+                chunk.rejected.append({"line": n, "event_id": event_id, "errors": ev.errors, "text": text.decode("utf-8", "replace")})
+                continue
+            key = (ev["unit_code"], ev["event_id"])
+            if key in seen:
+                chunk.duplicates += 1
+                continue
+            seen.add(key)
+            ev["ingested_at"] = now
+            chunk.events.append(ev)
+        return chunk
+
+    # --- one file ------------------------------------------------------------------------------
+
+    async def import_file(self, path: Path) -> FileReport:
+        report = FileReport(path=str(path))
+        started = time.perf_counter()
+        prog, rej = progress_path(path), rejected_path(path)
+        start, line_no = 0, 0
+        if prog.exists():
+            saved = orjson.loads(prog.read_bytes())
+            if saved.get("file") == _fingerprint(path):
+                start, line_no = saved["offset"], saved["line"]
+                report.resumed_at_line = line_no
+        if start == 0 and rej.exists():
+            rej.unlink()
+        header = None
+        if self.fmt == "csv":
+            with path.open("rb") as f:
+                first = f.readline().decode("utf-8-sig").strip()
+            header = [h.strip() for h in next(csv.reader([first]))]
+        total = path.stat().st_size
+
+        queue: asyncio.Queue = asyncio.Queue(maxsize=self.writers + 1)
+        done: dict[int, Chunk] = {}
+        committed = {"next": 0}
+        loop = asyncio.get_running_loop()
+
+        def produce() -> None:
+            for chunk in self._chunks(path, start, line_no, header):
+                asyncio.run_coroutine_threadsafe(queue.put(chunk), loop).result()
+            for _ in range(self.writers):
+                asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
+
+        async def write() -> None:
+            while (chunk := await queue.get()) is not None:
+                inserted = (
+                    await store_events(self.db, self.registry, self.settings, chunk.events, datetime.now(UTC), bulk=True)
+                    if chunk.events
+                    else set()
+                )
+                report.lines += chunk.lines
+                report.accepted += len(inserted)
+                report.duplicates += chunk.duplicates + len(chunk.events) - len(inserted)
+                report.rejected += len(chunk.rejected)
+                done[chunk.seq] = chunk
+                self._advance(path, done, committed)
+                if self.on_progress:
+                    self.on_progress(chunk.end_offset, total, report.lines)
+
+        producer = asyncio.create_task(asyncio.to_thread(produce))
+        writers = [asyncio.create_task(write()) for _ in range(self.writers)]
+        try:
+            await asyncio.gather(producer, *writers)
+        except BaseException:
+            for task in (producer, *writers):
+                task.cancel()
+            raise
+        prog.unlink(missing_ok=True)  # complete: a new run starts from the first line
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _advance(self, path: Path, done: dict[int, Chunk], committed: dict) -> None:
+        """Record the progress of the chunks committed without a gap, and their rejected lines."""
+        last = None
+        while committed["next"] in done:
+            chunk = done.pop(committed["next"])
+            if chunk.rejected:
+                with rejected_path(path).open("ab") as f:
+                    for r in chunk.rejected:
+                        f.write(orjson.dumps(r) + b"\n")
+            committed["next"] += 1
+            last = chunk
+        if last is not None:
+            tmp = progress_path(path).with_suffix(".tmp")
+            tmp.write_bytes(orjson.dumps({"file": _fingerprint(path), "offset": last.end_offset, "line": last.end_line}))
+            os.replace(tmp, progress_path(path))
+
+
+def report_dict(report: FileReport) -> dict:
+    return asdict(report) | {"events_per_s": round(report.events_per_s, 1)}

@@ -1,0 +1,523 @@
+"""set-based ingest on PostgreSQL: chiso_ingest(), one call per batch
+
+The whole write of a batch in one server-side pass: insert the events (duplicates skipped), merge
+the new ones into their dossiers with the order-free rules of app.aggregates.dossier, and add
+(new contribution - old contribution) of every touched dossier to the own rows of its unit and the
+rollup rows above it (app.aggregates.contrib), count the change per unit, mark the export days, and
+bump one slot of the data version. The Python path (SQLite) and this function are two spellings of
+one model: the test suite runs every reference and property test on both stores, and
+`chiso kpis verify` compares what this function stored with a Python rebuild from the event log.
+
+Revision ID: d7e9f1a3b5c7
+Revises: c3e5f7a9b1d2
+Create Date: 2026-11-29 11:00:00
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "d7e9f1a3b5c7"
+down_revision: str | None = "c3e5f7a9b1d2"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+# Bucket i >= 1 of the processing-time histogram holds [60 s * 1.1^(i-1), 60 s * 1.1^i)
+# (app.aggregates.histogram.bucket_of: the same float arithmetic, C's log and pow on both sides).
+BUCKET = """
+CREATE OR REPLACE FUNCTION chiso_bucket(ms bigint) RETURNS int LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE i int;
+BEGIN
+  IF ms < 60000 THEN RETURN 0; END IF;
+  i := trunc(ln(ms::float8 / 60000) / ln(1.1::float8))::int + 1;
+  WHILE i > 0 AND ms < (CASE WHEN i <= 0 THEN 0.0 ELSE 60000 * power(1.1::float8, i - 1) END) LOOP i := i - 1; END LOOP;
+  WHILE ms >= 60000 * power(1.1::float8, i) LOOP i := i + 1; END LOOP;
+  RETURN i;
+END $$
+"""
+
+# The batch's inserted events and the touched dossiers' old (-1) and new (+1) states live in
+# temporary tables of the session, emptied at every commit.
+INGEST = """
+CREATE OR REPLACE FUNCTION chiso_temp_tables() RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
+  IF to_regclass('pg_temp.chiso_stage') IS NULL THEN
+    CREATE TEMP TABLE chiso_stage (LIKE dossier_event) ON COMMIT DELETE ROWS;
+    CREATE TEMP TABLE chiso_new (LIKE dossier_event) ON COMMIT DELETE ROWS;
+    CREATE TEMP TABLE chiso_st (
+      unit_code varchar(8), dossier_id varchar(64), sign int,
+      recv_at timestamptz, recv_event_id varchar(128), channel varchar(16), recv_due_at timestamptz,
+      recv_sector varchar(64), res_at timestamptz, res_event_id varchar(128), res_due_at timestamptz,
+      wd_at timestamptz, wd_event_id varchar(128), chg_at timestamptz, chg_event_id varchar(128),
+      chg_due_at timestamptz, supplements int, oth_sector varchar(64), oth_sector_at timestamptz,
+      oth_sector_event_id varchar(128), event_days text,
+      sector varchar(64), eff_due_at timestamptz, end_at timestamptz, ok_766 boolean, term varchar(16), ignored_at timestamptz,
+      merged boolean DEFAULT false
+    ) ON COMMIT DELETE ROWS;
+    CREATE TEMP TABLE chiso_rollup (unit_code varchar(8), above varchar(8)) ON COMMIT DELETE ROWS;
+    CREATE TEMP TABLE chiso_dday (unit_code varchar(8), sector varchar(64), day date,
+      received bigint, received_online bigint, resolved_early bigint, resolved_on_time bigint,
+      resolved_late bigint, resolved_unclassified bigint, withdrawn bigint, orphans bigint,
+      proc_n bigint, proc_ms bigint, c_size bigint, c_final_ok bigint,
+      p_in bigint, p_out bigint, o_in bigint, o_out bigint) ON COMMIT DELETE ROWS;
+    CREATE TEMP TABLE chiso_dhist (unit_code varchar(8), sector varchar(64), day date, bucket int, n bigint) ON COMMIT DELETE ROWS;
+    CREATE TEMP TABLE chiso_ddue (unit_code varchar(8), sector varchar(64), recv_day date, due_day date, n bigint) ON COMMIT DELETE ROWS;
+    CREATE TEMP TABLE chiso_dtot (unit_code varchar(8), sector varchar(64),
+      p_in bigint, p_out bigint, o_in bigint, o_out bigint) ON COMMIT DELETE ROWS;
+  END IF;
+END
+$fn$;
+
+-- A batch posted to the API: the events as one JSON document.
+CREATE OR REPLACE FUNCTION chiso_ingest(p_events json, p_rollup json, p_tz text, p_now timestamptz, p_slot int)
+RETURNS TABLE (unit_code varchar, event_id varchar) LANGUAGE plpgsql AS $fn$
+BEGIN
+  PERFORM chiso_temp_tables();
+  INSERT INTO chiso_stage SELECT * FROM json_populate_recordset(NULL::dossier_event, p_events);
+  RETURN QUERY SELECT * FROM chiso_ingest_staged(p_rollup, p_tz, p_now, p_slot);
+END
+$fn$;
+
+-- The events waiting in chiso_stage (filled by chiso_ingest, or by COPY in `chiso import`).
+CREATE OR REPLACE FUNCTION chiso_ingest_staged(p_rollup json, p_tz text, p_now timestamptz, p_slot int)
+RETURNS TABLE (unit_code varchar, event_id varchar) LANGUAGE plpgsql
+SET jit = off  -- a batch is small; and a disabled join method's cost would trigger JIT compiling (seconds)
+AS $fn$
+#variable_conflict use_column
+BEGIN
+  -- 1. events, in key order; duplicates of stored events skipped
+  WITH ins AS (
+    INSERT INTO dossier_event AS e
+    SELECT * FROM chiso_stage j ORDER BY j.unit_code, j.event_id
+    ON CONFLICT DO NOTHING RETURNING e.*
+  )
+  INSERT INTO chiso_new SELECT * FROM ins;
+
+  -- events dated ahead of their arrival (within the skew allowance): reads skip them until due
+  IF EXISTS (SELECT 1 FROM chiso_new n WHERE n.occurred_at > p_now) THEN
+    INSERT INTO dossier_future (unit_code, dossier_id, at)
+    SELECT DISTINCT n.unit_code, n.dossier_id, n.occurred_at FROM chiso_new n WHERE n.occurred_at > p_now
+    ORDER BY 1, 2, 3 ON CONFLICT DO NOTHING;
+    DELETE FROM dossier_future f WHERE f.at < p_now - interval '1 day';
+  END IF;
+
+  -- Temporary tables have no statistics: their joins are planned as hash joins (a nested loop on a
+  -- guessed single row rescans them per row); joins with the big tables keep their index lookups.
+  PERFORM set_config('enable_nestloop', 'off', true);
+
+  -- 2. each touched dossier's state from this batch's events alone (sign 0): each field keeps its
+  -- winner by (occurred_at, event_id), ids compared as binary strings
+  WITH rw AS (  -- the batch's winner per kind (an apology never moves the deadline)
+    SELECT DISTINCT ON (n.unit_code, n.dossier_id, n.type) n.unit_code, n.dossier_id, n.type, n.occurred_at, n.event_id,
+           n.channel, n.due_at, n.sector
+    FROM chiso_new n
+    WHERE n.type <> 'due_changed' OR n.reason IS DISTINCT FROM 'apology'
+    ORDER BY n.unit_code, n.dossier_id, n.type, n.occurred_at DESC, n.event_id COLLATE "C" DESC
+  ),
+  sw AS (  -- the latest event of the batch that names a sector
+    SELECT DISTINCT ON (n.unit_code, n.dossier_id) n.unit_code, n.dossier_id, n.occurred_at, n.event_id, n.sector
+    FROM chiso_new n WHERE n.sector IS NOT NULL AND n.sector <> ''
+    ORDER BY n.unit_code, n.dossier_id, n.occurred_at DESC, n.event_id COLLATE "C" DESC
+  ),
+  k AS (  -- per dossier: supplement requests and event_days (events per local day, sorted compact JSON)
+    SELECT z.unit_code, z.dossier_id, sum(z.supp) AS supp,
+      '{' || string_agg('"' || z.day || '":' || z.k, ',' ORDER BY z.day COLLATE "C") || '}' AS days
+    FROM (SELECT n.unit_code, n.dossier_id, (n.occurred_at AT TIME ZONE p_tz)::date::text AS day, count(*) AS k,
+            count(*) FILTER (WHERE n.type = 'due_changed' AND n.reason = 'supplement_requested') AS supp
+          FROM chiso_new n GROUP BY 1, 2, 3) z
+    GROUP BY 1, 2
+  ),
+  raw AS (
+    SELECT k.unit_code, k.dossier_id,
+      r.occurred_at AS recv_at, r.event_id AS recv_event_id, r.channel, r.due_at AS recv_due_at, r.sector AS recv_sector,
+      s.occurred_at AS res_at, s.event_id AS res_event_id, s.due_at AS res_due_at,
+      w.occurred_at AS wd_at, w.event_id AS wd_event_id,
+      c.occurred_at AS chg_at, c.event_id AS chg_event_id, c.due_at AS chg_due_at,
+      k.supp::int AS supplements, x.sector AS oth_sector, x.occurred_at AS oth_sector_at, x.event_id AS oth_sector_event_id,
+      k.days AS event_days
+    FROM k
+    LEFT JOIN rw r ON r.unit_code = k.unit_code AND r.dossier_id = k.dossier_id AND r.type = 'received'
+    LEFT JOIN rw s ON s.unit_code = k.unit_code AND s.dossier_id = k.dossier_id AND s.type = 'resolved'
+    LEFT JOIN rw w ON w.unit_code = k.unit_code AND w.dossier_id = k.dossier_id AND w.type = 'withdrawn'
+    LEFT JOIN rw c ON c.unit_code = k.unit_code AND c.dossier_id = k.dossier_id AND c.type = 'due_changed'
+    LEFT JOIN sw x ON x.unit_code = k.unit_code AND x.dossier_id = k.dossier_id
+  )
+  INSERT INTO chiso_st
+  SELECT d.unit_code, d.dossier_id, 0, @RAW(d)@, @DERIVED(d)@ FROM (@WITH_TERM(raw)@) d;
+
+  -- 3. dossiers seen for the first time are inserted with that state (sign 1: nothing to take
+  -- away). The insert waits for a concurrent inserter of the same dossier to finish, so a row that
+  -- already exists is committed by the time it is locked below.
+  WITH ins AS (
+    INSERT INTO dossier AS d (unit_code, dossier_id, @RAWNAMES@, sector, eff_due_at, end_at, ok_766)
+    SELECT b.unit_code, b.dossier_id, @RAW(b)@, b.sector, b.eff_due_at, b.end_at, b.ok_766
+    FROM chiso_st b WHERE b.sign = 0 ORDER BY b.unit_code, b.dossier_id
+    ON CONFLICT DO NOTHING RETURNING d.unit_code, d.dossier_id
+  )
+  UPDATE chiso_st b SET sign = 1 FROM ins WHERE b.sign = 0 AND b.unit_code = ins.unit_code AND b.dossier_id = ins.dossier_id;
+
+  -- the others: lock the stored rows in key order and keep their states (sign -1)
+  PERFORM set_config('enable_nestloop', 'on', true);
+  INSERT INTO chiso_st
+  SELECT d.unit_code, d.dossier_id, -1, @RAW(d)@, d.sector, d.eff_due_at, d.end_at, d.ok_766, d.term, @IGNORED(d)@
+  FROM (@WITH_TERM_LOCKED@) d;
+  PERFORM set_config('enable_nestloop', 'off', true);
+
+  -- merged (sign 1): the stored state and the batch's, field by field, the later winner kept
+  WITH m AS (
+    SELECT o.unit_code, o.dossier_id,
+      @PICK(recv_at, recv_event_id; recv_at, recv_event_id, channel, recv_due_at, recv_sector)@,
+      @PICK(res_at, res_event_id; res_at, res_event_id, res_due_at)@,
+      @PICK(wd_at, wd_event_id; wd_at, wd_event_id)@,
+      @PICK(chg_at, chg_event_id; chg_at, chg_event_id, chg_due_at)@,
+      o.supplements + b.supplements AS supplements,
+      @PICK(oth_sector_at, oth_sector_event_id; oth_sector, oth_sector_at, oth_sector_event_id)@,
+      (SELECT '{' || string_agg('"' || e.day || '":' || e.k, ',' ORDER BY e.day COLLATE "C") || '}'
+       FROM (SELECT j.key AS day, sum(j.value::bigint) AS k
+             FROM (SELECT * FROM json_each_text(o.event_days::json) UNION ALL SELECT * FROM json_each_text(b.event_days::json)) j
+             GROUP BY j.key) e) AS event_days
+    FROM chiso_st o JOIN chiso_st b ON b.unit_code = o.unit_code AND b.dossier_id = o.dossier_id AND b.sign = 0
+    WHERE o.sign = -1
+  )
+  INSERT INTO chiso_st
+  SELECT d.unit_code, d.dossier_id, 1, @RAW(d)@, @DERIVED(d)@, true FROM (@WITH_TERM(m)@) d;
+
+  PERFORM set_config('enable_nestloop', 'on', true);
+  UPDATE dossier d SET
+    recv_at = s.recv_at, recv_event_id = s.recv_event_id, channel = s.channel, recv_due_at = s.recv_due_at,
+    recv_sector = s.recv_sector, res_at = s.res_at, res_event_id = s.res_event_id, res_due_at = s.res_due_at,
+    wd_at = s.wd_at, wd_event_id = s.wd_event_id, chg_at = s.chg_at, chg_event_id = s.chg_event_id,
+    chg_due_at = s.chg_due_at, supplements = s.supplements, oth_sector = s.oth_sector,
+    oth_sector_at = s.oth_sector_at, oth_sector_event_id = s.oth_sector_event_id, event_days = s.event_days,
+    sector = s.sector, eff_due_at = s.eff_due_at, end_at = s.end_at, ok_766 = s.ok_766
+  FROM chiso_st s
+  WHERE s.merged AND d.unit_code = s.unit_code AND d.dossier_id = s.dossier_id;
+  DELETE FROM chiso_st s WHERE s.sign = 0;
+  PERFORM set_config('enable_nestloop', 'off', true);
+
+  -- 4. contributions (app.aggregates.contrib.Delta.add), new minus old: first per unit, own sector,
+  -- day and counter; then the all-sector rows ('*') as a grouping set; then one row per key
+  WITH c AS (
+    SELECT s.unit_code, s.sector, s.sign, s.recv_at IS NOT NULL AS has_recv, s.channel, s.ok_766, s.term,
+      s.event_days, s.eff_due_at IS NOT NULL AS has_due, s.end_at IS NOT NULL AS has_end,
+      (s.recv_at AT TIME ZONE p_tz)::date AS rday,
+      (s.end_at AT TIME ZONE p_tz)::date AS eday,
+      (s.eff_due_at AT TIME ZONE p_tz)::date AS dday,
+      (greatest(s.recv_at, s.end_at) AT TIME ZONE p_tz)::date AS pout_day,
+      (greatest(s.recv_at, s.eff_due_at) AT TIME ZONE p_tz)::date AS oin_day,
+      (greatest(s.recv_at, s.eff_due_at, s.end_at) AT TIME ZONE p_tz)::date AS oout_day,
+      (s.ignored_at AT TIME ZONE p_tz)::date AS ig_day,
+      s.end_at <= s.eff_due_at AS final_ok,
+      s.end_at > s.eff_due_at AS late,
+      trunc(extract(epoch FROM (s.end_at - s.recv_at)) * 1000)::bigint AS ms
+    FROM chiso_st s
+  ),
+  bumps AS (
+    SELECT c.unit_code, c.sector, v.day, v.name, c.sign * v.n AS n
+    FROM c CROSS JOIN LATERAL (VALUES
+      (CASE WHEN c.has_recv THEN c.rday END, 'received', 1::bigint),
+      (CASE WHEN c.has_recv THEN c.rday END, 'p_in', 1),
+      (CASE WHEN c.has_recv THEN c.rday END, 'c_size', 1),
+      (CASE WHEN c.has_recv AND c.channel = 'online' THEN c.rday END, 'received_online', 1),
+      (CASE WHEN c.has_recv AND c.ok_766 AND c.has_end AND c.final_ok THEN c.rday END, 'c_final_ok', 1),
+      (CASE WHEN c.has_recv AND c.has_end THEN c.pout_day END, 'p_out', 1),
+      (CASE WHEN c.has_recv AND c.has_due THEN c.oin_day END, 'o_in', 1),
+      (CASE WHEN c.has_recv AND c.has_due AND c.has_end THEN c.oout_day END, 'o_out', 1),
+      (CASE WHEN NOT c.has_recv THEN c.ig_day END, 'orphans', -1),
+      (CASE WHEN c.term = 'withdrawn' THEN c.eday END, 'withdrawn', 1),
+      (CASE WHEN c.term = 'resolved' THEN c.eday END,
+         CASE WHEN NOT c.has_due THEN 'resolved_unclassified' WHEN c.late THEN 'resolved_late'
+              WHEN c.eday < c.dday THEN 'resolved_early' ELSE 'resolved_on_time' END, 1),
+      (CASE WHEN c.term = 'resolved' AND c.has_recv THEN c.eday END, 'proc_n', 1),
+      (CASE WHEN c.term = 'resolved' AND c.has_recv THEN c.eday END, 'proc_ms', c.ms)
+    ) v(day, name, n)
+    WHERE v.day IS NOT NULL
+    UNION ALL
+    SELECT c.unit_code, c.sector, je.key::date, 'orphans', c.sign * je.value::bigint
+    FROM c CROSS JOIN LATERAL json_each_text(c.event_days::json) je
+    WHERE NOT c.has_recv AND c.event_days <> '{}'
+  ),
+  own AS (
+    SELECT b.unit_code, b.sector, b.day, b.name, sum(b.n) AS n FROM bumps b GROUP BY 1, 2, 3, 4
+  ),
+  g AS (
+    SELECT o.unit_code, CASE WHEN grouping(o.sector) = 1 THEN '*' ELSE o.sector END AS sector, o.day, o.name, sum(o.n) AS n
+    FROM own o GROUP BY GROUPING SETS ((o.unit_code, o.sector, o.day, o.name), (o.unit_code, o.day, o.name))
+    HAVING sum(o.n) <> 0
+  )
+  INSERT INTO chiso_dday
+  SELECT g.unit_code, g.sector, g.day,
+    sum(n) FILTER (WHERE name = 'received'), sum(n) FILTER (WHERE name = 'received_online'),
+    sum(n) FILTER (WHERE name = 'resolved_early'), sum(n) FILTER (WHERE name = 'resolved_on_time'),
+    sum(n) FILTER (WHERE name = 'resolved_late'), sum(n) FILTER (WHERE name = 'resolved_unclassified'),
+    sum(n) FILTER (WHERE name = 'withdrawn'), sum(n) FILTER (WHERE name = 'orphans'),
+    sum(n) FILTER (WHERE name = 'proc_n'), sum(n) FILTER (WHERE name = 'proc_ms'),
+    sum(n) FILTER (WHERE name = 'c_size'), sum(n) FILTER (WHERE name = 'c_final_ok'),
+    sum(n) FILTER (WHERE name = 'p_in'), sum(n) FILTER (WHERE name = 'p_out'),
+    sum(n) FILTER (WHERE name = 'o_in'), sum(n) FILTER (WHERE name = 'o_out')
+  FROM g GROUP BY 1, 2, 3;
+
+  INSERT INTO chiso_dtot
+  SELECT t.unit_code, CASE WHEN grouping(t.sector) = 1 THEN '*' ELSE t.sector END,
+    sum(t.p_in), sum(t.p_out), sum(t.o_in), sum(t.o_out)
+  FROM (SELECT s.unit_code, s.sector,
+          sum(s.sign) FILTER (WHERE s.recv_at IS NOT NULL) AS p_in,
+          sum(s.sign) FILTER (WHERE s.recv_at IS NOT NULL AND s.end_at IS NOT NULL) AS p_out,
+          sum(s.sign) FILTER (WHERE s.recv_at IS NOT NULL AND s.eff_due_at IS NOT NULL) AS o_in,
+          sum(s.sign) FILTER (WHERE s.recv_at IS NOT NULL AND s.eff_due_at IS NOT NULL AND s.end_at IS NOT NULL) AS o_out
+        FROM chiso_st s GROUP BY 1, 2) t
+  GROUP BY GROUPING SETS ((t.unit_code, t.sector), (t.unit_code))
+  HAVING coalesce(sum(t.p_in), 0) <> 0 OR coalesce(sum(t.p_out), 0) <> 0 OR coalesce(sum(t.o_in), 0) <> 0
+    OR coalesce(sum(t.o_out), 0) <> 0;
+
+  INSERT INTO chiso_dhist
+  SELECT h.unit_code, CASE WHEN grouping(h.sector) = 1 THEN '*' ELSE h.sector END, h.day, h.bucket, sum(h.n)
+  FROM (SELECT s.unit_code, s.sector, (s.end_at AT TIME ZONE p_tz)::date AS day,
+          chiso_bucket(trunc(extract(epoch FROM (s.end_at - s.recv_at)) * 1000)::bigint) AS bucket, s.sign AS n
+        FROM chiso_st s WHERE s.term = 'resolved' AND s.recv_at IS NOT NULL) h
+  GROUP BY GROUPING SETS ((h.unit_code, h.sector, h.day, h.bucket), (h.unit_code, h.day, h.bucket))
+  HAVING sum(h.n) <> 0;
+
+  INSERT INTO chiso_ddue
+  SELECT d.unit_code, CASE WHEN grouping(d.sector) = 1 THEN '*' ELSE d.sector END, d.recv_day, d.due_day, sum(d.n)
+  FROM (SELECT s.unit_code, s.sector, (s.recv_at AT TIME ZONE p_tz)::date AS recv_day,
+          (s.eff_due_at AT TIME ZONE p_tz)::date AS due_day, s.sign AS n
+        FROM chiso_st s
+        WHERE s.recv_at IS NOT NULL AND s.ok_766 AND NOT (s.end_at IS NOT NULL AND s.end_at <= s.eff_due_at)) d
+  GROUP BY GROUPING SETS ((d.unit_code, d.sector, d.recv_day, d.due_day), (d.unit_code, d.recv_day, d.due_day))
+  HAVING sum(d.n) <> 0;
+
+  -- 5. own rows, then the rollup rows of every province and nation at or above each unit
+  INSERT INTO unit_day AS u (unit_code, sector, day, source, received, received_online, resolved_early, resolved_on_time,
+    resolved_late, resolved_unclassified, withdrawn, orphans, proc_n, proc_ms, c_size, c_final_ok, p_in, p_out, o_in, o_out)
+  SELECT d.unit_code, d.sector, d.day, '', coalesce(d.received, 0), coalesce(d.received_online, 0), coalesce(d.resolved_early, 0),
+    coalesce(d.resolved_on_time, 0), coalesce(d.resolved_late, 0), coalesce(d.resolved_unclassified, 0), coalesce(d.withdrawn, 0),
+    coalesce(d.orphans, 0), coalesce(d.proc_n, 0), coalesce(d.proc_ms, 0), coalesce(d.c_size, 0), coalesce(d.c_final_ok, 0),
+    coalesce(d.p_in, 0), coalesce(d.p_out, 0), coalesce(d.o_in, 0), coalesce(d.o_out, 0)
+  FROM chiso_dday d ORDER BY 1, 2, 3
+  ON CONFLICT (unit_code, sector, day, source) DO UPDATE SET
+    received = u.received + excluded.received, received_online = u.received_online + excluded.received_online,
+    resolved_early = u.resolved_early + excluded.resolved_early, resolved_on_time = u.resolved_on_time + excluded.resolved_on_time,
+    resolved_late = u.resolved_late + excluded.resolved_late,
+    resolved_unclassified = u.resolved_unclassified + excluded.resolved_unclassified,
+    withdrawn = u.withdrawn + excluded.withdrawn, orphans = u.orphans + excluded.orphans, proc_n = u.proc_n + excluded.proc_n,
+    proc_ms = u.proc_ms + excluded.proc_ms, c_size = u.c_size + excluded.c_size, c_final_ok = u.c_final_ok + excluded.c_final_ok,
+    p_in = u.p_in + excluded.p_in, p_out = u.p_out + excluded.p_out, o_in = u.o_in + excluded.o_in, o_out = u.o_out + excluded.o_out;
+
+  INSERT INTO unit_day_hist AS u (unit_code, sector, day, bucket, source, n)
+  SELECT h.unit_code, h.sector, h.day, h.bucket, '', h.n FROM chiso_dhist h ORDER BY 1, 2, 3, 4
+  ON CONFLICT (unit_code, sector, day, bucket, source) DO UPDATE SET n = u.n + excluded.n;
+
+  INSERT INTO unit_cohort_due AS u (unit_code, sector, recv_day, due_day, source, n)
+  SELECT c.unit_code, c.sector, c.recv_day, c.due_day, '', c.n FROM chiso_ddue c ORDER BY 1, 2, 3, 4
+  ON CONFLICT (unit_code, sector, recv_day, due_day, source) DO UPDATE SET n = u.n + excluded.n;
+
+  INSERT INTO unit_total AS u (unit_code, sector, source, p_in, p_out, o_in, o_out)
+  SELECT t.unit_code, t.sector, '', coalesce(t.p_in, 0), coalesce(t.p_out, 0), coalesce(t.o_in, 0), coalesce(t.o_out, 0)
+  FROM chiso_dtot t ORDER BY 1, 2
+  ON CONFLICT (unit_code, sector, source) DO UPDATE SET
+    p_in = u.p_in + excluded.p_in, p_out = u.p_out + excluded.p_out, o_in = u.o_in + excluded.o_in, o_out = u.o_out + excluded.o_out;
+
+  INSERT INTO chiso_rollup SELECT r.u, r.a FROM json_to_recordset(p_rollup) AS r(u varchar, a varchar);
+
+  INSERT INTO rollup_day AS u (unit_code, sector, day, slot, received, received_online, resolved_early, resolved_on_time,
+    resolved_late, resolved_unclassified, withdrawn, orphans, proc_n, proc_ms, c_size, c_final_ok, p_in, p_out, o_in, o_out)
+  SELECT r.above, d.sector, d.day, p_slot, coalesce(sum(d.received), 0), coalesce(sum(d.received_online), 0),
+    coalesce(sum(d.resolved_early), 0), coalesce(sum(d.resolved_on_time), 0), coalesce(sum(d.resolved_late), 0),
+    coalesce(sum(d.resolved_unclassified), 0), coalesce(sum(d.withdrawn), 0), coalesce(sum(d.orphans), 0),
+    coalesce(sum(d.proc_n), 0), coalesce(sum(d.proc_ms), 0), coalesce(sum(d.c_size), 0), coalesce(sum(d.c_final_ok), 0),
+    coalesce(sum(d.p_in), 0), coalesce(sum(d.p_out), 0), coalesce(sum(d.o_in), 0), coalesce(sum(d.o_out), 0)
+  FROM chiso_dday d JOIN chiso_rollup r ON r.unit_code = d.unit_code
+  GROUP BY r.above, d.sector, d.day
+  HAVING coalesce(sum(d.received), 0) <> 0 OR coalesce(sum(d.received_online), 0) <> 0 OR coalesce(sum(d.resolved_early), 0) <> 0
+    OR coalesce(sum(d.resolved_on_time), 0) <> 0 OR coalesce(sum(d.resolved_late), 0) <> 0
+    OR coalesce(sum(d.resolved_unclassified), 0) <> 0 OR coalesce(sum(d.withdrawn), 0) <> 0 OR coalesce(sum(d.orphans), 0) <> 0
+    OR coalesce(sum(d.proc_n), 0) <> 0 OR coalesce(sum(d.proc_ms), 0) <> 0 OR coalesce(sum(d.c_size), 0) <> 0
+    OR coalesce(sum(d.c_final_ok), 0) <> 0 OR coalesce(sum(d.p_in), 0) <> 0 OR coalesce(sum(d.p_out), 0) <> 0
+    OR coalesce(sum(d.o_in), 0) <> 0 OR coalesce(sum(d.o_out), 0) <> 0
+  ORDER BY 1, 2, 3
+  ON CONFLICT (unit_code, sector, day, slot) DO UPDATE SET
+    received = u.received + excluded.received, received_online = u.received_online + excluded.received_online,
+    resolved_early = u.resolved_early + excluded.resolved_early, resolved_on_time = u.resolved_on_time + excluded.resolved_on_time,
+    resolved_late = u.resolved_late + excluded.resolved_late,
+    resolved_unclassified = u.resolved_unclassified + excluded.resolved_unclassified,
+    withdrawn = u.withdrawn + excluded.withdrawn, orphans = u.orphans + excluded.orphans, proc_n = u.proc_n + excluded.proc_n,
+    proc_ms = u.proc_ms + excluded.proc_ms, c_size = u.c_size + excluded.c_size, c_final_ok = u.c_final_ok + excluded.c_final_ok,
+    p_in = u.p_in + excluded.p_in, p_out = u.p_out + excluded.p_out, o_in = u.o_in + excluded.o_in, o_out = u.o_out + excluded.o_out;
+
+  INSERT INTO rollup_day_hist AS u (unit_code, sector, day, bucket, slot, n)
+  SELECT r.above, h.sector, h.day, h.bucket, p_slot, sum(h.n)
+  FROM chiso_dhist h JOIN chiso_rollup r ON r.unit_code = h.unit_code
+  GROUP BY 1, 2, 3, 4 HAVING sum(h.n) <> 0 ORDER BY 1, 2, 3, 4
+  ON CONFLICT (unit_code, sector, day, bucket, slot) DO UPDATE SET n = u.n + excluded.n;
+
+  INSERT INTO rollup_cohort_due AS u (unit_code, sector, recv_day, due_day, slot, n)
+  SELECT r.above, c.sector, c.recv_day, c.due_day, p_slot, sum(c.n)
+  FROM chiso_ddue c JOIN chiso_rollup r ON r.unit_code = c.unit_code
+  GROUP BY 1, 2, 3, 4 HAVING sum(c.n) <> 0 ORDER BY 1, 2, 3, 4
+  ON CONFLICT (unit_code, sector, recv_day, due_day, slot) DO UPDATE SET n = u.n + excluded.n;
+
+  INSERT INTO rollup_total AS u (unit_code, sector, slot, p_in, p_out, o_in, o_out)
+  SELECT r.above, t.sector, p_slot, coalesce(sum(t.p_in), 0), coalesce(sum(t.p_out), 0), coalesce(sum(t.o_in), 0), coalesce(sum(t.o_out), 0)
+  FROM chiso_dtot t JOIN chiso_rollup r ON r.unit_code = t.unit_code
+  GROUP BY 1, 2
+  HAVING coalesce(sum(t.p_in), 0) <> 0 OR coalesce(sum(t.p_out), 0) <> 0 OR coalesce(sum(t.o_in), 0) <> 0 OR coalesce(sum(t.o_out), 0) <> 0
+  ORDER BY 1, 2
+  ON CONFLICT (unit_code, sector, slot) DO UPDATE SET
+    p_in = u.p_in + excluded.p_in, p_out = u.p_out + excluded.p_out, o_in = u.o_in + excluded.o_in, o_out = u.o_out + excluded.o_out;
+
+  -- 6. one more change per unit whose own rows changed; export marks from the earliest changed day
+  INSERT INTO unit_change AS u (unit_code, changes, changed_at)
+  SELECT x.unit_code, 1, p_now FROM (
+    SELECT d.unit_code FROM chiso_dday d UNION SELECT h.unit_code FROM chiso_dhist h
+    UNION SELECT c.unit_code FROM chiso_ddue c UNION SELECT t.unit_code FROM chiso_dtot t) x
+  ORDER BY 1
+  ON CONFLICT (unit_code) DO UPDATE SET changes = u.changes + 1, changed_at = excluded.changed_at;
+
+  -- a deadline moved (receipt known) changes today's figures at now and the receipt's periods
+  INSERT INTO export_dirty AS u (unit_code, day, gen)
+  SELECT x.unit_code, min(x.day), 1 FROM (
+    SELECT d.unit_code, d.day FROM chiso_dday d
+    UNION ALL SELECT h.unit_code, h.day FROM chiso_dhist h
+    UNION ALL SELECT c.unit_code, c.recv_day FROM chiso_ddue c
+    UNION ALL SELECT n.unit_code, (n.recv_at AT TIME ZONE p_tz)::date
+      FROM chiso_st n JOIN chiso_st o ON o.unit_code = n.unit_code AND o.dossier_id = n.dossier_id AND o.sign = -1
+      WHERE n.sign = 1 AND n.recv_at IS NOT NULL AND n.eff_due_at IS DISTINCT FROM o.eff_due_at) x
+  GROUP BY 1 ORDER BY 1
+  ON CONFLICT (unit_code) DO UPDATE SET day = least(u.day, excluded.day), gen = u.gen + 1;
+
+  PERFORM set_config('enable_nestloop', 'on', true);
+
+  -- 7. last, so that the hot row is held only for the commit: one slot of the data version
+  INSERT INTO node_meta AS m (name, value) VALUES ('data_version.' || floor(random() * 16)::int, 1)
+  ON CONFLICT (name) DO UPDATE SET value = m.value + 1;
+
+  RETURN QUERY SELECT n.unit_code, n.event_id FROM chiso_new n;
+END
+$fn$
+"""
+
+
+RAW_COLUMNS = (
+    "recv_at",
+    "recv_event_id",
+    "channel",
+    "recv_due_at",
+    "recv_sector",
+    "res_at",
+    "res_event_id",
+    "res_due_at",
+    "wd_at",
+    "wd_event_id",
+    "chg_at",
+    "chg_event_id",
+    "chg_due_at",
+    "supplements",
+    "oth_sector",
+    "oth_sector_at",
+    "oth_sector_event_id",
+    "event_days",
+)  # app.aggregates.dossier.DossierState, in the order of the chiso_st columns
+
+
+def _term(a: str) -> str:
+    """The terminal kind (DossierState.terminal): the earlier of the winning resolved and withdrawn."""
+    return (
+        f'CASE WHEN {a}.res_at IS NOT NULL AND ({a}.wd_at IS NULL OR ({a}.res_at, {a}.res_event_id COLLATE "C") '
+        f"<= ({a}.wd_at, {a}.wd_event_id COLLATE \"C\")) THEN 'resolved' WHEN {a}.wd_at IS NOT NULL THEN 'withdrawn' END"
+    )
+
+
+def _eff_due(a: str) -> str:
+    return (
+        f"CASE WHEN {a}.chg_at IS NOT NULL THEN {a}.chg_due_at WHEN {a}.recv_at IS NOT NULL THEN {a}.recv_due_at "
+        f"WHEN {a}.term = 'resolved' THEN {a}.res_due_at END"
+    )
+
+
+def _ignored(a: str) -> str:
+    return (
+        f"CASE WHEN {a}.res_at IS NOT NULL AND {a}.wd_at IS NOT NULL "
+        f"THEN (CASE {a}.term WHEN 'resolved' THEN {a}.wd_at ELSE {a}.res_at END) END"
+    )
+
+
+def _derived(a: str) -> str:
+    """sector, eff_due_at, end_at, ok_766, term, ignored_at of a state that has its `term`."""
+    return ", ".join(
+        (
+            f"CASE WHEN {a}.recv_at IS NOT NULL AND coalesce({a}.recv_sector, '') <> '' "
+            f"THEN {a}.recv_sector ELSE coalesce({a}.oth_sector, '') END",
+            _eff_due(a),
+            f"CASE {a}.term WHEN 'resolved' THEN {a}.res_at WHEN 'withdrawn' THEN {a}.wd_at END",
+            f"({_eff_due(a)}) IS NOT NULL AND {a}.supplements < 2",
+            f"{a}.term",
+            _ignored(a),
+        )
+    )
+
+
+def _pick(spec: str) -> str:
+    """The batch's (b) fields of one kind where its winner is later than the stored one's (o)."""
+    key, cols = (part.split(",") for part in spec.split(";"))
+    at, eid = (c.strip() for c in key)
+    take = f'(b.{at} IS NOT NULL AND (o.{at} IS NULL OR (b.{at}, b.{eid} COLLATE "C") > (o.{at}, o.{eid} COLLATE "C")))'
+    return ", ".join(f"CASE WHEN {take} THEN b.{c.strip()} ELSE o.{c.strip()} END AS {c.strip()}" for c in cols)
+
+
+def _expand(sql: str) -> str:
+    import re
+
+    sql = re.sub(r"@PICK\(([^)]*)\)@", lambda m: _pick(m.group(1)), sql)
+    sql = re.sub(r"@RAW\((\w+)\)@", lambda m: ", ".join(f"{m.group(1)}.{c}" for c in RAW_COLUMNS), sql)
+    sql = re.sub(r"@DERIVED\((\w+)\)@", lambda m: _derived(m.group(1)), sql)
+    sql = re.sub(r"@IGNORED\((\w+)\)@", lambda m: _ignored(m.group(1)), sql)
+    sql = re.sub(r"@WITH_TERM\((\w+)\)@", lambda m: f"SELECT q.*, {_term('q')} AS term FROM {m.group(1)} q", sql)
+    sql = sql.replace(
+        "@WITH_TERM_LOCKED@",
+        f"SELECT q.*, {_term('q')} AS term FROM dossier q WHERE (q.unit_code, q.dossier_id) IN "
+        "(SELECT b.unit_code, b.dossier_id FROM chiso_st b WHERE b.sign = 0) ORDER BY q.unit_code, q.dossier_id FOR UPDATE OF q",
+    )
+    return sql.replace("@RAWNAMES@", ", ".join(RAW_COLUMNS))
+
+
+# one CREATE FUNCTION per statement (a prepared statement holds one command)
+FUNCTIONS = [part if part.rstrip().endswith("$fn$") else part + "\n$fn$" for part in _expand(INGEST).split("\n$fn$;\n")]
+
+
+# Aggregate rows are updated in place by every batch: room on their pages lets PostgreSQL keep the
+# new version on the same page without new index entries (a HOT update).
+FILLFACTOR = {
+    "unit_day": 80,
+    "unit_day_hist": 80,
+    "unit_cohort_due": 80,
+    "unit_total": 50,
+    "rollup_day": 80,
+    "rollup_day_hist": 80,
+    "rollup_cohort_due": 80,
+    "rollup_total": 50,
+    "unit_change": 50,
+    "export_dirty": 50,
+    "node_meta": 50,
+}
+
+
+def upgrade() -> None:
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    op.execute(BUCKET)
+    for statement in FUNCTIONS:
+        op.execute(statement)
+    for table, fill in FILLFACTOR.items():
+        op.execute(f"ALTER TABLE {table} SET (fillfactor = {fill})")
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    op.execute("DROP FUNCTION IF EXISTS chiso_ingest(json, json, text, timestamptz, int)")
+    op.execute("DROP FUNCTION IF EXISTS chiso_ingest_staged(json, text, timestamptz, int)")
+    op.execute("DROP FUNCTION IF EXISTS chiso_temp_tables()")
+    op.execute("DROP FUNCTION IF EXISTS chiso_bucket(bigint)")
+    for table in FILLFACTOR:
+        op.execute(f"ALTER TABLE {table} RESET (fillfactor)")

@@ -1,0 +1,249 @@
+"""`chiso import` (SPEC section 9) on both stores: an import equals posting the same events, bad
+lines are reported with their line number and field, a killed import re-run completes exactly,
+imports and posts of the same units may run at once; and the set-based merge of a batch on
+PostgreSQL gives the same state for any split of the events into batches, in any order."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+from sqlalchemy import text
+
+from app.aggregates import rebuild
+from app.aggregates.counters import DAY_COUNTERS, TOTAL_COUNTERS
+from app.ingest.importer import Importer, progress_path, rejected_path
+from tests import reference as ref
+from tests.integration.test_kpis_reference import COMMUNES_46, COMMUNES_79, PERIODS, assert_matches, post_all
+from tests.streams import stream, wire
+
+UNITS_46 = {"46": {"46", *COMMUNES_46}, COMMUNES_46[0]: {COMMUNES_46[0]}, "VN": {"VN", "46", *COMMUNES_46}}
+
+
+def write_ndjson(path: Path, events: list[dict], rng: random.Random | None = None, dup_every: int = 0) -> Path:
+    lines = [orjson.dumps(wire(e)) for e in events]
+    if dup_every:
+        lines += lines[::dup_every]  # repeats of earlier lines: duplicates
+    if rng is not None:
+        rng.shuffle(lines)
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+async def importer(svc, **kw) -> Importer:
+    registry = await svc.app.state.registry.refresh()
+    return Importer(svc.db, registry, svc.settings, **kw)
+
+
+async def answers(svc, units=("46", *COMMUNES_46, "VN")) -> list:
+    token = await svc.key("read")
+    out = []
+    for code in units:
+        for params in PERIODS:
+            body = (await svc.get(f"/api/v1/units/{code}/kpis", token, **params)).json()
+            out.append((code, params, body["kpis"], body["previous"]["kpis"]))
+    ranking = (await svc.get("/api/v1/rankings", token, level="commune", parent="46", window="90d", sort="-on_time_rate")).json()
+    out.append([(i["unit"]["code"], i["rank"], i["kpis"]) for i in ranking["items"]])
+    return out
+
+
+async def assert_verified(svc) -> None:
+    report = await rebuild.verify(svc.db, svc.settings)
+    assert report.differences == []
+
+
+async def stored_events(svc) -> int:
+    async with svc.db.session() as session:
+        return (await session.execute(text("SELECT count(*) FROM dossier_event"))).scalar()
+
+
+class TestImport:
+    async def test_import_equals_posting(self, make_service, tmp_path):
+        rng = random.Random(21)
+        now = datetime.now(UTC)
+        events = stream(rng, [*COMMUNES_46, "46"], 250, now)
+        async with make_service() as posted:
+            await post_all(posted, await posted.key("ingest", "VN"), events, random.Random(1))
+            expected = await answers(posted)
+            await assert_verified(posted)
+        path = write_ndjson(tmp_path / "history.ndjson", events, random.Random(2), dup_every=9)
+        async with make_service() as imported:
+            report = await (await importer(imported, chunk_lines=97)).import_file(path)
+            assert (report.accepted, report.rejected) == (len(events), 0)
+            assert report.duplicates == report.lines - len(events) > 0
+            assert await answers(imported) == expected
+            await assert_verified(imported)
+            assert not progress_path(path).exists()  # complete: nothing to resume
+            again = await (await importer(imported)).import_file(path)  # a second run stores nothing
+            assert (again.accepted, again.duplicates) == (0, again.lines)
+            assert await stored_events(imported) == len(events)
+
+    async def test_bad_lines_are_reported_with_line_and_field(self, make_service, tmp_path):
+        now = datetime.now(UTC)
+        good = {"event_id": "g1", "type": "received", "dossier_id": "D1", "unit_code": COMMUNES_46[0],
+                "occurred_at": (now - timedelta(days=3)).isoformat(), "channel": "online",
+                "due_at": (now + timedelta(days=3)).isoformat()}  # fmt: skip
+        old = good | {"event_id": "g2", "dossier_id": "D2", "occurred_at": (now - timedelta(days=500)).isoformat()}
+        lines = [
+            orjson.dumps(good),  # 1
+            b"{not json",  # 2
+            b"",  # 3: blank, skipped
+            orjson.dumps({k: v for k, v in good.items() if k != "dossier_id"} | {"event_id": "g3"}),  # 4
+            orjson.dumps(good | {"event_id": "g4", "unit_code": "99999"}),  # 5
+            orjson.dumps(good | {"event_id": "g5", "due_at": "2026-01-01T00:00:00"}),  # 6: no offset
+            orjson.dumps(good),  # 7: a repeat of line 1
+            orjson.dumps(old),  # 8: older than the API's horizon: an import takes it
+        ]
+        path = tmp_path / "bad.ndjson"
+        path.write_bytes(b"\n".join(lines) + b"\n")
+        async with make_service() as svc:
+            report = await (await importer(svc)).import_file(path)
+            assert (report.lines, report.accepted, report.duplicates, report.rejected) == (7, 2, 1, 4)
+            rejected = [orjson.loads(x) for x in rejected_path(path).read_bytes().splitlines()]
+            got = {r["line"]: [(e["loc"], e["msg"]) for e in r["errors"]] for r in rejected}
+            assert got == {
+                2: [([], "line is not JSON")],
+                4: [(["dossier_id"], "Field required")],
+                5: [(["unit_code"], "unknown unit")],
+                6: [(["due_at"], "timestamp needs an offset")],
+            }
+            assert rejected[0]["text"] == "{not json"
+            # with a horizon, the old line is rejected naming occurred_at
+            path2 = tmp_path / "old.ndjson"
+            path2.write_bytes(orjson.dumps(old | {"event_id": "g6"}) + b"\n")
+            r2 = await (await importer(svc, horizon_days=400)).import_file(path2)
+            assert (r2.accepted, r2.rejected) == (0, 1)
+            (line,) = rejected_path(path2).read_bytes().splitlines()
+            assert orjson.loads(line)["errors"][0]["loc"] == ["occurred_at"]
+
+    async def test_csv(self, make_service, tmp_path):
+        rng = random.Random(5)
+        events = stream(rng, [COMMUNES_46[1]], 60, datetime.now(UTC))
+        cols = ["event_id", "type", "dossier_id", "unit_code", "occurred_at", "channel", "due_at", "reason", "outcome", "sector"]
+        path = tmp_path / "history.csv"
+        with path.open("w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(cols)
+            for e in events:
+                w.writerow([wire(e).get(c) or "" for c in cols])
+            w.writerow(["x1", "received", "D-x", COMMUNES_46[1], "not a time", "online", "", "", "", ""])
+            w.writerow(["only", "three", "cells"])
+        async with make_service() as svc:
+            report = await (await importer(svc, fmt="csv")).import_file(path)
+            assert (report.accepted, report.rejected) == (len(events), 2)
+            rejected = [orjson.loads(x) for x in rejected_path(path).read_bytes().splitlines()]
+            assert [r["line"] for r in rejected] == [len(events) + 2, len(events) + 3]
+            assert ["occurred_at"] in [e["loc"] for e in rejected[0]["errors"]]
+            body = (await svc.get(f"/api/v1/units/{COMMUNES_46[1]}/kpis", await svc.key("read"), window="365d")).json()
+            expected = ref.kpis(ref.dossiers(events), {COMMUNES_46[1]}, *_window_days(body), datetime.now(UTC))
+            assert_matches(body["kpis"], expected, "commune 365d after a CSV import")
+            await assert_verified(svc)
+
+    async def test_killed_import_is_completed_by_a_rerun(self, make_service, tmp_path):
+        rng = random.Random(8)
+        events = stream(rng, [*COMMUNES_46, *COMMUNES_79], 1500, datetime.now(UTC))
+        path = write_ndjson(tmp_path / "big.ndjson", events, random.Random(3))
+        async with make_service() as svc:
+            env = {**os.environ, "DATABASE_URL": svc.url, "SEED_REGISTRY": "false"}
+            cmd = [sys.executable, "-m", "app.cli", "import", str(path), "--chunk", "300", "--writers", "1"]
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                deadline = time.monotonic() + 120
+                while not progress_path(path).exists() and proc.poll() is None and time.monotonic() < deadline:
+                    await asyncio.sleep(0.02)
+                assert proc.poll() is None, proc.stdout.read().decode()  # still running: kill it midway
+                os.killpg(proc.pid, signal.SIGKILL)
+            finally:
+                proc.wait(30)
+            partial = await stored_events(svc)
+            assert 0 < partial < len(events)
+            report = await (await importer(svc, chunk_lines=300)).import_file(path)
+            assert report.resumed_at_line > 0
+            assert await stored_events(svc) == len(events)
+            assert report.accepted == len(events) - partial
+            await assert_verified(svc)
+            body = (await svc.get("/api/v1/units/VN/kpis", await svc.key("read"), window="90d")).json()
+            expected = ref.kpis(ref.dossiers(events), {"VN", "46", "79", *COMMUNES_46, *COMMUNES_79},
+                                *_window_days(body), datetime.now(UTC))  # fmt: skip
+            assert_matches(body["kpis"], expected, "VN 90d after the re-run")
+
+    async def test_import_while_the_same_units_post(self, make_service, tmp_path):
+        rng = random.Random(13)
+        events = stream(rng, [*COMMUNES_46, "46"], 400, datetime.now(UTC))
+        imported = events[: len(events) * 2 // 3]
+        posted = events[len(events) // 3 :]  # the middle third arrives both ways
+        path = write_ndjson(tmp_path / "overlap.ndjson", imported, random.Random(4))
+        async with make_service() as svc:
+            token = await svc.key("ingest", "46")
+            job = asyncio.create_task((await importer(svc, chunk_lines=50, writers=2)).import_file(path))
+            await post_all(svc, token, posted, random.Random(5))
+            report = await job
+            assert report.rejected == 0
+            assert await stored_events(svc) == len(events)
+            await assert_verified(svc)
+            read = await svc.key("read")
+            ds = ref.dossiers(events)
+            for code, units in UNITS_46.items():
+                body = (await svc.get(f"/api/v1/units/{code}/kpis", read, window="90d")).json()
+                assert_matches(body["kpis"], ref.kpis(ds, units, *_window_days(body), datetime.now(UTC)), code)
+
+
+def _window_days(body: dict):
+    from datetime import date
+
+    return date.fromisoformat(body["period"]["start"]), date.fromisoformat(body["period"]["end"])
+
+
+class TestSetBasedMerge:
+    """Any split of the same events into batches, posted in any order, leaves identical dossier rows
+    and aggregate rows (on PostgreSQL this is the one-pass `chiso_ingest`)."""
+
+    # rows whose counters all went back to 0 (a correction moved them away) may exist in one order
+    # and not in another: the state is the non-zero rows
+    _DAY = " + ".join(f"abs({c})" for c in DAY_COUNTERS)
+    _TOT = " + ".join(f"abs({c})" for c in TOTAL_COUNTERS)
+    _SUMS = ", ".join(f"sum({c})" for c in DAY_COUNTERS)
+    TABLES = {
+        "dossier": "SELECT * FROM dossier ORDER BY unit_code, dossier_id",
+        "unit_day": f"SELECT * FROM unit_day WHERE {_DAY} > 0 ORDER BY unit_code, sector, day, source",
+        "unit_day_hist": "SELECT * FROM unit_day_hist WHERE n <> 0 ORDER BY unit_code, sector, day, bucket, source",
+        "unit_cohort_due": "SELECT * FROM unit_cohort_due WHERE n <> 0 ORDER BY unit_code, sector, recv_day, due_day, source",
+        "unit_total": f"SELECT * FROM unit_total WHERE {_TOT} > 0 ORDER BY unit_code, sector, source",
+        "rollup_day": f"SELECT unit_code, sector, day, {_SUMS} FROM rollup_day GROUP BY 1, 2, 3 "
+        f"HAVING {_DAY.replace('abs(', 'abs(sum(').replace(')', '))')} > 0 ORDER BY 1, 2, 3",
+    }
+
+    @pytest.mark.parametrize("seed", [31, 32])
+    async def test_any_batches_any_order(self, make_service, seed):
+        rng = random.Random(seed)
+        events = [wire(e) for e in stream(rng, [COMMUNES_46[0], COMMUNES_46[2], "46"], 120, datetime.now(UTC))]
+        states = []
+        for _ in range(3):
+            order = list(events) + rng.sample(events, len(events) // 8)
+            rng.shuffle(order)
+            async with make_service() as svc:
+                token = await svc.key("ingest", "46")
+                i = 0
+                while i < len(order):
+                    size = rng.choice([1, 2, 5, 17, 60, 250])
+                    r = await svc.post(order[i : i + size], token)
+                    assert r.status_code == 202 and r.json()["rejected"] == 0, r.text
+                    i += size
+                async with svc.db.session() as session:
+                    states.append(
+                        {name: [tuple(row) for row in (await session.execute(text(sql))).all()] for name, sql in self.TABLES.items()}
+                    )
+                await assert_verified(svc)
+        for name in self.TABLES:
+            assert states[1][name] == states[0][name], name
+            assert states[2][name] == states[0][name], name
