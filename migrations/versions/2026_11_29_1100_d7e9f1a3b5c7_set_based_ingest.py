@@ -13,6 +13,7 @@ Revises: c3e5f7a9b1d2
 Create Date: 2026-11-29 11:00:00
 """
 
+import re
 from collections.abc import Sequence
 
 from alembic import op
@@ -55,15 +56,10 @@ BEGIN
       merged boolean DEFAULT false
     ) ON COMMIT DELETE ROWS;
     CREATE TEMP TABLE chiso_rollup (unit_code varchar(8), above varchar(8)) ON COMMIT DELETE ROWS;
-    CREATE TEMP TABLE chiso_dday (unit_code varchar(8), sector varchar(64), day date,
-      received bigint, received_online bigint, resolved_early bigint, resolved_on_time bigint,
-      resolved_late bigint, resolved_unclassified bigint, withdrawn bigint, orphans bigint,
-      proc_n bigint, proc_ms bigint, c_size bigint, c_final_ok bigint,
-      p_in bigint, p_out bigint, o_in bigint, o_out bigint) ON COMMIT DELETE ROWS;
+    CREATE TEMP TABLE chiso_dday (unit_code varchar(8), sector varchar(64), day date, @DAY_TYPED@) ON COMMIT DELETE ROWS;
     CREATE TEMP TABLE chiso_dhist (unit_code varchar(8), sector varchar(64), day date, bucket int, n bigint) ON COMMIT DELETE ROWS;
     CREATE TEMP TABLE chiso_ddue (unit_code varchar(8), sector varchar(64), recv_day date, due_day date, n bigint) ON COMMIT DELETE ROWS;
-    CREATE TEMP TABLE chiso_dtot (unit_code varchar(8), sector varchar(64),
-      p_in bigint, p_out bigint, o_in bigint, o_out bigint) ON COMMIT DELETE ROWS;
+    CREATE TEMP TABLE chiso_dtot (unit_code varchar(8), sector varchar(64), @TOT_TYPED@) ON COMMIT DELETE ROWS;
   END IF;
 END
 $fn$;
@@ -246,15 +242,7 @@ BEGIN
     HAVING sum(o.n) <> 0
   )
   INSERT INTO chiso_dday
-  SELECT g.unit_code, g.sector, g.day,
-    sum(n) FILTER (WHERE name = 'received'), sum(n) FILTER (WHERE name = 'received_online'),
-    sum(n) FILTER (WHERE name = 'resolved_early'), sum(n) FILTER (WHERE name = 'resolved_on_time'),
-    sum(n) FILTER (WHERE name = 'resolved_late'), sum(n) FILTER (WHERE name = 'resolved_unclassified'),
-    sum(n) FILTER (WHERE name = 'withdrawn'), sum(n) FILTER (WHERE name = 'orphans'),
-    sum(n) FILTER (WHERE name = 'proc_n'), sum(n) FILTER (WHERE name = 'proc_ms'),
-    sum(n) FILTER (WHERE name = 'c_size'), sum(n) FILTER (WHERE name = 'c_final_ok'),
-    sum(n) FILTER (WHERE name = 'p_in'), sum(n) FILTER (WHERE name = 'p_out'),
-    sum(n) FILTER (WHERE name = 'o_in'), sum(n) FILTER (WHERE name = 'o_out')
+  SELECT g.unit_code, g.sector, g.day, @DAY_PIVOT@
   FROM g GROUP BY 1, 2, 3;
 
   INSERT INTO chiso_dtot
@@ -288,21 +276,10 @@ BEGIN
   HAVING sum(d.n) <> 0;
 
   -- 5. own rows, then the rollup rows of every province and nation at or above each unit
-  INSERT INTO unit_day AS u (unit_code, sector, day, source, received, received_online, resolved_early, resolved_on_time,
-    resolved_late, resolved_unclassified, withdrawn, orphans, proc_n, proc_ms, c_size, c_final_ok, p_in, p_out, o_in, o_out)
-  SELECT d.unit_code, d.sector, d.day, '', coalesce(d.received, 0), coalesce(d.received_online, 0), coalesce(d.resolved_early, 0),
-    coalesce(d.resolved_on_time, 0), coalesce(d.resolved_late, 0), coalesce(d.resolved_unclassified, 0), coalesce(d.withdrawn, 0),
-    coalesce(d.orphans, 0), coalesce(d.proc_n, 0), coalesce(d.proc_ms, 0), coalesce(d.c_size, 0), coalesce(d.c_final_ok, 0),
-    coalesce(d.p_in, 0), coalesce(d.p_out, 0), coalesce(d.o_in, 0), coalesce(d.o_out, 0)
+  INSERT INTO unit_day AS u (unit_code, sector, day, source, @DAY_COLS@)
+  SELECT d.unit_code, d.sector, d.day, '', @DAY_VALUES(d)@
   FROM chiso_dday d ORDER BY 1, 2, 3
-  ON CONFLICT (unit_code, sector, day, source) DO UPDATE SET
-    received = u.received + excluded.received, received_online = u.received_online + excluded.received_online,
-    resolved_early = u.resolved_early + excluded.resolved_early, resolved_on_time = u.resolved_on_time + excluded.resolved_on_time,
-    resolved_late = u.resolved_late + excluded.resolved_late,
-    resolved_unclassified = u.resolved_unclassified + excluded.resolved_unclassified,
-    withdrawn = u.withdrawn + excluded.withdrawn, orphans = u.orphans + excluded.orphans, proc_n = u.proc_n + excluded.proc_n,
-    proc_ms = u.proc_ms + excluded.proc_ms, c_size = u.c_size + excluded.c_size, c_final_ok = u.c_final_ok + excluded.c_final_ok,
-    p_in = u.p_in + excluded.p_in, p_out = u.p_out + excluded.p_out, o_in = u.o_in + excluded.o_in, o_out = u.o_out + excluded.o_out;
+  ON CONFLICT (unit_code, sector, day, source) DO UPDATE SET @DAY_ADD(u)@;
 
   INSERT INTO unit_day_hist AS u (unit_code, sector, day, bucket, source, n)
   SELECT h.unit_code, h.sector, h.day, h.bucket, '', h.n FROM chiso_dhist h ORDER BY 1, 2, 3, 4
@@ -312,38 +289,20 @@ BEGIN
   SELECT c.unit_code, c.sector, c.recv_day, c.due_day, '', c.n FROM chiso_ddue c ORDER BY 1, 2, 3, 4
   ON CONFLICT (unit_code, sector, recv_day, due_day, source) DO UPDATE SET n = u.n + excluded.n;
 
-  INSERT INTO unit_total AS u (unit_code, sector, source, p_in, p_out, o_in, o_out)
-  SELECT t.unit_code, t.sector, '', coalesce(t.p_in, 0), coalesce(t.p_out, 0), coalesce(t.o_in, 0), coalesce(t.o_out, 0)
+  INSERT INTO unit_total AS u (unit_code, sector, source, @TOT_COLS@)
+  SELECT t.unit_code, t.sector, '', @TOT_VALUES(t)@
   FROM chiso_dtot t ORDER BY 1, 2
-  ON CONFLICT (unit_code, sector, source) DO UPDATE SET
-    p_in = u.p_in + excluded.p_in, p_out = u.p_out + excluded.p_out, o_in = u.o_in + excluded.o_in, o_out = u.o_out + excluded.o_out;
+  ON CONFLICT (unit_code, sector, source) DO UPDATE SET @TOT_ADD(u)@;
 
   INSERT INTO chiso_rollup SELECT r.u, r.a FROM json_to_recordset(p_rollup) AS r(u varchar, a varchar);
 
-  INSERT INTO rollup_day AS u (unit_code, sector, day, slot, received, received_online, resolved_early, resolved_on_time,
-    resolved_late, resolved_unclassified, withdrawn, orphans, proc_n, proc_ms, c_size, c_final_ok, p_in, p_out, o_in, o_out)
-  SELECT r.above, d.sector, d.day, p_slot, coalesce(sum(d.received), 0), coalesce(sum(d.received_online), 0),
-    coalesce(sum(d.resolved_early), 0), coalesce(sum(d.resolved_on_time), 0), coalesce(sum(d.resolved_late), 0),
-    coalesce(sum(d.resolved_unclassified), 0), coalesce(sum(d.withdrawn), 0), coalesce(sum(d.orphans), 0),
-    coalesce(sum(d.proc_n), 0), coalesce(sum(d.proc_ms), 0), coalesce(sum(d.c_size), 0), coalesce(sum(d.c_final_ok), 0),
-    coalesce(sum(d.p_in), 0), coalesce(sum(d.p_out), 0), coalesce(sum(d.o_in), 0), coalesce(sum(d.o_out), 0)
+  INSERT INTO rollup_day AS u (unit_code, sector, day, slot, @DAY_COLS@)
+  SELECT r.above, d.sector, d.day, p_slot, @DAY_SUMS(d)@
   FROM chiso_dday d JOIN chiso_rollup r ON r.unit_code = d.unit_code
   GROUP BY r.above, d.sector, d.day
-  HAVING coalesce(sum(d.received), 0) <> 0 OR coalesce(sum(d.received_online), 0) <> 0 OR coalesce(sum(d.resolved_early), 0) <> 0
-    OR coalesce(sum(d.resolved_on_time), 0) <> 0 OR coalesce(sum(d.resolved_late), 0) <> 0
-    OR coalesce(sum(d.resolved_unclassified), 0) <> 0 OR coalesce(sum(d.withdrawn), 0) <> 0 OR coalesce(sum(d.orphans), 0) <> 0
-    OR coalesce(sum(d.proc_n), 0) <> 0 OR coalesce(sum(d.proc_ms), 0) <> 0 OR coalesce(sum(d.c_size), 0) <> 0
-    OR coalesce(sum(d.c_final_ok), 0) <> 0 OR coalesce(sum(d.p_in), 0) <> 0 OR coalesce(sum(d.p_out), 0) <> 0
-    OR coalesce(sum(d.o_in), 0) <> 0 OR coalesce(sum(d.o_out), 0) <> 0
+  HAVING @DAY_NONZERO(d)@
   ORDER BY 1, 2, 3
-  ON CONFLICT (unit_code, sector, day, slot) DO UPDATE SET
-    received = u.received + excluded.received, received_online = u.received_online + excluded.received_online,
-    resolved_early = u.resolved_early + excluded.resolved_early, resolved_on_time = u.resolved_on_time + excluded.resolved_on_time,
-    resolved_late = u.resolved_late + excluded.resolved_late,
-    resolved_unclassified = u.resolved_unclassified + excluded.resolved_unclassified,
-    withdrawn = u.withdrawn + excluded.withdrawn, orphans = u.orphans + excluded.orphans, proc_n = u.proc_n + excluded.proc_n,
-    proc_ms = u.proc_ms + excluded.proc_ms, c_size = u.c_size + excluded.c_size, c_final_ok = u.c_final_ok + excluded.c_final_ok,
-    p_in = u.p_in + excluded.p_in, p_out = u.p_out + excluded.p_out, o_in = u.o_in + excluded.o_in, o_out = u.o_out + excluded.o_out;
+  ON CONFLICT (unit_code, sector, day, slot) DO UPDATE SET @DAY_ADD(u)@;
 
   INSERT INTO rollup_day_hist AS u (unit_code, sector, day, bucket, slot, n)
   SELECT r.above, h.sector, h.day, h.bucket, p_slot, sum(h.n)
@@ -357,14 +316,13 @@ BEGIN
   GROUP BY 1, 2, 3, 4 HAVING sum(c.n) <> 0 ORDER BY 1, 2, 3, 4
   ON CONFLICT (unit_code, sector, recv_day, due_day, slot) DO UPDATE SET n = u.n + excluded.n;
 
-  INSERT INTO rollup_total AS u (unit_code, sector, slot, p_in, p_out, o_in, o_out)
-  SELECT r.above, t.sector, p_slot, coalesce(sum(t.p_in), 0), coalesce(sum(t.p_out), 0), coalesce(sum(t.o_in), 0), coalesce(sum(t.o_out), 0)
+  INSERT INTO rollup_total AS u (unit_code, sector, slot, @TOT_COLS@)
+  SELECT r.above, t.sector, p_slot, @TOT_SUMS(t)@
   FROM chiso_dtot t JOIN chiso_rollup r ON r.unit_code = t.unit_code
   GROUP BY 1, 2
-  HAVING coalesce(sum(t.p_in), 0) <> 0 OR coalesce(sum(t.p_out), 0) <> 0 OR coalesce(sum(t.o_in), 0) <> 0 OR coalesce(sum(t.o_out), 0) <> 0
+  HAVING @TOT_NONZERO(t)@
   ORDER BY 1, 2
-  ON CONFLICT (unit_code, sector, slot) DO UPDATE SET
-    p_in = u.p_in + excluded.p_in, p_out = u.p_out + excluded.p_out, o_in = u.o_in + excluded.o_in, o_out = u.o_out + excluded.o_out;
+  ON CONFLICT (unit_code, sector, slot) DO UPDATE SET @TOT_ADD(u)@;
 
   -- 6. one more change per unit whose own rows changed; export marks from the earliest changed day
   INSERT INTO unit_change AS u (unit_code, changes, changed_at)
@@ -465,8 +423,46 @@ def _pick(spec: str) -> str:
     return ", ".join(f"CASE WHEN {take} THEN b.{c.strip()} ELSE o.{c.strip()} END AS {c.strip()}" for c in cols)
 
 
+# The counters of day rows and total rows (app.aggregates.counters, frozen as of this revision).
+DAY = (
+    "received",
+    "received_online",
+    "resolved_early",
+    "resolved_on_time",
+    "resolved_late",
+    "resolved_unclassified",
+    "withdrawn",
+    "orphans",
+    "proc_n",
+    "proc_ms",
+    "c_size",
+    "c_final_ok",
+    "p_in",
+    "p_out",
+    "o_in",
+    "o_out",
+)
+TOT = ("p_in", "p_out", "o_in", "o_out")
+
+
+def _counters(sql: str, tag: str, cols: tuple[str, ...]) -> str:
+    """@DAY_COLS@, @DAY_TYPED@, @DAY_VALUES(a)@, @DAY_SUMS(a)@, @DAY_NONZERO(a)@, @DAY_ADD(a)@ (and TOT_…)."""
+    sql = sql.replace(f"@{tag}_COLS@", ", ".join(cols))
+    sql = sql.replace(f"@{tag}_TYPED@", ", ".join(f"{c} bigint" for c in cols))
+    sql = sql.replace(f"@{tag}_PIVOT@", ", ".join(f"sum(n) FILTER (WHERE name = '{c}')" for c in cols))
+    forms = {
+        "VALUES": lambda a: ", ".join(f"coalesce({a}.{c}, 0)" for c in cols),
+        "SUMS": lambda a: ", ".join(f"coalesce(sum({a}.{c}), 0)" for c in cols),
+        "NONZERO": lambda a: " OR ".join(f"coalesce(sum({a}.{c}), 0) <> 0" for c in cols),
+        "ADD": lambda a: ", ".join(f"{c} = {a}.{c} + excluded.{c}" for c in cols),
+    }
+    for form, render in forms.items():
+        sql = re.sub(rf"@{tag}_{form}\((\w+)\)@", lambda m, render=render: render(m.group(1)), sql)
+    return sql
+
+
 def _expand(sql: str) -> str:
-    import re
+    sql = _counters(_counters(sql, "DAY", DAY), "TOT", TOT)
 
     sql = re.sub(r"@PICK\(([^)]*)\)@", lambda m: _pick(m.group(1)), sql)
     sql = re.sub(r"@RAW\((\w+)\)@", lambda m: ", ".join(f"{m.group(1)}.{c}" for c in RAW_COLUMNS), sql)
