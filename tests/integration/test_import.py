@@ -165,6 +165,7 @@ class TestImport:
                 os.killpg(proc.pid, signal.SIGKILL)
             finally:
                 proc.wait(30)
+                proc.stdout.close()
             partial = await stored_events(svc)
             assert 0 < partial < len(events)
             report = await (await importer(svc, chunk_lines=300)).import_file(path)
