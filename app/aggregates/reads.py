@@ -14,6 +14,7 @@ from sqlalchemy import and_, bindparam, case, func, literal, or_, select, text, 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.aggregates.counters import COHORT, DAY_COUNTERS, FLOW_COUNTERS, TOTAL_COUNTERS
+from app.aggregates.silent import DEFAULT_AFTER_HOURS, cut_off, silent_condition
 from app.aggregates.sums import Scope, Span, Sums
 from app.aggregates.writes import DOSSIER_COLUMNS, OWN_TABLES, ROLLUP_TABLES, rollup_select_sql
 from app.db.models import (
@@ -26,6 +27,7 @@ from app.db.models import (
     NetworkCohort,
     Unit,
     UnitChange,
+    UnitSource,
 )
 
 
@@ -102,6 +104,7 @@ async def read_sums(
     cohort_only: bool = False,
     stored: bool = True,
     live: bool = True,
+    silent_after_hours: float = DEFAULT_AFTER_HOURS,
 ) -> dict[str, list[Sums]]:
     """Per group (a unit code, or "" for a single group), one Sums per span; with `cohort_only`,
     only what this node's INDEX-766 cohort needs (the exporter's calendar-period records).
@@ -110,7 +113,8 @@ async def read_sums(
     only when a unit's rows do; and `live`, the corrections within today and the cohort records of
     subordinates, which also move with time. A ranking keeps the first per unit and reads the second
     anew (scoring.ranking)."""
-    out: dict[str, list[Sums]] = defaultdict(lambda: [Sums() for _ in spans])
+    # silent_units is 0, not null, for a group with no silent unit in a period judged at now
+    out: dict[str, list[Sums]] = defaultdict(lambda: [Sums(silent=None if sp.now is None else 0) for sp in spans])
     params = _scope_params(scope)
     if stored:
         await _read_stored(session, scope, spans, sector, cohort_only, params, out)
@@ -118,6 +122,7 @@ async def read_sums(
         live_spans = [(i, sp) for i, sp in enumerate(spans) if sp.now is not None]
         if live_spans:
             await _read_today(session, scope, live_spans, sector, out)
+            await _read_silent(session, scope, live_spans, silent_after_hours, out)
         if sector == ALL_SECTORS and not cohort_only:
             await _read_network_cohort(session, scope, spans, out)
     return out
@@ -247,6 +252,17 @@ async def _read_today(session: AsyncSession, scope: Scope, live: list, sector: s
         for i, _ in live:
             out[row["g"]][i].pending_ahead = int(row["ends_ahead"] or 0) - int(row["starts_ahead"] or 0)
             out[row["g"]][i].overdue_ahead = int(row["ends_ahead_late"] or 0) - int(row["starts_ahead_late"] or 0)
+
+
+async def _read_silent(session: AsyncSession, scope: Scope, live: list, after_hours: float, out) -> None:
+    """silent_units at now: the units of each group that are silent (aggregates.silent), counted
+    from `unit_source` (a row per unit) and at most 14 day rows per candidate."""
+    own = Scope(codes=scope.codes, level=scope.level, parent=scope.parent)  # units, never rollup rows
+    cut = cut_off(live[0][1].now, after_hours)
+    stmt = _select(own, UnitSource, [func.count().label("n")], [silent_condition(cut)])
+    for g, n in (await (await session.connection()).execute(stmt, _scope_params(own))).all():
+        for i, _ in live:
+            out[g][i].silent = int(n or 0)
 
 
 @lru_cache(maxsize=64)
@@ -425,14 +441,16 @@ def _spans_statements(has_codes: bool, rollup: bool) -> tuple:
     return day, hist, due, total
 
 
-async def read_spans(session: AsyncSession, scope: Scope, spans: list[Span], sector: str) -> list[Sums]:
+async def read_spans(
+    session: AsyncSession, scope: Scope, spans: list[Span], sector: str, silent_after_hours: float = DEFAULT_AFTER_HOURS
+) -> list[Sums]:
     """One Sums per span for a single group of units, from per-day sums: four small GROUP BY day
     queries whatever the number of spans (series of hundreds of points), then prefix sums."""
     from bisect import bisect_left
 
     assert scope.level is None, "read_spans sums one group; rankings use read_sums"
     low = min(min(s.start, s.after) for s in spans)
-    out = {"": [Sums() for _ in spans]}
+    out = {"": [Sums(silent=None if sp.now is None else 0) for sp in spans]}
     q_day, q_hist, q_due, q_total = _spans_statements(scope.codes is not None, scope.rollup is not None)
     params = {"sector": sector, "low": low} | _scope_params(scope)
     conn = await session.connection()  # Core execution: the ORM layer adds nothing to a plain read
@@ -468,6 +486,7 @@ async def read_spans(session: AsyncSession, scope: Scope, spans: list[Span], sec
     live = [(i, sp) for i, sp in enumerate(spans) if sp.now is not None]
     if live:
         await _read_today(session, scope, live, sector, out)
+        await _read_silent(session, scope, live, silent_after_hours, out)
     if sector == ALL_SECTORS:
         await _read_network_cohort(session, scope, spans, out)
     return out[""]

@@ -43,10 +43,20 @@ class Sums:
     net_cohort_size: int = 0  # INDEX-766 cohort records received from subordinate nodes
     net_cohort_ok: int = 0
     net_cohort_unknown: bool = False  # units fed by a subordinate, in a period no cohort record covers
+    silent: int | None = None  # silent units at now (aggregates.silent); None for a period judged before now
 
 
 # What reads.read_sums(live=True) sets: the corrections within today and the subordinates' cohort records.
-LIVE_FIELDS = ("overdue_not_yet", "pending_ahead", "overdue_ahead", "late_today", "net_cohort_size", "net_cohort_ok", "net_cohort_unknown")
+LIVE_FIELDS = (
+    "overdue_not_yet",
+    "pending_ahead",
+    "overdue_ahead",
+    "late_today",
+    "net_cohort_size",
+    "net_cohort_ok",
+    "net_cohort_unknown",
+    "silent",
+)
 
 
 def live_part(s: Sums) -> tuple:

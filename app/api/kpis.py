@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from app import metrics
 from app.api.deps import DbDep, ReadKey, RegistryDep, SettingsDep
-from app.api.schemas import READ_ERRORS, KpiAnswer, RankingAnswer, SectorsAnswer, SeriesAnswer, problems
+from app.api.schemas import READ_ERRORS, KpiAnswer, RankingAnswer, SectorsAnswer, SeriesAnswer, SilentAnswer, problems
 from app.scoring import service as scoring
 from app.scoring.service import pick_period
 
@@ -100,7 +100,8 @@ async def unit_kpis(
 ) -> Response:
     with _Timer("kpis"):
         p = pick_period(period, at, window, scoring._now(), settings.tz)
-        return await answer(request, lambda: scoring.unit_kpis(db, registry, settings.tz, code, p, sector))
+        hours = settings.silent_after_hours
+        return await answer(request, lambda: scoring.unit_kpis(db, registry, settings.tz, code, p, sector, silent_after_hours=hours))
 
 
 @router.get(
@@ -134,7 +135,11 @@ async def rankings(
     with _Timer("rankings"):
         p = pick_period(period, at, window, scoring._now(), settings.tz)
         memo = request.app.state.rankings
-        return await answer(request, lambda: scoring.ranking(db, registry, settings.tz, level, parent, p, sort, limit, offset, memo=memo))
+        hours = settings.silent_after_hours
+        return await answer(
+            request,
+            lambda: scoring.ranking(db, registry, settings.tz, level, parent, p, sort, limit, offset, memo=memo, silent_after_hours=hours),
+        )
 
 
 @router.get(
@@ -169,7 +174,10 @@ async def series(
     to: Annotated[date | None, Query(description="Local day after the last, exclusive; default tomorrow.", examples=["2025-10-01"])] = None,
 ) -> Response:
     with _Timer("series"):
-        return await answer(request, lambda: scoring.series(db, registry, settings.tz, code, kpi, interval, from_, to))
+        hours = settings.silent_after_hours
+        return await answer(
+            request, lambda: scoring.series(db, registry, settings.tz, code, kpi, interval, from_, to, silent_after_hours=hours)
+        )
 
 
 @router.get(
@@ -194,4 +202,31 @@ async def sectors(
 ) -> Response:
     with _Timer("sectors"):
         p = pick_period(period, at, window, scoring._now(), settings.tz)
-        return await answer(request, lambda: scoring.sectors(db, registry, settings.tz, code, p))
+        hours = settings.silent_after_hours
+        return await answer(request, lambda: scoring.sectors(db, registry, settings.tz, code, p, silent_after_hours=hours))
+
+
+@router.get(
+    "/units/{code}/silent",
+    response_model=SilentAnswer,
+    responses=problems(*READ_ERRORS, 404, 422),
+    summary="Silent sources at or below a unit",
+    description="Đơn vị ngừng gửi dữ liệu: the units at or below the unit (itself included) that are silent now: the last "
+    "event accepted for the unit was accepted more than `SILENT_AFTER_HOURS` (default 48) hours ago, and its events "
+    "are dated on at least 3 of the 14 local days up to that acceptance — it normally sends, and has stopped. A unit "
+    "that never sent is not silent. Longest silent first (then by code); their figures, and those of every unit "
+    "above them, may be incomplete.",
+)
+async def silent(
+    request: Request,
+    code: Code,
+    _: ReadKey,
+    db: DbDep,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=5000, description="Items in this page, at most 5,000.", examples=[100])] = 100,
+    offset: Annotated[int, Query(ge=0, description="Items skipped before this page.", examples=[0])] = 0,
+) -> Response:
+    with _Timer("silent"):
+        hours = settings.silent_after_hours
+        return await answer(request, lambda: scoring.silent_units(db, registry, settings.tz, code, limit, offset, hours))

@@ -250,6 +250,29 @@ class SectorsAnswer(Answer):
     items: list[SectorItem]
 
 
+class SilentItem(Answer):
+    """A silent unit: when its last event was accepted, and how long ago."""
+
+    unit: Unit
+    last_event_at: datetime = Field(
+        description="When the last event for the unit was accepted (not its `occurred_at`), local offset.",
+        examples=["2025-09-27T08:30:00+07:00"],
+    )
+    silent_hours: float = Field(description="Hours from `last_event_at` to `as_of`, 2 decimals.", examples=[73.5])
+
+
+class SilentAnswer(Answer):
+    """The silent units at or below a unit (itself included), longest silent first, then by code."""
+
+    unit: Unit
+    as_of: datetime = AS_OF
+    silent_after_hours: float = Field(description="The `SILENT_AFTER_HOURS` setting in force.", examples=[48.0])
+    total: int = Field(description="Silent units at or below the unit, over every page.", examples=[3])
+    limit: int = Field(examples=[100])
+    offset: int = Field(examples=[0])
+    items: list[SilentItem]
+
+
 # --- ingest ----------------------------------------------------------------------------------------
 
 

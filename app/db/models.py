@@ -281,6 +281,31 @@ class UnitChange(Base):
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class UnitSource(Base):
+    """Silent-source bookkeeping (SPEC section 4 "Silent"): per unit, when the last event accepted
+    for it was accepted, the local day of that acceptance and the first day of the 14 local days up
+    to it. Written by ingest (app/aggregates/silent.py), never by anything else."""
+
+    __tablename__ = "unit_source"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    last_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_day: Mapped[date] = mapped_column(Date)
+    window_from: Mapped[date] = mapped_column(Date)  # last_day - 13 days
+
+    __table_args__ = (Index("ix_unit_source_last_at", "last_at"),)
+
+
+class UnitEventDay(Base):
+    """The local days (of `occurred_at`) on which a unit's stored events are dated: one row per
+    unit and day, for the 3-of-14-days test of a silent source."""
+
+    __tablename__ = "unit_event_day"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+
+
 class NodeMeta(Base):
     """Small named values of this node, e.g. the data version behind ETags."""
 

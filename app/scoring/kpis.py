@@ -25,6 +25,7 @@ KPI_NAMES = (
     "settlement_score",
     "overdue_766",
     "orphans",
+    "silent_units",
 )
 COUNT_KPIS = frozenset(k for k in KPI_NAMES if not k.endswith(("_rate", "_rate_766", "_score")) and not k.startswith("processing"))
 
@@ -72,6 +73,7 @@ def compute(s: Sums) -> dict:
         "settlement_score": _round(None if rate_766 is None else 20 * rate_766, 2),
         "overdue_766": None if s.net_cohort_unknown else size - on_time_766,
         "orphans": f.get("orphans", 0),
+        "silent_units": s.silent,
     }
 
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from app.aggregates import periods
 from app.aggregates.periods import Period
 from app.aggregates.reads import read_sectors, read_spans, read_sums, read_unit_changes
+from app.aggregates.silent import DEFAULT_AFTER_HOURS, cut_off, read_silent_units
 from app.aggregates.sums import Scope, Sums, live_part, span_for, with_live
 from app.aggregates.writes import ROLLUP_LEVELS
 from app.db.engine import Database
@@ -68,14 +69,26 @@ def as_of(now: datetime, tz: tzinfo) -> str:
     return now.astimezone(tz).isoformat(timespec="seconds")
 
 
-async def unit_kpis(db: Database, registry: Registry, tz: tzinfo, code: str, p: Period, sector: str | None) -> dict:
+async def unit_kpis(
+    db: Database,
+    registry: Registry,
+    tz: tzinfo,
+    code: str,
+    p: Period,
+    sector: str | None,
+    silent_after_hours: float = DEFAULT_AFTER_HOURS,
+) -> dict:
     """KPIs of one unit (with everything below it), its previous period and the change."""
     u = _unit(registry, code)
     now = _now()
     prev = periods.previous(p)
     async with db.session() as session:
         cur_s, prev_s = await read_spans(
-            session, _scope_of(registry, code), [span_for(p, now, tz), span_for(prev, now, tz)], _sector_key(sector)
+            session,
+            _scope_of(registry, code),
+            [span_for(p, now, tz), span_for(prev, now, tz)],
+            _sector_key(sector),
+            silent_after_hours=silent_after_hours,
         )
     cur, before = kpi_math.compute(cur_s), kpi_math.compute(prev_s)
     return {
@@ -136,6 +149,7 @@ async def ranking(
     limit: int,
     offset: int,
     memo: RankingMemo | None = None,
+    silent_after_hours: float = DEFAULT_AFTER_HOURS,
 ) -> dict:
     """Units of a level ranked by one KPI; ties share a rank; nulls last, unranked."""
     key = sort.lstrip("-")
@@ -149,13 +163,13 @@ async def ranking(
     spans = [span_for(p, now, tz), span_for(prev, now, tz)]
     if memo is None or level != "commune":  # provinces read 34 units' rollup rows: nothing to save
         async with db.session() as session:
-            sums = await read_sums(session, Scope(level=level, parent=parent), spans, ALL_SECTORS)
+            sums = await read_sums(session, Scope(level=level, parent=parent), spans, ALL_SECTORS, silent_after_hours=silent_after_hours)
         rows = [_ranking_row(u, *(sums.get(u.code) or sums.default_factory())) for u in members]
     else:
         today = periods.today(now, tz)
         figures = memo.get((level, parent, p, prev, today, registry.version))
         async with figures.lock:
-            rows = await _memo_rows(db, figures, members, level, parent, spans)
+            rows = await _memo_rows(db, figures, members, level, parent, spans, silent_after_hours)
     descending = sort.startswith("-")
     ranked = [r for r in rows if r["kpis"][key] is not None]
     unranked = [r for r in rows if r["kpis"][key] is None]
@@ -190,7 +204,9 @@ def _ranking_row(u: UnitRow, cur_s: Sums, prev_s: Sums) -> dict:
     return {"unit": unit_shape(u), "kpis": cur, "change": kpi_math.change(cur, before)}
 
 
-async def _memo_rows(db: Database, figures: _Figures, members: list[UnitRow], level: str, parent: str | None, spans) -> list[dict]:
+async def _memo_rows(
+    db: Database, figures: _Figures, members: list[UnitRow], level: str, parent: str | None, spans, silent_after_hours: float
+) -> list[dict]:
     """The rows of a ranking, re-reading the stored sums of changed units only.
 
     Change counts are read before the sums: a batch that commits in between shows as a change at
@@ -204,11 +220,13 @@ async def _memo_rows(db: Database, figures: _Figures, members: list[UnitRow], le
             for code in chunk:
                 figures.stored[code] = got.get(code) or [Sums() for _ in spans]
                 figures.changes[code] = changes.get(code, 0)
-        live = await read_sums(session, Scope(level=level, parent=parent), spans, ALL_SECTORS, stored=False)
+        live = await read_sums(
+            session, Scope(level=level, parent=parent), spans, ALL_SECTORS, stored=False, silent_after_hours=silent_after_hours
+        )
     stale_set = set(stale)
     rows = []
     for u in members:
-        now_live = live.get(u.code) or [Sums() for _ in spans]
+        now_live = live[u.code]  # a defaultdict: a unit with no live figure gets the zero (not null) ones
         parts = tuple(live_part(s) for s in now_live)
         if u.code in stale_set or figures.live.get(u.code) != parts or u.code not in figures.rows:
             cur_s, prev_s = (with_live(st, lv) for st, lv in zip(figures.stored[u.code], now_live, strict=True))
@@ -218,7 +236,17 @@ async def _memo_rows(db: Database, figures: _Figures, members: list[UnitRow], le
     return rows
 
 
-async def series(db: Database, registry: Registry, tz: tzinfo, code: str, kpi: str, interval: str, start, end) -> dict:
+async def series(
+    db: Database,
+    registry: Registry,
+    tz: tzinfo,
+    code: str,
+    kpi: str,
+    interval: str,
+    start,
+    end,
+    silent_after_hours: float = DEFAULT_AFTER_HOURS,
+) -> dict:
     """One KPI per interval over [start, end), widened to whole intervals."""
     u = _unit(registry, code)
     if kpi not in kpi_math.KPI_NAMES:
@@ -235,7 +263,7 @@ async def series(db: Database, registry: Registry, tz: tzinfo, code: str, kpi: s
         raise Unprocessable(f"more than {SERIES_MAX_POINTS} points", [{"loc": ["from"], "msg": f"more than {SERIES_MAX_POINTS} points"}])
     scope = _scope_of(registry, code)
     async with db.session() as session:
-        sums = await read_spans(session, scope, [span_for(p, now, tz) for p in spans_p], ALL_SECTORS)
+        sums = await read_spans(session, scope, [span_for(p, now, tz) for p in spans_p], ALL_SECTORS, silent_after_hours=silent_after_hours)
     points = [
         {"start": p.start.isoformat(), "end": p.end.isoformat(), "value": kpi_math.compute(s)[kpi]}
         for p, s in zip(spans_p, sums, strict=True)
@@ -243,7 +271,9 @@ async def series(db: Database, registry: Registry, tz: tzinfo, code: str, kpi: s
     return {"unit": unit_shape(u), "kpi": kpi, "interval": interval, "points": points}
 
 
-async def sectors(db: Database, registry: Registry, tz: tzinfo, code: str, p: Period) -> dict:
+async def sectors(
+    db: Database, registry: Registry, tz: tzinfo, code: str, p: Period, silent_after_hours: float = DEFAULT_AFTER_HOURS
+) -> dict:
     """KPIs split by sector, one item per sector with any non-zero figure."""
     u = _unit(registry, code)
     now = _now()
@@ -253,8 +283,45 @@ async def sectors(db: Database, registry: Registry, tz: tzinfo, code: str, p: Pe
         names = await read_sectors(session, scope, p.start)
         items = []
         for name in sorted(names):
-            (s,) = await read_spans(session, scope, [span], name)
+            (s,) = await read_spans(session, scope, [span], name, silent_after_hours=silent_after_hours)
             figures = kpi_math.compute(s)
-            if any(v for v in figures.values()):
+            if any(v for k, v in figures.items() if k != "silent_units"):  # a unit's silent sources are no sector's figure
                 items.append({"sector": name or None, "kpis": figures})
     return {"unit": unit_shape(u), "period": p.as_dict(), "as_of": as_of(now, tz), "items": items}
+
+
+async def silent_units(
+    db: Database,
+    registry: Registry,
+    tz: tzinfo,
+    code: str,
+    limit: int,
+    offset: int,
+    silent_after_hours: float = DEFAULT_AFTER_HOURS,
+    now: datetime | None = None,
+) -> dict:
+    """The silent units at or below a unit (SPEC section 4), longest silent first, then by code."""
+    u = _unit(registry, code)
+    now = now or _now()
+    codes = None if code == NATION else registry.subtree(code)
+    async with db.session() as session:
+        rows = await read_silent_units(session, codes, cut_off(now, silent_after_hours))
+    rows = [(registry.get(c), at) for c, at in rows if registry.get(c) is not None]  # a unit since removed is in no tree
+    items = []
+    for member, last_at in rows[offset : offset + limit]:
+        items.append(
+            {
+                "unit": unit_shape(member),
+                "last_event_at": as_of(last_at, tz),
+                "silent_hours": round((now - last_at).total_seconds() / 3600, 2),
+            }
+        )
+    return {
+        "unit": unit_shape(u),
+        "as_of": as_of(now, tz),
+        "silent_after_hours": float(silent_after_hours),
+        "total": len(rows),
+        "limit": limit,
+        "offset": offset,
+        "items": items,
+    }
