@@ -7,26 +7,31 @@ of the rebuild: the event log, dossier rows, and own and rollup rows of a unit.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 
-from sqlalchemy import and_, bindparam, case, func, literal, or_, select, text, tuple_
+from sqlalchemy import and_, bindparam, case, func, literal, or_, select, text, tuple_, union
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
-from app.aggregates.counters import COHORT, DAY_COUNTERS, FLOW_COUNTERS, TOTAL_COUNTERS
+from app.aggregates.counters import COHORT, DAY_COUNTERS, DUE, FLOW_COUNTERS, TOTAL_COUNTERS
 from app.aggregates.sums import Scope, Span, Sums
 from app.aggregates.writes import DOSSIER_COLUMNS, OWN_TABLES, ROLLUP_TABLES, rollup_select_sql
 from app.db.models import (
     ALL_SECTORS,
     LOCAL_SOURCE,
+    OPEN,
     UNSETTLED,
     Dossier,
     DossierEvent,
     DossierFuture,
     NetworkCohort,
+    NetworkDay,
     Unit,
     UnitChange,
 )
+
+DUE_HOURS = (24, 48, 72)  # the due-soon windows of SPEC section 4
 
 
 def _between(col, s: date, e: date):
@@ -134,17 +139,24 @@ async def _read_stored(session: AsyncSession, scope: Scope, spans: list[Span], s
         after = day_t.day >= sp.after
         for c in counters:
             cols.append(func.sum(case((inside, getattr(day_t, c)), else_=0)).label(f"{c}_{i}"))
-        if not cohort_only:  # pending and overdue at t
+        if not cohort_only:  # pending and overdue at t; due soon at t when t is a past midnight
             cols.append(func.sum(case((after, day_t.p_in - day_t.p_out), else_=0)).label(f"pa_{i}"))
             cols.append(func.sum(case((after, day_t.o_in - day_t.o_out), else_=0)).label(f"oa_{i}"))
+            for k, name in enumerate(DUE):
+                if sp.now is None:
+                    hit = day_t.day == sp.after + timedelta(days=k)
+                    cols.append(func.sum(case((hit, getattr(day_t, name)), else_=0)).label(f"d{k}_{i}"))
+                else:  # at now: read from the open dossiers (_read_today)
+                    cols.append(literal(0).label(f"d{k}_{i}"))
     stmt = _select(scope, day_t, cols, [day_t.sector == sector, day_t.day >= low])
-    width = len(counters) + (0 if cohort_only else 2)
-    for row in (await (await session.connection()).execute(stmt, params)).all():  # g, then per span: counters[, pa, oa]
+    width = len(counters) + (0 if cohort_only else 2 + len(DUE))
+    for row in (await (await session.connection()).execute(stmt, params)).all():  # g, then per span: counters[, pa, oa, d0-d2]
         for i, sums in enumerate(out[row[0]]):
             values = [int(v or 0) for v in row[1 + i * width : 1 + (i + 1) * width]]
-            sums.flows = dict(zip(counters, values, strict=False))  # values end with pa, oa
+            sums.flows = dict(zip(counters, values, strict=False))  # values end with pa, oa, d0-d2
             if not cohort_only:
-                sums.pending_after, sums.overdue_after = values[-2], values[-1]
+                sums.pending_after, sums.overdue_after = values[-5], values[-4]
+                sums.due_stored = (values[-3], values[-2], values[-1])
     if cohort_only:
         await _read_cohort_due(session, scope, spans, sector, params, out)
         return
@@ -229,6 +241,7 @@ async def _read_today(session: AsyncSession, scope: Scope, live: list, sector: s
     _, sp0 = live[0]
     stmt = _today_statement(scope.level, scope.parent, scope.codes is not None, tuple(i for i, _ in live), sector == "*")
     params = _scope_params(scope) | {"now": sp0.now, "today_at": sp0.today_at, "tomorrow_at": sp0.tomorrow_at, "sector": sector}
+    params |= {f"due{h}": sp0.now + timedelta(hours=h) for h in DUE_HOURS}
     for i, sp in live:
         params[f"start_at_{i}"], params[f"now_{i}"] = sp.start_at, sp.now
     conn = await session.connection()
@@ -236,17 +249,34 @@ async def _read_today(session: AsyncSession, scope: Scope, live: list, sector: s
         for i, _ in live:
             out[row["g"]][i].overdue_not_yet = int(row["not_yet"] or 0)
             out[row["g"]][i].late_today = int(row[f"l_{i}"] or 0)
+    # Due soon at now: the open dossiers due within 72 h (a partial index holds only open dossiers)
+    # and, on a central node, the latest day record of each unit a subordinate feeds.
+    due: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    stmt = _due_statement(scope.level, scope.parent, scope.codes is not None, sector == "*")
+    for row in (await conn.execute(stmt, params)).mappings():
+        due[row["g"]] = [int(row[f"d{h}"] or 0) for h in DUE_HOURS]
+    if sector == ALL_SECTORS:
+        stmt = _network_due_statement(scope.level, scope.parent, scope.codes is not None)
+        for row in (await conn.execute(stmt, _scope_params(scope))).mappings():
+            got = due[row["g"]]
+            for k, h in enumerate(DUE_HOURS):
+                got[k] += int(row[f"d{h}"] or 0)
     # The day rows count everything dated today as if t were the end of today; events dated a few
     # minutes ahead of now (the skew allowance) are marked at ingest, so few rows are read here,
     # and none at all (one probe of an index) in the usual case that no mark lies ahead of now.
     ahead = select(DossierFuture.at).where(DossierFuture.at >= bindparam("now", type_=DossierFuture.at.type)).limit(1)
-    if (await conn.execute(ahead, {"now": sp0.now})).first() is None:
-        return
-    stmt = _ahead_statement(scope.level, scope.parent, scope.codes is not None, sector == "*")
-    for row in (await conn.execute(stmt, params)).mappings():
+    if (await conn.execute(ahead, {"now": sp0.now})).first() is not None:
+        stmt = _ahead_statement(scope.level, scope.parent, scope.codes is not None, sector == "*")
+        for row in (await conn.execute(stmt, params)).mappings():
+            for i, _ in live:
+                out[row["g"]][i].pending_ahead = int(row["ends_ahead"] or 0) - int(row["starts_ahead"] or 0)
+                out[row["g"]][i].overdue_ahead = int(row["ends_ahead_late"] or 0) - int(row["starts_ahead_late"] or 0)
+            got = due[row["g"]]  # pending at now but ending within the skew allowance: not in the open index
+            for k, h in enumerate(DUE_HOURS):
+                got[k] += int(row[f"due_ahead{h}"] or 0)
+    for g, figures in due.items():
         for i, _ in live:
-            out[row["g"]][i].pending_ahead = int(row["ends_ahead"] or 0) - int(row["starts_ahead"] or 0)
-            out[row["g"]][i].overdue_ahead = int(row["ends_ahead_late"] or 0) - int(row["starts_ahead_late"] or 0)
+            out[g][i].due_live = tuple(figures)
 
 
 @lru_cache(maxsize=64)
@@ -267,11 +297,37 @@ def _ahead_statement(level: str | None, parent: str | None, has_codes: bool, any
         count(and_(starts, late), "starts_ahead_late"),
         count(and_(ends, late), "ends_ahead_late"),
     ]
+    for h in DUE_HOURS:  # pending at now, ended later (so not open), due in [now, now + h)
+        window = and_(d.eff_due_at >= now, d.eff_due_at < bindparam(f"due{h}", type_=d.eff_due_at.type))
+        cols.append(count(and_(d.recv_at < now, d.end_at >= now, window), f"due_ahead{h}"))
     ahead = select(f.unit_code, f.dossier_id).where(f.at >= now).distinct()
     where = [tuple_(d.unit_code, d.dossier_id).in_(ahead)]
     if not any_sector:
         where.append(d.sector == bindparam("sector"))
     return _select(_scope_shape(level, parent, has_codes), d, cols, where)
+
+
+@lru_cache(maxsize=64)
+def _due_statement(level: str | None, parent: str | None, has_codes: bool, any_sector: bool):
+    """Open dossiers received before now and due in [now, now + 24/48/72 h)."""
+    d = Dossier
+    now = bindparam("now", type_=d.eff_due_at.type)
+    cols = [func.sum(case((d.eff_due_at < bindparam(f"due{h}", type_=d.eff_due_at.type), 1), else_=0)).label(f"d{h}") for h in DUE_HOURS]
+    where = [OPEN, d.eff_due_at >= now, d.eff_due_at < bindparam(f"due{DUE_HOURS[-1]}", type_=d.eff_due_at.type), d.recv_at < now]
+    if not any_sector:
+        where.append(d.sector == bindparam("sector"))
+    return _select(_scope_shape(level, parent, has_codes), d, cols, where)
+
+
+@lru_cache(maxsize=64)
+def _network_due_statement(level: str | None, parent: str | None, has_codes: bool):
+    """The due-soon figures of the latest day record per unit and subordinate (central mode)."""
+    n, later = NetworkDay, aliased(NetworkDay)
+    latest = (
+        select(func.max(later.day)).where(later.unit_code == n.unit_code, later.source == n.source).correlate(n.__table__).scalar_subquery()
+    )
+    cols = [func.sum(getattr(n, f"due_{h}h")).label(f"d{h}") for h in DUE_HOURS]
+    return _select(_scope_shape(level, parent, has_codes), n, cols, [n.day == latest])
 
 
 @lru_cache(maxsize=64)
@@ -361,12 +417,16 @@ async def read_unit_changes(session: AsyncSession, level: str, parent: str | Non
 
 async def read_units_due_between(session: AsyncSession, since: datetime, until: datetime) -> list[str]:
     """Units whose figures at now moved with time alone in (since, until]: an open (or late-settled)
-    dossier's deadline passed (overdue, the INDEX-766 cohort), or an event dated ahead of its
-    arrival came due (pending). Reads the partial deadline index and the few future marks."""
+    dossier's deadline passed (overdue, the INDEX-766 cohort), an open dossier's deadline entered the
+    24, 48 or 72 h window (due soon), or an event dated ahead of its arrival came due (pending).
+    Reads the partial deadline indexes and the few future marks."""
     d, f = Dossier, DossierFuture
     due = select(d.unit_code).where(UNSETTLED, d.eff_due_at > since, d.eff_due_at <= until)
-    ahead = select(f.unit_code).where(f.at > since, f.at <= until)
-    rows = await session.execute(due.union(ahead))
+    queries = [due, select(f.unit_code).where(f.at > since, f.at <= until)]
+    for h in DUE_HOURS:
+        ahead = timedelta(hours=h)
+        queries.append(select(d.unit_code).where(OPEN, d.eff_due_at > since + ahead, d.eff_due_at <= until + ahead))
+    rows = await session.execute(union(*queries))
     return sorted(set(rows.scalars()))
 
 
@@ -465,6 +525,8 @@ async def read_spans(session: AsyncSession, scope: Scope, spans: list[Span], sec
         sums.cohort_due = sum(
             n for _, due, n in due_rows[bisect_left(due_recv, sp.start) : bisect_left(due_recv, sp.end)] if due >= sp.due_from
         )
+        if sp.now is None:  # due soon at the past midnight t = start of day `after`
+            sums.due_stored = tuple(total(c, sp.after + timedelta(days=k), sp.after + timedelta(days=k + 1)) for k, c in enumerate(DUE))
     live = [(i, sp) for i, sp in enumerate(spans) if sp.now is not None]
     if live:
         await _read_today(session, scope, live, sector, out)
