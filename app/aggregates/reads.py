@@ -533,3 +533,69 @@ async def read_spans(session: AsyncSession, scope: Scope, spans: list[Span], sec
     if sector == ALL_SECTORS:
         await _read_network_cohort(session, scope, spans, out)
     return out[""]
+
+
+# --- the at-risk list (SPEC section 5): pending dossiers by deadline -----------------------------
+
+AT_RISK_COLUMNS = ("unit_code", "dossier_id", "recv_at", "eff_due_at", "channel", "sector", "recv_event_id")
+
+
+@lru_cache(maxsize=16)
+def _at_risk_statements(has_codes: bool, include_overdue: bool, ahead: bool) -> tuple:
+    """(count, page) over the pending dossiers due before `until` (and from `now` on unless
+    `include_overdue`), soonest first, ties by unit and dossier id.
+
+    Open dossiers come from the partial indexes over open dossiers by deadline (ix_dossier_open_due,
+    nation-wide in this very order; ix_dossier_unit_open_due per unit), so neither the count nor a
+    page reads an ended dossier. With `ahead`, also the few dossiers pending at now whose end is
+    dated later (within the clock-skew allowance; they carry a future mark)."""
+    d, f = Dossier, DossierFuture
+    now = bindparam("now", type_=d.eff_due_at.type)
+    until = bindparam("until", type_=d.eff_due_at.type)
+    common = [d.eff_due_at < until, d.recv_at < now]
+    if not include_overdue:
+        common.append(d.eff_due_at >= now)
+    if has_codes:
+        common.append(d.unit_code.in_(bindparam("codes", expanding=True)))
+    cols = [getattr(d, c) for c in AT_RISK_COLUMNS]
+    parts = [select(*cols).where(OPEN, *common)]
+    if ahead:
+        marked = select(f.unit_code, f.dossier_id).where(f.at >= now).distinct()
+        parts.append(
+            select(*cols).where(d.end_at >= now, d.eff_due_at.is_not(None), tuple_(d.unit_code, d.dossier_id).in_(marked), *common)
+        )
+    if len(parts) == 1:
+        page = parts[0].order_by(d.eff_due_at, d.unit_code, d.dossier_id)
+        count = select(func.count()).select_from(d).where(OPEN, *common)
+    else:
+        both = union(*parts).subquery()
+        page = select(both).order_by(both.c.eff_due_at, both.c.unit_code, both.c.dossier_id)
+        count = select(func.count()).select_from(both)
+    page = page.limit(bindparam("limit")).offset(bindparam("offset"))
+    return count, page
+
+
+async def read_at_risk(
+    session: AsyncSession, codes: tuple[str, ...] | None, now: datetime, until: datetime, include_overdue: bool, limit: int, offset: int
+) -> tuple[int, list[dict]]:
+    """(total, one page of rows) of the pending dossiers of `codes` (None: every unit) due before
+    `until`, from `now` on unless `include_overdue`; each row with its `procedure_code` (the one
+    its winning `received` names)."""
+    conn = await session.connection()
+    marks = select(DossierFuture.at).where(DossierFuture.at >= bindparam("now", type_=DossierFuture.at.type)).limit(1)
+    ahead = (await conn.execute(marks, {"now": now})).first() is not None
+    count, page = _at_risk_statements(codes is not None, include_overdue, ahead)
+    params: dict = {"now": now, "until": until, "limit": limit, "offset": offset}
+    if codes is not None:
+        params["codes"] = list(codes)
+    total = int((await conn.execute(count, params)).scalar() or 0)
+    rows = [dict(r) for r in (await conn.execute(page, params)).mappings()] if offset < total else []
+    keys = sorted({(r["unit_code"], r["recv_event_id"]) for r in rows if r["recv_event_id"]})
+    procedures: dict[tuple[str, str], str | None] = {}
+    for chunk in (keys[i : i + 500] for i in range(0, len(keys), 500)):
+        e = DossierEvent
+        stmt = select(e.unit_code, e.event_id, e.procedure_code).where(tuple_(e.unit_code, e.event_id).in_(chunk))
+        procedures.update({(u, i): p for u, i, p in (await conn.execute(stmt)).all()})
+    for r in rows:
+        r["procedure_code"] = procedures.get((r["unit_code"], r.pop("recv_event_id")))
+    return total, rows

@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from app import metrics
 from app.api.deps import DbDep, ReadKey, RegistryDep, SettingsDep
-from app.api.schemas import READ_ERRORS, KpiAnswer, RankingAnswer, SectorsAnswer, SeriesAnswer, problems
+from app.api.schemas import READ_ERRORS, AtRiskAnswer, KpiAnswer, RankingAnswer, SectorsAnswer, SeriesAnswer, problems
 from app.scoring import service as scoring
 from app.scoring.service import pick_period
 
@@ -195,3 +195,29 @@ async def sectors(
     with _Timer("sectors"):
         p = pick_period(period, at, window, scoring._now(), settings.tz)
         return await answer(request, lambda: scoring.sectors(db, registry, settings.tz, code, p))
+
+
+@router.get(
+    "/units/{code}/at-risk",
+    response_model=AtRiskAnswer,
+    responses=problems(*READ_ERRORS, 404, 422),
+    summary="Pending dossiers due soon (and, optionally, overdue)",
+    description="Hồ sơ sắp đến hạn: the pending dossiers of the unit and every unit below it whose effective deadline "
+    "lies in [now, now + `within`), with `include_overdue=true` also those whose deadline has passed; soonest "
+    "deadline first (ties by unit code, then dossier id), paginated.",
+)
+async def at_risk(
+    request: Request,
+    code: Code,
+    _: ReadKey,
+    db: DbDep,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    within: Annotated[str, Query(description="The window ahead of now: `1h` to `720h`.", examples=["48h"])] = "48h",
+    include_overdue: Annotated[bool, Query(description="Also the pending dossiers already past their deadline.")] = False,
+    limit: Annotated[int, Query(ge=1, le=5000, description="Items in this page, at most 5,000.", examples=[100])] = 100,
+    offset: Annotated[int, Query(ge=0, description="Items skipped before this page.", examples=[0])] = 0,
+) -> Response:
+    with _Timer("at_risk"):
+        scoring.parse_within(within)  # a malformed window is a 422 before the cache
+        return await answer(request, lambda: scoring.at_risk(db, registry, settings.tz, code, within, include_overdue, limit, offset))

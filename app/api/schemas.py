@@ -250,6 +250,35 @@ class SectorsAnswer(Answer):
     items: list[SectorItem]
 
 
+class AtRiskItem(Answer):
+    """One pending dossier and its deadline."""
+
+    unit: Unit = Field(description="The unit that received the dossier.")
+    dossier_id: str = Field(examples=["H57-000123"])
+    received_at: datetime | None = Field(description="Receipt time, local offset.", examples=["2025-09-29T08:15:00+07:00"])
+    due_at: datetime = Field(description="The effective deadline, local offset.", examples=["2025-10-01T17:00:00+07:00"])
+    hours_left: float = Field(description="Hours from `as_of` to the deadline, 2 decimals; negative when overdue.", examples=[31.25])
+    overdue: bool = Field(description="The deadline is before `as_of` (only with `include_overdue=true`).", examples=[False])
+    channel: Literal["online", "in_person", "postal"] | None = Field(examples=["online"])
+    sector: str | None = Field(description="The dossier's sector; `null` when it names none.", examples=["land"])
+    procedure_code: str | None = Field(description="The procedure code its `received` event names.", examples=["1.001612"])
+
+
+class AtRiskAnswer(Answer):
+    """Hồ sơ sắp đến hạn: pending dossiers of the unit and every unit below it whose deadline lies within
+    the next `within` hours (with `include_overdue`, also those already overdue), soonest deadline first,
+    ties by unit code then dossier id."""
+
+    unit: Unit
+    within: str = Field(description="The window, `1h` to `720h`.", examples=["48h"])
+    include_overdue: bool = Field(examples=[False])
+    as_of: datetime = AS_OF
+    total: int = Field(description="Dossiers in the list over every page.", examples=[15])
+    limit: int = Field(examples=[100])
+    offset: int = Field(examples=[0])
+    items: list[AtRiskItem]
+
+
 # --- ingest ----------------------------------------------------------------------------------------
 
 
