@@ -163,6 +163,7 @@ def kpis(ds: list[RefDossier], units: set[str], start: date, end: date, now: dat
     out["processing_hours_p50"] = nearest_rank(hours, 0.5)
     out["processing_hours_p90"] = nearest_rank(hours, 0.9)
     out["processing_hours_mean"] = sum(hours) / len(hours) if hours else None
+    out["timed"] = len(hours)  # resolved dossiers with a receipt: the sample of the processing times
     return out
 
 

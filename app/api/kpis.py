@@ -110,7 +110,8 @@ async def unit_kpis(
     summary="Units of a level ranked by a KPI",
     description="Provinces (tỉnh, thành phố) or communes (xã, phường, đặc khu), optionally only those under "
     "`parent`, ranked by one KPI with their figures and change. Ties (equal values as answered) share a rank "
-    "(1, 2, 2, 4) and are listed by code; units whose KPI is `null` come last, by code, with `rank: null`." + PERIOD_DOC,
+    "(1, 2, 2, 4) and are listed by code; units whose KPI is `null` (or, with `min_count`, rests on fewer dossiers) "
+    "come last, by code, with `rank: null`." + PERIOD_DOC,
 )
 async def rankings(
     request: Request,
@@ -130,11 +131,26 @@ async def rankings(
     sort: Sort = "-on_time_rate",
     limit: Annotated[int, Query(ge=1, le=5000, description="Items in this page, at most 5,000.", examples=[50])] = 50,
     offset: Annotated[int, Query(ge=0, description="Items skipped before this page.", examples=[0])] = 0,
+    min_count: Annotated[
+        int,
+        Query(
+            ge=0,
+            le=1_000_000_000,
+            description="Rank only units whose sort KPI rests on at least this many dossiers: `received` for `online_rate`, "
+            "early + on time + late for `on_time_rate`, the INDEX-766 cohort for `settlement_*`, the resolved dossiers with "
+            "a receipt for `processing_hours_*`; the others come after the ranked units, by code, with `rank: null`. "
+            "Count KPIs are their own evidence: no effect on them.",
+            examples=[10],
+        ),
+    ] = 0,
 ) -> Response:
     with _Timer("rankings"):
         p = pick_period(period, at, window, scoring._now(), settings.tz)
         memo = request.app.state.rankings
-        return await answer(request, lambda: scoring.ranking(db, registry, settings.tz, level, parent, p, sort, limit, offset, memo=memo))
+        return await answer(
+            request,
+            lambda: scoring.ranking(db, registry, settings.tz, level, parent, p, sort, limit, offset, memo=memo, min_count=min_count),
+        )
 
 
 @router.get(

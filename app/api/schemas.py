@@ -201,7 +201,10 @@ class KpiAnswer(Answer):
 
 
 class RankingItem(Answer):
-    rank: int | None = Field(description="1-based; ties share a rank (1, 2, 2, 4); `null` when the sort KPI is `null`.")
+    rank: int | None = Field(
+        description="1-based; ties share a rank (1, 2, 2, 4); `null` when the sort KPI is `null` "
+        "or rests on fewer than `min_count` dossiers."
+    )
     unit: Unit
     kpis: Kpis  # type: ignore[valid-type]
     change: Change  # type: ignore[valid-type]
@@ -213,6 +216,9 @@ class RankingAnswer(Answer):
     level: Literal["province", "commune"] = Field(examples=["commune"])
     parent: str | None = Field(description="The unit whose units are ranked; `null` for all of the level.", examples=["46"])
     sort: str = Field(description="The KPI ranked by, `-` first for descending.", examples=["-on_time_rate"])
+    min_count: int = Field(
+        description="Units whose sort KPI rests on fewer dossiers are not ranked (0: every unit with a value).", examples=[10]
+    )
     period: Period
     as_of: datetime = AS_OF
     total: int = Field(description="Every unit of that level under `parent`.", examples=[40])

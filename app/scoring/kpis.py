@@ -82,6 +82,31 @@ def compute(s: Sums) -> dict:
     }
 
 
+# The KPIs that rest on a sample (rates, the 766 score, processing times), and what the sample is:
+# a ranking's `min_count` ranks a unit whose sample is smaller after the others. Count KPIs are
+# their own evidence: `min_count` does not apply to them.
+SAMPLE_OF = {
+    "online_rate": "received",
+    "on_time_rate": "classified",  # early + on time + late
+    "settlement_rate_766": "cohort",  # the INDEX-766 cohort
+    "settlement_score": "cohort",
+    "processing_hours_p50": "timed",  # resolved with a receipt
+    "processing_hours_p90": "timed",
+    "processing_hours_mean": "timed",
+}
+
+
+def samples(s: Sums) -> dict[str, int]:
+    """The sizes of the samples behind the rates and averages of one span (SAMPLE_OF)."""
+    f = s.flows or {}
+    return {
+        "received": f.get("received", 0),
+        "classified": f.get("resolved_early", 0) + f.get("resolved_on_time", 0) + f.get("resolved_late", 0),
+        "cohort": cohort_766(s)[0] + s.net_cohort_size,
+        "timed": f.get("proc_n", 0),
+    }
+
+
 def change(current: dict, previous: dict) -> dict:
     """current - previous per KPI; None where either side is None."""
     out = {}

@@ -136,8 +136,11 @@ async def ranking(
     limit: int,
     offset: int,
     memo: RankingMemo | None = None,
+    min_count: int = 0,
 ) -> dict:
-    """Units of a level ranked by one KPI; ties share a rank; nulls last, unranked."""
+    """Units of a level ranked by one KPI; ties share a rank; nulls last, unranked. With
+    `min_count`, a unit whose sort KPI rests on fewer dossiers (kpis.SAMPLE_OF) is unranked too:
+    after the ranked units, with the nulls, by code."""
     key = sort.lstrip("-")
     if key not in kpi_math.KPI_NAMES:
         raise Unprocessable(f"unknown KPI {key}", [{"loc": ["sort"], "msg": f"unknown KPI {key}"}])
@@ -157,8 +160,13 @@ async def ranking(
         async with figures.lock:
             rows = await _memo_rows(db, figures, members, level, parent, spans)
     descending = sort.startswith("-")
-    ranked = [r for r in rows if r["kpis"][key] is not None]
-    unranked = [r for r in rows if r["kpis"][key] is None]
+    sample = kpi_math.SAMPLE_OF.get(key)
+
+    def ranks(r: dict) -> bool:
+        return r["kpis"][key] is not None and (sample is None or r["samples"][sample] >= min_count)
+
+    ranked = [r for r in rows if ranks(r)]
+    unranked = sorted((r for r in rows if not ranks(r)), key=lambda r: r["unit"]["code"])
     ranked.sort(key=lambda r: r["unit"]["code"])
     ranked.sort(key=lambda r: r["kpis"][key], reverse=descending)
     ranks: list[int | None] = []
@@ -173,6 +181,7 @@ async def ranking(
         "level": level,
         "parent": parent,
         "sort": sort,
+        "min_count": min_count,
         "period": p.as_dict(),
         "as_of": as_of(now, tz),
         "total": len(ordered),
@@ -187,7 +196,7 @@ async def ranking(
 
 def _ranking_row(u: UnitRow, cur_s: Sums, prev_s: Sums) -> dict:
     cur, before = kpi_math.compute(cur_s), kpi_math.compute(prev_s)
-    return {"unit": unit_shape(u), "kpis": cur, "change": kpi_math.change(cur, before)}
+    return {"unit": unit_shape(u), "kpis": cur, "change": kpi_math.change(cur, before), "samples": kpi_math.samples(cur_s)}
 
 
 async def _memo_rows(db: Database, figures: _Figures, members: list[UnitRow], level: str, parent: str | None, spans) -> list[dict]:

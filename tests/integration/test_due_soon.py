@@ -210,7 +210,12 @@ class TestRandomStreams:
         today = ref.local_day(now)
         nonzero = 0
         for code in UNITS:
-            for params in ({"window": "7d"}, {"period": "day"}, {"period": "week"}, {"period": "day", "at": str(today - timedelta(days=3))}):
+            for params in (
+                {"window": "7d"},
+                {"period": "day"},
+                {"period": "week"},
+                {"period": "day", "at": str(today - timedelta(days=3))},
+            ):
                 body = await kpis(svc, token, code, **params)
                 check_block(body, events, code, now, f"{code} {params}")
                 check_block(body["previous"], events, code, now, f"{code} {params} previous")
