@@ -429,7 +429,7 @@ EVENT_EXAMPLES = {
 
 class DayRecord(BaseModel):
     """One unit's own counters of one local day (never rates), its processing-time histogram and
-    `pending`/`overdue` at the end of that day."""
+    `pending`/`overdue`/`due_24h`/`due_48h`/`due_72h` at the end of that day."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -450,6 +450,9 @@ class DayRecord(BaseModel):
     proc_ms: int = Field(description="Sum of their processing times, milliseconds.")
     pending: int
     overdue: int
+    due_24h: int = Field(0, description="Pending at the end of the day (today: at the snapshot) and due within 24 hours.")
+    due_48h: int = Field(0, description="The same within 48 hours.")
+    due_72h: int = Field(0, description="The same within 72 hours.")
     histogram: list[list[int]] = Field(description="`[bucket, count]` pairs over `histogram_bounds_seconds`.", examples=[[[12, 3]]])
 
 
