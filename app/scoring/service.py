@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 
 from app.aggregates import periods
 from app.aggregates.periods import Period
-from app.aggregates.reads import read_sectors, read_spans, read_sums, read_unit_changes
+from app.aggregates.reads import read_at_risk, read_sectors, read_spans, read_sums, read_unit_changes
 from app.aggregates.silent import DEFAULT_AFTER_HOURS, cut_off, read_silent_units
 from app.aggregates.sums import Scope, Sums, live_part, span_for, with_live
 from app.aggregates.writes import ROLLUP_LEVELS
@@ -150,8 +150,11 @@ async def ranking(
     offset: int,
     memo: RankingMemo | None = None,
     silent_after_hours: float = DEFAULT_AFTER_HOURS,
+    min_count: int = 0,
 ) -> dict:
-    """Units of a level ranked by one KPI; ties share a rank; nulls last, unranked."""
+    """Units of a level ranked by one KPI; ties share a rank; nulls last, unranked. With
+    `min_count`, a unit whose sort KPI rests on fewer dossiers (kpis.SAMPLE_OF) is unranked too:
+    after the ranked units, with the nulls, by code."""
     key = sort.lstrip("-")
     if key not in kpi_math.KPI_NAMES:
         raise Unprocessable(f"unknown KPI {key}", [{"loc": ["sort"], "msg": f"unknown KPI {key}"}])
@@ -171,8 +174,13 @@ async def ranking(
         async with figures.lock:
             rows = await _memo_rows(db, figures, members, level, parent, spans, silent_after_hours)
     descending = sort.startswith("-")
-    ranked = [r for r in rows if r["kpis"][key] is not None]
-    unranked = [r for r in rows if r["kpis"][key] is None]
+    sample = kpi_math.SAMPLE_OF.get(key)
+
+    def ranks(r: dict) -> bool:
+        return r["kpis"][key] is not None and (sample is None or r["samples"][sample] >= min_count)
+
+    ranked = [r for r in rows if ranks(r)]
+    unranked = sorted((r for r in rows if not ranks(r)), key=lambda r: r["unit"]["code"])
     ranked.sort(key=lambda r: r["unit"]["code"])
     ranked.sort(key=lambda r: r["kpis"][key], reverse=descending)
     ranks: list[int | None] = []
@@ -187,6 +195,7 @@ async def ranking(
         "level": level,
         "parent": parent,
         "sort": sort,
+        "min_count": min_count,
         "period": p.as_dict(),
         "as_of": as_of(now, tz),
         "total": len(ordered),
@@ -201,7 +210,7 @@ async def ranking(
 
 def _ranking_row(u: UnitRow, cur_s: Sums, prev_s: Sums) -> dict:
     cur, before = kpi_math.compute(cur_s), kpi_math.compute(prev_s)
-    return {"unit": unit_shape(u), "kpis": cur, "change": kpi_math.change(cur, before)}
+    return {"unit": unit_shape(u), "kpis": cur, "change": kpi_math.change(cur, before), "samples": kpi_math.samples(cur_s)}
 
 
 async def _memo_rows(
@@ -288,6 +297,71 @@ async def sectors(
             if any(v for k, v in figures.items() if k != "silent_units"):  # a unit's silent sources are no sector's figure
                 items.append({"sector": name or None, "kpis": figures})
     return {"unit": unit_shape(u), "period": p.as_dict(), "as_of": as_of(now, tz), "items": items}
+
+
+AT_RISK_MAX_HOURS = 720
+
+
+def parse_within(within: str) -> int:
+    """Hours of an at-risk window such as `48h` (1 to 720); 422 naming `within` otherwise."""
+    hours = int(within[:-1]) if within.endswith("h") and within[:-1].isdigit() else 0
+    if not 1 <= hours <= AT_RISK_MAX_HOURS:
+        raise Unprocessable(
+            f"within must be 1h to {AT_RISK_MAX_HOURS}h", [{"loc": ["within"], "msg": f"expected 1h to {AT_RISK_MAX_HOURS}h, e.g. 48h"}]
+        )
+    return hours
+
+
+def _local_time(dt: datetime | None, tz: tzinfo) -> str | None:
+    return None if dt is None else dt.astimezone(tz).isoformat()
+
+
+async def at_risk(
+    db: Database, registry: Registry, tz: tzinfo, code: str, within: str, include_overdue: bool, limit: int, offset: int
+) -> dict:
+    """Pending dossiers of the unit and every unit below it due within the next `within` hours (with
+    `include_overdue`, also those already overdue), soonest deadline first, ties by unit and dossier."""
+    u = _unit(registry, code)
+    hours = parse_within(within)
+    now = _now()
+    codes = None if code == NATION else tuple(registry.subtree(code))
+    async with db.session() as session:
+        total, rows = await read_at_risk(session, codes, now, now + timedelta(hours=hours), include_overdue, limit, offset)
+    shapes: dict[str, dict] = {}
+    items = []
+    for r in rows:
+        unit = shapes.get(r["unit_code"])
+        if unit is None:
+            row = registry.get(r["unit_code"])
+            unit = shapes[r["unit_code"]] = (
+                unit_shape(row)
+                if row is not None
+                else {"code": r["unit_code"], "name": r["unit_code"], "level": "commune", "kind": None, "parent": None}
+            )
+        due = r["eff_due_at"]
+        items.append(
+            {
+                "unit": unit,
+                "dossier_id": r["dossier_id"],
+                "received_at": _local_time(r["recv_at"], tz),
+                "due_at": _local_time(due, tz),
+                "hours_left": round((due - now).total_seconds() / 3600, 2),
+                "overdue": due < now,
+                "channel": r["channel"],
+                "sector": r["sector"] or None,
+                "procedure_code": r["procedure_code"],
+            }
+        )
+    return {
+        "unit": unit_shape(u),
+        "within": f"{hours}h",
+        "include_overdue": include_overdue,
+        "as_of": as_of(now, tz),
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+        "items": items,
+    }
 
 
 async def silent_units(

@@ -1,7 +1,7 @@
 """silent sources: the last accepted event per unit and the local days its events are dated on
 
 Revision ID: f2b3c4d5e6f7
-Revises: c3e5f7a9b1d2
+Revises: e1a2b3c4d5e6
 Create Date: 2026-11-29 10:30:00
 
 Back-filled from the event log: per unit the latest `ingested_at` (with its local day and the first
@@ -19,7 +19,7 @@ from alembic import op
 import app.db.types
 
 revision: str = "f2b3c4d5e6f7"
-down_revision: str | None = "c3e5f7a9b1d2"
+down_revision: str | None = "e1a2b3c4d5e6"  # c3e5f7a9b1d2 on its own branch; after due_soon once merged
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -132,7 +132,7 @@ async def test_the_document_describes_every_endpoint(make_service):
     assert schemas["EventBatch"]["properties"]["events"]["items"] == {"$ref": "#/components/schemas/Event"}
     assert "HTTPValidationError" not in schemas
     ops = {(m, p): op for p, o in spec["paths"].items() for m, op in o.items()}
-    assert len(ops) == 13  # 12 + GET /units/{code}/silent
+    assert len(ops) == 14  # 12 + GET /units/{code}/at-risk + GET /units/{code}/silent
     for (method, path), op in ops.items():
         where = f"{method} {path}"
         assert op.get("summary") and op.get("description"), where
@@ -252,6 +252,11 @@ async def test_every_answer_matches_the_document(pair):
         await get("/api/v1/units/99999/silent", status=404)
         await get("/api/v1/units/46/silent", limit=5001, status=422)
         await get("/api/v1/units/46/silent", token=ingest, status=403)
+        # --- the at-risk list (the lifecycle's dossiers are settled: an empty page is an answer too)
+        await get("/api/v1/units/46/at-risk", within="72h", include_overdue="true")
+        await get("/api/v1/units/VN/at-risk", limit=1, offset=1)
+        await get("/api/v1/units/99999/at-risk", status=404)
+        await get("/api/v1/units/46/at-risk", within="0h", status=422)
 
         # --- KPI reads, every period kind, the cache (ETag/304) included
         for code in ("VN", "46", unit):

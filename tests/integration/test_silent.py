@@ -221,7 +221,7 @@ async def test_migration_backfills_from_the_event_log(fresh_service):
     db = Database(svc.url)
     try:
         async with db.engine.begin() as conn:
-            await migrate.downgrade(conn, "c3e5f7a9b1d2")
+            await migrate.downgrade(conn, "f2b3c4d5e6f7-1")
         async with db.engine.begin() as conn:
             await migrate.upgrade(conn)
         async with db.engine.connect() as conn:
