@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta, tzinfo
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import and_, case, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect
@@ -67,6 +67,37 @@ async def record_accepted(session: AsyncSession, events: Iterable[dict], tz: tzi
     )
     await session.execute(stmt)
     await dialect.bulk_upsert(session, UnitEventDay, [{"unit_code": u, "day": d} for u, d in sorted(days)], ["unit_code", "day"])
+
+
+async def delete_unit(session: AsyncSession, unit_code: str) -> None:
+    """Remove a unit's bookkeeping, before it is recorded again from all its events (a repair)."""
+    await session.execute(delete(UnitSource).where(UnitSource.unit_code == unit_code))
+    await session.execute(delete(UnitEventDay).where(UnitEventDay.unit_code == unit_code))
+
+
+# --- the reads ----------------------------------------------------------------------------------
+
+
+def expected(events: Iterable[dict], tz: tzinfo) -> tuple[datetime | None, frozenset[date]]:
+    """What the bookkeeping of one unit must say, from all its stored events: the last acceptance
+    and the local days its events are dated on within the WINDOW_DAYS up to that acceptance's day."""
+    events = list(events)
+    if not events:
+        return None, frozenset()
+    last = max(ev["ingested_at"] for ev in events)
+    last_day = last.astimezone(tz).date()
+    first = last_day - timedelta(days=WINDOW_DAYS - 1)
+    return last, frozenset(d for ev in events if first <= (d := ev["occurred_at"].astimezone(tz).date()) <= last_day)
+
+
+async def read_unit(session: AsyncSession, unit_code: str) -> tuple[datetime | None, frozenset[date]]:
+    """What the bookkeeping of one unit says, in the shape of expected()."""
+    s, d = UnitSource, UnitEventDay
+    row = (await session.execute(select(s.last_at, s.last_day, s.window_from).where(s.unit_code == unit_code))).first()
+    if row is None:
+        return None, frozenset()
+    stmt = select(d.day).where(d.unit_code == unit_code, d.day >= row.window_from, d.day <= row.last_day)
+    return row.last_at, frozenset((await session.execute(stmt)).scalars())
 
 
 # --- the reads ----------------------------------------------------------------------------------

@@ -13,10 +13,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import text
+from sqlalchemy import text, update
 
+from app.aggregates.rebuild import verify
 from app.db import migrate
 from app.db.engine import Database
+from app.db.models import UnitSource
 from app.ingest.service import accept_batch
 from app.keys.service import Principal
 from app.scoring import service as scoring
@@ -230,3 +232,24 @@ async def test_migration_backfills_from_the_event_log(fresh_service):
         await db.dispose()
     assert days == 4 + 3  # a: the days within 14 of its last acceptance; b: all three
     assert await feed.silent(NATION, now) == before
+
+
+async def test_verify_checks_and_repairs_the_bookkeeping(fresh_service):
+    svc, feed = fresh_service, Feed(fresh_service)
+    now = datetime.now(UTC)
+    a, b = await communes_of(svc, "46", 2)
+    await feed.send(a, on_days(now - 55 * H, 0, 1, 2), now - 55 * H)
+    await feed.send(b, on_days(now - 3 * H, 0, 1, 2), now - 3 * H)
+    report = await verify(svc.db, svc.settings)
+    assert report.differences == [] and report.units == 2
+    async with svc.db.transaction() as session:  # the bookkeeping of b forgets its last batch
+        await session.execute(update(UnitSource).where(UnitSource.unit_code == b).values(last_at=now - 70 * H))
+        await session.execute(text("DELETE FROM unit_event_day WHERE unit_code = :u"), {"u": a})
+    assert silent_codes(await feed.silent("46", now)) == [b]  # wrong both ways: a lost its days, b looks silent
+    report = await verify(svc.db, svc.settings)
+    assert sorted(d.split()[0] for d in report.differences) == sorted([a, b]), report.differences
+    assert all("silent-source bookkeeping" in d for d in report.differences)
+    report = await verify(svc.db, svc.settings, repair=True)
+    assert {a, b} <= set(report.repaired)
+    assert (await verify(svc.db, svc.settings)).differences == []
+    assert silent_codes(await feed.silent("46", now)) == [a]
