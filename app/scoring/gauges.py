@@ -40,6 +40,9 @@ WINDOWED = (
 CURRENT = (
     ("chiso_pending_dossiers", "pending", "Dossiers received and not ended, now."),
     ("chiso_overdue_dossiers", "overdue", "Pending dossiers past their effective deadline, now."),
+    # SPEC section 7 names these two for the alert rules (chiso_overdue = chiso_overdue_dossiers).
+    ("chiso_due_48h", "due_48h", "Pending dossiers whose effective deadline lies within the next 48 hours, now."),
+    ("chiso_overdue", "overdue", "Pending dossiers past their effective deadline, now (the alert rules' name)."),
 )
 UNIT_INFO = "chiso_unit_info"
 NAMES = tuple(m for m, _, _ in WINDOWED + CURRENT) + (UNIT_INFO,)
