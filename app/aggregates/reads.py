@@ -18,6 +18,7 @@ from app.aggregates.counters import COHORT, DAY_COUNTERS, DUE, FLOW_COUNTERS, TO
 from app.aggregates.silent import DEFAULT_AFTER_HOURS, cut_off, silent_condition
 from app.aggregates.sums import Scope, Span, Sums
 from app.aggregates.writes import DOSSIER_COLUMNS, OWN_TABLES, ROLLUP_TABLES, rollup_select_sql
+from app.db import dialect
 from app.db.models import (
     ALL_SECTORS,
     LOCAL_SOURCE,
@@ -601,6 +602,10 @@ async def read_at_risk(
     `until`, from `now` on unless `include_overdue`; each row with its `procedure_code` (the one
     its winning `received` names)."""
     conn = await session.connection()
+    if dialect.is_postgres(session):
+        # A generic plan (PostgreSQL's choice after five runs of a prepared statement) does not know
+        # how narrow the deadline window is and reads a unit's every open dossier: plan each run.
+        await conn.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
     marks = select(DossierFuture.at).where(DossierFuture.at >= bindparam("now", type_=DossierFuture.at.type)).limit(1)
     ahead = (await conn.execute(marks, {"now": now})).first() is not None
     count, page = _at_risk_statements(codes is not None, include_overdue, ahead)

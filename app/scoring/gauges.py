@@ -46,6 +46,9 @@ CURRENT = (
         "silent_units",
         "Silent sources at or below the unit, now: units whose last event was accepted more than SILENT_AFTER_HOURS ago.",
     ),
+    # SPEC section 7 names these two for the alert rules (chiso_overdue = chiso_overdue_dossiers).
+    ("chiso_due_48h", "due_48h", "Pending dossiers whose effective deadline lies within the next 48 hours, now."),
+    ("chiso_overdue", "overdue", "Pending dossiers past their effective deadline, now (the alert rules' name)."),
 )
 UNIT_INFO = "chiso_unit_info"
 NAMES = tuple(m for m, _, _ in WINDOWED + CURRENT) + (UNIT_INFO,)

@@ -296,3 +296,61 @@ class TestAtRiskRequests:
         }
         body = (await svc.get("/api/v1/units/79/at-risk", token, within="24h", include_overdue="true")).json()
         assert body["total"] == 0 and body["items"] == []
+
+
+class TestStorage:
+    async def test_migration_backfills_the_due_counters(self, fresh_service):
+        """Down to the revision before the due counters and up again: the backfill from the dossier
+        table gives the rows ingest keeps (`chiso kpis verify` is clean) and the same answers."""
+        from app.aggregates import rebuild
+        from app.db import migrate
+        from app.db.engine import Database
+
+        svc = fresh_service
+        rng = random.Random(11)
+        events = stream(rng, [C46, C46B, C79, "46"], 200, datetime.now(UTC), days=12)
+        await post(svc, events)
+        token = await svc.key("read")
+        queries = [("VN", {"period": "day", "at": str(ref.local_day(datetime.now(UTC)) - timedelta(days=d))}) for d in range(1, 9)]
+        queries += [(code, {"window": "7d"}) for code in UNITS]
+
+        async def answers() -> list:
+            out = []
+            for c, q in queries:
+                body = await kpis(svc, token, c, **q)
+                out.append([block["kpis"][k] for block in (body, body["previous"]) for k in DUE])
+            return out
+
+        before = await answers()
+        assert any(v for row in before for v in row)
+        db = Database(svc.url)
+        try:
+            async with db.engine.begin() as conn:
+                await migrate.downgrade(conn, "c3e5f7a9b1d2")
+            async with db.engine.begin() as conn:
+                await migrate.upgrade(conn)
+        finally:
+            await db.dispose()
+        report = await rebuild.verify(svc.db, svc.settings)
+        assert report.differences == [] and report.dossiers > 0
+        assert await answers() == before
+
+    async def test_units_whose_deadlines_enter_a_window(self, fresh_service):
+        """The exporter's units to recompute within a day: a deadline entering the 24, 48 or 72 h
+        window in (since, until] counts, one just outside does not."""
+        from app.aggregates.reads import read_units_due_between
+
+        svc = fresh_service
+        now = datetime.now(UTC).replace(microsecond=0)
+        ev = Events()
+        ev.received("w24", now - H, now + 24 * H + 5 * S, unit=C46)
+        ev.received("w48", now - H, now + 48 * H + 10 * S, unit=C46B)
+        ev.received("w72", now - H, now + 72 * H + 10 * S, unit=C79)
+        ev.received("out", now - H, now + 72 * H + 11 * S, unit="46")
+        ev.received("shut", now - H, now + 72 * H + 5 * S, unit="01")
+        ev.add("resolved", "shut", now - S, unit="01")  # ended: never due again
+        await post(svc, ev.items)
+        async with svc.db.session() as session:
+            assert await read_units_due_between(session, now, now + 10 * S) == sorted([C46, C46B, C79])
+            assert await read_units_due_between(session, now + 10 * S, now + 11 * S) == ["46"]
+            assert await read_units_due_between(session, now + 11 * S, now + 20 * S) == []
