@@ -4,7 +4,9 @@ The simulator makes dossiers the way one-stop centres see them: mostly online su
 about 96 %), legal deadlines of a few working days by sector, a mix of early, on-time and late
 resolutions that differs between provinces and communes and improves over the weeks, withdrawals,
 supplement requests, legal extensions and apologies (`due_changed`), refusals, a few sources that
-lose receipts (orphans) and a few that went silent (stale sources).
+lose receipts (orphans), a few that went silent (stale sources: their history is accepted as they
+sent it, day by day, until they stopped nine days ago) and a few backlogged communes whose open
+dossiers are due within the next 72 hours or already overdue (the at-risk list).
 
 It back-fills the last `days` days in passes that are each uniform over communes and days (so the
 figures are consistent while they fill in), as many dossiers as fit in a time budget unless a
@@ -26,6 +28,7 @@ import os
 import random
 import secrets
 import time as _time
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
@@ -74,6 +77,9 @@ FLAKY_SOURCES = 5
 STALE_SOURCES = 3
 STALE_DAYS = 9  # silent for this long
 PROBLEM_FLOOR = 3.0  # dossiers per day at least, at the silent and the flaky sources
+AT_RISK_SOURCES = 6  # backlogged communes: open dossiers due within the next 72 h or already overdue
+AT_RISK_DOSSIERS = 12  # per backlogged commune, deadlines spread from 48 h ago to 72 h ahead
+REPLAY_MINUTES = 5  # a silent source's events were accepted this long after the last of their day
 WARMUP_DAYS = 21
 WARMUP_SHARE = 1.03  # the warm-up's dossiers, still open on the first day, add about this much
 
@@ -98,6 +104,7 @@ class _Unit:
     slope: float  # change of the multiplier over the back-fill (negative: improving)
     lost: float  # share of receipts lost on the way
     silent_from: datetime | None = None
+    backlog: bool = False  # has open dossiers about to go late (and some already late)
 
 
 @dataclass(order=True)
@@ -266,6 +273,9 @@ class Simulator:
         if self.config.days > STALE_DAYS + 7:
             for u in special[FLAKY_SOURCES:]:
                 u.silent_from = silent_from
+        chosen = {u.code for u in special}
+        for u in rng.sample([u for u in units if u.code not in chosen], min(AT_RISK_SOURCES, len(units) - len(chosen))):
+            u.backlog = True
         return units
 
     @staticmethod
@@ -279,6 +289,10 @@ class Simulator:
     @property
     def flaky_units(self) -> list[str]:
         return [u.code for u in self.units if u.lost >= FLAKY_LOST]
+
+    @property
+    def at_risk_units(self) -> list[str]:
+        return [u.code for u in self.units if u.backlog]
 
     # one dossier ---------------------------------------------------------------------------
 
@@ -419,8 +433,63 @@ class Simulator:
             if len(batch) >= cfg.batch_events:
                 yield batch
                 batch = []
+        if self._pass == 1:
+            for unit in units:
+                if unit.backlog:
+                    batch.extend(self._at_risk(unit))
         if batch:
             yield batch
+
+    def _at_risk(self, unit: _Unit) -> list[dict]:
+        """The past events of a backlogged commune's open dossiers: deadlines spread from 48 hours ago
+        to 72 hours ahead (a third overdue, the rest due within 24, 48 and 72 hours), each to be
+        settled late, by the live stream, 12 to 72 hours after its deadline or now."""
+        rng, out = self.rng, []
+        for j in range(AT_RISK_DOSSIERS):
+            due = self.now + timedelta(hours=-48 + 120 * (j + rng.random()) / AT_RISK_DOSSIERS)
+            recv = min(due - timedelta(hours=rng.uniform(30, 120)), self.now - timedelta(hours=1))
+            dossier_id = f"HS{recv:%y%m%d}-R{next(self._backfill_counter):06d}-{self.run_id}"
+            sector = rng.choice([s for s in SECTORS if s.name and not s.quick])
+            base = {"dossier_id": dossier_id, "unit_code": unit.code, "sector": sector.name}
+            done = max(due, self.now) + timedelta(hours=rng.uniform(12, 72))
+            events = [
+                (
+                    recv,
+                    {
+                        "event_id": f"{dossier_id}-0",
+                        "type": "received",
+                        **base,
+                        "occurred_at": _iso(recv),
+                        "channel": "online",
+                        "due_at": _iso(due),
+                    },
+                ),
+                (done, {"event_id": f"{dossier_id}-1", "type": "resolved", **base, "occurred_at": _iso(done), "outcome": "approved"}),
+            ]
+            out.extend(self._split(unit, events, self.now))
+        return out
+
+    def acceptance(self, batch: list[dict]) -> tuple[list[dict], list[tuple[datetime, list[dict]]]]:
+        """A back-fill batch split by when its events were accepted: those of sources still sending
+        are accepted now; a silent source sent in real time and then stopped, so its events come in
+        groups, each accepted REPLAY_MINUTES after the last event of its local day (of its week for
+        events older than the 16 days before it fell silent), oldest group first."""
+        silent = {u.code: u.silent_from for u in self.units if u.silent_from is not None}
+        now_events, groups = [], defaultdict(list)
+        for ev in batch:
+            since = silent.get(ev["unit_code"])
+            if since is None:
+                now_events.append(ev)
+                continue
+            day = datetime.fromisoformat(ev["occurred_at"]).astimezone(self.tz).date()
+            if day < since.astimezone(self.tz).date() - timedelta(days=16):
+                day -= timedelta(days=day.weekday())
+            groups[day].append(ev)
+        replayed = []
+        for _, events in sorted(groups.items()):
+            last = max(datetime.fromisoformat(e["occurred_at"]) for e in events)
+            replayed.append((min(last + timedelta(minutes=REPLAY_MINUTES), self.now), events))
+        return now_events, replayed
 
     def expected_events(self, density: float | None = None, first_pass: bool = True) -> int:
         """About how many events a back-fill pass of `density` makes (the first pass also makes
@@ -495,12 +564,12 @@ async def feed(
     try:
         registry, communes = await _registry_communes(db)
         sim = Simulator(communes, settings.tz, config)
-        stats["stale_units"], stats["flaky_units"] = sim.stale_units, sim.flaky_units
+        stats["stale_units"], stats["flaky_units"], stats["at_risk_units"] = sim.stale_units, sim.flaky_units, sim.at_risk_units
         if announce:
             announce(sim, registry)
 
-        async def send(events: list[dict]) -> None:
-            result = await accept_batch(db, registry, settings, principal, events)
+        async def send(events: list[dict], accepted_at: datetime | None = None) -> None:
+            result = await accept_batch(db, registry, settings, principal, events, now=accepted_at)
             stats["events"] += len(events)
             stats["accepted"] += result["accepted"]
             stats["rejected"] += result["rejected"]
@@ -561,7 +630,11 @@ async def _backfill(sim: Simulator, send, config: DemoConfig, stats: dict, progr
     i = 0
     while i < len(densities):
         for batch in sim.backfill(densities[i]):
-            await send(batch)
+            current, replayed = sim.acceptance(batch)
+            if current:
+                await send(current)
+            for accepted_at, group in replayed:  # the silent sources, as they sent before they stopped
+                await send(group, accepted_at)
             report()
         if not fixed and i == 0:
             elapsed = _time.perf_counter() - started
@@ -601,7 +674,8 @@ def _feeder_main(database_url: str, config: DemoConfig, backfill: bool, show_pro
         print(
             f"simulated data problems to look for on the dashboard:\n"
             f"  silent for {STALE_DAYS} days: {names(sim.stale_units)}\n"
-            f"  losing receipts (orphans): {names(sim.flaky_units)}",
+            f"  losing receipts (orphans): {names(sim.flaky_units)}\n"
+            f"  open dossiers due within 72 hours or overdue: {names(sim.at_risk_units)}",
             flush=True,
         )
 

@@ -35,6 +35,9 @@ BATCH_EVENTS = Histogram(
     buckets=(1, 10, 100, 500, 1000, 2000, 5000),
 )
 DB_ERRORS = Counter("chiso_database_errors_total", "Requests that failed because the database was unavailable.")
+INGEST_ERRORS = Counter(
+    "chiso_ingest_errors_total", "Ingest requests (POST /api/v1/events) answered 500 by an unexpected error (503s: database errors)."
+)
 KPI_SECONDS = Histogram(
     "chiso_kpi_answer_seconds",
     "Time to answer a KPI read, by endpoint.",
@@ -125,7 +128,7 @@ class KpiGaugeCache:
         settings = state.settings
         try:
             registry = await state.registry.get()
-            self.families = await gauges.read(state.db, registry, settings.tz, settings.metrics_communes)
+            self.families = await gauges.read(state.db, registry, settings.tz, settings.metrics_communes, settings.silent_after_hours)
             self.ok = True
         except Exception as exc:  # noqa: BLE001 - the service metrics must still be served when the database is not
             log.warning("KPI gauges not read: %s: %s", type(exc).__name__, exc)

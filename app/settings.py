@@ -45,6 +45,12 @@ class Settings(BaseSettings):
         0.3, description="How long a worker may serve a KPI answer computed before another worker's writes."
     )
     db_pool_size: int = Field(10, description="PostgreSQL connection pool size per worker.")
+    silent_after_hours: float = Field(
+        48.0,
+        gt=0,
+        description="A unit whose last accepted event was accepted more than this many hours ago (fractions allowed) "
+        "is silent, if its events are dated on at least 3 of the 14 local days up to that acceptance.",
+    )
 
     @cached_property
     def tz(self) -> ZoneInfo:

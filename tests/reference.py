@@ -108,6 +108,9 @@ def kpis(ds: list[RefDossier], units: set[str], start: date, end: date, now: dat
             "orphans",
             "cohort",
             "on_time_766",
+            "due_24h",
+            "due_48h",
+            "due_72h",
         ],
         0,
     )
@@ -139,6 +142,9 @@ def kpis(ds: list[RefDossier], units: set[str], start: date, end: date, now: dat
             out["pending"] += 1
             if due is not None and due < t:
                 out["overdue"] += 1
+            for h in (24, 48, 72):
+                if due is not None and t <= due < t + timedelta(hours=h):
+                    out[f"due_{h}h"] += 1
         if recv and inside(recv["occurred_at"]):
             out["cohort"] += 1
             judged = end_at if end_at is not None and end_at <= t else t
@@ -157,7 +163,26 @@ def kpis(ds: list[RefDossier], units: set[str], start: date, end: date, now: dat
     out["processing_hours_p50"] = nearest_rank(hours, 0.5)
     out["processing_hours_p90"] = nearest_rank(hours, 0.9)
     out["processing_hours_mean"] = sum(hours) / len(hours) if hours else None
+    out["timed"] = len(hours)  # resolved dossiers with a receipt: the sample of the processing times
     return out
+
+
+def pending_at(d: RefDossier, t: datetime) -> bool:
+    recv, end_at = d.received, d.end()
+    return bool(recv) and recv["occurred_at"] < t and not (end_at is not None and end_at < t)
+
+
+def at_risk(ds: list[RefDossier], units: set[str], now: datetime, within: timedelta, include_overdue: bool) -> list[tuple]:
+    """The at-risk list: (due, unit, dossier_id) of pending dossiers due in [now, now + within)
+    (or before now + within with include_overdue), soonest first, ties by unit then dossier id."""
+    out = []
+    for d in ds:
+        due = d.due()
+        if d.unit not in units or due is None or not pending_at(d, now):
+            continue
+        if due < now + within and (include_overdue or due >= now):
+            out.append((due, d.unit, d.events[0]["dossier_id"]))
+    return sorted(out)
 
 
 def window(days: int, now: datetime) -> tuple[date, date]:

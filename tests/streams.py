@@ -42,7 +42,8 @@ def stream(rng: random.Random, units: list[str], n_dossiers: int, now: datetime,
         due = start + timedelta(days=rng.randint(0, 8), hours=rng.randint(0, 23))
         if rng.random() < 0.2:
             due = due.astimezone(TZ).replace(hour=23, minute=59, second=59, microsecond=0)
-        if abs((due - now).total_seconds()) < 900:
+        # away from the boundaries a read at now judges (now, and now + 24/48/72 h for due soon)
+        if any(abs((due - now - timedelta(hours=h)).total_seconds()) < 900 for h in (0, 24, 48, 72)):
             due += timedelta(hours=2)
         return due
 

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime, tzinfo
+from datetime import date, datetime, time, timedelta, tzinfo
 
+from app.aggregates.counters import DUE
 from app.aggregates.dossier import DossierState
 from app.aggregates.histogram import bucket_of
 from app.db.models import ALL_SECTORS
+
+_DUE_SET = frozenset(DUE)
+_MIDNIGHTS: dict[tuple[date, tzinfo], datetime] = {}  # local midnights, computed once per day and zone
 
 
 @dataclass
@@ -33,6 +37,14 @@ class Delta:
             if d is None:
                 d = days[dt] = dt.astimezone(tz).date()
             return d
+
+        def midnight(d: date) -> datetime:
+            m = _MIDNIGHTS.get((d, tz))
+            if m is None:
+                if len(_MIDNIGHTS) > 100_000:
+                    _MIDNIGHTS.clear()
+                m = _MIDNIGHTS[(d, tz)] = datetime.combine(d, time(0), tzinfo=tz)
+            return m
 
         bumps: list[tuple[date, str, int]] = []  # (day, counter, amount)
         totals: list[str] = []
@@ -57,6 +69,12 @@ class Delta:
                 bumps.append((local(max(recv, end)), "p_out", 1))
                 totals.append("p_out")
             if due is not None:
+                # Due soon at the midnights starting the deadline's day and the two days before.
+                dday = local(due)
+                for k, name in enumerate(DUE):
+                    m = midnight(dday - timedelta(days=k))
+                    if recv < m and (end is None or end >= m):
+                        bumps.append((dday, name, 1))
                 start = max(recv, due)
                 bumps.append((local(start), "o_in", 1))
                 totals.append("o_in")
@@ -123,10 +141,12 @@ class Delta:
         """Per unit, the earliest local day whose export records this change can alter.
 
         End-of-day pending and overdue telescope, so a change on day d alters every day from d on;
-        cohort records are keyed by the receipt day, which the cohort rows carry.
+        cohort records are keyed by the receipt day, which the cohort rows carry; the due-soon
+        counters of deadline day D are the end-of-day figures of days D - 3 to D - 1.
         """
         out: dict[str, date] = {}
-        keys = [(u, d) for u, _s, d in self.day] + [(u, d) for u, _s, d, _b in self.hist]
+        keys = [(u, d - timedelta(days=3) if cols.keys() <= _DUE_SET else d) for (u, _s, d), cols in self.day.items()]
+        keys += [(u, d) for u, _s, d, _b in self.hist]
         keys += [(u, r) for u, _s, r, _d in self.cohort_due]
         for unit, day in keys:
             if unit not in out or day < out[unit]:

@@ -31,6 +31,10 @@ TOTALS = (
     "o_in",  # overdue starts: by day of max(receipt, deadline)
     "o_out",  # overdue stops: by day of max(receipt, deadline, end)
 )
+# Dossiers due soon at a past local midnight, by local day D of their effective deadline: each
+# dossier counts in one row, due_c<k> = 1 when it was pending at the start of day D - k. At the
+# midnight starting day T: due_24h = due_c0(T), due_48h = + due_c1(T + 1), due_72h = + due_c2(T + 2).
+DUE = ("due_c0", "due_c1", "due_c2")
 FLOW_COUNTERS = (*FLOWS, *COHORT)  # summed over a period's days
-DAY_COUNTERS = (*FLOW_COUNTERS, *TOTALS)  # every column of a day row
+DAY_COUNTERS = (*FLOW_COUNTERS, *TOTALS, *DUE)  # every column of a day row
 TOTAL_COUNTERS = TOTALS  # every column of a total row

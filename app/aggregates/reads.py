@@ -7,26 +7,34 @@ of the rebuild: the event log, dossier rows, and own and rollup rows of a unit.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 
-from sqlalchemy import and_, bindparam, case, func, literal, or_, select, text, tuple_
+from sqlalchemy import and_, bindparam, case, func, literal, or_, select, text, tuple_, union
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
-from app.aggregates.counters import COHORT, DAY_COUNTERS, FLOW_COUNTERS, TOTAL_COUNTERS
+from app.aggregates.counters import COHORT, DAY_COUNTERS, DUE, FLOW_COUNTERS, TOTAL_COUNTERS
+from app.aggregates.silent import DEFAULT_AFTER_HOURS, cut_off, silent_condition
 from app.aggregates.sums import Scope, Span, Sums
 from app.aggregates.writes import DOSSIER_COLUMNS, OWN_TABLES, ROLLUP_TABLES, rollup_select_sql
+from app.db import dialect
 from app.db.models import (
     ALL_SECTORS,
     LOCAL_SOURCE,
+    OPEN,
     UNSETTLED,
     Dossier,
     DossierEvent,
     DossierFuture,
     NetworkCohort,
+    NetworkDay,
     Unit,
     UnitChange,
+    UnitSource,
 )
+
+DUE_HOURS = (24, 48, 72)  # the due-soon windows of SPEC section 4
 
 
 def _between(col, s: date, e: date):
@@ -102,6 +110,7 @@ async def read_sums(
     cohort_only: bool = False,
     stored: bool = True,
     live: bool = True,
+    silent_after_hours: float = DEFAULT_AFTER_HOURS,
 ) -> dict[str, list[Sums]]:
     """Per group (a unit code, or "" for a single group), one Sums per span; with `cohort_only`,
     only what this node's INDEX-766 cohort needs (the exporter's calendar-period records).
@@ -110,7 +119,8 @@ async def read_sums(
     only when a unit's rows do; and `live`, the corrections within today and the cohort records of
     subordinates, which also move with time. A ranking keeps the first per unit and reads the second
     anew (scoring.ranking)."""
-    out: dict[str, list[Sums]] = defaultdict(lambda: [Sums() for _ in spans])
+    # silent_units is 0, not null, for a group with no silent unit in a period judged at now
+    out: dict[str, list[Sums]] = defaultdict(lambda: [Sums(silent=None if sp.now is None else 0) for sp in spans])
     params = _scope_params(scope)
     if stored:
         await _read_stored(session, scope, spans, sector, cohort_only, params, out)
@@ -118,6 +128,7 @@ async def read_sums(
         live_spans = [(i, sp) for i, sp in enumerate(spans) if sp.now is not None]
         if live_spans:
             await _read_today(session, scope, live_spans, sector, out)
+            await _read_silent(session, scope, live_spans, silent_after_hours, out)
         if sector == ALL_SECTORS and not cohort_only:
             await _read_network_cohort(session, scope, spans, out)
     return out
@@ -134,17 +145,24 @@ async def _read_stored(session: AsyncSession, scope: Scope, spans: list[Span], s
         after = day_t.day >= sp.after
         for c in counters:
             cols.append(func.sum(case((inside, getattr(day_t, c)), else_=0)).label(f"{c}_{i}"))
-        if not cohort_only:  # pending and overdue at t
+        if not cohort_only:  # pending and overdue at t; due soon at t when t is a past midnight
             cols.append(func.sum(case((after, day_t.p_in - day_t.p_out), else_=0)).label(f"pa_{i}"))
             cols.append(func.sum(case((after, day_t.o_in - day_t.o_out), else_=0)).label(f"oa_{i}"))
+            for k, name in enumerate(DUE):
+                if sp.now is None:
+                    hit = day_t.day == sp.after + timedelta(days=k)
+                    cols.append(func.sum(case((hit, getattr(day_t, name)), else_=0)).label(f"d{k}_{i}"))
+                else:  # at now: read from the open dossiers (_read_today)
+                    cols.append(literal(0).label(f"d{k}_{i}"))
     stmt = _select(scope, day_t, cols, [day_t.sector == sector, day_t.day >= low])
-    width = len(counters) + (0 if cohort_only else 2)
-    for row in (await (await session.connection()).execute(stmt, params)).all():  # g, then per span: counters[, pa, oa]
+    width = len(counters) + (0 if cohort_only else 2 + len(DUE))
+    for row in (await (await session.connection()).execute(stmt, params)).all():  # g, then per span: counters[, pa, oa, d0-d2]
         for i, sums in enumerate(out[row[0]]):
             values = [int(v or 0) for v in row[1 + i * width : 1 + (i + 1) * width]]
-            sums.flows = dict(zip(counters, values, strict=False))  # values end with pa, oa
+            sums.flows = dict(zip(counters, values, strict=False))  # values end with pa, oa, d0-d2
             if not cohort_only:
-                sums.pending_after, sums.overdue_after = values[-2], values[-1]
+                sums.pending_after, sums.overdue_after = values[-5], values[-4]
+                sums.due_stored = (values[-3], values[-2], values[-1])
     if cohort_only:
         await _read_cohort_due(session, scope, spans, sector, params, out)
         return
@@ -229,6 +247,7 @@ async def _read_today(session: AsyncSession, scope: Scope, live: list, sector: s
     _, sp0 = live[0]
     stmt = _today_statement(scope.level, scope.parent, scope.codes is not None, tuple(i for i, _ in live), sector == "*")
     params = _scope_params(scope) | {"now": sp0.now, "today_at": sp0.today_at, "tomorrow_at": sp0.tomorrow_at, "sector": sector}
+    params |= {f"due{h}": sp0.now + timedelta(hours=h) for h in DUE_HOURS}
     for i, sp in live:
         params[f"start_at_{i}"], params[f"now_{i}"] = sp.start_at, sp.now
     conn = await session.connection()
@@ -236,17 +255,45 @@ async def _read_today(session: AsyncSession, scope: Scope, live: list, sector: s
         for i, _ in live:
             out[row["g"]][i].overdue_not_yet = int(row["not_yet"] or 0)
             out[row["g"]][i].late_today = int(row[f"l_{i}"] or 0)
+    # Due soon at now: the open dossiers due within 72 h (a partial index holds only open dossiers)
+    # and, on a central node, the latest day record of each unit a subordinate feeds.
+    due: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    stmt = _due_statement(scope.level, scope.parent, scope.codes is not None, sector == "*")
+    for row in (await conn.execute(stmt, params)).mappings():
+        due[row["g"]] = [int(row[f"d{h}"] or 0) for h in DUE_HOURS]
+    if sector == ALL_SECTORS:
+        stmt = _network_due_statement(scope.level, scope.parent, scope.codes is not None)
+        for row in (await conn.execute(stmt, _scope_params(scope))).mappings():
+            got = due[row["g"]]
+            for k, h in enumerate(DUE_HOURS):
+                got[k] += int(row[f"d{h}"] or 0)
     # The day rows count everything dated today as if t were the end of today; events dated a few
     # minutes ahead of now (the skew allowance) are marked at ingest, so few rows are read here,
     # and none at all (one probe of an index) in the usual case that no mark lies ahead of now.
     ahead = select(DossierFuture.at).where(DossierFuture.at >= bindparam("now", type_=DossierFuture.at.type)).limit(1)
-    if (await conn.execute(ahead, {"now": sp0.now})).first() is None:
-        return
-    stmt = _ahead_statement(scope.level, scope.parent, scope.codes is not None, sector == "*")
-    for row in (await conn.execute(stmt, params)).mappings():
+    if (await conn.execute(ahead, {"now": sp0.now})).first() is not None:
+        stmt = _ahead_statement(scope.level, scope.parent, scope.codes is not None, sector == "*")
+        for row in (await conn.execute(stmt, params)).mappings():
+            for i, _ in live:
+                out[row["g"]][i].pending_ahead = int(row["ends_ahead"] or 0) - int(row["starts_ahead"] or 0)
+                out[row["g"]][i].overdue_ahead = int(row["ends_ahead_late"] or 0) - int(row["starts_ahead_late"] or 0)
+            got = due[row["g"]]  # pending at now but ending within the skew allowance: not in the open index
+            for k, h in enumerate(DUE_HOURS):
+                got[k] += int(row[f"due_ahead{h}"] or 0)
+    for g, figures in due.items():
         for i, _ in live:
-            out[row["g"]][i].pending_ahead = int(row["ends_ahead"] or 0) - int(row["starts_ahead"] or 0)
-            out[row["g"]][i].overdue_ahead = int(row["ends_ahead_late"] or 0) - int(row["starts_ahead_late"] or 0)
+            out[g][i].due_live = tuple(figures)
+
+
+async def _read_silent(session: AsyncSession, scope: Scope, live: list, after_hours: float, out) -> None:
+    """silent_units at now: the units of each group that are silent (aggregates.silent), counted
+    from `unit_source` (a row per unit) and at most 14 day rows per candidate."""
+    own = Scope(codes=scope.codes, level=scope.level, parent=scope.parent)  # units, never rollup rows
+    cut = cut_off(live[0][1].now, after_hours)
+    stmt = _select(own, UnitSource, [func.count().label("n")], [silent_condition(cut)])
+    for g, n in (await (await session.connection()).execute(stmt, _scope_params(own))).all():
+        for i, _ in live:
+            out[g][i].silent = int(n or 0)
 
 
 @lru_cache(maxsize=64)
@@ -267,11 +314,37 @@ def _ahead_statement(level: str | None, parent: str | None, has_codes: bool, any
         count(and_(starts, late), "starts_ahead_late"),
         count(and_(ends, late), "ends_ahead_late"),
     ]
+    for h in DUE_HOURS:  # pending at now, ended later (so not open), due in [now, now + h)
+        window = and_(d.eff_due_at >= now, d.eff_due_at < bindparam(f"due{h}", type_=d.eff_due_at.type))
+        cols.append(count(and_(d.recv_at < now, d.end_at >= now, window), f"due_ahead{h}"))
     ahead = select(f.unit_code, f.dossier_id).where(f.at >= now).distinct()
     where = [tuple_(d.unit_code, d.dossier_id).in_(ahead)]
     if not any_sector:
         where.append(d.sector == bindparam("sector"))
     return _select(_scope_shape(level, parent, has_codes), d, cols, where)
+
+
+@lru_cache(maxsize=64)
+def _due_statement(level: str | None, parent: str | None, has_codes: bool, any_sector: bool):
+    """Open dossiers received before now and due in [now, now + 24/48/72 h)."""
+    d = Dossier
+    now = bindparam("now", type_=d.eff_due_at.type)
+    cols = [func.sum(case((d.eff_due_at < bindparam(f"due{h}", type_=d.eff_due_at.type), 1), else_=0)).label(f"d{h}") for h in DUE_HOURS]
+    where = [OPEN, d.eff_due_at >= now, d.eff_due_at < bindparam(f"due{DUE_HOURS[-1]}", type_=d.eff_due_at.type), d.recv_at < now]
+    if not any_sector:
+        where.append(d.sector == bindparam("sector"))
+    return _select(_scope_shape(level, parent, has_codes), d, cols, where)
+
+
+@lru_cache(maxsize=64)
+def _network_due_statement(level: str | None, parent: str | None, has_codes: bool):
+    """The due-soon figures of the latest day record per unit and subordinate (central mode)."""
+    n, later = NetworkDay, aliased(NetworkDay)
+    latest = (
+        select(func.max(later.day)).where(later.unit_code == n.unit_code, later.source == n.source).correlate(n.__table__).scalar_subquery()
+    )
+    cols = [func.sum(getattr(n, f"due_{h}h")).label(f"d{h}") for h in DUE_HOURS]
+    return _select(_scope_shape(level, parent, has_codes), n, cols, [n.day == latest])
 
 
 @lru_cache(maxsize=64)
@@ -361,12 +434,16 @@ async def read_unit_changes(session: AsyncSession, level: str, parent: str | Non
 
 async def read_units_due_between(session: AsyncSession, since: datetime, until: datetime) -> list[str]:
     """Units whose figures at now moved with time alone in (since, until]: an open (or late-settled)
-    dossier's deadline passed (overdue, the INDEX-766 cohort), or an event dated ahead of its
-    arrival came due (pending). Reads the partial deadline index and the few future marks."""
+    dossier's deadline passed (overdue, the INDEX-766 cohort), an open dossier's deadline entered the
+    24, 48 or 72 h window (due soon), or an event dated ahead of its arrival came due (pending).
+    Reads the partial deadline indexes and the few future marks."""
     d, f = Dossier, DossierFuture
     due = select(d.unit_code).where(UNSETTLED, d.eff_due_at > since, d.eff_due_at <= until)
-    ahead = select(f.unit_code).where(f.at > since, f.at <= until)
-    rows = await session.execute(due.union(ahead))
+    queries = [due, select(f.unit_code).where(f.at > since, f.at <= until)]
+    for h in DUE_HOURS:
+        ahead = timedelta(hours=h)
+        queries.append(select(d.unit_code).where(OPEN, d.eff_due_at > since + ahead, d.eff_due_at <= until + ahead))
+    rows = await session.execute(union(*queries))
     return sorted(set(rows.scalars()))
 
 
@@ -425,14 +502,16 @@ def _spans_statements(has_codes: bool, rollup: bool) -> tuple:
     return day, hist, due, total
 
 
-async def read_spans(session: AsyncSession, scope: Scope, spans: list[Span], sector: str) -> list[Sums]:
+async def read_spans(
+    session: AsyncSession, scope: Scope, spans: list[Span], sector: str, silent_after_hours: float = DEFAULT_AFTER_HOURS
+) -> list[Sums]:
     """One Sums per span for a single group of units, from per-day sums: four small GROUP BY day
     queries whatever the number of spans (series of hundreds of points), then prefix sums."""
     from bisect import bisect_left
 
     assert scope.level is None, "read_spans sums one group; rankings use read_sums"
     low = min(min(s.start, s.after) for s in spans)
-    out = {"": [Sums() for _ in spans]}
+    out = {"": [Sums(silent=None if sp.now is None else 0) for sp in spans]}
     q_day, q_hist, q_due, q_total = _spans_statements(scope.codes is not None, scope.rollup is not None)
     params = {"sector": sector, "low": low} | _scope_params(scope)
     conn = await session.connection()  # Core execution: the ORM layer adds nothing to a plain read
@@ -465,9 +544,82 @@ async def read_spans(session: AsyncSession, scope: Scope, spans: list[Span], sec
         sums.cohort_due = sum(
             n for _, due, n in due_rows[bisect_left(due_recv, sp.start) : bisect_left(due_recv, sp.end)] if due >= sp.due_from
         )
+        if sp.now is None:  # due soon at the past midnight t = start of day `after`
+            sums.due_stored = tuple(total(c, sp.after + timedelta(days=k), sp.after + timedelta(days=k + 1)) for k, c in enumerate(DUE))
     live = [(i, sp) for i, sp in enumerate(spans) if sp.now is not None]
     if live:
         await _read_today(session, scope, live, sector, out)
+        await _read_silent(session, scope, live, silent_after_hours, out)
     if sector == ALL_SECTORS:
         await _read_network_cohort(session, scope, spans, out)
     return out[""]
+
+
+# --- the at-risk list (SPEC section 5): pending dossiers by deadline -----------------------------
+
+AT_RISK_COLUMNS = ("unit_code", "dossier_id", "recv_at", "eff_due_at", "channel", "sector", "recv_event_id")
+
+
+@lru_cache(maxsize=16)
+def _at_risk_statements(has_codes: bool, include_overdue: bool, ahead: bool) -> tuple:
+    """(count, page) over the pending dossiers due before `until` (and from `now` on unless
+    `include_overdue`), soonest first, ties by unit and dossier id.
+
+    Open dossiers come from the partial indexes over open dossiers by deadline (ix_dossier_open_due,
+    nation-wide in this very order; ix_dossier_unit_open_due per unit), so neither the count nor a
+    page reads an ended dossier. With `ahead`, also the few dossiers pending at now whose end is
+    dated later (within the clock-skew allowance; they carry a future mark)."""
+    d, f = Dossier, DossierFuture
+    now = bindparam("now", type_=d.eff_due_at.type)
+    until = bindparam("until", type_=d.eff_due_at.type)
+    common = [d.eff_due_at < until, d.recv_at < now]
+    if not include_overdue:
+        common.append(d.eff_due_at >= now)
+    if has_codes:
+        common.append(d.unit_code.in_(bindparam("codes", expanding=True)))
+    cols = [getattr(d, c) for c in AT_RISK_COLUMNS]
+    parts = [select(*cols).where(OPEN, *common)]
+    if ahead:
+        marked = select(f.unit_code, f.dossier_id).where(f.at >= now).distinct()
+        parts.append(
+            select(*cols).where(d.end_at >= now, d.eff_due_at.is_not(None), tuple_(d.unit_code, d.dossier_id).in_(marked), *common)
+        )
+    if len(parts) == 1:
+        page = parts[0].order_by(d.eff_due_at, d.unit_code, d.dossier_id)
+        count = select(func.count()).select_from(d).where(OPEN, *common)
+    else:
+        both = union(*parts).subquery()
+        page = select(both).order_by(both.c.eff_due_at, both.c.unit_code, both.c.dossier_id)
+        count = select(func.count()).select_from(both)
+    page = page.limit(bindparam("limit")).offset(bindparam("offset"))
+    return count, page
+
+
+async def read_at_risk(
+    session: AsyncSession, codes: tuple[str, ...] | None, now: datetime, until: datetime, include_overdue: bool, limit: int, offset: int
+) -> tuple[int, list[dict]]:
+    """(total, one page of rows) of the pending dossiers of `codes` (None: every unit) due before
+    `until`, from `now` on unless `include_overdue`; each row with its `procedure_code` (the one
+    its winning `received` names)."""
+    conn = await session.connection()
+    if dialect.is_postgres(session):
+        # A generic plan (PostgreSQL's choice after five runs of a prepared statement) does not know
+        # how narrow the deadline window is and reads a unit's every open dossier: plan each run.
+        await conn.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+    marks = select(DossierFuture.at).where(DossierFuture.at >= bindparam("now", type_=DossierFuture.at.type)).limit(1)
+    ahead = (await conn.execute(marks, {"now": now})).first() is not None
+    count, page = _at_risk_statements(codes is not None, include_overdue, ahead)
+    params: dict = {"now": now, "until": until, "limit": limit, "offset": offset}
+    if codes is not None:
+        params["codes"] = list(codes)
+    total = int((await conn.execute(count, params)).scalar() or 0)
+    rows = [dict(r) for r in (await conn.execute(page, params)).mappings()] if offset < total else []
+    keys = sorted({(r["unit_code"], r["recv_event_id"]) for r in rows if r["recv_event_id"]})
+    procedures: dict[tuple[str, str], str | None] = {}
+    for chunk in (keys[i : i + 500] for i in range(0, len(keys), 500)):
+        e = DossierEvent
+        stmt = select(e.unit_code, e.event_id, e.procedure_code).where(tuple_(e.unit_code, e.event_id).in_(chunk))
+        procedures.update({(u, i): p for u, i, p in (await conn.execute(stmt)).all()})
+    for r in rows:
+        r["procedure_code"] = procedures.get((r["unit_code"], r.pop("recv_event_id")))
+    return total, rows

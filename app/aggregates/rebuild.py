@@ -1,4 +1,5 @@
-"""`chiso kpis verify`: rebuild every dossier and aggregate from the stored events and compare.
+"""`chiso kpis verify`: rebuild every dossier and aggregate (and the silent-source bookkeeping) from
+the stored events and compare.
 
 The event log is the source of truth; this is also how an operator repairs the live state. Own
 rows of each unit are rebuilt from its events; rollup rows of provinces and the nation must equal
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from app.aggregates import reads, writes
+from app.aggregates import reads, silent, writes
 from app.aggregates.contrib import Delta
 from app.aggregates.dossier import DossierState
 from app.db import meta
@@ -77,6 +78,7 @@ async def verify(db: Database, settings: Settings, repair: bool = False, registr
             events = await reads.read_unit_events(session, unit)
             live_dossiers = await reads.read_unit_dossiers(session, unit)
             live = await reads.read_unit_aggregates(session, unit)
+            live_source = await silent.read_unit(session, unit)
         states, delta = rebuild(events, settings)
         report.units += 1
         report.events += len(events)
@@ -87,6 +89,9 @@ async def verify(db: Database, settings: Settings, repair: bool = False, registr
             if rebuilt_rows.get(dossier_id) != live_dossiers.get(dossier_id):
                 problems.append(f"{unit} dossier {dossier_id}: live state differs from its events")
                 break
+        want_source = silent.expected(events, settings.tz)
+        if live_source != want_source:
+            problems.append(f"{unit} silent-source bookkeeping: live {_source_text(live_source)} != rebuilt {_source_text(want_source)}")
         report.differences.extend(problems)
         if problems and repair:
             async with db.transaction() as session:
@@ -97,6 +102,8 @@ async def verify(db: Database, settings: Settings, repair: bool = False, registr
                 days = [k[2] for k in live["day"]] + [k[2] for k in delta.day]
                 if days:  # the central network must hear of the repaired figures too
                     await writes.mark_dirty(session, {unit: min(days)})
+                await silent.delete_unit(session, unit)
+                await silent.record_accepted(session, events, settings.tz)
                 await meta.bump_data_version(session)  # cached answers are stale now
             report.repaired.append(unit)
     async with db.session() as session:
@@ -110,6 +117,11 @@ async def verify(db: Database, settings: Settings, repair: bool = False, registr
         if problems:
             report.repaired.append("rollups")
     return report
+
+
+def _source_text(source: tuple) -> str:
+    last, days = source
+    return f"last accepted {last.isoformat() if last else None}, {len(days)} days dated within 14"
 
 
 async def rebuild_rollups(db: Database) -> None:

@@ -43,10 +43,26 @@ class Sums:
     net_cohort_size: int = 0  # INDEX-766 cohort records received from subordinate nodes
     net_cohort_ok: int = 0
     net_cohort_unknown: bool = False  # units fed by a subordinate, in a period no cohort record covers
+    silent: int | None = None  # silent units at now (aggregates.silent); None for a period judged before now
+    # Due within 24/48/72 h (SPEC section 4): at a past midnight from the day rows (counters.DUE:
+    # due_c0 of its day, due_c1 of the next, due_c2 of the one after); at now (due_live) from the
+    # open dossiers and the latest day records of subordinates.
+    due_stored: tuple[int, int, int] = (0, 0, 0)
+    due_live: tuple[int, int, int] | None = None
 
 
 # What reads.read_sums(live=True) sets: the corrections within today and the subordinates' cohort records.
-LIVE_FIELDS = ("overdue_not_yet", "pending_ahead", "overdue_ahead", "late_today", "net_cohort_size", "net_cohort_ok", "net_cohort_unknown")
+LIVE_FIELDS = (
+    "overdue_not_yet",
+    "pending_ahead",
+    "overdue_ahead",
+    "late_today",
+    "net_cohort_size",
+    "net_cohort_ok",
+    "net_cohort_unknown",
+    "silent",
+    "due_live",
+)
 
 
 def live_part(s: Sums) -> tuple:
@@ -100,6 +116,14 @@ def pending_of(s: Sums) -> int:
 def overdue_of(s: Sums) -> int:
     """Overdue at the span's judgement time."""
     return s.overdue_total - s.overdue_after - s.overdue_not_yet + s.overdue_ahead
+
+
+def due_of(s: Sums) -> tuple[int, int, int]:
+    """(due_24h, due_48h, due_72h) at the span's judgement time."""
+    if s.due_live is not None:
+        return s.due_live
+    c0, c1, c2 = s.due_stored
+    return c0, c0 + c1, c0 + c1 + c2
 
 
 def cohort_766(s: Sums) -> tuple[int, int]:

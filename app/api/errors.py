@@ -46,6 +46,14 @@ def install(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException):
         return problem(exc.status_code, str(exc.detail), str(exc.detail), getattr(exc, "headers", None))
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        # Starlette's outermost middleware calls this for an unhandled error, answers with it and
+        # re-raises (the traceback is logged); counted for the ingest-errors alert.
+        if request.url.path == "/api/v1/events":
+            metrics.INGEST_ERRORS.inc()
+        return problem(500, "Internal Server Error", "unexpected error")
+
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)
     @app.exception_handler(DBAPIError)

@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from app import metrics
 from app.api.deps import DbDep, ReadKey, RegistryDep, SettingsDep
-from app.api.schemas import READ_ERRORS, KpiAnswer, RankingAnswer, SectorsAnswer, SeriesAnswer, problems
+from app.api.schemas import READ_ERRORS, AtRiskAnswer, KpiAnswer, RankingAnswer, SectorsAnswer, SeriesAnswer, SilentAnswer, problems
 from app.scoring import service as scoring
 from app.scoring.service import pick_period
 
@@ -100,7 +100,8 @@ async def unit_kpis(
 ) -> Response:
     with _Timer("kpis"):
         p = pick_period(period, at, window, scoring._now(), settings.tz)
-        return await answer(request, lambda: scoring.unit_kpis(db, registry, settings.tz, code, p, sector))
+        hours = settings.silent_after_hours
+        return await answer(request, lambda: scoring.unit_kpis(db, registry, settings.tz, code, p, sector, silent_after_hours=hours))
 
 
 @router.get(
@@ -110,7 +111,8 @@ async def unit_kpis(
     summary="Units of a level ranked by a KPI",
     description="Provinces (tỉnh, thành phố) or communes (xã, phường, đặc khu), optionally only those under "
     "`parent`, ranked by one KPI with their figures and change. Ties (equal values as answered) share a rank "
-    "(1, 2, 2, 4) and are listed by code; units whose KPI is `null` come last, by code, with `rank: null`." + PERIOD_DOC,
+    "(1, 2, 2, 4) and are listed by code; units whose KPI is `null` (or, with `min_count`, rests on fewer dossiers) "
+    "come last, by code, with `rank: null`." + PERIOD_DOC,
 )
 async def rankings(
     request: Request,
@@ -130,11 +132,29 @@ async def rankings(
     sort: Sort = "-on_time_rate",
     limit: Annotated[int, Query(ge=1, le=5000, description="Items in this page, at most 5,000.", examples=[50])] = 50,
     offset: Annotated[int, Query(ge=0, description="Items skipped before this page.", examples=[0])] = 0,
+    min_count: Annotated[
+        int,
+        Query(
+            ge=0,
+            le=1_000_000_000,
+            description="Rank only units whose sort KPI rests on at least this many dossiers: `received` for `online_rate`, "
+            "early + on time + late for `on_time_rate`, the INDEX-766 cohort for `settlement_*`, the resolved dossiers with "
+            "a receipt for `processing_hours_*`; the others come after the ranked units, by code, with `rank: null`. "
+            "Count KPIs are their own evidence: no effect on them.",
+            examples=[10],
+        ),
+    ] = 0,
 ) -> Response:
     with _Timer("rankings"):
         p = pick_period(period, at, window, scoring._now(), settings.tz)
         memo = request.app.state.rankings
-        return await answer(request, lambda: scoring.ranking(db, registry, settings.tz, level, parent, p, sort, limit, offset, memo=memo))
+        hours = settings.silent_after_hours
+        return await answer(
+            request,
+            lambda: scoring.ranking(
+                db, registry, settings.tz, level, parent, p, sort, limit, offset, memo=memo, min_count=min_count, silent_after_hours=hours
+            ),
+        )
 
 
 @router.get(
@@ -169,7 +189,10 @@ async def series(
     to: Annotated[date | None, Query(description="Local day after the last, exclusive; default tomorrow.", examples=["2025-10-01"])] = None,
 ) -> Response:
     with _Timer("series"):
-        return await answer(request, lambda: scoring.series(db, registry, settings.tz, code, kpi, interval, from_, to))
+        hours = settings.silent_after_hours
+        return await answer(
+            request, lambda: scoring.series(db, registry, settings.tz, code, kpi, interval, from_, to, silent_after_hours=hours)
+        )
 
 
 @router.get(
@@ -194,4 +217,57 @@ async def sectors(
 ) -> Response:
     with _Timer("sectors"):
         p = pick_period(period, at, window, scoring._now(), settings.tz)
-        return await answer(request, lambda: scoring.sectors(db, registry, settings.tz, code, p))
+        hours = settings.silent_after_hours
+        return await answer(request, lambda: scoring.sectors(db, registry, settings.tz, code, p, silent_after_hours=hours))
+
+
+@router.get(
+    "/units/{code}/at-risk",
+    response_model=AtRiskAnswer,
+    responses=problems(*READ_ERRORS, 404, 422),
+    summary="Pending dossiers due soon (and, optionally, overdue)",
+    description="Hồ sơ sắp đến hạn: the pending dossiers of the unit and every unit below it whose effective deadline "
+    "lies in [now, now + `within`), with `include_overdue=true` also those whose deadline has passed; soonest "
+    "deadline first (ties by unit code, then dossier id), paginated.",
+)
+async def at_risk(
+    request: Request,
+    code: Code,
+    _: ReadKey,
+    db: DbDep,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    within: Annotated[str, Query(description="The window ahead of now: `1h` to `720h`.", examples=["48h"])] = "48h",
+    include_overdue: Annotated[bool, Query(description="Also the pending dossiers already past their deadline.", examples=[True])] = False,
+    limit: Annotated[int, Query(ge=1, le=5000, description="Items in this page, at most 5,000.", examples=[100])] = 100,
+    offset: Annotated[int, Query(ge=0, description="Items skipped before this page.", examples=[0])] = 0,
+) -> Response:
+    with _Timer("at_risk"):
+        scoring.parse_within(within)  # a malformed window is a 422 before the cache
+        return await answer(request, lambda: scoring.at_risk(db, registry, settings.tz, code, within, include_overdue, limit, offset))
+
+
+@router.get(
+    "/units/{code}/silent",
+    response_model=SilentAnswer,
+    responses=problems(*READ_ERRORS, 404, 422),
+    summary="Silent sources at or below a unit",
+    description="Đơn vị ngừng gửi dữ liệu: the units at or below the unit (itself included) that are silent now: the last "
+    "event accepted for the unit was accepted more than `SILENT_AFTER_HOURS` (default 48) hours ago, and its events "
+    "are dated on at least 3 of the 14 local days up to that acceptance — it normally sends, and has stopped. A unit "
+    "that never sent is not silent. Longest silent first (then by code); their figures, and those of every unit "
+    "above them, may be incomplete.",
+)
+async def silent(
+    request: Request,
+    code: Code,
+    _: ReadKey,
+    db: DbDep,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=5000, description="Items in this page, at most 5,000.", examples=[100])] = 100,
+    offset: Annotated[int, Query(ge=0, description="Items skipped before this page.", examples=[0])] = 0,
+) -> Response:
+    with _Timer("silent"):
+        hours = settings.silent_after_hours
+        return await answer(request, lambda: scoring.silent_units(db, registry, settings.tz, code, limit, offset, hours))

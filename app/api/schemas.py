@@ -201,7 +201,10 @@ class KpiAnswer(Answer):
 
 
 class RankingItem(Answer):
-    rank: int | None = Field(description="1-based; ties share a rank (1, 2, 2, 4); `null` when the sort KPI is `null`.")
+    rank: int | None = Field(
+        description="1-based; ties share a rank (1, 2, 2, 4); `null` when the sort KPI is `null` "
+        "or rests on fewer than `min_count` dossiers."
+    )
     unit: Unit
     kpis: Kpis  # type: ignore[valid-type]
     change: Change  # type: ignore[valid-type]
@@ -213,6 +216,9 @@ class RankingAnswer(Answer):
     level: Literal["province", "commune"] = Field(examples=["commune"])
     parent: str | None = Field(description="The unit whose units are ranked; `null` for all of the level.", examples=["46"])
     sort: str = Field(description="The KPI ranked by, `-` first for descending.", examples=["-on_time_rate"])
+    min_count: int = Field(
+        description="Units whose sort KPI rests on fewer dossiers are not ranked (0: every unit with a value).", examples=[10]
+    )
     period: Period
     as_of: datetime = AS_OF
     total: int = Field(description="Every unit of that level under `parent`.", examples=[40])
@@ -248,6 +254,58 @@ class SectorsAnswer(Answer):
     period: Period
     as_of: datetime = AS_OF
     items: list[SectorItem]
+
+
+class SilentItem(Answer):
+    """A silent unit: when its last event was accepted, and how long ago."""
+
+    unit: Unit
+    last_event_at: datetime = Field(
+        description="When the last event for the unit was accepted (not its `occurred_at`), local offset.",
+        examples=["2025-09-27T08:30:00+07:00"],
+    )
+    silent_hours: float = Field(description="Hours from `last_event_at` to `as_of`, 2 decimals.", examples=[73.5])
+
+
+class SilentAnswer(Answer):
+    """The silent units at or below a unit (itself included), longest silent first, then by code."""
+
+    unit: Unit
+    as_of: datetime = AS_OF
+    silent_after_hours: float = Field(description="The `SILENT_AFTER_HOURS` setting in force.", examples=[48.0])
+    total: int = Field(description="Silent units at or below the unit, over every page.", examples=[3])
+    limit: int = Field(examples=[100])
+    offset: int = Field(examples=[0])
+    items: list[SilentItem]
+
+
+class AtRiskItem(Answer):
+    """One pending dossier and its deadline."""
+
+    unit: Unit = Field(description="The unit that received the dossier.")
+    dossier_id: str = Field(examples=["H57-000123"])
+    received_at: datetime | None = Field(description="Receipt time, local offset.", examples=["2025-09-29T08:15:00+07:00"])
+    due_at: datetime = Field(description="The effective deadline, local offset.", examples=["2025-10-01T17:00:00+07:00"])
+    hours_left: float = Field(description="Hours from `as_of` to the deadline, 2 decimals; negative when overdue.", examples=[31.25])
+    overdue: bool = Field(description="The deadline is before `as_of` (only with `include_overdue=true`).", examples=[False])
+    channel: Literal["online", "in_person", "postal"] | None = Field(examples=["online"])
+    sector: str | None = Field(description="The dossier's sector; `null` when it names none.", examples=["land"])
+    procedure_code: str | None = Field(description="The procedure code its `received` event names.", examples=["1.001612"])
+
+
+class AtRiskAnswer(Answer):
+    """Hồ sơ sắp đến hạn: pending dossiers of the unit and every unit below it whose deadline lies within
+    the next `within` hours (with `include_overdue`, also those already overdue), soonest deadline first,
+    ties by unit code then dossier id."""
+
+    unit: Unit
+    within: str = Field(description="The window, `1h` to `720h`.", examples=["48h"])
+    include_overdue: bool = Field(examples=[False])
+    as_of: datetime = AS_OF
+    total: int = Field(description="Dossiers in the list over every page.", examples=[15])
+    limit: int = Field(examples=[100])
+    offset: int = Field(examples=[0])
+    items: list[AtRiskItem]
 
 
 # --- ingest ----------------------------------------------------------------------------------------
@@ -394,7 +452,7 @@ EVENT_EXAMPLES = {
 
 class DayRecord(BaseModel):
     """One unit's own counters of one local day (never rates), its processing-time histogram and
-    `pending`/`overdue` at the end of that day."""
+    `pending`/`overdue`/`due_24h`/`due_48h`/`due_72h` at the end of that day."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -415,6 +473,9 @@ class DayRecord(BaseModel):
     proc_ms: int = Field(description="Sum of their processing times, milliseconds.")
     pending: int
     overdue: int
+    due_24h: int = Field(0, description="Pending at the end of the day (today: at the snapshot) and due within 24 hours.")
+    due_48h: int = Field(0, description="The same within 48 hours.")
+    due_72h: int = Field(0, description="The same within 72 hours.")
     histogram: list[list[int]] = Field(description="`[bucket, count]` pairs over `histogram_bounds_seconds`.", examples=[[[12, 3]]])
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Boolean, Date, Index, Integer, SmallInteger, String, Text, or_, text
+from sqlalchemy import BigInteger, Boolean, Date, Index, Integer, SmallInteger, String, Text, and_, or_, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base
@@ -59,6 +59,7 @@ class DossierEvent(Base):
 
 
 UNSETTLED_SQL = text("end_at IS NULL OR end_at > eff_due_at")  # open, or settled after the deadline
+OPEN_SQL = text("end_at IS NULL AND eff_due_at IS NOT NULL")  # open, with a deadline: due soon and at risk
 _COVER = ("recv_at", "end_at", "ok_766", "sector")  # what today's corrections read: index-only scans on PostgreSQL
 
 
@@ -112,6 +113,26 @@ class Dossier(Base):
             postgresql_where=UNSETTLED_SQL,
             sqlite_where=UNSETTLED_SQL,
         ),
+        # Open dossiers only, in at-risk order: due-soon counts at now and the at-risk list never
+        # read an ended dossier, so their cost follows the open dossiers, not the history.
+        Index(
+            "ix_dossier_open_due",
+            "eff_due_at",
+            "unit_code",
+            "dossier_id",
+            postgresql_include=["recv_at", "sector"],
+            postgresql_where=OPEN_SQL,
+            sqlite_where=OPEN_SQL,
+        ),
+        Index(
+            "ix_dossier_unit_open_due",
+            "unit_code",
+            "eff_due_at",
+            "dossier_id",
+            postgresql_include=["recv_at", "sector"],
+            postgresql_where=OPEN_SQL,
+            sqlite_where=OPEN_SQL,
+        ),
     )
 
 
@@ -160,6 +181,10 @@ class DayCounters(DayFlows, Totals):
 
     c_size: Mapped[int] = _counter()
     c_final_ok: Mapped[int] = _counter()
+    # Due soon at a past midnight, by local day of the deadline (app.aggregates.counters.DUE).
+    due_c0: Mapped[int] = _counter()
+    due_c1: Mapped[int] = _counter()
+    due_c2: Mapped[int] = _counter()
 
 
 class UnitDay(DayCounters, Base):
@@ -281,6 +306,31 @@ class UnitChange(Base):
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class UnitSource(Base):
+    """Silent-source bookkeeping (SPEC section 4 "Silent"): per unit, when the last event accepted
+    for it was accepted, the local day of that acceptance and the first day of the 14 local days up
+    to it. Written by ingest (app/aggregates/silent.py), never by anything else."""
+
+    __tablename__ = "unit_source"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    last_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_day: Mapped[date] = mapped_column(Date)
+    window_from: Mapped[date] = mapped_column(Date)  # last_day - 13 days
+
+    __table_args__ = (Index("ix_unit_source_last_at", "last_at"),)
+
+
+class UnitEventDay(Base):
+    """The local days (of `occurred_at`) on which a unit's stored events are dated: one row per
+    unit and day, for the 3-of-14-days test of a silent source."""
+
+    __tablename__ = "unit_event_day"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+
+
 class NodeMeta(Base):
     """Small named values of this node, e.g. the data version behind ETags."""
 
@@ -364,6 +414,9 @@ class NetworkDay(DayFlows, Base):
     sequence: Mapped[int] = mapped_column(BigInteger)
     pending: Mapped[int] = _counter()
     overdue: Mapped[int] = _counter()
+    due_24h: Mapped[int] = _counter()
+    due_48h: Mapped[int] = _counter()
+    due_72h: Mapped[int] = _counter()
     histogram: Mapped[str] = mapped_column(Text, default="[]")  # [[bucket, n], ...]
 
 
@@ -382,3 +435,4 @@ class NetworkCohort(Base):
 
 
 UNSETTLED = or_(Dossier.end_at.is_(None), Dossier.end_at > Dossier.eff_due_at)  # the same, as an expression
+OPEN = and_(Dossier.end_at.is_(None), Dossier.eff_due_at.is_not(None))  # OPEN_SQL as an expression

@@ -15,6 +15,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from itertools import accumulate
 
 import httpx
 import orjson
@@ -22,6 +23,7 @@ from sqlalchemy import text
 
 from app import metrics
 from app.aggregates import periods, reads
+from app.aggregates.counters import DUE
 from app.aggregates.reads import read_sums
 from app.aggregates.sums import Scope, Sums, span_for
 from app.db import meta
@@ -309,6 +311,9 @@ class Exporter:
                         figures = {c: (row[c] if row else 0) for c in records.DAY_FLOWS}
                         figures["pending"] = p_total - p_after
                         figures["overdue"] = o_total - o_after
+                        # due soon at the midnight ending the day: counters.DUE of the next three days
+                        due = [(days.get((unit, day + timedelta(days=k + 1))) or {}).get(c, 0) for k, c in enumerate(DUE)]
+                        figures.update(zip(records.DUE_FIGURES, accumulate(due), strict=True))
                         figures["histogram"] = [[b, n] for b, n in sorted(hist.get((unit, day), {}).items())]
                         out[(unit, "day", day)] = (figures, None)
                         if row:

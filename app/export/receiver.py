@@ -8,6 +8,9 @@ subordinate's node_id, so the one read path serves merged figures:
   p_out = pending(d - 1), so the sums of the read path telescope: pending at the end of any day,
   and now, is the subordinate's figure. A day after a record with no record of its own (up to the
   latest record) gets a row that closes the previous day's figures.
+- due soon at the end of day d (the midnight starting d + 1) as the counters.DUE the read path
+  sums there: due_c0(d + 1) = due_24h(d), due_c1(d + 2) = due_48h(d) - due_24h(d),
+  due_c2(d + 3) = due_72h(d) - due_48h(d). At now the read path takes the latest record's figures.
 Cohort records stay in network_cohort, which the read path adds for calendar months, quarters and
 years.
 """
@@ -108,21 +111,31 @@ async def receive(db: Database, settings: Settings, registry: Registry, node: st
 
 async def _materialise(session, registry: Registry, source: str, unit: str, since: date) -> None:
     """Rewrite the source's aggregate rows of one unit from day `since` on."""
-    recs = {r.day: r for r in await repo.read_network_days(session, source, unit, since - timedelta(days=1))}
+    one = timedelta(days=1)
+    recs = {r.day: r for r in await repo.read_network_days(session, source, unit, since - 3 * one)}
     if not recs:
         return
     last = max(recs)
-    days = {d for d in recs if d >= since} | {d + timedelta(days=1) for d in recs if since <= d + timedelta(days=1) <= last}
+    # days with a record, the day after each (closing its pending, up to the latest record; due soon
+    # at its end) and the two after that (due soon at its end)
+    days = {d + k * one for d in recs for k in range(4)}
     rows, hist = [], {}
-    for d in sorted(days):
-        r, prev = recs.get(d), recs.get(d - timedelta(days=1))
+    for d in sorted(x for x in days if x >= since):
+        r, prev = recs.get(d), recs.get(d - one)
         row = {"unit_code": unit, "sector": ALL_SECTORS, "day": d, "source": source}
         for c in records.DAY_FLOWS:
             row[c] = getattr(r, c) if r else 0
+        closes = prev is not None and d <= last
         row["p_in"] = r.pending if r else 0
-        row["p_out"] = prev.pending if prev else 0
+        row["p_out"] = prev.pending if closes else 0
         row["o_in"] = r.overdue if r else 0
-        row["o_out"] = prev.overdue if prev else 0
+        row["o_out"] = prev.overdue if closes else 0
+        due = [
+            (0, *(getattr(x, c) for c in records.DUE_FIGURES)) if x else (0, 0, 0, 0) for x in (recs.get(d - k * one) for k in (1, 2, 3))
+        ]
+        row["due_c0"] = due[0][1] - due[0][0]
+        row["due_c1"] = due[1][2] - due[1][1]
+        row["due_c2"] = due[2][3] - due[2][2]
         row["c_size"] = row["c_final_ok"] = 0  # cohorts come as cohort records
         rows.append(row)
         if r is not None:

@@ -1,7 +1,7 @@
 """The export records (SPEC section 6), pure: figures from scoring sums, digests, validation.
 
 A day record holds one unit's own counters of one local day, its processing-time histogram and
-`pending`/`overdue` at the end of that day (for today: at the snapshot). A cohort record holds the
+`pending`/`overdue`/`due_24h`/`due_48h`/`due_72h` at the end of that day (for today: at the snapshot). A cohort record holds the
 INDEX-766 cohort of one unit and calendar month, quarter or year. Counters, never rates, so a
 receiver rolls them up exactly.
 """
@@ -15,10 +15,11 @@ import orjson
 
 from app.aggregates.counters import FLOWS
 from app.aggregates.histogram import bounds_seconds
-from app.aggregates.sums import Sums, cohort_766, overdue_of, pending_of
+from app.aggregates.sums import Sums, cohort_766, due_of, overdue_of, pending_of
 
 DAY_FLOWS = FLOWS  # the cohort goes in cohort records
-DAY_FIGURES = (*DAY_FLOWS, "pending", "overdue")
+DUE_FIGURES = ("due_24h", "due_48h", "due_72h")  # at the end of the day (today: at the snapshot)
+DAY_FIGURES = (*DAY_FLOWS, "pending", "overdue", *DUE_FIGURES)
 COHORT_KINDS = ("month", "quarter", "year")
 HIST_BUCKETS = 160  # buckets published in the feed; 60 s * 1.1^159 is years, past any horizon
 MAX_UNIT = 8
@@ -39,6 +40,7 @@ def day_figures(s: Sums) -> dict:
     out = {c: int(f.get(c, 0)) for c in DAY_FLOWS}
     out["pending"] = pending_of(s)
     out["overdue"] = overdue_of(s)
+    out.update(zip(DUE_FIGURES, due_of(s), strict=True))
     out["histogram"] = [[b, n] for b, n in sorted(s.hist.items()) if n]
     return out
 

@@ -252,10 +252,11 @@ async def read_sources(session: AsyncSession) -> list[dict]:
 
 async def read_day_sums(session: AsyncSession, units: list[str], since: date) -> tuple[dict, dict, dict]:
     """All-sector figures of these units from `since` on, summed over sources like the read path:
-    ({(unit, day): {flow..., dp, do}}, {unit: (pending total, overdue total)}, {(unit, day): {bucket: n}})."""
+    ({(unit, day): {flow..., due_c0..2, dp, do}}, {unit: (pending total, overdue total)}, {(unit, day): {bucket: n}})."""
+    from app.aggregates.counters import DUE
     from app.export.records import DAY_FLOWS
 
-    cols = [func.sum(getattr(UnitDay, c)).label(c) for c in DAY_FLOWS]
+    cols = [func.sum(getattr(UnitDay, c)).label(c) for c in (*DAY_FLOWS, *DUE)]
     cols += [func.sum(UnitDay.p_in - UnitDay.p_out).label("dp"), func.sum(UnitDay.o_in - UnitDay.o_out).label("do")]
     stmt = (
         select(UnitDay.unit_code, UnitDay.day, *cols)
@@ -263,7 +264,8 @@ async def read_day_sums(session: AsyncSession, units: list[str], since: date) ->
         .group_by(UnitDay.unit_code, UnitDay.day)
     )
     days = {
-        (r["unit_code"], r["day"]): {k: int(r[k] or 0) for k in (*DAY_FLOWS, "dp", "do")} for r in (await session.execute(stmt)).mappings()
+        (r["unit_code"], r["day"]): {k: int(r[k] or 0) for k in (*DAY_FLOWS, *DUE, "dp", "do")}
+        for r in (await session.execute(stmt)).mappings()
     }
     stmt = (
         select(UnitTotal.unit_code, func.sum(UnitTotal.p_in - UnitTotal.p_out), func.sum(UnitTotal.o_in - UnitTotal.o_out))

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 import orjson
 
 from app import metrics
-from app.aggregates import writes
+from app.aggregates import silent, writes
 from app.aggregates.contrib import Delta
 from app.db import meta
 from app.db.engine import Database
@@ -88,10 +88,15 @@ async def accept_batch(
     principal: Principal,
     items: list,
     dry_run: bool = False,
+    now: datetime | None = None,
 ) -> dict:
-    """Store the valid, new events of a batch durably; answer only after COMMIT."""
+    """Store the valid, new events of a batch durably; answer only after COMMIT.
+
+    `now` is the batch's acceptance time (its events' `ingested_at`, and the clock of the skew and
+    horizon checks): the current time, unless a caller that replays history says otherwise (the
+    demo's back-fill, tests of acceptance-time rules such as silent sources)."""
     started = time.perf_counter()
-    now = datetime.now(UTC)
+    now = datetime.now(UTC) if now is None else now.astimezone(UTC)
     skew, horizon = timedelta(seconds=settings.skew_seconds), timedelta(days=settings.horizon_days)
 
     named = {it["unit_code"] for it in items if isinstance(it, dict) and isinstance(it.get("unit_code"), str)}
@@ -186,6 +191,8 @@ async def store_events(
             for unit, day in moved.items():
                 marks[unit] = min(day, marks.get(unit, day))
             await writes.mark_dirty(session, marks)
+            # Silent sources: the last acceptance per unit and the days its events are dated on.
+            await silent.record_accepted(session, [ev for ev in events if (ev["unit_code"], ev["event_id"]) in inserted], tz)
             # Last, so the one hot row is held only for the commit.
             await meta.bump_data_version(session)
     return inserted

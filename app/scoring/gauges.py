@@ -17,6 +17,7 @@ from datetime import tzinfo
 from prometheus_client.core import GaugeMetricFamily
 
 from app.aggregates import periods
+from app.aggregates.silent import DEFAULT_AFTER_HOURS
 from app.db.engine import Database
 from app.scoring import service as scoring
 from app.units.seed import NATION
@@ -40,12 +41,22 @@ WINDOWED = (
 CURRENT = (
     ("chiso_pending_dossiers", "pending", "Dossiers received and not ended, now."),
     ("chiso_overdue_dossiers", "overdue", "Pending dossiers past their effective deadline, now."),
+    (
+        "chiso_silent_units",
+        "silent_units",
+        "Silent sources at or below the unit, now: units whose last event was accepted more than SILENT_AFTER_HOURS ago.",
+    ),
+    # SPEC section 7 names these two for the alert rules (chiso_overdue = chiso_overdue_dossiers).
+    ("chiso_due_48h", "due_48h", "Pending dossiers whose effective deadline lies within the next 48 hours, now."),
+    ("chiso_overdue", "overdue", "Pending dossiers past their effective deadline, now (the alert rules' name)."),
 )
 UNIT_INFO = "chiso_unit_info"
 NAMES = tuple(m for m, _, _ in WINDOWED + CURRENT) + (UNIT_INFO,)
 
 
-async def read(db: Database, registry: Registry, tz: tzinfo, communes: bool = False) -> list[GaugeMetricFamily]:
+async def read(
+    db: Database, registry: Registry, tz: tzinfo, communes: bool = False, silent_after_hours: float = DEFAULT_AFTER_HOURS
+) -> list[GaugeMetricFamily]:
     """The KPI gauge families: the nation, every province, and every commune when asked."""
     today = periods.today(scoring._now(), tz)
     levels = ("province", "commune") if communes else ("province",)
@@ -53,11 +64,13 @@ async def read(db: Database, registry: Registry, tz: tzinfo, communes: bool = Fa
     async def window_rows(w: str) -> list[tuple[dict, dict]]:
         """[(unit shape, kpis), ...] of one window: the nation, then each level's units."""
         p = periods.window(w, today)
-        nation = await scoring.unit_kpis(db, registry, tz, NATION, p, None)
+        nation = await scoring.unit_kpis(db, registry, tz, NATION, p, None, silent_after_hours=silent_after_hours)
         out = [(nation["unit"], nation["kpis"])]
         for level in levels:
             size = len(registry.at_level(level)) or 1
-            ranked = await scoring.ranking(db, registry, tz, level, None, p, "-on_time_rate", size, 0)
+            ranked = await scoring.ranking(
+                db, registry, tz, level, None, p, "-on_time_rate", size, 0, silent_after_hours=silent_after_hours
+            )
             out.extend((it["unit"], it["kpis"]) for it in ranked["items"])
         return out
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.aggregates.histogram import percentiles_ms
-from app.aggregates.sums import Sums, cohort_766, overdue_of, pending_of
+from app.aggregates.sums import Sums, cohort_766, due_of, overdue_of, pending_of
 
 KPI_NAMES = (
     "received",
@@ -25,6 +25,10 @@ KPI_NAMES = (
     "settlement_score",
     "overdue_766",
     "orphans",
+    "silent_units",
+    "due_24h",
+    "due_48h",
+    "due_72h",
 )
 COUNT_KPIS = frozenset(k for k in KPI_NAMES if not k.endswith(("_rate", "_rate_766", "_score")) and not k.startswith("processing"))
 
@@ -52,6 +56,7 @@ def compute(s: Sums) -> dict:
     size, on_time_766 = size + s.net_cohort_size, on_time_766 + s.net_cohort_ok
     rate_766 = None if s.net_cohort_unknown else ratio(on_time_766, size)
     p50, p90 = percentiles_ms(s.hist, (0.5, 0.9)) if s.hist else (None, None)
+    due_24h, due_48h, due_72h = due_of(s)
     return {
         "received": received,
         "received_online": online,
@@ -72,6 +77,35 @@ def compute(s: Sums) -> dict:
         "settlement_score": _round(None if rate_766 is None else 20 * rate_766, 2),
         "overdue_766": None if s.net_cohort_unknown else size - on_time_766,
         "orphans": f.get("orphans", 0),
+        "due_24h": due_24h,
+        "due_48h": due_48h,
+        "due_72h": due_72h,
+        "silent_units": s.silent,
+    }
+
+
+# The KPIs that rest on a sample (rates, the 766 score, processing times), and what the sample is:
+# a ranking's `min_count` ranks a unit whose sample is smaller after the others. Count KPIs are
+# their own evidence: `min_count` does not apply to them.
+SAMPLE_OF = {
+    "online_rate": "received",
+    "on_time_rate": "classified",  # early + on time + late
+    "settlement_rate_766": "cohort",  # the INDEX-766 cohort
+    "settlement_score": "cohort",
+    "processing_hours_p50": "timed",  # resolved with a receipt
+    "processing_hours_p90": "timed",
+    "processing_hours_mean": "timed",
+}
+
+
+def samples(s: Sums) -> dict[str, int]:
+    """The sizes of the samples behind the rates and averages of one span (SAMPLE_OF)."""
+    f = s.flows or {}
+    return {
+        "received": f.get("received", 0),
+        "classified": f.get("resolved_early", 0) + f.get("resolved_on_time", 0) + f.get("resolved_late", 0),
+        "cohort": cohort_766(s)[0] + s.net_cohort_size,
+        "timed": f.get("proc_n", 0),
     }
 
 

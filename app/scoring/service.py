@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta, tzinfo
 
 from app.aggregates import periods
 from app.aggregates.periods import Period
-from app.aggregates.reads import read_sectors, read_spans, read_sums, read_unit_changes
+from app.aggregates.reads import read_at_risk, read_sectors, read_spans, read_sums, read_unit_changes
+from app.aggregates.silent import DEFAULT_AFTER_HOURS, cut_off, read_silent_units
 from app.aggregates.sums import Scope, Sums, live_part, span_for, with_live
 from app.aggregates.writes import ROLLUP_LEVELS
 from app.db.engine import Database
@@ -68,14 +69,26 @@ def as_of(now: datetime, tz: tzinfo) -> str:
     return now.astimezone(tz).isoformat(timespec="seconds")
 
 
-async def unit_kpis(db: Database, registry: Registry, tz: tzinfo, code: str, p: Period, sector: str | None) -> dict:
+async def unit_kpis(
+    db: Database,
+    registry: Registry,
+    tz: tzinfo,
+    code: str,
+    p: Period,
+    sector: str | None,
+    silent_after_hours: float = DEFAULT_AFTER_HOURS,
+) -> dict:
     """KPIs of one unit (with everything below it), its previous period and the change."""
     u = _unit(registry, code)
     now = _now()
     prev = periods.previous(p)
     async with db.session() as session:
         cur_s, prev_s = await read_spans(
-            session, _scope_of(registry, code), [span_for(p, now, tz), span_for(prev, now, tz)], _sector_key(sector)
+            session,
+            _scope_of(registry, code),
+            [span_for(p, now, tz), span_for(prev, now, tz)],
+            _sector_key(sector),
+            silent_after_hours=silent_after_hours,
         )
     cur, before = kpi_math.compute(cur_s), kpi_math.compute(prev_s)
     return {
@@ -136,8 +149,12 @@ async def ranking(
     limit: int,
     offset: int,
     memo: RankingMemo | None = None,
+    silent_after_hours: float = DEFAULT_AFTER_HOURS,
+    min_count: int = 0,
 ) -> dict:
-    """Units of a level ranked by one KPI; ties share a rank; nulls last, unranked."""
+    """Units of a level ranked by one KPI; ties share a rank; nulls last, unranked. With
+    `min_count`, a unit whose sort KPI rests on fewer dossiers (kpis.SAMPLE_OF) is unranked too:
+    after the ranked units, with the nulls, by code."""
     key = sort.lstrip("-")
     if key not in kpi_math.KPI_NAMES:
         raise Unprocessable(f"unknown KPI {key}", [{"loc": ["sort"], "msg": f"unknown KPI {key}"}])
@@ -149,16 +166,21 @@ async def ranking(
     spans = [span_for(p, now, tz), span_for(prev, now, tz)]
     if memo is None or level != "commune":  # provinces read 34 units' rollup rows: nothing to save
         async with db.session() as session:
-            sums = await read_sums(session, Scope(level=level, parent=parent), spans, ALL_SECTORS)
+            sums = await read_sums(session, Scope(level=level, parent=parent), spans, ALL_SECTORS, silent_after_hours=silent_after_hours)
         rows = [_ranking_row(u, *(sums.get(u.code) or sums.default_factory())) for u in members]
     else:
         today = periods.today(now, tz)
         figures = memo.get((level, parent, p, prev, today, registry.version))
         async with figures.lock:
-            rows = await _memo_rows(db, figures, members, level, parent, spans)
+            rows = await _memo_rows(db, figures, members, level, parent, spans, silent_after_hours)
     descending = sort.startswith("-")
-    ranked = [r for r in rows if r["kpis"][key] is not None]
-    unranked = [r for r in rows if r["kpis"][key] is None]
+    sample = kpi_math.SAMPLE_OF.get(key)
+
+    def ranks(r: dict) -> bool:
+        return r["kpis"][key] is not None and (sample is None or r["samples"][sample] >= min_count)
+
+    ranked = [r for r in rows if ranks(r)]
+    unranked = sorted((r for r in rows if not ranks(r)), key=lambda r: r["unit"]["code"])
     ranked.sort(key=lambda r: r["unit"]["code"])
     ranked.sort(key=lambda r: r["kpis"][key], reverse=descending)
     ranks: list[int | None] = []
@@ -173,6 +195,7 @@ async def ranking(
         "level": level,
         "parent": parent,
         "sort": sort,
+        "min_count": min_count,
         "period": p.as_dict(),
         "as_of": as_of(now, tz),
         "total": len(ordered),
@@ -187,10 +210,12 @@ async def ranking(
 
 def _ranking_row(u: UnitRow, cur_s: Sums, prev_s: Sums) -> dict:
     cur, before = kpi_math.compute(cur_s), kpi_math.compute(prev_s)
-    return {"unit": unit_shape(u), "kpis": cur, "change": kpi_math.change(cur, before)}
+    return {"unit": unit_shape(u), "kpis": cur, "change": kpi_math.change(cur, before), "samples": kpi_math.samples(cur_s)}
 
 
-async def _memo_rows(db: Database, figures: _Figures, members: list[UnitRow], level: str, parent: str | None, spans) -> list[dict]:
+async def _memo_rows(
+    db: Database, figures: _Figures, members: list[UnitRow], level: str, parent: str | None, spans, silent_after_hours: float
+) -> list[dict]:
     """The rows of a ranking, re-reading the stored sums of changed units only.
 
     Change counts are read before the sums: a batch that commits in between shows as a change at
@@ -204,11 +229,13 @@ async def _memo_rows(db: Database, figures: _Figures, members: list[UnitRow], le
             for code in chunk:
                 figures.stored[code] = got.get(code) or [Sums() for _ in spans]
                 figures.changes[code] = changes.get(code, 0)
-        live = await read_sums(session, Scope(level=level, parent=parent), spans, ALL_SECTORS, stored=False)
+        live = await read_sums(
+            session, Scope(level=level, parent=parent), spans, ALL_SECTORS, stored=False, silent_after_hours=silent_after_hours
+        )
     stale_set = set(stale)
     rows = []
     for u in members:
-        now_live = live.get(u.code) or [Sums() for _ in spans]
+        now_live = live[u.code]  # a defaultdict: a unit with no live figure gets the zero (not null) ones
         parts = tuple(live_part(s) for s in now_live)
         if u.code in stale_set or figures.live.get(u.code) != parts or u.code not in figures.rows:
             cur_s, prev_s = (with_live(st, lv) for st, lv in zip(figures.stored[u.code], now_live, strict=True))
@@ -218,7 +245,17 @@ async def _memo_rows(db: Database, figures: _Figures, members: list[UnitRow], le
     return rows
 
 
-async def series(db: Database, registry: Registry, tz: tzinfo, code: str, kpi: str, interval: str, start, end) -> dict:
+async def series(
+    db: Database,
+    registry: Registry,
+    tz: tzinfo,
+    code: str,
+    kpi: str,
+    interval: str,
+    start,
+    end,
+    silent_after_hours: float = DEFAULT_AFTER_HOURS,
+) -> dict:
     """One KPI per interval over [start, end), widened to whole intervals."""
     u = _unit(registry, code)
     if kpi not in kpi_math.KPI_NAMES:
@@ -235,7 +272,7 @@ async def series(db: Database, registry: Registry, tz: tzinfo, code: str, kpi: s
         raise Unprocessable(f"more than {SERIES_MAX_POINTS} points", [{"loc": ["from"], "msg": f"more than {SERIES_MAX_POINTS} points"}])
     scope = _scope_of(registry, code)
     async with db.session() as session:
-        sums = await read_spans(session, scope, [span_for(p, now, tz) for p in spans_p], ALL_SECTORS)
+        sums = await read_spans(session, scope, [span_for(p, now, tz) for p in spans_p], ALL_SECTORS, silent_after_hours=silent_after_hours)
     points = [
         {"start": p.start.isoformat(), "end": p.end.isoformat(), "value": kpi_math.compute(s)[kpi]}
         for p, s in zip(spans_p, sums, strict=True)
@@ -243,7 +280,9 @@ async def series(db: Database, registry: Registry, tz: tzinfo, code: str, kpi: s
     return {"unit": unit_shape(u), "kpi": kpi, "interval": interval, "points": points}
 
 
-async def sectors(db: Database, registry: Registry, tz: tzinfo, code: str, p: Period) -> dict:
+async def sectors(
+    db: Database, registry: Registry, tz: tzinfo, code: str, p: Period, silent_after_hours: float = DEFAULT_AFTER_HOURS
+) -> dict:
     """KPIs split by sector, one item per sector with any non-zero figure."""
     u = _unit(registry, code)
     now = _now()
@@ -253,8 +292,110 @@ async def sectors(db: Database, registry: Registry, tz: tzinfo, code: str, p: Pe
         names = await read_sectors(session, scope, p.start)
         items = []
         for name in sorted(names):
-            (s,) = await read_spans(session, scope, [span], name)
+            (s,) = await read_spans(session, scope, [span], name, silent_after_hours=silent_after_hours)
             figures = kpi_math.compute(s)
-            if any(v for v in figures.values()):
+            if any(v for k, v in figures.items() if k != "silent_units"):  # a unit's silent sources are no sector's figure
                 items.append({"sector": name or None, "kpis": figures})
     return {"unit": unit_shape(u), "period": p.as_dict(), "as_of": as_of(now, tz), "items": items}
+
+
+AT_RISK_MAX_HOURS = 720
+
+
+def parse_within(within: str) -> int:
+    """Hours of an at-risk window such as `48h` (1 to 720); 422 naming `within` otherwise."""
+    hours = int(within[:-1]) if within.endswith("h") and within[:-1].isdigit() else 0
+    if not 1 <= hours <= AT_RISK_MAX_HOURS:
+        raise Unprocessable(
+            f"within must be 1h to {AT_RISK_MAX_HOURS}h", [{"loc": ["within"], "msg": f"expected 1h to {AT_RISK_MAX_HOURS}h, e.g. 48h"}]
+        )
+    return hours
+
+
+def _local_time(dt: datetime | None, tz: tzinfo) -> str | None:
+    return None if dt is None else dt.astimezone(tz).isoformat()
+
+
+async def at_risk(
+    db: Database, registry: Registry, tz: tzinfo, code: str, within: str, include_overdue: bool, limit: int, offset: int
+) -> dict:
+    """Pending dossiers of the unit and every unit below it due within the next `within` hours (with
+    `include_overdue`, also those already overdue), soonest deadline first, ties by unit and dossier."""
+    u = _unit(registry, code)
+    hours = parse_within(within)
+    now = _now()
+    codes = None if code == NATION else tuple(registry.subtree(code))
+    async with db.session() as session:
+        total, rows = await read_at_risk(session, codes, now, now + timedelta(hours=hours), include_overdue, limit, offset)
+    shapes: dict[str, dict] = {}
+    items = []
+    for r in rows:
+        unit = shapes.get(r["unit_code"])
+        if unit is None:
+            row = registry.get(r["unit_code"])
+            unit = shapes[r["unit_code"]] = (
+                unit_shape(row)
+                if row is not None
+                else {"code": r["unit_code"], "name": r["unit_code"], "level": "commune", "kind": None, "parent": None}
+            )
+        due = r["eff_due_at"]
+        items.append(
+            {
+                "unit": unit,
+                "dossier_id": r["dossier_id"],
+                "received_at": _local_time(r["recv_at"], tz),
+                "due_at": _local_time(due, tz),
+                "hours_left": round((due - now).total_seconds() / 3600, 2),
+                "overdue": due < now,
+                "channel": r["channel"],
+                "sector": r["sector"] or None,
+                "procedure_code": r["procedure_code"],
+            }
+        )
+    return {
+        "unit": unit_shape(u),
+        "within": f"{hours}h",
+        "include_overdue": include_overdue,
+        "as_of": as_of(now, tz),
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+        "items": items,
+    }
+
+
+async def silent_units(
+    db: Database,
+    registry: Registry,
+    tz: tzinfo,
+    code: str,
+    limit: int,
+    offset: int,
+    silent_after_hours: float = DEFAULT_AFTER_HOURS,
+    now: datetime | None = None,
+) -> dict:
+    """The silent units at or below a unit (SPEC section 4), longest silent first, then by code."""
+    u = _unit(registry, code)
+    now = now or _now()
+    codes = None if code == NATION else registry.subtree(code)
+    async with db.session() as session:
+        rows = await read_silent_units(session, codes, cut_off(now, silent_after_hours))
+    rows = [(registry.get(c), at) for c, at in rows if registry.get(c) is not None]  # a unit since removed is in no tree
+    items = []
+    for member, last_at in rows[offset : offset + limit]:
+        items.append(
+            {
+                "unit": unit_shape(member),
+                "last_event_at": as_of(last_at, tz),
+                "silent_hours": round((now - last_at).total_seconds() / 3600, 2),
+            }
+        )
+    return {
+        "unit": unit_shape(u),
+        "as_of": as_of(now, tz),
+        "silent_after_hours": float(silent_after_hours),
+        "total": len(rows),
+        "limit": limit,
+        "offset": offset,
+        "items": items,
+    }

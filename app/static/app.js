@@ -10,7 +10,9 @@
   const LANG_STORE = "chiso.lang";
   const WINDOWS = [["7d", "week"], ["30d", "month"], ["90d", "quarter"]];
   const FEW_SETTLED = 10; // below this many settled dossiers a rate is marked as resting on few dossiers
-  const STALE_MIN_BEFORE = 5; // a unit is "silent" with 0 receipts in 7 days after at least this many in the 7 before
+  const MIN_COUNT = 10; // rankings rank only units whose sort KPI rests on at least this many dossiers (min_count)
+  const RISK = ["due_24h", "due_48h", "due_72h"]; // due within 24, 48, 72 hours (SPEC section 4)
+  const RISK_TOP = 10; // units listed in the at-risk panel of the nation or a province
 
   // kind: how to show it; better: +1 higher is better, -1 lower is better, 0 a volume (not judged);
   // point: a figure at one moment (the end of the period, i.e. now), compared with 7, 30, 90 days ago
@@ -25,9 +27,10 @@
     { kpi: "processing_hours_p50", kind: "hours", better: -1 },
   ];
   const KINDS = Object.fromEntries(FIGURES.map((f) => [f.kpi, f.kind]));
-  Object.assign(KINDS, { settlement_rate_766: "rate", overdue_766: "count", withdrawn: "count" });
+  Object.assign(KINDS, { settlement_rate_766: "rate", overdue_766: "count", withdrawn: "count", silent_units: "count" });
+  RISK.forEach((k) => (KINDS[k] = "count"));
   const BETTER = Object.fromEntries(FIGURES.map((f) => [f.kpi, f.better]));
-  Object.assign(BETTER, { settlement_rate_766: 1 });
+  Object.assign(BETTER, { settlement_rate_766: 1, due_24h: -1, due_48h: -1, due_72h: -1, silent_units: -1 });
   const CHART_KPIS = ["on_time_rate", "settlement_rate_766", "online_rate", "received", "overdue"];
 
   const T = {
@@ -127,6 +130,39 @@
         construction: "Xây dựng",
         null: "Không ghi lĩnh vực",
       },
+      risk: "Hồ sơ sắp quá hạn",
+      riskNote:
+        "Hồ sơ đang giải quyết có hạn giải quyết trong 24, 48, 72 giờ tới: sẽ quá hạn nếu không được giải quyết kịp. So sánh với 7 ngày trước.",
+      due: { due_24h: "Đến hạn trong 24 giờ", due_48h: "Đến hạn trong 48 giờ", due_72h: "Đến hạn trong 72 giờ" },
+      riskTop: "Đơn vị có nhiều hồ sơ đến hạn trong 48 giờ tới nhất",
+      riskNone: "Không có hồ sơ nào đến hạn trong 48 giờ tới.",
+      riskList: (n) => `Hồ sơ đến hạn trong 72 giờ tới hoặc đã quá hạn (${n})`,
+      riskListNone: "Không có hồ sơ nào đến hạn trong 72 giờ tới hay đã quá hạn.",
+      riskMore: (shown, n) => `Hiển thị ${shown}/${n} hồ sơ, hạn gần nhất trước.`,
+      colDossier: "Hồ sơ",
+      colChannel: "Kênh nộp",
+      colReceivedAt: "Tiếp nhận",
+      colDueAt: "Hạn giải quyết",
+      colLeft: "Thời gian còn lại",
+      col24: "≤ 24 giờ",
+      col48: "≤ 48 giờ",
+      col72: "≤ 72 giờ",
+      left: (h) => `còn ${h}`,
+      late: (h) => `quá hạn ${h}`,
+      channel: { online: "Trực tuyến", in_person: "Trực tiếp", postal: "Bưu chính" },
+      duration: (d, h) => (d > 0 ? `${d} ngày ${h} giờ` : `${h} giờ`),
+      silentTitle: "Nguồn ngừng gửi dữ liệu",
+      silentNote: (h) =>
+        `Đơn vị thường gửi dữ liệu (có sự kiện trong ít nhất 3 của 14 ngày) nhưng đã không gửi gì hơn ${h} giờ qua; số liệu của đơn vị và các cấp trên có thể chưa đầy đủ.`,
+      silentNone: "Không có đơn vị nào ngừng gửi dữ liệu.",
+      colLastEvent: "Lần gửi cuối",
+      colSilentFor: "Đã ngừng gửi",
+      qSilent: (n) => `${n} đơn vị đã ngừng gửi dữ liệu:`,
+      banner: (n) =>
+        `Số liệu có thể chưa đầy đủ: ${n} đơn vị thuộc phạm vi này đã ngừng gửi dữ liệu (xem “Nguồn ngừng gửi dữ liệu”).`,
+      bannerSelf: "Số liệu có thể chưa đầy đủ: đơn vị này đã ngừng gửi dữ liệu (xem “Nguồn ngừng gửi dữ liệu”).",
+      minCount: `Chỉ xếp hạng đơn vị có ít nhất ${MIN_COUNT} hồ sơ trong kỳ; đơn vị ít hơn đứng cuối, không có hạng.`,
+      fewUnranked: "ít hồ sơ, chưa xếp hạng",
       quality: "Cảnh báo chất lượng dữ liệu",
       qOk: "Không phát hiện vấn đề về dữ liệu trong 30 ngày qua.",
       qOrphans: (n) =>
@@ -134,8 +170,6 @@
       qOrphanSources: "Nhiều nhất tại:",
       qUnclassified: (n) =>
         `${n} hồ sơ đã giải quyết nhưng không rõ hạn giải quyết; không được tính vào tỷ lệ đúng hạn.`,
-      qStale: (n) => `${n} đơn vị không gửi hồ sơ mới nào trong 7 ngày qua, dù 7 ngày trước đó vẫn gửi:`,
-      qSelfStale: "Đơn vị này không gửi hồ sơ mới nào trong 7 ngày qua, dù 7 ngày trước đó vẫn gửi.",
       level: { nation: "Cả nước", province: "Tỉnh, thành phố", commune: "Xã, phường, đặc khu" },
       kind: { xa: "Xã", phuong: "Phường", dac_khu: "Đặc khu" },
       childCount: (n, level) => `${n} ${level === "province" ? "tỉnh, thành phố" : "xã, phường, đặc khu"}`,
@@ -249,14 +283,44 @@
         construction: "Construction",
         null: "No sector given",
       },
+      risk: "Dossiers about to go late",
+      riskNote:
+        "Dossiers in progress whose deadline falls within the next 24, 48, 72 hours: late unless settled in time. Compared with 7 days ago.",
+      due: { due_24h: "Due within 24 hours", due_48h: "Due within 48 hours", due_72h: "Due within 72 hours" },
+      riskTop: "Units with the most dossiers due within 48 hours",
+      riskNone: "No dossier is due within the next 48 hours.",
+      riskList: (n) => `Dossiers due within 72 hours or overdue (${n})`,
+      riskListNone: "No dossier is due within the next 72 hours or overdue.",
+      riskMore: (shown, n) => `Showing ${shown} of ${n} dossiers, soonest deadline first.`,
+      colDossier: "Dossier",
+      colChannel: "Channel",
+      colReceivedAt: "Received",
+      colDueAt: "Deadline",
+      colLeft: "Time left",
+      col24: "≤ 24 h",
+      col48: "≤ 48 h",
+      col72: "≤ 72 h",
+      left: (h) => `${h} left`,
+      late: (h) => `${h} late`,
+      channel: { online: "Online", in_person: "In person", postal: "Postal" },
+      duration: (d, h) => (d > 0 ? `${d} d ${h} h` : `${h} h`),
+      silentTitle: "Sources that stopped sending",
+      silentNote: (h) =>
+        `Units that normally send (events on at least 3 of 14 days) and have sent nothing for more than ${h} hours; their figures and those above them may be incomplete.`,
+      silentNone: "No unit has stopped sending.",
+      colLastEvent: "Last sent",
+      colSilentFor: "Silent for",
+      qSilent: (n) => `${n} units have stopped sending:`,
+      banner: (n) => `Figures may be incomplete: ${n} units in this area have stopped sending (see “Sources that stopped sending”).`,
+      bannerSelf: "Figures may be incomplete: this unit has stopped sending (see “Sources that stopped sending”).",
+      minCount: `Only units with at least ${MIN_COUNT} dossiers in the period are ranked; the others come last, unranked.`,
+      fewUnranked: "few dossiers, unranked",
       quality: "Data quality warnings",
       qOk: "No data problem found in the last 30 days.",
       qOrphans: (n) =>
         `${n} events in the last 30 days belong to dossiers whose receipt was never sent (or not yet).`,
       qOrphanSources: "Mostly from:",
       qUnclassified: (n) => `${n} settled dossiers have no known deadline; they are left out of the on-time rate.`,
-      qStale: (n) => `${n} units sent no new dossier in the last 7 days, although they did in the 7 days before:`,
-      qSelfStale: "This unit sent no new dossier in the last 7 days, although it did in the 7 days before.",
       level: { nation: "Nation", province: "Province", commune: "Commune" },
       kind: { xa: "Commune", phuong: "Ward", dac_khu: "Special zone" },
       childCount: (n, level) => `${n} ${level === "province" ? "provinces" : "communes, wards and special zones"}`,
@@ -354,6 +418,8 @@
   const kpisUrl = (code, window) => `api/v1/units/${encodeURIComponent(code)}/kpis?${q({ window })}`;
   const rankUrl = (params) => `api/v1/rankings?${q(params)}`;
   const seriesUrl = (code, kpi) => `api/v1/units/${encodeURIComponent(code)}/series?${q({ kpi, interval: "week" })}`;
+  const silentUrl = (code) => `api/v1/units/${encodeURIComponent(code)}/silent?${q({ limit: 100 })}`;
+  const atRiskUrl = (code) => `api/v1/units/${encodeURIComponent(code)}/at-risk?${q({ within: "72h", include_overdue: "true", limit: 100 })}`;
 
   // ---- loading ----------------------------------------------------------------------------
 
@@ -370,7 +436,7 @@
         api(kpisUrl(code, "7d")),
         api(kpisUrl(code, "30d")),
         api(kpisUrl(code, "90d")),
-        api(rankUrl({ level: ctx.childLevel, parent: ctx.rankParent, window: state.window, sort: state.sort, limit: 5000 })),
+        api(rankUrl({ level: ctx.childLevel, parent: ctx.rankParent, window: state.window, sort: state.sort, limit: 5000, min_count: MIN_COUNT })),
       ]);
       if (seq !== state.loadSeq) return; // the user went elsewhere meanwhile
       if (!state.view || state.view.code !== code) state.view = { code };
@@ -420,6 +486,7 @@
   }
 
   function loadSides(code, ctx) {
+    // a panel whose answer fails (or that an older server does not have) is left out quietly
     const side = (name, url, maxAge, draw) =>
       api(url, maxAge)
         .then((data) => {
@@ -428,18 +495,31 @@
           draw(state.view);
         })
         .catch((err) => {
-          if (err instanceof AuthError) askForKey(err.status);
+          if (err instanceof AuthError) {
+            askForKey(err.status);
+            return;
+          }
+          if (!state.view || state.view.code !== code) return;
+          state.view[name] = null;
+          draw(state.view);
         });
+    side("silent", silentUrl(code), SIDE_MS, (v) => {
+      renderSilent(v);
+      renderQuality(v);
+    });
+    if (ctx.level === "commune") side("riskList", atRiskUrl(code), SIDE_MS, renderRisk);
+    else {
+      const top = { level: ctx.childLevel, parent: ctx.rankParent, window: "7d", sort: "-due_48h", limit: RISK_TOP, min_count: MIN_COUNT };
+      side("riskTop", rankUrl(top), SIDE_MS, renderRisk);
+    }
     side("series", seriesUrl(code, state.chartKpi), SLOW_MS, renderChart);
     if (ctx.compareWith) side("parentSeries", seriesUrl(ctx.compareWith, state.chartKpi), SLOW_MS, renderChart);
     side("sectors", `api/v1/units/${encodeURIComponent(code)}/sectors?window=30d`, SIDE_MS, renderSectors);
     if (ctx.level !== "commune") {
-      const recent = { level: ctx.childLevel, parent: ctx.rankParent, window: "7d", sort: "-received", limit: 5000 };
-      side("recent", rankUrl(recent), SIDE_MS, renderQuality);
       const orphans = { level: "commune", parent: ctx.rankParent, window: "30d", sort: "-orphans", limit: 5 };
       side("orphanSources", rankUrl(orphans), SIDE_MS, renderQuality);
     } else {
-      const siblings = { level: "commune", parent: ctx.province, window: "30d", sort: "-on_time_rate", limit: 5000 };
+      const siblings = { level: "commune", parent: ctx.province, window: "30d", sort: "-on_time_rate", limit: 5000, min_count: MIN_COUNT };
       side("provinceRank", rankUrl(siblings), SIDE_MS, renderHead);
     }
   }
@@ -557,6 +637,9 @@
     if (!v) return;
     renderHead(v);
     renderFigures(v);
+    renderBanner(v);
+    renderRisk(v);
+    renderSilent(v);
     renderQuality(v);
     renderRanking(v);
     renderChart(v);
@@ -646,24 +729,19 @@
       items.push(["orphans", li]);
     }
     if (k.resolved_unclassified > 0) items.push(["unclassified", esc(t("qUnclassified")(fmt(k.resolved_unclassified, "count")))]);
-    if (v.unit.level === "commune") {
-      const r7 = v.k7.kpis.received;
-      const before = v.k7.previous.kpis.received;
-      if (r7 === 0 && before >= STALE_MIN_BEFORE) items.push(["stale", esc(t("qSelfStale"))]);
-    } else if (v.recent) {
-      const silent = v.recent.items.filter(
-        (r) => r.kpis.received === 0 && r.change.received !== null && -r.change.received >= STALE_MIN_BEFORE,
-      );
-      if (silent.length) {
-        items.push([
-          "stale",
-          `${esc(t("qStale")(silent.length))} ${silent
-            .map((r) => `<a href="#/u/${esc(r.unit.code)}">${esc(r.unit.name)}</a>`)
-            .join(", ")}.`,
-        ]);
-      }
+    const silent = v.silent?.items || [];
+    if (v.silent && v.silent.total > 0) {
+      items.push([
+        "silent",
+        v.unit.level === "commune"
+          ? esc(t("bannerSelf"))
+          : `${esc(t("qSilent")(fmt(v.silent.total, "count")))} ${silent
+              .slice(0, 20)
+              .map((it) => `<a href="#/u/${esc(it.unit.code)}">${esc(it.unit.name)}</a>`)
+              .join(", ")}${v.silent.total > 20 ? ", …" : "."}`,
+      ]);
     }
-    const pending = v.unit.level !== "commune" && (v.recent === undefined || v.orphanSources === undefined);
+    const pending = v.silent === undefined || (v.unit.level !== "commune" && v.orphanSources === undefined);
     if (pending && !items.length) {
       $("quality").innerHTML = `<li class="loading" data-warning="loading">${esc(t("loading"))}</li>`;
       return;
@@ -671,6 +749,125 @@
     $("quality").innerHTML = items.length
       ? items.map(([kind, html]) => `<li class="warn" data-warning="${kind}"><span class="icon" aria-hidden="true">⚠</span><span>${html}</span></li>`).join("")
       : `<li class="ok" data-warning="none"><span class="icon" aria-hidden="true">✓</span><span>${esc(t("qOk"))}</span></li>`;
+  }
+
+  // ---- early warning: silent sources and dossiers about to go late -------------------------
+
+  function durationText(hours) {
+    const d = Math.floor(hours / 24);
+    return t("duration")(d, nf(0).format(Math.floor(hours - d * 24)));
+  }
+
+  function shortTime(iso) {
+    const m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}:\d{2})/.exec(iso || "");
+    return m ? `${m[4]} ${m[3]}/${m[2]}/${m[1]}` : iso || "—";
+  }
+
+  // a banner on a unit whose figures may be incomplete: sources at or below it are silent
+  function renderBanner(v) {
+    const n = v.k7?.kpis?.silent_units;
+    const el = $("silent-banner");
+    if (typeof n !== "number" || n <= 0) {
+      el.hidden = true;
+      el.innerHTML = "";
+      return;
+    }
+    const self = v.unit.level === "commune";
+    el.innerHTML = `<span class="icon" aria-hidden="true">⚠</span> <span>${esc(self ? t("bannerSelf") : t("banner")(fmt(n, "count")))}</span>`;
+    el.dataset.silent = String(n);
+    el.hidden = false;
+  }
+
+  // counts due within 24/48/72 h now against 7 days ago; the top units (nation, province) or the
+  // list of a commune's dossiers with their deadlines
+  function renderRisk(v) {
+    const k = v.k7;
+    const have = k && RISK.every((r) => typeof k.kpis[r] === "number");
+    $("risk-counts").innerHTML = have
+      ? RISK.map((r) => {
+          const before = k.previous.kpis[r];
+          return `<article class="fig point" data-kpi="${r}"><h3>${esc(t("due")[r])}</h3>
+          <p class="now"><span class="val" data-raw="${k.kpis[r]}">${esc(fmt(k.kpis[r], "count"))}</span> <small>${esc(t("rightNow"))}</small></p>
+          <table><tbody><tr data-window="7d"><th scope="row">${esc(t("ago7d"))}</th><td class="prev" data-raw="${before ?? ""}">${esc(
+            fmt(before, "count"),
+          )}</td><td>${changeCell(k.change[r], before, r)}</td></tr></tbody></table></article>`;
+        }).join("")
+      : "";
+    const list = v.unit.level === "commune" ? v.riskList : v.riskTop;
+    $("risk-panel").hidden = !have && !list;
+    const title = $("risk-list-title");
+    if (!list) {
+      title.textContent = "";
+      $("risk-list").innerHTML = list === undefined ? `<tbody><tr><td class="empty">${esc(t("loading"))}</td></tr></tbody>` : "";
+      return;
+    }
+    if (v.unit.level === "commune") {
+      title.textContent = t("riskList")(fmt(list.total, "count"));
+      const names = t("sector");
+      const rows = list.items
+        .map((it) => {
+          const h = Math.abs(it.hours_left);
+          const left = it.overdue ? t("late")(durationText(h)) : t("left")(durationText(h));
+          return `<tr data-dossier="${esc(it.dossier_id)}" class="${it.overdue ? "overdue" : it.hours_left < 24 ? "soon" : ""}">
+            <td class="name">${esc(it.dossier_id)}</td>
+            <td class="wide">${esc(it.sector === null ? names.null : names[it.sector] || it.sector)}</td>
+            <td class="wide">${esc(shortTime(it.received_at))}</td>
+            <td data-raw="${esc(it.due_at)}">${esc(shortTime(it.due_at))}</td>
+            <td class="num left" data-raw="${it.hours_left}">${esc(left)}</td>
+            <td class="wide">${esc(t("channel")[it.channel] || it.channel || "—")}</td></tr>`;
+        })
+        .join("");
+      const head = `<thead><tr><th scope="col">${esc(t("colDossier"))}</th><th scope="col" class="wide">${esc(t("colSector"))}</th>
+        <th scope="col" class="wide">${esc(t("colReceivedAt"))}</th><th scope="col">${esc(t("colDueAt"))}</th>
+        <th scope="col" class="num">${esc(t("colLeft"))}</th><th scope="col" class="wide">${esc(t("colChannel"))}</th></tr></thead>`;
+      const more = list.total > list.items.length ? `<caption>${esc(t("riskMore")(list.items.length, list.total))}</caption>` : "";
+      $("risk-list").innerHTML = rows
+        ? more + head + `<tbody>${rows}</tbody>`
+        : `<tbody><tr><td class="empty" data-risk="none">${esc(t("riskListNone"))}</td></tr></tbody>`;
+      return;
+    }
+    title.textContent = t("riskTop");
+    const items = list.items.filter((it) => it.kpis.due_48h > 0);
+    const rows = items
+      .map(
+        (it) => `<tr data-code="${esc(it.unit.code)}"><td class="rank">${it.rank ?? "—"}</td>
+          <td class="name"><a href="#/u/${esc(it.unit.code)}">${esc(it.unit.name)}</a></td>
+          <td class="num" data-kpi="due_24h">${esc(fmt(it.kpis.due_24h, "count"))}</td>
+          <td class="num" data-kpi="due_48h">${esc(fmt(it.kpis.due_48h, "count"))}</td>
+          <td class="num" data-kpi="due_72h">${esc(fmt(it.kpis.due_72h, "count"))}</td>
+          <td class="num wide" data-kpi="overdue">${esc(fmt(it.kpis.overdue, "count"))}</td></tr>`,
+      )
+      .join("");
+    const head = `<thead><tr><th class="rank" scope="col">${esc(t("colRank"))}</th><th scope="col">${esc(t("colUnit"))}</th>
+      <th scope="col" class="num">${esc(t("col24"))}</th><th scope="col" class="num sorted">${esc(t("col48"))}</th>
+      <th scope="col" class="num">${esc(t("col72"))}</th><th scope="col" class="num wide">${esc(t("colOverdue"))}</th></tr></thead>`;
+    $("risk-list").innerHTML = rows
+      ? head + `<tbody>${rows}</tbody>`
+      : `<tbody><tr><td class="empty" data-risk="none">${esc(t("riskNone"))}</td></tr></tbody>`;
+  }
+
+  // the silent units at or below the unit, longest silent first, with how long
+  function renderSilent(v) {
+    const s = v.silent;
+    const note = $("silent-note");
+    if (!s) {
+      note.textContent = s === null ? "" : t("loading");
+      $("silent-list").innerHTML = "";
+      return;
+    }
+    note.textContent = t("silentNote")(nf(0).format(s.silent_after_hours));
+    const rows = s.items
+      .map(
+        (it) => `<tr data-code="${esc(it.unit.code)}"><td class="name"><a href="#/u/${esc(it.unit.code)}">${esc(unitLabel(it.unit))}</a></td>
+          <td>${esc(shortTime(it.last_event_at))}</td>
+          <td class="num" data-raw="${it.silent_hours}">${esc(durationText(it.silent_hours))}</td></tr>`,
+      )
+      .join("");
+    $("silent-list").innerHTML = rows
+      ? `<thead><tr><th scope="col">${esc(t("colUnit"))}</th><th scope="col">${esc(t("colLastEvent"))}</th><th scope="col" class="num">${esc(
+          t("colSilentFor"),
+        )}</th></tr></thead><tbody>${rows}</tbody>`
+      : `<tbody><tr><td class="empty" data-silent="none">${esc(t("silentNone"))}</td></tr></tbody>`;
   }
 
   function renderRanking(v) {
@@ -685,7 +882,7 @@
       if (p) title += ` ${t("rankingIn")} ${p.name}`;
     }
     $("ranking-title").textContent = title;
-    $("ranking-note").textContent = t("rankNote")(t("kpi")[sortKpi].toLowerCase(), wLabel);
+    $("ranking-note").textContent = `${t("rankNote")(t("kpi")[sortKpi].toLowerCase(), wLabel)} ${t("minCount")}`;
     const f = fold(state.filter.trim());
     const rows = r.items.filter((it) => !f || fold(it.unit.name).includes(f) || it.unit.code.includes(f));
     const head = `<thead><tr>
@@ -704,10 +901,15 @@
         const pct = k.on_time_rate === null ? 0 : Math.round(k.on_time_rate * 100);
         const settled = k.resolved_early + k.resolved_on_time + k.resolved_late;
         const few = it.rank !== null && settled < FEW_SETTLED;
+        const unranked = it.rank === null && k[sortKpi] !== null; // fewer than MIN_COUNT dossiers behind the figure
         return `<tr data-code="${esc(it.unit.code)}" class="row${cur}${nodata}${few ? " few" : ""}">
           <td class="rank">${it.rank ?? "—"}</td>
           <td class="name"><a href="#/u/${esc(it.unit.code)}">${esc(it.unit.name)}</a>${
-            it.rank === null ? ` <small>${esc(t("noData"))}</small>` : few ? ` <small title="${esc(t("fewTitle")(settled))}">${esc(t("few"))}</small>` : ""
+            unranked
+              ? ` <small class="unranked">${esc(t("fewUnranked"))}</small>`
+              : it.rank === null
+                ? ` <small>${esc(t("noData"))}</small>`
+                : few ? ` <small title="${esc(t("fewTitle")(settled))}">${esc(t("few"))}</small>` : ""
           }</td>
           <td class="num${sortKpi === "on_time_rate" ? "" : " wide"}" data-raw="${k.on_time_rate ?? ""}"><span class="meter"><span class="meter-fill" style="width:${pct}%"></span></span>${esc(
             fmt(k.on_time_rate, "rate"),

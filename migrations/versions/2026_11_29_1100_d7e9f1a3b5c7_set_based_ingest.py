@@ -9,7 +9,7 @@ one model: the test suite runs every reference and property test on both stores,
 `chiso kpis verify` compares what this function stored with a Python rebuild from the event log.
 
 Revision ID: d7e9f1a3b5c7
-Revises: c3e5f7a9b1d2
+Revises: f2b3c4d5e6f7
 Create Date: 2026-11-29 11:00:00
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "d7e9f1a3b5c7"
-down_revision: str | None = "c3e5f7a9b1d2"
+down_revision: str | None = "f2b3c4d5e6f7"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -194,7 +194,7 @@ BEGIN
   -- 4. contributions (app.aggregates.contrib.Delta.add), new minus old: first per unit, own sector,
   -- day and counter; then the all-sector rows ('*') as a grouping set; then one row per key
   WITH c AS (
-    SELECT s.unit_code, s.sector, s.sign, s.recv_at IS NOT NULL AS has_recv, s.channel, s.ok_766, s.term,
+    SELECT s.unit_code, s.sector, s.sign, s.recv_at, s.end_at, s.recv_at IS NOT NULL AS has_recv, s.channel, s.ok_766, s.term,
       s.event_days, s.eff_due_at IS NOT NULL AS has_due, s.end_at IS NOT NULL AS has_end,
       (s.recv_at AT TIME ZONE p_tz)::date AS rday,
       (s.end_at AT TIME ZONE p_tz)::date AS eday,
@@ -205,7 +205,10 @@ BEGIN
       (s.ignored_at AT TIME ZONE p_tz)::date AS ig_day,
       s.end_at <= s.eff_due_at AS final_ok,
       s.end_at > s.eff_due_at AS late,
-      trunc(extract(epoch FROM (s.end_at - s.recv_at)) * 1000)::bigint AS ms
+      trunc(extract(epoch FROM (s.end_at - s.recv_at)) * 1000)::bigint AS ms,
+      ((s.eff_due_at AT TIME ZONE p_tz)::date::timestamp AT TIME ZONE p_tz) AS m0,
+      (((s.eff_due_at AT TIME ZONE p_tz)::date - 1)::timestamp AT TIME ZONE p_tz) AS m1,
+      (((s.eff_due_at AT TIME ZONE p_tz)::date - 2)::timestamp AT TIME ZONE p_tz) AS m2
     FROM chiso_st s
   ),
   bumps AS (
@@ -219,6 +222,10 @@ BEGIN
       (CASE WHEN c.has_recv AND c.has_end THEN c.pout_day END, 'p_out', 1),
       (CASE WHEN c.has_recv AND c.has_due THEN c.oin_day END, 'o_in', 1),
       (CASE WHEN c.has_recv AND c.has_due AND c.has_end THEN c.oout_day END, 'o_out', 1),
+      -- due soon at the midnights starting the deadline's day and the two before: pending then
+      (CASE WHEN c.has_recv AND c.has_due AND c.recv_at < c.m0 AND (NOT c.has_end OR c.end_at >= c.m0) THEN c.dday END, 'due_c0', 1),
+      (CASE WHEN c.has_recv AND c.has_due AND c.recv_at < c.m1 AND (NOT c.has_end OR c.end_at >= c.m1) THEN c.dday END, 'due_c1', 1),
+      (CASE WHEN c.has_recv AND c.has_due AND c.recv_at < c.m2 AND (NOT c.has_end OR c.end_at >= c.m2) THEN c.dday END, 'due_c2', 1),
       (CASE WHEN NOT c.has_recv THEN c.ig_day END, 'orphans', -1),
       (CASE WHEN c.term = 'withdrawn' THEN c.eday END, 'withdrawn', 1),
       (CASE WHEN c.term = 'resolved' THEN c.eday END,
@@ -335,7 +342,9 @@ BEGIN
   -- a deadline moved (receipt known) changes today's figures at now and the receipt's periods
   INSERT INTO export_dirty AS u (unit_code, day, gen)
   SELECT x.unit_code, min(x.day), 1 FROM (
-    SELECT d.unit_code, d.day FROM chiso_dday d
+    -- the due-soon counters of deadline day D are end-of-day figures of days D - 3 to D - 1
+    SELECT d.unit_code, CASE WHEN coalesce(d.due_c0, 0) <> 0 OR coalesce(d.due_c1, 0) <> 0 OR coalesce(d.due_c2, 0) <> 0
+                             THEN d.day - 3 ELSE d.day END FROM chiso_dday d
     UNION ALL SELECT h.unit_code, h.day FROM chiso_dhist h
     UNION ALL SELECT c.unit_code, c.recv_day FROM chiso_ddue c
     UNION ALL SELECT n.unit_code, (n.recv_at AT TIME ZONE p_tz)::date
@@ -345,6 +354,19 @@ BEGIN
   ON CONFLICT (unit_code) DO UPDATE SET day = least(u.day, excluded.day), gen = u.gen + 1;
 
   PERFORM set_config('enable_nestloop', 'on', true);
+
+  -- silent sources (app.aggregates.silent.record_accepted): the last acceptance per unit, and
+  -- the local days its accepted events are dated on
+  INSERT INTO unit_source AS u (unit_code, last_at, last_day, window_from)
+  SELECT x.unit_code, x.at, (x.at AT TIME ZONE p_tz)::date, (x.at AT TIME ZONE p_tz)::date - 13
+  FROM (SELECT n.unit_code, max(n.ingested_at) AS at FROM chiso_new n GROUP BY 1) x ORDER BY 1
+  ON CONFLICT (unit_code) DO UPDATE SET
+    last_at = CASE WHEN excluded.last_at > u.last_at THEN excluded.last_at ELSE u.last_at END,
+    last_day = CASE WHEN excluded.last_at > u.last_at THEN excluded.last_day ELSE u.last_day END,
+    window_from = CASE WHEN excluded.last_at > u.last_at THEN excluded.window_from ELSE u.window_from END;
+  INSERT INTO unit_event_day (unit_code, day)
+  SELECT DISTINCT n.unit_code, (n.occurred_at AT TIME ZONE p_tz)::date FROM chiso_new n ORDER BY 1, 2
+  ON CONFLICT DO NOTHING;
 
   -- 7. last, so that the hot row is held only for the commit: one slot of the data version
   INSERT INTO node_meta AS m (name, value) VALUES ('data_version.' || floor(random() * 16)::int, 1)
@@ -441,6 +463,9 @@ DAY = (
     "p_out",
     "o_in",
     "o_out",
+    "due_c0",
+    "due_c1",
+    "due_c2",
 )
 TOT = ("p_in", "p_out", "o_in", "o_out")
 

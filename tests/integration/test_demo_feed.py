@@ -27,6 +27,12 @@ async def test_backfill_goes_through_ingest_and_shows_in_the_kpis(fresh_service)
     rated = [it["kpis"]["on_time_rate"] for it in ranking["items"] if it["kpis"]["on_time_rate"] is not None]
     assert len(rated) >= 20 and len(set(rated)) > 5  # provinces differ
 
+    # the silent sources were accepted as they sent, until they stopped nine days ago: silent now
+    silent = (await fresh_service.get("/api/v1/units/VN/silent", token)).json()
+    assert sorted(it["unit"]["code"] for it in silent["items"]) == sorted(stats["stale_units"])
+    assert all(8 * 24 < it["silent_hours"] < 10 * 24 for it in silent["items"])
+    assert k["silent_units"] == len(stats["stale_units"]) == 3
+
 
 async def test_the_volume_fits_the_time_budget(fresh_service):
     settings = settings_for(fresh_service.url)

@@ -34,6 +34,9 @@ def assert_matches(answer: dict, expected: dict, where: str) -> None:
         "overdue",
         "orphans",
         "overdue_766",
+        "due_24h",
+        "due_48h",
+        "due_72h",
     ]
     for k in exact:
         assert answer[k] == expected[k], f"{where}: {k} {answer[k]} != {expected[k]}"

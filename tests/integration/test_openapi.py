@@ -22,6 +22,7 @@ from app.api.schemas import EVENT_EXAMPLES, KPI_DOCS
 from app.export.exporter import Exporter, snapshot_body
 from app.export.signing import sign
 from app.scoring.kpis import KPI_NAMES
+from tests.integration.test_silent import Feed, on_days
 from tests.openapi_check import Conformance, NonConformingAnswer
 
 SECRET = "conformance-secret"
@@ -131,7 +132,7 @@ async def test_the_document_describes_every_endpoint(make_service):
     assert schemas["EventBatch"]["properties"]["events"]["items"] == {"$ref": "#/components/schemas/Event"}
     assert "HTTPValidationError" not in schemas
     ops = {(m, p): op for p, o in spec["paths"].items() for m, op in o.items()}
-    assert len(ops) == 12
+    assert len(ops) == 14  # 12 + GET /units/{code}/at-risk + GET /units/{code}/silent
     for (method, path), op in ops.items():
         where = f"{method} {path}"
         assert op.get("summary") and op.get("description"), where
@@ -241,6 +242,21 @@ async def test_every_answer_matches_the_document(pair):
         await get("/api/v1/units", token="chiso_not-a-key", status=401)
         await get("/api/v1/units", token=ingest, status=403)
         await get("/api/v1/units", token=admin)
+
+        # --- silent sources: a commune of Huế that sent on three days and stopped three days ago
+        quiet = sorted(u.code for u in registry.at_level("commune", "46"))[1]
+        await Feed(node).send(quiet, on_days(now - timedelta(hours=72), 0, 1, 2), now - timedelta(hours=72))
+        assert (await get("/api/v1/units/46/silent")).json()["items"][0]["unit"]["code"] == quiet
+        await get("/api/v1/units/VN/silent", limit=1, offset=1)
+        await get(f"/api/v1/units/{unit}/silent")
+        await get("/api/v1/units/99999/silent", status=404)
+        await get("/api/v1/units/46/silent", limit=5001, status=422)
+        await get("/api/v1/units/46/silent", token=ingest, status=403)
+        # --- the at-risk list (the lifecycle's dossiers are settled: an empty page is an answer too)
+        await get("/api/v1/units/46/at-risk", within="72h", include_overdue="true")
+        await get("/api/v1/units/VN/at-risk", limit=1, offset=1)
+        await get("/api/v1/units/99999/at-risk", status=404)
+        await get("/api/v1/units/46/at-risk", within="0h", status=422)
 
         # --- KPI reads, every period kind, the cache (ETag/304) included
         for code in ("VN", "46", unit):

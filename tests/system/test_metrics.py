@@ -178,6 +178,13 @@ async def _load(svc, tag: str, count: int = 4) -> Batches:
 async def test_gauges_equal_the_read_api(make_service, no_cache):
     async with make_service(public_read=True) as svc:
         data = await _load(svc, "inproc")
+        now = datetime.now(UTC)
+        soon = [  # due within 48 h: two in the province (one in a commune of it), one in another province
+            {"event_id": f"soon-{i}", "type": "received", "dossier_id": f"soon-{i}", "unit_code": unit, "channel": "online",
+             "occurred_at": (now - timedelta(hours=1)).isoformat(), "due_at": (now + timedelta(hours=30 + i)).isoformat()}
+            for i, unit in enumerate((PROVINCE, COMMUNE, OTHER_PROVINCE))
+        ]  # fmt: skip
+        assert (await svc.post(soon, await svc.key("ingest", "VN"))).status_code == 202
         text = await _scrape(svc)
         parsed = samples(text)
         for code in ("VN", PROVINCE, OTHER_PROVINCE, QUIET_PROVINCE):
@@ -188,7 +195,8 @@ async def test_gauges_equal_the_read_api(make_service, no_cache):
             for metric, kpi, _ in gauges.CURRENT:
                 assert gauge(parsed, metric, unit=code) == answer[kpi], (metric, code)
         assert gauge(parsed, "chiso_on_time_ratio", unit=PROVINCE, window="30d") == expected_on_time(data.resolved[PROVINCE])
-        assert gauge(parsed, "chiso_overdue_dossiers", unit=PROVINCE) == 4
+        assert gauge(parsed, "chiso_overdue_dossiers", unit=PROVINCE) == gauge(parsed, "chiso_overdue", unit=PROVINCE) == 4
+        assert gauge(parsed, "chiso_due_48h", unit=PROVINCE) >= 2 and gauge(parsed, "chiso_due_48h", unit="VN") >= 3
         # Null KPIs are absent, counts are 0.
         assert gauge(parsed, "chiso_on_time_ratio", unit=QUIET_PROVINCE, window="30d") is None
         assert gauge(parsed, "chiso_pending_dossiers", unit=QUIET_PROVINCE) == 0

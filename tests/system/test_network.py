@@ -130,7 +130,8 @@ async def converge(sub_get, nat_get, units, timeout: float = 30.0) -> float:
 
 
 def pending_soon(rng: random.Random, units: list[str], n: int, tag: str) -> list[dict]:
-    """Dossiers received an hour ago whose deadlines pass within the next seconds."""
+    """Dossiers received an hour ago whose deadlines pass, or enter the 24, 48 or 72 h due-soon
+    window, within the next seconds."""
     now = datetime.now(UTC)
     return [
         {
@@ -140,7 +141,7 @@ def pending_soon(rng: random.Random, units: list[str], n: int, tag: str) -> list
             "unit_code": rng.choice(units),
             "occurred_at": (now - timedelta(hours=1)).isoformat(),
             "channel": "online",
-            "due_at": (now + timedelta(seconds=rng.uniform(3, 6))).isoformat(),
+            "due_at": (now + timedelta(hours=rng.choice((0, 24, 48, 72)), seconds=rng.uniform(3, 6))).isoformat(),
         }
         for i in range(n)
     ]
@@ -169,7 +170,7 @@ async def test_province_to_national(nodes, tmp_path):
         first, late = events[: len(events) * 2 // 3], events[len(events) * 2 // 3 :]
         await post(first + pending_soon(rng, units, 15, "soon-a"))
         await converge(sub_get, nat_get, units[:3])
-        await asyncio.sleep(6)  # the deadlines pass, with no event: today's overdue changes
+        await asyncio.sleep(6)  # the deadlines pass or come within 24/48/72 h, with no event: today's overdue and due soon change
         await converge(sub_get, nat_get, units[:3])
 
         # The national node goes away; the province keeps ingesting (late events, corrections, duplicates).

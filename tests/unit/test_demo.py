@@ -152,6 +152,38 @@ def test_problem_sources(sim, events):
             assert datetime.fromisoformat(e["occurred_at"]) < silent_since
 
 
+def test_backlogged_communes_have_dossiers_about_to_go_late(sim, dossiers):
+    """Open dossiers at now whose deadline is within 24, 48, 72 hours, and some already overdue."""
+    assert len(sim.at_risk_units) == 6
+    assert not set(sim.at_risk_units) & (set(sim.stale_units) | set(sim.flaky_units))
+    bins = Counter()
+    for (unit, _), state in dossiers.items():
+        if unit not in sim.at_risk_units or state.recv_at is None or state.terminal() is not None:
+            continue
+        hours = (state.effective_due() - NOW).total_seconds() / 3600
+        bins["overdue" if hours < 0 else "24h" if hours < 24 else "48h" if hours < 48 else "72h" if hours < 72 else "later"] += 1
+    for unit_bin in ("overdue", "24h", "48h", "72h"):
+        assert bins[unit_bin] >= 6, bins  # about 12 per bin over the six communes
+
+
+def test_silent_sources_are_replayed_as_they_sent_before_they_stopped(sim, events):
+    current, replayed = sim.acceptance(events)
+    stale = set(sim.stale_units)
+    assert {e["unit_code"] for e in current} & stale == set()
+    assert {e["unit_code"] for _, group in replayed for e in group} == stale
+    assert len(current) + sum(len(g) for _, g in replayed) == len(events)
+    times = [at for at, _ in replayed]
+    assert times == sorted(times) and times[-1] < NOW - timedelta(days=8)  # stopped more than 48 h ago
+    for at, group in replayed:
+        occurred = [datetime.fromisoformat(e["occurred_at"]) for e in group]
+        assert max(occurred) <= at <= max(occurred) + timedelta(minutes=5)  # accepted as they happened
+    # each sent on most of the 14 days up to its last acceptance (3 of 14 make a silent source)
+    last_day = times[-1].astimezone(TZ).date()
+    for unit in stale:
+        days = {datetime.fromisoformat(e["occurred_at"]).astimezone(TZ).date() for _, g in replayed for e in g if e["unit_code"] == unit}
+        assert len({d for d in days if last_day - timedelta(days=13) <= d <= last_day}) >= 3, unit
+
+
 def test_live_stream_runs_at_the_rate_with_valid_events(communes):
     live = Simulator(communes, TZ, DemoConfig(days=20, per_commune_per_day=0.01, rate=5.0, seed=3))
     for _ in live.backfill():
