@@ -157,7 +157,7 @@ class Service:
 async def start_service(url: str, **overrides) -> AsyncIterator[Service]:
     settings = test_settings(url, **overrides)
     app = create_app(settings)
-    async with LifespanManager(app):
+    async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60):  # a loaded CI machine can be slow
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://chiso.test") as client:
             # strict: the request whose answer the OpenAPI document does not describe raises in the test
