@@ -191,8 +191,8 @@ BEGIN
   DELETE FROM chiso_st s WHERE s.sign = 0;
   PERFORM set_config('enable_nestloop', 'off', true);
 
-  -- 4. contributions (app.aggregates.contrib.Delta.add), new minus old: first per unit, own sector,
-  -- day and counter; then the all-sector rows ('*') as a grouping set; then one row per key
+  -- 4. contributions (app.aggregates.contrib.Delta.add), new minus old, per unit, own sector and
+  -- day, and the all-sector rows ('*') as a grouping set
   WITH c AS (
     SELECT s.unit_code, s.sector, s.sign, s.recv_at, s.end_at, s.recv_at IS NOT NULL AS has_recv, s.channel, s.ok_766, s.term,
       s.event_days, s.eff_due_at IS NOT NULL AS has_due, s.end_at IS NOT NULL AS has_end,
@@ -211,46 +211,19 @@ BEGIN
       (((s.eff_due_at AT TIME ZONE p_tz)::date - 2)::timestamp AT TIME ZONE p_tz) AS m2
     FROM chiso_st s
   ),
-  bumps AS (
-    SELECT c.unit_code, c.sector, v.day, v.name, c.sign * v.n AS n
-    FROM c CROSS JOIN LATERAL (VALUES
-      (CASE WHEN c.has_recv THEN c.rday END, 'received', 1::bigint),
-      (CASE WHEN c.has_recv THEN c.rday END, 'p_in', 1),
-      (CASE WHEN c.has_recv THEN c.rday END, 'c_size', 1),
-      (CASE WHEN c.has_recv AND c.channel = 'online' THEN c.rday END, 'received_online', 1),
-      (CASE WHEN c.has_recv AND c.ok_766 AND c.has_end AND c.final_ok THEN c.rday END, 'c_final_ok', 1),
-      (CASE WHEN c.has_recv AND c.has_end THEN c.pout_day END, 'p_out', 1),
-      (CASE WHEN c.has_recv AND c.has_due THEN c.oin_day END, 'o_in', 1),
-      (CASE WHEN c.has_recv AND c.has_due AND c.has_end THEN c.oout_day END, 'o_out', 1),
-      -- due soon at the midnights starting the deadline's day and the two before: pending then
-      (CASE WHEN c.has_recv AND c.has_due AND c.recv_at < c.m0 AND (NOT c.has_end OR c.end_at >= c.m0) THEN c.dday END, 'due_c0', 1),
-      (CASE WHEN c.has_recv AND c.has_due AND c.recv_at < c.m1 AND (NOT c.has_end OR c.end_at >= c.m1) THEN c.dday END, 'due_c1', 1),
-      (CASE WHEN c.has_recv AND c.has_due AND c.recv_at < c.m2 AND (NOT c.has_end OR c.end_at >= c.m2) THEN c.dday END, 'due_c2', 1),
-      (CASE WHEN NOT c.has_recv THEN c.ig_day END, 'orphans', -1),
-      (CASE WHEN c.term = 'withdrawn' THEN c.eday END, 'withdrawn', 1),
-      (CASE WHEN c.term = 'resolved' THEN c.eday END,
-         CASE WHEN NOT c.has_due THEN 'resolved_unclassified' WHEN c.late THEN 'resolved_late'
-              WHEN c.eday < c.dday THEN 'resolved_early' ELSE 'resolved_on_time' END, 1),
-      (CASE WHEN c.term = 'resolved' AND c.has_recv THEN c.eday END, 'proc_n', 1),
-      (CASE WHEN c.term = 'resolved' AND c.has_recv THEN c.eday END, 'proc_ms', c.ms)
-    ) v(day, name, n)
+  w AS (  -- one row per state and kind of day it touches, with every counter it adds on that day
+    SELECT c.unit_code, c.sector, v.*
+    FROM c CROSS JOIN LATERAL (VALUES @CONTRIBUTIONS@) v(day, @DAY_COLS@)
     WHERE v.day IS NOT NULL
-    UNION ALL
-    SELECT c.unit_code, c.sector, je.key::date, 'orphans', c.sign * je.value::bigint
+    UNION ALL  -- a dossier without its receipt: its events by day are orphans
+    SELECT c.unit_code, c.sector, je.key::date, @ORPHAN_ROW@
     FROM c CROSS JOIN LATERAL json_each_text(c.event_days::json) je
     WHERE NOT c.has_recv AND c.event_days <> '{}'
-  ),
-  own AS (
-    SELECT b.unit_code, b.sector, b.day, b.name, sum(b.n) AS n FROM bumps b GROUP BY 1, 2, 3, 4
-  ),
-  g AS (
-    SELECT o.unit_code, CASE WHEN grouping(o.sector) = 1 THEN '*' ELSE o.sector END AS sector, o.day, o.name, sum(o.n) AS n
-    FROM own o GROUP BY GROUPING SETS ((o.unit_code, o.sector, o.day, o.name), (o.unit_code, o.day, o.name))
-    HAVING sum(o.n) <> 0
   )
   INSERT INTO chiso_dday
-  SELECT g.unit_code, g.sector, g.day, @DAY_PIVOT@
-  FROM g GROUP BY 1, 2, 3;
+  SELECT w.unit_code, CASE WHEN grouping(w.sector) = 1 THEN '*' ELSE w.sector END, w.day, @DAY_SUMS(w)@
+  FROM w GROUP BY GROUPING SETS ((w.unit_code, w.sector, w.day), (w.unit_code, w.day))
+  HAVING @DAY_NONZERO(w)@;
 
   INSERT INTO chiso_dtot
   SELECT t.unit_code, CASE WHEN grouping(t.sector) = 1 THEN '*' ELSE t.sector END,
@@ -474,7 +447,6 @@ def _counters(sql: str, tag: str, cols: tuple[str, ...]) -> str:
     """@DAY_COLS@, @DAY_TYPED@, @DAY_VALUES(a)@, @DAY_SUMS(a)@, @DAY_NONZERO(a)@, @DAY_ADD(a)@ (and TOT_…)."""
     sql = sql.replace(f"@{tag}_COLS@", ", ".join(cols))
     sql = sql.replace(f"@{tag}_TYPED@", ", ".join(f"{c} bigint" for c in cols))
-    sql = sql.replace(f"@{tag}_PIVOT@", ", ".join(f"sum(n) FILTER (WHERE name = '{c}')" for c in cols))
     forms = {
         "VALUES": lambda a: ", ".join(f"coalesce({a}.{c}, 0)" for c in cols),
         "SUMS": lambda a: ", ".join(f"coalesce(sum({a}.{c}), 0)" for c in cols),
@@ -486,7 +458,57 @@ def _counters(sql: str, tag: str, cols: tuple[str, ...]) -> str:
     return sql
 
 
+def _when(cond: str, value: str = "c.sign") -> str:
+    return f"CASE WHEN {cond} THEN {value} ELSE 0 END"
+
+
+RESOLVED = "c.term = 'resolved'"
+# What a state (c) adds on each kind of day it touches (Delta.add), times its sign; a day of NULL
+# means it adds nothing there.
+CONTRIBUTIONS = (
+    (
+        "CASE WHEN c.has_recv THEN c.rday END",
+        {
+            "received": "c.sign",
+            "c_size": "c.sign",
+            "p_in": "c.sign",
+            "received_online": _when("c.channel = 'online'"),
+            "c_final_ok": _when("c.ok_766 AND c.has_end AND c.final_ok"),
+        },
+    ),
+    ("CASE WHEN c.has_recv AND c.has_end THEN c.pout_day END", {"p_out": "c.sign"}),
+    ("CASE WHEN c.has_recv AND c.has_due THEN c.oin_day END", {"o_in": "c.sign"}),
+    ("CASE WHEN c.has_recv AND c.has_due AND c.has_end THEN c.oout_day END", {"o_out": "c.sign"}),
+    (  # due soon at the midnights starting the deadline's day and the two before: pending then
+        "CASE WHEN c.has_recv AND c.has_due THEN c.dday END",
+        {f"due_c{k}": _when(f"c.recv_at < c.m{k} AND (NOT c.has_end OR c.end_at >= c.m{k})") for k in range(3)},
+    ),
+    ("CASE WHEN NOT c.has_recv THEN c.ig_day END", {"orphans": "-c.sign"}),
+    (
+        "CASE WHEN c.term IS NOT NULL THEN c.eday END",
+        {
+            "withdrawn": _when("c.term = 'withdrawn'"),
+            "resolved_unclassified": _when(f"{RESOLVED} AND NOT c.has_due"),
+            "resolved_late": _when(f"{RESOLVED} AND c.has_due AND c.late"),
+            "resolved_early": _when(f"{RESOLVED} AND c.has_due AND NOT c.late AND c.eday < c.dday"),
+            "resolved_on_time": _when(f"{RESOLVED} AND c.has_due AND NOT c.late AND c.eday >= c.dday"),
+            "proc_n": _when(f"{RESOLVED} AND c.has_recv"),
+            "proc_ms": _when(f"{RESOLVED} AND c.has_recv", "c.sign * c.ms"),
+        },
+    ),
+)
+
+
+def _contributions() -> str:
+    rows = []
+    for day, values in CONTRIBUTIONS:
+        rows.append("(" + ", ".join([day, *(f"({values[c]})::bigint" if c in values else "0::bigint" for c in DAY)]) + ")")
+    return ",\n      ".join(rows)
+
+
 def _expand(sql: str) -> str:
+    sql = sql.replace("@CONTRIBUTIONS@", _contributions())
+    sql = sql.replace("@ORPHAN_ROW@", ", ".join("c.sign * je.value::bigint" if c == "orphans" else "0::bigint" for c in DAY))
     sql = _counters(_counters(sql, "DAY", DAY), "TOT", TOT)
 
     sql = re.sub(r"@PICK\(([^)]*)\)@", lambda m: _pick(m.group(1)), sql)
