@@ -45,6 +45,10 @@ class Settings(BaseSettings):
         0.3, description="How long a worker may serve a KPI answer computed before another worker's writes."
     )
     db_pool_size: int = Field(10, description="PostgreSQL connection pool size per worker.")
+    db_connect_timeout: float = Field(5.0, description="Seconds to open a PostgreSQL connection before answering 503.")
+    db_pool_timeout: float = Field(10.0, description="Seconds a request waits for a pooled connection before answering 503.")
+    body_read_timeout: float = Field(30.0, description="Seconds a request may take to send its whole body (then 408); 0 disables.")
+    export_push_timeout: float = Field(30.0, description="Seconds a push to the central node may take before it counts as failed.")
 
     @cached_property
     def tz(self) -> ZoneInfo:
