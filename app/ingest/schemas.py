@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
 
 from app.db.models import ALL_SECTORS
 
@@ -29,22 +29,33 @@ def _rfc3339(value):
 Timestamp = Annotated[datetime, BeforeValidator(_rfc3339)]
 
 
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold U+0000: stored, it failed the whole batch (a 503 the source retried
+    # forever); both stores refuse it here, naming the field, so they agree.
+    if "\x00" in value:
+        raise ValueError("must not contain U+0000 (NUL)")
+    return value
+
+
+Text = Annotated[StrictStr, AfterValidator(_no_nul)]
+
+
 class EventIn(BaseModel):
     """One dossier event as posted."""
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
 
-    event_id: StrictStr = Field(min_length=1, max_length=128)
+    event_id: Text = Field(min_length=1, max_length=128)
     type: Literal["received", "resolved", "withdrawn", "due_changed"]
-    dossier_id: StrictStr = Field(min_length=1, max_length=64)
-    unit_code: StrictStr = Field(min_length=1, max_length=8)
+    dossier_id: Text = Field(min_length=1, max_length=64)
+    unit_code: Text = Field(min_length=1, max_length=8)
     occurred_at: Timestamp
     channel: Literal["online", "in_person", "postal"] | None = None
     due_at: Timestamp | None = None
     reason: Literal["supplement_requested", "legal_extension", "apology"] | None = None
     outcome: Literal["approved", "refused"] | None = None
-    procedure_code: StrictStr | None = Field(None, min_length=1, max_length=32)
-    sector: StrictStr | None = Field(None, min_length=1, max_length=64)
+    procedure_code: Text | None = Field(None, min_length=1, max_length=32)
+    sector: Text | None = Field(None, min_length=1, max_length=64)
 
 
 REQUIRED_BY_TYPE = {
