@@ -15,6 +15,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -78,7 +79,12 @@ def query(url: str, sql: str) -> list[tuple]:
         finally:
             await conn.close()
 
-    return asyncio.run(go())
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(go())
+    with ThreadPoolExecutor(1) as pool:  # called from an async test: its own loop in a thread
+        return pool.submit(asyncio.run, go()).result()
 
 
 def stored_events(url: str) -> Counter:

@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from tests.reliability.harness import Tally, make_key, post_until_acked, received_events, report, scale, stored_events
+from tests.reliability.harness import Tally, make_key, post_until_acked, query, received_events, report, scale, stored_events
 from tests.reliability.pgcluster import PrivateCluster, pg_bin
 from tests.system.server import Server, cli
 
@@ -20,17 +20,27 @@ BOUND = 10.0  # seconds: no request may take longer while the database is down (
 UNITS = ["19777", "19900", "26506", "00070"]
 
 
-@pytest.fixture
-def cluster():
+@pytest.fixture(scope="module")
+def private_cluster():
     if pg_bin() is None:
         pytest.skip("no PostgreSQL server binaries to run a private cluster")
     c = PrivateCluster().init()
     try:
         c.start()
-        c.psql("CREATE DATABASE chiso")
         yield c
     finally:
         c.destroy()
+
+
+@pytest.fixture
+def cluster(private_cluster, request):
+    """The private cluster, running, with a fresh database `chiso_<test>` (cluster.db)."""
+    c = private_cluster
+    if not (c.data / "postmaster.pid").exists():
+        c.start()
+    c.db = f"chiso_{request.node.name.removeprefix('test_')}"
+    c.psql(f"CREATE DATABASE {c.db}")
+    return c
 
 
 def wait_ready(url: str, want: int, timeout: float) -> float:
@@ -47,7 +57,7 @@ def wait_ready(url: str, want: int, timeout: float) -> float:
 
 
 def test_database_stopped_and_started(cluster, tmp_path, watch):
-    url = cluster.url("chiso")
+    url = cluster.url(cluster.db)
     env = {
         "DATABASE_URL": url,
         "INGEST_RATE_PER_MINUTE": "0",
@@ -57,7 +67,7 @@ def test_database_stopped_and_started(cluster, tmp_path, watch):
         "EXPORT_INTERVAL": "1",
     }
     outages = scale(1, 3)
-    down_for = scale(5.0, 20.0)
+    down_for = scale(3.0, 20.0)
     server = Server(env, workers=2, log=watch.log("serve.log")).start()  # migrates and seeds the private database
     _, ingest = asyncio.run(make_key(url, "ingest", "VN"))
     _, read = asyncio.run(make_key(url, "read"))
@@ -133,7 +143,7 @@ def test_database_read_only(cluster, tmp_path, watch):
     """The database turned read-only under the running service (default_transaction_read_only, reloaded):
     posts are answered 503 with Retry-After, never 500, nothing is stored; reads go on; back to
     read-write, the same batch is accepted, once."""
-    url = cluster.url("chiso")
+    url = cluster.url(cluster.db)
     env = {"DATABASE_URL": url, "INGEST_RATE_PER_MINUTE": "0", "RETRY_AFTER_SECONDS": "1", "EXPORT_INTERVAL": "1"}
     server = Server(env, workers=2, log=watch.log("serve.log")).start()
     _, ingest = asyncio.run(make_key(url, "ingest", "VN"))
@@ -173,3 +183,63 @@ def test_database_read_only(cluster, tmp_path, watch):
         note=f"answers {dict(tally.statuses)}",
     )
     assert body["accepted"] == len(batch) and set(stored) == tally.acked and set(stored.values()) == {1}
+
+
+def test_backends_killed_under_load(store, db_url, watch):
+    """Every backend of the test's own database (on the shared server, filtered by datname: nobody
+    else's) terminated again and again under load: in-flight batches lose their connection, maybe
+    mid-COMMIT. Answers are 202 or 503 with Retry-After, and the log holds the acknowledged events once."""
+    if store != "postgres":
+        pytest.skip("PostgreSQL backends")
+    dbname = db_url.rsplit("/", 1)[1]
+    env = {"DATABASE_URL": db_url, "INGEST_RATE_PER_MINUTE": "0", "RETRY_AFTER_SECONDS": "1", "EXPORT_INTERVAL": "1"}
+    kills = scale(6, 30)
+    server = Server(env, workers=2, log=watch.log("serve.log")).start()
+    _, ingest = asyncio.run(make_key(db_url, "ingest", "VN"))
+    watch.add(ingest)
+    tally, stop = Tally(), threading.Event()
+    events = received_events(UNITS, 6000, "kb")
+
+    def client(i: int) -> None:
+        mine = events[i::3]
+        with httpx.Client(timeout=60) as c:
+            for j in range(0, len(mine), 20):
+                post_until_acked(c, server.url, ingest, mine[j : j + 20], tally, pause=0.05)
+                if stop.is_set():
+                    return
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(3)]
+    terminated = 0
+    try:
+        for t in threads:
+            t.start()
+        for _ in range(kills):
+            time.sleep(0.7)
+            rows = query(
+                db_url.replace(f"/{dbname}", "/postgres"),
+                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{dbname}' AND pid <> pg_backend_pid()",
+            )
+            terminated += len(rows)
+        stop.set()
+        for t in threads:
+            t.join(timeout=120)
+            assert not t.is_alive()
+        stored = stored_events(db_url)
+    finally:
+        stop.set()
+        server.kill()
+    lost, phantom = tally.acked - set(stored), set(stored) - tally.acked
+    verify = cli(env, "kpis", "verify")
+    report(
+        f"every backend of the test database terminated {kills} x under load (pg_terminate_backend by datname)",
+        "postgres",
+        len(tally.acked),
+        sum(stored.values()),
+        len(lost) + len(phantom),
+        tally.server_errors,
+        tally.longest,
+        note=f"{terminated} backends terminated; answers {dict(tally.statuses)}",
+    )
+    assert not lost and not phantom and tally.server_errors == 0 and tally.no_retry_after == 0, (len(lost), len(phantom), tally.bad[:3])
+    assert tally.longest < BOUND and terminated > 0
+    assert "live state matches the events" in verify, verify
