@@ -96,6 +96,8 @@ async def unit_kpis(db: Database, registry: Registry, tz: tzinfo, code: str, p: 
 def _sector_key(sector: str | None) -> str:
     if sector is None:
         return ALL_SECTORS
+    if "\x00" in sector or len(sector) > 64:  # no stored sector is like that (app.ingest.schemas); PostgreSQL refuses NUL
+        raise Unprocessable("no such sector", [{"loc": ["sector"], "msg": "at most 64 characters, no U+0000"}])
     return NO_SECTOR if sector in ("", "null") else sector
 
 

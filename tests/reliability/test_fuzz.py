@@ -291,3 +291,32 @@ def test_odd_strings_in_every_text_field(server, ingest):
                 if r.status_code == 202 and r.json()["rejected"]:
                     # a lone surrogate escape makes the NDJSON line unreadable: a rejection of the line
                     assert r.json()["items"][0]["errors"][0]["loc"] in ([field], []), r.text
+
+
+def test_odd_strings_in_query_parameters(server, watch):
+    """Each odd string (NUL among them) in each free-text query parameter and path segment: a 4xx or an
+    answer, never a 5xx (a NUL reaching PostgreSQL would be a 503 for bad input)."""
+    read = asyncio.run(make_key(server.db_url, "read"))[1]
+    watch.add(read)
+    targets = [
+        ("/api/v1/units/46/kpis", "sector"),
+        ("/api/v1/units/46/sectors", "window"),
+        ("/api/v1/rankings", "parent"),
+        ("/api/v1/rankings", "sort"),
+        ("/api/v1/units", "parent"),
+        ("/api/v1/units/46/series", "kpi"),
+        ("/api/v1/units/{odd}", None),
+        ("/api/v1/units/{odd}/kpis", None),
+    ]
+    bad = []
+    with httpx.Client(base_url=server.url, timeout=60, headers={"Authorization": f"Bearer {read}"}) as c:
+        for path, param in targets:
+            for odd in [*ODD_STRINGS, "land\x00", "%", "../46"]:
+                value = odd.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+                if param is None:
+                    r = c.get(path.replace("{odd}", httpx.URL("", params={"x": value}).query.decode()[2:]))
+                else:
+                    r = c.get(path, params={param: value})
+                if r.status_code >= 500:
+                    bad.append((path, param, odd, r.status_code, r.text[:120]))
+    assert not bad, bad[:10]
