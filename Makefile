@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN = $(VENV)/bin
 
-.PHONY: run test lint demo bench install clean
+.PHONY: run test lint demo bench install clean reliability
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ run: $(BIN)/.installed
 ## The whole test suite, both stores (PostgreSQL at CHISO_TEST_PG, default the local server)
 test: $(BIN)/.installed
 	$(BIN)/pytest
+
+## The reliability suite, long form (crash loop, database restart, central outage, fuzz, abuse, access);
+## `make test` runs its short form. Rows of the fault table: test-output/reliability/table.jsonl
+reliability: $(BIN)/.installed
+	CHISO_RELIABILITY=long $(BIN)/pytest tests/reliability --timeout 3600 $(RELIABILITY_ARGS)
 
 ## Style: ruff check and ruff format --check (the rules are in pyproject.toml)
 lint: $(BIN)/.installed

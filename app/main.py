@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from app.api import dashboard, docs, errors, events, export, health, kpis, units
 from app.api.cache import AnswerCache
 from app.api.etag import ETagMiddleware
+from app.api.limits import BodyReadTimeoutMiddleware
 from app.api.responses import JSONResponse
 from app.db import migrate
 from app.db.engine import Database
@@ -38,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        db = Database(settings.database_url, settings.db_pool_size)
+        db = Database(settings.database_url, settings.db_pool_size, settings.db_connect_timeout, settings.db_pool_timeout)
         app.state.db = db
         if settings.migrate_on_start:
             await prepare_database(db, settings)
@@ -76,4 +77,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashboard.router)  # GET /: the dashboard (app/static)
     docs.install(app)  # /docs, /redoc, /openapi.json
     app.add_middleware(ETagMiddleware)
+    app.add_middleware(BodyReadTimeoutMiddleware, seconds=settings.body_read_timeout)  # outermost: bounds every body read
     return app

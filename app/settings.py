@@ -51,6 +51,10 @@ class Settings(BaseSettings):
         description="A unit whose last accepted event was accepted more than this many hours ago (fractions allowed) "
         "is silent, if its events are dated on at least 3 of the 14 local days up to that acceptance.",
     )
+    db_connect_timeout: float = Field(5.0, description="Seconds to open a PostgreSQL connection before answering 503.")
+    db_pool_timeout: float = Field(10.0, description="Seconds a request waits for a pooled connection before answering 503.")
+    body_read_timeout: float = Field(30.0, description="Seconds a request may take to send its whole body (then 408); 0 disables.")
+    export_push_timeout: float = Field(30.0, description="Seconds a push to the central node may take before it counts as failed.")
 
     @cached_property
     def tz(self) -> ZoneInfo:

@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import metrics
@@ -57,7 +58,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)
     @app.exception_handler(DBAPIError)
-    @app.exception_handler(OSError)
+    @app.exception_handler(OSError)  # connection refused or reset, and asyncpg's connect timeout
+    @app.exception_handler(PoolTimeout)  # no pooled connection within DB_POOL_TIMEOUT
     async def _database(_: Request, exc: Exception):
         log.warning("database unavailable: %s", exc)
         metrics.DB_ERRORS.inc()

@@ -30,7 +30,9 @@ async def export_snapshots(
     _: ReadKey,
     db: DbDep,
     settings: SettingsDep,
-    after: Annotated[int, Query(ge=0, description="Only records with a greater sequence; 0 from the start.", examples=[0])] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=2**63 - 1, description="Only records with a greater sequence; 0 from the start.", examples=[0])
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=5000, description="Records in this page, at most 5,000.", examples=[500])] = 500,
 ) -> JSONResponse:
     """This node's export records after a sequence, in sequence order, with the histogram bounds."""

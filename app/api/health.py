@@ -47,7 +47,9 @@ async def readyz(db: DbDep, request: Request) -> JSONResponse:
             checks["export"] = await export_service.status(db, request.app.state.settings)
         except Exception as exc:  # noqa: BLE001
             checks["export"] = f"unavailable: {type(exc).__name__}"
-    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
+    # Not ready is a 503 like any other while the database is away: it says when to ask again.
+    headers = None if ready else {"Retry-After": str(request.app.state.settings.retry_after_seconds)}
+    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503, headers=headers)
 
 
 @router.get(

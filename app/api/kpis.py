@@ -131,7 +131,7 @@ async def rankings(
     window: Window = None,
     sort: Sort = "-on_time_rate",
     limit: Annotated[int, Query(ge=1, le=5000, description="Items in this page, at most 5,000.", examples=[50])] = 50,
-    offset: Annotated[int, Query(ge=0, description="Items skipped before this page.", examples=[0])] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1, description="Items skipped before this page.", examples=[0])] = 0,
     min_count: Annotated[
         int,
         Query(

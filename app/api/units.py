@@ -14,7 +14,7 @@ from app.scoring import service as scoring
 
 router = APIRouter(prefix="/api/v1", tags=["units"])
 Limit = Annotated[int, Query(ge=1, le=5000, description="Items in this page, at most 5,000.", examples=[100])]
-Offset = Annotated[int, Query(ge=0, description="Items skipped before this page.", examples=[0])]
+Offset = Annotated[int, Query(ge=0, le=2**63 - 1, description="Items skipped before this page.", examples=[0])]
 
 
 @router.get(

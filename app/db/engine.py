@@ -38,30 +38,36 @@ def _sqlite_engine(url: str) -> AsyncEngine:
     return engine
 
 
-def _postgres_engine(url: str, pool_size: int) -> AsyncEngine:
+def _postgres_engine(url: str, pool_size: int, connect_timeout: float, pool_timeout: float) -> AsyncEngine:
     return create_async_engine(
         url,
         pool_pre_ping=True,  # survive a database restart without failing the first request
         pool_size=pool_size,
+        # Bounds while the database is away or saturated: a request waits at most this long for a
+        # connection (then 503 with Retry-After, app.api.errors), never indefinitely.
+        pool_timeout=pool_timeout,
         # No overflow: a burst waits for a pooled connection rather than opening (and closing) more
         # backends, which on a small machine only adds connection churn and CPU contention.
         max_overflow=0,
         isolation_level="READ COMMITTED",  # row locks in sorted order give us what we need; explicit
         # application_name: visible in pg_stat_activity. No parallel plans: on a small machine under
         # many concurrent requests, launching workers for one query costs more than it saves.
-        connect_args={"server_settings": {"application_name": "chiso", "max_parallel_workers_per_gather": "0"}},
+        connect_args={
+            "timeout": connect_timeout,
+            "server_settings": {"application_name": "chiso", "max_parallel_workers_per_gather": "0"},
+        },
     )
 
 
 class Database:
-    def __init__(self, url: str, pool_size: int = 10):
+    def __init__(self, url: str, pool_size: int = 10, connect_timeout: float = 5.0, pool_timeout: float = 10.0):
         self.url = url
         self.dialect = make_url(url).get_backend_name()
         if self.dialect == "sqlite":
             self.engine = _sqlite_engine(url)
             write_engine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         else:
-            self.engine = _postgres_engine(url, pool_size)
+            self.engine = _postgres_engine(url, pool_size, connect_timeout, pool_timeout)
             write_engine = self.engine
         self._reads = async_sessionmaker(self.engine, expire_on_commit=False)
         self._writes = async_sessionmaker(write_engine, expire_on_commit=False)

@@ -361,7 +361,9 @@ class Exporter:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
+            # EXPORT_PUSH_TIMEOUT bounds a push to a slow central node; it then counts as failed (backoff).
+            timeout = self.settings.export_push_timeout
+            self._client = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)))
         return self._client
 
     async def push(self, result: RunResult | None = None) -> int:

@@ -157,6 +157,7 @@ class Importer:
                 ev = EventError([{"loc": ["unit_code"], "msg": "unknown unit"}])
             if isinstance(ev, EventError):
                 event_id = item.get("event_id") if isinstance(item, dict) else None
+                event_id = event_id if isinstance(event_id, str) else None  # echo only a string id
                 chunk.rejected.append({"line": n, "event_id": event_id, "errors": ev.errors, "text": text.decode("utf-8", "replace")})
                 continue
             key = (ev["unit_code"], ev["event_id"])

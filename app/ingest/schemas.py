@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Literal, NotRequired
 
-from pydantic import BeforeValidator, ConfigDict, Field, StrictStr, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, StrictStr, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from app.db.models import ALL_SECTORS
@@ -30,7 +30,20 @@ def _rfc3339(value):
 Timestamp = Annotated[datetime, BeforeValidator(_rfc3339)]
 
 
-_Str = Annotated[StrictStr, Field(min_length=1)]
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold U+0000: stored, it failed the whole batch (a 503 the source retried
+    # forever); both stores refuse it here, naming the field, so they agree.
+    if "\x00" in value:
+        raise ValueError("must not contain U+0000 (NUL)")
+    return value
+
+
+def _text(max_length: int):
+    """A non-empty string of at most `max_length` characters, without NUL."""
+    return Annotated[StrictStr, Field(min_length=1, max_length=max_length), AfterValidator(_no_nul)]
+
+
+EventId, DossierId, UnitCode, ProcedureCode, Sector = _text(128), _text(64), _text(8), _text(32), _text(64)
 
 
 class EventFields(TypedDict):
@@ -39,17 +52,17 @@ class EventFields(TypedDict):
 
     __pydantic_config__ = ConfigDict(extra="ignore")  # type: ignore[misc]
 
-    event_id: Annotated[StrictStr, Field(min_length=1, max_length=128)]
+    event_id: EventId
     type: Literal["received", "resolved", "withdrawn", "due_changed"]
-    dossier_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
-    unit_code: Annotated[StrictStr, Field(min_length=1, max_length=8)]
+    dossier_id: DossierId
+    unit_code: UnitCode
     occurred_at: Timestamp
     channel: NotRequired[Literal["online", "in_person", "postal"] | None]
     due_at: NotRequired[Timestamp | None]
     reason: NotRequired[Literal["supplement_requested", "legal_extension", "apology"] | None]
     outcome: NotRequired[Literal["approved", "refused"] | None]
-    procedure_code: NotRequired[Annotated[StrictStr, Field(min_length=1, max_length=32)] | None]
-    sector: NotRequired[Annotated[StrictStr, Field(min_length=1, max_length=64)] | None]
+    procedure_code: NotRequired[ProcedureCode | None]
+    sector: NotRequired[Sector | None]
 
 
 OPTIONAL = ("channel", "due_at", "reason", "outcome", "procedure_code", "sector")

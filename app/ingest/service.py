@@ -113,6 +113,8 @@ async def accept_batch(
             ev = EventError([{"loc": ["unit_code"], "msg": "unknown unit"}])
         if isinstance(ev, EventError):
             event_id = obj.get("event_id") if isinstance(obj, dict) else None
+            if not isinstance(event_id, str):  # echo only a string: any JSON (nested 1,000 deep) may stand there
+                event_id = None
             outcome[index] = {"index": index, "event_id": event_id, "status": "rejected", "errors": ev.errors}
             continue
         key = (ev["unit_code"], ev["event_id"])

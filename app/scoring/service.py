@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 
 from app.aggregates import periods
 from app.aggregates.periods import Period
@@ -57,7 +57,12 @@ def pick_period(period: str | None, at, window: str | None, now: datetime, tz: t
         raise Unprocessable("give period or window, not both", [{"loc": ["window"], "msg": "not with period"}])
     today = periods.today(now, tz)
     if period:
-        return periods.containing(period, at or today)
+        try:
+            p = periods.containing(period, at or today)
+            periods.previous(p)  # every answer carries the previous period as well
+        except (OverflowError, ValueError):  # at the ends of the calendar (year 1, year 9999)
+            raise Unprocessable(f"no {period} around {at} with a previous one", [{"loc": ["at"], "msg": "out of range"}]) from None
+        return p
     return periods.window(window or "30d", today)
 
 
@@ -104,6 +109,8 @@ async def unit_kpis(
 def _sector_key(sector: str | None) -> str:
     if sector is None:
         return ALL_SECTORS
+    if "\x00" in sector or len(sector) > 64:  # no stored sector is like that (app.ingest.schemas); PostgreSQL refuses NUL
+        raise Unprocessable("no such sector", [{"loc": ["sector"], "msg": "at most 64 characters, no U+0000"}])
     return NO_SECTOR if sector in ("", "null") else sector
 
 
@@ -245,6 +252,9 @@ async def _memo_rows(
     return rows
 
 
+_SHORTEST_DAYS = {"day": 1, "week": 7, "month": 28, "quarter": 89}  # the fewest days an interval spans
+
+
 async def series(
     db: Database,
     registry: Registry,
@@ -264,12 +274,18 @@ async def series(
     if end is None:
         end = periods.today(now, tz) + timedelta(days=1)
     if start is None:
-        start = end - timedelta(days=364)
+        start = max(end, date.min + timedelta(days=364)) - timedelta(days=364)
     if start >= end:
         raise Unprocessable("from must be before to", [{"loc": ["from"], "msg": "must be before to"}])
-    spans_p = periods.intervals(interval, start, end)
+    too_many = Unprocessable(f"more than {SERIES_MAX_POINTS} points", [{"loc": ["from"], "msg": f"more than {SERIES_MAX_POINTS} points"}])
+    if (end - start).days // _SHORTEST_DAYS[interval] > SERIES_MAX_POINTS + 1:  # before listing millions of intervals
+        raise too_many
+    try:
+        spans_p = periods.intervals(interval, start, end)
+    except (OverflowError, ValueError):  # widened past the ends of the calendar
+        raise Unprocessable("the series reaches past the calendar", [{"loc": ["to"], "msg": "out of range"}]) from None
     if len(spans_p) > SERIES_MAX_POINTS:
-        raise Unprocessable(f"more than {SERIES_MAX_POINTS} points", [{"loc": ["from"], "msg": f"more than {SERIES_MAX_POINTS} points"}])
+        raise too_many
     scope = _scope_of(registry, code)
     async with db.session() as session:
         sums = await read_spans(session, scope, [span_for(p, now, tz) for p in spans_p], ALL_SECTORS, silent_after_hours=silent_after_hours)

@@ -1,0 +1,134 @@
+"""Where the time of the set-based write goes: microseconds per event for each statement of
+`chiso_ingest_staged`, measured with auto_explain's per-statement durations on a fresh database.
+
+    python -m bench.stages [--events 200000] [--chunk 20000] [--communes 40] [--province 01]
+
+A history of `--events` events of `--communes` communes of one province (bench.history) is loaded
+in chunks as `chiso import` does (COPY into the staging table, then one call); the first chunk warms
+the plans and is not counted. Durations are wall-clock per statement inside the call: run it on a
+quiet machine."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import tempfile
+import time
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import orjson
+
+from app.aggregates.writes import STAGE_COLUMNS
+from app.db.engine import Database
+from app.ingest.schemas import validate_events
+from app.main import prepare_database
+from app.settings import Settings
+from app.units.service import RegistryCache
+from bench.history import write_history
+
+LABELS = [  # the first words of each statement of the pass, and what it does
+    ("WITH ins AS ( INSERT INTO dossier_event", "events: insert, duplicates skipped"),
+    ("WITH rw AS", "batch states: winners per kind, per dossier"),
+    ("WITH ins AS ( INSERT INTO dossier", "dossiers seen first: insert"),
+    ("INSERT INTO chiso_st SELECT d.unit_code, d.dossier_id, -1", "stored dossiers: lock, old states"),
+    ("WITH m AS", "stored dossiers: merge"),
+    ("UPDATE dossier", "stored dossiers: update"),
+    ("WITH c AS", "contributions: day counters"),
+    ("INSERT INTO chiso_dtot", "contributions: totals"),
+    ("INSERT INTO chiso_dhist", "contributions: histogram"),
+    ("INSERT INTO chiso_ddue", "contributions: cohort by deadline"),
+    ("INSERT INTO unit_", "own rows: upserts (4 tables)"),
+    ("INSERT INTO rollup_", "rollup rows: upserts (4 tables)"),
+    ("INSERT INTO unit_change", "change counts"),
+    ("INSERT INTO export_dirty", "export marks"),
+    ("INSERT INTO unit_source", "silent sources"),
+    ("INSERT INTO unit_event_day", "silent sources"),
+]
+
+
+def label(query: str) -> str:
+    q = " ".join(query.split())
+    for prefix, name in LABELS:
+        if q.startswith(prefix):
+            return name
+    return "other statements (temp tables, marks, version, set_config)"
+
+
+async def main(args) -> None:
+    admin = await asyncpg.connect(args.pg + "/postgres")
+    name = f"chiso_stages_{os.getpid()}"
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = f"{args.pg.replace('postgresql://', 'postgresql+asyncpg://', 1)}/{name}"
+        settings = Settings(_env_file=None, database_url=url)
+        db = Database(url, 2)
+        await prepare_database(db, settings)
+        registry = await RegistryCache(db).refresh()
+        await db.dispose()
+        communes = [u.code for u in registry.at_level("commune", args.province)][: args.communes]
+        path = Path(tempfile.mkdtemp()) / "history.ndjson"
+        write_history(path, communes, args.events, 360, 5, "s")
+        now = datetime.now(UTC)
+        lines = path.read_bytes().splitlines()
+        events = [e for e in validate_events([orjson.loads(x) for x in lines], now, timedelta(seconds=300), None) if isinstance(e, dict)]
+        for e in events:
+            e["ingested_at"] = now
+        rollup = orjson.dumps([{"u": c, "a": a} for c in communes for a in (args.province, "VN")]).decode()
+        conn = await asyncpg.connect(f"{args.pg}/{name}")
+        notices: list[str] = []
+        conn.add_log_listener(lambda _c, msg: notices.append(msg.message))
+        for stmt in (
+            "LOAD 'auto_explain'",
+            "SET auto_explain.log_min_duration = 0",
+            "SET auto_explain.log_nested_statements = on",
+            "SET auto_explain.log_level = notice",
+            "SET client_min_messages = notice",
+        ):
+            await conn.execute(stmt)
+        per: dict[str, float] = defaultdict(float)
+        counted, wall = 0, 0.0
+        chunks = [events[i : i + args.chunk] for i in range(0, len(events), args.chunk)]
+        for k, chunk in enumerate(chunks):
+            notices.clear()
+            t0 = time.perf_counter()
+            async with conn.transaction():
+                await conn.execute("SELECT chiso_temp_tables()")
+                await conn.copy_records_to_table(
+                    "chiso_stage", records=[tuple(e[c] for c in STAGE_COLUMNS) for e in chunk], columns=STAGE_COLUMNS
+                )
+                await conn.fetch("SELECT * FROM chiso_ingest_staged($1::json, $2, $3, 0)", rollup, settings.timezone, now)
+            if k == 0 and len(chunks) > 1:
+                continue  # plans warm up
+            wall += time.perf_counter() - t0
+            counted += len(chunk)
+            for msg in notices:
+                m = re.search(r"duration: ([0-9.]+) ms\s+plan:\s*Query Text: (.*)", msg, re.S)
+                if m and "chiso_ingest_staged" not in m.group(2) and "chiso_temp_tables" not in m.group(2):
+                    per[label(m.group(2))] += float(m.group(1))
+        await conn.close()
+        print(
+            f"{counted:,} events in chunks of {args.chunk:,} ({len(communes)} communes of {args.province}, a year): "
+            f"{counted / wall:,.0f} events/s, {wall / counted * 1e6:.1f} us per event in all (COPY and commit included)"
+        )
+        print(f"{'stage':<58} {'us/event':>9}")
+        for stage, ms_ in sorted(per.items(), key=lambda kv: -kv[1]):
+            print(f"{stage:<58} {ms_ * 1000 / counted:>9.1f}")
+        print(f"{'sum of the statements':<58} {sum(per.values()) * 1000 / counted:>9.1f}")
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(prog="python -m bench.stages", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--chunk", type=int, default=20_000)
+    ap.add_argument("--communes", type=int, default=40)
+    ap.add_argument("--province", default="01")
+    ap.add_argument("--pg", default=os.environ.get("CHISO_BENCH_PG", "postgresql://postgres@127.0.0.1:5432"))
+    asyncio.run(main(ap.parse_args()))
