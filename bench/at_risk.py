@@ -21,6 +21,7 @@ import time
 import uuid
 
 import asyncpg
+from sqlalchemy import event
 
 from app.aggregates import periods
 from app.db.engine import Database
@@ -71,13 +72,31 @@ async def load(url: str, pending: int, ended: int) -> None:
         await conn.close()
 
 
-async def timed(call, runs: int = 15) -> tuple[float, float, dict]:
-    out, times = None, []
+SQL: list[tuple[str, float]] = []  # (statement head, ms) of the call being timed
+
+
+def watch(db: Database) -> None:
+    @event.listens_for(db.engine.sync_engine, "before_cursor_execute")
+    def before(conn, cursor, statement, parameters, context, executemany):
+        conn.info["t0"] = time.perf_counter()
+
+    @event.listens_for(db.engine.sync_engine, "after_cursor_execute")
+    def after(conn, cursor, statement, parameters, context, executemany):
+        SQL.append((statement.lstrip()[:40], (time.perf_counter() - conn.info["t0"]) * 1000))
+
+
+async def timed(call, runs: int = 15) -> tuple[float, float, dict, float, float]:
+    """Median and max of the whole call, its answer, and the median time of the at-risk count and
+    page statements alone."""
+    out, times, counts, pages = None, [], [], []
     for _ in range(runs):
+        SQL.clear()
         t0 = time.perf_counter()
         out = await call()
         times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times), max(times), out
+        counts.append(sum(ms for head, ms in SQL if head.startswith("SELECT count(*)")))
+        pages.append(sum(ms for head, ms in SQL if head.startswith(("SELECT dossier.unit_code", "SELECT anon_1"))))
+    return statistics.median(times), max(times), out, statistics.median(counts), statistics.median(pages)
 
 
 async def run(pending: int, ended: int, keep: bool) -> None:

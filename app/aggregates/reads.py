@@ -593,8 +593,11 @@ async def read_at_risk(
     params: dict = {"now": now, "until": until, "limit": limit, "offset": offset}
     if codes is not None:
         params["codes"] = list(codes)
-    total = int((await conn.execute(count, params)).scalar() or 0)
-    rows = [dict(r) for r in (await conn.execute(page, params)).mappings()] if offset < total else []
+    rows = [dict(r) for r in (await conn.execute(page, params)).mappings()]
+    if rows and len(rows) < limit:  # the last page: the total needs no count
+        total = offset + len(rows)
+    else:
+        total = int((await conn.execute(count, params)).scalar() or 0)
     keys = sorted({(r["unit_code"], r["recv_event_id"]) for r in rows if r["recv_event_id"]})
     procedures: dict[tuple[str, str], str | None] = {}
     for chunk in (keys[i : i + 500] for i in range(0, len(keys), 500)):
