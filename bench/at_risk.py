@@ -5,7 +5,7 @@ Creates a database on CHISO_BENCH_PG (default postgresql://postgres@127.0.0.1:54
 loads the registry and writes dossier rows straight into the dossier table (set-based SQL: the
 at-risk list and the due counts at now read only that table): `--pending` open dossiers spread over
 every commune with deadlines from 10 days ago to 20 days ahead, and `--ended` settled ones (history,
-a tenth of them late), then times, in process through the scoring service (the SQL and the answer
+a tenth of them late), rebuilds the rollup rows from them, then times, in process through the scoring service (the SQL and the answer
 as the API builds it, without HTTP): the nation's, a province's and a commune's first page
 (`within=48h`, and `720h` with overdue), a deep page, and the nation's KPI answer (due counts at now
 from the same open-dossier index). Prints median and max of repeated runs, and the plans' top lines.
@@ -23,7 +23,7 @@ import uuid
 import asyncpg
 from sqlalchemy import event
 
-from app.aggregates import periods
+from app.aggregates import periods, rebuild
 from app.db.engine import Database
 from app.main import prepare_database
 from app.scoring import service
@@ -111,6 +111,7 @@ async def run(pending: int, ended: int, keep: bool) -> None:
         await prepare_database(db, settings)
         t0 = time.perf_counter()
         await load(f"{ADMIN}/{name}", pending, ended)
+        await rebuild.rebuild_rollups(db)  # the open-deadline rollup rows of provinces and the nation, from the dossiers
         print(f"loaded {pending:,} pending and {ended:,} ended dossiers in {time.perf_counter() - t0:.0f} s")
         registry = await RegistryCache(db).refresh()
         tz = settings.tz
@@ -126,15 +127,16 @@ async def run(pending: int, ended: int, keep: bool) -> None:
                 db, registry, tz, "VN", periods.window("7d", periods.today(service._now(), tz)), None
             ),
         }
-        print(f"{'case':52} {'p50 ms':>8} {'max ms':>8}  figures")
+        watch(db)
+        print(f"{'case':52} {'p50 ms':>8} {'max ms':>8} {'count':>7} {'page':>7}  figures")
         for label, call in cases.items():
-            p50, worst, out = await timed(call)
-            figures = (
-                f"total {out['total']:,}"
-                if "total" in out
-                else f"due_24h/48h/72h {[out['kpis'][k] for k in ('due_24h', 'due_48h', 'due_72h')]}"
-            )
-            print(f"{label:52} {p50:8.1f} {worst:8.1f}  {figures}")
+            p50, worst, out, count_ms, page_ms = await timed(call)
+            if "total" in out:
+                figures = f"total {out['total']:,}"
+            else:
+                figures = f"due_24h/48h/72h {[out['kpis'][k] for k in ('due_24h', 'due_48h', 'due_72h')]}"
+            print(f"{label:52} {p50:8.1f} {worst:8.1f} {count_ms:7.1f} {page_ms:7.1f}  {figures}")
+        print("count, page: median ms of the at-risk count (a full count; 0 when the rollup rows answer) and page statements")
     finally:
         await db.dispose()
         if not keep:
