@@ -5,7 +5,7 @@ Creates a database on CHISO_BENCH_PG (default postgresql://postgres@127.0.0.1:54
 loads the registry and writes dossier rows straight into the dossier table (set-based SQL: the
 at-risk list and the due counts at now read only that table): `--pending` open dossiers spread over
 every commune with deadlines from 10 days ago to 20 days ahead, and `--ended` settled ones (history,
-a tenth of them late), then times, in process through the scoring service (the SQL and the answer
+a tenth of them late), rebuilds the rollup rows from them, then times, in process through the scoring service (the SQL and the answer
 as the API builds it, without HTTP): the nation's, a province's and a commune's first page
 (`within=48h`, and `720h` with overdue), a deep page, and the nation's KPI answer (due counts at now
 from the same open-dossier index). Prints median and max of repeated runs, and the plans' top lines.
@@ -21,8 +21,9 @@ import time
 import uuid
 
 import asyncpg
+from sqlalchemy import event
 
-from app.aggregates import periods
+from app.aggregates import periods, rebuild
 from app.db.engine import Database
 from app.main import prepare_database
 from app.scoring import service
@@ -71,13 +72,31 @@ async def load(url: str, pending: int, ended: int) -> None:
         await conn.close()
 
 
-async def timed(call, runs: int = 15) -> tuple[float, float, dict]:
-    out, times = None, []
+SQL: list[tuple[str, float]] = []  # (statement head, ms) of the call being timed
+
+
+def watch(db: Database) -> None:
+    @event.listens_for(db.engine.sync_engine, "before_cursor_execute")
+    def before(conn, cursor, statement, parameters, context, executemany):
+        conn.info["t0"] = time.perf_counter()
+
+    @event.listens_for(db.engine.sync_engine, "after_cursor_execute")
+    def after(conn, cursor, statement, parameters, context, executemany):
+        SQL.append((statement.lstrip()[:40], (time.perf_counter() - conn.info["t0"]) * 1000))
+
+
+async def timed(call, runs: int = 15) -> tuple[float, float, dict, float, float]:
+    """Median and max of the whole call, its answer, and the median time of the at-risk count and
+    page statements alone."""
+    out, times, counts, pages = None, [], [], []
     for _ in range(runs):
+        SQL.clear()
         t0 = time.perf_counter()
         out = await call()
         times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times), max(times), out
+        counts.append(sum(ms for head, ms in SQL if head.startswith("SELECT count(*)")))
+        pages.append(sum(ms for head, ms in SQL if head.startswith(("SELECT dossier.unit_code", "SELECT anon_1"))))
+    return statistics.median(times), max(times), out, statistics.median(counts), statistics.median(pages)
 
 
 async def run(pending: int, ended: int, keep: bool) -> None:
@@ -92,6 +111,7 @@ async def run(pending: int, ended: int, keep: bool) -> None:
         await prepare_database(db, settings)
         t0 = time.perf_counter()
         await load(f"{ADMIN}/{name}", pending, ended)
+        await rebuild.rebuild_rollups(db)  # the open-deadline rollup rows of provinces and the nation, from the dossiers
         print(f"loaded {pending:,} pending and {ended:,} ended dossiers in {time.perf_counter() - t0:.0f} s")
         registry = await RegistryCache(db).refresh()
         tz = settings.tz
@@ -107,15 +127,16 @@ async def run(pending: int, ended: int, keep: bool) -> None:
                 db, registry, tz, "VN", periods.window("7d", periods.today(service._now(), tz)), None
             ),
         }
-        print(f"{'case':52} {'p50 ms':>8} {'max ms':>8}  figures")
+        watch(db)
+        print(f"{'case':52} {'p50 ms':>8} {'max ms':>8} {'count':>7} {'page':>7}  figures")
         for label, call in cases.items():
-            p50, worst, out = await timed(call)
-            figures = (
-                f"total {out['total']:,}"
-                if "total" in out
-                else f"due_24h/48h/72h {[out['kpis'][k] for k in ('due_24h', 'due_48h', 'due_72h')]}"
-            )
-            print(f"{label:52} {p50:8.1f} {worst:8.1f}  {figures}")
+            p50, worst, out, count_ms, page_ms = await timed(call)
+            if "total" in out:
+                figures = f"total {out['total']:,}"
+            else:
+                figures = f"due_24h/48h/72h {[out['kpis'][k] for k in ('due_24h', 'due_48h', 'due_72h')]}"
+            print(f"{label:52} {p50:8.1f} {worst:8.1f} {count_ms:7.1f} {page_ms:7.1f}  {figures}")
+        print("count, page: median ms of the at-risk count (a full count; 0 when the rollup rows answer) and page statements")
     finally:
         await db.dispose()
         if not keep:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
 from app.aggregates.counters import DUE
 from app.aggregates.dossier import DossierState
@@ -25,6 +25,8 @@ class Delta:
     hist: dict[tuple, int] = field(default_factory=lambda: defaultdict(int))
     cohort_due: dict[tuple, int] = field(default_factory=lambda: defaultdict(int))
     total: dict[tuple, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
+    # open dossiers with a deadline by UTC hour of the deadline (rollup rows only: RollupOpenDue)
+    open_due: dict[tuple, int] = field(default_factory=lambda: defaultdict(int))
 
     def add(self, state: DossierState, tz: tzinfo, sign: int) -> None:
         """Add (sign=1) or take away (sign=-1) what `state` contributes."""
@@ -68,6 +70,10 @@ class Delta:
             if end is not None:
                 bumps.append((local(max(recv, end)), "p_out", 1))
                 totals.append("p_out")
+            if due is not None and end is None:
+                hour = due.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+                for s in sectors:
+                    self.open_due[(unit, s, hour)] += sign
             if due is not None:
                 # Due soon at the midnights starting the deadline's day and the two days before.
                 dday = local(due)
@@ -126,6 +132,7 @@ class Delta:
                 out.day[k] = cols
         out.hist = {k: v for k, v in self.hist.items() if v}
         out.cohort_due = {k: v for k, v in self.cohort_due.items() if v}
+        out.open_due = {k: v for k, v in self.open_due.items() if v}
         for k, cols in self.total.items():
             cols = {c: v for c, v in cols.items() if v}
             if cols:

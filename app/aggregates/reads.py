@@ -7,7 +7,7 @@ of the rebuild: the event log, dossier rows, and own and rollup rows of a unit.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 
 from sqlalchemy import and_, bindparam, case, func, literal, or_, select, text, tuple_, union
@@ -17,7 +17,7 @@ from sqlalchemy.orm import aliased
 from app.aggregates.counters import COHORT, DAY_COUNTERS, DUE, FLOW_COUNTERS, TOTAL_COUNTERS
 from app.aggregates.silent import DEFAULT_AFTER_HOURS, cut_off, silent_condition
 from app.aggregates.sums import Scope, Span, Sums
-from app.aggregates.writes import DOSSIER_COLUMNS, OWN_TABLES, ROLLUP_TABLES, rollup_select_sql
+from app.aggregates.writes import DOSSIER_COLUMNS, OWN_TABLES, ROLLUP_TABLES, open_due_select_sql, rollup_select_sql
 from app.db import dialect
 from app.db.models import (
     ALL_SECTORS,
@@ -29,6 +29,7 @@ from app.db.models import (
     DossierFuture,
     NetworkCohort,
     NetworkDay,
+    RollupOpenDue,
     Unit,
     UnitChange,
     UnitSource,
@@ -258,9 +259,14 @@ async def _read_today(session: AsyncSession, scope: Scope, live: list, sector: s
     # Due soon at now: the open dossiers due within 72 h (a partial index holds only open dossiers)
     # and, on a central node, the latest day record of each unit a subordinate feeds.
     due: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-    stmt = _due_statement(scope.level, scope.parent, scope.codes is not None, sector == "*")
-    for row in (await conn.execute(stmt, params)).mappings():
-        due[row["g"]] = [int(row[f"d{h}"] or 0) for h in DUE_HOURS]
+    by_hours = scope.rollup is not None and scope.level is None  # a province or the nation: whole hours from its rollup rows
+    if by_hours:
+        windows = [(sp0.now, sp0.now + timedelta(hours=h)) for h in DUE_HOURS]
+        due[""] = await count_open_due(session, scope.rollup, sector, scope.codes, windows)
+    else:
+        stmt = _due_statement(scope.level, scope.parent, scope.codes is not None, sector == "*")
+        for row in (await conn.execute(stmt, params)).mappings():
+            due[row["g"]] = [int(row[f"d{h}"] or 0) for h in DUE_HOURS]
     if sector == ALL_SECTORS:
         stmt = _network_due_statement(scope.level, scope.parent, scope.codes is not None)
         for row in (await conn.execute(stmt, _scope_params(scope))).mappings():
@@ -280,6 +286,8 @@ async def _read_today(session: AsyncSession, scope: Scope, live: list, sector: s
             got = due[row["g"]]  # pending at now but ending within the skew allowance: not in the open index
             for k, h in enumerate(DUE_HOURS):
                 got[k] += int(row[f"due_ahead{h}"] or 0)
+                if by_hours:  # the rollup rows count open dossiers received after now too
+                    got[k] -= int(row[f"due_recv_ahead{h}"] or 0)
     for g, figures in due.items():
         for i, _ in live:
             out[g][i].due_live = tuple(figures)
@@ -317,11 +325,69 @@ def _ahead_statement(level: str | None, parent: str | None, has_codes: bool, any
     for h in DUE_HOURS:  # pending at now, ended later (so not open), due in [now, now + h)
         window = and_(d.eff_due_at >= now, d.eff_due_at < bindparam(f"due{h}", type_=d.eff_due_at.type))
         cols.append(count(and_(d.recv_at < now, d.end_at >= now, window), f"due_ahead{h}"))
+        cols.append(count(and_(d.recv_at >= now, d.end_at.is_(None), window), f"due_recv_ahead{h}"))
     ahead = select(f.unit_code, f.dossier_id).where(f.at >= now).distinct()
     where = [tuple_(d.unit_code, d.dossier_id).in_(ahead)]
     if not any_sector:
         where.append(d.sector == bindparam("sector"))
     return _select(_scope_shape(level, parent, has_codes), d, cols, where)
+
+
+def _hour_floor(dt: datetime) -> datetime:
+    return dt.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+async def count_open_due(
+    session: AsyncSession, rollup: str, sector: str, codes: tuple[str, ...] | None, windows: list[tuple[datetime | None, datetime]]
+) -> list[int]:
+    """Per window [a, b) (a None: no lower bound), the open dossiers with a receipt and a deadline
+    in it of a province or the nation (`rollup`, whose units are `codes`; None: every unit): whole
+    UTC hours from its rollup rows (only those with n <> 0 are read), the partial hours at the ends
+    from the open-dossier index. Open dossiers received after now are included: callers correct."""
+    conn = await session.connection()
+    r, d = RollupOpenDue, Dossier
+    parts, slices = [], []
+    for a, b in windows:
+        top = _hour_floor(b)
+        low = None if a is None else _hour_floor(a) + (timedelta(0) if _hour_floor(a) == a else timedelta(hours=1))
+        if low is not None and low > top:  # within one hour
+            slices.append([(a, b)])
+            parts.append(None)
+            continue
+        slices.append([x for x in ((a, low), (top, b)) if x[0] is not None and x[0] < x[1]])
+        parts.append((low, top))
+    cols = []
+    for i, part in enumerate(parts):
+        if part is None:
+            cols.append(literal(0).label(f"h{i}"))
+            continue
+        low, top = part
+        inside = r.hour < top if low is None else and_(r.hour >= low, r.hour < top)
+        cols.append(func.sum(case((inside, r.n), else_=0)).label(f"h{i}"))
+    bounds = [p for p in parts if p is not None]
+    out = [0] * len(windows)
+    if bounds:
+        where = [r.unit_code == rollup, r.sector == sector, r.n != 0, r.hour < max(t for _, t in bounds)]
+        if all(low is not None for low, _ in bounds):
+            where.append(r.hour >= min(low for low, _ in bounds))
+        row = (await conn.execute(select(*cols).where(*where))).first()
+        out = [int(v or 0) for v in row]
+    ranges = [x for sl in slices for x in sl]
+    if ranges:
+        if dialect.is_postgres(session):  # plan the few index ranges for what they are, not generically
+            await conn.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+        cols = [
+            func.sum(case((or_(*(and_(d.eff_due_at >= x, d.eff_due_at < y) for x, y in sl)), 1), else_=0)).label(f"s{i}")
+            for i, sl in enumerate(slices)
+        ]
+        where = [OPEN, d.recv_at.is_not(None), or_(*(and_(d.eff_due_at >= x, d.eff_due_at < y) for x, y in ranges))]
+        if sector != ALL_SECTORS:
+            where.append(d.sector == sector)
+        if codes is not None:
+            where.append(d.unit_code.in_(codes))
+        row = (await conn.execute(select(*cols).where(*where))).first()
+        out = [o + int(v or 0) for o, v in zip(out, row, strict=True)]
+    return out
 
 
 @lru_cache(maxsize=64)
@@ -414,6 +480,12 @@ async def read_rollups(session: AsyncSession, expected: bool = False) -> dict[st
             elif row[nkeys]:
                 table[key] = int(row[nkeys])
         out[name] = table
+    # open dossiers by deadline hour: from the dossier table, or as kept (summed over slots)
+    if expected:
+        sql = open_due_select_sql(dialect.is_postgres(session))
+    else:
+        sql = "SELECT unit_code, sector, hour, SUM(n) AS n FROM rollup_open_due GROUP BY unit_code, sector, hour"
+    out["open_due"] = {(u, s, h): int(n) for u, s, h, n in (await session.execute(text(sql))).all() if n}
     return out
 
 
@@ -595,12 +667,37 @@ def _at_risk_statements(has_codes: bool, include_overdue: bool, ahead: bool) -> 
     return count, page
 
 
+@lru_cache(maxsize=8)
+def _at_risk_ahead_statement(has_codes: bool, include_overdue: bool):
+    """Among dossiers with a mark ahead of now, in the at-risk window: (pending at now but ended
+    later, open but received after now)."""
+    d, f = Dossier, DossierFuture
+    now = bindparam("now", type_=d.eff_due_at.type)
+    where = [d.eff_due_at.is_not(None), d.eff_due_at < bindparam("until", type_=d.eff_due_at.type)]
+    if not include_overdue:
+        where.append(d.eff_due_at >= now)
+    if has_codes:
+        where.append(d.unit_code.in_(bindparam("codes", expanding=True)))
+    where.append(tuple_(d.unit_code, d.dossier_id).in_(select(f.unit_code, f.dossier_id).where(f.at >= now).distinct()))
+    ends = and_(d.end_at >= now, d.recv_at < now)
+    starts = and_(d.end_at.is_(None), d.recv_at >= now)
+    return select(func.sum(case((ends, 1), else_=0)), func.sum(case((starts, 1), else_=0))).where(*where)
+
+
 async def read_at_risk(
-    session: AsyncSession, codes: tuple[str, ...] | None, now: datetime, until: datetime, include_overdue: bool, limit: int, offset: int
+    session: AsyncSession,
+    codes: tuple[str, ...] | None,
+    now: datetime,
+    until: datetime,
+    include_overdue: bool,
+    limit: int,
+    offset: int,
+    rollup: str | None = None,
 ) -> tuple[int, list[dict]]:
     """(total, one page of rows) of the pending dossiers of `codes` (None: every unit) due before
     `until`, from `now` on unless `include_overdue`; each row with its `procedure_code` (the one
-    its winning `received` names)."""
+    its winning `received` names). For a province or the nation (`rollup`), the total sums whole
+    hours of its open-deadline rollup rows (count_open_due) instead of counting the window."""
     conn = await session.connection()
     if dialect.is_postgres(session):
         # A generic plan (PostgreSQL's choice after five runs of a prepared statement) does not know
@@ -612,8 +709,16 @@ async def read_at_risk(
     params: dict = {"now": now, "until": until, "limit": limit, "offset": offset}
     if codes is not None:
         params["codes"] = list(codes)
-    total = int((await conn.execute(count, params)).scalar() or 0)
-    rows = [dict(r) for r in (await conn.execute(page, params)).mappings()] if offset < total else []
+    rows = [dict(r) for r in (await conn.execute(page, params)).mappings()]
+    if rows and len(rows) < limit:  # the last page: the total needs no count
+        total = offset + len(rows)
+    elif rollup is not None:
+        (total,) = await count_open_due(session, rollup, ALL_SECTORS, codes, [(None if include_overdue else now, until)])
+        if ahead:  # pending but not open (ends ahead of now); open but not pending (received ahead of now)
+            row = (await conn.execute(_at_risk_ahead_statement(codes is not None, include_overdue), params)).first()
+            total += int(row[0] or 0) - int(row[1] or 0)
+    else:
+        total = int((await conn.execute(count, params)).scalar() or 0)
     keys = sorted({(r["unit_code"], r["recv_event_id"]) for r in rows if r["recv_event_id"]})
     procedures: dict[tuple[str, str], str | None] = {}
     for chunk in (keys[i : i + 500] for i in range(0, len(keys), 500)):

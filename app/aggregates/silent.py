@@ -29,6 +29,7 @@ from app.db.models import UnitEventDay, UnitSource
 DEFAULT_AFTER_HOURS = 48.0  # SILENT_AFTER_HOURS
 WINDOW_DAYS = 14
 MIN_DAYS = 3
+SOURCE_COLUMNS = ("last_at", "last_day", "window_from")  # all follow the latest acceptance
 
 
 # --- the write: once per ingest batch -----------------------------------------------------------
@@ -44,7 +45,7 @@ async def record_accepted(session: AsyncSession, events: Iterable[dict], tz: tzi
     - `unit_event_day`: one row per local day of `occurred_at` (set union: existing rows stay).
     Both writes are idempotent and order-free (a maximum, a union), touch rows in key order (the
     lock order of writes.py: after the change marks, before `node_meta`), and cost two statements
-    per batch whatever its size.
+    per batch (one more per 500 units named).
     """
     last: dict[str, datetime] = {}
     days: set[tuple[str, date]] = set()
@@ -59,13 +60,14 @@ async def record_accepted(session: AsyncSession, events: Iterable[dict], tz: tzi
     for unit, at in sorted(last.items()):
         day = at.astimezone(tz).date()
         rows.append({"unit_code": unit, "last_at": at, "last_day": day, "window_from": day - timedelta(days=WINDOW_DAYS - 1)})
-    stmt = dialect.insert(session, UnitSource).values(rows)
-    later = stmt.excluded.last_at > UnitSource.last_at
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["unit_code"],
-        set_={c: case((later, getattr(stmt.excluded, c)), else_=getattr(UnitSource, c)) for c in ("last_at", "last_day", "window_from")},
-    )
-    await session.execute(stmt)
+    for start in range(0, len(rows), 500):  # a batch may name thousands of units: bounded statements
+        stmt = dialect.insert(session, UnitSource).values(rows[start : start + 500])
+        later = stmt.excluded.last_at > UnitSource.last_at
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["unit_code"],
+            set_={c: case((later, getattr(stmt.excluded, c)), else_=getattr(UnitSource, c)) for c in SOURCE_COLUMNS},
+        )
+        await session.execute(stmt)
     await dialect.bulk_upsert(session, UnitEventDay, [{"unit_code": u, "day": d} for u, d in sorted(days)], ["unit_code", "day"])
 
 

@@ -30,6 +30,7 @@ from app.db.models import (
     RollupCohortDue,
     RollupDay,
     RollupDayHist,
+    RollupOpenDue,
     RollupTotal,
     UnitChange,
     UnitCohortDue,
@@ -201,6 +202,9 @@ def rollup_of(delta: Delta, registry: Registry) -> Delta:
             row = out.total[(a, s)]
             for c, v in cols.items():
                 row[c] += v
+    for (u, s, h), n in delta.open_due.items():
+        for a in above(u):
+            out.open_due[(a, s, h)] += n
     return out.nonzero()
 
 
@@ -209,7 +213,11 @@ async def add_aggregates(
 ) -> None:
     """Add a delta of units' own figures to their own rows and to the rollup rows above them."""
     await _add_delta(session, delta, OWN_TABLES, {"source": source})
-    await _add_delta(session, rollup_of(delta, registry), ROLLUP_TABLES, {"slot": pick_slot() if slot is None else slot})
+    up = rollup_of(delta, registry)
+    slot = pick_slot() if slot is None else slot
+    await _add_delta(session, up, ROLLUP_TABLES, {"slot": slot})
+    rows = [{"unit_code": u, "sector": s, "hour": h, "slot": slot, "n": n} for (u, s, h), n in up.open_due.items()]
+    await _add_rows(session, RollupOpenDue, ("unit_code", "sector", "hour", "slot"), ("n",), rows)
     await _count_changes(session, delta.units())
 
 
@@ -302,6 +310,25 @@ def rollup_select_sql(table: str) -> tuple[str, tuple[str, ...]]:
     return sql, ("unit_code", *keys, *values)
 
 
+def open_due_select_sql(postgres: bool) -> str:
+    """SELECT (unit_code, sector, hour, n) of the rollup open-deadline rows from the dossier table:
+    open dossiers with a receipt and a deadline, by UTC hour, stored as the ORM stores it."""
+    hour = (
+        "date_trunc('hour', d.eff_due_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+        if postgres
+        else "strftime('%Y-%m-%d %H:00:00.000000', d.eff_due_at)"
+    )
+    where = "d.end_at IS NULL AND d.eff_due_at IS NOT NULL AND d.recv_at IS NOT NULL"
+    rows = (
+        f"SELECT d.unit_code AS unit_code, '*' AS sector, {hour} AS hour FROM dossier d WHERE {where} "
+        f"UNION ALL SELECT d.unit_code, d.sector, {hour} FROM dossier d WHERE {where}"
+    )
+    return (
+        f"SELECT a.anc AS unit_code, x.sector AS sector, x.hour AS hour, COUNT(*) AS n "
+        f"FROM ({rows}) x JOIN ({ANCESTRY_SQL}) a ON a.code = x.unit_code GROUP BY a.anc, x.sector, x.hour"
+    )
+
+
 async def rebuild_rollups(session: AsyncSession) -> None:
     """Replace every rollup row by the sums of the own rows below (after a registry change, a repair,
     or a bulk load). Set-based: one INSERT ... SELECT per table."""
@@ -310,6 +337,11 @@ async def rebuild_rollups(session: AsyncSession) -> None:
         sql, cols = rollup_select_sql(own.__tablename__)
         names = ", ".join(cols)
         await session.execute(text(f"INSERT INTO {rollup.__tablename__} ({names}, slot) SELECT {names}, 0 FROM ({sql}) s"))
+    await session.execute(delete(RollupOpenDue))
+    sql = open_due_select_sql(dialect.is_postgres(session))
+    await session.execute(
+        text(f"INSERT INTO rollup_open_due (unit_code, sector, hour, slot, n) SELECT unit_code, sector, hour, 0, n FROM ({sql}) s")
+    )
 
 
 # --- change marks (read by the exporter) ---------------------------------------------------------

@@ -238,7 +238,7 @@ async def at_risk(
     registry: RegistryDep,
     settings: SettingsDep,
     within: Annotated[str, Query(description="The window ahead of now: `1h` to `720h`.", examples=["48h"])] = "48h",
-    include_overdue: Annotated[bool, Query(description="Also the pending dossiers already past their deadline.", examples=[True])] = False,
+    include_overdue: Annotated[bool, Query(description="Also the pending dossiers already past their deadline.", examples=[False])] = False,
     limit: Annotated[int, Query(ge=1, le=5000, description="Items in this page, at most 5,000.", examples=[100])] = 100,
     offset: Annotated[int, Query(ge=0, description="Items skipped before this page.", examples=[0])] = 0,
 ) -> Response:

@@ -295,6 +295,34 @@ class RollupTotal(Totals, Base):
     slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=0)
 
 
+class RollupOpenDue(Base):
+    """Open dossiers (received, not ended) with a deadline, by UTC hour of the deadline, of a
+    province or the nation with every unit below it (local dossiers): due-soon counts at now and
+    the at-risk totals of a province or the nation sum whole hours here and count only the two
+    partial hours at the window's ends from the dossier index. Slots as in RollupDay; only rows
+    with n <> 0 are in the index the reads take, so closed hours cost nothing."""
+
+    __tablename__ = "rollup_open_due"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    sector: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=0)
+    n: Mapped[int] = _counter()
+
+    __table_args__ = (
+        Index(
+            "ix_rollup_open_due_live",
+            "unit_code",
+            "sector",
+            "hour",
+            postgresql_include=["n"],
+            postgresql_where=text("n <> 0"),
+            sqlite_where=text("n <> 0"),
+        ),
+    )
+
+
 class UnitChange(Base):
     """How many times each unit's own aggregate rows changed, and when last: a ranking recomputes
     only the units whose count moved since it last read them."""

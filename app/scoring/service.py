@@ -341,8 +341,9 @@ async def at_risk(
     hours = parse_within(within)
     now = _now()
     codes = None if code == NATION else tuple(registry.subtree(code))
+    rollup = code if u.level in ROLLUP_LEVELS else None  # a province or the nation: totals from its rollup rows
     async with db.session() as session:
-        total, rows = await read_at_risk(session, codes, now, now + timedelta(hours=hours), include_overdue, limit, offset)
+        total, rows = await read_at_risk(session, codes, now, now + timedelta(hours=hours), include_overdue, limit, offset, rollup)
     shapes: dict[str, dict] = {}
     items = []
     for r in rows:

@@ -1,5 +1,6 @@
 """due soon: per deadline day, dossiers pending at the starts of that day and the two before;
-indexes over open dossiers by deadline; due-soon figures of received day records
+indexes over open dossiers by deadline; open dossiers by deadline hour for provinces and the nation;
+due-soon figures of received day records
 
 Revision ID: e1a2b3c4d5e6
 Revises: c3e5f7a9b1d2
@@ -12,6 +13,8 @@ from datetime import UTC, datetime, time, timedelta
 
 import sqlalchemy as sa
 from alembic import op
+
+import app.db.types
 
 revision: str = "e1a2b3c4d5e6"
 down_revision: str | None = "c3e5f7a9b1d2"
@@ -55,6 +58,24 @@ def upgrade() -> None:
         ("ix_dossier_unit_open_due", ["unit_code", "eff_due_at", "dossier_id"]),
     ):
         op.create_index(name, "dossier", cols, postgresql_include=["recv_at", "sector"], postgresql_where=OPEN, sqlite_where=OPEN)
+    op.create_table(
+        "rollup_open_due",
+        sa.Column("unit_code", sa.String(length=8), nullable=False),
+        sa.Column("sector", sa.String(length=64), nullable=False),
+        sa.Column("hour", app.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("slot", sa.SmallInteger(), nullable=False),
+        _counter("n"),
+        sa.PrimaryKeyConstraint("unit_code", "sector", "hour", "slot", name=op.f("pk_rollup_open_due")),
+    )
+    nonzero = sa.text("n <> 0")
+    op.create_index(
+        "ix_rollup_open_due_live",
+        "rollup_open_due",
+        ["unit_code", "sector", "hour"],
+        postgresql_include=["n"],
+        postgresql_where=nonzero,
+        sqlite_where=nonzero,
+    )
     _backfill()
 
 
@@ -89,6 +110,22 @@ def _backfill() -> None:
     values = [{"u": u, "s": s, "d": d, "c0": c[0], "c1": c[1], "c2": c[2]} for (u, s, d), c in sorted(sums.items())]
     for start in range(0, len(values), 1000):
         conn.execute(stmt, values[start : start + 1000])
+    # open dossiers with a receipt and a deadline, by UTC hour of the deadline, of every province and the nation
+    postgres = conn.dialect.name == "postgresql"
+    hour = (
+        "date_trunc('hour', d.eff_due_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+        if postgres
+        else "strftime('%Y-%m-%d %H:00:00.000000', d.eff_due_at)"
+    )
+    where = "d.end_at IS NULL AND d.eff_due_at IS NOT NULL AND d.recv_at IS NOT NULL"
+    rows = (
+        f"SELECT d.unit_code AS unit_code, '*' AS sector, {hour} AS hour FROM dossier d WHERE {where} "
+        f"UNION ALL SELECT d.unit_code, d.sector, {hour} FROM dossier d WHERE {where}"
+    )
+    op.execute(
+        f"INSERT INTO rollup_open_due (unit_code, sector, hour, slot, n) SELECT a.anc, x.sector, x.hour, 0, COUNT(*) "
+        f"FROM ({rows}) x JOIN ({ANCESTRY}) a ON a.code = x.unit_code GROUP BY a.anc, x.sector, x.hour"
+    )
     if values:
         op.execute(
             f"INSERT INTO rollup_day (unit_code, sector, day, slot, {', '.join(DUE)}) "
@@ -100,6 +137,8 @@ def _backfill() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_rollup_open_due_live", table_name="rollup_open_due")
+    op.drop_table("rollup_open_due")
     op.drop_index("ix_dossier_unit_open_due", table_name="dossier")
     op.drop_index("ix_dossier_open_due", table_name="dossier")
     with op.batch_alter_table("network_day") as batch:

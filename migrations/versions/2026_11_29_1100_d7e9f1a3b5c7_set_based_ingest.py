@@ -58,6 +58,7 @@ BEGIN
     CREATE TEMP TABLE chiso_rollup (unit_code varchar(8), above varchar(8)) ON COMMIT DELETE ROWS;
     CREATE TEMP TABLE chiso_dday (unit_code varchar(8), sector varchar(64), day date, @DAY_TYPED@) ON COMMIT DELETE ROWS;
     CREATE TEMP TABLE chiso_dhist (unit_code varchar(8), sector varchar(64), day date, bucket int, n bigint) ON COMMIT DELETE ROWS;
+    CREATE TEMP TABLE chiso_dopen (unit_code varchar(8), sector varchar(64), hour timestamptz, n bigint) ON COMMIT DELETE ROWS;
     CREATE TEMP TABLE chiso_ddue (unit_code varchar(8), sector varchar(64), recv_day date, due_day date, n bigint) ON COMMIT DELETE ROWS;
     CREATE TEMP TABLE chiso_dtot (unit_code varchar(8), sector varchar(64), @TOT_TYPED@) ON COMMIT DELETE ROWS;
   END IF;
@@ -255,6 +256,14 @@ BEGIN
   GROUP BY GROUPING SETS ((d.unit_code, d.sector, d.recv_day, d.due_day), (d.unit_code, d.recv_day, d.due_day))
   HAVING sum(d.n) <> 0;
 
+  -- open dossiers with a deadline, by UTC hour of the deadline (rollup rows only: rollup_open_due)
+  INSERT INTO chiso_dopen
+  SELECT o.unit_code, CASE WHEN grouping(o.sector) = 1 THEN '*' ELSE o.sector END, o.hour, sum(o.n)
+  FROM (SELECT s.unit_code, s.sector, date_trunc('hour', s.eff_due_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour, s.sign AS n
+        FROM chiso_st s WHERE s.recv_at IS NOT NULL AND s.eff_due_at IS NOT NULL AND s.end_at IS NULL) o
+  GROUP BY GROUPING SETS ((o.unit_code, o.sector, o.hour), (o.unit_code, o.hour))
+  HAVING sum(o.n) <> 0;
+
   -- 5. own rows, then the rollup rows of every province and nation at or above each unit
   INSERT INTO unit_day AS u (unit_code, sector, day, source, @DAY_COLS@)
   SELECT d.unit_code, d.sector, d.day, '', @DAY_VALUES(d)@
@@ -303,6 +312,12 @@ BEGIN
   HAVING @TOT_NONZERO(t)@
   ORDER BY 1, 2
   ON CONFLICT (unit_code, sector, slot) DO UPDATE SET @TOT_ADD(u)@;
+
+  INSERT INTO rollup_open_due AS u (unit_code, sector, hour, slot, n)
+  SELECT r.above, o.sector, o.hour, p_slot, sum(o.n)
+  FROM chiso_dopen o JOIN chiso_rollup r ON r.unit_code = o.unit_code
+  GROUP BY 1, 2, 3 HAVING sum(o.n) <> 0 ORDER BY 1, 2, 3
+  ON CONFLICT (unit_code, sector, hour, slot) DO UPDATE SET n = u.n + excluded.n;
 
   -- 6. one more change per unit whose own rows changed; export marks from the earliest changed day
   INSERT INTO unit_change AS u (unit_code, changes, changed_at)
@@ -539,6 +554,7 @@ FILLFACTOR = {
     "rollup_day_hist": 80,
     "rollup_cohort_due": 80,
     "rollup_total": 50,
+    "rollup_open_due": 80,
     "unit_change": 50,
     "export_dirty": 50,
     "node_meta": 50,

@@ -252,11 +252,6 @@ async def test_every_answer_matches_the_document(pair):
         await get("/api/v1/units/99999/silent", status=404)
         await get("/api/v1/units/46/silent", limit=5001, status=422)
         await get("/api/v1/units/46/silent", token=ingest, status=403)
-        # --- the at-risk list (the lifecycle's dossiers are settled: an empty page is an answer too)
-        await get("/api/v1/units/46/at-risk", within="72h", include_overdue="true")
-        await get("/api/v1/units/VN/at-risk", limit=1, offset=1)
-        await get("/api/v1/units/99999/at-risk", status=404)
-        await get("/api/v1/units/46/at-risk", within="0h", status=422)
 
         # --- KPI reads, every period kind, the cache (ETag/304) included
         for code in ("VN", "46", unit):
@@ -286,6 +281,14 @@ async def test_every_answer_matches_the_document(pair):
         await get("/api/v1/rankings", level="commune", window="7d", sort="received", limit=5000)
         await get("/api/v1/rankings", level="province", period="quarter", sort="-settlement_score", limit=3, offset=2)
         await get("/api/v1/rankings", parent="99999", status=404)
+        await get("/api/v1/rankings", level="commune", parent="46", sort="-on_time_rate", min_count=10)
+        pending = {**events[0], "event_id": "oa-p-r", "dossier_id": "oa-p", "occurred_at": ts(now - timedelta(hours=2))}
+        assert (await node.post([pending | {"due_at": ts(now + timedelta(hours=30))}], ingest)).status_code == 202
+        assert (await get("/api/v1/units/46/at-risk", within="720h", include_overdue="true")).json()["items"]
+        await get("/api/v1/units/VN/at-risk", limit=1, offset=1)
+        await get("/api/v1/units/46/at-risk", within="0h", status=422)
+        await get("/api/v1/units/99999/at-risk", status=404)
+        await get("/api/v1/units/46/at-risk", token=ingest, status=403)
         await get("/api/v1/units/99999/kpis", status=404)
         await get("/api/v1/units/99999/series", status=404)
         await get("/api/v1/units/99999/sectors", status=404)

@@ -253,3 +253,25 @@ async def test_verify_checks_and_repairs_the_bookkeeping(fresh_service):
     assert {a, b} <= set(report.repaired)
     assert (await verify(svc.db, svc.settings)).differences == []
     assert silent_codes(await feed.silent("46", now)) == [a]
+
+
+async def test_one_batch_naming_many_units(fresh_service):
+    """A batch from a VN key may name thousands of units: all are recorded (statements in chunks)."""
+    svc, feed = fresh_service, Feed(fresh_service)
+    now = datetime.now(UTC)
+    last = now - 50 * H
+    registry = await feed.registry()
+    units = [u.code for u in registry.at_level("commune")][:1200]
+    events = []
+    for code in units:
+        for k, at in enumerate(on_days(last, 0, 1, 2)):
+            events.append(
+                {"event_id": f"m{k}", "type": "received", "dossier_id": f"M{k}", "unit_code": code, "occurred_at": at.isoformat(),
+                 "channel": "online", "due_at": (at + timedelta(days=5)).isoformat()}
+            )  # fmt: skip
+    result = await accept_batch(svc.db, registry, svc.settings, VN_KEY, events, now=last)
+    assert result["accepted"] == len(events) == 3600
+    answer = await feed.silent(NATION, now, limit=5000)
+    assert answer["total"] == 1200 and silent_codes(answer) == sorted(units)
+    r = await svc.get("/api/v1/units/VN/kpis", await svc.key("read"), window="1d")
+    assert r.json()["kpis"]["silent_units"] == 1200
