@@ -40,7 +40,6 @@ class Delta:
                 d = days[dt] = dt.astimezone(tz).date()
             return d
 
-
         bumps: list[tuple[date, str, int]] = []  # (day, counter, amount)
         totals: list[str] = []
         recv = state.recv_at
