@@ -116,6 +116,7 @@ async def run(pending: int, ended: int, keep: bool) -> None:
         registry = await RegistryCache(db).refresh()
         tz = settings.tz
         commune = registry.at_level("commune")[100].code
+        memo = service.RankingMemo()
         cases = {
             "nation, within=48h, first page (100)": lambda: service.at_risk(db, registry, tz, "VN", "48h", False, 100, 0),
             "nation, within=720h + overdue, first page": lambda: service.at_risk(db, registry, tz, "VN", "720h", True, 100, 0),
@@ -126,13 +127,21 @@ async def run(pending: int, ended: int, keep: bool) -> None:
             "nation KPI answer, window=7d (due counts at now)": lambda: service.unit_kpis(
                 db, registry, tz, "VN", periods.window("7d", periods.today(service._now(), tz)), None
             ),
+            "province 01 KPI answer, window=7d": lambda: service.unit_kpis(
+                db, registry, tz, "01", periods.window("7d", periods.today(service._now(), tz)), None
+            ),
+            "ranking of 3,321 communes by -due_48h (memo warm)": lambda: service.ranking(
+                db, registry, tz, "commune", None, periods.window("7d", periods.today(service._now(), tz)), "-due_48h", 5000, 0, memo=memo
+            ),
         }
         watch(db)
         print(f"{'case':52} {'p50 ms':>8} {'max ms':>8} {'count':>7} {'page':>7}  figures")
         for label, call in cases.items():
             p50, worst, out, count_ms, page_ms = await timed(call)
-            if "total" in out:
+            if "within" in out:
                 figures = f"total {out['total']:,}"
+            elif out.get("items"):
+                figures = f"first {out['items'][0]['unit']['code']} due_48h {out['items'][0]['kpis']['due_48h']}"
             else:
                 figures = f"due_24h/48h/72h {[out['kpis'][k] for k in ('due_24h', 'due_48h', 'due_72h')]}"
             print(f"{label:52} {p50:8.1f} {worst:8.1f} {count_ms:7.1f} {page_ms:7.1f}  {figures}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 
 from app.aggregates.counters import DUE
 from app.aggregates.dossier import DossierState
@@ -14,7 +14,7 @@ from app.aggregates.histogram import bucket_of
 from app.db.models import ALL_SECTORS
 
 _DUE_SET = frozenset(DUE)
-_MIDNIGHTS: dict[tuple[date, tzinfo], datetime] = {}  # local midnights, computed once per day and zone
+_BEFORE = tuple(timedelta(days=k) for k in range(len(DUE)))
 
 
 @dataclass
@@ -40,14 +40,6 @@ class Delta:
                 d = days[dt] = dt.astimezone(tz).date()
             return d
 
-        def midnight(d: date) -> datetime:
-            m = _MIDNIGHTS.get((d, tz))
-            if m is None:
-                if len(_MIDNIGHTS) > 100_000:
-                    _MIDNIGHTS.clear()
-                m = _MIDNIGHTS[(d, tz)] = datetime.combine(d, time(0), tzinfo=tz)
-            return m
-
         bumps: list[tuple[date, str, int]] = []  # (day, counter, amount)
         totals: list[str] = []
         recv = state.recv_at
@@ -70,16 +62,19 @@ class Delta:
             if end is not None:
                 bumps.append((local(max(recv, end)), "p_out", 1))
                 totals.append("p_out")
-            if due is not None and end is None:
-                hour = due.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-                for s in sectors:
-                    self.open_due[(unit, s, hour)] += sign
             if due is not None:
-                # Due soon at the midnights starting the deadline's day and the two days before.
+                if end is None:
+                    hour = (due if due.tzinfo is UTC else due.astimezone(UTC)).replace(minute=0, second=0, microsecond=0)
+                    for s in sectors:
+                        self.open_due[(unit, s, hour)] += sign
+                # Due soon at the midnights starting the deadline's day D and the two days before:
+                # pending at the midnight starting day X <=> received on a local day before X and
+                # not ended on a local day before X.
                 dday = local(due)
+                eday = None if end is None else local(end)
                 for k, name in enumerate(DUE):
-                    m = midnight(dday - timedelta(days=k))
-                    if recv < m and (end is None or end >= m):
+                    x = dday - _BEFORE[k]
+                    if rday < x and (eday is None or eday >= x):
                         bumps.append((dday, name, 1))
                 start = max(recv, due)
                 bumps.append((local(start), "o_in", 1))

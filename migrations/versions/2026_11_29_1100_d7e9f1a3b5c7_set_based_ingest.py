@@ -206,10 +206,7 @@ BEGIN
       (s.ignored_at AT TIME ZONE p_tz)::date AS ig_day,
       s.end_at <= s.eff_due_at AS final_ok,
       s.end_at > s.eff_due_at AS late,
-      trunc(extract(epoch FROM (s.end_at - s.recv_at)) * 1000)::bigint AS ms,
-      ((s.eff_due_at AT TIME ZONE p_tz)::date::timestamp AT TIME ZONE p_tz) AS m0,
-      (((s.eff_due_at AT TIME ZONE p_tz)::date - 1)::timestamp AT TIME ZONE p_tz) AS m1,
-      (((s.eff_due_at AT TIME ZONE p_tz)::date - 2)::timestamp AT TIME ZONE p_tz) AS m2
+      trunc(extract(epoch FROM (s.end_at - s.recv_at)) * 1000)::bigint AS ms
     FROM chiso_st s
   ),
   w AS (  -- one row per state and kind of day it touches, with every counter it adds on that day
@@ -494,9 +491,10 @@ CONTRIBUTIONS = (
     ("CASE WHEN c.has_recv AND c.has_end THEN c.pout_day END", {"p_out": "c.sign"}),
     ("CASE WHEN c.has_recv AND c.has_due THEN c.oin_day END", {"o_in": "c.sign"}),
     ("CASE WHEN c.has_recv AND c.has_due AND c.has_end THEN c.oout_day END", {"o_out": "c.sign"}),
-    (  # due soon at the midnights starting the deadline's day and the two before: pending then
+    (  # due soon at the midnights starting the deadline's day D and the two before: pending at the
+        # midnight starting day X <=> received on a local day before X and not ended on one before X
         "CASE WHEN c.has_recv AND c.has_due THEN c.dday END",
-        {f"due_c{k}": _when(f"c.recv_at < c.m{k} AND (NOT c.has_end OR c.end_at >= c.m{k})") for k in range(3)},
+        {f"due_c{k}": _when(f"c.rday < c.dday - {k} AND (NOT c.has_end OR c.eday >= c.dday - {k})") for k in range(3)},
     ),
     ("CASE WHEN NOT c.has_recv THEN c.ig_day END", {"orphans": "-c.sign"}),
     (
