@@ -103,6 +103,7 @@ class Tally:
 
     acked: set = field(default_factory=set)  # (unit_code, event_id) of every event in an acknowledged batch
     accepted: int = 0  # sum of `accepted` over 202s
+    rejected: int = 0  # per-item rejections in 202s (the stream's own invalid events, e.g. dated in the future)
     statuses: Counter = field(default_factory=Counter)  # HTTP status (or the exception's name) -> count
     longest: float = 0.0  # seconds of the slowest request (answered or not)
     no_retry_after: int = 0  # 429/503 answers without Retry-After
@@ -127,7 +128,8 @@ class Tally:
 def post_until_acked(
     client: httpx.Client, url: str, key: str, batch: list[dict], tally: Tally, give_up: float = 300.0, pause: float = 0.2
 ) -> dict:
-    """POST the same batch (same event_ids) until it is answered 202; that answer."""
+    """POST the same batch (same event_ids) until it is answered 202; that answer. The batch's events,
+    less those rejected per item, count as acknowledged."""
     deadline = time.monotonic() + give_up
     while True:
         t0 = time.monotonic()
@@ -139,9 +141,11 @@ def post_until_acked(
             tally.note(r.status_code, time.monotonic() - t0, r)
             if r.status_code == 202:
                 body = r.json()
+                refused = {it["index"] for it in body["items"] if it["status"] == "rejected"}  # invalid: never stored
                 with tally.lock:
-                    tally.acked |= {(e["unit_code"], e["event_id"]) for e in batch}
+                    tally.acked |= {(e["unit_code"], e["event_id"]) for i, e in enumerate(batch) if i not in refused}
                     tally.accepted += body["accepted"]
+                    tally.rejected += len(refused)
                 return body
             assert r.status_code in (429, 503), f"{r.status_code}: {r.text[:500]}"
         assert time.monotonic() < deadline, f"batch not acknowledged within {give_up} s: {tally.statuses}"

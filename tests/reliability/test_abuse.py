@@ -245,6 +245,8 @@ def test_unbounded_queries_are_bounded(store, db_url, watch):
                 ("/api/v1/units", {"limit": 5000}),
                 ("/api/v1/units/VN/series", {"kpi": "received", "interval": "day", "from": "2024-01-01", "to": "2026-09-01"}),
                 ("/api/v1/units/46/series", {"to": "0001-01-02"}),  # the first days of the calendar: answered
+                ("/api/v1/units/19942/series", {"interval": "quarter", "from": "1785-05-13"}),  # 965 points (was a 503)
+                ("/api/v1/units/VN/series", {"interval": "month", "from": "1944-01-01", "to": "2026-01-01"}),
                 ("/api/v1/units/46/series", {"interval": "month", "from": "0001-01-01", "to": "0001-02-01"}),
                 ("/api/v1/units/46/kpis", {"period": "day", "at": "0001-01-02"}),
                 ("/api/v1/units/46/kpis", {"period": "month", "at": "0001-02-15"}),
