@@ -26,8 +26,8 @@ from pathlib import Path
 import orjson
 
 from app.db.engine import Database
-from app.ingest.schemas import EventError, validate_events
-from app.ingest.service import store_events
+from app.ingest.schemas import EventError
+from app.ingest.service import screen, store_events
 from app.settings import Settings
 from app.units.service import Registry
 
@@ -146,27 +146,17 @@ class Importer:
                 items.append(orjson.loads(text))
             except orjson.JSONDecodeError:
                 items.append(None)
-        now = datetime.now(UTC)
+        what = "line is not a CSV record with every column" if header is not None else "line is not JSON"
+        marked = [EventError([{"loc": [], "msg": what}]) if item is None else item for item in items]
         skew = timedelta(seconds=self.settings.skew_seconds)
-        checked = validate_events([{} if it is None else it for it in items], now, skew, self.horizon)
-        for (n, text), item, ev in zip(lines, items, checked, strict=True):
-            if item is None:
-                what = "line is not a CSV record with every column" if header is not None else "line is not JSON"
-                ev = EventError([{"loc": [], "msg": what}])
-            elif not isinstance(ev, EventError) and self.registry.get(ev["unit_code"]) is None:
-                ev = EventError([{"loc": ["unit_code"], "msg": "unknown unit"}])
-            if isinstance(ev, EventError):
-                event_id = item.get("event_id") if isinstance(item, dict) else None
-                event_id = event_id if isinstance(event_id, str) else None  # echo only a string id
-                chunk.rejected.append({"line": n, "event_id": event_id, "errors": ev.errors, "text": text.decode("utf-8", "replace")})
-                continue
-            key = (ev["unit_code"], ev["event_id"])
-            if key in seen:
+        results = screen(marked, self.registry, datetime.now(UTC), skew, self.horizon, seen)
+        for (n, text), (status, event_id, got) in zip(lines, results, strict=True):
+            if status == "valid":
+                chunk.events.append(got)
+            elif status == "duplicate":
                 chunk.duplicates += 1
-                continue
-            seen.add(key)
-            ev["ingested_at"] = now
-            chunk.events.append(ev)
+            else:
+                chunk.rejected.append({"line": n, "event_id": event_id, "errors": got, "text": text.decode("utf-8", "replace")})
         return chunk
 
     # --- one file ------------------------------------------------------------------------------

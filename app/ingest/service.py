@@ -81,6 +81,35 @@ class RateLimiter:
         self._buckets[key] = (tokens - 1, now)
 
 
+def screen(
+    items: list, registry: Registry, now: datetime, skew: timedelta, horizon: timedelta | None, seen: set[tuple[str, str]]
+) -> list[tuple[str, str | None, dict | list]]:
+    """Per item, in order: ("valid", event_id, the event with `ingested_at` = now), ("duplicate",
+    event_id, {}) for a repeat of an earlier item (`seen` holds the keys already taken; it grows), or
+    ("rejected", event_id or None, errors). An item may be an EventError already (an unreadable
+    line). The API and `chiso import` both screen their items here."""
+    out: list[tuple[str, str | None, dict | list]] = []
+    checked = validate_events([{} if isinstance(obj, EventError) else obj for obj in items], now, skew, horizon)
+    for obj, ev in zip(items, checked, strict=True):
+        if isinstance(obj, EventError):
+            ev = obj
+        elif not isinstance(ev, EventError) and registry.get(ev["unit_code"]) is None:
+            ev = EventError([{"loc": ["unit_code"], "msg": "unknown unit"}])
+        if isinstance(ev, EventError):
+            event_id = obj.get("event_id") if isinstance(obj, dict) else None
+            # echo only a string: any JSON (nested 1,000 deep) may stand there
+            out.append(("rejected", event_id if isinstance(event_id, str) else None, ev.errors))
+            continue
+        key = (ev["unit_code"], ev["event_id"])
+        if key in seen:
+            out.append(("duplicate", ev["event_id"], {}))
+            continue
+        seen.add(key)
+        ev["ingested_at"] = now
+        out.append(("valid", ev["event_id"], ev))
+    return out
+
+
 async def accept_batch(
     db: Database,
     registry: Registry,
@@ -104,26 +133,14 @@ async def accept_batch(
 
     outcome: dict[int, dict] = {}
     valid: list[tuple[int, dict]] = []
-    seen: set[tuple[str, str]] = set()
-    checked = validate_events([{} if isinstance(obj, _NotJson) else obj for obj in items], now, skew, horizon)
-    for index, (obj, ev) in enumerate(zip(items, checked, strict=True)):
-        if isinstance(obj, _NotJson):
-            ev = EventError([{"loc": [], "msg": "line is not JSON"}])
-        elif not isinstance(ev, EventError) and registry.get(ev["unit_code"]) is None:
-            ev = EventError([{"loc": ["unit_code"], "msg": "unknown unit"}])
-        if isinstance(ev, EventError):
-            event_id = obj.get("event_id") if isinstance(obj, dict) else None
-            if not isinstance(event_id, str):  # echo only a string: any JSON (nested 1,000 deep) may stand there
-                event_id = None
-            outcome[index] = {"index": index, "event_id": event_id, "status": "rejected", "errors": ev.errors}
-            continue
-        key = (ev["unit_code"], ev["event_id"])
-        if key in seen:
-            outcome[index] = {"index": index, "event_id": ev["event_id"], "status": "duplicate"}
-            continue
-        seen.add(key)
-        ev["ingested_at"] = now
-        valid.append((index, ev))
+    marked = [EventError([{"loc": [], "msg": "line is not JSON"}]) if isinstance(obj, _NotJson) else obj for obj in items]
+    for index, (status, event_id, got) in enumerate(screen(marked, registry, now, skew, horizon, set())):
+        if status == "valid":
+            valid.append((index, got))
+        elif status == "duplicate":
+            outcome[index] = {"index": index, "event_id": event_id, "status": "duplicate"}
+        else:
+            outcome[index] = {"index": index, "event_id": event_id, "status": "rejected", "errors": got}
 
     if dry_run:
         async with db.session() as session:
