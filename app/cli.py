@@ -83,13 +83,12 @@ def serve(
 
 @db_cli.command("upgrade")
 def db_upgrade() -> None:
-    """Bring the database schema to the current head."""
+    """Bring the database schema to the current head and install this version's write pass."""
 
     async def go(db: Database, settings: Settings):
-        from app.db import migrate
+        from app.main import upgrade_database
 
-        async with db.engine.begin() as conn:
-            await migrate.upgrade(conn)
+        await upgrade_database(db)
 
     _run(go)
     typer.echo("schema is current")

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 
+from app.aggregates import pgpass
 from app.api import dashboard, docs, errors, events, export, health, kpis, units
 from app.api.cache import AnswerCache
 from app.api.etag import ETagMiddleware
@@ -25,13 +26,21 @@ log = logging.getLogger("chiso")
 
 
 async def prepare_database(db: Database, settings: Settings) -> None:
-    """Bring the schema to head and seed the registry when empty."""
-    async with db.engine.begin() as conn:
-        await migrate.upgrade(conn)
+    """Bring the schema to head, install this version's write pass, and seed the registry when empty."""
+    await upgrade_database(db)
     if settings.seed_registry:
         loaded = await units_service.seed_if_empty(db)
         if loaded:
             log.info("registry seeded with %d units", loaded)
+
+
+async def upgrade_database(db: Database) -> None:
+    """The schema to the Alembic head, then this version's PostgreSQL write pass (app.aggregates.pgpass)."""
+    async with db.engine.begin() as conn:
+        await migrate.upgrade(conn)
+    async with db.engine.begin() as conn:
+        if await pgpass.install(conn):
+            log.info("write pass %s installed", pgpass.current().version)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -1,5 +1,5 @@
 """Where the time of the set-based write goes: microseconds per event for each statement of
-`chiso_ingest_staged`, measured with auto_explain's per-statement durations on a fresh database.
+the write pass (app.aggregates.pgpass), measured with auto_explain's per-statement durations on a fresh database.
 
     python -m bench.stages [--events 200000] [--chunk 20000] [--communes 40] [--province 01]
 
@@ -23,6 +23,7 @@ from pathlib import Path
 import asyncpg
 import orjson
 
+from app.aggregates import pgpass
 from app.aggregates.writes import STAGE_COLUMNS
 from app.db.engine import Database
 from app.ingest.schemas import validate_events
@@ -90,6 +91,7 @@ async def main(args) -> None:
             "SET client_min_messages = notice",
         ):
             await conn.execute(stmt)
+        fn = pgpass.current()
         per: dict[str, float] = defaultdict(float)
         counted, wall = 0, 0.0
         chunks = [events[i : i + args.chunk] for i in range(0, len(events), args.chunk)]
@@ -97,18 +99,18 @@ async def main(args) -> None:
             notices.clear()
             t0 = time.perf_counter()
             async with conn.transaction():
-                await conn.execute("SELECT chiso_temp_tables()")
+                await conn.execute(f"SELECT {fn.temp_tables}()")
                 await conn.copy_records_to_table(
                     "chiso_stage", records=[tuple(e[c] for c in STAGE_COLUMNS) for e in chunk], columns=STAGE_COLUMNS
                 )
-                await conn.fetch("SELECT * FROM chiso_ingest_staged($1::json, $2, $3, 0)", rollup, settings.timezone, now)
+                await conn.fetch(f"SELECT * FROM {fn.ingest_staged}($1::json, $2, $3, 0)", rollup, settings.timezone, now)
             if k == 0 and len(chunks) > 1:
                 continue  # plans warm up
             wall += time.perf_counter() - t0
             counted += len(chunk)
             for msg in notices:
                 m = re.search(r"duration: ([0-9.]+) ms\s+plan:\s*Query Text: (.*)", msg, re.S)
-                if m and "chiso_ingest_staged" not in m.group(2) and "chiso_temp_tables" not in m.group(2):
+                if m and fn.ingest_staged not in m.group(2) and fn.temp_tables not in m.group(2):
                     per[label(m.group(2))] += float(m.group(1))
         await conn.close()
         print(

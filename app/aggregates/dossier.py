@@ -3,6 +3,10 @@
 The merge is commutative and idempotent over distinct events: each field keeps the winner by
 (occurred_at, event_id), counts add over distinct event ids. So any order of the same set of
 events gives the same state.
+
+The rules are spelled twice, side by side: the methods of DossierState (Python: the SQLite fold and
+`chiso kpis verify`) and the SQL_* fragments at the end of this module, rendered into the PostgreSQL
+pass (app/aggregates/pg/ingest.sql, by app.aggregates.pgpass) over rows `a` of dossier columns.
 """
 
 from __future__ import annotations
@@ -135,3 +139,61 @@ class DossierState:
 
 
 STATE_COLUMNS = tuple(f.name for f in fields(DossierState))
+
+
+# --- the SQL spelling of the derived fields and of the merge (app/aggregates/pg/ingest.sql) ----------
+# Ids are compared as binary strings (COLLATE "C"), as Python compares str.
+
+RAW_COLUMNS = STATE_COLUMNS[2:]  # the stored state after the key, in the order of the pass's chiso_st
+
+
+def SQL_TERM(a: str) -> str:  # noqa: N802
+    """terminal()'s kind: the earlier of the winning resolved and withdrawn."""
+    return (
+        f'CASE WHEN {a}.res_at IS NOT NULL AND ({a}.wd_at IS NULL OR ({a}.res_at, {a}.res_event_id COLLATE "C") '
+        f"<= ({a}.wd_at, {a}.wd_event_id COLLATE \"C\")) THEN 'resolved' WHEN {a}.wd_at IS NOT NULL THEN 'withdrawn' END"
+    )
+
+
+def SQL_EFF_DUE(a: str) -> str:  # noqa: N802
+    """effective_due() of a row that has its `term`."""
+    return (
+        f"CASE WHEN {a}.chg_at IS NOT NULL THEN {a}.chg_due_at WHEN {a}.recv_at IS NOT NULL THEN {a}.recv_due_at "
+        f"WHEN {a}.term = 'resolved' THEN {a}.res_due_at END"
+    )
+
+
+def SQL_IGNORED(a: str) -> str:  # noqa: N802
+    """ignored_terminal_at() of a row that has its `term`."""
+    return (
+        f"CASE WHEN {a}.res_at IS NOT NULL AND {a}.wd_at IS NOT NULL "
+        f"THEN (CASE {a}.term WHEN 'resolved' THEN {a}.wd_at ELSE {a}.res_at END) END"
+    )
+
+
+def SQL_DERIVED(a: str) -> str:  # noqa: N802
+    """sector(), effective_due(), the end, ok_766(), the term and ignored_terminal_at(), as to_row() stores them."""
+    return ", ".join(
+        (
+            f"CASE WHEN {a}.recv_at IS NOT NULL AND coalesce({a}.recv_sector, '') <> '' "
+            f"THEN {a}.recv_sector ELSE coalesce({a}.oth_sector, '') END",
+            SQL_EFF_DUE(a),
+            f"CASE {a}.term WHEN 'resolved' THEN {a}.res_at WHEN 'withdrawn' THEN {a}.wd_at END",
+            f"({SQL_EFF_DUE(a)}) IS NOT NULL AND {a}.supplements < 2",
+            f"{a}.term",
+            SQL_IGNORED(a),
+        )
+    )
+
+
+def SQL_PICK(spec: str) -> str:  # noqa: N802
+    """apply()'s "the later winner by (occurred_at, event_id) is kept", field by field, for two
+    states: the batch's (b) fields of one kind where its winner is later than the stored one's (o).
+    `spec`: "at, event_id; the fields that follow the winner"."""
+    key, cols = (part.split(",") for part in spec.split(";"))
+    at, eid = (c.strip() for c in key)
+    take = f'(b.{at} IS NOT NULL AND (o.{at} IS NULL OR (b.{at}, b.{eid} COLLATE "C") > (o.{at}, o.{eid} COLLATE "C")))'
+    return ", ".join(f"CASE WHEN {take} THEN b.{c.strip()} ELSE o.{c.strip()} END AS {c.strip()}" for c in cols)
+
+
+SQL_MOVES_DUE = "(n.reason IS NULL OR n.reason NOT IN (" + ", ".join(f"'{r}'" for r in NON_MOVING_REASONS) + "))"

@@ -26,6 +26,21 @@ def bucket_of(ms: int) -> int:
     return i
 
 
+# The SQL spelling of bucket_of (the PostgreSQL pass, app.aggregates.pgpass names it): the same float
+# arithmetic, C's log and pow on both sides, the same guards at the bounds.
+SQL_BUCKET = f"""
+CREATE OR REPLACE FUNCTION @BUCKET@(ms bigint) RETURNS int LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE i int;
+BEGIN
+  IF ms < {BASE_MS} THEN RETURN 0; END IF;
+  i := trunc(ln(ms::float8 / {BASE_MS}) / ln({RATIO!r}::float8))::int + 1;
+  WHILE i > 0 AND ms < (CASE WHEN i <= 0 THEN 0.0 ELSE {BASE_MS} * power({RATIO!r}::float8, i - 1) END) LOOP i := i - 1; END LOOP;
+  WHILE ms >= {BASE_MS} * power({RATIO!r}::float8, i) LOOP i := i + 1; END LOOP;
+  RETURN i;
+END $$
+"""
+
+
 def lower_ms(i: int) -> float:
     """Lower bound of bucket i (0 for bucket 0)."""
     return 0.0 if i <= 0 else BASE_MS * RATIO ** (i - 1)

@@ -18,6 +18,7 @@ import orjson
 from sqlalchemy import case, delete, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.aggregates import pgpass
 from app.aggregates.contrib import Delta
 from app.aggregates.counters import DAY_COUNTERS, TOTAL_COUNTERS
 from app.aggregates.dossier import STATE_COLUMNS, DossierState
@@ -80,21 +81,22 @@ async def store_batch_pg(
     session: AsyncSession, events: list[dict], registry: Registry, timezone: str, now: datetime, copy: bool = False
 ) -> set[tuple[str, str]]:
     """Insert a batch's events and fold the new ones into dossiers and aggregates in one server-side
-    pass (`chiso_ingest_staged`, migration d7e9f1a3b5c7): the same rules as the Python path below,
+    pass (app.aggregates.pgpass: app/aggregates/pg/ingest.sql): the same rules as the Python path below,
     the same lock order. The events travel as one JSON document, or with `copy` (bulk imports) by
     COPY into the session's staging table. Returns the (unit_code, event_id) actually inserted."""
     units = sorted({e["unit_code"] for e in events})
     rollup = orjson.dumps([{"u": u, "a": a} for u in units for a in rollup_chain(registry, u)]).decode()
     params = {"rollup": rollup, "tz": timezone, "now": now, "slot": pick_slot()}
+    fn = pgpass.current()
     if copy:
-        await session.execute(text("SELECT chiso_temp_tables()"))
+        await session.execute(text(f"SELECT {fn.temp_tables}()"))
         raw = await (await session.connection()).get_raw_connection()
         records = [tuple(e[c] for c in STAGE_COLUMNS) for e in events]
         await raw.driver_connection.copy_records_to_table("chiso_stage", records=records, columns=STAGE_COLUMNS)
-        stmt = text("SELECT unit_code, event_id FROM chiso_ingest_staged(CAST(:rollup AS json), :tz, :now, :slot)")
+        stmt = text(f"SELECT unit_code, event_id FROM {fn.ingest_staged}(CAST(:rollup AS json), :tz, :now, :slot)")
     else:
         params["events"] = orjson.dumps(events).decode()
-        stmt = text("SELECT unit_code, event_id FROM chiso_ingest(CAST(:events AS json), CAST(:rollup AS json), :tz, :now, :slot)")
+        stmt = text(f"SELECT unit_code, event_id FROM {fn.ingest}(CAST(:events AS json), CAST(:rollup AS json), :tz, :now, :slot)")
     return {(u, e) for u, e in (await session.execute(stmt, params)).all()}
 
 

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app import metrics
+from app.aggregates import pgpass
 from app.api.deps import DbDep
 from app.api.responses import JSONResponse
 from app.api.schemas import Health, Ready
@@ -28,9 +29,12 @@ async def healthz() -> JSONResponse:
 @router.get(
     "/readyz",
     response_model=Ready,
-    responses={503: {"model": Ready, "description": "Not ready: the database is unreachable or its schema not current."}},
+    responses={
+        503: {"model": Ready, "description": "Not ready: the database is unreachable, its schema not current, or its write pass missing."}
+    },
     summary="Readiness",
-    description="`200` when the database is reachable and its schema current, with the export detail (lag, backlog, "
+    description="`200` when the database is reachable, its schema current and this version's write pass installed, "
+    "with the export detail (lag, backlog, "
     "parked records: SPEC section 6) that never makes the node unready; `503` otherwise.",
 )
 async def readyz(db: DbDep, request: Request) -> JSONResponse:
@@ -39,9 +43,11 @@ async def readyz(db: DbDep, request: Request) -> JSONResponse:
         async with db.engine.connect() as conn:
             checks["database"] = "ok"
             checks["schema"] = "current" if await schema_is_current(conn) else "outdated"
+            # this version's PostgreSQL write pass (installed after the head by `chiso db upgrade`)
+            checks["write_pass"] = "installed" if await pgpass.is_installed(conn) else "missing"
     except Exception as exc:  # noqa: BLE001 - any failure to reach the database means not ready
         checks["database"] = f"unreachable: {type(exc).__name__}"
-    ready = checks.get("database") == "ok" and checks.get("schema") == "current"
+    ready = checks.get("database") == "ok" and checks.get("schema") == "current" and checks.get("write_pass") == "installed"
     if ready:  # detail only: a slow central node does not make this node unready
         try:
             checks["export"] = await export_service.status(db, request.app.state.settings)

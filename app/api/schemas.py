@@ -543,6 +543,11 @@ class ReadyChecks(BaseModel):
 
     database: str = Field(description="`ok`, or `unreachable: <error>`.", examples=["ok"])
     schema_: str | None = Field(None, alias="schema", description="`current` or `outdated`.", examples=["current"])
+    write_pass: str | None = Field(
+        None,
+        description="`installed` or `missing`: this version's write functions (PostgreSQL; always `installed` on SQLite).",
+        examples=["installed"],
+    )
     export: ExportStatus | str | None = Field(None, description="Export detail (section 6); never makes the node unready.")
 
 

@@ -1,0 +1,156 @@
+"""The PostgreSQL write pass as package code: app/aggregates/pg/ingest.sql, rendered here with the
+constants and rule fragments declared once beside their Python twins, installed after the Alembic
+head as versioned functions.
+
+Each function's name carries a short hash of the rendered SQL (`chiso_ingest_<hash>`): a change to any
+rule, constant or counter list renders a new pass under new names, created by the next
+`chiso db upgrade` (or the service's migrate-on-start) next to the old ones, so two versions of the
+service during a rolling deploy each call their own (what Flyway calls a repeatable migration).
+Alembic keeps schema changes only. The functions of revision d7e9f1a3b5c7 (`chiso_ingest`, without a
+hash) stay in the schema for a service of that version still running; nothing here calls them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib.resources import files
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.aggregates import contrib, dossier
+from app.aggregates.counters import DAY_COUNTERS, TOTAL_COUNTERS
+from app.aggregates.histogram import SQL_BUCKET
+from app.aggregates.silent import WINDOW_DAYS
+from app.db.meta import DATA_VERSION, VERSION_SLOTS
+
+# pg_advisory_xact_lock key of the install: concurrent installers (workers, nodes) queue on it, and
+# the second finds the functions the first committed.
+LOCK_KEY = 0x63686973_6F706173  # "chisopas"
+SEPARATOR = "\n$fn$;\n"  # between two functions of the template: one statement each
+
+
+@dataclass(frozen=True)
+class WritePass:
+    version: str  # short hash of the rendered SQL
+    ingest: str  # (events json, rollup json, tz text, now timestamptz, slot int)
+    ingest_staged: str  # (rollup json, tz text, now timestamptz, slot int): events in chiso_stage
+    temp_tables: str  # () creates the session's temporary tables once
+    bucket: str  # (ms bigint): app.aggregates.histogram.bucket_of
+    statements: tuple[str, ...]  # the CREATE FUNCTIONs, in order
+
+    @property
+    def signatures(self) -> tuple[str, ...]:
+        return (
+            f"{self.bucket}(bigint)",
+            f"{self.temp_tables}()",
+            f"{self.ingest_staged}(json, text, timestamptz, int)",
+            f"{self.ingest}(json, json, text, timestamptz, int)",
+        )
+
+
+def _counters(sql: str, tag: str, cols: tuple[str, ...]) -> str:
+    """@DAY_COLS@, @DAY_TYPED@, @DAY_VALUES(a)@, @DAY_SUMS(a)@, @DAY_PLAIN_SUMS(a)@, @DAY_NONZERO(a)@,
+    @DAY_ADD(a)@ (and TOT_…) from a counter list of app.aggregates.counters."""
+    sql = sql.replace(f"@{tag}_COLS@", ", ".join(cols))
+    sql = sql.replace(f"@{tag}_TYPED@", ", ".join(f"{c} bigint" for c in cols))
+    forms = {
+        "VALUES": lambda a: ", ".join(f"coalesce({a}.{c}, 0)" for c in cols),
+        "SUMS": lambda a: ", ".join(f"coalesce(sum({a}.{c}), 0)" for c in cols),
+        "PLAIN_SUMS": lambda a: ", ".join(f"sum({a}.{c})" for c in cols),
+        "NONZERO": lambda a: " OR ".join(f"coalesce(sum({a}.{c}), 0) <> 0" for c in cols),
+        "ADD": lambda a: ", ".join(f"{c} = {a}.{c} + excluded.{c}" for c in cols),
+    }
+    for form, render in forms.items():
+        sql = re.sub(rf"@{tag}_{form}\((\w+)\)@", lambda m, render=render: render(m.group(1)), sql)
+    return sql
+
+
+def _with_term(source: str) -> str:
+    return f"SELECT q.*, {dossier.SQL_TERM('q')} AS term FROM {source} q"
+
+
+# @NAME(alias)@ fragments: the rules, spelled in app.aggregates.dossier and app.aggregates.contrib
+_FRAGMENTS = {
+    "RAW": lambda a: ", ".join(f"{a}.{c}" for c in dossier.RAW_COLUMNS),
+    "DERIVED": dossier.SQL_DERIVED,
+    "IGNORED": dossier.SQL_IGNORED,
+    "WITH_TERM": _with_term,
+    "MOVES_DUE": lambda a: dossier.SQL_MOVES_DUE.replace("n.", f"{a}."),
+    "STATE": lambda a: contrib.SQL_STATE(a, "p_tz"),
+    "TOTAL_FILTERS": lambda a: ", ".join(
+        f"sum({a}.sign) FILTER (WHERE {contrib.SQL_TOTALS[c].format(s=a)}) AS {c}" for c in TOTAL_COUNTERS
+    ),
+    "ELAPSED_MS": lambda a: contrib.SQL_ELAPSED_MS(f"{a}.recv_at", f"{a}.end_at"),
+    "HIST_WHERE": lambda a: contrib.SQL_HIST_WHERE.format(s=a),
+    "COHORT_DUE_WHERE": lambda a: contrib.SQL_COHORT_DUE_WHERE.format(s=a),
+    "OPEN_DUE_WHERE": lambda a: contrib.SQL_OPEN_DUE_WHERE.format(s=a),
+    "MARK_DAY": contrib.SQL_MARK_DAY,
+}
+_NAMES = ("INGEST_STAGED", "INGEST", "TEMP_TABLES", "BUCKET")  # longest first: INGEST is a prefix
+
+
+def render_template(sql: str) -> str:
+    """The template with its constants and rule fragments in place (function names still @NAME@)."""
+    sql = sql.replace("@CONTRIBUTIONS@", contrib.sql_contribution_rows())
+    sql = sql.replace("@ORPHAN_ROW@", contrib.sql_orphan_row())
+    sql = _counters(_counters(sql, "DAY", DAY_COUNTERS), "TOT", TOTAL_COUNTERS)
+    sql = re.sub(r"@PICK\(([^)]*)\)@", lambda m: dossier.SQL_PICK(m.group(1)), sql)
+    for name, render in _FRAGMENTS.items():
+        sql = re.sub(rf"@{name}\((\w+)\)@", lambda m, render=render: render(m.group(1)), sql)
+    sql = sql.replace(
+        "@WITH_TERM_LOCKED@",
+        _with_term("dossier") + " WHERE (q.unit_code, q.dossier_id) IN (SELECT b.unit_code, b.dossier_id FROM chiso_st b WHERE b.sign = 0)"
+        " ORDER BY q.unit_code, q.dossier_id FOR UPDATE OF q",
+    )
+    constants = {
+        "RAWNAMES": ", ".join(dossier.RAW_COLUMNS),
+        "WINDOW_BEFORE": str(WINDOW_DAYS - 1),  # app.aggregates.silent: window_from = last_day - 13
+        "DATA_VERSION": DATA_VERSION,
+        "VERSION_SLOTS": str(VERSION_SLOTS),  # app.db.meta: the data version's slots
+    }
+    for name, value in constants.items():
+        sql = sql.replace(f"@{name}@", value)
+    return sql
+
+
+@cache
+def current() -> WritePass:
+    """The write pass of this version of the code."""
+    template = (files("app.aggregates") / "pg" / "ingest.sql").read_text(encoding="utf-8")
+    body = render_template(SQL_BUCKET.strip() + SEPARATOR + template.strip())
+    left = sorted(set(re.findall(r"@[A-Z_]+(?:\([^)]*\))?@", body)) - {f"@{n}@" for n in _NAMES})
+    if left:
+        raise RuntimeError(f"app/aggregates/pg/ingest.sql: unknown placeholders {left}")
+    version = hashlib.sha256(body.encode()).hexdigest()[:10]
+    names = {n: f"chiso_{n.lower()}_{version}" for n in _NAMES}
+    for n in _NAMES:
+        body = body.replace(f"@{n}@", names[n])
+    statements = tuple(
+        part if part.rstrip().endswith("$fn$") or part.rstrip().endswith("$$") else part + "\n$fn$" for part in body.split(SEPARATOR)
+    )
+    return WritePass(version, names["INGEST"], names["INGEST_STAGED"], names["TEMP_TABLES"], names["BUCKET"], statements)
+
+
+async def is_installed(conn: AsyncConnection) -> bool:
+    """True when every function of this version's pass exists (always true on SQLite: no pass there)."""
+    if conn.dialect.name != "postgresql":
+        return True
+    found = [(await conn.execute(text("SELECT to_regprocedure(:sig) IS NOT NULL"), {"sig": sig})).scalar() for sig in current().signatures]
+    return all(found)
+
+
+async def install(conn: AsyncConnection) -> bool:
+    """Create this version's pass if missing (after the Alembic head, in the caller's transaction,
+    under an advisory lock); True when it created it."""
+    if conn.dialect.name != "postgresql":
+        return False
+    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+    if await is_installed(conn):
+        return False
+    for statement in current().statements:
+        await conn.execute(text(statement))
+    return True
