@@ -18,7 +18,6 @@ from app.aggregates.dossier import DossierState
 from app.aggregates.histogram import bucket_of
 from app.db.models import ALL_SECTORS
 
-_DUE_SET = frozenset(DUE)
 _BEFORE = tuple(timedelta(days=k) for k in range(len(DUE)))
 # The due-soon counters of deadline day D are the end-of-day figures of days D - 3 to D - 1.
 DUE_MARK_BACK = timedelta(days=len(DUE))
@@ -164,10 +163,12 @@ class Delta:
 
         End-of-day pending and overdue telescope, so a change on day d alters every day from d on;
         cohort records are keyed by the receipt day, which the cohort rows carry; the due-soon
-        counters of deadline day D are the end-of-day figures of days D - 3 to D - 1.
+        counters of deadline day D are the end-of-day figures of days D - 3 to D - 1, so a row whose
+        due-soon counters changed, with or without others, marks from D - 3: a day record is sent
+        again whenever any of its figures changes (SPEC section 6). SQL spelling: SQL_MARK_DAY.
         """
         out: dict[str, date] = {}
-        keys = [(u, d - timedelta(days=3) if cols.keys() <= _DUE_SET else d) for (u, _s, d), cols in self.day.items()]
+        keys = [(u, d - DUE_MARK_BACK if any(cols.get(c) for c in DUE) else d) for (u, _s, d), cols in self.day.items()]
         keys += [(u, d) for u, _s, d, _b in self.hist]
         keys += [(u, r) for u, _s, r, _d in self.cohort_due]
         for unit, day in keys:
