@@ -120,7 +120,11 @@ def render_template(sql: str) -> str:
 @cache
 def current() -> WritePass:
     """The write pass of this version of the code."""
-    template = (files("app.aggregates") / "pg" / "ingest.sql").read_text(encoding="utf-8")
+    return build((files("app.aggregates") / "pg" / "ingest.sql").read_text(encoding="utf-8"))
+
+
+def build(template: str) -> WritePass:
+    """The pass of a template: rendered, hashed, its functions named by the hash."""
     body = render_template(SQL_BUCKET.strip() + SEPARATOR + template.strip())
     left = sorted(set(re.findall(r"@[A-Z_]+(?:\([^)]*\))?@", body)) - {f"@{n}@" for n in _NAMES})
     if left:
