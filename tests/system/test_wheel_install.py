@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.aggregates import pgpass
 from app.db import migrate
 from tests.system.test_metrics import _clean_env, _stop, _wait_http, free_port
 
@@ -72,6 +73,10 @@ def test_the_wheel_migrates_creates_keys_and_serves(installed: Path, tmp_path: P
     module, scripts = where.split()
     assert Path(module).is_relative_to(installed), f"app imported from {module}, not from the wheel"
     assert Path(scripts) == installed / "app" / "migrations" and not Path(scripts).is_symlink()
+
+    # the PostgreSQL write pass renders from the wheel's templates (package data) to the same functions
+    rendered = _run([sys.executable, "-c", "from app.aggregates import pgpass; print(pgpass.current().ingest)"], env, run)
+    assert rendered.strip() == pgpass.current().ingest
 
     assert "schema is current" in _run([sys.executable, "-m", "app.cli", "db", "upgrade"], env, run)
     with sqlite3.connect(db_file) as conn:
