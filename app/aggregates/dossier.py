@@ -196,4 +196,73 @@ def SQL_PICK(spec: str) -> str:  # noqa: N802
     return ", ".join(f"CASE WHEN {take} THEN b.{c.strip()} ELSE o.{c.strip()} END AS {c.strip()}" for c in cols)
 
 
+# apply()'s "a deadline change moves the deadline unless its reason is one of NON_MOVING_REASONS"
 SQL_MOVES_DUE = "(n.reason IS NULL OR n.reason NOT IN (" + ", ".join(f"'{r}'" for r in NON_MOVING_REASONS) + "))"
+
+# apply() over the events of one batch (the pass's table chiso_new n, days in the zone p_tz): the
+# CTEs ending in `raw`, one row per touched dossier with its RAW_COLUMNS from these events alone.
+SQL_BATCH_STATES = (
+    """  WITH rw AS (  -- the batch's winner per kind (an apology never moves the deadline)
+    SELECT DISTINCT ON (n.unit_code, n.dossier_id, n.type) n.unit_code, n.dossier_id, n.type, n.occurred_at, n.event_id,
+           n.channel, n.due_at, n.sector
+    FROM chiso_new n
+    WHERE n.type <> 'due_changed' OR """
+    + SQL_MOVES_DUE
+    + """
+    ORDER BY n.unit_code, n.dossier_id, n.type, n.occurred_at DESC, n.event_id COLLATE "C" DESC
+  ),
+  sw AS (  -- the latest event of the batch that names a sector
+    SELECT DISTINCT ON (n.unit_code, n.dossier_id) n.unit_code, n.dossier_id, n.occurred_at, n.event_id, n.sector
+    FROM chiso_new n WHERE n.sector IS NOT NULL AND n.sector <> ''
+    ORDER BY n.unit_code, n.dossier_id, n.occurred_at DESC, n.event_id COLLATE "C" DESC
+  ),
+  k AS (  -- per dossier: supplement requests and event_days (events per local day, sorted compact JSON)
+    SELECT z.unit_code, z.dossier_id, sum(z.supp) AS supp,
+      '{' || string_agg('"' || z.day || '":' || z.k, ',' ORDER BY z.day COLLATE "C") || '}' AS days
+    FROM (SELECT n.unit_code, n.dossier_id, (n.occurred_at AT TIME ZONE p_tz)::date::text AS day, count(*) AS k,
+            count(*) FILTER (WHERE n.type = 'due_changed' AND n.reason = 'supplement_requested') AS supp
+          FROM chiso_new n GROUP BY 1, 2, 3) z
+    GROUP BY 1, 2
+  ),
+  raw AS (
+    SELECT k.unit_code, k.dossier_id,
+      r.occurred_at AS recv_at, r.event_id AS recv_event_id, r.channel, r.due_at AS recv_due_at, r.sector AS recv_sector,
+      s.occurred_at AS res_at, s.event_id AS res_event_id, s.due_at AS res_due_at,
+      w.occurred_at AS wd_at, w.event_id AS wd_event_id,
+      c.occurred_at AS chg_at, c.event_id AS chg_event_id, c.due_at AS chg_due_at,
+      k.supp::int AS supplements, x.sector AS oth_sector, x.occurred_at AS oth_sector_at, x.event_id AS oth_sector_event_id,
+      k.days AS event_days
+    FROM k
+    LEFT JOIN rw r ON r.unit_code = k.unit_code AND r.dossier_id = k.dossier_id AND r.type = 'received'
+    LEFT JOIN rw s ON s.unit_code = k.unit_code AND s.dossier_id = k.dossier_id AND s.type = 'resolved'
+    LEFT JOIN rw w ON w.unit_code = k.unit_code AND w.dossier_id = k.dossier_id AND w.type = 'withdrawn'
+    LEFT JOIN rw c ON c.unit_code = k.unit_code AND c.dossier_id = k.dossier_id AND c.type = 'due_changed'
+    LEFT JOIN sw x ON x.unit_code = k.unit_code AND x.dossier_id = k.dossier_id
+  )"""
+)
+
+# The stored state (o) and the batch's (b) merged as apply() would: each kind's later winner kept,
+# supplement requests and events per day added (the select list of the CTE `m`).
+_WINNERS = (  # "at, event_id; the fields that follow that winner", per kind
+    "recv_at, recv_event_id; recv_at, recv_event_id, channel, recv_due_at, recv_sector",
+    "res_at, res_event_id; res_at, res_event_id, res_due_at",
+    "wd_at, wd_event_id; wd_at, wd_event_id",
+    "chg_at, chg_event_id; chg_at, chg_event_id, chg_due_at",
+)
+_SUM_EVENT_DAYS = """(SELECT '{' || string_agg('"' || e.day || '":' || e.k, ',' ORDER BY e.day COLLATE "C") || '}'
+       FROM (SELECT j.key AS day, sum(j.value::bigint) AS k
+             FROM (SELECT * FROM json_each_text(o.event_days::json) UNION ALL SELECT * FROM json_each_text(b.event_days::json)) j
+             GROUP BY j.key) e) AS event_days"""
+SQL_MERGE_STATES = (
+    "    SELECT o.unit_code, o.dossier_id,\n      "
+    + ",\n      ".join(
+        (
+            *(SQL_PICK(kind) for kind in _WINNERS),
+            "o.supplements + b.supplements AS supplements",
+            SQL_PICK("oth_sector_at, oth_sector_event_id; oth_sector, oth_sector_at, oth_sector_event_id"),
+            _SUM_EVENT_DAYS,
+        )
+    )
+    + "\n    FROM chiso_st o JOIN chiso_st b ON b.unit_code = o.unit_code AND b.dossier_id = o.dossier_id AND b.sign = 0"
+    + "\n    WHERE o.sign = -1"
+)

@@ -21,10 +21,9 @@ from importlib.resources import files
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.aggregates import contrib, dossier
+from app.aggregates import contrib, dossier, silent
 from app.aggregates.counters import DAY_COUNTERS, TOTAL_COUNTERS
 from app.aggregates.histogram import SQL_BUCKET
-from app.aggregates.silent import WINDOW_DAYS
 from app.db.meta import DATA_VERSION, VERSION_SLOTS
 
 # pg_advisory_xact_lock key of the install: concurrent installers (workers, nodes) queue on it, and
@@ -79,7 +78,6 @@ _FRAGMENTS = {
     "DERIVED": dossier.SQL_DERIVED,
     "IGNORED": dossier.SQL_IGNORED,
     "WITH_TERM": _with_term,
-    "MOVES_DUE": lambda a: dossier.SQL_MOVES_DUE.replace("n.", f"{a}."),
     "STATE": lambda a: contrib.SQL_STATE(a, "p_tz"),
     "TOTAL_FILTERS": lambda a: ", ".join(
         f"sum({a}.sign) FILTER (WHERE {contrib.SQL_TOTALS[c].format(s=a)}) AS {c}" for c in TOTAL_COUNTERS
@@ -95,6 +93,9 @@ _NAMES = ("INGEST_STAGED", "INGEST", "TEMP_TABLES", "BUCKET")  # longest first: 
 
 def render_template(sql: str) -> str:
     """The template with its constants and rule fragments in place (function names still @NAME@)."""
+    sql = sql.replace("@BATCH_STATES@", dossier.SQL_BATCH_STATES.rstrip("\n"))
+    sql = sql.replace("@MERGE_STATES@", dossier.SQL_MERGE_STATES.rstrip("\n"))
+    sql = sql.replace("@RECORD_ACCEPTED@", silent.SQL_RECORD_ACCEPTED.rstrip("\n"))
     sql = sql.replace("@CONTRIBUTIONS@", contrib.sql_contribution_rows())
     sql = sql.replace("@ORPHAN_ROW@", contrib.sql_orphan_row())
     sql = _counters(_counters(sql, "DAY", DAY_COUNTERS), "TOT", TOTAL_COUNTERS)
@@ -108,7 +109,6 @@ def render_template(sql: str) -> str:
     )
     constants = {
         "RAWNAMES": ", ".join(dossier.RAW_COLUMNS),
-        "WINDOW_BEFORE": str(WINDOW_DAYS - 1),  # app.aggregates.silent: window_from = last_day - 13
         "DATA_VERSION": DATA_VERSION,
         "VERSION_SLOTS": str(VERSION_SLOTS),  # app.db.meta: the data version's slots
     }

@@ -71,6 +71,25 @@ async def record_accepted(session: AsyncSession, events: Iterable[dict], tz: tzi
     await dialect.bulk_upsert(session, UnitEventDay, [{"unit_code": u, "day": d} for u, d in sorted(days)], ["unit_code", "day"])
 
 
+# The SQL spelling of record_accepted (the PostgreSQL pass): the batch's new events are the pass's
+# table chiso_new n, days in the zone p_tz; the same maximum, the same union, in key order.
+SQL_RECORD_ACCEPTED = (
+    """  INSERT INTO unit_source AS u (unit_code, last_at, last_day, window_from)
+  SELECT x.unit_code, x.at, (x.at AT TIME ZONE p_tz)::date, (x.at AT TIME ZONE p_tz)::date - """
+    + str(WINDOW_DAYS - 1)
+    + """
+  FROM (SELECT n.unit_code, max(n.ingested_at) AS at FROM chiso_new n GROUP BY 1) x ORDER BY 1
+  ON CONFLICT (unit_code) DO UPDATE SET
+    last_at = CASE WHEN excluded.last_at > u.last_at THEN excluded.last_at ELSE u.last_at END,
+    last_day = CASE WHEN excluded.last_at > u.last_at THEN excluded.last_day ELSE u.last_day END,
+    window_from = CASE WHEN excluded.last_at > u.last_at THEN excluded.window_from ELSE u.window_from END;
+  INSERT INTO unit_event_day (unit_code, day)
+  SELECT DISTINCT n.unit_code, (n.occurred_at AT TIME ZONE p_tz)::date FROM chiso_new n ORDER BY 1, 2
+  ON CONFLICT DO NOTHING;
+"""
+)
+
+
 async def delete_unit(session: AsyncSession, unit_code: str) -> None:
     """Remove a unit's bookkeeping, before it is recorded again from all its events (a repair)."""
     await session.execute(delete(UnitSource).where(UnitSource.unit_code == unit_code))

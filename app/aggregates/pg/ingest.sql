@@ -1,8 +1,13 @@
 -- The PostgreSQL write pass of a batch: @INGEST@ (events as JSON) or @INGEST_STAGED@ (events COPYed
--- into chiso_stage). A template rendered by app.aggregates.pgpass: at-signed NAMEs are rendered names
--- and constants, NAME(a)s rule fragments over the alias a, spelled beside their Python twins in
--- app.aggregates.dossier (the merge), app.aggregates.contrib (the contributions) and
--- app.aggregates.silent (the silent-source window); the counter lists come from app.aggregates.counters.
+-- into chiso_stage), rendered and installed by app.aggregates.pgpass under names carrying the hash
+-- of the rendered SQL. This file holds the order of the pass: staging, locks, the tables touched in
+-- the lock order of app.aggregates.writes. The rules it applies are spelled beside their Python
+-- twins and rendered in: at-signed NAMEs and NAME(alias)es come from
+--   app.aggregates.dossier  the merge (BATCH_STATES, MERGE_STATES, RAW, DERIVED, IGNORED, WITH_TERM)
+--   app.aggregates.contrib  the contributions (STATE, CONTRIBUTIONS, ORPHAN_ROW, TOTAL_FILTERS,
+--                           ELAPSED_MS, HIST_WHERE, COHORT_DUE_WHERE, OPEN_DUE_WHERE, MARK_DAY)
+--   app.aggregates.histogram  BUCKET (bucket_of);  app.aggregates.silent  RECORD_ACCEPTED
+--   app.aggregates.counters  the counter lists (DAY_..., TOT_...);  app.db.meta  the data version's slots
 -- Functions are separated by a line holding only "$fn$;".
 
 CREATE OR REPLACE FUNCTION @TEMP_TABLES@() RETURNS void LANGUAGE plpgsql AS $fn$
@@ -69,41 +74,7 @@ BEGIN
 
   -- 2. each touched dossier's state from this batch's events alone (sign 0): each field keeps its
   -- winner by (occurred_at, event_id), ids compared as binary strings
-  WITH rw AS (  -- the batch's winner per kind (an apology never moves the deadline)
-    SELECT DISTINCT ON (n.unit_code, n.dossier_id, n.type) n.unit_code, n.dossier_id, n.type, n.occurred_at, n.event_id,
-           n.channel, n.due_at, n.sector
-    FROM chiso_new n
-    WHERE n.type <> 'due_changed' OR @MOVES_DUE(n)@
-    ORDER BY n.unit_code, n.dossier_id, n.type, n.occurred_at DESC, n.event_id COLLATE "C" DESC
-  ),
-  sw AS (  -- the latest event of the batch that names a sector
-    SELECT DISTINCT ON (n.unit_code, n.dossier_id) n.unit_code, n.dossier_id, n.occurred_at, n.event_id, n.sector
-    FROM chiso_new n WHERE n.sector IS NOT NULL AND n.sector <> ''
-    ORDER BY n.unit_code, n.dossier_id, n.occurred_at DESC, n.event_id COLLATE "C" DESC
-  ),
-  k AS (  -- per dossier: supplement requests and event_days (events per local day, sorted compact JSON)
-    SELECT z.unit_code, z.dossier_id, sum(z.supp) AS supp,
-      '{' || string_agg('"' || z.day || '":' || z.k, ',' ORDER BY z.day COLLATE "C") || '}' AS days
-    FROM (SELECT n.unit_code, n.dossier_id, (n.occurred_at AT TIME ZONE p_tz)::date::text AS day, count(*) AS k,
-            count(*) FILTER (WHERE n.type = 'due_changed' AND n.reason = 'supplement_requested') AS supp
-          FROM chiso_new n GROUP BY 1, 2, 3) z
-    GROUP BY 1, 2
-  ),
-  raw AS (
-    SELECT k.unit_code, k.dossier_id,
-      r.occurred_at AS recv_at, r.event_id AS recv_event_id, r.channel, r.due_at AS recv_due_at, r.sector AS recv_sector,
-      s.occurred_at AS res_at, s.event_id AS res_event_id, s.due_at AS res_due_at,
-      w.occurred_at AS wd_at, w.event_id AS wd_event_id,
-      c.occurred_at AS chg_at, c.event_id AS chg_event_id, c.due_at AS chg_due_at,
-      k.supp::int AS supplements, x.sector AS oth_sector, x.occurred_at AS oth_sector_at, x.event_id AS oth_sector_event_id,
-      k.days AS event_days
-    FROM k
-    LEFT JOIN rw r ON r.unit_code = k.unit_code AND r.dossier_id = k.dossier_id AND r.type = 'received'
-    LEFT JOIN rw s ON s.unit_code = k.unit_code AND s.dossier_id = k.dossier_id AND s.type = 'resolved'
-    LEFT JOIN rw w ON w.unit_code = k.unit_code AND w.dossier_id = k.dossier_id AND w.type = 'withdrawn'
-    LEFT JOIN rw c ON c.unit_code = k.unit_code AND c.dossier_id = k.dossier_id AND c.type = 'due_changed'
-    LEFT JOIN sw x ON x.unit_code = k.unit_code AND x.dossier_id = k.dossier_id
-  )
+@BATCH_STATES@
   INSERT INTO chiso_st
   SELECT d.unit_code, d.dossier_id, 0, @RAW(d)@, @DERIVED(d)@ FROM (@WITH_TERM(raw)@) d;
 
@@ -127,19 +98,7 @@ BEGIN
 
   -- merged (sign 1): the stored state and the batch's, field by field, the later winner kept
   WITH m AS (
-    SELECT o.unit_code, o.dossier_id,
-      @PICK(recv_at, recv_event_id; recv_at, recv_event_id, channel, recv_due_at, recv_sector)@,
-      @PICK(res_at, res_event_id; res_at, res_event_id, res_due_at)@,
-      @PICK(wd_at, wd_event_id; wd_at, wd_event_id)@,
-      @PICK(chg_at, chg_event_id; chg_at, chg_event_id, chg_due_at)@,
-      o.supplements + b.supplements AS supplements,
-      @PICK(oth_sector_at, oth_sector_event_id; oth_sector, oth_sector_at, oth_sector_event_id)@,
-      (SELECT '{' || string_agg('"' || e.day || '":' || e.k, ',' ORDER BY e.day COLLATE "C") || '}'
-       FROM (SELECT j.key AS day, sum(j.value::bigint) AS k
-             FROM (SELECT * FROM json_each_text(o.event_days::json) UNION ALL SELECT * FROM json_each_text(b.event_days::json)) j
-             GROUP BY j.key) e) AS event_days
-    FROM chiso_st o JOIN chiso_st b ON b.unit_code = o.unit_code AND b.dossier_id = o.dossier_id AND b.sign = 0
-    WHERE o.sign = -1
+@MERGE_STATES@
   )
   INSERT INTO chiso_st
   SELECT d.unit_code, d.dossier_id, 1, @RAW(d)@, @DERIVED(d)@, true FROM (@WITH_TERM(m)@) d;
@@ -157,8 +116,8 @@ BEGIN
   DELETE FROM chiso_st s WHERE s.sign = 0;
   PERFORM set_config('enable_nestloop', 'off', true);
 
-  -- 4. contributions (app.aggregates.contrib: Delta.add and its SQL_* spelling), new minus old, per unit, own sector and
-  -- day, and the all-sector rows ('*') as a grouping set
+  -- 4. contributions (app.aggregates.contrib: Delta.add and its SQL spelling), new minus old, per
+  -- unit, own sector and day, and the all-sector rows ('*') as a grouping set
   WITH c AS (
     SELECT @STATE(s)@
     FROM chiso_st s
@@ -291,16 +250,7 @@ BEGIN
 
   -- silent sources (app.aggregates.silent.record_accepted): the last acceptance per unit, and
   -- the local days its accepted events are dated on
-  INSERT INTO unit_source AS u (unit_code, last_at, last_day, window_from)
-  SELECT x.unit_code, x.at, (x.at AT TIME ZONE p_tz)::date, (x.at AT TIME ZONE p_tz)::date - @WINDOW_BEFORE@
-  FROM (SELECT n.unit_code, max(n.ingested_at) AS at FROM chiso_new n GROUP BY 1) x ORDER BY 1
-  ON CONFLICT (unit_code) DO UPDATE SET
-    last_at = CASE WHEN excluded.last_at > u.last_at THEN excluded.last_at ELSE u.last_at END,
-    last_day = CASE WHEN excluded.last_at > u.last_at THEN excluded.last_day ELSE u.last_day END,
-    window_from = CASE WHEN excluded.last_at > u.last_at THEN excluded.window_from ELSE u.window_from END;
-  INSERT INTO unit_event_day (unit_code, day)
-  SELECT DISTINCT n.unit_code, (n.occurred_at AT TIME ZONE p_tz)::date FROM chiso_new n ORDER BY 1, 2
-  ON CONFLICT DO NOTHING;
+@RECORD_ACCEPTED@
 
   -- 7. last, so that the hot row is held only for the commit: one slot of the data version
   INSERT INTO node_meta AS m (name, value) VALUES ('@DATA_VERSION@.' || floor(random() * @VERSION_SLOTS@)::int, 1)
