@@ -26,23 +26,8 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from app.aggregates import rebuild
+from app.db import models as m
 from app.db.engine import Database
-from app.db.models import (
-    Dossier,
-    ExportDirty,
-    RollupCohortDue,
-    RollupDay,
-    RollupDayHist,
-    RollupOpenDue,
-    RollupTotal,
-    UnitChange,
-    UnitCohortDue,
-    UnitDay,
-    UnitDayHist,
-    UnitEventDay,
-    UnitSource,
-    UnitTotal,
-)
 from app.ingest.service import screen, store_events
 from app.units.service import RegistryCache
 from tests import conftest
@@ -135,8 +120,18 @@ def wire(e: dict, tz: timezone) -> dict:
 # --- the stored rows, normalised ----------------------------------------------------------------------
 
 # counter tables: rows keyed without the rollup slot (summed over slots), all-zero rows dropped
-COUNTED = (UnitDay, UnitDayHist, UnitCohortDue, UnitTotal, RollupDay, RollupDayHist, RollupCohortDue, RollupTotal, RollupOpenDue)
-KEPT = {Dossier: (), UnitSource: (), UnitEventDay: (), ExportDirty: (), UnitChange: ("changed_at",)}  # (columns left out)
+COUNTED = (
+    m.UnitDay,
+    m.UnitDayHist,
+    m.UnitCohortDue,
+    m.UnitTotal,
+    m.RollupDay,
+    m.RollupDayHist,
+    m.RollupCohortDue,
+    m.RollupTotal,
+    m.RollupOpenDue,
+)
+KEPT = {m.Dossier: (), m.UnitSource: (), m.UnitEventDay: (), m.ExportDirty: (), m.UnitChange: ("changed_at",)}  # (columns left out)
 
 
 async def stored_rows(db: Database) -> dict[str, object]:
@@ -249,7 +244,7 @@ class TestImportSubsecond:
         db = Database(url, pool_size=1)
         try:
             async with db.session() as session:
-                days = {(r.unit_code, r.sector, r.day): r.proc_ms for r in (await session.execute(select(UnitDay))).scalars()}
+                days = {(r.unit_code, r.sector, r.day): r.proc_ms for r in (await session.execute(select(m.UnitDay))).scalars()}
         finally:
             await db.dispose()
         # the reference: whole milliseconds, summed per (unit, all sectors, local day of the resolution)
