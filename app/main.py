@@ -12,12 +12,11 @@ from app.aggregates import pgpass
 from app.api import dashboard, docs, errors, events, export, health, kpis, units
 from app.api.cache import AnswerCache
 from app.api.etag import ETagMiddleware
-from app.api.limits import BodyReadTimeoutMiddleware
+from app.api.limits import BodyReadTimeoutMiddleware, RateLimiter
 from app.api.responses import JSONResponse
 from app.db import migrate
 from app.db.engine import Database
 from app.export.exporter import Exporter
-from app.ingest.service import RateLimiter
 from app.scoring.service import RankingMemo
 from app.settings import Settings
 from app.units import service as units_service

@@ -7,6 +7,7 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Query, Request
 
+from app.api.body import parse_body
 from app.api.deps import DbDep, IngestKey, RegistryDep, SettingsDep
 from app.api.responses import JSONResponse
 from app.api.schemas import EVENT_EXAMPLES, IngestAnswer, problems
@@ -97,7 +98,7 @@ async def post_events(
         raise UnsupportedMediaType("Content-Type must be application/json or application/x-ndjson")
     request.app.state.rate_limiter.check(principal.key_id)
     body = await read_body_limited(request, settings.max_body_bytes)
-    items = ingest.parse_body(body, content_type, settings.max_batch_events)
+    items = parse_body(body, content_type, settings.max_batch_events)
     result = await ingest.accept_batch(db, registry, settings, principal, items, dry_run=dry_run)
     if result["accepted"] and not dry_run:
         request.app.state.answers.invalidate()  # read-your-writes on this worker

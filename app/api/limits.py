@@ -1,4 +1,7 @@
-"""A bound on the time a request may take to send its body (uvicorn has none).
+"""Limits of a request: the time it may take to send its body (uvicorn has none), and the rate of
+requests per key (RateLimiter, at the end).
+
+A bound on the time a request may take to send its body.
 
 uvicorn times out idle keep-alive connections, but a request whose body never ends (chunked, no
 `Content-Length`) or trickles in a byte a second (slowloris) would be read for as long as the client
@@ -12,8 +15,9 @@ a worker meanwhile: reads are awaited on the event loop, and a timed-out request
 from __future__ import annotations
 
 import asyncio
+import time
 
-from app.errors import ChisoError
+from app.errors import ChisoError, TooManyRequests
 
 
 class BodyTimeout(ChisoError):
@@ -54,3 +58,24 @@ class BodyReadTimeoutMiddleware:
             await send(message)
 
         await self.app(scope, bounded_receive, closing_send)
+
+
+class RateLimiter:
+    """A token bucket per key, per worker process."""
+
+    def __init__(self, per_minute: int, retry_after: int):
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, per_minute / 6.0)  # bursts of ten seconds' worth
+        self.retry_after = retry_after
+        self._buckets: dict[object, tuple[float, float]] = {}
+
+    def check(self, key: object) -> None:
+        if self.rate <= 0:
+            return
+        now = time.monotonic()
+        tokens, last = self._buckets.get(key, (self.capacity, now))
+        tokens = min(self.capacity, tokens + (now - last) * self.rate)
+        if tokens < 1:
+            self._buckets[key] = (tokens, now)
+            raise TooManyRequests("this key sent too many requests", self.retry_after)
+        self._buckets[key] = (tokens - 1, now)

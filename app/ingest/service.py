@@ -6,79 +6,16 @@ import time
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 
-import orjson
-
 from app import metrics
 from app.aggregates import silent, writes
 from app.aggregates.contrib import Delta
 from app.db import meta
 from app.db.engine import Database
-from app.errors import BadRequest, PayloadTooLarge, TooManyRequests, Unprocessable
 from app.ingest import repository
 from app.ingest.schemas import EventError, validate_events
 from app.keys.service import Principal, check_units
 from app.settings import Settings
 from app.units.service import Registry
-
-
-def parse_body(body: bytes, content_type: str, max_events: int) -> list:
-    """The raw items of a JSON or NDJSON body; whole-request errors raise."""
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest("body is not UTF-8") from None
-    if content_type == "application/x-ndjson":
-        items: list = []
-        # Lines end at "\n" only: str.splitlines() would also break at U+2028, U+2029 and U+0085,
-        # which JSON strings may hold unescaped.
-        for line in text.split("\n"):
-            line = line.removesuffix("\r")
-            if not line.strip(" \t\r"):
-                continue
-            try:
-                items.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
-                items.append(_NotJson())
-        if len(items) > max_events:
-            raise PayloadTooLarge(f"more than {max_events} events in one request")
-        return items
-    try:
-        doc = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"body is not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise Unprocessable("the body must be an object with an events array", [{"loc": [], "msg": "expected an object"}])
-    events = doc.get("events")
-    if not isinstance(events, list):
-        raise Unprocessable("the body needs an events array", [{"loc": ["events"], "msg": "expected an array of events"}])
-    if len(events) > max_events:
-        raise PayloadTooLarge(f"more than {max_events} events in one request")
-    return events
-
-
-class _NotJson:
-    """An NDJSON line that did not parse."""
-
-
-class RateLimiter:
-    """A token bucket per key, per worker process."""
-
-    def __init__(self, per_minute: int, retry_after: int):
-        self.rate = per_minute / 60.0
-        self.capacity = max(1.0, per_minute / 6.0)  # bursts of ten seconds' worth
-        self.retry_after = retry_after
-        self._buckets: dict[object, tuple[float, float]] = {}
-
-    def check(self, key: object) -> None:
-        if self.rate <= 0:
-            return
-        now = time.monotonic()
-        tokens, last = self._buckets.get(key, (self.capacity, now))
-        tokens = min(self.capacity, tokens + (now - last) * self.rate)
-        if tokens < 1:
-            self._buckets[key] = (tokens, now)
-            raise TooManyRequests("this key sent too many requests", self.retry_after)
-        self._buckets[key] = (tokens - 1, now)
 
 
 def screen(
@@ -133,8 +70,7 @@ async def accept_batch(
 
     outcome: dict[int, dict] = {}
     valid: list[tuple[int, dict]] = []
-    marked = [EventError([{"loc": [], "msg": "line is not JSON"}]) if isinstance(obj, _NotJson) else obj for obj in items]
-    for index, (status, event_id, got) in enumerate(screen(marked, registry, now, skew, horizon, set())):
+    for index, (status, event_id, got) in enumerate(screen(items, registry, now, skew, horizon, set())):
         if status == "valid":
             valid.append((index, got))
         elif status == "duplicate":
