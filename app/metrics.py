@@ -4,23 +4,19 @@ Under several workers `chiso serve` sets PROMETHEUS_MULTIPROC_DIR before the wor
 module, so counters and histograms add up across processes.
 
 KPI gauges (app/scoring/gauges.py) are not kept in any process: the worker that serves a scrape
-reads them from the database (cached for KPI_GAUGES_TTL_SECONDS per worker), so every worker
-reports the same values. `scrape()` merges them with the exposition above.
+reads them from the database (app/api/kpi_gauges.py) and merges them with `exposition()`. This
+module imports nothing of the service: everything may import it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import os
-import time
 from collections.abc import Iterable
 
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
-log = logging.getLogger("chiso.metrics")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 EVENTS = Counter("chiso_ingested_events_total", "Events posted, by outcome.", ["outcome"])
@@ -87,68 +83,3 @@ class _Default:
 
     def collect(self) -> Iterable[Metric]:
         return DEFAULT_REGISTRY.collect()
-
-
-# --- KPI gauges, read from the database at scrape time -------------------------------------------
-
-KPI_GAUGES_TTL_SECONDS = 5.0  # each worker reuses what it read for this long
-KPI_GAUGES_WAIT_SECONDS = 7.0  # a scrape waits this long for a read (Prometheus' scrape_timeout: 10 s)
-KPI_GAUGES_UP = "chiso_kpi_gauges_up"
-
-
-class KpiGaugeCache:
-    """One per app: the last KPI gauge families and when they were read; one read at a time.
-
-    A scrape waits at most KPI_GAUGES_WAIT_SECONDS for a read; when the database is slow or gone,
-    it is answered without KPI gauges (the service metrics are what an operator needs then) and
-    the read goes on for the next scrape.
-    """
-
-    def __init__(self) -> None:
-        self.families: list[Metric] = []
-        self.ok = False
-        self.read_at = float("-inf")
-        self.task: asyncio.Task | None = None
-
-    def fresh(self) -> bool:
-        return time.monotonic() - self.read_at < KPI_GAUGES_TTL_SECONDS
-
-    async def get(self, state) -> tuple[list[Metric], bool]:
-        if not self.fresh():
-            if self.task is None:
-                self.task = asyncio.create_task(self._read(state))
-            done, _ = await asyncio.wait({self.task}, timeout=KPI_GAUGES_WAIT_SECONDS)  # never cancels the read
-            if not done:
-                return [], False
-        return self.families, self.ok
-
-    async def _read(self, state) -> None:
-        from app.scoring import gauges
-
-        settings = state.settings
-        try:
-            registry = await state.registry.get()
-            self.families = await gauges.read(state.db, registry, settings.tz, settings.metrics_communes, settings.silent_after_hours)
-            self.ok = True
-        except Exception as exc:  # noqa: BLE001 - the service metrics must still be served when the database is not
-            log.warning("KPI gauges not read: %s: %s", type(exc).__name__, exc)
-            self.families, self.ok = [], False
-        finally:
-            self.read_at = time.monotonic()
-            self.task = None
-
-
-async def kpi_gauges(state) -> list[Metric]:
-    """The KPI gauge families of the app whose `state` is given, plus chiso_kpi_gauges_up."""
-    cache = getattr(state, "kpi_gauge_cache", None)
-    if cache is None:
-        cache = state.kpi_gauge_cache = KpiGaugeCache()
-    families, ok = await cache.get(state)
-    up = GaugeMetricFamily(KPI_GAUGES_UP, "1 when this answer carries the KPI gauges, read from the database.")
-    up.add_metric([], 1 if ok else 0)
-    return [*families, up]
-
-
-async def scrape(state) -> bytes:
-    """Everything /metrics serves: the service metrics of every worker and the KPI gauges."""
-    return exposition(await kpi_gauges(state))

@@ -7,6 +7,7 @@ from fastapi.responses import Response
 
 from app import metrics
 from app.aggregates import pgpass
+from app.api import kpi_gauges
 from app.api.deps import DbDep
 from app.api.responses import JSONResponse
 from app.api.schemas import Health, Ready
@@ -70,4 +71,4 @@ async def readyz(db: DbDep, request: Request) -> JSONResponse:
     'database, e.g. `chiso_on_time_ratio{unit="79",window="30d"}` (SPEC section 7).',
 )
 async def prometheus_metrics(request: Request) -> Response:
-    return Response(await metrics.scrape(request.app.state), media_type=metrics.CONTENT_TYPE)
+    return Response(await kpi_gauges.scrape(request.app.state), media_type=metrics.CONTENT_TYPE)

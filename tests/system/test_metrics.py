@@ -26,7 +26,7 @@ import pytest
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import metrics
+from app.api import kpi_gauges
 from app.scoring import gauges
 from app.settings import Settings
 from tests.conftest import new_database_url
@@ -156,7 +156,7 @@ ONE_STORE = pytest.mark.parametrize("store", ["sqlite"])
 
 @pytest.fixture
 def no_cache(monkeypatch):
-    monkeypatch.setattr(metrics, "KPI_GAUGES_TTL_SECONDS", 0.0)
+    monkeypatch.setattr(kpi_gauges, "KPI_GAUGES_TTL_SECONDS", 0.0)
 
 
 async def _scrape(svc) -> str:
@@ -224,13 +224,13 @@ async def test_commune_gauges_only_when_enabled(make_service, no_cache):
 
 @ONE_STORE
 async def test_gauges_are_cached_for_a_few_seconds(make_service, monkeypatch):
-    monkeypatch.setattr(metrics, "KPI_GAUGES_TTL_SECONDS", 3600.0)
+    monkeypatch.setattr(kpi_gauges, "KPI_GAUGES_TTL_SECONDS", 3600.0)
     async with make_service(public_read=True) as svc:
         await _load(svc, "cache1", count=1)
         before = gauge(samples(await _scrape(svc)), "chiso_received_dossiers", unit="VN", window="30d")
         await _load(svc, "cache2", count=1)
         assert gauge(samples(await _scrape(svc)), "chiso_received_dossiers", unit="VN", window="30d") == before
-        monkeypatch.setattr(metrics, "KPI_GAUGES_TTL_SECONDS", 0.0)
+        monkeypatch.setattr(kpi_gauges, "KPI_GAUGES_TTL_SECONDS", 0.0)
         after = gauge(samples(await _scrape(svc)), "chiso_received_dossiers", unit="VN", window="30d")
         assert after == before + 4
 
@@ -259,8 +259,8 @@ async def test_a_slow_read_does_not_hold_the_scrape(make_service, monkeypatch):
         return await real(*args, **kwargs)
 
     monkeypatch.setattr(gauges, "read", slow)
-    monkeypatch.setattr(metrics, "KPI_GAUGES_WAIT_SECONDS", 0.2)
-    monkeypatch.setattr(metrics, "KPI_GAUGES_TTL_SECONDS", 3600.0)
+    monkeypatch.setattr(kpi_gauges, "KPI_GAUGES_WAIT_SECONDS", 0.2)
+    monkeypatch.setattr(kpi_gauges, "KPI_GAUGES_TTL_SECONDS", 3600.0)
     async with make_service(public_read=True) as svc:
         started = time.monotonic()
         parsed = samples(await _scrape(svc))

@@ -18,6 +18,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import metrics
+from app.api import kpi_gauges
 from app.scoring import gauges
 from app.settings import Settings
 
@@ -190,7 +191,7 @@ def test_dashboard_uses_the_provisioned_data_source(datasources):
 
 def _exposed_names() -> set[str]:
     """Sample names the service can expose: every chiso_* object in app.metrics, and the KPI gauges."""
-    names = set(gauges.NAMES) | {metrics.KPI_GAUGES_UP}
+    names = set(gauges.NAMES) | {kpi_gauges.KPI_GAUGES_UP}
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count"), "gauge": ("",)}
     for family in text_string_to_metric_families(metrics.exposition().decode()):
         if family.name.startswith("chiso_"):
