@@ -143,8 +143,8 @@ async def is_installed(conn: AsyncConnection) -> bool:
     """True when every function of this version's pass exists (always true on SQLite: no pass there)."""
     if conn.dialect.name != "postgresql":
         return True
-    found = [(await conn.execute(text("SELECT to_regprocedure(:sig) IS NOT NULL"), {"sig": sig})).scalar() for sig in current().signatures]
-    return all(found)
+    stmt = text("SELECT bool_and(to_regprocedure(s) IS NOT NULL) FROM unnest(CAST(:sigs AS text[])) AS s")
+    return bool((await conn.execute(stmt, {"sigs": list(current().signatures)})).scalar())
 
 
 async def install(conn: AsyncConnection) -> bool:

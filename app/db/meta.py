@@ -15,7 +15,7 @@ from app.db.models import NodeMeta
 # (`data_version`): a commit adds one to a slot chosen at random, so concurrent commits seldom wait
 # for each other's row lock, and a reader sees a sum that grows with every committed change.
 DATA_VERSION = "data_version"
-VERSION_SLOTS = 16  # the SQL ingest pass (migration d7e9f1a3b5c7) bumps one of the same 16
+VERSION_SLOTS = 16  # rendered into the PostgreSQL write pass (app.aggregates.pgpass): it bumps one of the same 16
 
 
 async def bump_data_version(session: AsyncSession) -> None:

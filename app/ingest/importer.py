@@ -4,7 +4,7 @@ Every line goes through the API's validation and rules (`validate_events`, the u
 same store), except the horizon, which applies only when asked for. Lines are read in chunks; a
 reader thread parses and validates the next chunk while up to `writers` connections store earlier
 ones, each chunk in one transaction (on PostgreSQL: COPY into the session's staging table, then the
-set-based pass of `chiso_ingest_staged`). A stored or earlier copy of an event is a duplicate and
+set-based write pass, app.aggregates.pgpass). A stored or earlier copy of an event is a duplicate and
 changes nothing, so an interrupted import is simply run again: a progress file beside the input
 remembers up to which line every chunk is committed, and the re-run starts there (what it still
 reads twice is counted as duplicates, never stored twice). Rejected lines go to `FILE.rejected`

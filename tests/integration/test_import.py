@@ -207,7 +207,7 @@ def _window_days(body: dict):
 
 class TestSetBasedMerge:
     """Any split of the same events into batches, posted in any order, leaves identical dossier rows
-    and aggregate rows (on PostgreSQL this is the one-pass `chiso_ingest`)."""
+    and aggregate rows (on PostgreSQL this is the one-pass write, app.aggregates.pgpass)."""
 
     # rows whose counters all went back to 0 (a correction moved them away) may exist in one order
     # and not in another: the state is the non-zero rows
