@@ -178,6 +178,14 @@ class TestSectors:
         start, end = ref.window(30, now)
         business = [d for d in ds if d.sector() == "business"]
         assert_matches(body["kpis"], ref.kpis(business, {d.unit for d in ds}, start, end, now), "business")
+        assert body["sector"] == "business"  # the answer says what it counts
+        assert (await svc.get("/api/v1/units/VN/kpis", token, window="30d", sector="null")).json()["sector"] is None
+        assert "sector" not in (await svc.get("/api/v1/units/VN/kpis", token, window="30d")).json()
+
+    async def test_the_all_sector_key_is_no_sector(self, loaded):
+        svc, token, _ = loaded
+        r = await svc.get("/api/v1/units/VN/kpis", token, window="30d", sector="*")
+        assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["sector"], r.text
 
 
 class TestEdges:
