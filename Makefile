@@ -36,7 +36,7 @@ lint: $(BIN)/.installed
 
 ## A living dashboard with simulated data from all 3,321 communes
 demo: $(BIN)/.installed
-	$(BIN)/chiso demo
+	$(BIN)/chiso demo --host $(HOST) --port $(PORT)
 
 ## The performance benchmark (PostgreSQL); prints a table and writes bench-results/
 bench: $(BIN)/.installed
