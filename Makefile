@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN = $(VENV)/bin
 
-.PHONY: run test lint demo bench install clean reliability
+.PHONY: run test test-fast lint demo bench install clean reliability
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ run: $(BIN)/.installed
 ## The whole test suite, both stores (PostgreSQL at CHISO_TEST_PG, default the local server)
 test: $(BIN)/.installed
 	$(BIN)/pytest
+
+## The edit-test loop: unit tests and the integration tests on SQLite alone (no server needed)
+test-fast: $(BIN)/.installed
+	CHISO_STORES=sqlite $(BIN)/pytest tests/unit tests/integration -q -x -p no:cacheprovider $(TEST_ARGS)
 
 ## The reliability suite, long form (crash loop, database restart, central outage, fuzz, abuse, access);
 ## `make test` runs its short form. Rows of the fault table: test-output/reliability/table.jsonl
