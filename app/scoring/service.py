@@ -33,6 +33,17 @@ def unit_detail(registry: Registry, code: str) -> dict:
     return {**unit_shape(u), "parents": [{"code": a.code, "name": a.name, "level": a.level} for a in registry.ancestors(code)]}
 
 
+def unit_list(registry: Registry, level: str | None, parent: str | None) -> list[UnitRow]:
+    """The units of `level` directly under `parent` (either may be None), by code."""
+    if parent is not None:
+        _unit(registry, parent)
+    return [
+        u
+        for u in sorted(registry.units.values(), key=lambda u: u.code)
+        if (level is None or u.level == level) and (parent is None or u.parent_code == parent)
+    ]
+
+
 def _unit(registry: Registry, code: str) -> UnitRow:
     u = registry.get(code)
     if u is None:
