@@ -30,8 +30,10 @@ from app.api import titles
 from app.api.deps import DbDep, ReadKey, RegistryDep, SettingsDep
 from app.api.etag import etag_of
 from app.api.kpis import At, Code, PeriodKind, Sort, Window
-from app.api.schemas import KPI_DOCS, RATE, AtRiskItem, RankingItem, SectorItem, SeriesPoint, SilentItem, Unit
+from app.api.reports import DriverKpi, DriverSort
+from app.api.schemas import KPI_DOCS, RATE, AtRiskItem, DriverItem, RankingItem, SectorItem, SeriesPoint, SilentItem, Unit
 from app.errors import Unprocessable
+from app.scoring import drivers as drivers_service
 from app.scoring import service as scoring
 from app.scoring.service import pick_period
 
@@ -359,10 +361,8 @@ async def series_download(
 
     def build(answer: dict) -> tables.Table:
         table = items_table(answer, SeriesPoint, "series", request, lang, key="points")
-        if KPI_DOCS.get(kpi, ("",))[0] == RATE:
-            table.columns = [c if c.path != "value" else tables.Column(c.path, c.title, tables.RATE, c.about) for c in table.columns]
         table.about.insert(1, (titles.title("kpi", lang), kpi))
-        return table
+        return as_rates(table, ("value",)) if KPI_DOCS.get(kpi, ("",))[0] == RATE else table
 
     def name(answer: dict) -> str:
         points = answer["points"]
@@ -450,3 +450,42 @@ async def silent_download(
         lambda a: items_table(a, SilentItem, "silent", request, lang),
         lambda a: a["as_of"][:10],
     )
+
+
+def as_rates(table: tables.Table, paths: tuple[str, ...]) -> tables.Table:
+    """The columns at `paths` shown as percentages (the figures of a rate KPI)."""
+    table.columns = [tables.Column(c.path, c.title, tables.RATE, c.about) if c.path in paths else c for c in table.columns]
+    return table
+
+
+@router.get("/units/{code}/drivers")
+async def drivers_download(
+    request: Request,
+    code: Code,
+    _: ReadKey,
+    db: DbDep,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    format: Format = None,
+    lang: Lang = "vi",
+    kpi: DriverKpi = "on_time_rate",
+    period: PeriodKind = None,
+    at: At = None,
+    window: Window = None,
+    sort: DriverSort = "contribution",
+):
+    drivers_service.check_kpi(kpi)
+    p = pick_period(period, at, window, scoring._now(), settings.tz)
+    rows = settings.download_max_rows + 1
+
+    async def compute():
+        return await drivers_service.drivers(
+            db, registry, settings.tz, code, kpi, p, sort, rows, 0, silent_after_hours=settings.silent_after_hours
+        )
+
+    def build(answer: dict) -> tables.Table:
+        table = items_table(answer, DriverItem, "drivers", request, lang)
+        table.about.insert(1, (titles.title("kpi", lang), kpi))
+        return as_rates(table, ("value", "previous_value", "contribution")) if KPI_DOCS.get(kpi, ("",))[0] == RATE else table
+
+    return await download(request, format, lang, f"drivers-{kpi}", code, compute, build)

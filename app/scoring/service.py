@@ -62,6 +62,10 @@ def _scope_of(registry: Registry, code: str) -> Scope:
     return Scope(codes=tuple(registry.subtree(code)))
 
 
+unit_of = _unit  # for the other modules of scoring (drivers, report)
+scope_of = _scope_of
+
+
 def pick_period(period: str | None, at, window: str | None, now: datetime, tz: tzinfo) -> Period:
     """The period a query names: `period` + `at` (default today) or `window` (default 30d)."""
     if period and window:
