@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -103,16 +104,56 @@ def _excel_time(value: Any, kind: str) -> Any:
         return value
 
 
-def write_xlsx(table: Table, out: IO[bytes] | str, about_title: tuple[str, str] = ("Về bảng này", "Giá trị")) -> None:
+def write_xlsx(table: Table, out: IO[bytes] | str, about_title: tuple[str, str] = ("Về bảng này", "")) -> None:
     """The table as an XLSX workbook in `out`: sheet 1 the table, sheet 2 what it is."""
+    write_workbook([table], out, table.about, about_title)
+
+
+def write_workbook(
+    sheets: list[Table], out: IO[bytes] | str, about: list[tuple[str, str]], about_title: tuple[str, str] = ("Về bảng này", "")
+) -> None:
+    """Tables as the sheets of one XLSX workbook (each header frozen, with a filter), then a sheet
+    `about`: the `about` lines and, for each sheet, its columns' paths, titles and meanings."""
     book = xlsxwriter.Workbook(out, {"constant_memory": True, "in_memory": False, "strings_to_numbers": False})
-    head = book.add_format({"bold": True, "bg_color": "#DDEBF7", "text_wrap": True, "valign": "top"})
-    pct = book.add_format({"num_format": "0.00%"})
-    day = book.add_format({"num_format": "yyyy-mm-dd"})
-    stamp = book.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
-    sheet = book.add_worksheet(table.name[:31])
+    formats = {
+        "head": book.add_format({"bold": True, "bg_color": "#DDEBF7", "text_wrap": True, "valign": "top"}),
+        "pct": book.add_format({"num_format": "0.00%"}),
+        "day": book.add_format({"num_format": "yyyy-mm-dd"}),
+        "stamp": book.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"}),
+    }
+    names: set[str] = set()
+    for table in sheets:
+        name = re.sub(r"[\[\]:*?/\\]", "-", table.name)[:31]  # characters Excel refuses in a sheet name
+        while name.lower() in names:  # sheet names are unique, case-insensitively, at most 31 characters
+            name = name[:28] + f" {len(names)}"
+        names.add(name.lower())
+        _write_sheet(book.add_worksheet(name), table, formats)
+    info = book.add_worksheet("about")
+    info.set_column(0, 0, 28)
+    info.set_column(1, 1, 60)
+    info.set_column(2, 2, 80)
+    info.write_row(0, 0, about_title, formats["head"])
+    r = 1
+    for label, value in about:
+        info.write_string(r, 0, label)
+        info.write_string(r, 1, value)
+        r += 1
+    for table in sheets:
+        r += 1
+        if len(sheets) > 1:
+            info.write_string(r, 0, table.name, formats["head"])
+            r += 1
+        for col in table.columns:
+            info.write_string(r, 0, col.path)
+            info.write_string(r, 1, col.title)
+            info.write_string(r, 2, col.about)
+            r += 1
+    book.close()
+
+
+def _write_sheet(sheet, table: Table, formats: dict) -> None:
     for c, col in enumerate(table.columns):
-        sheet.write_string(0, c, col.title, head)
+        sheet.write_string(0, c, col.title, formats["head"])
         sheet.set_column(c, c, max(10, min(40, len(col.title) + 2)))
     n = 0
     for n, row in enumerate(table.rows, start=1):
@@ -122,36 +163,19 @@ def write_xlsx(table: Table, out: IO[bytes] | str, about_title: tuple[str, str] 
                 continue
             if col.kind in (DATE, DATETIME):
                 value = _excel_time(value, col.kind)
-                fmt = day if col.kind == DATE else stamp
                 if isinstance(value, datetime):
-                    sheet.write_datetime(n, c, value, stamp)
+                    sheet.write_datetime(n, c, value, formats["stamp"])
                 elif isinstance(value, date):
-                    sheet.write_datetime(n, c, datetime(value.year, value.month, value.day), fmt)
+                    sheet.write_datetime(n, c, datetime(value.year, value.month, value.day), formats["day"])
                 else:
                     sheet.write_string(n, c, value)
             elif isinstance(value, bool):
                 sheet.write_boolean(n, c, value)
             elif isinstance(value, int | float):
-                sheet.write_number(n, c, value, pct if (col.kind == RATE or rates) and isinstance(value, float) else None)
+                percent = (col.kind == RATE or rates) and isinstance(value, float)
+                sheet.write_number(n, c, value, formats["pct"] if percent else None)
             else:
                 sheet.write_string(n, c, str(value))
     sheet.freeze_panes(1, 0)
     if table.columns:
         sheet.autofilter(0, 0, max(n, 1), len(table.columns) - 1)
-    info = book.add_worksheet("about")
-    info.set_column(0, 0, 28)
-    info.set_column(1, 1, 60)
-    info.set_column(2, 2, 80)
-    info.write_row(0, 0, about_title, head)
-    r = 1
-    for label, value in table.about:
-        info.write_string(r, 0, label)
-        info.write_string(r, 1, value)
-        r += 1
-    r += 1
-    for col in table.columns:
-        info.write_string(r, 0, col.path)
-        info.write_string(r, 1, col.title)
-        info.write_string(r, 2, col.about)
-        r += 1
-    book.close()

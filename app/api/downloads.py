@@ -30,7 +30,7 @@ from app.api import titles
 from app.api.deps import DbDep, ReadKey, RegistryDep, SettingsDep
 from app.api.etag import etag_of
 from app.api.kpis import At, Code, PeriodKind, Sort, Window
-from app.api.reports import DriverKpi, DriverSort
+from app.api.params import DriverKpi, DriverSort
 from app.api.schemas import KPI_DOCS, RATE, AtRiskItem, DriverItem, RankingItem, SectorItem, SeriesPoint, SilentItem, Unit
 from app.errors import Unprocessable
 from app.scoring import drivers as drivers_service

@@ -2,35 +2,30 @@
 
 from __future__ import annotations
 
+import io
+from datetime import date
 from typing import Annotated, Literal
 
+import anyio
+import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from app.aggregates import periods
+from app.api import downloads
 from app.api.deps import DbDep, ReadKey, RegistryDep, SettingsDep
+from app.api.etag import etag_of
 from app.api.kpis import PERIOD_DOC, At, Code, PeriodKind, Window, answer
-from app.api.schemas import READ_ERRORS, DriversAnswer, problems
+from app.api.params import DriverKpi, DriverSort
+from app.api.report_book import report_filename, write_report
+from app.api.schemas import READ_ERRORS, DriversAnswer, ReportAnswer, problems
 from app.scoring import drivers as drivers_service
+from app.scoring import report as report_service
 from app.scoring import service as scoring
 from app.scoring.service import pick_period
+from app.tables import XLSX_MEDIA
 
 router = APIRouter(prefix="/api/v1", tags=["kpis"])
-
-DriverKpi = Annotated[
-    str,
-    Query(
-        description="A count KPI (`received`, `resolved_*`, `pending`, `overdue`, `due_48h`...) or a rate (`on_time_rate`, "
-        "`online_rate`, `settlement_rate_766`, `settlement_score`); processing hours and `silent_units` have no drivers (`422`).",
-        examples=["on_time_rate"],
-    ),
-]
-DriverSort = Annotated[
-    Literal["contribution", "-contribution"],
-    Query(
-        description="`contribution`: what pulled the figure down first; `-contribution`: what pushed it up first.",
-        examples=["contribution"],
-    ),
-]
 
 
 @router.get(
@@ -65,3 +60,58 @@ async def drivers(
     return await answer(
         request, lambda: drivers_service.drivers(db, registry, settings.tz, code, kpi, p, sort, limit, offset, silent_after_hours=hours)
     )
+
+
+@router.get(
+    "/units/{code}/report",
+    response_model=ReportAnswer,
+    responses={
+        200: {"content": {XLSX_MEDIA: {"schema": {"type": "string", "format": "binary"}}}, "description": "The report, JSON or XLSX."},
+        **problems(*READ_ERRORS, 404, 422),
+    },
+    summary="The period report of a unit (JSON or one XLSX workbook)",
+    description="Báo cáo kỳ: the unit's KPIs with the previous period and the change; the units below ranked by "
+    "`on_time_rate` with `min_count=10`, each with its rank in the previous period; the drivers of `on_time_rate`, "
+    "`online_rate` and `overdue`; dossiers due within 24/48/72 h now and the units with most of them; the silent units "
+    "now; the sectors. `format=xlsx` (or `Accept:` the XLSX type) for one workbook, one sheet per part, Vietnamese "
+    "titles (`lang=en` English). Default period: the last whole one before today.",
+)
+async def report(
+    request: Request,
+    code: Code,
+    _: ReadKey,
+    db: DbDep,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    period: Annotated[
+        Literal["week", "month", "quarter", "year"], Query(description="The calendar period reported on.", examples=["week"])
+    ] = "week",
+    at: Annotated[
+        date | None,
+        Query(description="A local date inside the period; default: the last whole period before today.", examples=["2025-09-30"]),
+    ] = None,
+    format: Annotated[
+        Literal["json", "xlsx"] | None, Query(description="`xlsx` for the workbook; default JSON (or as `Accept` asks).", examples=["xlsx"])
+    ] = None,
+    lang: Annotated[Literal["vi", "en"], Query(description="The workbook's titles: Vietnamese or English.", examples=["vi"])] = "vi",
+) -> Response:
+    p = report_service.report_period(period, at, periods.today(scoring._now(), settings.tz))
+    memo, hours = request.app.state.rankings, settings.silent_after_hours
+
+    async def compute():
+        return await report_service.report(db, registry, settings.tz, code, p, memo=memo, silent_after_hours=hours)
+
+    if (format or ("xlsx" if downloads.wanted_format(request.scope) == "xlsx" else "json")) == "json":
+        return await answer(request, compute)
+    got = await compute()
+    where = str(request.url.path) + ("?" + request.url.query if request.url.query else "")
+    basis = orjson.dumps({k: v for k, v in got.items() if k != "as_of"}) + f"|xlsx|{lang}".encode()
+    body = await anyio.to_thread.run_sync(_workbook, got, lang, where)
+    headers = {"ETag": etag_of(basis), "Content-Disposition": f'attachment; filename="{report_filename(got)}"'}
+    return Response(body, media_type=XLSX_MEDIA, headers=headers)
+
+
+def _workbook(got: dict, lang: str, where: str) -> bytes:
+    out = io.BytesIO()
+    write_report(got, lang, where, out)
+    return out.getvalue()

@@ -350,6 +350,49 @@ class DriversAnswer(Answer):
     items: list[DriverItem]
 
 
+class ReportRankingItem(RankingItem):
+    previous_rank: int | None = Field(description="The unit's rank in the same ranking of the previous period.", examples=[3])
+
+
+class ReportRanking(RankingAnswer):
+    """The units directly below ranked by `on_time_rate` with `min_count=10`, with their previous rank."""
+
+    items: list[ReportRankingItem]
+
+
+class ReportDrivers(Answer):
+    """The drivers of the three figures an official is asked about first."""
+
+    on_time_rate: DriversAnswer
+    online_rate: DriversAnswer
+    overdue: DriversAnswer
+
+
+class DueSoon(Answer):
+    """Pending dossiers due within 24/48/72 h now, and the units below with most due within 48 h."""
+
+    as_of: datetime = AS_OF
+    due_24h: int = Field(examples=[7])
+    due_48h: int = Field(examples=[15])
+    due_72h: int = Field(examples=[22])
+    units: RankingAnswer | None = Field(description="Up to 10 units below with dossiers due within 48 h, most first; `null` for a commune.")
+
+
+class ReportAnswer(Answer):
+    """The period report of a unit: each part is the answer it summarises (`summary` the KPI answer, ...)."""
+
+    unit: Unit
+    period: Period
+    previous: PreviousPeriod
+    as_of: datetime = AS_OF
+    summary: KpiAnswer
+    ranking: ReportRanking | None = Field(description="`null` for a commune (no unit below).")
+    drivers: ReportDrivers
+    due_soon: DueSoon
+    silent: SilentAnswer
+    sectors: SectorsAnswer
+
+
 # --- ingest ----------------------------------------------------------------------------------------
 
 

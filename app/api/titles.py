@@ -94,7 +94,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "sectors": ("Theo lĩnh vực", "Sectors"),
     "at-risk": ("Hồ sơ sắp đến hạn", "Due soon"),
     "silent": ("Đơn vị ngừng gửi dữ liệu", "Silent units"),
-    "drivers": ("Vì sao thay đổi", "Drivers of the change"),
+    "drivers": ("Vì sao thay đổi", "Drivers"),
     "summary": ("Tổng hợp", "Summary"),
     "due_soon": ("Sắp đến hạn", "Due soon"),
     "due_units": ("Đơn vị nhiều hồ sơ sắp đến hạn", "Units with most due soon"),

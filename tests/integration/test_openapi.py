@@ -132,7 +132,7 @@ async def test_the_document_describes_every_endpoint(make_service):
     assert schemas["EventBatch"]["properties"]["events"]["items"] == {"$ref": "#/components/schemas/Event"}
     assert "HTTPValidationError" not in schemas
     ops = {(m, p): op for p, o in spec["paths"].items() for m, op in o.items()}
-    assert len(ops) == 15  # 12 + GET /units/{code}/at-risk + GET /units/{code}/silent + GET /units/{code}/drivers
+    assert len(ops) == 16  # 12 + at-risk + silent (revision 3) + drivers + report (revision 4)
     for (method, path), op in ops.items():
         where = f"{method} {path}"
         assert op.get("summary") and op.get("description"), where
@@ -319,6 +319,12 @@ async def test_every_answer_matches_the_document(pair):
             await get(f"/api/v1/units/46/{path}", format="xlsx", lang="en")
             await get(f"/api/v1/units/46/{path}", format="csv", lang="key")
         await get("/api/v1/rankings", format="pdf", status=422)
+        await get("/api/v1/units/46/report", period="week")
+        await get(f"/api/v1/units/{unit}/report", period="month", format="xlsx")
+        await get("/api/v1/units/VN/report", period="quarter", lang="en", format="xlsx")
+        await get("/api/v1/units/46/report", period="day", status=422)
+        await get("/api/v1/units/99999/report", status=404)
+        await get("/api/v1/units/46/report", token=ingest, status=403)
         await get("/api/v1/units/99999/kpis", format="csv", status=404)
         await get("/api/v1/rankings", format="csv", token=None, status=401)
 
