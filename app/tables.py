@@ -41,6 +41,7 @@ class Table:
     rows: Iterable[list[Any]]
     about: list[tuple[str, str]] = field(default_factory=list)  # (label, value) lines of the second sheet
     rate_row: Callable[[list[Any]], bool] | None = None  # rows whose numbers are rates (a KPI answer's)
+    about_title: tuple[str, str] = ("Về bảng này", "")  # the head of the second sheet
 
 
 def flatten(item: Any, prefix: str = "") -> dict[str, Any]:
@@ -104,9 +105,9 @@ def _excel_time(value: Any, kind: str) -> Any:
         return value
 
 
-def write_xlsx(table: Table, out: IO[bytes] | str, about_title: tuple[str, str] = ("Về bảng này", "")) -> None:
+def write_xlsx(table: Table, out: IO[bytes] | str) -> None:
     """The table as an XLSX workbook in `out`: sheet 1 the table, sheet 2 what it is."""
-    write_workbook([table], out, table.about, about_title)
+    write_workbook([table], out, table.about, table.about_title)
 
 
 def write_workbook(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import date, datetime
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -19,7 +20,7 @@ from urllib.parse import parse_qsl
 
 import anyio
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.responses import StreamingResponse
@@ -27,7 +28,7 @@ from starlette.routing import Match
 
 from app import tables
 from app.api import titles
-from app.api.deps import DbDep, ReadKey, RegistryDep, SettingsDep
+from app.api.deps import Reads, ReadsDep
 from app.api.etag import etag_of
 from app.api.kpis import At, Code, PeriodKind, Sort, Window
 from app.api.params import DriverKpi, DriverSort
@@ -150,6 +151,10 @@ def _about(answer: dict, what: str, request: Request, lang: str) -> list[tuple[s
     return lines
 
 
+def _about_title(lang: str) -> tuple[str, str]:
+    return (titles.label("about", lang), "")
+
+
 def _name_part(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", value).strip("_") or "all"
 
@@ -191,6 +196,20 @@ def respond(table: tables.Table, answer: dict, fmt: str, lang: str, name: str) -
     return StreamingResponse(body, media_type=media, headers=headers)
 
 
+PAGE_ROWS = 5000  # rows read at a time by a long download
+
+
+def paged(first: list[dict], page: Callable, total: int) -> Iterator[dict]:
+    """The first page's items, then every further page's, each read when the renderer (in a worker
+    thread) comes to it: one page in memory at a time."""
+    yield from first
+    for offset in range(len(first), total, PAGE_ROWS):
+        got = anyio.from_thread.run(page, offset)["items"]
+        if not got:
+            return
+        yield from got
+
+
 def _check_rows(total: int, max_rows: int) -> None:
     if total > max_rows:
         raise Unprocessable(
@@ -204,7 +223,7 @@ def items_table(
 ) -> tables.Table:
     cols = columns(model, lang, rate_kpis=rate_kpis)
     rows = tables.rows_of(answer[key], [c.path for c in cols])
-    return tables.Table(titles.label(what, lang), cols, rows, _about(answer, what, request, lang))
+    return tables.Table(titles.label(what, lang), cols, rows, _about(answer, what, request, lang), about_title=_about_title(lang))
 
 
 def kpi_table(answer: dict, request: Request, lang: str, what: str = "kpis") -> tables.Table:
@@ -218,25 +237,51 @@ def kpi_table(answer: dict, request: Request, lang: str, what: str = "kpis") -> 
     ]
     rows = [[k, answer["kpis"][k], answer["previous"]["kpis"][k], answer["change"][k]] for k in names]
     rates = {k for k in names if KPI_DOCS.get(k, ("",))[0] == RATE}
-    return tables.Table(titles.label(what, lang), cols, rows, _about(answer, what, request, lang), rate_row=lambda r: r[0] in rates)
+    return tables.Table(
+        titles.label(what, lang),
+        cols,
+        rows,
+        _about(answer, what, request, lang),
+        rate_row=lambda r: r[0] in rates,
+        about_title=_about_title(lang),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Ask(Reads):
+    """A read asked as a download: the format and the header language too."""
+
+    format: str = "csv"
+    lang: str = "vi"
+
+    @property
+    def rows(self) -> int:
+        """The rows asked of a service: one more than a download may hold, to tell when it is too many."""
+        return self.settings.download_max_rows + 1
+
+    def period(self, period: str | None, at: date | None, window: str | None):
+        return pick_period(period, at, window, scoring._now(), self.settings.tz)
+
+
+async def ask(r: ReadsDep, format: Format = None, lang: Lang = "vi") -> Ask:
+    return Ask(r.request, r.db, r.registry, r.settings, format or wanted_format(r.request.scope) or "csv", lang)
+
+
+AskDep = Annotated[Ask, Depends(ask)]
 
 
 async def download(
-    request: Request,
-    fmt: str | None,
-    lang: str,
-    what: str,
-    unit: str,
-    compute: Callable,
-    build: Callable,
-    name: Callable[[dict], str] = period_name,
-) -> Any:
+    a: Ask, what: str, unit: str, compute: Callable, build: Callable, name: Callable[[dict], str] = period_name
+) -> StreamingResponse:
     """Compute the answer with every row, refuse more than DOWNLOAD_MAX_ROWS, stream its table."""
     answer = await compute()
     total = answer.get("total", len(answer.get("items") or answer.get("points") or []))
-    _check_rows(total, request.app.state.settings.download_max_rows)
-    fmt = fmt or wanted_format(request.scope) or "csv"
-    return respond(build(answer), answer, fmt, lang, filename(what, unit, name(answer), fmt))
+    _check_rows(total, a.settings.download_max_rows)
+    return respond(build(answer), answer, a.format, a.lang, filename(what, unit, name(answer), a.format))
+
+
+def as_table(a: Ask, model: type[BaseModel], what: str, key: str = "items") -> Callable[[dict], tables.Table]:
+    return lambda answer: items_table(answer, model, what, a.request, a.lang, key=key)
 
 
 # --- the routes ------------------------------------------------------------------------------------
@@ -244,63 +289,43 @@ async def download(
 
 @router.get("/units")
 async def units_download(
-    request: Request,
-    _: ReadKey,
-    registry: RegistryDep,
-    format: Format = None,
-    lang: Lang = "vi",
-    level: Literal["nation", "province", "commune"] | None = None,
-    parent: str | None = None,
-):
+    a: AskDep, level: Literal["nation", "province", "commune"] | None = None, parent: str | None = None
+) -> StreamingResponse:
     async def compute():
-        rows = scoring.unit_list(registry, level, parent)
+        rows = scoring.unit_list(a.registry, level, parent)
         return {"items": [scoring.unit_shape(u) for u in rows], "total": len(rows)}
 
-    return await download(
-        request, format, lang, "units", parent or level or "VN", compute, lambda a: items_table(a, Unit, "units", request, lang)
-    )
+    return await download(a, "units", parent or level or "VN", compute, as_table(a, Unit, "units"))
 
 
 @router.get("/units/{code}/kpis")
 async def kpis_download(
-    request: Request,
+    a: AskDep,
     code: Code,
-    _: ReadKey,
-    db: DbDep,
-    registry: RegistryDep,
-    settings: SettingsDep,
-    format: Format = None,
-    lang: Lang = "vi",
     period: PeriodKind = None,
     at: At = None,
     window: Window = None,
     sector: Annotated[str | None, Query(max_length=64)] = None,
-):
-    p = pick_period(period, at, window, scoring._now(), settings.tz)
+) -> StreamingResponse:
+    p = a.period(period, at, window)
 
     async def compute():
-        return await scoring.unit_kpis(db, registry, settings.tz, code, p, sector, silent_after_hours=settings.silent_after_hours)
+        return await scoring.unit_kpis(a.db, a.registry, a.settings.tz, code, p, sector, silent_after_hours=a.hours)
 
-    return await download(request, format, lang, "kpis", code, compute, lambda a: kpi_table(a, request, lang))
+    return await download(a, "kpis", code, compute, lambda answer: kpi_table(answer, a.request, a.lang))
 
 
 @router.get("/units/{code}")
-async def unit_download(request: Request, code: Code, _: ReadKey, registry: RegistryDep, format: Format = None, lang: Lang = "vi"):
+async def unit_download(a: AskDep, code: Code) -> StreamingResponse:
     async def compute():
-        return {"items": [scoring.unit_detail(registry, code)], "total": 1}
+        return {"items": [scoring.unit_detail(a.registry, code)], "total": 1}
 
-    return await download(request, format, lang, "unit", code, compute, lambda a: items_table(a, Unit, "unit", request, lang))
+    return await download(a, "unit", code, compute, as_table(a, Unit, "unit"))
 
 
 @router.get("/rankings")
 async def ranking_download(
-    request: Request,
-    _: ReadKey,
-    db: DbDep,
-    registry: RegistryDep,
-    settings: SettingsDep,
-    format: Format = None,
-    lang: Lang = "vi",
+    a: AskDep,
     level: Literal["province", "commune"] = "province",
     parent: str | None = None,
     period: PeriodKind = None,
@@ -308,148 +333,77 @@ async def ranking_download(
     window: Window = None,
     sort: Sort = "-on_time_rate",
     min_count: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
-):
-    p = pick_period(period, at, window, scoring._now(), settings.tz)
-    rows = settings.download_max_rows + 1
+) -> StreamingResponse:
+    p = a.period(period, at, window)
+    memo = a.request.app.state.rankings
 
     async def compute():
         return await scoring.ranking(
-            db,
-            registry,
-            settings.tz,
-            level,
-            parent,
-            p,
-            sort,
-            rows,
-            0,
-            memo=request.app.state.rankings,
-            min_count=min_count,
-            silent_after_hours=settings.silent_after_hours,
+            a.db, a.registry, a.settings.tz, level, parent, p, sort, a.rows, 0, memo=memo, min_count=min_count, silent_after_hours=a.hours
         )
 
-    return await download(
-        request,
-        format,
-        lang,
-        f"ranking-{level}",
-        parent or "VN",
-        compute,
-        lambda a: items_table(a, RankingItem, "ranking", request, lang),
-    )
+    return await download(a, f"ranking-{level}", parent or "VN", compute, as_table(a, RankingItem, "ranking"))
 
 
 @router.get("/units/{code}/series")
 async def series_download(
-    request: Request,
+    a: AskDep,
     code: Code,
-    _: ReadKey,
-    db: DbDep,
-    registry: RegistryDep,
-    settings: SettingsDep,
-    format: Format = None,
-    lang: Lang = "vi",
     kpi: str = "on_time_rate",
     interval: Literal["day", "week", "month", "quarter"] = "week",
     from_: Annotated[date | None, Query(alias="from")] = None,
     to: date | None = None,
-):
+) -> StreamingResponse:
     async def compute():
-        return await scoring.series(
-            db, registry, settings.tz, code, kpi, interval, from_, to, silent_after_hours=settings.silent_after_hours
-        )
+        return await scoring.series(a.db, a.registry, a.settings.tz, code, kpi, interval, from_, to, silent_after_hours=a.hours)
 
     def build(answer: dict) -> tables.Table:
-        table = items_table(answer, SeriesPoint, "series", request, lang, key="points")
-        table.about.insert(1, (titles.title("kpi", lang), kpi))
+        table = items_table(answer, SeriesPoint, "series", a.request, a.lang, key="points")
+        table.about.insert(1, (titles.title("kpi", a.lang), kpi))
         return as_rates(table, ("value",)) if KPI_DOCS.get(kpi, ("",))[0] == RATE else table
 
     def name(answer: dict) -> str:
         points = answer["points"]
         return f"{kpi}-{interval}-{points[0]['start']}-{points[-1]['end']}" if points else kpi
 
-    return await download(request, format, lang, "series", code, compute, build, name)
+    return await download(a, "series", code, compute, build, name)
 
 
 @router.get("/units/{code}/sectors")
-async def sectors_download(
-    request: Request,
-    code: Code,
-    _: ReadKey,
-    db: DbDep,
-    registry: RegistryDep,
-    settings: SettingsDep,
-    format: Format = None,
-    lang: Lang = "vi",
-    period: PeriodKind = None,
-    at: At = None,
-    window: Window = None,
-):
-    p = pick_period(period, at, window, scoring._now(), settings.tz)
+async def sectors_download(a: AskDep, code: Code, period: PeriodKind = None, at: At = None, window: Window = None) -> StreamingResponse:
+    p = a.period(period, at, window)
 
     async def compute():
-        return await scoring.sectors(db, registry, settings.tz, code, p, silent_after_hours=settings.silent_after_hours)
+        return await scoring.sectors(a.db, a.registry, a.settings.tz, code, p, silent_after_hours=a.hours)
 
-    return await download(request, format, lang, "sectors", code, compute, lambda a: items_table(a, SectorItem, "sectors", request, lang))
+    return await download(a, "sectors", code, compute, as_table(a, SectorItem, "sectors"))
 
 
 @router.get("/units/{code}/at-risk")
-async def at_risk_download(
-    request: Request,
-    code: Code,
-    _: ReadKey,
-    db: DbDep,
-    registry: RegistryDep,
-    settings: SettingsDep,
-    format: Format = None,
-    lang: Lang = "vi",
-    within: str = "48h",
-    include_overdue: bool = False,
-):
+async def at_risk_download(a: AskDep, code: Code, within: str = "48h", include_overdue: bool = False) -> StreamingResponse:
+    """Read and sent page by page (PAGE_ROWS) at one `as_of`, so that memory stays bounded however long the list;
+    the ETag is taken over the first page, the total and the data version (any event changes it)."""
     scoring.parse_within(within)
-    rows = settings.download_max_rows + 1
+    now = scoring._now()
 
-    async def compute():
-        return await scoring.at_risk(db, registry, settings.tz, code, within, include_overdue, rows, 0)
+    async def page(offset: int) -> dict:
+        return await scoring.at_risk(a.db, a.registry, a.settings.tz, code, within, include_overdue, PAGE_ROWS, offset, now=now)
 
-    return await download(
-        request,
-        format,
-        lang,
-        "at-risk",
-        code,
-        compute,
-        lambda a: items_table(a, AtRiskItem, "at-risk", request, lang),
-        lambda a: a["within"] + ("-overdue" if include_overdue else ""),
-    )
+    first = await page(0)
+    _check_rows(first["total"], a.settings.download_max_rows)
+    version = await a.request.app.state.answers.version()
+    items = paged(first["items"], page, first["total"])
+    table = items_table({**first, "items": items}, AtRiskItem, "at-risk", a.request, a.lang)
+    name = filename("at-risk", code, first["within"] + ("-overdue" if include_overdue else ""), a.format)
+    return respond(table, {**first, "data_version": version}, a.format, a.lang, name)
 
 
 @router.get("/units/{code}/silent")
-async def silent_download(
-    request: Request,
-    code: Code,
-    _: ReadKey,
-    db: DbDep,
-    registry: RegistryDep,
-    settings: SettingsDep,
-    format: Format = None,
-    lang: Lang = "vi",
-):
-    rows = settings.download_max_rows + 1
-
+async def silent_download(a: AskDep, code: Code) -> StreamingResponse:
     async def compute():
-        return await scoring.silent_units(db, registry, settings.tz, code, rows, 0, settings.silent_after_hours)
+        return await scoring.silent_units(a.db, a.registry, a.settings.tz, code, a.rows, 0, a.hours)
 
-    return await download(
-        request,
-        format,
-        lang,
-        "silent",
-        code,
-        compute,
-        lambda a: items_table(a, SilentItem, "silent", request, lang),
-        lambda a: a["as_of"][:10],
-    )
+    return await download(a, "silent", code, compute, as_table(a, SilentItem, "silent"), lambda answer: answer["as_of"][:10])
 
 
 def as_rates(table: tables.Table, paths: tuple[str, ...]) -> tables.Table:
@@ -460,32 +414,23 @@ def as_rates(table: tables.Table, paths: tuple[str, ...]) -> tables.Table:
 
 @router.get("/units/{code}/drivers")
 async def drivers_download(
-    request: Request,
+    a: AskDep,
     code: Code,
-    _: ReadKey,
-    db: DbDep,
-    registry: RegistryDep,
-    settings: SettingsDep,
-    format: Format = None,
-    lang: Lang = "vi",
     kpi: DriverKpi = "on_time_rate",
     period: PeriodKind = None,
     at: At = None,
     window: Window = None,
     sort: DriverSort = "contribution",
-):
+) -> StreamingResponse:
     drivers_service.check_kpi(kpi)
-    p = pick_period(period, at, window, scoring._now(), settings.tz)
-    rows = settings.download_max_rows + 1
+    p = a.period(period, at, window)
 
     async def compute():
-        return await drivers_service.drivers(
-            db, registry, settings.tz, code, kpi, p, sort, rows, 0, silent_after_hours=settings.silent_after_hours
-        )
+        return await drivers_service.drivers(a.db, a.registry, a.settings.tz, code, kpi, p, sort, a.rows, 0, silent_after_hours=a.hours)
 
     def build(answer: dict) -> tables.Table:
-        table = items_table(answer, DriverItem, "drivers", request, lang)
-        table.about.insert(1, (titles.title("kpi", lang), kpi))
+        table = items_table(answer, DriverItem, "drivers", a.request, a.lang)
+        table.about.insert(1, (titles.title("kpi", a.lang), kpi))
         return as_rates(table, ("value", "previous_value", "contribution")) if KPI_DOCS.get(kpi, ("",))[0] == RATE else table
 
-    return await download(request, format, lang, f"drivers-{kpi}", code, compute, build)
+    return await download(a, f"drivers-{kpi}", code, compute, build)

@@ -8,12 +8,12 @@ from typing import Annotated, Literal
 
 import anyio
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from app.aggregates import periods
 from app.api import downloads
-from app.api.deps import DbDep, ReadKey, RegistryDep, SettingsDep
+from app.api.deps import ReadsDep
 from app.api.etag import etag_of
 from app.api.kpis import PERIOD_DOC, At, Code, PeriodKind, Window, answer
 from app.api.params import DriverKpi, DriverSort
@@ -40,12 +40,8 @@ router = APIRouter(prefix="/api/v1", tags=["kpis"])
     "everywhere when the unit's change is `null`." + PERIOD_DOC,
 )
 async def drivers(
-    request: Request,
+    r: ReadsDep,
     code: Code,
-    _: ReadKey,
-    db: DbDep,
-    registry: RegistryDep,
-    settings: SettingsDep,
     kpi: DriverKpi = "on_time_rate",
     period: PeriodKind = None,
     at: At = None,
@@ -55,10 +51,10 @@ async def drivers(
     offset: Annotated[int, Query(ge=0, le=2**63 - 1, description="Items skipped before this page.", examples=[0])] = 0,
 ) -> Response:
     drivers_service.check_kpi(kpi)  # a 422 before the cache
-    p = pick_period(period, at, window, scoring._now(), settings.tz)
-    hours = settings.silent_after_hours
+    p = pick_period(period, at, window, scoring._now(), r.settings.tz)
     return await answer(
-        request, lambda: drivers_service.drivers(db, registry, settings.tz, code, kpi, p, sort, limit, offset, silent_after_hours=hours)
+        r.request,
+        lambda: drivers_service.drivers(r.db, r.registry, r.settings.tz, code, kpi, p, sort, limit, offset, silent_after_hours=r.hours),
     )
 
 
@@ -77,12 +73,8 @@ async def drivers(
     "titles (`lang=en` English). Default period: the last whole one before today.",
 )
 async def report(
-    request: Request,
+    r: ReadsDep,
     code: Code,
-    _: ReadKey,
-    db: DbDep,
-    registry: RegistryDep,
-    settings: SettingsDep,
     period: Annotated[
         Literal["week", "month", "quarter", "year"], Query(description="The calendar period reported on.", examples=["week"])
     ] = "week",
@@ -95,16 +87,16 @@ async def report(
     ] = None,
     lang: Annotated[Literal["vi", "en"], Query(description="The workbook's titles: Vietnamese or English.", examples=["vi"])] = "vi",
 ) -> Response:
-    p = report_service.report_period(period, at, periods.today(scoring._now(), settings.tz))
-    memo, hours = request.app.state.rankings, settings.silent_after_hours
+    p = report_service.report_period(period, at, periods.today(scoring._now(), r.settings.tz))
+    memo = r.request.app.state.rankings
 
     async def compute():
-        return await report_service.report(db, registry, settings.tz, code, p, memo=memo, silent_after_hours=hours)
+        return await report_service.report(r.db, r.registry, r.settings.tz, code, p, memo=memo, silent_after_hours=r.hours)
 
-    if (format or ("xlsx" if downloads.wanted_format(request.scope) == "xlsx" else "json")) == "json":
-        return await answer(request, compute)
+    if (format or ("xlsx" if downloads.wanted_format(r.request.scope) == "xlsx" else "json")) == "json":
+        return await answer(r.request, compute)
     got = await compute()
-    where = str(request.url.path) + ("?" + request.url.query if request.url.query else "")
+    where = str(r.request.url.path) + ("?" + r.request.url.query if r.request.url.query else "")
     basis = orjson.dumps({k: v for k, v in got.items() if k != "as_of"}) + f"|xlsx|{lang}".encode()
     body = await anyio.to_thread.run_sync(_workbook, got, lang, where)
     headers = {"ETag": etag_of(basis), "Content-Disposition": f'attachment; filename="{report_filename(got)}"'}

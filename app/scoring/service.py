@@ -348,13 +348,22 @@ def _local_time(dt: datetime | None, tz: tzinfo) -> str | None:
 
 
 async def at_risk(
-    db: Database, registry: Registry, tz: tzinfo, code: str, within: str, include_overdue: bool, limit: int, offset: int
+    db: Database,
+    registry: Registry,
+    tz: tzinfo,
+    code: str,
+    within: str,
+    include_overdue: bool,
+    limit: int,
+    offset: int,
+    now: datetime | None = None,
 ) -> dict:
     """Pending dossiers of the unit and every unit below it due within the next `within` hours (with
-    `include_overdue`, also those already overdue), soonest deadline first, ties by unit and dossier."""
+    `include_overdue`, also those already overdue), soonest deadline first, ties by unit and dossier.
+    `now` fixed by the caller reads several pages at one instant (a download)."""
     u = _unit(registry, code)
     hours = parse_within(within)
-    now = _now()
+    now = now or _now()
     codes = None if code == NATION else tuple(registry.subtree(code))
     rollup = code if u.level in ROLLUP_LEVELS else None  # a province or the nation: totals from its rollup rows
     async with db.session() as session:

@@ -163,6 +163,14 @@ class TestRowsEqualJson:
         items = await check_download(svc, token, "/api/v1/units/46/at-risk", lambda a: a["items"], within="720h", include_overdue="true")
         assert items and any(it["overdue"] for it in items)
 
+    async def test_at_risk_read_in_pages(self, data, monkeypatch):
+        from app.api import downloads
+
+        monkeypatch.setattr(downloads, "PAGE_ROWS", 7)  # many pages of a short list, each read as the renderer comes to it
+        svc, token = data
+        items = await check_download(svc, token, "/api/v1/units/46/at-risk", lambda a: a["items"], within="720h", include_overdue="true")
+        assert len(items) > 3 * 7
+
     async def test_silent_and_units(self, data):
         svc, token = data
         await check_download(svc, token, "/api/v1/units/46/silent", lambda a: a["items"])
