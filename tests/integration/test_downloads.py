@@ -179,6 +179,23 @@ class TestRowsEqualJson:
         await check_download(svc, token, "/api/v1/units/46", lambda a: [{k: v for k, v in a.items() if k != "parents"}])
 
 
+class TestSilentDownload:
+    async def test_silent_units_rows(self, fresh_service):
+        from tests.integration.test_silent import Feed, on_days
+
+        svc = fresh_service
+        stopped = datetime.now(UTC) - timedelta(hours=72)
+        await Feed(svc).send("19777", on_days(stopped, 0, 1, 2), stopped)
+        feed = Feed(svc)
+        feed.n = 100
+        await feed.send("19900", on_days(stopped - timedelta(hours=5), 0, 2, 4), stopped - timedelta(hours=5))
+        token = await svc.key("read")
+        items = await check_download(svc, token, "/api/v1/units/46/silent", lambda a: a["items"])
+        assert [it["unit"]["code"] for it in items] == ["19900", "19777"]  # longest silent first
+        _, _, cells = read_xlsx((await get(svc, token, "/api/v1/units/46/silent", format="xlsx", lang="en")).content)
+        assert cells[0][-2:] == ["Last event accepted at", "Hours silent"] and isinstance(cells[1][-2], datetime)
+
+
 class TestHeadersAndCells:
     async def test_three_languages(self, data):
         svc, token = data
