@@ -16,7 +16,7 @@ from app.api import downloads
 from app.api.deps import ReadsDep
 from app.api.etag import etag_of
 from app.api.kpis import PERIOD_DOC, At, Code, PeriodKind, Window, answer
-from app.api.params import DriverKpi, DriverSort
+from app.api.params import DriverKpi, DriverSort, Limit, Offset
 from app.api.report_book import report_filename, write_report
 from app.api.schemas import READ_ERRORS, DriversAnswer, ReportAnswer, problems
 from app.scoring import drivers as drivers_service
@@ -47,8 +47,8 @@ async def drivers(
     at: At = None,
     window: Window = None,
     sort: DriverSort = "contribution",
-    limit: Annotated[int, Query(ge=1, le=5000, description="Items in this page, at most 5,000.", examples=[100])] = 100,
-    offset: Annotated[int, Query(ge=0, le=2**63 - 1, description="Items skipped before this page.", examples=[0])] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> Response:
     drivers_service.check_kpi(kpi)  # a 422 before the cache
     p = pick_period(period, at, window, scoring._now(), r.settings.tz)

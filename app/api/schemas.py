@@ -198,6 +198,12 @@ class KpiAnswer(Answer):
     kpis: Kpis  # type: ignore[valid-type]
     previous: Previous
     change: Change  # type: ignore[valid-type]
+    sector: str | None = Field(
+        None,
+        description="Present only when the request asked for one sector: the figures count only its dossiers "
+        "(`null`: the dossiers without a sector).",
+        examples=["land"],
+    )
 
 
 class RankingItem(Answer):

@@ -7,13 +7,12 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query
 
 from app.api.deps import ReadKey, RegistryDep
+from app.api.params import Limit, Offset
 from app.api.responses import JSONResponse
 from app.api.schemas import READ_ERRORS, UnitDetail, UnitList, problems
 from app.scoring import service as scoring
 
 router = APIRouter(prefix="/api/v1", tags=["units"])
-Limit = Annotated[int, Query(ge=1, le=5000, description="Items in this page, at most 5,000.", examples=[100])]
-Offset = Annotated[int, Query(ge=0, le=2**63 - 1, description="Items skipped before this page.", examples=[0])]
 
 
 @router.get(

@@ -111,7 +111,7 @@ async def unit_kpis(
             silent_after_hours=silent_after_hours,
         )
     cur, before = kpi_math.compute(cur_s), kpi_math.compute(prev_s)
-    return {
+    out = {
         "unit": unit_shape(u),
         "period": p.as_dict(),
         "as_of": as_of(now, tz),
@@ -119,6 +119,9 @@ async def unit_kpis(
         "previous": {"period": prev.as_dict(), "kpis": before},
         "change": kpi_math.change(cur, before),
     }
+    if sector is not None:  # the answer says which dossiers it counts
+        out["sector"] = None if _sector_key(sector) == NO_SECTOR else sector
+    return out
 
 
 def _sector_key(sector: str | None) -> str:
@@ -126,6 +129,10 @@ def _sector_key(sector: str | None) -> str:
         return ALL_SECTORS
     if "\x00" in sector or len(sector) > 64:  # no stored sector is like that (app.ingest.schemas); PostgreSQL refuses NUL
         raise Unprocessable("no such sector", [{"loc": ["sector"], "msg": "at most 64 characters, no U+0000"}])
+    if sector == ALL_SECTORS:  # the internal key of the all-sector rows: all sectors is no `sector` at all
+        raise Unprocessable(
+            "no such sector", [{"loc": ["sector"], "msg": f"{ALL_SECTORS!r} is reserved; leave sector out for all sectors"}]
+        )
     return NO_SECTOR if sector in ("", "null") else sector
 
 
