@@ -332,7 +332,6 @@ def report(
     """Write the period report of a unit (and with --all-provinces of the nation and every province) as XLSX workbooks."""
     from datetime import date
 
-    from app.aggregates import periods
     from app.api.report_book import report_filename, write_report
     from app.scoring import report as report_service
     from app.scoring import service as scoring
@@ -341,7 +340,7 @@ def report(
     async def go(db: Database, settings: Settings):
         registry = await RegistryCache(db).refresh()
         day = date.fromisoformat(at) if at else None
-        p = report_service.report_period(period, day, periods.today(scoring._now(), settings.tz))
+        p = report_service.report_period(period, day, settings.tz)
         codes = [code]
         if all_provinces:
             codes = ["VN", *sorted(u.code for u in registry.at_level("province", None))]

@@ -11,7 +11,6 @@ import orjson
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
-from app.aggregates import periods
 from app.api import downloads
 from app.api.deps import ReadsDep
 from app.api.etag import etag_of
@@ -87,7 +86,7 @@ async def report(
     ] = None,
     lang: Annotated[Literal["vi", "en"], Query(description="The workbook's titles: Vietnamese or English.", examples=["vi"])] = "vi",
 ) -> Response:
-    p = report_service.report_period(period, at, periods.today(scoring._now(), r.settings.tz))
+    p = report_service.report_period(period, at, r.settings.tz)
     memo = r.request.app.state.rankings
 
     async def compute():

@@ -27,8 +27,9 @@ MAX_ITEMS = 5000
 BELOW = {"nation": ("province", None), "province": ("commune", "self")}
 
 
-def report_period(kind: str, at: date | None, today: date) -> Period:
+def report_period(kind: str, at: date | None, tz: tzinfo) -> Period:
     """The calendar period `kind` containing `at`; without `at`, the last whole one before today."""
+    today = periods.today(scoring._now(), tz)
     if kind not in REPORT_PERIODS:
         raise Unprocessable("period is week, month, quarter or year", [{"loc": ["period"], "msg": "week, month, quarter or year"}])
     try:
