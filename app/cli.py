@@ -320,6 +320,45 @@ def export_retry_parked() -> None:
     typer.echo(f"{n} parked records queued again")
 
 
+@cli.command("report")
+def report(
+    code: Annotated[str, typer.Argument(help="The unit: VN, a province (46) or a commune.")] = "VN",
+    period: Annotated[str, typer.Option(help="week, month, quarter or year.")] = "week",
+    at: Annotated[str | None, typer.Option(help="A local date (YYYY-MM-DD) in the period; default the last whole one.")] = None,
+    all_provinces: Annotated[bool, typer.Option("--all-provinces", help="Also every province's report (35 with VN).")] = False,
+    out: Annotated[Path, typer.Option(help="The folder the workbooks are written to.")] = Path("."),
+    lang: Annotated[str, typer.Option(help="Titles: vi or en.")] = "vi",
+) -> None:
+    """Write the period report of a unit (and with --all-provinces of the nation and every province) as XLSX workbooks."""
+    from datetime import date
+
+    from app.api.report_book import report_filename, write_report
+    from app.scoring import report as report_service
+    from app.scoring import service as scoring
+    from app.units.service import RegistryCache
+
+    async def go(db: Database, settings: Settings):
+        registry = await RegistryCache(db).refresh()
+        day = date.fromisoformat(at) if at else None
+        p = report_service.report_period(period, day, settings.tz)
+        codes = [code]
+        if all_provinces:
+            codes = ["VN", *sorted(u.code for u in registry.at_level("province", None))]
+        out.mkdir(parents=True, exist_ok=True)
+        memo = scoring.RankingMemo()
+        for unit in codes:
+            t0 = time.perf_counter()
+            answer = await report_service.report(
+                db, registry, settings.tz, unit, p, memo=memo, silent_after_hours=settings.silent_after_hours
+            )
+            path = out / report_filename(answer)
+            request = f"chiso report {unit} --period {period}" + (f" --at {at}" if at else "")
+            write_report(answer, lang, request, str(path))
+            typer.echo(f"{path}  ({time.perf_counter() - t0:.2f} s)")
+
+    _run(go)
+
+
 @cli.command()
 def demo(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",

@@ -33,6 +33,17 @@ def unit_detail(registry: Registry, code: str) -> dict:
     return {**unit_shape(u), "parents": [{"code": a.code, "name": a.name, "level": a.level} for a in registry.ancestors(code)]}
 
 
+def unit_list(registry: Registry, level: str | None, parent: str | None) -> list[UnitRow]:
+    """The units of `level` directly under `parent` (either may be None), by code."""
+    if parent is not None:
+        _unit(registry, parent)
+    return [
+        u
+        for u in sorted(registry.units.values(), key=lambda u: u.code)
+        if (level is None or u.level == level) and (parent is None or u.parent_code == parent)
+    ]
+
+
 def _unit(registry: Registry, code: str) -> UnitRow:
     u = registry.get(code)
     if u is None:
@@ -49,6 +60,10 @@ def _scope_of(registry: Registry, code: str) -> Scope:
     if u is not None and u.level in ROLLUP_LEVELS:
         return Scope(codes=tuple(registry.subtree(code)), rollup=code)
     return Scope(codes=tuple(registry.subtree(code)))
+
+
+unit_of = _unit  # for the other modules of scoring (drivers, report)
+scope_of = _scope_of
 
 
 def pick_period(period: str | None, at, window: str | None, now: datetime, tz: tzinfo) -> Period:
@@ -340,13 +355,22 @@ def _local_time(dt: datetime | None, tz: tzinfo) -> str | None:
 
 
 async def at_risk(
-    db: Database, registry: Registry, tz: tzinfo, code: str, within: str, include_overdue: bool, limit: int, offset: int
+    db: Database,
+    registry: Registry,
+    tz: tzinfo,
+    code: str,
+    within: str,
+    include_overdue: bool,
+    limit: int,
+    offset: int,
+    now: datetime | None = None,
 ) -> dict:
     """Pending dossiers of the unit and every unit below it due within the next `within` hours (with
-    `include_overdue`, also those already overdue), soonest deadline first, ties by unit and dossier."""
+    `include_overdue`, also those already overdue), soonest deadline first, ties by unit and dossier.
+    `now` fixed by the caller reads several pages at one instant (a download)."""
     u = _unit(registry, code)
     hours = parse_within(within)
-    now = _now()
+    now = now or _now()
     codes = None if code == NATION else tuple(registry.subtree(code))
     rollup = code if u.level in ROLLUP_LEVELS else None  # a province or the nation: totals from its rollup rows
     async with db.session() as session:
