@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager, suppress
 from fastapi import FastAPI
 
 from app.aggregates import pgpass
-from app.api import dashboard, docs, errors, events, export, health, kpis, units
+from app.api import dashboard, docs, downloads, errors, events, export, health, kpis, reports, units
 from app.api.cache import AnswerCache
 from app.api.etag import ETagMiddleware
 from app.api.limits import BodyReadTimeoutMiddleware, RateLimiter
@@ -33,13 +33,17 @@ async def prepare_database(db: Database, settings: Settings) -> None:
             log.info("registry seeded with %d units", loaded)
 
 
-async def upgrade_database(db: Database) -> None:
-    """The schema to the Alembic head, then this version's PostgreSQL write pass (app.aggregates.pgpass)."""
+async def upgrade_database(db: Database) -> tuple[set[str], set[str]]:
+    """The schema to the Alembic head, then this version's PostgreSQL write pass (app.aggregates.pgpass);
+    returns the revisions the database was at before and after."""
     async with db.engine.begin() as conn:
+        before = await migrate.current_revisions(conn)
         await migrate.upgrade(conn)
+        after = await migrate.current_revisions(conn)
     async with db.engine.begin() as conn:
         if await pgpass.install(conn):
             log.info("write pass %s installed", pgpass.current().version)
+    return before, after
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -80,7 +84,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.rate_limiter = RateLimiter(settings.ingest_rate_per_minute, settings.retry_after_seconds)
     errors.install(app)
-    for module in (health, units, events, kpis, export):
+    app.include_router(downloads.router)  # before the JSON routes: it matches only requests for CSV or XLSX
+    for module in (health, units, events, kpis, reports, export):
         app.include_router(module.router)
     app.include_router(dashboard.router)  # GET /: the dashboard (app/static)
     docs.install(app)  # /docs, /redoc, /openapi.json

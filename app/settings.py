@@ -45,6 +45,9 @@ class Settings(BaseSettings):
         0.3, description="How long a worker may serve a KPI answer computed before another worker's writes."
     )
     db_pool_size: int = Field(10, description="PostgreSQL connection pool size per worker.")
+    download_max_rows: int = Field(
+        100_000, ge=1, description="Most rows of a CSV or XLSX download; a request for more is a 422 asking to narrow it."
+    )
     silent_after_hours: float = Field(
         48.0,
         gt=0,

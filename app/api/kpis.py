@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from app import metrics
 from app.api.deps import DbDep, ReadKey, RegistryDep, SettingsDep
+from app.api.params import Limit, Offset
 from app.api.schemas import READ_ERRORS, AtRiskAnswer, KpiAnswer, RankingAnswer, SectorsAnswer, SeriesAnswer, SilentAnswer, problems
 from app.scoring import service as scoring
 from app.scoring.service import pick_period
@@ -131,7 +132,7 @@ async def rankings(
     window: Window = None,
     sort: Sort = "-on_time_rate",
     limit: Annotated[int, Query(ge=1, le=5000, description="Items in this page, at most 5,000.", examples=[50])] = 50,
-    offset: Annotated[int, Query(ge=0, le=2**63 - 1, description="Items skipped before this page.", examples=[0])] = 0,
+    offset: Offset = 0,
     min_count: Annotated[
         int,
         Query(
@@ -239,8 +240,8 @@ async def at_risk(
     settings: SettingsDep,
     within: Annotated[str, Query(description="The window ahead of now: `1h` to `720h`.", examples=["48h"])] = "48h",
     include_overdue: Annotated[bool, Query(description="Also the pending dossiers already past their deadline.", examples=[False])] = False,
-    limit: Annotated[int, Query(ge=1, le=5000, description="Items in this page, at most 5,000.", examples=[100])] = 100,
-    offset: Annotated[int, Query(ge=0, description="Items skipped before this page.", examples=[0])] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> Response:
     with _Timer("at_risk"):
         scoring.parse_within(within)  # a malformed window is a 422 before the cache
@@ -265,8 +266,8 @@ async def silent(
     db: DbDep,
     registry: RegistryDep,
     settings: SettingsDep,
-    limit: Annotated[int, Query(ge=1, le=5000, description="Items in this page, at most 5,000.", examples=[100])] = 100,
-    offset: Annotated[int, Query(ge=0, description="Items skipped before this page.", examples=[0])] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> Response:
     with _Timer("silent"):
         hours = settings.silent_after_hours
