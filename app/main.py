@@ -8,8 +8,9 @@ from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 
+from app.answers.refresher import AnswerRefresher
+from app.answers.service import SharedAnswers
 from app.api import dashboard, docs, errors, events, export, health, kpis, units
-from app.api.cache import AnswerCache
 from app.api.etag import ETagMiddleware
 from app.api.limits import BodyReadTimeoutMiddleware
 from app.api.responses import JSONResponse
@@ -44,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.migrate_on_start:
             await prepare_database(db, settings)
         app.state.registry = units_service.RegistryCache(db)
-        app.state.answers = AnswerCache(db, fresh_for=settings.answer_cache_seconds)
+        app.state.answers = SharedAnswers(db, fresh_for=settings.answer_cache_seconds)
         app.state.rankings = RankingMemo()
         try:
             await app.state.registry.refresh()
@@ -52,7 +53,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.exception("registry not loaded at start")
         exporter = app.state.exporter = Exporter(db, settings) if settings.export_enabled else None
         export_task = asyncio.create_task(exporter.run_forever()) if exporter else None
+        # the refresher lives where the exporter does (under `chiso serve`, its own process)
+        refresher = app.state.refresher = AnswerRefresher(db, settings) if exporter and settings.answer_refresh_seconds > 0 else None
+        refresh_task = asyncio.create_task(refresher.run_forever()) if refresher else None
         yield
+        if refresh_task is not None:
+            refresh_task.cancel()
+            with suppress(asyncio.CancelledError):
+                await refresh_task
+            await refresher.close()
+        await app.state.answers.settle()
         if export_task is not None:
             export_task.cancel()
             with suppress(asyncio.CancelledError):

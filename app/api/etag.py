@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+from app.answers.service import etag_of
 
 
 class ETagMiddleware:
@@ -26,10 +26,6 @@ class ETagMiddleware:
             await _finish(scope, send, start, bytes(body))
 
         await self.app(scope, receive, capture)
-
-
-def etag_of(data: bytes) -> str:
-    return '"' + hashlib.blake2b(data, digest_size=16).hexdigest() + '"'
 
 
 async def _finish(scope, send, start: dict, body: bytes) -> None:
