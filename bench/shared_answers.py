@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing as mp
 import os
 import random
 import socket
@@ -106,6 +107,17 @@ def cpu_of(pids: dict[int, str]) -> dict[str, float]:
     return got
 
 
+def computations(servers: list[Server]) -> dict[str, float]:
+    """chiso_answer_computations_total by `by` (request, refresher), summed over the servers."""
+    got: dict[str, float] = {}
+    for s in servers:
+        for line in httpx.get(s.base + "/metrics", timeout=30).text.splitlines():
+            if line.startswith("chiso_answer_computations_total{"):
+                by = line.split('by="', 1)[1].split('"', 1)[0]
+                got[by] = got.get(by, 0.0) + float(line.rsplit(" ", 1)[1])
+    return got
+
+
 async def load(base: str, token: str, communes: list[str], events: int, days: int, seed: int = 5) -> float:
     """`events` events of random communes over the last `days` days, in batches of 1,000, 4 at a time."""
     rng = random.Random(seed)
@@ -186,8 +198,32 @@ async def poll(bases: list[str], urls: dict[str, list[str]], pollers: int, secon
     return lat
 
 
-async def phase(bases: list[str], urls: dict, token: str, communes: list[str], a) -> list:
-    return await asyncio.gather(poll(bases, urls, a.pollers, a.seconds), post_live(bases, token, communes, a.rate, a.seconds))
+def poster(out, bases: list[str], token: str, communes: list[str], rate: float, seconds: float) -> None:
+    """The live feed in a process of its own (generating batches costs CPU the pollers need)."""
+    out.put(asyncio.run(post_live(bases, token, communes, rate, seconds)))
+
+
+def server_seconds(servers: list[Server]) -> dict[str, dict[float, float]]:
+    """chiso_kpi_answer_seconds buckets (cumulative counts by upper bound) per endpoint, summed over servers."""
+    got: dict[str, dict[float, float]] = {}
+    for s in servers:
+        for line in httpx.get(s.base + "/metrics", timeout=30).text.splitlines():
+            if line.startswith("chiso_kpi_answer_seconds_bucket{"):
+                endpoint = line.split('endpoint="', 1)[1].split('"', 1)[0]
+                le = line.split('le="', 1)[1].split('"', 1)[0]
+                bound = float("inf") if le == "+Inf" else float(le)
+                got.setdefault(endpoint, {})
+                got[endpoint][bound] = got[endpoint].get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
+    return got
+
+
+def bucket_pct(before: dict[float, float], after: dict[float, float], q: float) -> float | None:
+    """The upper bound of the bucket holding the q-th percentile of the requests in between."""
+    counts = sorted((b, after[b] - before.get(b, 0.0)) for b in after)
+    total = counts[-1][1] if counts else 0
+    if not total:
+        return None
+    return next(b for b, n in counts if n >= q / 100 * total)
 
 
 async def admin_sql(sql: str) -> None:
@@ -255,18 +291,33 @@ def main() -> None:
             for kind_urls in urls.values():
                 for u in kind_urls:
                     httpx.get(bases[0] + u, timeout=120)
-            before = cpu_of(pids)
+            before, made = cpu_of(pids), computations(servers)
 
+            seconds_before = server_seconds(servers)
             t0 = time.perf_counter()
-            lat, sent = asyncio.run(phase(bases, urls, token, communes, a))
+            q = mp.Queue()
+            feed = mp.Process(target=poster, args=(q, bases, token, communes, a.rate, a.seconds))
+            feed.start()
+            lat = asyncio.run(poll(bases, urls, a.pollers, a.seconds))
+            sent = q.get(timeout=120)
+            feed.join()
             wall = time.perf_counter() - t0
-            after = cpu_of(pids)
+            after, made_after = cpu_of(pids), computations(servers)
+            seconds_after = server_seconds(servers)
             print(f"\n{replicas} service process(es) x {a.workers} workers, {a.pollers} pollers, {sent / wall:.0f} events/s posted")
             print(f"{'read':24} {'n':>6} {'p50 ms':>8} {'p99 ms':>8}")
             for kind in urls:
                 v = lat[kind]
                 print(f"{kind:24} {len(v):6} {1000 * (pct(v, 50) or 0):8.1f} {1000 * (pct(v, 99) or 0):8.1f}")
             print(f"errors: {lat['errors'][0]}")
+            for endpoint in sorted(seconds_after):
+                b, e = seconds_before.get(endpoint, {}), seconds_after[endpoint]
+                n = e.get(float("inf"), 0.0) - b.get(float("inf"), 0.0)
+                p50, p99 = bucket_pct(b, e, 50), bucket_pct(b, e, 99)
+                if n:
+                    print(f"in the service, {endpoint}: {n:.0f} answers, p50 <= {1000 * p50:g} ms, p99 <= {1000 * p99:g} ms")
+            for by in sorted(made_after):
+                print(f"answers computed by {by}: {(made_after[by] - made.get(by, 0.0)) / wall:.1f}/s")
             for role in sorted(after):
                 print(f"CPU {role}: {(after[role] - before.get(role, 0.0)) / wall:.2f} core")
     finally:

@@ -7,8 +7,8 @@ A stored answer is served when
   also move with time: deadlines pass); with `fresh_for` > 0 up to `stale_for` while one
   computation runs behind it;
 - with `fresh_for` > 0, the data changed but it is younger than `changed_for` (under the SPEC's one
-  second: every event acknowledged before its computation started is in it); past half of that,
-  one computation runs behind it (the refresher usually got there first).
+  second: every event acknowledged before its computation started is in it), while one
+  computation runs behind it (unless one runs already, here or, claimed, in another process).
 Otherwise it is computed before answering, once for all workers: the computing process claims the
 row (`claimed_until`); the others wait for its answer. A worker keeps the bodies it served (by
 ETag), so serving is one small lookup; with `fresh_for` > 0 a worker serves its copy for that long
@@ -39,7 +39,9 @@ from app.db.engine import Database
 log = logging.getLogger("chiso.answers")
 
 SERVE, SERVE_AND_REFRESH, COMPUTE = "serve", "serve and refresh", "compute"
-WAIT_STEP = 0.02  # seconds between two looks at an answer another process is computing
+# seconds between two looks at an answer another process is computing: from 10 ms (a commune's
+# answer) up to 80 ms (a ranking of every commune under load), doubling
+WAIT_FIRST, WAIT_MOST = 0.01, 0.08
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,7 @@ class SharedAnswers:
         stale_for: float = 30.0,
         changed_for: float = 0.8,
         claim_for: float = 30.0,
+        wait_for: float = 2.0,
         touch_every: float = 10.0,
         max_entries: int = 1024,
         holder: str | None = None,
@@ -83,6 +86,7 @@ class SharedAnswers:
         self.stale_for = stale_for
         self.changed_for = changed_for if fresh_for > 0 else 0.0
         self.claim_for = claim_for
+        self.wait_for = wait_for
         self.touch_every = touch_every
         self.max_entries = max_entries
         self.holder = holder or f"{uuid.uuid4().hex[:12]}"
@@ -113,7 +117,7 @@ class SharedAnswers:
             if decision != COMPUTE:
                 if stored.polled_at < now - timedelta(seconds=self.touch_every):
                     self._behind(self._touch(key, now))
-                if decision == SERVE_AND_REFRESH:
+                if decision == SERVE_AND_REFRESH and (stored.claimed_until is None or stored.claimed_until < now):
                     self.refresh_behind(ctx, kind, key, params)
                 try:
                     return await self._body(key, stored, current, checked)
@@ -127,9 +131,7 @@ class SharedAnswers:
             if age < self.idle_for:
                 return SERVE
             return SERVE_AND_REFRESH if self.fresh_for > 0 and age < self.stale_for else COMPUTE
-        if age < self.changed_for:
-            return SERVE if age < self.changed_for / 2 else SERVE_AND_REFRESH
-        return COMPUTE
+        return SERVE_AND_REFRESH if age < self.changed_for else COMPUTE
 
     async def _body(self, key: str, stored: repo.Stored, current: int, checked: float) -> Answer:
         """The stored answer's body: this worker's copy when it has the same ETag, else read."""
@@ -153,14 +155,21 @@ class SharedAnswers:
 
     # --- computing -----------------------------------------------------------------------------
 
-    async def _compute_or_wait(self, ctx: ReadContext, kind: str, key: str, params: str) -> Answer:
-        """Compute the answer, or wait for the process computing it; once per worker however many ask."""
+    async def _compute_or_wait(self, ctx: ReadContext, kind: str, key: str, params: str, wait: bool = True) -> Answer | None:
+        """Compute the answer, or wait for the process computing it (without `wait`: leave it to
+        that process, None); once per worker however many ask."""
         pending = self._inflight.get(key)
         if pending is not None:
-            return await asyncio.shield(pending)
+            answer = await asyncio.shield(pending)
+            if answer is not None or not wait:
+                return answer
+            return await self._compute_or_wait(ctx, kind, key, params)  # that one left it to another process
         future = self._inflight[key] = asyncio.get_running_loop().create_future()
         try:
-            answer = await self._claimed_or_awaited(ctx, kind, key, params)
+            if wait:
+                answer = await self._claimed_or_awaited(ctx, kind, key, params)
+            else:
+                answer = await self.compute(ctx, kind, key, params, by="request")
             future.set_result(answer)
             return answer
         except BaseException as exc:
@@ -176,9 +185,12 @@ class SharedAnswers:
             answer = await self.compute(ctx, kind, key, params, by="request")
             if answer is not None:
                 return answer
-            deadline = time.monotonic() + self.claim_for
-            while time.monotonic() < deadline:  # another process computes it: wait for its answer
-                await asyncio.sleep(WAIT_STEP)
+            deadline, step = time.monotonic() + self.wait_for, WAIT_FIRST
+            while True:  # another process computes it: wait for its answer
+                if time.monotonic() >= deadline:  # it is slow (a loaded or niced process): compute it here too
+                    return await self.compute(ctx, kind, key, params, by="request", claim=False)
+                await asyncio.sleep(step)
+                step = min(WAIT_MOST, 2 * step)
                 checked = time.monotonic()
                 async with self.db.session() as session:
                     current, stored = await repo.read_answer(session, key)
@@ -188,13 +200,15 @@ class SharedAnswers:
                             return await self._body(key, stored, current, checked)
                     break  # its computation ended without a servable answer (or died): claim it ourselves
 
-    async def compute(self, ctx: ReadContext, kind: str, key: str, params: str, by: str) -> Answer | None:
-        """Claim, compute and store one answer; None when another process holds the claim."""
-        now = datetime.now(UTC)
-        async with self.db.transaction() as session:
-            mine = await repo.claim(session, key, kind, params, self.holder, now, now + timedelta(seconds=self.claim_for))
-        if not mine:
-            return None
+    async def compute(self, ctx: ReadContext, kind: str, key: str, params: str, by: str, claim: bool = True) -> Answer | None:
+        """Claim, compute and store one answer; None when another process holds the claim (without
+        `claim`: compute it whoever holds the claim, and store it if the stored one is older)."""
+        if claim:
+            now = datetime.now(UTC)
+            async with self.db.transaction() as session:
+                mine = await repo.claim(session, key, kind, params, self.holder, now, now + timedelta(seconds=self.claim_for))
+            if not mine:
+                return None
         try:
             started = datetime.now(UTC)
             async with self.db.session() as session:
@@ -221,9 +235,10 @@ class SharedAnswers:
             log.warning("releasing the claim on %s failed", key, exc_info=True)
 
     def refresh_behind(self, ctx: ReadContext, kind: str, key: str, params: dict) -> None:
-        """Compute an answer again behind the one being served, unless this worker does already."""
+        """Compute an answer again behind the one being served, unless this worker (or, by its
+        claim, another process) does already."""
         if key not in self._inflight:
-            self._behind(self._compute_or_wait(ctx, kind, key, canonical_params(params)))
+            self._behind(self._compute_or_wait(ctx, kind, key, canonical_params(params), wait=False))
 
     async def _touch(self, key: str, now: datetime) -> None:
         async with self.db.transaction() as session:

@@ -151,6 +151,23 @@ class TestMadeOnce:
         r = await svc.get(KPIS, read, window="30d")
         assert r.status_code == 200 and answers.computations == before + 1 and datetime.now(UTC) >= until
 
+    async def test_a_slow_claim_elsewhere_is_waited_for_only_so_long(self, fresh_service):
+        """A process holding a claim but slow to answer (loaded, or niced) makes requests wait at
+        most `wait_for`; then they compute the answer themselves."""
+        svc = fresh_service
+        read = await svc.key("read")
+        await svc.get(KPIS, read, window="30d")
+        await age(svc, 3600)
+        async with svc.db.transaction() as session:
+            await session.execute(update(SharedAnswer).values(claimed_until=datetime.now(UTC) + timedelta(hours=1), claimed_by="slow"))
+        answers = svc.app.state.answers
+        before, started = answers.computations, datetime.now(UTC)
+        r = await svc.get(KPIS, read, window="30d")
+        assert r.status_code == 200 and answers.computations == before + 1
+        assert datetime.now(UTC) - started >= timedelta(seconds=answers.wait_for)
+        (row,) = (await rows(svc)).values()
+        assert row.claimed_by == "slow" and row.computed_by == answers.holder and row.body == r.content
+
 
 class TestReadYourWrites:
     async def test_another_workers_write_is_seen(self, fresh_service):
