@@ -18,7 +18,7 @@ from app.db import migrate
 from app.db.engine import Database
 from app.export.exporter import Exporter
 from app.ingest.service import RateLimiter
-from app.scoring.service import RankingMemo
+from app.scoring.ranking import RankingMemo
 from app.settings import Settings
 from app.units import service as units_service
 

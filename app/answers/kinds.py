@@ -13,7 +13,7 @@ from datetime import date
 
 from app.db.engine import Database
 from app.scoring import service as scoring
-from app.scoring.service import RankingMemo
+from app.scoring.ranking import RankingMemo, ranking
 from app.settings import Settings
 from app.units.service import Registry
 
@@ -45,7 +45,7 @@ def _kpis(ctx: ReadContext, q: dict) -> Awaitable[dict]:
 
 def _rankings(ctx: ReadContext, q: dict) -> Awaitable[dict]:
     s = ctx.settings
-    return scoring.ranking(
+    return ranking(
         ctx.db,
         ctx.registry,
         s.tz,

@@ -23,7 +23,7 @@ from app.db import meta
 from app.db.engine import Database
 from app.db.leadership import Leadership
 from app.errors import ChisoError
-from app.scoring.service import RankingMemo
+from app.scoring.ranking import RankingMemo
 from app.settings import Settings
 from app.units.service import RegistryCache
 

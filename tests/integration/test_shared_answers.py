@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from app.answers.kinds import ReadContext, compute
 from app.answers.refresher import AnswerRefresher
 from app.db.models import SharedAnswer
-from app.scoring.service import RankingMemo
+from app.scoring.ranking import RankingMemo
 from tests.conftest import start_service
 from tests.integration.test_kpis_reference import COMMUNES_46, post_all
 from tests.integration.test_reads import post, received
