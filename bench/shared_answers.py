@@ -226,6 +226,27 @@ def bucket_pct(before: dict[float, float], after: dict[float, float], q: float) 
     return next(b for b, n in counts if n >= q / 100 * total)
 
 
+async def run_refresher(url: str, seconds: float) -> tuple[int, float, float]:
+    """The answer refresher in this process for `seconds`: (answers refreshed, CPU seconds, wall seconds)."""
+    from app.answers.refresher import AnswerRefresher
+    from app.db.engine import Database
+    from app.settings import Settings
+
+    settings = Settings(_env_file=None, database_url=url)
+    db = Database(url, pool_size=4)
+    refresher = AnswerRefresher(db, settings)
+    done, cpu0, t0 = 0, time.process_time(), time.perf_counter()
+    try:
+        while time.perf_counter() - t0 < seconds:
+            tick = time.perf_counter()
+            done += await refresher.run_once()
+            await asyncio.sleep(max(0.02, settings.answer_refresh_seconds - (time.perf_counter() - tick)))
+    finally:
+        await refresher.close()
+        await db.dispose()
+    return done, time.process_time() - cpu0, time.perf_counter() - t0
+
+
 async def admin_sql(sql: str) -> None:
     conn = await asyncpg.connect(ADMIN + "/postgres")
     try:
@@ -245,6 +266,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=500, help="events/s posted during the read phase")
     ap.add_argument("--db", help="reuse this (already loaded) database")
     ap.add_argument("--keep-db", action="store_true")
+    ap.add_argument("--refresher", action="store_true", help="last, the refresher alone (in this process) under the feed")
     a = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="chiso-shared-"))
@@ -320,6 +342,22 @@ def main() -> None:
                 print(f"answers computed by {by}: {(made_after[by] - made.get(by, 0.0)) / wall:.1f}/s")
             for role in sorted(after):
                 print(f"CPU {role}: {(after[role] - before.get(role, 0.0)) / wall:.2f} core")
+        if a.refresher:
+            for s in servers:
+                s.stop()
+            servers = [Server(env | {"ANSWER_REFRESH_SECONDS": "0"}, a.workers, tmp)]
+            for kind_urls in urls.values():  # polled now: the refresher keeps them fresh
+                for u in kind_urls:
+                    httpx.get(servers[0].base + u, timeout=120)
+            q = mp.Queue()
+            feed = mp.Process(target=poster, args=(q, [servers[0].base], token, communes, a.rate, a.seconds))
+            feed.start()
+            done, cpu, wall = asyncio.run(run_refresher(url, a.seconds))
+            sent = q.get(timeout=120)
+            feed.join()
+            n = sum(len(v) for v in urls.values())
+            print(f"\nthe refresher alone, {n} polled answers, {sent / wall:.0f} events/s posted:")
+            print(f"{done / wall:.1f} answers refreshed/s, CPU {cpu / wall:.2f} core")
     finally:
         for s in servers:
             s.stop()
