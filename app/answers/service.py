@@ -7,8 +7,9 @@ A stored answer is served when
   also move with time: deadlines pass); with `fresh_for` > 0 up to `stale_for` while one
   computation runs behind it;
 - with `fresh_for` > 0, the data changed but it is younger than `changed_for` (under the SPEC's one
-  second: every event acknowledged before its computation started is in it), while one
-  computation runs behind it (unless one runs already, here or, claimed, in another process).
+  second: every event acknowledged before its computation started is in it); past
+  `refresh_share` of that (the refresher's turn), one computation runs behind it (unless one runs
+  already, here or, claimed, in another process).
 Otherwise it is computed before answering, once for all workers: the computing process claims the
 row (`claimed_until`); the others wait for its answer. A worker keeps the bodies it served (by
 ETag), so serving is one small lookup; with `fresh_for` > 0 a worker serves its copy for that long
@@ -76,6 +77,7 @@ class SharedAnswers:
         changed_for: float = 0.8,
         claim_for: float = 30.0,
         wait_for: float = 2.0,
+        refresh_share: float = 0.5,
         touch_every: float = 10.0,
         max_entries: int = 1024,
         holder: str | None = None,
@@ -87,6 +89,7 @@ class SharedAnswers:
         self.changed_for = changed_for if fresh_for > 0 else 0.0
         self.claim_for = claim_for
         self.wait_for = wait_for
+        self.refresh_share = refresh_share
         self.touch_every = touch_every
         self.max_entries = max_entries
         self.holder = holder or f"{uuid.uuid4().hex[:12]}"
@@ -131,7 +134,9 @@ class SharedAnswers:
             if age < self.idle_for:
                 return SERVE
             return SERVE_AND_REFRESH if self.fresh_for > 0 and age < self.stale_for else COMPUTE
-        return SERVE_AND_REFRESH if age < self.changed_for else COMPUTE
+        if age < self.changed_for:  # the refresher (usually) gets the first half to refresh it
+            return SERVE if age < self.changed_for * self.refresh_share else SERVE_AND_REFRESH
+        return COMPUTE
 
     async def _body(self, key: str, stored: repo.Stored, current: int, checked: float) -> Answer:
         """The stored answer's body: this worker's copy when it has the same ETag, else read."""
