@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN = $(VENV)/bin
 
-.PHONY: run test lint demo bench install clean reliability
+.PHONY: run test test-fast lint demo bench install clean reliability
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ run: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/pytest
 
+## The edit-test loop: unit tests and the integration tests on SQLite alone (no server needed)
+test-fast: $(BIN)/.installed
+	CHISO_STORES=sqlite $(BIN)/pytest tests/unit tests/integration -q -x -p no:cacheprovider $(TEST_ARGS)
+
 ## The reliability suite, long form (crash loop, database restart, central outage, fuzz, abuse, access);
 ## `make test` runs its short form. Rows of the fault table: test-output/reliability/table.jsonl
 reliability: $(BIN)/.installed
@@ -36,7 +40,7 @@ lint: $(BIN)/.installed
 
 ## A living dashboard with simulated data from all 3,321 communes
 demo: $(BIN)/.installed
-	$(BIN)/chiso demo
+	$(BIN)/chiso demo --host $(HOST) --port $(PORT)
 
 ## The performance benchmark (PostgreSQL); prints a table and writes bench-results/
 bench: $(BIN)/.installed

@@ -9,6 +9,7 @@ import shutil
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -17,11 +18,16 @@ import typer
 from app.db.engine import Database
 from app.settings import Settings
 
-cli = typer.Typer(help="chiso: real-time performance assessment of local government.", no_args_is_help=True, pretty_exceptions_enable=False)
-db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
-units_cli = typer.Typer(help="The unit registry.", no_args_is_help=True)
-keys_cli = typer.Typer(help="API keys.", no_args_is_help=True)
-kpis_cli = typer.Typer(help="KPI aggregates.", no_args_is_help=True)
+cli = typer.Typer(
+    help="chiso: real-time performance assessment of local government.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+db_cli = typer.Typer(help="Database schema.", no_args_is_help=True, rich_markup_mode=None)
+units_cli = typer.Typer(help="The unit registry.", no_args_is_help=True, rich_markup_mode=None)
+keys_cli = typer.Typer(help="API keys.", no_args_is_help=True, rich_markup_mode=None)
+kpis_cli = typer.Typer(help="KPI aggregates.", no_args_is_help=True, rich_markup_mode=None)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(units_cli, name="units")
 cli.add_typer(keys_cli, name="keys")
@@ -89,10 +95,18 @@ def db_upgrade() -> None:
         from app.db import migrate
 
         async with db.engine.begin() as conn:
+            before = await migrate.current_revisions(conn)
             await migrate.upgrade(conn)
+            return before, await migrate.current_revisions(conn)
 
-    _run(go)
-    typer.echo("schema is current")
+    before, after = _run(go)
+    head = ", ".join(sorted(after))
+    if not before:
+        typer.echo(f"schema created at {head}")
+    elif before != after:
+        typer.echo(f"schema upgraded from {', '.join(sorted(before))} to {head}")
+    else:
+        typer.echo(f"schema is current ({head})")
 
 
 @units_cli.command("import")
@@ -159,9 +173,20 @@ def keys_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON."
     if as_json:
         typer.echo(json.dumps(rows, ensure_ascii=False))
         return
+    if not rows:
+        typer.echo("no keys yet: chiso keys create --scope ingest|read|admin [--unit CODE] --name NAME")
+        return
+    line = "{:>4}  {:<6} {:<5} {:<16} {:<16} {}"
+    typer.echo(line.format("ID", "SCOPE", "UNIT", "CREATED (UTC)", "REVOKED (UTC)", "NAME"))
     for k in rows:
-        state = f"revoked {k['revoked_at']}" if k["revoked_at"] else "active"
-        typer.echo(f"{k['id']:>4}  {k['scope']:<7} {k['unit'] or '-':<6} {state:<10} {k['name']}")
+        typer.echo(line.format(k["id"], k["scope"], k["unit"] or "-", _minute(k["created_at"]), _minute(k["revoked_at"]) or "-", k["name"]))
+
+
+def _minute(stamp: str | None) -> str | None:
+    """An ISO timestamp to the minute, in UTC, for a table."""
+    if stamp is None:
+        return None
+    return datetime.fromisoformat(stamp).astimezone(UTC).strftime("%Y-%m-%d %H:%M")
 
 
 @keys_cli.command("revoke")
@@ -248,7 +273,7 @@ def import_events(
             typer.echo(f"  rejected lines, with line number and field: {rejected_path(Path(r.path))}")
 
 
-export_cli = typer.Typer(help="The central assessment network: export outbox.", no_args_is_help=True)
+export_cli = typer.Typer(help="The central assessment network: export outbox.", no_args_is_help=True, rich_markup_mode=None)
 cli.add_typer(export_cli, name="export")
 
 
@@ -293,6 +318,45 @@ def export_retry_parked() -> None:
 
     n = _run(lambda db, settings: export_service.retry_parked(db))
     typer.echo(f"{n} parked records queued again")
+
+
+@cli.command("report")
+def report(
+    code: Annotated[str, typer.Argument(help="The unit: VN, a province (46) or a commune.")] = "VN",
+    period: Annotated[str, typer.Option(help="week, month, quarter or year.")] = "week",
+    at: Annotated[str | None, typer.Option(help="A local date (YYYY-MM-DD) in the period; default the last whole one.")] = None,
+    all_provinces: Annotated[bool, typer.Option("--all-provinces", help="Also every province's report (35 with VN).")] = False,
+    out: Annotated[Path, typer.Option(help="The folder the workbooks are written to.")] = Path("."),
+    lang: Annotated[str, typer.Option(help="Titles: vi or en.")] = "vi",
+) -> None:
+    """Write the period report of a unit (and with --all-provinces of the nation and every province) as XLSX workbooks."""
+    from datetime import date
+
+    from app.api.report_book import report_filename, write_report
+    from app.scoring import report as report_service
+    from app.scoring import service as scoring
+    from app.units.service import RegistryCache
+
+    async def go(db: Database, settings: Settings):
+        registry = await RegistryCache(db).refresh()
+        day = date.fromisoformat(at) if at else None
+        p = report_service.report_period(period, day, settings.tz)
+        codes = [code]
+        if all_provinces:
+            codes = ["VN", *sorted(u.code for u in registry.at_level("province", None))]
+        out.mkdir(parents=True, exist_ok=True)
+        memo = scoring.RankingMemo()
+        for unit in codes:
+            t0 = time.perf_counter()
+            answer = await report_service.report(
+                db, registry, settings.tz, unit, p, memo=memo, silent_after_hours=settings.silent_after_hours
+            )
+            path = out / report_filename(answer)
+            request = f"chiso report {unit} --period {period}" + (f" --at {at}" if at else "")
+            write_report(answer, lang, request, str(path))
+            typer.echo(f"{path}  ({time.perf_counter() - t0:.2f} s)")
+
+    _run(go)
 
 
 @cli.command()

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from app.answers.refresher import AnswerRefresher
 from app.answers.service import SharedAnswers
-from app.api import dashboard, docs, errors, events, export, health, kpis, units
+from app.api import dashboard, docs, downloads, errors, events, export, health, kpis, reports, units
 from app.api.etag import ETagMiddleware
 from app.api.limits import BodyReadTimeoutMiddleware
 from app.api.responses import JSONResponse
@@ -82,7 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.rate_limiter = RateLimiter(settings.ingest_rate_per_minute, settings.retry_after_seconds)
     errors.install(app)
-    for module in (health, units, events, kpis, export):
+    app.include_router(downloads.router)  # before the JSON routes: it matches only requests for CSV or XLSX
+    for module in (health, units, events, kpis, reports, export):
         app.include_router(module.router)
     app.include_router(dashboard.router)  # GET /: the dashboard (app/static)
     docs.install(app)  # /docs, /redoc, /openapi.json

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
         "answers fresh); 0: no refresher, answers are then made once on demand.",
     )
     db_pool_size: int = Field(10, description="PostgreSQL connection pool size per worker.")
+    download_max_rows: int = Field(
+        100_000, ge=1, description="Most rows of a CSV or XLSX download; a request for more is a 422 asking to narrow it."
+    )
     silent_after_hours: float = Field(
         48.0,
         gt=0,

@@ -29,7 +29,8 @@ from tests.openapi_check import Conformance
 PG_ADMIN = os.environ.get("CHISO_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REQUIRE_PG = os.environ.get("CI", "").lower() == "true" or os.environ.get("CHISO_REQUIRE_PG") == "1"
 RUN_ID = uuid.uuid4().hex[:8]
-STORES = ("sqlite", "postgres")
+# `make test-fast` sets CHISO_STORES=sqlite: the edit-test loop without a server.
+STORES = tuple(os.environ.get("CHISO_STORES", "sqlite,postgres").split(","))
 
 
 def pg_url(dbname: str) -> str:
@@ -158,12 +159,19 @@ class Service:
 async def start_service(url: str, **overrides) -> AsyncIterator[Service]:
     settings = test_settings(url, **overrides)
     app = create_app(settings)
-    async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60):  # a loaded CI machine can be slow
+    lifespan = LifespanManager(app, startup_timeout=60, shutdown_timeout=60)  # a loaded CI machine can be slow
+    await lifespan.__aenter__()
+    try:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://chiso.test") as client:
             # strict: the request whose answer the OpenAPI document does not describe raises in the test
             conformance = Conformance.of_app(app).watch(client, strict=True)
             yield Service(app, client, settings, url, conformance)
+    finally:
+        # Shut down whatever ended the service (a failed test, a closed generator): asgi-lifespan skips
+        # the app's shutdown when its block exits by an exception, and the pool's connections then
+        # stayed open until the run ended, one or two per test, past a stock server's 100.
+        await lifespan.__aexit__(None, None, None)
 
 
 @pytest.fixture(scope="session")

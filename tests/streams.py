@@ -97,7 +97,8 @@ def stream(rng: random.Random, units: list[str], n_dossiers: int, now: datetime,
                 due_at=deadline(recv_at) if rng.random() < 0.3 else None,
             )
             if rng.random() < 0.05:
-                ev("resolved", unit, dossier, end_at + timedelta(hours=1), outcome="approved")
+                # a correction an hour later, never in the future (a source cannot send one from there)
+                ev("resolved", unit, dossier, min(end_at + timedelta(hours=1), now - timedelta(minutes=10)), outcome="approved")
         elif r < 0.78:
             ev("withdrawn", unit, dossier, end_at)
         if rng.random() < 0.04:  # both terminal kinds

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import date
 
 from app.db.engine import Database
+from app.scoring import drivers as drivers_service
+from app.scoring import report as report_service
 from app.scoring import service as scoring
 from app.scoring.ranking import RankingMemo, ranking
 from app.settings import Settings
@@ -90,6 +92,28 @@ def _silent(ctx: ReadContext, q: dict) -> Awaitable[dict]:
     return scoring.silent_units(ctx.db, ctx.registry, s.tz, q["code"], q["limit"], q["offset"], s.silent_after_hours)
 
 
+def _drivers(ctx: ReadContext, q: dict) -> Awaitable[dict]:
+    s = ctx.settings
+    return drivers_service.drivers(
+        ctx.db,
+        ctx.registry,
+        s.tz,
+        q["code"],
+        q["kpi"],
+        _period(ctx, q),
+        q["sort"],
+        q["limit"],
+        q["offset"],
+        silent_after_hours=s.silent_after_hours,
+    )
+
+
+def _report(ctx: ReadContext, q: dict) -> Awaitable[dict]:
+    s = ctx.settings
+    p = report_service.report_period(q["period"], _date(q.get("at")), s.tz)
+    return report_service.report(ctx.db, ctx.registry, s.tz, q["code"], p, memo=ctx.rankings, silent_after_hours=s.silent_after_hours)
+
+
 KINDS: dict[str, Callable[[ReadContext, dict], Awaitable[dict]]] = {
     "kpis": _kpis,
     "rankings": _rankings,
@@ -97,6 +121,8 @@ KINDS: dict[str, Callable[[ReadContext, dict], Awaitable[dict]]] = {
     "sectors": _sectors,
     "at_risk": _at_risk,
     "silent": _silent,
+    "drivers": _drivers,
+    "report": _report,
 }
 
 

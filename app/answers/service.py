@@ -103,6 +103,11 @@ class SharedAnswers:
         """This worker just committed new figures: its copies are looked up again (read-your-writes)."""
         self._looked_after = time.monotonic()
 
+    async def version(self) -> int:
+        """The current data version (for answers made outside the store, e.g. the downloads' ETags)."""
+        async with self.db.session() as session:
+            return await meta.read_data_version(session)
+
     # --- serving -------------------------------------------------------------------------------
 
     async def get(self, ctx: ReadContext, kind: str, key: str, params: dict) -> Answer:

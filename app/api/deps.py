@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
@@ -61,3 +62,25 @@ DbDep = Annotated[Database, Depends(get_db)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 ReadKey = Annotated[Principal | None, Depends(read_key)]
 IngestKey = Annotated[Principal, Depends(ingest_key)]
+
+
+@dataclass(frozen=True, slots=True)
+class Reads:
+    """What a read needs, injected as one: the request (its key allowed to read), the database, the
+    registry and the settings."""
+
+    request: Request
+    db: Database
+    registry: Registry
+    settings: Settings
+
+    @property
+    def hours(self) -> float:
+        return self.settings.silent_after_hours
+
+
+async def reads(request: Request, _: ReadKey, db: DbDep, registry: RegistryDep, settings: SettingsDep) -> Reads:
+    return Reads(request, db, registry, settings)
+
+
+ReadsDep = Annotated[Reads, Depends(reads)]

@@ -22,8 +22,10 @@ from fastapi.openapi.docs import (
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, Response
 
+from app.api.downloads import DOWNLOADABLE
 from app.api.schemas import ERROR_DOCS, PROBLEM_MEDIA, EventBatch
 from app.errors import NotFound
+from app.tables import CSV_MEDIA, XLSX_MEDIA
 
 router = APIRouter(include_in_schema=False)
 ASSETS = "/docs/assets"
@@ -162,6 +164,42 @@ def _problem_media(schema: dict[str, Any]) -> None:
                 content[PROBLEM_MEDIA] = {**moved, **content.get(PROBLEM_MEDIA, {})}
 
 
+DOWNLOAD_PARAMS = [
+    {
+        "name": "format",
+        "in": "query",
+        "required": False,
+        "description": "`csv` or `xlsx` for a download of every row (limit/offset do not apply; more than "
+        "`DOWNLOAD_MAX_ROWS`, default 100,000, is a `422`); the `Accept` header may ask instead. Default JSON.",
+        "schema": {"enum": ["json", "csv", "xlsx"], "type": "string", "examples": ["xlsx"]},
+    },
+    {
+        "name": "lang",
+        "in": "query",
+        "required": False,
+        "description": "A download's header row: Vietnamese titles (`vi`), English (`en`) or the JSON paths (`key`).",
+        "schema": {"enum": ["vi", "en", "key"], "type": "string", "default": "vi", "examples": ["vi"]},
+    },
+]
+
+
+def _download_media(schema: dict[str, Any]) -> None:
+    """The downloadable GET operations list CSV and XLSX beside JSON, and the `format`/`lang` parameters."""
+    for path in DOWNLOADABLE:
+        operation = schema["paths"].get(path, {}).get("get")
+        if operation is None:
+            continue
+        operation.setdefault("parameters", []).extend(DOWNLOAD_PARAMS)
+        content = operation["responses"]["200"].setdefault("content", {})
+        binary = {"schema": {"type": "string", "format": "binary"}}
+        content[CSV_MEDIA] = dict(binary)
+        content[XLSX_MEDIA] = dict(binary)
+        operation["responses"]["200"].setdefault("headers", {})["Content-Disposition"] = {
+            "description": 'Downloads: `attachment; filename="chiso-<what>-<unit>-<period label or window>.<csv|xlsx>"`.',
+            "schema": {"type": "string"},
+        }
+
+
 def build_openapi(app: FastAPI) -> dict[str, Any]:
     """The OpenAPI document of `app`, generated once."""
     if app.openapi_schema:
@@ -181,6 +219,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     for unused in ("HTTPValidationError", "ValidationError"):  # FastAPI's own 422, replaced by Problem
         components.pop(unused, None)
     _problem_media(schema)
+    _download_media(schema)
     public_read = app.state.settings.public_read
     for path in schema["paths"].values():
         for method, operation in path.items():

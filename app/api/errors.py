@@ -6,7 +6,7 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -54,6 +54,14 @@ def install(app: FastAPI) -> None:
         if request.url.path == "/api/v1/events":
             metrics.INGEST_ERRORS.inc()
         return problem(500, "Internal Server Error", "unexpected error")
+
+    @app.exception_handler(DataError)  # a value the database refuses (out of range, malformed): the request's fault
+    @app.exception_handler(OverflowError)  # an integer past 64 bits, refused by the driver before it is sent
+    async def _value(_: Request, exc: Exception):
+        log.info("value refused by the database: %s", exc)
+        return problem(
+            422, "Validation failed", "a value of the request is out of range", errors=[{"loc": [], "msg": "value out of range"}]
+        )
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from app import metrics
 from app.answers.kinds import ReadContext
 from app.api.deps import ReadKey
+from app.api.params import Limit, Offset
 from app.api.schemas import READ_ERRORS, AtRiskAnswer, KpiAnswer, RankingAnswer, SectorsAnswer, SeriesAnswer, SilentAnswer, problems
 
 router = APIRouter(prefix="/api/v1", tags=["kpis"])
@@ -125,7 +126,7 @@ async def rankings(
     window: Window = None,
     sort: Sort = "-on_time_rate",
     limit: Annotated[int, Query(ge=1, le=5000, description="Items in this page, at most 5,000.", examples=[50])] = 50,
-    offset: Annotated[int, Query(ge=0, le=2**63 - 1, description="Items skipped before this page.", examples=[0])] = 0,
+    offset: Offset = 0,
     min_count: Annotated[
         int,
         Query(
@@ -213,8 +214,8 @@ async def at_risk(
     _: ReadKey,
     within: Annotated[str, Query(description="The window ahead of now: `1h` to `720h`.", examples=["48h"])] = "48h",
     include_overdue: Annotated[bool, Query(description="Also the pending dossiers already past their deadline.", examples=[False])] = False,
-    limit: Annotated[int, Query(ge=1, le=5000, description="Items in this page, at most 5,000.", examples=[100])] = 100,
-    offset: Annotated[int, Query(ge=0, description="Items skipped before this page.", examples=[0])] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> Response:
     with _Timer("at_risk"):
         params = {"code": code, "within": within, "include_overdue": include_overdue, "limit": limit, "offset": offset}
@@ -236,8 +237,8 @@ async def silent(
     request: Request,
     code: Code,
     _: ReadKey,
-    limit: Annotated[int, Query(ge=1, le=5000, description="Items in this page, at most 5,000.", examples=[100])] = 100,
-    offset: Annotated[int, Query(ge=0, description="Items skipped before this page.", examples=[0])] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> Response:
     with _Timer("silent"):
         return await answer(request, "silent", {"code": code, "limit": limit, "offset": offset})

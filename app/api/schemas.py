@@ -198,6 +198,12 @@ class KpiAnswer(Answer):
     kpis: Kpis  # type: ignore[valid-type]
     previous: Previous
     change: Change  # type: ignore[valid-type]
+    sector: str | None = Field(
+        None,
+        description="Present only when the request asked for one sector: the figures count only its dossiers "
+        "(`null`: the dossiers without a sector).",
+        examples=["land"],
+    )
 
 
 class RankingItem(Answer):
@@ -306,6 +312,91 @@ class AtRiskAnswer(Answer):
     limit: int = Field(examples=[100])
     offset: int = Field(examples=[0])
     items: list[AtRiskItem]
+
+
+class PreviousPeriod(Answer):
+    """The previous period of the same kind."""
+
+    period: Period
+
+
+class DriverItem(Answer):
+    """One part of the unit: its own dossiers (`own`), or a unit directly below it with its subtree."""
+
+    unit: Unit
+    own: bool = Field(description="True for the unit's own dossiers (those naming the unit itself).", examples=[False])
+    value: float | None = Field(description="The part's own KPI in the period (rates 4 decimals).", examples=[0.8421])
+    previous_value: float | None = Field(description="The part's own KPI in the previous period.", examples=[0.9])
+    numerator: int | None = Field(description="The part's N of a rate; for a count KPI the count.", examples=[16])
+    denominator: int | None = Field(description="The part's D of a rate; `null` for a count KPI.", examples=[19])
+    previous_numerator: int | None = Field(description="N (or the count) in the previous period.", examples=[18])
+    previous_denominator: int | None = Field(description="D in the previous period; `null` for a count KPI.", examples=[20])
+    contribution: float | None = Field(
+        description="What the part contributed to the unit's change: k_c(P) − k_c(P′) for a count; N_c(P)/D_U(P) − "
+        "N_c(P′)/D_U(P′) for a rate (×20 for `settlement_score`), 6 decimals; `null` where the unit's change is.",
+        examples=[-0.0123],
+    )
+
+
+class DriversAnswer(Answer):
+    """Vì sao thay đổi: the parts of a unit and what each contributed to the change of one KPI, what pulled
+    the figure down first (`sort=-contribution` for the other way), `null`s last; they add up to `change`."""
+
+    unit: Unit
+    kpi: str = Field(description="A count or rate KPI.", examples=["on_time_rate"])
+    period: Period
+    previous: PreviousPeriod
+    as_of: datetime = AS_OF
+    value: float | None = Field(description="The unit's KPI in the period.", examples=[0.9091])
+    previous_value: float | None = Field(description="The unit's KPI in the previous period.", examples=[0.9213])
+    change: float | None = Field(description="value − previous_value; `null` where either is.", examples=[-0.0122])
+    total: int = Field(description="Parts over every page.", examples=[41])
+    limit: int = Field(examples=[100])
+    offset: int = Field(examples=[0])
+    items: list[DriverItem]
+
+
+class ReportRankingItem(RankingItem):
+    previous_rank: int | None = Field(description="The unit's rank in the same ranking of the previous period.", examples=[3])
+
+
+class ReportRanking(RankingAnswer):
+    """The units directly below ranked by `on_time_rate` with `min_count=10`, with their previous rank."""
+
+    items: list[ReportRankingItem]
+
+
+class ReportDrivers(Answer):
+    """The drivers of the three figures an official is asked about first."""
+
+    on_time_rate: DriversAnswer
+    online_rate: DriversAnswer
+    overdue: DriversAnswer
+
+
+class DueSoon(Answer):
+    """Pending dossiers due within 24/48/72 h now, and the units below with most due within 48 h."""
+
+    as_of: datetime = AS_OF
+    due_24h: int = Field(examples=[7])
+    due_48h: int = Field(examples=[15])
+    due_72h: int = Field(examples=[22])
+    units: RankingAnswer | None = Field(description="Up to 10 units below with dossiers due within 48 h, most first; `null` for a commune.")
+
+
+class ReportAnswer(Answer):
+    """The period report of a unit: each part is the answer it summarises (`summary` the KPI answer, ...)."""
+
+    unit: Unit
+    period: Period
+    previous: PreviousPeriod
+    as_of: datetime = AS_OF
+    summary: KpiAnswer
+    ranking: ReportRanking | None = Field(description="`null` for a commune (no unit below).")
+    drivers: ReportDrivers
+    due_soon: DueSoon
+    silent: SilentAnswer
+    sectors: SectorsAnswer
 
 
 # --- ingest ----------------------------------------------------------------------------------------

@@ -7,14 +7,12 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query
 
 from app.api.deps import ReadKey, RegistryDep
+from app.api.params import Limit, Offset
 from app.api.responses import JSONResponse
 from app.api.schemas import READ_ERRORS, UnitDetail, UnitList, problems
-from app.errors import NotFound
 from app.scoring import service as scoring
 
 router = APIRouter(prefix="/api/v1", tags=["units"])
-Limit = Annotated[int, Query(ge=1, le=5000, description="Items in this page, at most 5,000.", examples=[100])]
-Offset = Annotated[int, Query(ge=0, le=2**63 - 1, description="Items skipped before this page.", examples=[0])]
 
 
 @router.get(
@@ -37,13 +35,7 @@ async def list_units(
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> JSONResponse:
-    if parent is not None and registry.get(parent) is None:
-        raise NotFound(f"unknown unit {parent}")
-    rows = [
-        u
-        for u in sorted(registry.units.values(), key=lambda u: u.code)
-        if (level is None or u.level == level) and (parent is None or u.parent_code == parent)
-    ]
+    rows = scoring.unit_list(registry, level, parent)
     return JSONResponse(
         {
             "items": [scoring.unit_shape(u) for u in rows[offset : offset + limit]],

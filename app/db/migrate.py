@@ -57,10 +57,11 @@ def head_revisions() -> tuple[str, ...]:
     return tuple(ScriptDirectory.from_config(alembic_config()).get_heads())
 
 
+async def current_revisions(conn: AsyncConnection) -> set[str]:
+    """The revisions the database is at (empty: no schema yet)."""
+    return await conn.run_sync(lambda sync_conn: set(MigrationContext.configure(sync_conn).get_current_heads()))
+
+
 async def schema_is_current(conn: AsyncConnection) -> bool:
     """True when the database is at the code's head revision."""
-
-    def _current(sync_conn):
-        return set(MigrationContext.configure(sync_conn).get_current_heads())
-
-    return await conn.run_sync(_current) == set(head_revisions())
+    return await current_revisions(conn) == set(head_revisions())

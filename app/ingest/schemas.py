@@ -102,7 +102,10 @@ def validate_events(items: list, now: datetime, skew: timedelta, horizon: timede
                 pos, *loc = err["loc"]
                 bad.setdefault(todo[pos], []).append({"loc": loc, "msg": _msg(err)})
             for i, errors in bad.items():
-                out[i] = EventError(errors)
+                # Every problem of the item in one answer: the rules beyond types are checked too, on the
+                # fields that passed, so a source fixes its event once (not one field per round trip).
+                failed = {str(e["loc"][0]) for e in errors if e["loc"]}
+                out[i] = EventError(errors + _rule_errors(items[i], failed, now, skew, horizon))
             todo = [i for i in todo if i not in bad]
             continue
         for i, ev in zip(todo, valid, strict=True):
@@ -112,20 +115,38 @@ def validate_events(items: list, now: datetime, skew: timedelta, horizon: timede
 
 
 def _rules(ev: dict, now: datetime, skew: timedelta, horizon: timedelta | None) -> dict | EventError:
-    """The rules beyond types: fields required by the type, the clock skew and horizon, reserved names."""
+    """The rules beyond types on a typed event: fields required by the type, the clock skew and
+    horizon, reserved names."""
     for name in OPTIONAL:
         if name not in ev:
             ev[name] = None
-    kind = ev["type"]
-    errors = [{"loc": [name], "msg": f"Field required on a {kind} event"} for name in REQUIRED_BY_TYPE.get(kind, ()) if ev[name] is None]
-    at = ev["occurred_at"]
-    if at > now + skew:
-        errors.append({"loc": ["occurred_at"], "msg": "lies in the future beyond the allowed clock skew"})
-    elif horizon is not None and at < now - horizon:
-        errors.append({"loc": ["occurred_at"], "msg": f"older than the {horizon.days}-day horizon"})
-    if ev["sector"] == ALL_SECTORS:
-        errors.append({"loc": ["sector"], "msg": f"{ALL_SECTORS!r} is reserved"})
+    errors = _rule_errors(ev, set(), now, skew, horizon)
     return EventError(errors) if errors else ev
+
+
+_TYPES = frozenset(REQUIRED_BY_TYPE) | {"resolved", "withdrawn"}
+
+
+def _rule_errors(ev: dict, failed: set[str], now: datetime, skew: timedelta, horizon: timedelta | None) -> list[dict]:
+    """The rule errors of one event, typed or raw; the fields in `failed` (their type already
+    refused) are not judged again."""
+    errors = []
+    kind = ev.get("type")
+    if "type" not in failed and isinstance(kind, str) and kind in _TYPES:
+        errors += [
+            {"loc": [name], "msg": f"Field required on a {kind} event"}
+            for name in REQUIRED_BY_TYPE.get(kind, ())
+            if name not in failed and ev.get(name) is None
+        ]
+    if "occurred_at" not in failed and "occurred_at" in ev:
+        at = _rfc3339(ev["occurred_at"])
+        if at > now + skew:
+            errors.append({"loc": ["occurred_at"], "msg": "lies in the future beyond the allowed clock skew"})
+        elif horizon is not None and at < now - horizon:
+            errors.append({"loc": ["occurred_at"], "msg": f"older than the {horizon.days}-day horizon"})
+    if "sector" not in failed and ev.get("sector") == ALL_SECTORS:
+        errors.append({"loc": ["sector"], "msg": f"{ALL_SECTORS!r} is reserved"})
+    return errors
 
 
 def validate_event(obj, now: datetime, skew: timedelta, horizon: timedelta | None) -> dict:

@@ -93,8 +93,13 @@ def screen(
     for obj, ev in zip(items, checked, strict=True):
         if isinstance(obj, EventError):
             ev = obj
-        elif not isinstance(ev, EventError) and registry.get(ev["unit_code"]) is None:
-            ev = EventError([{"loc": ["unit_code"], "msg": "unknown unit"}])
+        else:
+            errors = ev.errors if isinstance(ev, EventError) else []
+            unit = obj.get("unit_code") if isinstance(obj, dict) else None
+            typed = not any(e["loc"][:1] == ["unit_code"] for e in errors)
+            if typed and isinstance(unit, str) and registry.get(unit) is None:
+                # named with the item's other problems, all in one answer
+                ev = EventError([*errors, {"loc": ["unit_code"], "msg": "unknown unit"}])
         if isinstance(ev, EventError):
             event_id = obj.get("event_id") if isinstance(obj, dict) else None
             # echo only a string: any JSON (nested 1,000 deep) may stand there

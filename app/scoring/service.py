@@ -30,6 +30,17 @@ def unit_detail(registry: Registry, code: str) -> dict:
     return {**unit_shape(u), "parents": [{"code": a.code, "name": a.name, "level": a.level} for a in registry.ancestors(code)]}
 
 
+def unit_list(registry: Registry, level: str | None, parent: str | None) -> list[UnitRow]:
+    """The units of `level` directly under `parent` (either may be None), by code."""
+    if parent is not None:
+        _unit(registry, parent)
+    return [
+        u
+        for u in sorted(registry.units.values(), key=lambda u: u.code)
+        if (level is None or u.level == level) and (parent is None or u.parent_code == parent)
+    ]
+
+
 def _unit(registry: Registry, code: str) -> UnitRow:
     u = registry.get(code)
     if u is None:
@@ -46,6 +57,10 @@ def _scope_of(registry: Registry, code: str) -> Scope:
     if u is not None and u.level in ROLLUP_LEVELS:
         return Scope(codes=tuple(registry.subtree(code)), rollup=code)
     return Scope(codes=tuple(registry.subtree(code)))
+
+
+unit_of = _unit  # for the other modules of scoring (drivers, report)
+scope_of = _scope_of
 
 
 def pick_period(period: str | None, at, window: str | None, now: datetime, tz: tzinfo) -> Period:
@@ -102,7 +117,7 @@ async def unit_kpis(
             silent_after_hours=silent_after_hours,
         )
     cur, before = kpi_math.compute(cur_s), kpi_math.compute(prev_s)
-    return {
+    out = {
         "unit": unit_shape(u),
         "period": p.as_dict(),
         "as_of": as_of(now, tz),
@@ -110,6 +125,9 @@ async def unit_kpis(
         "previous": {"period": prev.as_dict(), "kpis": before},
         "change": kpi_math.change(cur, before),
     }
+    if sector is not None:  # the answer says which dossiers it counts
+        out["sector"] = None if _sector_key(sector) == NO_SECTOR else sector
+    return out
 
 
 def _sector_key(sector: str | None) -> str:
@@ -117,6 +135,10 @@ def _sector_key(sector: str | None) -> str:
         return ALL_SECTORS
     if "\x00" in sector or len(sector) > 64:  # no stored sector is like that (app.ingest.schemas); PostgreSQL refuses NUL
         raise Unprocessable("no such sector", [{"loc": ["sector"], "msg": "at most 64 characters, no U+0000"}])
+    if sector == ALL_SECTORS:  # the internal key of the all-sector rows: all sectors is no `sector` at all
+        raise Unprocessable(
+            "no such sector", [{"loc": ["sector"], "msg": f"{ALL_SECTORS!r} is reserved; leave sector out for all sectors"}]
+        )
     return NO_SECTOR if sector in ("", "null") else sector
 
 
@@ -201,13 +223,22 @@ def _local_time(dt: datetime | None, tz: tzinfo) -> str | None:
 
 
 async def at_risk(
-    db: Database, registry: Registry, tz: tzinfo, code: str, within: str, include_overdue: bool, limit: int, offset: int
+    db: Database,
+    registry: Registry,
+    tz: tzinfo,
+    code: str,
+    within: str,
+    include_overdue: bool,
+    limit: int,
+    offset: int,
+    now: datetime | None = None,
 ) -> dict:
     """Pending dossiers of the unit and every unit below it due within the next `within` hours (with
-    `include_overdue`, also those already overdue), soonest deadline first, ties by unit and dossier."""
+    `include_overdue`, also those already overdue), soonest deadline first, ties by unit and dossier.
+    `now` fixed by the caller reads several pages at one instant (a download)."""
     u = _unit(registry, code)
     hours = parse_within(within)
-    now = _now()
+    now = now or _now()
     codes = None if code == NATION else tuple(registry.subtree(code))
     rollup = code if u.level in ROLLUP_LEVELS else None  # a province or the nation: totals from its rollup rows
     async with db.session() as session:

@@ -152,6 +152,20 @@
       channel: { online: "Trực tuyến", in_person: "Trực tiếp", postal: "Bưu chính" },
       duration: (d, h) => (d > 0 ? `${d} ngày ${h} giờ` : `${h} giờ`),
       silentTitle: "Nguồn ngừng gửi dữ liệu",
+      download: "Tải về",
+      reportLabel: "Báo cáo (Excel)",
+      reportWeek: "Tuần trước",
+      reportMonth: "Tháng trước",
+      reportQuarter: "Quý trước",
+      print: "In trang",
+      drivers: "Vì sao thay đổi?",
+      driversNote: (w) => `Đóng góp của từng đơn vị vào thay đổi của tỷ lệ giải quyết đúng hạn, ${w} so với kỳ trước (điểm phần trăm).`,
+      pulledDown: "Kéo tỷ lệ đúng hạn xuống nhiều nhất",
+      pushedUp: "Đẩy tỷ lệ đúng hạn lên nhiều nhất",
+      driversNone: "Không có",
+      ownDossiers: "Hồ sơ của chính đơn vị",
+      colContribution: "Đóng góp",
+      points: "điểm %",
       silentNote: (h) =>
         `Đơn vị thường gửi dữ liệu (có sự kiện trong ít nhất 3 của 14 ngày) nhưng đã không gửi gì hơn ${h} giờ qua; số liệu của đơn vị và các cấp trên có thể chưa đầy đủ.`,
       silentNone: "Không có đơn vị nào ngừng gửi dữ liệu.",
@@ -305,6 +319,20 @@
       channel: { online: "Online", in_person: "In person", postal: "Postal" },
       duration: (d, h) => (d > 0 ? `${d} d ${h} h` : `${h} h`),
       silentTitle: "Sources that stopped sending",
+      download: "Download",
+      reportLabel: "Report (Excel)",
+      reportWeek: "Last week",
+      reportMonth: "Last month",
+      reportQuarter: "Last quarter",
+      print: "Print",
+      drivers: "Why did it change?",
+      driversNote: (w) => `What each unit contributed to the change of the on-time rate, ${w} against the period before (percentage points).`,
+      pulledDown: "Pulled the on-time rate down most",
+      pushedUp: "Pushed the on-time rate up most",
+      driversNone: "None",
+      ownDossiers: "The unit's own dossiers",
+      colContribution: "Contribution",
+      points: "pts",
       silentNote: (h) =>
         `Units that normally send (events on at least 3 of 14 days) and have sent nothing for more than ${h} hours; their figures and those above them may be incomplete.`,
       silentNone: "No unit has stopped sending.",
@@ -354,6 +382,7 @@
     loadSeq: 0,
     timer: null,
     waitingForKey: false,
+    downloads: {}, // table -> the URL of the answer it shows (downloaded with format= and lang=)
   };
   const cache = new Map(); // url -> {etag, data, at}
   const inflight = new Map(); // url -> promise
@@ -419,6 +448,7 @@
   const rankUrl = (params) => `api/v1/rankings?${q(params)}`;
   const seriesUrl = (code, kpi) => `api/v1/units/${encodeURIComponent(code)}/series?${q({ kpi, interval: "week" })}`;
   const silentUrl = (code) => `api/v1/units/${encodeURIComponent(code)}/silent?${q({ limit: 100 })}`;
+  const driversUrl = (code, window) => `api/v1/units/${encodeURIComponent(code)}/drivers?${q({ kpi: "on_time_rate", window, limit: 5000 })}`;
   const atRiskUrl = (code) => `api/v1/units/${encodeURIComponent(code)}/at-risk?${q({ within: "72h", include_overdue: "true", limit: 100 })}`;
 
   // ---- loading ----------------------------------------------------------------------------
@@ -432,6 +462,7 @@
     try {
       const unit = await api(`api/v1/units/${encodeURIComponent(code)}`, 300000);
       const ctx = context(unit);
+      state.downloads.ranking = rankUrl({ level: ctx.childLevel, parent: ctx.rankParent, window: state.window, sort: state.sort, min_count: MIN_COUNT });
       const [k7, k30, k90, ranking] = await Promise.all([
         api(kpisUrl(code, "7d")),
         api(kpisUrl(code, "30d")),
@@ -507,11 +538,17 @@
       renderSilent(v);
       renderQuality(v);
     });
-    if (ctx.level === "commune") side("riskList", atRiskUrl(code), SIDE_MS, renderRisk);
-    else {
+    state.downloads.silent = silentUrl(code);
+    state.downloads.sectors = `api/v1/units/${encodeURIComponent(code)}/sectors?window=30d`;
+    if (ctx.level === "commune") {
+      side("riskList", atRiskUrl(code), SIDE_MS, renderRisk);
+      state.downloads.risk = atRiskUrl(code);
+    } else {
       const top = { level: ctx.childLevel, parent: ctx.rankParent, window: "7d", sort: "-due_48h", limit: RISK_TOP, min_count: MIN_COUNT };
       side("riskTop", rankUrl(top), SIDE_MS, renderRisk);
+      state.downloads.risk = rankUrl({ ...top, limit: undefined });
     }
+    side("drivers", driversUrl(code, state.window), SIDE_MS, renderDrivers);
     side("series", seriesUrl(code, state.chartKpi), SLOW_MS, renderChart);
     if (ctx.compareWith) side("parentSeries", seriesUrl(ctx.compareWith, state.chartKpi), SLOW_MS, renderChart);
     side("sectors", `api/v1/units/${encodeURIComponent(code)}/sectors?window=30d`, SIDE_MS, renderSectors);
@@ -644,6 +681,7 @@
     renderRanking(v);
     renderChart(v);
     renderSectors(v);
+    renderDrivers(v);
     $("as-of").textContent = `${t("asOf")} ${asOfText(v.k30.as_of)}`;
     document.title = `${unitLabel(v.unit)} · chiso`;
   }
@@ -955,6 +993,62 @@
     $("sectors").innerHTML = head + `<tbody>${body || `<tr><td colspan="6" class="empty">${esc(t("noData"))}</td></tr>`}</tbody>`;
   }
 
+  // Vì sao thay đổi? the five parts that pulled the on-time rate down most, and the five that pushed it up
+  function renderDrivers(v) {
+    const d = v.drivers;
+    $("drivers-note").textContent = t("driversNote")(t(`w${state.window}`));
+    if (!d || d.unit.code !== v.code) {
+      const text = d === null ? t("driversNone") : t("loading");
+      $("drivers-down").innerHTML = $("drivers-up").innerHTML = `<tbody><tr><td class="empty">${esc(text)}</td></tr></tbody>`;
+      return;
+    }
+    const known = d.items.filter((it) => it.contribution !== null);
+    const down = known.filter((it) => it.contribution < 0).slice(0, 5);
+    const up = known.filter((it) => it.contribution > 0).reverse().slice(0, 5);
+    const rows = (items, cls) =>
+      items
+        .map((it) => {
+          const name = it.own ? t("ownDossiers") : it.unit.name;
+          const link = it.own ? esc(name) : `<a href="#/u/${esc(it.unit.code)}">${esc(name)}</a>`;
+          const pts = `${it.contribution > 0 ? "+" : "−"}${nf(2).format(Math.abs(it.contribution) * 100)} ${t("points")}`;
+          return `<tr data-code="${esc(it.unit.code)}" data-own="${it.own}"><td class="name">${link}</td>
+            <td class="num" data-raw="${it.value ?? ""}">${esc(fmt(it.value, "rate"))}</td>
+            <td class="num chg ${cls}" data-raw="${it.contribution}">${esc(pts)}</td></tr>`;
+        })
+        .join("");
+    const head = `<thead><tr><th scope="col">${esc(t("colUnit"))}</th><th scope="col" class="num">${esc(t("colOnTime"))}</th><th scope="col" class="num">${esc(
+      t("colContribution"),
+    )}</th></tr></thead>`;
+    const none = `<tbody><tr><td class="empty">${esc(t("driversNone"))}</td></tr></tbody>`;
+    $("drivers-down").innerHTML = down.length ? head + `<tbody>${rows(down, "worse")}</tbody>` : none;
+    $("drivers-up").innerHTML = up.length ? head + `<tbody>${rows(up, "better")}</tbody>` : none;
+  }
+
+  // a download goes through fetch (the read key is a header, not a cookie), then is saved from a blob
+  async function download(url, format) {
+    const full = `${url}${url.includes("?") ? "&" : "?"}${q({ format, lang: state.lang })}`;
+    const headers = {};
+    if (state.key) headers.Authorization = `Bearer ${state.key}`;
+    const r = await fetch(full, { headers, cache: "no-store" });
+    if (r.status === 401 || r.status === 403) {
+      askForKey(r.status);
+      return;
+    }
+    if (!r.ok) {
+      setStatus("error", new HttpError(r.status));
+      return;
+    }
+    const blob = await r.blob();
+    const m = /filename="([^"]+)"/.exec(r.headers.get("Content-Disposition") || "");
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    a.download = m ? m[1] : `chiso.${format}`;
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 60000);
+  }
+
   // ---- the trend chart: a small hand-written SVG line chart -------------------------------
 
   function renderChart(v) {
@@ -1149,6 +1243,18 @@
     const row = e.target.closest("tr[data-code]");
     if (row) location.hash = `#/u/${row.dataset.code}`;
   });
+
+  document.addEventListener("click", (e) => {
+    const b = e.target.closest(".downloads button[data-format]");
+    if (!b) return;
+    const url = state.downloads[b.closest(".downloads").dataset.table];
+    if (url) download(url, b.dataset.format);
+  });
+  $("reports").addEventListener("click", (e) => {
+    const b = e.target.closest("button[data-report]");
+    if (b) download(`api/v1/units/${encodeURIComponent(state.code)}/report?${q({ period: b.dataset.report })}`, "xlsx");
+  });
+  $("print").addEventListener("click", () => window.print());
 
   function route() {
     const m = /^#\/u\/([A-Za-z0-9]{1,8})$/.exec(location.hash);

@@ -103,12 +103,13 @@ class TestImport:
             orjson.dumps(good | {"event_id": "g5", "due_at": "2026-01-01T00:00:00"}),  # 6: no offset
             orjson.dumps(good),  # 7: a repeat of line 1
             orjson.dumps(old),  # 8: older than the API's horizon: an import takes it
+            orjson.dumps({k: v for k, v in good.items() if k not in ("event_id", "channel")} | {"unit_code": "99999"}),  # 9
         ]
         path = tmp_path / "bad.ndjson"
         path.write_bytes(b"\n".join(lines) + b"\n")
         async with make_service() as svc:
             report = await (await importer(svc)).import_file(path)
-            assert (report.lines, report.accepted, report.duplicates, report.rejected) == (7, 2, 1, 4)
+            assert (report.lines, report.accepted, report.duplicates, report.rejected) == (8, 2, 1, 5)
             rejected = [orjson.loads(x) for x in rejected_path(path).read_bytes().splitlines()]
             got = {r["line"]: [(e["loc"], e["msg"]) for e in r["errors"]] for r in rejected}
             assert got == {
@@ -116,6 +117,7 @@ class TestImport:
                 4: [(["dossier_id"], "Field required")],
                 5: [(["unit_code"], "unknown unit")],
                 6: [(["due_at"], "timestamp needs an offset")],
+                9: [(["event_id"], "Field required"), (["channel"], "Field required on a received event"), (["unit_code"], "unknown unit")],
             }
             assert rejected[0]["text"] == "{not json"
             # with a horizon, the old line is rejected naming occurred_at

@@ -156,6 +156,18 @@ class TestRejections:
         assert body["rejected"] == 1 and body["accepted"] == 0
         assert loc in [err["loc"] for err in body["items"][0]["errors"]], body
 
+    async def test_every_problem_of_an_item_in_one_answer(self, shared_service, ingest):
+        future = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+        e = ev(event_id=..., channel=..., due_at="2026-01-01T00:00:00", sector="*", occurred_at=future)
+        other = ev(dossier_id=..., unit_code="99999", channel="fax")
+        r = await shared_service.post([e, other], ingest)
+        assert r.status_code == 202 and r.json()["rejected"] == 2
+        first, second = (sorted(tuple(err["loc"]) for err in item["errors"]) for item in r.json()["items"])
+        # types (event_id missing, due_at without offset) and rules (channel required on a receipt,
+        # the future, the reserved sector) together
+        assert first == [("channel",), ("due_at",), ("event_id",), ("occurred_at",), ("sector",)]
+        assert second == [("channel",), ("dossier_id",), ("unit_code",)]
+
     async def test_small_skew_is_allowed(self, shared_service, ingest):
         e = ev(occurred_at=(datetime.now(UTC) + timedelta(minutes=4)).isoformat())
         assert (await shared_service.post([e], ingest)).json()["accepted"] == 1

@@ -132,7 +132,7 @@ async def test_the_document_describes_every_endpoint(make_service):
     assert schemas["EventBatch"]["properties"]["events"]["items"] == {"$ref": "#/components/schemas/Event"}
     assert "HTTPValidationError" not in schemas
     ops = {(m, p): op for p, o in spec["paths"].items() for m, op in o.items()}
-    assert len(ops) == 14  # 12 + GET /units/{code}/at-risk + GET /units/{code}/silent
+    assert len(ops) == 16  # 12 + at-risk + silent (revision 3) + drivers + report (revision 4)
     for (method, path), op in ops.items():
         where = f"{method} {path}"
         assert op.get("summary") and op.get("description"), where
@@ -304,6 +304,29 @@ async def test_every_answer_matches_the_document(pair):
         await get("/api/v1/rankings", token=ingest, status=403)
         await get("/api/v1/units/46/series", token=ingest, status=403)
         await get("/api/v1/units/46/sectors", token=None, status=401)
+
+        # --- drivers, and downloads (CSV and XLSX media types, the 422 of a bad format)
+        for code in ("VN", "46", unit):
+            await get(f"/api/v1/units/{code}/drivers", kpi="on_time_rate", window="30d")
+            await get(f"/api/v1/units/{code}/drivers", kpi="overdue", period="week", sort="-contribution", limit=2, offset=1)
+        await get("/api/v1/units/46/drivers", kpi="processing_hours_p50", status=422)
+        await get("/api/v1/units/99999/drivers", status=404)
+        await get("/api/v1/units/46/drivers", token=ingest, status=403)
+        for path in ("/api/v1/units", "/api/v1/units/46", "/api/v1/units/46/kpis", "/api/v1/rankings", "/api/v1/units/46/series"):
+            for fmt in ("csv", "xlsx"):
+                await get(path, format=fmt)
+        for path in ("sectors", "at-risk", "silent", "drivers"):
+            await get(f"/api/v1/units/46/{path}", format="xlsx", lang="en")
+            await get(f"/api/v1/units/46/{path}", format="csv", lang="key")
+        await get("/api/v1/rankings", format="pdf", status=422)
+        await get("/api/v1/units/46/report", period="week")
+        await get(f"/api/v1/units/{unit}/report", period="month", format="xlsx")
+        await get("/api/v1/units/VN/report", period="quarter", lang="en", format="xlsx")
+        await get("/api/v1/units/46/report", period="day", status=422)
+        await get("/api/v1/units/99999/report", status=404)
+        await get("/api/v1/units/46/report", token=ingest, status=403)
+        await get("/api/v1/units/99999/kpis", format="csv", status=404)
+        await get("/api/v1/rankings", format="csv", token=None, status=401)
 
         # --- the network: the pull feed (with day and cohort records), and a signed push to the central node
         exporter = Exporter(node.db, node.settings)

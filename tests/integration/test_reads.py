@@ -175,9 +175,34 @@ class TestSectors:
         start, end = ref.window(30, now)
         business = [d for d in ds if d.sector() == "business"]
         assert_matches(body["kpis"], ref.kpis(business, {d.unit for d in ds}, start, end, now), "business")
+        assert body["sector"] == "business"  # the answer says what it counts
+        assert (await svc.get("/api/v1/units/VN/kpis", token, window="30d", sector="null")).json()["sector"] is None
+        assert "sector" not in (await svc.get("/api/v1/units/VN/kpis", token, window="30d")).json()
+
+    async def test_the_all_sector_key_is_no_sector(self, loaded):
+        svc, token, _ = loaded
+        r = await svc.get("/api/v1/units/VN/kpis", token, window="30d", sector="*")
+        assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["sector"], r.text
 
 
 class TestEdges:
+    @pytest.mark.parametrize(
+        "path,params",
+        [
+            ("/api/v1/units", {}),
+            ("/api/v1/units/12/silent", {}),
+            ("/api/v1/units/12/at-risk", {"within": "48h"}),
+            ("/api/v1/rankings", {"level": "province", "window": "7d", "sort": "-received"}),
+        ],
+    )
+    @pytest.mark.parametrize("offset", ["206509875357566571919831033970688", "10000001", "-1"])
+    async def test_an_offset_out_of_range_is_a_422_naming_it(self, shared_service, path, params, offset):
+        r = await shared_service.get(path, await shared_service.key("read"), offset=offset, limit="764", **params)
+        assert r.status_code == 422, r.text
+        assert r.json()["errors"][0]["loc"] == ["offset"], r.text
+        ok = await shared_service.get(path, await shared_service.key("read"), offset="10000000", **params)
+        assert ok.status_code == 200 and ok.json()["items"] == [], ok.text
+
     async def test_empty_unit_has_null_rates_not_zero(self, shared_service):
         body = (
             await shared_service.get("/api/v1/units/00070/kpis", await shared_service.key("read"), period="year", at="2020-05-05")

@@ -49,14 +49,18 @@ class Server:
 
     def start(self) -> Server:
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
-        self.proc = subprocess.Popen(
-            [*CHISO, "serve", "--port", str(self.port), "--workers", str(self.workers)],
-            env=self.env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        try:
+            self.proc = subprocess.Popen(
+                [*CHISO, "serve", "--port", str(self.port), "--workers", str(self.workers)],
+                env=self.env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            if self.log:
+                out.close()  # the child holds its own copy
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

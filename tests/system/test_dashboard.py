@@ -8,6 +8,8 @@ it fails. Screenshots go to test-output/dashboard/ in the repository (git-ignore
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import os
 import re
 import shutil
@@ -15,6 +17,7 @@ import time
 from pathlib import Path
 
 import httpx
+import openpyxl
 import pytest
 
 from app.db.engine import Database
@@ -185,7 +188,7 @@ def test_dashboard_in_a_browser(env, chromium, tmp_path):
 
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-            context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="vi-VN")
+            context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="vi-VN", accept_downloads=True)
             page = context.new_page()
             errors: list[str] = []
             statuses: list[int] = []
@@ -231,6 +234,59 @@ def test_dashboard_in_a_browser(env, chromium, tmp_path):
                 "codes => [...document.querySelectorAll('#ranking tbody tr[data-code]')].map(r => r.dataset.code).join() === codes",
                 arg=",".join(it["unit"]["code"] for it in ranking["items"]),
             )
+
+            # downloads: the ranking shown, as XLSX and as CSV, and the sectors; the files hold the tables shown
+            shown = codes_in_ranking(page)
+            with page.expect_download() as got:
+                page.click('.downloads[data-table="ranking"] button[data-format="xlsx"]')
+            assert got.value.suggested_filename == "chiso-ranking-province-VN-30d.xlsx"
+            sheet = openpyxl.load_workbook(io.BytesIO(Path(got.value.path()).read_bytes())).worksheets[0]
+            rows = [list(r) for r in sheet.iter_rows(values_only=True)]
+            column = rows[0].index("Đơn vị – Mã")
+            assert [r[column] for r in rows[1:]] == shown
+            with page.expect_download() as got:
+                page.click('.downloads[data-table="ranking"] button[data-format="csv"]')
+            lines = list(csv.reader(io.StringIO(Path(got.value.path()).read_bytes().decode("utf-8-sig"), newline="")))
+            assert [line[column] for line in lines[1:]] == shown
+            expect(page.locator("#sectors tbody tr[data-sector]").first).to_be_visible()
+            with page.expect_download() as got:
+                page.click('.downloads[data-table="sectors"] button[data-format="xlsx"]')
+            sectors = [
+                r[0]
+                for r in openpyxl.load_workbook(io.BytesIO(Path(got.value.path()).read_bytes()))
+                .worksheets[0]
+                .iter_rows(min_row=2, values_only=True)
+            ]
+            on_page = page.locator("#sectors tbody tr[data-sector]").evaluate_all("rows => rows.map(r => r.dataset.sector)")
+            assert sorted(s or "" for s in sectors) == sorted(on_page)
+            with page.expect_download() as got:
+                page.click('#reports button[data-report="week"]')
+            assert got.value.suggested_filename.startswith("chiso-report-VN-")
+            assert openpyxl.load_workbook(io.BytesIO(Path(got.value.path()).read_bytes())).worksheets[0].title == "Tổng hợp"
+
+            # Vì sao thay đổi? the five parts that pulled the on-time rate down most and the five that pushed it up
+            drivers = get("/api/v1/units/VN/drivers", kpi="on_time_rate", window="30d", limit=5000)
+            known = [it for it in drivers["items"] if it["contribution"] is not None]
+            down = [it["unit"]["code"] for it in known if it["contribution"] < 0][:5]
+            up = [it["unit"]["code"] for it in reversed(known) if it["contribution"] > 0][:5]
+            assert down or up
+            for table, codes in (("drivers-down", down), ("drivers-up", up)):
+                page.wait_for_function(
+                    "([id, codes]) => [...document.querySelectorAll(`#${id} tr[data-code]`)].map(r => r.dataset.code).join() === codes",
+                    arg=[table, ",".join(codes)],
+                )
+            contributions = page.locator("#drivers-down td.chg").evaluate_all("cells => cells.map(c => Number(c.dataset.raw))")
+            assert contributions == [it["contribution"] for it in known if it["contribution"] < 0][:5]
+
+            # printed on A4: a PDF of A4 pages, and in print no table is cut by a scrolling box
+            page.emulate_media(media="print")
+            clipped = page.locator(".table-wrap").evaluate_all("boxes => boxes.filter(b => b.scrollHeight > b.clientHeight + 1).length")
+            assert clipped == 0
+            pdf = page.pdf(prefer_css_page_size=True)
+            boxes = set(re.findall(rb"/MediaBox\s*\[\s*0 0 ([\d.]+) ([\d.]+)\s*\]", pdf))
+            assert boxes and all(abs(float(w) - 595.3) < 2 and abs(float(h) - 841.9) < 2 for w, h in boxes), boxes
+            (SHOTS / "national-a4.pdf").write_bytes(pdf)
+            page.emulate_media(media="screen")
 
             # the trend chart of the nation: one point per week with a value
             series = get("/api/v1/units/VN/series", kpi="on_time_rate", interval="week")

@@ -55,7 +55,7 @@ def test_docs_and_redoc_render_offline(env, chromium, tmp_path):  # noqa: F811
     with Server(env, log=tmp_path / "serve.log") as server:
         spec = httpx.get(server.url + "/openapi.json").json()
         operations = [(m.upper(), p) for p, ops in spec["paths"].items() for m in ops]
-        assert len(operations) == 14  # the 14 method-paths of SPEC section 5 (at-risk and silent since revision 3)
+        assert len(operations) == 16  # the method-paths of SPEC section 5 (at-risk and silent since revision 3, drivers and report since 4)
         for page_path in ("/docs", "/redoc"):
             html = httpx.get(server.url + page_path)
             assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")

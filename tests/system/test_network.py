@@ -58,13 +58,14 @@ class Node:
         self.base = f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [str(BIN / "chiso"), "serve", "--port", str(self.port)],
-            env=self.env,
-            cwd=self.log.parent,
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-        )
+        with self.log.open("ab") as out:  # the child holds its own copy
+            self.proc = subprocess.Popen(
+                [str(BIN / "chiso"), "serve", "--port", str(self.port)],
+                env=self.env,
+                cwd=self.log.parent,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
