@@ -77,7 +77,7 @@ class SharedAnswers:
         changed_for: float = 0.8,
         claim_for: float = 30.0,
         wait_for: float = 2.0,
-        refresh_share: float = 0.5,
+        refresh_share: float = 0.0,
         touch_every: float = 10.0,
         max_entries: int = 1024,
         holder: str | None = None,
