@@ -9,15 +9,16 @@ from contextlib import asynccontextmanager, suppress
 from fastapi import FastAPI
 
 from app.aggregates import pgpass
+from app.answers.refresher import AnswerRefresher
+from app.answers.service import SharedAnswers
 from app.api import dashboard, docs, downloads, errors, events, export, health, kpis, reports, units
-from app.api.cache import AnswerCache
 from app.api.etag import ETagMiddleware
 from app.api.limits import BodyReadTimeoutMiddleware, RateLimiter
 from app.api.responses import JSONResponse
 from app.db import migrate
 from app.db.engine import Database
 from app.export.exporter import Exporter
-from app.scoring.service import RankingMemo
+from app.scoring.ranking import RankingMemo
 from app.settings import Settings
 from app.units import service as units_service
 
@@ -56,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.migrate_on_start:
             await prepare_database(db, settings)
         app.state.registry = units_service.RegistryCache(db)
-        app.state.answers = AnswerCache(db, fresh_for=settings.answer_cache_seconds)
+        app.state.answers = SharedAnswers(db, fresh_for=settings.answer_cache_seconds)
         app.state.rankings = RankingMemo()
         try:
             await app.state.registry.refresh()
@@ -64,7 +65,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.exception("registry not loaded at start")
         exporter = app.state.exporter = Exporter(db, settings) if settings.export_enabled else None
         export_task = asyncio.create_task(exporter.run_forever()) if exporter else None
+        # the refresher lives where the exporter does (under `chiso serve`, its own process)
+        refresher = app.state.refresher = AnswerRefresher(db, settings) if exporter and settings.answer_refresh_seconds > 0 else None
+        refresh_task = asyncio.create_task(refresher.run_forever()) if refresher else None
         yield
+        if refresh_task is not None:
+            refresh_task.cancel()
+            with suppress(asyncio.CancelledError):
+                await refresh_task
+            await refresher.close()
+        await app.state.answers.settle()
         if export_task is not None:
             export_task.cancel()
             with suppress(asyncio.CancelledError):

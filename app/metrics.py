@@ -40,6 +40,11 @@ KPI_SECONDS = Histogram(
     ["endpoint"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+ANSWER_COMPUTATIONS = Counter(
+    "chiso_answer_computations_total",
+    "Shared KPI answers computed, by kind and by whom (`request`: a request found none fresh; `refresher`: kept warm).",
+    ["kind", "by"],
+)
 # Export gauges: every worker's exporter loop reads them from the database each tick, so all agree;
 # livemax drops the files of dead workers.
 EXPORT_LAG = Gauge(

@@ -42,7 +42,15 @@ class Settings(BaseSettings):
         description='Central mode: subordinate node_id -> secret, as JSON, e.g. {"hue": "secret1"}.',
     )
     answer_cache_seconds: float = Field(
-        0.3, description="How long a worker may serve a KPI answer computed before another worker's writes."
+        0.3,
+        description="How long a worker may serve its copy of a shared KPI answer without looking it up; "
+        "0: every answer is looked up, and never served across a change (read-your-writes).",
+    )
+    answer_refresh_seconds: float = Field(
+        0.2,
+        ge=0,
+        description="Seconds between two ticks of the answer refresher (one process per deployment keeps polled KPI "
+        "answers fresh); 0: no refresher, answers are then made once on demand.",
     )
     db_pool_size: int = Field(10, description="PostgreSQL connection pool size per worker.")
     download_max_rows: int = Field(

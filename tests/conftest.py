@@ -81,6 +81,7 @@ def test_settings(url: str, **overrides) -> Settings:
         "seed_registry": False,
         "db_pool_size": int(os.environ.get("CHISO_TEST_POOL", "5")),
         "answer_cache_seconds": 0,  # tests read their writes at once; the version check still caches
+        "answer_refresh_seconds": 0,  # no refresher behind the tests' backs (tests of it start one)
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

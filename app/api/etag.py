@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+from app.answers.service import etag_of
 
 
 class ETagMiddleware:
@@ -40,10 +40,6 @@ class ETagMiddleware:
             await _finish(scope, send, start, bytes(body))
 
         await self.app(scope, receive, capture)
-
-
-def etag_of(data: bytes) -> str:
-    return '"' + hashlib.blake2b(data, digest_size=16).hexdigest() + '"'
 
 
 def _tag(start: dict) -> bytes | None:

@@ -10,11 +10,10 @@ from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
 from app import metrics
-from app.api.deps import DbDep, ReadKey, RegistryDep, SettingsDep
+from app.answers.kinds import ReadContext
+from app.api.deps import ReadKey
 from app.api.params import Limit, Offset
 from app.api.schemas import READ_ERRORS, AtRiskAnswer, KpiAnswer, RankingAnswer, SectorsAnswer, SeriesAnswer, SilentAnswer, problems
-from app.scoring import service as scoring
-from app.scoring.service import pick_period
 
 router = APIRouter(prefix="/api/v1", tags=["kpis"])
 
@@ -51,11 +50,13 @@ PERIOD_DOC = (
 )
 
 
-async def answer(request: Request, compute) -> Response:
-    """The (cached) answer as JSON, with an ETag over the figures, not `as_of`."""
+async def answer(request: Request, kind: str, params: dict) -> Response:
+    """The shared answer (app.answers) as JSON, with an ETag over the figures, not `as_of`."""
     key = request.url.path + "?" + "&".join(sorted(f"{k}={v}" for k, v in request.query_params.multi_items()))
-    entry = await request.app.state.answers.get(key, compute)
-    return Response(entry.body, media_type="application/json", headers={"ETag": entry.etag})
+    state = request.app.state
+    ctx = ReadContext(state.db, await state.registry.get(), state.settings, state.rankings)
+    got = await state.answers.get(ctx, kind, key, params)
+    return Response(got.body, media_type="application/json", headers={"ETag": got.etag})
 
 
 class _Timer:
@@ -84,9 +85,6 @@ async def unit_kpis(
     request: Request,
     code: Code,
     _: ReadKey,
-    db: DbDep,
-    registry: RegistryDep,
-    settings: SettingsDep,
     period: PeriodKind = None,
     at: At = None,
     window: Window = None,
@@ -100,9 +98,8 @@ async def unit_kpis(
     ] = None,
 ) -> Response:
     with _Timer("kpis"):
-        p = pick_period(period, at, window, scoring._now(), settings.tz)
-        hours = settings.silent_after_hours
-        return await answer(request, lambda: scoring.unit_kpis(db, registry, settings.tz, code, p, sector, silent_after_hours=hours))
+        params = {"code": code, "period": period, "at": at, "window": window, "sector": sector}
+        return await answer(request, "kpis", params)
 
 
 @router.get(
@@ -118,9 +115,6 @@ async def unit_kpis(
 async def rankings(
     request: Request,
     _: ReadKey,
-    db: DbDep,
-    registry: RegistryDep,
-    settings: SettingsDep,
     level: Annotated[
         Literal["province", "commune"], Query(description="The level of the units ranked.", examples=["commune"])
     ] = "province",
@@ -147,15 +141,8 @@ async def rankings(
     ] = 0,
 ) -> Response:
     with _Timer("rankings"):
-        p = pick_period(period, at, window, scoring._now(), settings.tz)
-        memo = request.app.state.rankings
-        hours = settings.silent_after_hours
-        return await answer(
-            request,
-            lambda: scoring.ranking(
-                db, registry, settings.tz, level, parent, p, sort, limit, offset, memo=memo, min_count=min_count, silent_after_hours=hours
-            ),
-        )
+        params = {"level": level, "parent": parent, "period": period, "at": at, "window": window, "sort": sort}
+        return await answer(request, "rankings", params | {"limit": limit, "offset": offset, "min_count": min_count})
 
 
 @router.get(
@@ -171,9 +158,6 @@ async def series(
     request: Request,
     code: Code,
     _: ReadKey,
-    db: DbDep,
-    registry: RegistryDep,
-    settings: SettingsDep,
     kpi: Annotated[
         str,
         Query(
@@ -190,10 +174,8 @@ async def series(
     to: Annotated[date | None, Query(description="Local day after the last, exclusive; default tomorrow.", examples=["2025-10-01"])] = None,
 ) -> Response:
     with _Timer("series"):
-        hours = settings.silent_after_hours
-        return await answer(
-            request, lambda: scoring.series(db, registry, settings.tz, code, kpi, interval, from_, to, silent_after_hours=hours)
-        )
+        params = {"code": code, "kpi": kpi, "interval": interval, "from": from_, "to": to}
+        return await answer(request, "series", params)
 
 
 @router.get(
@@ -209,17 +191,12 @@ async def sectors(
     request: Request,
     code: Code,
     _: ReadKey,
-    db: DbDep,
-    registry: RegistryDep,
-    settings: SettingsDep,
     period: PeriodKind = None,
     at: At = None,
     window: Window = None,
 ) -> Response:
     with _Timer("sectors"):
-        p = pick_period(period, at, window, scoring._now(), settings.tz)
-        hours = settings.silent_after_hours
-        return await answer(request, lambda: scoring.sectors(db, registry, settings.tz, code, p, silent_after_hours=hours))
+        return await answer(request, "sectors", {"code": code, "period": period, "at": at, "window": window})
 
 
 @router.get(
@@ -235,17 +212,14 @@ async def at_risk(
     request: Request,
     code: Code,
     _: ReadKey,
-    db: DbDep,
-    registry: RegistryDep,
-    settings: SettingsDep,
     within: Annotated[str, Query(description="The window ahead of now: `1h` to `720h`.", examples=["48h"])] = "48h",
     include_overdue: Annotated[bool, Query(description="Also the pending dossiers already past their deadline.", examples=[False])] = False,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Response:
     with _Timer("at_risk"):
-        scoring.parse_within(within)  # a malformed window is a 422 before the cache
-        return await answer(request, lambda: scoring.at_risk(db, registry, settings.tz, code, within, include_overdue, limit, offset))
+        params = {"code": code, "within": within, "include_overdue": include_overdue, "limit": limit, "offset": offset}
+        return await answer(request, "at_risk", params)
 
 
 @router.get(
@@ -263,12 +237,8 @@ async def silent(
     request: Request,
     code: Code,
     _: ReadKey,
-    db: DbDep,
-    registry: RegistryDep,
-    settings: SettingsDep,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Response:
     with _Timer("silent"):
-        hours = settings.silent_after_hours
-        return await answer(request, lambda: scoring.silent_units(db, registry, settings.tz, code, limit, offset, hours))
+        return await answer(request, "silent", {"code": code, "limit": limit, "offset": offset})

@@ -20,8 +20,6 @@ from app.api.report_book import report_filename, write_report
 from app.api.schemas import READ_ERRORS, DriversAnswer, ReportAnswer, problems
 from app.scoring import drivers as drivers_service
 from app.scoring import report as report_service
-from app.scoring import service as scoring
-from app.scoring.service import pick_period
 from app.tables import XLSX_MEDIA
 
 router = APIRouter(prefix="/api/v1", tags=["kpis"])
@@ -50,11 +48,8 @@ async def drivers(
     offset: Offset = 0,
 ) -> Response:
     drivers_service.check_kpi(kpi)  # a 422 before the cache
-    p = pick_period(period, at, window, scoring._now(), r.settings.tz)
-    return await answer(
-        r.request,
-        lambda: drivers_service.drivers(r.db, r.registry, r.settings.tz, code, kpi, p, sort, limit, offset, silent_after_hours=r.hours),
-    )
+    params = {"code": code, "kpi": kpi, "period": period, "at": at, "window": window, "sort": sort}
+    return await answer(r.request, "drivers", params | {"limit": limit, "offset": offset})
 
 
 @router.get(
@@ -93,7 +88,7 @@ async def report(
         return await report_service.report(r.db, r.registry, r.settings.tz, code, p, memo=memo, silent_after_hours=r.hours)
 
     if (format or ("xlsx" if downloads.wanted_format(r.request.scope) == "xlsx" else "json")) == "json":
-        return await answer(r.request, compute)
+        return await answer(r.request, "report", {"code": code, "period": period, "at": at})
     got = await compute()
     where = str(r.request.url.path) + ("?" + r.request.url.query if r.request.url.query else "")
     basis = orjson.dumps({k: v for k, v in got.items() if k != "as_of"}) + f"|xlsx|{lang}".encode()

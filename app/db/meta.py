@@ -23,12 +23,16 @@ async def bump_data_version(session: AsyncSession) -> None:
     await bump_meta(session, f"{DATA_VERSION}.{random.randrange(VERSION_SLOTS)}")
 
 
-async def read_data_version(session: AsyncSession) -> int:
-    """The data version: the sum of its slots."""
-    stmt = select(func.coalesce(func.sum(NodeMeta.value), 0)).where(
+def data_version_select():
+    """SELECT of the data version (the sum of its slots), to read alone or as a scalar subquery."""
+    return select(func.coalesce(func.sum(NodeMeta.value), 0)).where(
         or_(NodeMeta.name == DATA_VERSION, NodeMeta.name.like(f"{DATA_VERSION}.%"))
     )
-    return int((await session.execute(stmt)).scalar() or 0)
+
+
+async def read_data_version(session: AsyncSession) -> int:
+    """The data version: the sum of its slots."""
+    return int((await session.execute(data_version_select())).scalar() or 0)
 
 
 async def read_meta(session: AsyncSession, name: str) -> int:

@@ -1,8 +1,7 @@
 """The exporter loop: produce changed records into the outbox, push them to the central node.
 
-Exactly one exporter is active per database: on PostgreSQL the holder of a session advisory lock
-on a dedicated connection (released by the server when the process or connection dies, so another
-takes over at its next tick); on SQLite the holder of a lease row that expires.
+Exactly one exporter is active per database (app.db.leadership: an advisory lock on PostgreSQL, a
+lease row on SQLite).
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from itertools import accumulate
 
 import httpx
 import orjson
-from sqlalchemy import text
 
 from app import metrics
 from app.aggregates import periods, reads
@@ -28,6 +26,7 @@ from app.aggregates.reads import read_sums
 from app.aggregates.sums import Scope, Sums, span_for
 from app.db import meta
 from app.db.engine import Database
+from app.db.leadership import Leadership
 from app.export import records
 from app.export import repository as repo
 from app.export.outbox import PARK, PARKED, PENDING, SEND, SENT, Backoff, classify
@@ -68,63 +67,20 @@ class Exporter:
         self.holder = f"{settings.node_id}-{uuid.uuid4().hex[:12]}"
         self._client = client
         self._own_client = client is None
-        self._lock_conn = None
+        ttl = max(30.0, 5 * settings.export_interval)
+        self.leadership = Leadership(db, LOCK_KEY, LEASE, self.holder, ttl)
         self._retry_at = 0.0
         self._resume_after = ""  # the unit a produce() cut short by its budget stopped after
         self._complete_at: datetime | None = None  # when a produce() last reached every unit
         self.step_records = PRODUCE_RECORDS
         self.backoff = Backoff(base=max(0.5, settings.export_interval), cap=settings.export_backoff_max)
 
-    # --- leadership ----------------------------------------------------------------------------
-
-    async def _lead(self) -> bool:
-        if self.db.is_sqlite:
-            now = datetime.now(UTC)
-            ttl = timedelta(seconds=max(30.0, 5 * self.settings.export_interval))
-            async with self.db.transaction() as session:
-                return await repo.take_lease(session, LEASE, self.holder, now, now + ttl)
-        if self._lock_conn is not None:
-            try:
-                await self._lock_conn.execute(text("SELECT 1"))
-                await self._lock_conn.commit()
-                return True
-            except Exception:  # noqa: BLE001 - the connection died, and the lock with it: try again from scratch
-                log.warning("exporter lock connection lost")
-                await self._drop_lock_conn()
-        conn = await self.db.engine.connect()
-        try:
-            got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY})).scalar()
-            await conn.commit()  # session locks outlive the transaction; never sit idle in one
-        except Exception:
-            await conn.close()
-            raise
-        if got:
-            self._lock_conn = conn
-            return True
-        await conn.close()
-        return False
-
-    async def _drop_lock_conn(self) -> None:
-        conn, self._lock_conn = self._lock_conn, None
-        if conn is None:
-            return
-        try:
-            # The pool keeps the server session (and a session lock with it): unlock before returning it.
-            await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
-            await conn.commit()
-            await conn.close()
-        except Exception:  # noqa: BLE001 - broken: make sure the server session ends, which frees the lock
-            try:
-                await conn.invalidate()
-            except Exception:  # noqa: BLE001
-                pass
-
     # --- the loop ------------------------------------------------------------------------------
 
     async def run_once(self) -> RunResult:
         """One tick: when this is the active exporter, produce and push; always refresh the metrics."""
         try:
-            leader = await self._lead()
+            leader = await self.leadership.acquire()
             result = RunResult(leader)
             if leader:
                 result.produced = await self.produce(budget=self._budget())
@@ -152,13 +108,7 @@ class Exporter:
 
     async def close(self) -> None:
         """Give up leadership and the HTTP client."""
-        if self.db.is_sqlite:
-            try:
-                async with self.db.transaction() as session:
-                    await repo.drop_lease(session, LEASE, self.holder)
-            except Exception:  # noqa: BLE001 - shutting down: the lease expires by itself
-                pass
-        await self._drop_lock_conn()
+        await self.leadership.release()
         if self._own_client and self._client is not None:
             await self._client.aclose()
 

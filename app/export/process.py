@@ -25,27 +25,32 @@ RESTART_AFTER = 5.0  # seconds before a dead exporter process is started again
 
 
 def run_exporter() -> None:
-    """The exporter loop until SIGTERM or SIGINT (the body of `chiso export run`)."""
+    """The exporter loop, and the answer refresher's, until SIGTERM or SIGINT (the body of `chiso export run`)."""
+    from app.answers.refresher import AnswerRefresher
     from app.db.engine import Database
     from app.export.exporter import Exporter
     from app.settings import Settings
 
     async def main() -> None:
         settings = Settings()
-        db = Database(settings.database_url, pool_size=2)
+        db = Database(settings.database_url, pool_size=4)  # the two leadership connections, and one session each
         exporter = Exporter(db, settings)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        task = asyncio.create_task(exporter.run_forever())
+        refresher = AnswerRefresher(db, settings) if settings.answer_refresh_seconds > 0 else None
+        tasks = [asyncio.create_task(job.run_forever()) for job in (exporter, refresher) if job is not None]
         await stop.wait()
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
+        for task in tasks:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
         await exporter.close()
+        if refresher is not None:
+            await refresher.close()
         await db.dispose()
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -1,4 +1,4 @@
-"""All SQL of the export network: dirty marks, digests, the outbox, the lease; received records.
+"""All SQL of the export network: dirty marks, digests, the outbox; received records.
 
 Lock order. Ingest marks `export_dirty` after the aggregates and before `node_meta` (sorted by
 unit). The exporter takes its lease (or advisory lock) first, then writes outbox, digests, marks
@@ -20,7 +20,6 @@ from app.db.models import (
     ALL_SECTORS,
     LOCAL_SOURCE,
     ExportDirty,
-    ExportLease,
     ExportOutbox,
     ExportState,
     NetworkDay,
@@ -166,28 +165,6 @@ async def read_outbox_status(session: AsyncSession) -> dict:
         "last_sequence": int(last_seq or 0),
         "last_sent_at": last_sent,
     }
-
-
-# --- the SQLite lease --------------------------------------------------------------------------
-
-
-async def take_lease(session: AsyncSession, name: str, holder: str, now: datetime, until: datetime) -> bool:
-    """Hold (or renew) the named lease unless another holder's lease is still running."""
-    row = (await session.execute(select(ExportLease).where(ExportLease.name == name))).scalar_one_or_none()
-    if row is None:
-        session.add(ExportLease(name=name, holder=holder, expires_at=until))
-        await session.flush()
-        return True
-    if row.holder != holder and row.expires_at > now:
-        return False
-    row.holder, row.expires_at = holder, until
-    await session.flush()
-    return True
-
-
-async def drop_lease(session: AsyncSession, name: str, holder: str) -> None:
-    """Give the lease up, so another process takes over at once."""
-    await session.execute(delete(ExportLease).where(ExportLease.name == name, ExportLease.holder == holder))
 
 
 # --- receiving (central mode) ------------------------------------------------------------------

@@ -1,0 +1,141 @@
+"""Sums per group of units (a ranking's units, or one group) over several spans, in one grouped read
+per table; and the change counts a ranking reads to re-read only the units that changed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import timedelta
+
+from sqlalchemy import and_, case, func, literal, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.aggregates.at_now import _read_silent, _read_today
+from app.aggregates.counters import COHORT, DUE, FLOW_COUNTERS
+from app.aggregates.network_reads import _read_network_cohort
+from app.aggregates.scopes import _between, _scope_params, _select, _tables
+from app.aggregates.silent import DEFAULT_AFTER_HOURS
+from app.aggregates.sums import Scope, Span, Sums
+from app.db.models import (
+    ALL_SECTORS,
+    Unit,
+    UnitChange,
+)
+
+
+async def read_sums(
+    session: AsyncSession,
+    scope: Scope,
+    spans: list[Span],
+    sector: str,
+    cohort_only: bool = False,
+    stored: bool = True,
+    live: bool = True,
+    silent_after_hours: float = DEFAULT_AFTER_HOURS,
+) -> dict[str, list[Sums]]:
+    """Per group (a unit code, or "" for a single group), one Sums per span; with `cohort_only`,
+    only what this node's INDEX-766 cohort needs (the exporter's calendar-period records).
+
+    The figures come in two parts (sums.LIVE_FIELDS): `stored`, the aggregate rows, which change
+    only when a unit's rows do; and `live`, the corrections within today and the cohort records of
+    subordinates, which also move with time. A ranking keeps the first per unit and reads the second
+    anew (scoring.ranking)."""
+    # silent_units is 0, not null, for a group with no silent unit in a period judged at now
+    out: dict[str, list[Sums]] = defaultdict(lambda: [Sums(silent=None if sp.now is None else 0) for sp in spans])
+    params = _scope_params(scope)
+    if stored:
+        await _read_stored(session, scope, spans, sector, cohort_only, params, out)
+    if live:
+        live_spans = [(i, sp) for i, sp in enumerate(spans) if sp.now is not None]
+        if live_spans:
+            await _read_today(session, scope, live_spans, sector, out)
+            await _read_silent(session, scope, live_spans, silent_after_hours, out)
+        if sector == ALL_SECTORS and not cohort_only:
+            await _read_network_cohort(session, scope, spans, out)
+    return out
+
+
+async def _read_stored(session: AsyncSession, scope: Scope, spans: list[Span], sector: str, cohort_only: bool, params: dict, out):
+    low = min(min(s.start, s.after) for s in spans)
+    day_t, hist_t, _, total_t = _tables(scope)
+    counters = COHORT if cohort_only else FLOW_COUNTERS
+
+    cols = []
+    for i, sp in enumerate(spans):
+        inside = _between(day_t.day, sp.start, sp.end)
+        after = day_t.day >= sp.after
+        for c in counters:
+            cols.append(func.sum(case((inside, getattr(day_t, c)), else_=0)).label(f"{c}_{i}"))
+        if not cohort_only:  # pending and overdue at t; due soon at t when t is a past midnight
+            cols.append(func.sum(case((after, day_t.p_in - day_t.p_out), else_=0)).label(f"pa_{i}"))
+            cols.append(func.sum(case((after, day_t.o_in - day_t.o_out), else_=0)).label(f"oa_{i}"))
+            for k, name in enumerate(DUE):
+                if sp.now is None:
+                    hit = day_t.day == sp.after + timedelta(days=k)
+                    cols.append(func.sum(case((hit, getattr(day_t, name)), else_=0)).label(f"d{k}_{i}"))
+                else:  # at now: read from the open dossiers (_read_today)
+                    cols.append(literal(0).label(f"d{k}_{i}"))
+    stmt = _select(scope, day_t, cols, [day_t.sector == sector, day_t.day >= low])
+    width = len(counters) + (0 if cohort_only else 2 + len(DUE))
+    for row in (await (await session.connection()).execute(stmt, params)).all():  # g, then per span: counters[, pa, oa, d0-d2]
+        for i, sums in enumerate(out[row[0]]):
+            values = [int(v or 0) for v in row[1 + i * width : 1 + (i + 1) * width]]
+            sums.flows = dict(zip(counters, values, strict=False))  # values end with pa, oa, d0-d2
+            if not cohort_only:
+                sums.pending_after, sums.overdue_after = values[-5], values[-4]
+                sums.due_stored = (values[-3], values[-2], values[-1])
+    if cohort_only:
+        await _read_cohort_due(session, scope, spans, sector, params, out)
+        return
+
+    stmt = _select(
+        scope,
+        total_t,
+        [func.sum(total_t.p_in - total_t.p_out).label("p"), func.sum(total_t.o_in - total_t.o_out).label("o")],
+        [total_t.sector == sector],
+    )
+    for row in (await (await session.connection()).execute(stmt, params)).mappings():
+        for sums in out[row["g"]]:
+            sums.pending_total = int(row["p"] or 0)
+            sums.overdue_total = int(row["o"] or 0)
+
+    cols = [func.sum(case((_between(hist_t.day, sp.start, sp.end), hist_t.n), else_=0)).label(f"n_{i}") for i, sp in enumerate(spans)]
+    stmt = _select(
+        scope,
+        hist_t,
+        cols,
+        [hist_t.sector == sector, hist_t.day >= min(s.start for s in spans)],
+        [hist_t.bucket],
+    )
+    for row in (await (await session.connection()).execute(stmt, params)).mappings():
+        for i, sums in enumerate(out[row["g"]]):
+            if row[f"n_{i}"]:
+                sums.hist[row["bucket"]] = int(row[f"n_{i}"])
+
+    await _read_cohort_due(session, scope, spans, sector, params, out)
+
+
+async def _read_cohort_due(session: AsyncSession, scope: Scope, spans: list[Span], sector: str, params: dict, out) -> None:
+    """The not-yet-settled cohort members by deadline day."""
+    due_t = _tables(scope)[2]
+    cols = [
+        func.sum(
+            case(
+                (and_(_between(due_t.recv_day, sp.start, sp.end), due_t.due_day >= sp.due_from), due_t.n),
+                else_=0,
+            )
+        ).label(f"d_{i}")
+        for i, sp in enumerate(spans)
+    ]
+    stmt = _select(scope, due_t, cols, [due_t.sector == sector, due_t.recv_day >= min(s.start for s in spans)])
+    for row in (await (await session.connection()).execute(stmt, params)).mappings():
+        for i, sums in enumerate(out[row["g"]]):
+            sums.cohort_due = int(row[f"d_{i}"] or 0)
+
+
+async def read_unit_changes(session: AsyncSession, level: str, parent: str | None) -> dict[str, int]:
+    """How many times the own rows of each unit of a level (under `parent`) changed."""
+    stmt = select(UnitChange.unit_code, UnitChange.changes).join(Unit, Unit.code == UnitChange.unit_code).where(Unit.level == level)
+    if parent is not None and parent != "VN":
+        stmt = stmt.where(Unit.parent_code == parent)
+    return {u: int(n) for u, n in (await session.execute(stmt)).all()}

@@ -1,0 +1,131 @@
+"""The kinds of shared answer and how each is computed from its request's parameters.
+
+A request's parameters (already validated by the router) are kept with its stored answer as JSON,
+so the refresher can compute the answer again without the request: `compute(ctx, kind, params)`.
+The period is picked anew at each computation (a 30-day window ends today, whatever day that is).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import date
+
+from app.db.engine import Database
+from app.scoring import drivers as drivers_service
+from app.scoring import report as report_service
+from app.scoring import service as scoring
+from app.scoring.ranking import RankingMemo, ranking
+from app.settings import Settings
+from app.units.service import Registry
+
+
+@dataclass(frozen=True)
+class ReadContext:
+    """What every computation needs: the database, the registry, the settings, the ranking memo."""
+
+    db: Database
+    registry: Registry
+    settings: Settings
+    rankings: RankingMemo
+
+
+def _date(value: str | None) -> date | None:
+    return None if value is None else date.fromisoformat(value)
+
+
+def _period(ctx: ReadContext, q: dict):
+    return scoring.pick_period(q.get("period"), _date(q.get("at")), q.get("window"), scoring._now(), ctx.settings.tz)
+
+
+def _kpis(ctx: ReadContext, q: dict) -> Awaitable[dict]:
+    s = ctx.settings
+    return scoring.unit_kpis(
+        ctx.db, ctx.registry, s.tz, q["code"], _period(ctx, q), q.get("sector"), silent_after_hours=s.silent_after_hours
+    )
+
+
+def _rankings(ctx: ReadContext, q: dict) -> Awaitable[dict]:
+    s = ctx.settings
+    return ranking(
+        ctx.db,
+        ctx.registry,
+        s.tz,
+        q["level"],
+        q.get("parent"),
+        _period(ctx, q),
+        q["sort"],
+        q["limit"],
+        q["offset"],
+        memo=ctx.rankings,
+        min_count=q["min_count"],
+        silent_after_hours=s.silent_after_hours,
+    )
+
+
+def _series(ctx: ReadContext, q: dict) -> Awaitable[dict]:
+    s = ctx.settings
+    return scoring.series(
+        ctx.db,
+        ctx.registry,
+        s.tz,
+        q["code"],
+        q["kpi"],
+        q["interval"],
+        _date(q.get("from")),
+        _date(q.get("to")),
+        silent_after_hours=s.silent_after_hours,
+    )
+
+
+def _sectors(ctx: ReadContext, q: dict) -> Awaitable[dict]:
+    s = ctx.settings
+    return scoring.sectors(ctx.db, ctx.registry, s.tz, q["code"], _period(ctx, q), silent_after_hours=s.silent_after_hours)
+
+
+def _at_risk(ctx: ReadContext, q: dict) -> Awaitable[dict]:
+    return scoring.at_risk(ctx.db, ctx.registry, ctx.settings.tz, q["code"], q["within"], q["include_overdue"], q["limit"], q["offset"])
+
+
+def _silent(ctx: ReadContext, q: dict) -> Awaitable[dict]:
+    s = ctx.settings
+    return scoring.silent_units(ctx.db, ctx.registry, s.tz, q["code"], q["limit"], q["offset"], s.silent_after_hours)
+
+
+def _drivers(ctx: ReadContext, q: dict) -> Awaitable[dict]:
+    s = ctx.settings
+    return drivers_service.drivers(
+        ctx.db,
+        ctx.registry,
+        s.tz,
+        q["code"],
+        q["kpi"],
+        _period(ctx, q),
+        q["sort"],
+        q["limit"],
+        q["offset"],
+        silent_after_hours=s.silent_after_hours,
+    )
+
+
+def _report(ctx: ReadContext, q: dict) -> Awaitable[dict]:
+    s = ctx.settings
+    p = report_service.report_period(q["period"], _date(q.get("at")), s.tz)
+    return report_service.report(ctx.db, ctx.registry, s.tz, q["code"], p, memo=ctx.rankings, silent_after_hours=s.silent_after_hours)
+
+
+KINDS: dict[str, Callable[[ReadContext, dict], Awaitable[dict]]] = {
+    "kpis": _kpis,
+    "rankings": _rankings,
+    "series": _series,
+    "sectors": _sectors,
+    "at_risk": _at_risk,
+    "silent": _silent,
+    "drivers": _drivers,
+    "report": _report,
+}
+
+
+async def compute(ctx: ReadContext, kind: str, params: dict) -> dict:
+    """The answer of one kind for these parameters, computed now."""
+    return await KINDS[kind](ctx, params)

@@ -1,0 +1,96 @@
+"""The refresher: one process of the deployment (app.db.leadership) keeps the answers polled in the
+last few minutes fresh, so pollers never pay for a computation.
+
+Each tick it computes again the polled answers that are behind the current data version, or that
+are about to be too old to serve although nothing changed (deadlines pass with time); answers
+nobody polled for `keep_for` seconds are left alone, and forgotten after `forget_after`. Stored
+answers outlive a restart (on PostgreSQL, not a crash: the table is unlogged), so after one the
+answers polled before are warm again at the first tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from app.answers import repository as repo
+from app.answers.kinds import ReadContext
+from app.answers.service import SharedAnswers
+from app.db import meta
+from app.db.engine import Database
+from app.db.leadership import Leadership
+from app.errors import ChisoError
+from app.scoring.ranking import RankingMemo
+from app.settings import Settings
+from app.units.service import RegistryCache
+
+log = logging.getLogger("chiso.answers")
+
+LOCK_KEY = 0x6368_6973_6F61_6E73  # "chisoans": the advisory lock of the one active refresher
+LEASE = "answers"
+LEAD_EVERY = 2.0  # seconds between two checks of the leadership
+FORGET_EVERY = 60.0  # seconds between two sweeps of answers nobody polls
+
+
+class AnswerRefresher:
+    def __init__(self, db: Database, settings: Settings, keep_for: float = 180.0, forget_after: float = 3600.0):
+        self.db = db
+        self.settings = settings
+        self.interval = settings.answer_refresh_seconds
+        holder = f"refresher-{settings.node_id}-{uuid.uuid4().hex[:12]}"
+        self.answers = SharedAnswers(db, fresh_for=settings.answer_cache_seconds, holder=holder)
+        self.leadership = Leadership(db, LOCK_KEY, LEASE, self.answers.holder, ttl=30.0)
+        self.registry = RegistryCache(db)
+        self.rankings = RankingMemo()
+        self.keep_for = keep_for
+        self.forget_after = forget_after
+        self._led_at = -LEAD_EVERY
+        self._leader = False
+        self._swept_at = 0.0
+
+    async def run_once(self) -> int:
+        """One tick: when this process leads, refresh what needs it; the number of answers refreshed."""
+        if time.monotonic() - self._led_at >= LEAD_EVERY:
+            self._leader = await self.leadership.acquire()
+            self._led_at = time.monotonic()
+        if not self._leader:
+            return 0
+        now = datetime.now(UTC)
+        # refreshed a little before they would be too old to serve, so no poller waits for one
+        older = now - timedelta(seconds=max(0.0, self.answers.idle_for - 2.0))
+        async with self.db.session() as session:
+            version = await meta.read_data_version(session)
+            todo = await repo.read_to_refresh(session, now - timedelta(seconds=self.keep_for), older, version, now)
+        ctx = ReadContext(self.db, await self.registry.get(), self.settings, self.rankings)
+        done = 0
+        for key, kind, params in todo:
+            try:
+                done += await self.answers.compute(ctx, kind, key, params, by="refresher") is not None
+            except ChisoError as exc:  # the unit went, say: nobody can get this answer any more
+                log.info("forgetting the shared answer %s: %s", key, exc)
+                async with self.db.transaction() as session:
+                    await repo.delete_answer(session, key)
+        if time.monotonic() - self._swept_at >= FORGET_EVERY:
+            self._swept_at = time.monotonic()
+            async with self.db.transaction() as session:
+                await repo.delete_unpolled(session, now - timedelta(seconds=self.forget_after))
+        return done
+
+    async def run_forever(self) -> None:
+        """Tick every ANSWER_REFRESH_SECONDS until cancelled; a failed tick is logged and the loop goes on."""
+        while True:
+            started = time.monotonic()
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("answer refresh tick failed")
+            await asyncio.sleep(max(0.02, self.interval - (time.monotonic() - started)))
+
+    async def close(self) -> None:
+        """Give the leadership up."""
+        await self.leadership.release()

@@ -1,0 +1,123 @@
+"""All SQL of the shared answers (table `shared_answer`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import and_, delete, literal, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import dialect, meta
+from app.db.models import SharedAnswer
+
+NONE_YET = -1  # the version of a claimed row whose first answer is still being computed
+EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What a lookup reads of a stored answer (not its body)."""
+
+    etag: str
+    version: int
+    computed_at: datetime
+    polled_at: datetime
+    claimed_until: datetime | None
+
+
+async def read_answer(session: AsyncSession, key: str) -> tuple[int, Stored | None]:
+    """(the current data version, the stored answer's state or None), in one statement."""
+    a = SharedAnswer
+    current = meta.data_version_select().scalar_subquery()
+    one = select(literal(1).label("one")).subquery()
+    stmt = select(current.label("current"), a.etag, a.version, a.computed_at, a.polled_at, a.claimed_until).select_from(
+        one.outerjoin(SharedAnswer.__table__, a.key == key)
+    )
+    got = (await session.execute(stmt)).first()
+    current_version = int(got[0] or 0)
+    if got[1] is None:
+        return current_version, None
+    return current_version, Stored(*got[1:])
+
+
+async def read_body(session: AsyncSession, key: str) -> tuple[str, bytes, int, datetime] | None:
+    """(etag, body, version, computed_at) of a stored answer."""
+    a = SharedAnswer
+    got = (await session.execute(select(a.etag, a.body, a.version, a.computed_at).where(a.key == key))).first()
+    return None if got is None else tuple(got)
+
+
+async def claim(session: AsyncSession, key: str, kind: str, params: str, holder: str, now: datetime, until: datetime) -> bool:
+    """Mark the answer as being computed by `holder` until `until`, unless another computation
+    runs; a new key gets a row with no answer yet (NONE_YET). True when the claim is ours."""
+    a = SharedAnswer
+    new = dict(
+        key=key,
+        kind=kind,
+        params=params,
+        body=b"",
+        etag="",
+        version=NONE_YET,
+        computed_at=EPOCH,
+        computed_by=holder,
+        polled_at=now,
+        claimed_until=until,
+        claimed_by=holder,
+    )
+    stmt = dialect.insert(session, a).values(**new).on_conflict_do_nothing(index_elements=["key"])
+    if (await session.execute(stmt)).rowcount == 1:
+        return True
+    free = or_(a.claimed_until.is_(None), a.claimed_until < now)
+    stmt = update(a).where(a.key == key, free).values(claimed_until=until, claimed_by=holder)
+    return (await session.execute(stmt)).rowcount == 1
+
+
+async def store(session: AsyncSession, key: str, body: bytes, etag: str, version: int, computed_at: datetime, holder: str) -> None:
+    """Keep a computed answer, unless the stored one was computed later; end `holder`'s claim."""
+    a = SharedAnswer
+    newer = or_(a.computed_at < computed_at, and_(a.computed_at == computed_at, a.version <= version))
+    await session.execute(
+        update(a).where(a.key == key, newer).values(body=body, etag=etag, version=version, computed_at=computed_at, computed_by=holder)
+    )
+    await release(session, key, holder)
+
+
+async def release(session: AsyncSession, key: str, holder: str) -> None:
+    """End `holder`'s claim; a row that never got an answer goes (its request failed)."""
+    a = SharedAnswer
+    await session.execute(delete(a).where(a.key == key, a.version == NONE_YET, a.claimed_by == holder))
+    await session.execute(update(a).where(a.key == key, a.claimed_by == holder).values(claimed_until=None, claimed_by=None))
+
+
+async def touch(session: AsyncSession, key: str, now: datetime, before: datetime) -> None:
+    """Record a poll of the answer (only when the last one recorded is older than `before`)."""
+    a = SharedAnswer
+    await session.execute(update(a).where(a.key == key, a.polled_at < before).values(polled_at=now))
+
+
+async def read_to_refresh(session: AsyncSession, polled_since: datetime, older_than: datetime, version: int, now: datetime) -> list:
+    """(key, kind, params) of the answers polled since `polled_since` that are behind `version` or
+    were computed before `older_than`, and that no computation is running for; most recently
+    polled first."""
+    a = SharedAnswer
+    stmt = (
+        select(a.key, a.kind, a.params)
+        .where(
+            a.polled_at >= polled_since,
+            or_(a.version != version, a.computed_at < older_than),
+            or_(a.claimed_until.is_(None), a.claimed_until < now),
+        )
+        .order_by(a.polled_at.desc())
+    )
+    return list((await session.execute(stmt)).all())
+
+
+async def delete_unpolled(session: AsyncSession, before: datetime) -> int:
+    """Forget the answers nobody polled since `before`."""
+    return (await session.execute(delete(SharedAnswer).where(SharedAnswer.polled_at < before))).rowcount
+
+
+async def delete_answer(session: AsyncSession, key: str) -> None:
+    """Forget one answer."""
+    await session.execute(delete(SharedAnswer).where(SharedAnswer.key == key))

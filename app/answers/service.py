@@ -1,0 +1,270 @@
+"""Shared answers: a polled KPI answer is computed once for the deployment, stored rendered (body,
+ETag, data version, when its computation started) in `shared_answer`, and served from there by
+every worker and every replica; the refresher (app.answers.refresher) keeps polled ones fresh.
+
+A stored answer is served when
+- the data version it was computed at is still current and it is younger than `idle_for` (figures
+  also move with time: deadlines pass); with `fresh_for` > 0 up to `stale_for` while one
+  computation runs behind it;
+- with `fresh_for` > 0, the data changed but it is younger than `changed_for` (under the SPEC's one
+  second: every event acknowledged before its computation started is in it); past
+  `refresh_share` of that (the refresher's turn), one computation runs behind it (unless one runs
+  already, here or, claimed, in another process).
+Otherwise it is computed before answering, once for all workers: the computing process claims the
+row (`claimed_until`); the others wait for its answer. A worker keeps the bodies it served (by
+ETag), so serving is one small lookup; with `fresh_for` > 0 a worker serves its copy for that long
+without a lookup. With `fresh_for` = 0 (the tests) an answer is never served across a change: a
+client reads its own writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import orjson
+
+from app import metrics
+from app.answers import kinds
+from app.answers import repository as repo
+from app.answers.kinds import ReadContext
+from app.db import meta
+from app.db.engine import Database
+
+log = logging.getLogger("chiso.answers")
+
+SERVE, SERVE_AND_REFRESH, COMPUTE = "serve", "serve and refresh", "compute"
+# seconds between two looks at an answer another process is computing: from 10 ms (a commune's
+# answer) up to 80 ms (a ranking of every commune under load), doubling
+WAIT_FIRST, WAIT_MOST = 0.01, 0.08
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    etag: str
+    body: bytes
+    version: int
+    computed_at: datetime
+    checked: float = 0.0  # monotonic time of the lookup that last found it servable
+    current: bool = False  # its version was the current one at that lookup
+
+
+def etag_of(data: bytes) -> str:
+    """A strong ETag of bytes."""
+    return '"' + hashlib.blake2b(data, digest_size=16).hexdigest() + '"'
+
+
+def canonical_params(params: dict) -> str:
+    """The parameters as stored: JSON with sorted keys (dates as ISO strings)."""
+    return orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode()
+
+
+class SharedAnswers:
+    """One process's access to the shared answers (see the module's docstring)."""
+
+    def __init__(
+        self,
+        db: Database,
+        fresh_for: float = 0.3,
+        idle_for: float = 10.0,
+        stale_for: float = 30.0,
+        changed_for: float = 0.8,
+        claim_for: float = 30.0,
+        wait_for: float = 2.0,
+        refresh_share: float = 0.0,
+        touch_every: float = 10.0,
+        max_entries: int = 1024,
+        holder: str | None = None,
+    ):
+        self.db = db
+        self.fresh_for = fresh_for
+        self.idle_for = idle_for
+        self.stale_for = stale_for
+        self.changed_for = changed_for if fresh_for > 0 else 0.0
+        self.claim_for = claim_for
+        self.wait_for = wait_for
+        self.refresh_share = refresh_share
+        self.touch_every = touch_every
+        self.max_entries = max_entries
+        self.holder = holder or f"{uuid.uuid4().hex[:12]}"
+        self.computations = 0  # answers this process computed (refreshes included)
+        self._local: OrderedDict[str, Answer] = OrderedDict()
+        self._inflight: dict[str, asyncio.Future] = {}
+        self._background: set[asyncio.Task] = set()
+        self._looked_after = 0.0  # copies checked before then are looked up again (invalidate)
+
+    def invalidate(self) -> None:
+        """This worker just committed new figures: its copies are looked up again (read-your-writes)."""
+        self._looked_after = time.monotonic()
+
+    async def version(self) -> int:
+        """The current data version (for answers made outside the store, e.g. the downloads' ETags)."""
+        async with self.db.session() as session:
+            return await meta.read_data_version(session)
+
+    # --- serving -------------------------------------------------------------------------------
+
+    async def get(self, ctx: ReadContext, kind: str, key: str, params: dict) -> Answer:
+        """The answer for `key`: served as stored when fresh enough, else computed once for all."""
+        local = self._local.get(key)
+        if local is not None and local.checked > self._looked_after and time.monotonic() - local.checked < self.fresh_for:
+            if self._judge(local.current, local.computed_at, datetime.now(UTC)) != COMPUTE:
+                return local
+        checked = time.monotonic()
+        async with self.db.session() as session:
+            current, stored = await repo.read_answer(session, key)
+        if stored is not None and stored.version != repo.NONE_YET:
+            now = datetime.now(UTC)
+            decision = self._judge(stored.version == current, stored.computed_at, now)
+            if decision != COMPUTE:
+                if stored.polled_at < now - timedelta(seconds=self.touch_every):
+                    self._behind(self._touch(key, now))
+                if decision == SERVE_AND_REFRESH and (stored.claimed_until is None or stored.claimed_until < now):
+                    self.refresh_behind(ctx, kind, key, params)
+                try:
+                    return await self._body(key, stored, current, checked)
+                except LookupError:  # forgotten since the lookup: compute it
+                    pass
+        return await self._compute_or_wait(ctx, kind, key, canonical_params(params))
+
+    def _judge(self, current: bool, computed_at: datetime, now: datetime) -> str:
+        age = (now - computed_at).total_seconds()
+        if current:
+            if age < self.idle_for:
+                return SERVE
+            return SERVE_AND_REFRESH if self.fresh_for > 0 and age < self.stale_for else COMPUTE
+        if age < self.changed_for:  # the refresher (usually) gets the first half to refresh it
+            return SERVE if age < self.changed_for * self.refresh_share else SERVE_AND_REFRESH
+        return COMPUTE
+
+    async def _body(self, key: str, stored: repo.Stored, current: int, checked: float) -> Answer:
+        """The stored answer's body: this worker's copy when it has the same ETag, else read."""
+        local = self._local.get(key)
+        if local is None or local.etag != stored.etag:
+            async with self.db.session() as session:
+                got = await repo.read_body(session, key)
+            if got is None:  # forgotten meanwhile: keep what we had checked
+                raise LookupError(key)
+            etag, body, version, computed_at = got
+            local = Answer(etag, body, version, computed_at)
+        local = Answer(local.etag, local.body, local.version, local.computed_at, checked, local.version == current)
+        self._keep(key, local)
+        return local
+
+    def _keep(self, key: str, answer: Answer) -> None:
+        self._local[key] = answer
+        self._local.move_to_end(key)
+        while len(self._local) > self.max_entries:
+            self._local.popitem(last=False)
+
+    # --- computing -----------------------------------------------------------------------------
+
+    async def _compute_or_wait(self, ctx: ReadContext, kind: str, key: str, params: str, wait: bool = True) -> Answer | None:
+        """Compute the answer, or wait for the process computing it (without `wait`: leave it to
+        that process, None); once per worker however many ask."""
+        pending = self._inflight.get(key)
+        if pending is not None:
+            answer = await asyncio.shield(pending)
+            if answer is not None or not wait:
+                return answer
+            return await self._compute_or_wait(ctx, kind, key, params)  # that one left it to another process
+        future = self._inflight[key] = asyncio.get_running_loop().create_future()
+        try:
+            if wait:
+                answer = await self._claimed_or_awaited(ctx, kind, key, params)
+            else:
+                answer = await self.compute(ctx, kind, key, params, by="request")
+            future.set_result(answer)
+            return answer
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody else must
+            raise
+        finally:
+            if self._inflight.get(key) is future:
+                del self._inflight[key]
+
+    async def _claimed_or_awaited(self, ctx: ReadContext, kind: str, key: str, params: str) -> Answer:
+        while True:
+            answer = await self.compute(ctx, kind, key, params, by="request")
+            if answer is not None:
+                return answer
+            deadline, step = time.monotonic() + self.wait_for, WAIT_FIRST
+            while True:  # another process computes it: wait for its answer
+                if time.monotonic() >= deadline:  # it is slow (a loaded or niced process): compute it here too
+                    return await self.compute(ctx, kind, key, params, by="request", claim=False)
+                await asyncio.sleep(step)
+                step = min(WAIT_MOST, 2 * step)
+                checked = time.monotonic()
+                async with self.db.session() as session:
+                    current, stored = await repo.read_answer(session, key)
+                if stored is None or stored.claimed_until is None or stored.claimed_until < datetime.now(UTC):
+                    if stored is not None and stored.version != repo.NONE_YET:
+                        if self._judge(stored.version == current, stored.computed_at, datetime.now(UTC)) != COMPUTE:
+                            return await self._body(key, stored, current, checked)
+                    break  # its computation ended without a servable answer (or died): claim it ourselves
+
+    async def compute(self, ctx: ReadContext, kind: str, key: str, params: str, by: str, claim: bool = True) -> Answer | None:
+        """Claim, compute and store one answer; None when another process holds the claim (without
+        `claim`: compute it whoever holds the claim, and store it if the stored one is older)."""
+        if claim:
+            now = datetime.now(UTC)
+            async with self.db.transaction() as session:
+                mine = await repo.claim(session, key, kind, params, self.holder, now, now + timedelta(seconds=self.claim_for))
+            if not mine:
+                return None
+        try:
+            started = datetime.now(UTC)
+            async with self.db.session() as session:
+                version = await meta.read_data_version(session)
+            payload = await kinds.compute(ctx, kind, orjson.loads(params))
+            body = orjson.dumps(payload)
+            etag = etag_of(orjson.dumps({k: v for k, v in payload.items() if k != "as_of"}))
+            async with self.db.transaction() as session:
+                await repo.store(session, key, body, etag, version, started, self.holder)
+        except BaseException:
+            await asyncio.shield(self._release(key))
+            raise
+        self.computations += 1
+        metrics.ANSWER_COMPUTATIONS.labels(kind, by).inc()
+        answer = Answer(etag, body, version, started, time.monotonic(), True)
+        self._keep(key, answer)
+        return answer
+
+    async def _release(self, key: str) -> None:
+        try:
+            async with self.db.transaction() as session:
+                await repo.release(session, key, self.holder)
+        except Exception:  # noqa: BLE001 - the claim expires by itself
+            log.warning("releasing the claim on %s failed", key, exc_info=True)
+
+    def refresh_behind(self, ctx: ReadContext, kind: str, key: str, params: dict) -> None:
+        """Compute an answer again behind the one being served, unless this worker (or, by its
+        claim, another process) does already."""
+        if key not in self._inflight:
+            self._behind(self._compute_or_wait(ctx, kind, key, canonical_params(params), wait=False))
+
+    async def _touch(self, key: str, now: datetime) -> None:
+        async with self.db.transaction() as session:
+            await repo.touch(session, key, now, now - timedelta(seconds=self.touch_every))
+
+    def _behind(self, work) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("work behind a shared answer failed: %r", task.exception())
+
+    async def settle(self) -> None:
+        """Wait for the work running behind served answers (tests; shutdown)."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)

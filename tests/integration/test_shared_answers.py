@@ -1,0 +1,285 @@
+"""Shared answers (app.answers): made once for every worker and replica, equal to a fresh
+computation, kept fresh by the refresher, and read-your-writes with fresh_for = 0."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import orjson
+from sqlalchemy import select, update
+
+from app.answers.kinds import ReadContext, compute
+from app.answers.refresher import AnswerRefresher
+from app.db.models import SharedAnswer
+from app.scoring.ranking import RankingMemo
+from tests.conftest import start_service
+from tests.integration.test_kpis_reference import COMMUNES_46, post_all
+from tests.integration.test_reads import post, received
+from tests.streams import stream
+
+KPIS = "/api/v1/units/46/kpis"
+URLS = [
+    ("/api/v1/units/46/kpis", {"window": "30d"}, "kpis", {"code": "46", "period": None, "at": None, "window": "30d", "sector": None}),
+    ("/api/v1/units/VN/kpis", {"window": "7d"}, "kpis", {"code": "VN", "period": None, "at": None, "window": "7d", "sector": None}),
+    (
+        "/api/v1/units/19777/kpis",
+        {"period": "month"},
+        "kpis",
+        {"code": "19777", "period": "month", "at": None, "window": None, "sector": None},
+    ),
+    (
+        "/api/v1/rankings",
+        {"level": "commune", "parent": "46", "window": "30d"},
+        "rankings",
+        {
+            "level": "commune",
+            "parent": "46",
+            "period": None,
+            "at": None,
+            "window": "30d",
+            "sort": "-on_time_rate",
+            "limit": 50,
+            "offset": 0,
+            "min_count": 0,
+        },
+    ),
+    (
+        "/api/v1/units/46/at-risk",
+        {"within": "720h", "include_overdue": "true"},
+        "at_risk",
+        {"code": "46", "within": "720h", "include_overdue": True, "limit": 100, "offset": 0},
+    ),
+]
+
+
+def figures(answer: dict) -> dict:
+    return {k: v for k, v in answer.items() if k != "as_of"}
+
+
+async def fresh(svc, kind: str, params: dict) -> dict:
+    """The answer computed now, straight from the scoring service (no shared answer involved)."""
+    ctx = ReadContext(svc.db, await svc.app.state.registry.refresh(), svc.settings, RankingMemo())
+    return await compute(ctx, kind, params)
+
+
+async def rows(svc) -> dict[str, SharedAnswer]:
+    async with svc.db.session() as session:
+        return {r.key: r for r in (await session.execute(select(SharedAnswer))).scalars()}
+
+
+async def age(svc, seconds: float) -> None:
+    """Make every stored answer look computed `seconds` earlier."""
+    async with svc.db.transaction() as session:
+        for r in (await session.execute(select(SharedAnswer))).scalars():
+            r.computed_at = r.computed_at - timedelta(seconds=seconds)
+
+
+def one_received(unit: str = "19777") -> list[dict]:
+    now = datetime.now(UTC)
+    return [received(unit, uuid.uuid4().hex, now - timedelta(minutes=1), now + timedelta(days=1))]
+
+
+class TestSameAsAFreshComputation:
+    async def test_after_random_streams_with_corrections_late_events_and_deadlines_passing(self, fresh_service):
+        svc = fresh_service
+        rng = random.Random(20)
+        ingest, read = await svc.key("ingest", "VN"), await svc.key("read")
+        now = datetime.now(UTC)
+        events = stream(rng, COMMUNES_46 + ["26506"], 240, now, days=40)
+        rng.shuffle(events)  # late events: any order
+        refresher = AnswerRefresher(svc.db, svc.settings)
+        try:
+            for part in range(3):
+                await post_all(svc, ingest, events[part::3], rng)
+                for path, query, kind, params in URLS:
+                    served = (await svc.get(path, read, **query)).json()
+                    assert figures(served) == figures(await fresh(svc, kind, params)), (part, path)
+            # time passes without events (deadlines pass): the refresher computes the polled answers again
+            await age(svc, svc.app.state.answers.idle_for)
+            assert await refresher.run_once() == len(URLS)
+            for path, query, kind, params in URLS:
+                served = (await svc.get(path, read, **query)).json()
+                assert figures(served) == figures(await fresh(svc, kind, params)), path
+        finally:
+            await refresher.close()
+
+
+class TestMadeOnce:
+    async def test_a_second_service_serves_the_first_ones_answer_without_computing(self, fresh_service):
+        a = fresh_service
+        read = await a.key("read")
+        first = await a.get(KPIS, read, window="7d")
+        assert a.app.state.answers.computations == 1
+        async for b in start_service(a.url):  # a second process on the same database
+            second = await b.get(KPIS, read, window="7d")
+            assert second.content == first.content and second.headers["etag"] == first.headers["etag"]
+            assert b.app.state.answers.computations == 0
+            (row,) = (await rows(b)).values()
+            assert row.computed_by == a.app.state.answers.holder and row.body == first.content
+
+    async def test_two_services_answer_the_same_figures_after_writes_to_either(self, fresh_service):
+        a = fresh_service
+        read, ingest = await a.key("read"), await a.key("ingest", "46")
+        async for b in start_service(a.url):
+            for writer in (a, b, a):
+                await post(writer, ingest, one_received())
+                got = [(await s.get(KPIS, read, window="7d")).json() for s in (a, b)]
+                assert figures(got[0]) == figures(got[1])
+            assert got[0]["kpis"]["received"] == 3
+
+    async def test_concurrent_first_requests_compute_once(self, fresh_service):
+        svc = fresh_service
+        read = await svc.key("read")
+        answers = await asyncio.gather(*(svc.get(KPIS, read, window="30d") for _ in range(10)))
+        assert {a.content for a in answers} == {answers[0].content} and svc.app.state.answers.computations == 1
+
+    async def test_a_claim_held_elsewhere_is_waited_for(self, fresh_service):
+        """A request finding another process computing the answer waits for it, and computes it
+        itself only when that claim runs out."""
+        svc = fresh_service
+        read = await svc.key("read")
+        await svc.get(KPIS, read, window="30d")
+        await age(svc, 3600)
+        until = datetime.now(UTC) + timedelta(seconds=1)
+        async with svc.db.transaction() as session:
+            await session.execute(update(SharedAnswer).values(claimed_until=until, claimed_by="elsewhere"))
+        answers = svc.app.state.answers
+        before = answers.computations
+        r = await svc.get(KPIS, read, window="30d")
+        assert r.status_code == 200 and answers.computations == before + 1 and datetime.now(UTC) >= until
+
+    async def test_a_slow_claim_elsewhere_is_waited_for_only_so_long(self, fresh_service):
+        """A process holding a claim but slow to answer (loaded, or niced) makes requests wait at
+        most `wait_for`; then they compute the answer themselves."""
+        svc = fresh_service
+        read = await svc.key("read")
+        await svc.get(KPIS, read, window="30d")
+        await age(svc, 3600)
+        async with svc.db.transaction() as session:
+            await session.execute(update(SharedAnswer).values(claimed_until=datetime.now(UTC) + timedelta(hours=1), claimed_by="slow"))
+        answers = svc.app.state.answers
+        before, started = answers.computations, datetime.now(UTC)
+        r = await svc.get(KPIS, read, window="30d")
+        assert r.status_code == 200 and answers.computations == before + 1
+        assert datetime.now(UTC) - started >= timedelta(seconds=answers.wait_for)
+        (row,) = (await rows(svc)).values()
+        assert row.claimed_by == "slow" and row.computed_by == answers.holder and row.body == r.content
+
+
+class TestReadYourWrites:
+    async def test_another_workers_write_is_seen(self, fresh_service):
+        a = fresh_service
+        read = await a.key("read")
+        ingest = await a.key("ingest", "46")
+        before = (await a.get(KPIS, read, window="7d")).json()["kpis"]["received"]
+        async for b in start_service(a.url):  # a second worker on the same database
+            await post(b, ingest, one_received())
+        after = (await a.get(KPIS, read, window="7d")).json()["kpis"]["received"]
+        assert after == before + 1
+
+    async def test_unchanged_data_is_served_as_stored(self, fresh_service):
+        svc = fresh_service
+        read = await svc.key("read")
+        first = await svc.get("/api/v1/rankings", read, level="province")
+        second = await svc.get("/api/v1/rankings", read, level="province")
+        assert second.content == first.content and svc.app.state.answers.computations == 1
+
+    async def test_changed_data_is_served_under_a_second_then_recomputed(self, make_service):
+        """With fresh_for > 0 an answer the data moved past is served while younger than
+        `changed_for` (one computation runs behind it past half of that); older, it is computed first."""
+        async with make_service(answer_cache_seconds=0.3) as svc:
+            read, ingest = await svc.key("read"), await svc.key("ingest", "46")
+            answers = svc.app.state.answers
+            assert 0 < answers.changed_for < 1.0  # the SPEC's second
+            answers.changed_for = 60.0  # the same rule on a scale no slow machine can blur
+            first = (await svc.get(KPIS, read, window="7d")).json()["kpis"]["received"]
+            await post(svc, ingest, one_received())
+            answers._local.clear()  # as another worker: no copy of its own
+            async with svc.db.transaction() as session:
+                (row,) = (await session.execute(select(SharedAnswer))).scalars()
+                row.computed_at = datetime.now(UTC) - timedelta(seconds=answers.changed_for * 0.75)
+            computed = answers.computations
+            got = await asyncio.gather(*(svc.get(KPIS, read, window="7d") for _ in range(10)))
+            assert {g.json()["kpis"]["received"] for g in got} == {first}  # the stored answer, at once
+            await answers.settle()
+            assert answers.computations == computed + 1  # one computation behind ten pollers
+            assert (await svc.get(KPIS, read, window="7d")).json()["kpis"]["received"] == first + 1
+            await post(svc, ingest, one_received())
+            await age(svc, answers.changed_for)
+            late = (await svc.get(KPIS, read, window="7d")).json()["kpis"]["received"]
+            assert late == first + 2 and answers.computations == computed + 2
+
+
+class TestRefresher:
+    async def test_polled_answers_are_fresh_again_after_a_change_without_a_request_computing(self, fresh_service):
+        svc = fresh_service
+        read, ingest = await svc.key("read"), await svc.key("ingest", "46")
+        first = (await svc.get(KPIS, read, window="7d")).json()["kpis"]["received"]
+        await post(svc, ingest, one_received())
+        refresher = AnswerRefresher(svc.db, svc.settings)
+        try:
+            assert await refresher.run_once() == 1
+            assert await refresher.run_once() == 0  # nothing changed since
+        finally:
+            await refresher.close()
+        answers = svc.app.state.answers
+        computed = answers.computations
+        assert (await svc.get(KPIS, read, window="7d")).json()["kpis"]["received"] == first + 1
+        assert answers.computations == computed
+        (row,) = (await rows(svc)).values()
+        assert row.computed_by == refresher.answers.holder
+
+    async def test_after_a_restart_the_polled_answers_are_warm_at_the_first_tick(self, fresh_service):
+        svc = fresh_service
+        read, ingest = await svc.key("read"), await svc.key("ingest", "46")
+        for path, query, _, _ in URLS:
+            await svc.get(path, read, **query)
+        await post(svc, ingest, one_received())  # meanwhile, the data changed
+        refresher = AnswerRefresher(svc.db, svc.settings)  # a new process
+        try:
+            assert await refresher.run_once() == len(URLS)
+        finally:
+            await refresher.close()
+        async for other in start_service(svc.url):
+            for path, query, _, _ in URLS:
+                assert (await other.get(path, read, **query)).status_code == 200
+            assert other.app.state.answers.computations == 0
+
+    async def test_answers_nobody_polls_are_left_alone_and_then_forgotten(self, fresh_service):
+        svc = fresh_service
+        read, ingest = await svc.key("read"), await svc.key("ingest", "46")
+        await svc.get(KPIS, read, window="7d")
+        async with svc.db.transaction() as session:
+            await session.execute(update(SharedAnswer).values(polled_at=datetime.now(UTC) - timedelta(hours=2)))
+        await post(svc, ingest, one_received())
+        refresher = AnswerRefresher(svc.db, svc.settings)
+        try:
+            assert await refresher.run_once() == 0
+            assert await rows(svc) == {}  # the sweep forgot it
+        finally:
+            await refresher.close()
+
+    async def test_one_refresher_per_database(self, fresh_service):
+        svc = fresh_service
+        one, two = AnswerRefresher(svc.db, svc.settings), AnswerRefresher(svc.db, svc.settings)
+        try:
+            read = await svc.key("read")
+            await svc.get(KPIS, read, window="7d")
+            await one.run_once()
+            await age(svc, 3600)
+            assert await two.run_once() == 0 and not two._leader
+            assert await one.run_once() == 1
+        finally:
+            await one.close()
+            await two.close()
+
+    async def test_a_failing_request_leaves_no_answer(self, fresh_service):
+        svc = fresh_service
+        read = await svc.key("read")
+        assert (await svc.get("/api/v1/units/99999/kpis", read)).status_code == 404
+        assert (await svc.get(KPIS, read, window="7d", sector="x" * 70)).status_code == 422
+        assert await rows(svc) == {}
+        assert orjson.loads((await svc.get(KPIS, read, window="7d")).content)["unit"]["code"] == "46"
