@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import orjson
+from sqlalchemy.exc import DBAPIError
 
 from app import metrics
 from app.answers import kinds
@@ -213,11 +214,20 @@ class SharedAnswers:
     async def compute(self, ctx: ReadContext, kind: str, key: str, params: str, by: str, claim: bool = True) -> Answer | None:
         """Claim, compute and store one answer; None when another process holds the claim (without
         `claim`: compute it whoever holds the claim, and store it if the stored one is older)."""
+        writable = True
         if claim:
             now = datetime.now(UTC)
-            async with self.db.transaction() as session:
-                mine = await repo.claim(session, key, kind, params, self.holder, now, now + timedelta(seconds=self.claim_for))
-            if not mine:
+            try:
+                async with self.db.transaction() as session:
+                    mine = await repo.claim(session, key, kind, params, self.holder, now, now + timedelta(seconds=self.claim_for))
+            except DBAPIError:
+                # A database that takes no write (read-only, a standby, a full disk) still answers
+                # reads: the answer is computed here and served, just not shared. Unreachable, the
+                # computation below fails too (503).
+                log.warning("answer %s computed unshared: the claim was refused", key, exc_info=True)
+                mine = writable = False
+                claim = False
+            if claim and not mine:
                 return None
         try:
             started = datetime.now(UTC)
@@ -226,8 +236,12 @@ class SharedAnswers:
             payload = await kinds.compute(ctx, kind, orjson.loads(params))
             body = orjson.dumps(payload)
             etag = etag_of(orjson.dumps({k: v for k, v in payload.items() if k != "as_of"}))
-            async with self.db.transaction() as session:
-                await repo.store(session, key, body, etag, version, started, self.holder)
+            if writable:
+                try:
+                    async with self.db.transaction() as session:
+                        await repo.store(session, key, body, etag, version, started, self.holder)
+                except DBAPIError:
+                    log.warning("answer %s served unshared: storing it was refused", key, exc_info=True)
         except BaseException:
             await asyncio.shield(self._release(key))
             raise

@@ -11,9 +11,11 @@ from starlette.responses import Response
 
 from app import metrics
 from app.answers.kinds import ReadContext
+from app.answers.service import canonical_params
 from app.api.deps import ReadKey
 from app.api.params import Limit, Offset
 from app.api.schemas import READ_ERRORS, AtRiskAnswer, KpiAnswer, RankingAnswer, SectorsAnswer, SeriesAnswer, SilentAnswer, problems
+from app.errors import NotFound
 
 router = APIRouter(prefix="/api/v1", tags=["kpis"])
 
@@ -52,9 +54,15 @@ PERIOD_DOC = (
 
 async def answer(request: Request, kind: str, params: dict) -> Response:
     """The shared answer (app.answers) as JSON, with an ETag over the figures, not `as_of`."""
-    key = request.url.path + "?" + "&".join(sorted(f"{k}={v}" for k, v in request.query_params.multi_items()))
     state = request.app.state
-    ctx = ReadContext(state.db, await state.registry.get(), state.settings, state.rankings)
+    registry = await state.registry.get()
+    for name in ("code", "parent"):  # an unknown unit is a 404 before any stored answer is looked up or claimed
+        if params.get(name) is not None and registry.get(params[name]) is None:
+            raise NotFound(f"unknown unit {params[name]}")
+    # Keyed by the validated parameters, not the raw query: parameters the endpoint does not take
+    # (any bytes, NUL included) neither split one answer into many nor reach the database.
+    key = f"{kind}:{canonical_params(params)}"
+    ctx = ReadContext(state.db, registry, state.settings, state.rankings)
     got = await state.answers.get(ctx, kind, key, params)
     return Response(got.body, media_type="application/json", headers={"ETag": got.etag})
 
