@@ -16,7 +16,7 @@ from app.db.models import DossierEvent
 from app.export.exporter import Exporter
 from app.scoring.kpis import KPI_NAMES
 from tests import reference as ref
-from tests.integration.test_reads import at_local, post, received, resolved
+from tests.helpers.events import at_local, post, received, resolved
 from tests.streams import wire
 
 COMMUNE = "19777"  # in province 46
