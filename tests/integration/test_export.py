@@ -17,10 +17,14 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
+from app.aggregates import periods
 from app.db.models import NetworkDay
 from app.export import service as export_service
 from app.export.exporter import Exporter, snapshot_body
 from app.export.signing import sign
+from tests import reference as ref
+from tests.helpers.dossiers import COMMUNE, past_day
+from tests.helpers.events import at_local, post, received, resolved
 from tests.helpers.export import CALENDAR_766, PROVINCE, diff_kpis
 from tests.reference import TZ
 from tests.streams import stream, wire
@@ -391,3 +395,53 @@ class TestOneExporter:
                 assert await diff_kpis(net.sub_get, net.central_get, [net.communes[0]], datetime.now(TZ).date()) == []
             finally:
                 await other.close()
+
+
+class TestExportRecords:
+    async def test_day_records_carry_counters_and_end_of_day_pending(self, make_service):
+        async with make_service(node_id="p46") as svc:
+            ingest, read = await svc.key("ingest", "VN"), await svc.key("read")
+            day = past_day(3)
+            await post(
+                svc,
+                ingest,
+                [
+                    received(COMMUNE, "a", at_local(day, 8), at_local(day, 12)),  # overdue from noon
+                    received(COMMUNE, "b", at_local(day, 9), at_local(day + timedelta(days=1), 12)),
+                    resolved(COMMUNE, "b", at_local(day + timedelta(days=1), 10)),
+                ],
+            )
+            await Exporter(svc.db, svc.settings).produce()
+            recs = (await svc.get("/api/v1/export/snapshots", read, limit=5000)).json()["records"]
+            days = {r["day"]: r for r in recs if r["kind"] == "day" and r["unit"] == COMMUNE}
+            first, second = days[day.isoformat()], days[(day + timedelta(days=1)).isoformat()]
+            for name in (
+                "received",
+                "received_online",
+                "resolved_early",
+                "resolved_on_time",
+                "resolved_late",
+                "resolved_unclassified",
+                "withdrawn",
+                "orphans",
+                "histogram",
+                "pending",
+                "overdue",
+            ):
+                assert name in first, name
+            assert (first["received"], first["pending"], first["overdue"]) == (2, 2, 1)
+            assert (second["resolved_early"] + second["resolved_on_time"], second["pending"], second["overdue"]) == (1, 1, 1)
+            today = ref.local_day(datetime.now(UTC))
+            assert today.isoformat() in days  # pending: a record every day, today's at the snapshot
+            month = periods.containing("month", day)
+            cohorts = [
+                r
+                for r in recs
+                if r["kind"] == "cohort"
+                and r["unit"] == COMMUNE
+                and r["period"]["start"] == month.start.isoformat()
+                and r["period"]["kind"] == "month"
+            ]
+            assert [(c["cohort_size"], c["cohort_on_time"]) for c in cohorts] == [(2, 1)]
+            assert all(r["node_id"] == "p46" for r in recs)
+            assert [r["sequence"] for r in recs] == sorted({r["sequence"] for r in recs})
