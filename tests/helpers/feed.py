@@ -7,7 +7,7 @@ from datetime import datetime, time, timedelta
 from app.ingest.service import accept_batch
 from app.keys.service import Principal
 from app.scoring import service as scoring
-from app.units.seed import NATION
+from app.units.model import NATION
 from tests.reference import TZ
 
 VN_KEY = Principal(None, "ingest", NATION)

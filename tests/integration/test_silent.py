@@ -20,7 +20,7 @@ from app.db import migrate
 from app.db.engine import Database
 from app.db.models import UnitSource
 from app.ingest.service import accept_batch
-from app.units.seed import NATION
+from app.units.model import NATION
 from tests.helpers.feed import VN_KEY, Feed, on_days
 from tests.reference import TZ
 
