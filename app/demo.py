@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from pathlib import Path
 
-from app.units.seed import NATION, UnitRow
+from app.units.model import NATION, UnitRow
 
 HUE = "46"
 WORK_PERIODS = ((time(7, 30), time(11, 30)), (time(13, 30), time(17, 0)))

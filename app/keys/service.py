@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from app.db.engine import Database
 from app.errors import Forbidden, Unauthorized
 from app.keys import repository
-from app.units.seed import NATION
+from app.units.model import NATION
 from app.units.service import Registry
 
 SCOPES = ("ingest", "read", "admin")

@@ -20,7 +20,7 @@ from app.aggregates import periods
 from app.aggregates.silent import DEFAULT_AFTER_HOURS
 from app.db.engine import Database
 from app.scoring import service as scoring
-from app.units.seed import NATION
+from app.units.model import NATION
 from app.units.service import Registry
 
 WINDOWS = ("7d", "30d")  # 35 units x 2 windows = 70 series per metric (< 100)

@@ -14,7 +14,7 @@ from app.db.engine import Database
 from app.db.models import ALL_SECTORS, NO_SECTOR
 from app.errors import NotFound, Unprocessable
 from app.scoring import kpis as kpi_math
-from app.units.seed import NATION, UnitRow
+from app.units.model import NATION, UnitRow
 from app.units.service import Registry
 
 SERIES_MAX_POINTS = 1000

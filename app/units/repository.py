@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect
 from app.db.models import Unit
-from app.units.seed import UnitRow
+from app.units.model import UnitRow
 
 REGISTRY_VERSION = "registry_version"
 

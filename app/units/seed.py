@@ -4,30 +4,12 @@ from __future__ import annotations
 
 import csv
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
-NATION = "VN"
+from app.units.model import NATION, UnitRow
+
 LEVELS = ("nation", "province", "commune")
 COMMUNE_KINDS = ("xa", "phuong", "dac_khu")
-
-
-@dataclass(frozen=True, slots=True)
-class UnitRow:
-    code: str
-    name: str
-    level: str
-    kind: str | None
-    parent_code: str | None
-
-    def as_dict(self) -> dict:
-        return {
-            "code": self.code,
-            "name": self.name,
-            "level": self.level,
-            "kind": self.kind,
-            "parent_code": self.parent_code,
-        }
 
 
 def level_of(code: str) -> str | None:

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from app.db import meta
 from app.db.engine import Database
 from app.units import repository
-from app.units.seed import NATION, UnitRow, package_units
+from app.units.model import NATION, UnitRow
+from app.units.seed import package_units
 
 
 @dataclass

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from tests.system.server import CHISO, ROOT, cli
+from tests.helpers.server import CHISO, ROOT, cli
 
 
 @pytest.fixture

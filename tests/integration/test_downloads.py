@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 import openpyxl
 import pytest
 
-from tests.integration.test_due_soon import post
+from tests.helpers.events import post_shuffled
 from tests.streams import stream
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -111,7 +111,7 @@ async def data(shared_service):
     for e in events:  # unique ids in the shared service
         e["event_id"] = "dl-" + e["event_id"]
         e["dossier_id"] = "dl-" + e["dossier_id"]
-    await post(svc, events)
+    await post_shuffled(svc, events)
     return svc, await svc.key("read")
 
 
@@ -181,7 +181,7 @@ class TestRowsEqualJson:
 
 class TestSilentDownload:
     async def test_silent_units_rows(self, fresh_service):
-        from tests.integration.test_silent import Feed, on_days
+        from tests.helpers.feed import Feed, on_days
 
         svc = fresh_service
         stopped = datetime.now(UTC) - timedelta(hours=72)
@@ -288,7 +288,7 @@ class TestEtag:
         svc, token = data
         first = await get(svc, token, "/api/v1/units/19777/kpis", window="7d", format="csv")
         now = datetime.now(UTC)
-        await post(
+        await post_shuffled(
             svc,
             [
                 {
@@ -326,7 +326,7 @@ class TestRowLimit:
                 }
                 for i in range(36)
             ]
-            await post(svc, due)
+            await post_shuffled(svc, due)
             assert (await svc.get("/api/v1/units/46/at-risk", token, within="72h", format="csv")).status_code == 422
             r = await svc.get("/api/v1/units/46/at-risk", token, within="29h", format="csv")  # 24 rows
             assert r.status_code == 200 and len(read_csv(r.content)) == 1 + 24

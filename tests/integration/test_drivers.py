@@ -15,7 +15,7 @@ import pytest
 
 from tests import reference as ref
 from tests.conftest import new_database_url, start_service
-from tests.integration.test_due_soon import post
+from tests.helpers.events import post_shuffled
 from tests.streams import stream
 
 COMMUNES_46 = ["19777", "19900", "19930"]
@@ -38,7 +38,7 @@ async def fed(store, templates, pg_server, tmp_path_factory):
     async for svc in start_service(url):
         now = datetime.now(UTC)
         events = [e for e in stream(random.Random(2326), STREAM_UNITS, 700, now, days=75) if e["occurred_at"] < now]  # none ahead
-        await post(svc, events, seed=5)
+        await post_shuffled(svc, events, seed=5)
         registry = {}
         for parent in ("VN", "46", "79"):
             r = await svc.get("/api/v1/units", await svc.key("read"), parent=parent, limit=5000)

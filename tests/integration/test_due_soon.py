@@ -12,7 +12,8 @@ import pytest
 
 from app.scoring import service as scoring
 from tests import reference as ref
-from tests.streams import stream, wire
+from tests.helpers.events import post_shuffled
+from tests.streams import stream
 
 C46, C46B, C79 = "19777", "19900", "26506"  # two communes of Huế (46), one of Hồ Chí Minh City (79)
 UNITS = {C46: {C46}, "46": {"46", C46, C46B}, "79": {"79", C79}, "VN": {"VN", "46", "79", C46, C46B, C79}}
@@ -35,19 +36,6 @@ class Events:
 
     def received(self, dossier: str, at: datetime, due: datetime, unit: str = C46, **kw) -> None:
         self.add("received", dossier, at, unit, channel=kw.pop("channel", "online"), due_at=due, **kw)
-
-
-async def post(svc, events: list[dict], seed: int = 0) -> None:
-    """Shuffled (out of order) and with duplicates."""
-    rng = random.Random(seed)
-    batch = [wire(e) for e in events]
-    batch += rng.sample(batch, k=len(batch) // 5)
-    rng.shuffle(batch)
-    token = await svc.key("ingest", "VN")
-    for i in range(0, len(batch), 500):
-        r = await svc.post(batch[i : i + 500], token)
-        assert r.status_code == 202, r.text
-        assert r.json()["rejected"] == 0, r.json()["items"][:3]
 
 
 def boundary_set(ev: Events, t: datetime, tag: str, unit: str = C46) -> None:
@@ -120,7 +108,7 @@ class TestBoundaries:
         ev.received("ahead-end", now - 2 * H, now + 10 * H)
         ev.add("resolved", "ahead-end", now + 30 * S)
         ev.received("ahead-recv", now + 20 * S, now + 10 * H)  # received after now: not pending
-        await post(svc, ev.items)
+        await post_shuffled(svc, ev.items)
         frozen_now(now)
         token = await svc.key("read")
         for code in UNITS:
@@ -142,7 +130,7 @@ class TestBoundaries:
         marks = [today - timedelta(days=n) for n in (9, 5, 4)]  # t = the midnights starting these days
         for i, day in enumerate(marks):
             boundary_set(ev, ref.midnight(day), f"m{i}", unit=(C46, C46B, C79)[i])
-        await post(svc, ev.items)
+        await post_shuffled(svc, ev.items)
         token = await svc.key("read")
         asked = datetime.now(UTC)
         for code in UNITS:
@@ -204,7 +192,7 @@ class TestRandomStreams:
         rng = random.Random(seed)
         real_now = datetime.now(UTC)
         events = stream(rng, [C46, C46B, C79, "46"], 300, real_now, days=20)
-        await post(svc, events, seed)
+        await post_shuffled(svc, events, seed)
         now = frozen_now(datetime.now(UTC))
         token = await svc.key("read")
         today = ref.local_day(now)
@@ -276,7 +264,7 @@ class TestAtRiskRequests:
         ev = Events()
         ev.received("X1", now - 5 * H, now + 10 * H, unit=C46B, channel="postal", sector="land", procedure_code="1.001612")
         ev.received("X2", now - 5 * H, now - H, unit=C46)  # overdue
-        await post(svc, ev.items)
+        await post_shuffled(svc, ev.items)
         frozen_now(now)
         token = await svc.key("read")
         body = (await svc.get("/api/v1/units/46/at-risk", token, within="24h", include_overdue="true")).json()
@@ -309,7 +297,7 @@ class TestStorage:
         svc = fresh_service
         rng = random.Random(11)
         events = stream(rng, [C46, C46B, C79, "46"], 200, datetime.now(UTC), days=12)
-        await post(svc, events)
+        await post_shuffled(svc, events)
         token = await svc.key("read")
         queries = [("VN", {"period": "day", "at": str(ref.local_day(datetime.now(UTC)) - timedelta(days=d))}) for d in range(1, 9)]
         queries += [(code, {"window": "7d"}) for code in UNITS]
@@ -349,7 +337,7 @@ class TestStorage:
         ev.received("out", now - H, now + 72 * H + 11 * S, unit="46")
         ev.received("shut", now - H, now + 72 * H + 5 * S, unit="01")
         ev.add("resolved", "shut", now - S, unit="01")  # ended: never due again
-        await post(svc, ev.items)
+        await post_shuffled(svc, ev.items)
         async with svc.db.session() as session:
             assert await read_units_due_between(session, now, now + 10 * S) == sorted([C46, C46B, C79])
             assert await read_units_due_between(session, now + 10 * S, now + 11 * S) == ["46"]

@@ -6,7 +6,6 @@ system test (tests/system/test_network.py) runs the same topology as two real pr
 
 from __future__ import annotations
 
-import copy
 import random
 import socket
 from contextlib import asynccontextmanager
@@ -18,74 +17,19 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
+from app.aggregates import periods
 from app.db.models import NetworkDay
 from app.export import service as export_service
 from app.export.exporter import Exporter, snapshot_body
 from app.export.signing import sign
+from tests import reference as ref
+from tests.helpers.dossiers import COMMUNE, past_day
+from tests.helpers.events import at_local, post, received, resolved
+from tests.helpers.export import CALENDAR_766, PROVINCE, diff_kpis
 from tests.reference import TZ
 from tests.streams import stream, wire
 
 SECRET = "s3cret-of-hue"
-PROVINCE = "46"  # Thành phố Huế
-CALENDAR_766 = ("month", "quarter", "year")
-SETTLEMENT = ("settlement_rate_766", "settlement_score", "overdue_766")
-
-
-def expected_at_central(answer: dict, calendar_766: bool, has_cohort: bool = True) -> dict:
-    """What a central node answers for a fed unit: the subordinate's answer (as_of aside), with the
-    settlement group null outside calendar months, quarters and years (a unit that never had a
-    cohort has an empty one in every period: that the central node knows)."""
-    out = copy.deepcopy({k: v for k, v in answer.items() if k != "as_of"})
-    if not calendar_766 and has_cohort:
-        blocks = [out["kpis"], out["previous"]["kpis"], out["change"]] if "previous" in out else [out["kpis"], out["change"]]
-        for block in blocks:
-            for k in SETTLEMENT:
-                block[k] = None
-    return out
-
-
-def queries(today) -> list[dict]:
-    """KPI queries covering windows and every calendar period, current and past."""
-    past = today - timedelta(days=40)
-    qs = [{"window": w} for w in ("1d", "7d", "30d", "90d", "365d")]
-    qs += [{"period": k} for k in ("day", "week", "month", "quarter", "year")]
-    qs += [{"period": k, "at": past.isoformat()} for k in ("day", "week", "month", "quarter")]
-    return qs
-
-
-async def diff_kpis(sub_get, central_get, units: list[str], today) -> list[str]:
-    """Every (unit, query) where the central's answer is not what it should be; [] when equal."""
-    bad = []
-    with_cohort, after = set(), 0
-    while True:  # which units ever had an INDEX-766 cohort, from the subordinate's own feed
-        page = await sub_get("/api/v1/export/snapshots", {"after": after, "limit": 5000})
-        with_cohort |= {r["unit"] for r in page["records"] if r["kind"] == "cohort" and r["cohort_size"]}
-        after = page["next_after"]
-        if not page["has_more"]:
-            break
-    for unit in units:
-        for q in queries(today):
-            a = await sub_get(f"/api/v1/units/{unit}/kpis", q)
-            b = await central_get(f"/api/v1/units/{unit}/kpis", q)
-            fed = any(u == unit or u[:2] == unit for u in with_cohort)
-            want = expected_at_central(a, q.get("period") in CALENDAR_766, fed)
-            got = {k: v for k, v in b.items() if k != "as_of"}
-            if got != want:
-                keys = [k for k in want["kpis"] if want["kpis"][k] != got["kpis"][k]]
-                bad.append(f"{unit} {q}: {keys} {[(want['kpis'][k], got['kpis'][k]) for k in keys][:4]}")
-    for q in ({"window": "30d"}, {"period": "month"}, {"period": "week"}):
-        params = {"level": "commune", "parent": PROVINCE, "sort": "-received", "limit": 5000, **q}
-        a = await sub_get("/api/v1/rankings", params)
-        b = await central_get("/api/v1/rankings", params)
-        for x, y in zip(a["items"], b["items"], strict=True):
-            want = expected_at_central(x, q.get("period") in CALENDAR_766, x["unit"]["code"] in with_cohort)
-            if (x["rank"], x["unit"]) != (y["rank"], y["unit"]) or want["kpis"] != y["kpis"]:
-                bad.append(
-                    f"ranking {q} {x['unit']['code']} {x['rank']} {y['rank']} "
-                    f"{[(k, want['kpis'][k], y['kpis'][k]) for k in want['kpis'] if want['kpis'][k] != y['kpis'][k]]}"
-                )
-                break
-    return bad
 
 
 def fresh_stream(rng: random.Random, units: list[str], n: int, now: datetime) -> list[dict]:
@@ -451,3 +395,53 @@ class TestOneExporter:
                 assert await diff_kpis(net.sub_get, net.central_get, [net.communes[0]], datetime.now(TZ).date()) == []
             finally:
                 await other.close()
+
+
+class TestExportRecords:
+    async def test_day_records_carry_counters_and_end_of_day_pending(self, make_service):
+        async with make_service(node_id="p46") as svc:
+            ingest, read = await svc.key("ingest", "VN"), await svc.key("read")
+            day = past_day(3)
+            await post(
+                svc,
+                ingest,
+                [
+                    received(COMMUNE, "a", at_local(day, 8), at_local(day, 12)),  # overdue from noon
+                    received(COMMUNE, "b", at_local(day, 9), at_local(day + timedelta(days=1), 12)),
+                    resolved(COMMUNE, "b", at_local(day + timedelta(days=1), 10)),
+                ],
+            )
+            await Exporter(svc.db, svc.settings).produce()
+            recs = (await svc.get("/api/v1/export/snapshots", read, limit=5000)).json()["records"]
+            days = {r["day"]: r for r in recs if r["kind"] == "day" and r["unit"] == COMMUNE}
+            first, second = days[day.isoformat()], days[(day + timedelta(days=1)).isoformat()]
+            for name in (
+                "received",
+                "received_online",
+                "resolved_early",
+                "resolved_on_time",
+                "resolved_late",
+                "resolved_unclassified",
+                "withdrawn",
+                "orphans",
+                "histogram",
+                "pending",
+                "overdue",
+            ):
+                assert name in first, name
+            assert (first["received"], first["pending"], first["overdue"]) == (2, 2, 1)
+            assert (second["resolved_early"] + second["resolved_on_time"], second["pending"], second["overdue"]) == (1, 1, 1)
+            today = ref.local_day(datetime.now(UTC))
+            assert today.isoformat() in days  # pending: a record every day, today's at the snapshot
+            month = periods.containing("month", day)
+            cohorts = [
+                r
+                for r in recs
+                if r["kind"] == "cohort"
+                and r["unit"] == COMMUNE
+                and r["period"]["start"] == month.start.isoformat()
+                and r["period"]["kind"] == "month"
+            ]
+            assert [(c["cohort_size"], c["cohort_on_time"]) for c in cohorts] == [(2, 1)]
+            assert all(r["node_id"] == "p46" for r in recs)
+            assert [r["sequence"] for r in recs] == sorted({r["sequence"] for r in recs})

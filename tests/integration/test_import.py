@@ -24,7 +24,7 @@ from app.aggregates import rebuild
 from app.aggregates.counters import DAY_COUNTERS, TOTAL_COUNTERS
 from app.ingest.importer import Importer, progress_path, rejected_path
 from tests import reference as ref
-from tests.integration.test_kpis_reference import COMMUNES_46, COMMUNES_79, PERIODS, assert_matches, post_all
+from tests.helpers.kpis import COMMUNES_46, COMMUNES_79, PERIODS, assert_matches, post_all
 from tests.streams import stream, wire
 
 UNITS_46 = {"46": {"46", *COMMUNES_46}, COMMUNES_46[0]: {COMMUNES_46[0]}, "VN": {"VN", "46", *COMMUNES_46}}

@@ -11,6 +11,9 @@ import pytest
 from sqlalchemy import func, select
 
 from app.db.models import DossierEvent
+from tests.helpers.dossiers import uid
+from tests.helpers.events import received
+from tests.streams import wire
 
 COMMUNE = "19777"  # in province 46
 OTHER_COMMUNE = "19900"  # also in 46
@@ -319,3 +322,56 @@ class TestDatabaseDown:
         assert await stored(svc, [e["event_id"] for e in events]) == 0
         r = await svc.post(events, token)  # the pool recovers, and the retry stores it once
         assert r.json()["accepted"] == 2
+
+
+class TestWholeRequestsAndNdjson:
+    async def _raw(self, svc, token, content: bytes, content_type: str):
+        return await svc.client.post(
+            "/api/v1/events", content=content, headers={"Authorization": f"Bearer {token}", "Content-Type": content_type}
+        )
+
+    async def _stored(self, svc, ids) -> int:
+        async with svc.db.session() as session:
+            q = select(func.count()).select_from(DossierEvent).where(DossierEvent.event_id.in_(ids))
+            return (await session.execute(q)).scalar_one()
+
+    def _event(self, **kw) -> dict:
+        now = datetime.now(UTC)
+        return wire(received(COMMUNE, uid(), now - timedelta(hours=1), now + timedelta(days=1), event_id=f"n-{uid()}", **kw))
+
+    async def test_ndjson_lines_that_are_not_objects_are_items_and_blank_lines_are_skipped(self, shared_service):
+        token = await shared_service.key("ingest", "46")
+        good = [self._event(), self._event()]
+        body = "\n".join([json.dumps(good[0]), "", "   ", "[1, 2]", "not json", "\t", json.dumps(good[1]), ""]) + "\r\n"
+        r = await self._raw(shared_service, token, body.encode(), "application/x-ndjson")
+        assert r.status_code == 202
+        assert r.json() == {
+            "accepted": 2,
+            "duplicates": 0,
+            "rejected": 2,
+            "items": [
+                {"index": 1, "event_id": None, "status": "rejected", "errors": [{"loc": [], "msg": "an event must be a JSON object"}]},
+                {"index": 2, "event_id": None, "status": "rejected", "errors": [{"loc": [], "msg": "line is not JSON"}]},
+            ],
+        }
+
+    async def test_ndjson_lines_end_only_at_newline(self, shared_service):
+        token = await shared_service.key("ingest", "46")
+        events = [self._event(dossier_id=f"a\u2028b-{uid()}"), self._event(dossier_id=f"c\u0085d-{uid()}")]
+        body = "\n".join(json.dumps(e, ensure_ascii=False) for e in events)
+        r = await self._raw(shared_service, token, body.encode(), "application/x-ndjson")
+        assert r.json()["accepted"] == 2, r.json()
+
+    async def test_ndjson_not_utf8_is_400_and_stores_nothing(self, shared_service):
+        token = await shared_service.key("ingest", "46")
+        good = self._event()
+        r = await self._raw(shared_service, token, json.dumps(good).encode() + b"\n\xff\xfe\n", "application/x-ndjson")
+        assert r.status_code == 400 and await self._stored(shared_service, [good["event_id"]]) == 0
+
+    async def test_a_foreign_unit_in_an_invalid_event_refuses_the_request_naming_it(self, shared_service):
+        token = await shared_service.key("ingest", "46")
+        good = self._event()
+        foreign = {"unit_code": "26506", "type": "nonsense"}
+        r = await shared_service.post([good, foreign], token)
+        assert r.status_code == 403 and r.json()["unit"] == "26506" and "26506" in r.json()["detail"]
+        assert await self._stored(shared_service, [good["event_id"]]) == 0

@@ -22,7 +22,7 @@ from app.api.schemas import EVENT_EXAMPLES, KPI_DOCS
 from app.export.exporter import Exporter, snapshot_body
 from app.export.signing import sign
 from app.scoring.kpis import KPI_NAMES
-from tests.integration.test_silent import Feed, on_days
+from tests.helpers.feed import Feed, on_days
 from tests.openapi_check import Conformance, NonConformingAnswer
 
 SECRET = "conformance-secret"

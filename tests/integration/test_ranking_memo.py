@@ -11,7 +11,7 @@ from app.aggregates import periods
 from app.scoring import service
 from app.scoring.service import RankingMemo
 from app.units.service import RegistryCache
-from tests.integration.test_kpis_reference import COMMUNES_46, COMMUNES_79
+from tests.helpers.kpis import COMMUNES_46, COMMUNES_79
 from tests.streams import stream, wire
 
 COMMUNES = [*COMMUNES_46, *COMMUNES_79]

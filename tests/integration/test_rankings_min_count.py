@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests import reference as ref
-from tests.integration.test_due_soon import post
+from tests.helpers.events import post_shuffled
 from tests.streams import stream
 
 H = timedelta(hours=1)
@@ -67,7 +67,7 @@ class TestMinCount:
         settled(events, "19786", 10, 1, "d", now)  # 90 % of exactly 10
         settled(events, "19810", 9, 0, "e", now)  # 100 % of 9
         settled(events, "19813", 12, 0, "f", now)  # 100 % of 12: ties with 19930
-        await post(svc, events)
+        await post_shuffled(svc, events)
         token = await svc.key("read")
         items = await ranking(svc, token, sort="-on_time_rate", min_count=10)
         head = [(it["rank"], it["unit"]["code"], it["kpis"]["on_time_rate"]) for it in items[:6]]
@@ -108,7 +108,7 @@ class TestMinCount:
         now = datetime.now(UTC)
         communes = ["19768", "19777", "19786", "19810", "19813", "19815", "19900", "19930"]
         events = stream(rng, communes, 250, now, days=7)
-        await post(svc, events, min_count)
+        await post_shuffled(svc, events, min_count)
         token = await svc.key("read")
         ds = ref.dossiers(events)
         asked = datetime.now(UTC)

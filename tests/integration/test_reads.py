@@ -9,44 +9,9 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from tests import reference as ref
-from tests.integration.test_kpis_reference import COMMUNES_46, assert_matches, post_all
-from tests.streams import stream, wire
-
-TZ = ref.TZ
-
-
-def at_local(d: date, hour: int, minute: int = 0, second: int = 0) -> datetime:
-    return datetime(d.year, d.month, d.day, hour, minute, second, tzinfo=TZ)
-
-
-def received(unit, dossier, at, due, **kw):
-    return {
-        "event_id": f"r-{dossier}",
-        "type": "received",
-        "dossier_id": dossier,
-        "unit_code": unit,
-        "occurred_at": at,
-        "channel": kw.pop("channel", "online"),
-        "due_at": due,
-        **kw,
-    }
-
-
-def resolved(unit, dossier, at, **kw):
-    return {
-        "event_id": kw.pop("event_id", f"s-{dossier}"),
-        "type": "resolved",
-        "dossier_id": dossier,
-        "unit_code": unit,
-        "occurred_at": at,
-        **kw,
-    }
-
-
-async def post(svc, token, events):
-    r = await svc.post([wire(e) for e in events], token)
-    assert r.status_code == 202 and r.json()["rejected"] == 0, r.text
-    return r
+from tests.helpers.events import at_local, post, received, resolved
+from tests.helpers.kpis import COMMUNES_46, assert_matches, post_all
+from tests.streams import stream
 
 
 @pytest.fixture

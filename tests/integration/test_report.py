@@ -16,7 +16,7 @@ import pytest
 
 from tests import reference as ref
 from tests.conftest import new_database_url, start_service
-from tests.integration.test_due_soon import post
+from tests.helpers.events import post_shuffled
 from tests.streams import stream
 
 UNITS = ["46", "19777", "19900", "19930", "19786", "79", "26506", "26526"]
@@ -29,7 +29,7 @@ async def fed(store, templates, pg_server, tmp_path_factory):
     async for svc in start_service(url):
         now = datetime.now(UTC)
         events = [e for e in stream(random.Random(2327), UNITS, 900, now, days=40) if e["occurred_at"] < now]
-        await post(svc, events, seed=7)
+        await post_shuffled(svc, events, seed=7)
         yield svc, await svc.key("read"), now
 
 

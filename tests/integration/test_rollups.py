@@ -13,7 +13,7 @@ from app.aggregates import reads, writes
 from app.aggregates import rebuild as verify
 from app.db import meta
 from app.units.service import RegistryCache
-from tests.integration.test_kpis_reference import COMMUNES_46, COMMUNES_79
+from tests.helpers.kpis import COMMUNES_46, COMMUNES_79
 from tests.streams import stream, wire
 
 UNITS = [*COMMUNES_46, *COMMUNES_79, "46", "79", "VN"]

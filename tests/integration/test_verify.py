@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from app.aggregates import rebuild as verify
 from app.db import meta
-from tests.integration.test_kpis_reference import COMMUNES_46, post_all
+from tests.helpers.kpis import COMMUNES_46, post_all
 from tests.streams import stream
 
 

@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.system.server import free_port
+from tests.helpers.server import free_port
 
 
 def pg_bin() -> Path | None:

@@ -15,8 +15,8 @@ import time
 
 import httpx
 
+from tests.helpers.server import Server
 from tests.reliability.harness import Tally, make_key, received_events, report, scale, stored_events
-from tests.system.server import Server
 
 BODY_TIMEOUT = 3.0
 BOUND = 10.0  # seconds: a hung body is cut off, and a real client is served, within this

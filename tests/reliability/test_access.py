@@ -18,8 +18,8 @@ import httpx
 
 from app.export import signing
 from app.keys import service as keys_service
+from tests.helpers.server import Server, cli
 from tests.reliability.harness import OUTPUT, make_key, query, received_events, revoke_key, stored_events
-from tests.system.server import Server, cli
 
 PUBLIC = {"/healthz", "/readyz", "/metrics", "/", "/openapi.json", "/docs", "/redoc"}
 

@@ -23,11 +23,11 @@ import httpx
 import pytest
 
 from tests.conftest import new_database_url
-from tests.integration.test_export import PROVINCE
+from tests.helpers.export import PROVINCE
+from tests.helpers.network import SECRET, Node, converge, getter
+from tests.helpers.server import cli, free_port
 from tests.reliability.harness import LONG, Tally, report, scale, stored_events
 from tests.streams import stream, wire
-from tests.system.server import cli, free_port
-from tests.system.test_network import SECRET, Node, converge, getter
 
 SLOW_SECONDS = 30.0
 PUSH_TIMEOUT = 3.0

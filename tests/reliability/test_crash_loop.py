@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
+from tests.helpers.server import Server, cli
 from tests.reference import TZ
 from tests.reliability.harness import LONG, Tally, make_key, post_until_acked, report, scale, stored_events
 from tests.streams import stream, wire
-from tests.system.server import Server, cli
 
 UNITS = ["19777", "19900", "19930", "26506", "00070", "46"]  # communes of three provinces, and a province's own centre
 FLOW_KPIS = ("received", "received_online", "resolved_early", "resolved_on_time", "resolved_late", "resolved_unclassified", "withdrawn")

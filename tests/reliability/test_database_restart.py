@@ -12,9 +12,9 @@ import time
 import httpx
 import pytest
 
+from tests.helpers.server import Server, cli
 from tests.reliability.harness import Tally, make_key, post_until_acked, query, received_events, report, scale, stored_events
 from tests.reliability.pgcluster import PrivateCluster, pg_bin
-from tests.system.server import Server, cli
 
 BOUND = 10.0  # seconds: no request may take longer while the database is down (DB_CONNECT_TIMEOUT 3 s, DB_POOL_TIMEOUT 5 s)
 UNITS = ["19777", "19900", "26506", "00070"]

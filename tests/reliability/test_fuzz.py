@@ -23,8 +23,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.helpers.server import Server
 from tests.reliability.harness import LONG, OUTPUT, ROOT, make_key, query, scale
-from tests.system.server import Server
 
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance"
 SCOPES = ("none", "ingest", "read", "admin")

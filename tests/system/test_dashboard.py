@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import os
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -28,19 +26,10 @@ from app.settings import Settings
 from app.units.seed import package_units
 from app.units.service import RegistryCache
 from tests.conftest import new_database_url
-from tests.system.server import ROOT, Server, token
+from tests.helpers.browser import CHROMIUM_ARGS
+from tests.helpers.server import ROOT, Server, token
 
-CI = os.environ.get("CI", "").lower() == "true"
 SHOTS = ROOT / "test-output" / "dashboard"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 WINDOWS = ("7d", "30d", "90d")
 MIN_COUNT = 10  # the dashboard's rankings: min_count=10
 FIGURES = {  # kpi: how the dashboard shows it (see FIGURES in app/static/app.js)
@@ -53,25 +42,6 @@ FIGURES = {  # kpi: how the dashboard shows it (see FIGURES in app/static/app.js
     "online_rate": "rate",
     "processing_hours_p50": "hours",
 }
-
-
-def need(what: str, ok: bool) -> None:
-    if not ok:
-        message = f"{what} is needed for the dashboard test"
-        if CI:
-            pytest.fail(message)
-        pytest.skip(message)
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    path = shutil.which("chromium") or "/usr/bin/chromium"
-    need("Chromium (Debian package chromium)", Path(path).exists())
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        need("Playwright for Python (pip install playwright)", False)
-    return path
 
 
 def vi_number(text: str) -> float:

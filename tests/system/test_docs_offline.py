@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from tests.conftest import new_database_url
-from tests.system.server import ROOT, Server
-from tests.system.test_dashboard import CHROMIUM_ARGS, chromium  # noqa: F401 (the fixture)
+from tests.helpers.browser import CHROMIUM_ARGS
+from tests.helpers.server import ROOT, Server
 
 SHOTS = ROOT / "test-output" / "docs"
 LOCAL = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -48,7 +48,7 @@ def offline_page(browser, attempts: list[str], local: list[str]):
     return page, errors
 
 
-def test_docs_and_redoc_render_offline(env, chromium, tmp_path):  # noqa: F811
+def test_docs_and_redoc_render_offline(env, chromium, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     SHOTS.mkdir(parents=True, exist_ok=True)

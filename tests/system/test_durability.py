@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import new_database_url
-from tests.system.server import Server, cli, token
+from tests.helpers.server import Server, cli, token
 
 COMMUNES = ["19777", "19900", "19930", "26506"]
 

@@ -13,7 +13,7 @@ import psutil
 
 from app.export.process import NICE
 from tests.conftest import new_database_url
-from tests.system.server import Server, token
+from tests.helpers.server import Server, token
 
 
 def exporters(server: Server) -> list[psutil.Process]:

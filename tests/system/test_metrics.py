@@ -9,139 +9,38 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
-import socket
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 from prometheus_client.mmap_dict import MmapedDict
-from prometheus_client.parser import text_string_to_metric_families
 
 from app.api import kpi_gauges
 from app.scoring import gauges
-from app.settings import Settings
 from tests.conftest import new_database_url
+from tests.helpers.metrics import (
+    COMMUNE,
+    OTHER_PROVINCE,
+    PROVINCE,
+    Batches,
+    gauge,
+    make_batches,
+    promtool_check,
+    samples,
+    tool,
+)
+from tests.helpers.processes import BIN, clean_env, stop_tree, wait_http
+from tests.helpers.server import free_port
 
-CI = os.environ.get("CI", "").lower() == "true"
-BIN = Path(sys.executable).parent
-PROVINCE, COMMUNE = "79", "26740"  # Thành phố Hồ Chí Minh, Phường Sài Gòn
-OTHER_PROVINCE, OTHER_COMMUNE = "01", "00070"  # Thành phố Hà Nội, Phường Hoàn Kiếm
 QUIET_PROVINCE = "46"  # gets no event: its rates are null
-PROVINCE_OF = {COMMUNE: PROVINCE, OTHER_COMMUNE: OTHER_PROVINCE}
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} not found (Debian package `prometheus`)"
-        if CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def samples(text: str) -> dict[str, dict[tuple, float]]:
-    """{sample name: {sorted label items: value}} of an exposition."""
-    out: dict[str, dict[tuple, float]] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
-    return out
-
-
-def gauge(parsed: dict, sample: str, **labels) -> float | None:
-    """The value of the sample whose labels include `labels`, None when absent (exactly one else)."""
-    found = [v for k, v in parsed.get(sample, {}).items() if set(labels.items()) <= set(k)]
-    assert len(found) <= 1, (sample, labels, found)
-    return found[0] if found else None
-
-
-def promtool_check(text: str) -> None:
-    r = subprocess.run([tool("promtool"), "check", "metrics"], input=text.encode(), capture_output=True, timeout=30)
-    assert r.returncode == 0, (r.stdout + r.stderr).decode()
 
 
 # --- events ----------------------------------------------------------------------------------------
-
-
-def _ts(dt: datetime) -> str:
-    return dt.astimezone(UTC).isoformat(timespec="seconds")
-
-
-@dataclass
-class Batches:
-    """Batches of events with the KPIs they must give; dossier kinds cycle early, early, late."""
-
-    batches: list[list[dict]] = field(default_factory=list)
-    resolved: dict[str, list[str]] = field(default_factory=dict)  # unit -> kinds
-
-
-def make_batches(tag: str, count: int, per_batch: int = 3) -> Batches:
-    now = datetime.now(UTC)
-    out = Batches()
-    n = 0
-    for b in range(count):
-        batch: list[dict] = []
-        for j in range(per_batch):
-            commune = COMMUNE if (b + j) % 3 else OTHER_COMMUNE
-            kind = ("early", "early", "late")[n % 3]
-            n += 1
-            d = f"{tag}-D{b}-{j}"
-            due = now - timedelta(days=5)
-            resolved_at = now - timedelta(days=7 if kind == "early" else 3)
-            batch.append(
-                {
-                    "event_id": f"{d}-r",
-                    "type": "received",
-                    "dossier_id": d,
-                    "unit_code": commune,
-                    "occurred_at": _ts(now - timedelta(days=10)),
-                    "channel": "online" if j % 2 else "in_person",
-                    "due_at": _ts(due),
-                }
-            )
-            batch.append(
-                {
-                    "event_id": f"{d}-x",
-                    "type": "resolved",
-                    "dossier_id": d,
-                    "unit_code": commune,
-                    "occurred_at": _ts(resolved_at),
-                    "outcome": "approved",
-                }
-            )
-            out.resolved.setdefault(PROVINCE_OF[commune], []).append(kind)
-        # An open dossier past its deadline, a duplicate and a rejected event in every batch.
-        batch.append(
-            {
-                "event_id": f"{tag}-O{b}",
-                "type": "received",
-                "dossier_id": f"{tag}-O{b}",
-                "unit_code": COMMUNE,
-                "occurred_at": _ts(now - timedelta(days=2)),
-                "channel": "online",
-                "due_at": _ts(now - timedelta(days=1)),
-            }
-        )
-        batch.append(dict(batch[0]))
-        batch.append({"event_id": f"{tag}-bad{b}", "type": "exploded", "dossier_id": "x", "unit_code": COMMUNE, "occurred_at": _ts(now)})
-        out.batches.append(batch)
-    return out
 
 
 def expected_on_time(kinds: list[str]) -> float:
@@ -279,56 +178,6 @@ async def test_a_slow_read_does_not_hold_the_scrape(make_service, monkeypatch):
 # these tests prove is about processes, not stores, and the in-process tests above cover both.
 
 
-def _family(proc: subprocess.Popen) -> list[psutil.Process]:
-    try:
-        parent = psutil.Process(proc.pid)
-        return [parent, *parent.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def _stop(proc: subprocess.Popen | None) -> None:
-    """End a process we started and every process it started (uvicorn's workers)."""
-    if proc is None:
-        return
-    family = _family(proc)
-    for p in family:
-        try:
-            p.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(family, timeout=10)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=5)
-    proc.wait(5)
-
-
-def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"{proc.args[0]} exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"{url} not ready after {timeout}s:\n{log.read_text()[-3000:]}")
-
-
-def _clean_env(**values: str) -> dict[str, str]:
-    """This process's environment without any chiso setting, plus `values`."""
-    names = {n.upper() for n in Settings.model_fields} | {"PROMETHEUS_MULTIPROC_DIR"}
-    env = {k: v for k, v in os.environ.items() if k.upper() not in names}
-    env.update(values)
-    return env
-
-
 @dataclass
 class Stack:
     base: str
@@ -350,7 +199,7 @@ async def stack(templates, pg_server, tmp_path_factory):
     work = tmp_path_factory.mktemp(f"stack-{store}")
     url = await new_database_url(store, templates, pg_server, work)
     port, prom_port = free_port(), free_port()
-    env = _clean_env(DATABASE_URL=url, PUBLIC_READ="true", INGEST_RATE_PER_MINUTE="0", DB_POOL_SIZE="3")
+    env = clean_env(DATABASE_URL=url, PUBLIC_READ="true", INGEST_RATE_PER_MINUTE="0", DB_POOL_SIZE="3")
     # Our own multiprocess directory, to see what each worker counted; `serve` empties it first.
     mp_dir = work / "multiproc"
     mp_dir.mkdir()
@@ -378,7 +227,7 @@ async def stack(templates, pg_server, tmp_path_factory):
         assert keys.returncode == 0, keys.stderr
         token = keys.stdout.strip().splitlines()[-1]
         base = f"http://127.0.0.1:{port}"
-        _wait_http(f"{base}/readyz", serve, serve_log)
+        wait_http(f"{base}/readyz", serve, serve_log)
         data = make_batches(f"sys-{store}", 24)
 
         def post(batch: list[dict]) -> int:
@@ -426,8 +275,8 @@ async def stack(templates, pg_server, tmp_path_factory):
             )
         yield Stack(base, port, mp_dir, accepted, data, f"http://127.0.0.1:{prom_port}", prom, prom_log)
     finally:
-        _stop(prom)
-        _stop(serve)
+        stop_tree(prom)
+        stop_tree(serve)
 
 
 def _accepted_by_worker(mp_dir: Path) -> dict[str, float]:
@@ -490,7 +339,7 @@ def _eventually(prom: str, expr: str, want: float, timeout: float = 20) -> float
 
 
 def test_prometheus_sees_the_sum_over_workers_and_the_gauges(stack):
-    _wait_http(f"{stack.prometheus}/-/ready", stack.prometheus_proc, stack.prometheus_log)
+    wait_http(f"{stack.prometheus}/-/ready", stack.prometheus_proc, stack.prometheus_log)
     prom = stack.prometheus
     assert _eventually(prom, 'up{job="chiso"}', 1) == 1
     assert _eventually(prom, 'chiso_ingested_events_total{outcome="accepted"}', stack.accepted) == stack.accepted

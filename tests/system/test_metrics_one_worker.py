@@ -13,7 +13,9 @@ import httpx
 import pytest
 
 from tests.conftest import new_database_url
-from tests.system.test_metrics import BIN, _clean_env, _stop, _wait_http, free_port, gauge, make_batches, promtool_check, samples
+from tests.helpers.metrics import gauge, make_batches, promtool_check, samples
+from tests.helpers.processes import BIN, clean_env, stop_tree, wait_http
+from tests.helpers.server import free_port
 
 
 @pytest.fixture
@@ -21,7 +23,7 @@ async def env(templates, pg_server, tmp_path) -> dict:
     store = "postgres" if pg_server is not None else "sqlite"
     url = await new_database_url(store, templates, pg_server, tmp_path)
     # TMPDIR: `serve` makes its multiprocess folder there when none is given, as under `make run`
-    return _clean_env(
+    return clean_env(
         DATABASE_URL=url, PUBLIC_READ="true", INGEST_RATE_PER_MINUTE="0", DB_POOL_SIZE="3", EXPORT_INTERVAL="1", TMPDIR=str(tmp_path)
     )
 
@@ -51,7 +53,7 @@ def test_one_worker_with_the_exporter_reports_the_ingest_counters(env, tmp_path)
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        _wait_http(f"{base}/readyz", serve, log)
+        wait_http(f"{base}/readyz", serve, log)
         mp_dir = tmp_path / f"chiso-metrics-{port}"
         assert mp_dir.is_dir(), "serve with the exporter on uses a multiprocess folder"
         data = make_batches("one", 4)
@@ -77,4 +79,4 @@ def test_one_worker_with_the_exporter_reports_the_ingest_counters(env, tmp_path)
         assert gauge(parsed, "chiso_on_time_ratio", unit="VN", window="30d") is not None
         promtool_check(text)
     finally:
-        _stop(serve)
+        stop_tree(serve)

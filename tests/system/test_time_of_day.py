@@ -17,7 +17,7 @@ from datetime import UTC, datetime, time, timedelta
 import pytest
 
 from app.settings import Settings
-from tests.system.server import ROOT
+from tests.helpers.server import ROOT
 
 TZ = Settings(_env_file=None).tz
 # The modules whose tests place events around today's local hours.

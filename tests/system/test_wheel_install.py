@@ -20,7 +20,8 @@ import pytest
 
 from app.aggregates import pgpass
 from app.db import migrate
-from tests.system.test_metrics import _clean_env, _stop, _wait_http, free_port
+from tests.helpers.processes import clean_env, stop_tree, wait_http
+from tests.helpers.server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("pyproject.toml", "app", "migrations")
@@ -46,7 +47,7 @@ def installed(tmp_path_factory) -> Path:
         else:
             shutil.copy2(path, src / name)
     dist = tmp / "dist"
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(src)], {**_clean_env()}, tmp)
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(src)], {**clean_env()}, tmp)
     (wheel,) = dist.glob("chiso-*.whl")
 
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -59,7 +60,7 @@ def installed(tmp_path_factory) -> Path:
     assert scripts <= names, f"migrations missing from the wheel: {sorted(scripts - names)}"
 
     site = tmp / "site"
-    _run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)], _clean_env(), tmp)
+    _run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)], clean_env(), tmp)
     return site
 
 
@@ -67,7 +68,7 @@ def test_the_wheel_migrates_creates_keys_and_serves(installed: Path, tmp_path: P
     run = tmp_path / "run"  # outside the checkout: `python -m` puts the working folder first on sys.path
     run.mkdir()
     db_file = tmp_path / "wheel.db"
-    env = _clean_env(PYTHONPATH=str(installed), DATABASE_URL=f"sqlite+aiosqlite:///{db_file}", PUBLIC_READ="true", TMPDIR=str(tmp_path))
+    env = clean_env(PYTHONPATH=str(installed), DATABASE_URL=f"sqlite+aiosqlite:///{db_file}", PUBLIC_READ="true", TMPDIR=str(tmp_path))
 
     where = _run([sys.executable, "-c", "import app.db.migrate as m; print(m.__file__); print(m.SCRIPTS)"], env, run)
     module, scripts = where.split()
@@ -101,7 +102,7 @@ def test_the_wheel_migrates_creates_keys_and_serves(installed: Path, tmp_path: P
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        _wait_http(f"{base}/readyz", serve, log)
+        wait_http(f"{base}/readyz", serve, log)
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
             assert client.get("/api/v1/units/VN").status_code == 200
             assert client.get("/openapi.json").json()["paths"]
@@ -109,4 +110,4 @@ def test_the_wheel_migrates_creates_keys_and_serves(installed: Path, tmp_path: P
             assert docs.status_code == 200 and "swagger" in docs.text.lower()
             assert client.get("/").status_code == 200  # the dashboard's page, package data like the scripts
     finally:
-        _stop(serve)
+        stop_tree(serve)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.unit.test_deploy_config import COMPOSE, PROMETHEUS_YML, ROOT, _exposed_names, _mounts, tool
+from tests.helpers.deploy import COMPOSE, PROMETHEUS_YML, ROOT, bind_mounts, exposed_metric_names, tool
 
 ALERTS = ROOT / "deploy/prometheus/alerts.yml"
 ALERTS_TEST = ROOT / "deploy/prometheus/alerts_test.yml"
@@ -68,7 +68,7 @@ def test_prometheus_of_the_compose_stack_loads_the_rules():
     config = yaml.safe_load(PROMETHEUS_YML.read_text())
     assert config["rule_files"] == [ALERTS.name]
     prom = yaml.safe_load(COMPOSE.read_text())["services"]["prometheus"]
-    mounts = _mounts(prom)
+    mounts = bind_mounts(prom)
     # relative rule files are read beside the configuration file, inside the container too
     config_dir = Path(next(c for c, h in mounts.items() if h == str(PROMETHEUS_YML.relative_to(ROOT)))).parent
     assert mounts[str(config_dir / ALERTS.name)] == str(ALERTS.relative_to(ROOT))
@@ -79,7 +79,7 @@ def test_rules_watch_metrics_the_service_exposes():
     for r in rules():
         used |= set(re.findall(r"\bchiso_[a-z0-9_]+", r["expr"]))
     assert used, "no chiso_ metric in the rules"
-    assert used <= _exposed_names(), sorted(used - _exposed_names())
+    assert used <= exposed_metric_names(), sorted(used - exposed_metric_names())
 
 
 def test_every_alert_has_a_runbook_line_in_the_readme():

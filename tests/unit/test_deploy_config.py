@@ -7,36 +7,18 @@ container engine is needed. Without the tools those checks skip, except under CI
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
-from app import metrics
-from app.api import kpi_gauges
 from app.scoring import gauges
 from app.settings import Settings
+from tests.helpers.deploy import COMPOSE, PROMETHEUS_YML, ROOT, bind_mounts, exposed_metric_names, tool
 
-ROOT = Path(__file__).resolve().parents[2]
-COMPOSE = ROOT / "docker-compose.yml"
-PROMETHEUS_YML = ROOT / "deploy/prometheus/prometheus.yml"
 GRAFANA = ROOT / "deploy/grafana"
 DASHBOARD = GRAFANA / "dashboards/chiso.json"
-CI = os.environ.get("CI", "").lower() == "true"
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if CI:
-            pytest.fail(f"{name} is required under CI=true")
-        pytest.skip(f"{name} not installed")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -49,16 +31,6 @@ def _env(service: dict) -> dict[str, str]:
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
     return {k: str(v) for k, v in env.items()}
-
-
-def _mounts(service: dict) -> dict[str, str]:
-    """{container path: host path} of a service's bind mounts, host paths relative to the repository."""
-    out = {}
-    for v in service.get("volumes", []):
-        host, container = v.split(":")[:2]
-        if host.startswith("."):
-            out[container] = str((ROOT / host).resolve().relative_to(ROOT))
-    return out
 
 
 def _container_ports(service: dict) -> set[int]:
@@ -124,7 +96,7 @@ def test_dockerfile_serves_on_the_composed_port(compose):
 def test_prometheus_config(compose):
     prom = compose["services"]["prometheus"]
     config_path = _flag(prom, "config.file", "/etc/prometheus/prometheus.yml")
-    assert _mounts(prom)[config_path] == str(PROMETHEUS_YML.relative_to(ROOT))
+    assert bind_mounts(prom)[config_path] == str(PROMETHEUS_YML.relative_to(ROOT))
     r = subprocess.run([tool("promtool"), "check", "config", str(PROMETHEUS_YML)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -155,7 +127,7 @@ def datasources() -> list[dict]:
 
 def test_grafana_provisioning(compose, datasources):
     grafana = compose["services"]["grafana"]
-    mounts = _mounts(grafana)
+    mounts = bind_mounts(grafana)
     assert mounts["/etc/grafana/provisioning"] == "deploy/grafana/provisioning"
     (prom,) = [d for d in datasources if d["type"] == "prometheus"]
     m = re.fullmatch(r"http://([\w-]+):(\d+)/?", prom["url"])
@@ -189,18 +161,8 @@ def test_dashboard_uses_the_provisioned_data_source(datasources):
         assert p["targets"] and all(t["datasource"]["uid"] in uids for t in p["targets"]), p["title"]
 
 
-def _exposed_names() -> set[str]:
-    """Sample names the service can expose: every chiso_* object in app.metrics, and the KPI gauges."""
-    names = set(gauges.NAMES) | {kpi_gauges.KPI_GAUGES_UP}
-    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count"), "gauge": ("",)}
-    for family in text_string_to_metric_families(metrics.exposition().decode()):
-        if family.name.startswith("chiso_"):
-            names |= {family.name + s for s in suffixes.get(family.type, ("",))}
-    return names
-
-
 def test_dashboard_metric_names_are_exposed():
-    exposed = _exposed_names()
+    exposed = exposed_metric_names()
     used = set()
     for p in _dashboard_panels():
         for t in p.get("targets", []):

@@ -1,0 +1,1 @@
+"""Helpers shared by the test modules: builders, feeds, processes and checks."""
