@@ -23,8 +23,9 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, Response
 
 from app.api.downloads import DOWNLOADABLE
-from app.api.schemas import ERROR_DOCS, PROBLEM_MEDIA, EventBatch
+from app.api.schemas import ERROR_DOCS, PROBLEM_MEDIA
 from app.errors import NotFound
+from app.ingest.answers import EventBatch
 from app.tables import CSV_MEDIA, XLSX_MEDIA
 
 router = APIRouter(include_in_schema=False)

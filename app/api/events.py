@@ -10,9 +10,10 @@ from fastapi import APIRouter, Query, Request
 from app.api.body import parse_body
 from app.api.deps import DbDep, IngestKey, RegistryDep, SettingsDep
 from app.api.responses import JSONResponse
-from app.api.schemas import EVENT_EXAMPLES, IngestAnswer, problems
+from app.api.schemas import problems
 from app.errors import PayloadTooLarge, UnsupportedMediaType
 from app.ingest import service as ingest
+from app.ingest.answers import EVENT_EXAMPLES, IngestAnswer
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"])
 CONTENT_TYPES = ("application/json", "application/x-ndjson")

@@ -9,9 +9,10 @@ from fastapi import APIRouter, Header, Query, Request
 from app.api.deps import DbDep, ReadKey, RegistryDep, SettingsDep
 from app.api.events import read_body_limited
 from app.api.responses import JSONResponse
-from app.api.schemas import READ_ERRORS, ExportFeed, ReceiveAnswer, problems
+from app.api.schemas import READ_ERRORS, problems
 from app.export import receiver
 from app.export import service as export_service
+from app.export.schemas import ExportFeed, ReceiveAnswer
 
 router = APIRouter(prefix="/api/v1", tags=["network"])
 MAX_SNAPSHOT_BYTES = 32 * 1024 * 1024

@@ -9,23 +9,19 @@ appears here, with its description when `KPI_DOCS` has one.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from app.answer import Answer
+from app.ingest.answers import ErrorItem
 from app.scoring.kpis import KPI_NAMES
 
 Level = Literal["nation", "province", "commune"]
 CommuneKind = Literal["xa", "phuong", "dac_khu"]
 PeriodKind = Literal["day", "week", "month", "quarter", "year"]
 WindowName = Literal["1d", "7d", "30d", "90d", "365d"]
-
-
-class Answer(BaseModel):
-    """Base of every answer model: unknown keys are not allowed, so an answer cannot drift."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 # --- units -----------------------------------------------------------------------------------------
@@ -399,38 +395,6 @@ class ReportAnswer(Answer):
     sectors: SectorsAnswer
 
 
-# --- ingest ----------------------------------------------------------------------------------------
-
-
-class ErrorItem(Answer):
-    """One validation error: where (`loc`, field names and indexes) and what."""
-
-    loc: list[str | int] = Field(description="Path of the offending field; `[]` for the whole item.", examples=[["due_at"]])
-    msg: str = Field(examples=["timestamp needs an offset"])
-
-
-class IngestItem(Answer):
-    """An event that was not accepted."""
-
-    index: int = Field(description="0-based position in the batch (for NDJSON: among the non-blank lines).", examples=[9])
-    event_id: Any = Field(
-        description="The event's `event_id` as sent: a string for a duplicate; for a rejected event whatever JSON value "
-        "it carried (a number, say, when that is why it was rejected), null when it had none or was not an object.",
-        examples=["hue-2025-000123-r"],
-    )
-    status: Literal["duplicate", "rejected"] = Field(examples=["rejected"])
-    errors: list[ErrorItem] | None = Field(None, description="Rejected events only: why.")
-
-
-class IngestAnswer(Answer):
-    """Status 202: every accepted event is durably committed (nothing is stored with `dry_run=true`)."""
-
-    accepted: int = Field(examples=[998])
-    duplicates: int = Field(examples=[1])
-    rejected: int = Field(examples=[1])
-    items: list[IngestItem] = Field(description="Every event not accepted, in batch order.")
-
-
 class Problem(BaseModel):
     """An error, RFC 9457 problem details (`application/problem+json`)."""
 
@@ -442,177 +406,6 @@ class Problem(BaseModel):
     detail: str = Field(examples=["invalid window"])
     errors: list[ErrorItem] | None = Field(None, description="Validation failures (422): each `{loc, msg}`.")
     unit: str | None = Field(None, description="403 on ingest: the unit outside the key's unit.", examples=["79"])
-
-
-# --- the event contract (SPEC section 3), documented for POST /api/v1/events ----------------------
-
-
-class Event(BaseModel):
-    """One dossier event. Fields not listed are ignored; the rules per type are in SPEC section 3."""
-
-    model_config = ConfigDict(
-        extra="allow",
-        json_schema_extra={
-            "examples": [
-                {
-                    "event_id": "hue-000123-r",
-                    "type": "received",
-                    "dossier_id": "H57-000123",
-                    "unit_code": "46",
-                    "occurred_at": "2025-09-30T08:15:00+07:00",
-                    "channel": "online",
-                    "due_at": "2025-10-03T17:00:00+07:00",
-                    "procedure_code": "1.001612",
-                    "sector": "land",
-                },
-            ]
-        },
-    )
-
-    event_id: str = Field(min_length=1, max_length=128, description="The source's unique id of this event: the idempotency key.")
-    type: Literal["received", "resolved", "withdrawn", "due_changed"]
-    dossier_id: str = Field(min_length=1, max_length=64, description="The source's dossier code (mã hồ sơ), unique within its unit.")
-    unit_code: str = Field(min_length=1, max_length=8, description="The unit that received the dossier (any unit of the registry).")
-    occurred_at: datetime = Field(description="RFC 3339 with an offset: when it happened at the source.")
-    channel: Literal["online", "in_person", "postal"] | None = Field(None, description="Required on `received`.")
-    due_at: datetime | None = Field(
-        None, description="The legal deadline, RFC 3339 with an offset: required on `received` and `due_changed`, optional on `resolved`."
-    )
-    reason: Literal["supplement_requested", "legal_extension", "apology"] | None = Field(
-        None, description="Required on `due_changed`; `apology` does not move the deadline the dossier is judged against."
-    )
-    outcome: Literal["approved", "refused"] | None = Field(None, description="Optional on `resolved`.")
-    procedure_code: str | None = Field(None, max_length=32, description="National procedure code, e.g. `1.001612`.")
-    sector: str | None = Field(None, max_length=64, description="e.g. `land`, `civil_status`, `business`.")
-
-
-class EventBatch(BaseModel):
-    """A batch of up to 5,000 events or 5 MiB."""
-
-    events: list[Event] = Field(max_length=5000)
-
-
-def _local(days_ago: int, hour: int, minute: int = 0) -> str:
-    """A timestamp `days_ago` local days before today (Vietnam, +07:00), so "Try it out" posts are accepted."""
-    day = datetime.now(VN_TIME).date() - timedelta(days=days_ago)
-    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=VN_TIME).isoformat()
-
-
-VN_TIME = timezone(timedelta(hours=7))
-EVENT_EXAMPLES = {
-    "received": {
-        "event_id": "hue-000123-r",
-        "type": "received",
-        "dossier_id": "H57-000123",
-        "unit_code": "46",
-        "occurred_at": _local(6, 8, 15),
-        "channel": "online",
-        "due_at": _local(3, 17),
-        "procedure_code": "1.001612",
-        "sector": "land",
-    },
-    "due_changed": {
-        "event_id": "hue-000123-d1",
-        "type": "due_changed",
-        "dossier_id": "H57-000123",
-        "unit_code": "46",
-        "occurred_at": _local(5, 9),
-        "due_at": _local(1, 17),
-        "reason": "supplement_requested",
-    },
-    "resolved": {
-        "event_id": "hue-000123-x",
-        "type": "resolved",
-        "dossier_id": "H57-000123",
-        "unit_code": "46",
-        "occurred_at": _local(1, 15, 30),
-        "outcome": "approved",
-    },
-    "withdrawn": {
-        "event_id": "hue-000124-w",
-        "type": "withdrawn",
-        "dossier_id": "H57-000124",
-        "unit_code": "46",
-        "occurred_at": _local(2, 10),
-    },
-}
-
-
-# --- the central assessment network (SPEC section 6) -----------------------------------------------
-
-
-class DayRecord(BaseModel):
-    """One unit's own counters of one local day (never rates), its processing-time histogram and
-    `pending`/`overdue`/`due_24h`/`due_48h`/`due_72h` at the end of that day."""
-
-    model_config = ConfigDict(extra="allow")
-
-    node_id: str = Field(examples=["hue"])
-    sequence: int = Field(ge=1, description="Per-node, strictly increasing; a newer record replaces an older one.", examples=[1042])
-    kind: Literal["day"]
-    unit: str = Field(examples=["19753"])
-    day: date = Field(examples=["2025-09-30"])
-    received: int
-    received_online: int
-    resolved_early: int
-    resolved_on_time: int
-    resolved_late: int
-    resolved_unclassified: int
-    withdrawn: int
-    orphans: int
-    proc_n: int = Field(description="Resolved dossiers with a receipt (the processing-time sample).")
-    proc_ms: int = Field(description="Sum of their processing times, milliseconds.")
-    pending: int
-    overdue: int
-    due_24h: int = Field(0, description="Pending at the end of the day (today: at the snapshot) and due within 24 hours.")
-    due_48h: int = Field(0, description="The same within 48 hours.")
-    due_72h: int = Field(0, description="The same within 72 hours.")
-    histogram: list[list[int]] = Field(description="`[bucket, count]` pairs over `histogram_bounds_seconds`.", examples=[[[12, 3]]])
-
-
-class CohortPeriod(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    kind: Literal["month", "quarter", "year"]
-    start: date
-    end: date | None = None
-    label: str | None = None
-
-
-class CohortRecord(BaseModel):
-    """The INDEX-766 cohort of one unit and calendar month, quarter or year."""
-
-    model_config = ConfigDict(extra="allow")
-
-    node_id: str = Field(examples=["hue"])
-    sequence: int = Field(ge=1, examples=[1043])
-    kind: Literal["cohort"]
-    unit: str = Field(examples=["19753"])
-    period: CohortPeriod
-    cohort_size: int
-    cohort_on_time: int
-
-
-class ExportFeed(Answer):
-    """This node's export records after a sequence, in sequence order."""
-
-    node_id: str = Field(examples=["hue"])
-    histogram_bounds_seconds: list[float] = Field(description="Upper bounds of the histogram buckets every node shares.")
-    records: list[DayRecord | CohortRecord] = Field(description="Day and cohort records, by sequence.")
-    next_after: int = Field(description="Pass as `after` to continue the feed.", examples=[1043])
-    has_more: bool = Field(examples=[False])
-
-
-class ReceiveAnswer(Answer):
-    """What a central node did with a signed snapshot."""
-
-    node_id: str = Field(description="The subordinate that signed it.", examples=["hue"])
-    received: int = Field(description="Records in the snapshot.", examples=[500])
-    applied: int = Field(description="Records newer than what was kept, now merged.", examples=[498])
-    ignored: int = Field(description="Older sequences and repeats.", examples=[2])
-
-
-# --- operations ------------------------------------------------------------------------------------
 
 
 class Health(Answer):
