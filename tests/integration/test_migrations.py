@@ -8,7 +8,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
-from app.db import migrate
+from app.db import migrate, partitions
 from app.db.base import Base
 from app.db.engine import Database
 
@@ -19,7 +19,8 @@ class TestMigrations:
 
     async def test_models_and_migrations_agree(self, fresh_service):
         def diff(sync_conn):
-            ctx = MigrationContext.configure(sync_conn, opts={"compare_type": True})
+            opts = {"compare_type": True, "include_name": partitions.include_name}  # as migrations/env.py
+            ctx = MigrationContext.configure(sync_conn, opts=opts)
             return compare_metadata(ctx, Base.metadata)
 
         async with fresh_service.db.engine.connect() as conn:
