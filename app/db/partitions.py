@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import date, datetime, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -101,6 +101,17 @@ class Partitions:
     def forget(self) -> None:
         """After a partition may have been dropped (a retention run, in any process)."""
         self.known.clear()
+
+
+async def ensure_ahead(db: Database, tz: tzinfo, horizon_days: int, now: datetime | None = None) -> None:
+    """Partitions for every month the API can reach (its horizon) and the next one, made ahead of need."""
+    now = now or datetime.now(UTC)
+    month, last = month_of(now - timedelta(days=horizon_days), tz), next_month(month_of(now, tz))
+    months = []
+    while month <= last:
+        months.append(month)
+        month = next_month(month)
+    await of(db).ensure(db, months, tz)
 
 
 def of(db: Database) -> Partitions:
