@@ -14,8 +14,9 @@ from app.answers.kinds import ReadContext
 from app.answers.service import canonical_params
 from app.api.deps import ReadKey
 from app.api.params import Limit, Offset
-from app.api.schemas import READ_ERRORS, AtRiskAnswer, KpiAnswer, RankingAnswer, SectorsAnswer, SeriesAnswer, SilentAnswer, problems
+from app.api.schemas import READ_ERRORS, problems
 from app.errors import NotFound
+from app.scoring.schemas import AtRiskAnswer, KpiAnswer, RankingAnswer, SectorsAnswer, SeriesAnswer, SilentAnswer
 
 router = APIRouter(prefix="/api/v1", tags=["kpis"])
 
