@@ -31,10 +31,10 @@ from app.api import params as arg
 from app.api import titles
 from app.api.deps import Reads, ReadsDep
 from app.api.etag import etag_of
-from app.api.schemas import KPI_DOCS, RATE, AtRiskItem, DriverItem, RankingItem, SectorItem, SeriesPoint, SilentItem, Unit
 from app.errors import Unprocessable
 from app.scoring import drivers as drivers_service
 from app.scoring import service as scoring
+from app.scoring.schemas import KPI_DOCS, RATE, AtRiskItem, DriverItem, RankingItem, SectorItem, SeriesPoint, SilentItem, Unit
 from app.scoring.service import pick_period
 
 FORMATS = ("csv", "xlsx")

@@ -32,8 +32,9 @@ from app.api.params import (
     Window,
     Within,
 )
-from app.api.schemas import READ_ERRORS, AtRiskAnswer, KpiAnswer, RankingAnswer, SectorsAnswer, SeriesAnswer, SilentAnswer, problems
+from app.api.schemas import READ_ERRORS, problems
 from app.errors import NotFound
+from app.scoring.schemas import AtRiskAnswer, KpiAnswer, RankingAnswer, SectorsAnswer, SeriesAnswer, SilentAnswer
 
 router = APIRouter(prefix="/api/v1", tags=["kpis"])
 

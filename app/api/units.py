@@ -9,8 +9,9 @@ from fastapi import APIRouter, Path
 from app.api.deps import ReadKey, RegistryDep
 from app.api.params import Limit, Offset, UnitLevel, UnitParent
 from app.api.responses import JSONResponse
-from app.api.schemas import READ_ERRORS, UnitDetail, UnitList, problems
+from app.api.schemas import READ_ERRORS, problems
 from app.scoring import service as scoring
+from app.scoring.schemas import UnitDetail, UnitList
 
 router = APIRouter(prefix="/api/v1", tags=["units"])
 

@@ -18,11 +18,11 @@ import httpx
 import orjson
 import pytest
 
-from app.api.schemas import KPI_DOCS
 from app.export.exporter import Exporter, snapshot_body
 from app.export.signing import sign
 from app.ingest.answers import EVENT_EXAMPLES
 from app.scoring.kpis import KPI_NAMES
+from app.scoring.schemas import KPI_DOCS
 from tests.helpers.feed import Feed, on_days
 from tests.openapi_check import Conformance, NonConformingAnswer
 
