@@ -18,7 +18,8 @@ import httpx
 import orjson
 import pytest
 
-from app.export.exporter import Exporter, snapshot_body
+from app.export.producer import Producer
+from app.export.records import snapshot_body
 from app.export.signing import sign
 from app.ingest.answers import EVENT_EXAMPLES
 from app.scoring.kpis import KPI, KPI_NAMES
@@ -329,11 +330,7 @@ async def test_every_answer_matches_the_document(pair):
         await get("/api/v1/rankings", format="csv", token=None, status=401)
 
         # --- the network: the pull feed (with day and cohort records), and a signed push to the central node
-        exporter = Exporter(node.db, node.settings)
-        try:
-            assert await exporter.produce() > 0
-        finally:
-            await exporter.close()
+        assert await Producer(node.db, node.settings).produce() > 0
         feed = (await get("/api/v1/export/snapshots", limit=5000)).json()
         assert {r["kind"] for r in feed["records"]} == {"day", "cohort"}
         await get("/api/v1/export/snapshots", after=feed["next_after"], limit=1)
