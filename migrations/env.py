@@ -5,7 +5,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.db import event_log, models  # noqa: F401  (registers the tables)
+from app.db import models  # noqa: F401  (registers the tables)
 from app.db.base import Base
 from app.db.partitions import include_name
 

@@ -10,10 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.aggregates.at_now import count_open_due
 from app.db import dialect
-from app.db.event_log import ArchivedReceipt
 from app.db.models import (
     ALL_SECTORS,
     OPEN,
+    ArchivedReceipt,
     Dossier,
     DossierEvent,
     DossierFuture,

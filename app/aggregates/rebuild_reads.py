@@ -13,9 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.aggregates.counters import DAY_COUNTERS, TOTAL_COUNTERS
 from app.aggregates.writes import DOSSIER_COLUMNS, OWN_TABLES, ROLLUP_TABLES, open_due_select_sql, rollup_select_sql
 from app.db import dialect
-from app.db.event_log import ArchivedUnitMonth
 from app.db.models import (
     LOCAL_SOURCE,
+    ArchivedUnitMonth,
     Dossier,
     DossierEvent,
 )
@@ -90,7 +90,7 @@ async def read_event_units(session: AsyncSession) -> list[str]:
 
 
 async def read_unit_archived(session: AsyncSession, unit_code: str) -> dict[date, tuple[int, datetime, list[date]]]:
-    """What the archive holds of one unit (app.db.event_log), per month: events, the latest
+    """What the archive holds of one unit (app.db.models.event_log), per month: events, the latest
     acceptance among them, the local days they are dated on."""
     a = ArchivedUnitMonth
     stmt = select(a.month, a.events, a.last_ingested_at, a.days).where(a.unit_code == unit_code)

@@ -12,8 +12,7 @@ from sqlalchemy import delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect
-from app.db.event_log import EventKey
-from app.db.models import DossierEvent, DossierFuture
+from app.db.models import DossierEvent, DossierFuture, EventKey
 
 CHUNK = 1000
 
@@ -24,7 +23,7 @@ def _chunks(items: list, size: int = CHUNK) -> Iterable[list]:
 
 
 async def insert_events(session: AsyncSession, rows: list[dict]) -> set[tuple[str, str]]:
-    """Insert events whose (unit_code, event_id) was never stored, archived or not (app.db.event_log:
+    """Insert events whose (unit_code, event_id) was never stored, archived or not (app.db.models.event_log:
     the keys first, then the log); returns the keys actually inserted."""
     rows = sorted(rows, key=lambda r: (r["unit_code"], r["event_id"]))
     keys = [{"unit_code": r["unit_code"], "event_id": r["event_id"]} for r in rows]

@@ -1,5 +1,5 @@
 """All SQL of retention: the months of the event log, a month's events, what an archived month leaves
-behind (app.db.event_log), and the drop: a partition on PostgreSQL, a DELETE by month on SQLite."""
+behind (app.db.models.event_log), and the drop: a partition on PostgreSQL, a DELETE by month on SQLite."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from sqlalchemy import and_, exists, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect, partitions
-from app.db.event_log import ArchivedMonth, ArchivedReceipt, ArchivedUnitMonth
-from app.db.models import Dossier, DossierEvent
+from app.db.models import ArchivedMonth, ArchivedReceipt, ArchivedUnitMonth, Dossier, DossierEvent
 
 LOCK_TIMEOUT = "2s"  # the drop's wait for ACCESS EXCLUSIVE on the log: ingest queues behind it meanwhile
 

@@ -2,7 +2,7 @@
 
 RETAIN_EVENTS_MONTHS = N keeps the current local month and the N months before it; an older month is
 first written to its archive file (app.retention.archive) and then dropped whole, in one
-transaction with the record of what it held (app.db.event_log). Dossiers and aggregates are never
+transaction with the record of what it held (app.db.models.event_log). Dossiers and aggregates are never
 touched, so every answer stays; duplicates are decided by `event_key`, which keeps every id.
 
 Safe to run again at any point: a run killed before the drop left the file (or the previous one)

@@ -53,7 +53,7 @@ AS $fn$
 #variable_conflict use_column
 BEGIN
   -- 1. events, in key order; duplicates of stored or archived events skipped: the keys decide
-  -- (app.db.event_log), the log is partitioned by month and its unique key includes occurred_at
+  -- (app.db.models.event_log), the log is partitioned by month and its unique key includes occurred_at
   WITH k AS (
     INSERT INTO event_key AS k (unit_code, event_id)
     SELECT j.unit_code, j.event_id FROM chiso_stage j ORDER BY j.unit_code, j.event_id
