@@ -32,8 +32,11 @@ async def insert_events(session: AsyncSession, rows: list[dict]) -> set[tuple[st
         for u, e in await dialect.bulk_upsert(session, EventKey, keys, ["unit_code", "event_id"], returning=("unit_code", "event_id"))
     }
     fresh = [r for r in rows if (r["unit_code"], r["event_id"]) in inserted]
-    await dialect.bulk_upsert(session, DossierEvent, fresh, ["unit_code", "event_id", "occurred_at"])
-    return inserted
+    # a key missing for a stored event (written by a version older than event_key) leaves it a duplicate
+    stored = await dialect.bulk_upsert(
+        session, DossierEvent, fresh, ["unit_code", "event_id", "occurred_at"], returning=("unit_code", "event_id")
+    )
+    return {(u, e) for u, e in stored}
 
 
 async def mark_future(session: AsyncSession, rows: list[dict], before: datetime) -> None:

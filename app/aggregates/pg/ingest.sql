@@ -63,7 +63,7 @@ BEGIN
     INSERT INTO dossier_event AS e
     SELECT j.* FROM chiso_stage j JOIN k ON k.unit_code = j.unit_code AND k.event_id = j.event_id
     ORDER BY j.unit_code, j.event_id
-    RETURNING e.*
+    ON CONFLICT DO NOTHING RETURNING e.*  -- stored without its key by a pass older than event_key: a duplicate
   )
   INSERT INTO chiso_new SELECT * FROM ins;
 
