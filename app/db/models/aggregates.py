@@ -10,7 +10,7 @@ from sqlalchemy import BigInteger, Date, Index, Integer, SmallInteger, String, t
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base
-from app.db.types import UTCDateTime
+from app.db.types import HistCounts, UTCDateTime
 
 LOCAL_SOURCE = ""  # rows computed from this node's own events; others carry a subordinate's node_id
 ALL_SECTORS = "*"  # the row that sums every sector of a unit and day
@@ -96,6 +96,11 @@ class UnitDay(DayCounters, Base):
     __table_args__ = (Index("ix_unit_day_sector_day", "sector", "day"),)
 
 
+def hist_column() -> Mapped[list[int]]:
+    """The day's bucket counts, packed (app.db.types.hist_pack): one row per day, not per bucket."""
+    return mapped_column(HistCounts, default=list)
+
+
 class UnitDayHist(Base):
     """Processing-time histogram of dossiers resolved on a day, per unit and sector."""
 
@@ -104,9 +109,8 @@ class UnitDayHist(Base):
     unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
     sector: Mapped[str] = mapped_column(String(64), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
-    bucket: Mapped[int] = mapped_column(SmallInteger, primary_key=True)  # bucket_of(2^63 ms) is < 400
     source: Mapped[str] = mapped_column(String(64), primary_key=True, default=LOCAL_SOURCE)
-    n: Mapped[int] = count_column()
+    hist: Mapped[list[int]] = hist_column()
 
     __table_args__ = (Index("ix_unit_day_hist_sector_day", "sector", "day"),)
 
@@ -158,9 +162,8 @@ class RollupDayHist(Base):
     unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
     sector: Mapped[str] = mapped_column(String(64), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
-    bucket: Mapped[int] = mapped_column(SmallInteger, primary_key=True)  # bucket_of(2^63 ms) is < 400
     slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=0)
-    n: Mapped[int] = count_column()
+    hist: Mapped[list[int]] = hist_column()
 
 
 class RollupCohortDue(Base):
