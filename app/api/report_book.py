@@ -7,7 +7,7 @@ from typing import IO
 from app import tables
 from app.api import titles
 from app.api.downloads import as_rates, columns, filename
-from app.api.schemas import KPI_DOCS, RATE, DriverItem, ReportRankingItem, SectorItem, SilentItem
+from app.scoring.schemas import KPI_DOCS, RATE, DriverItem, ReportRankingItem, SectorItem, SilentItem
 
 RANKING_COLUMNS = (
     "rank",

@@ -7,7 +7,7 @@ the block it sits in (`unit` -> "Đơn vị") and that of its field. KPI titles 
 
 from __future__ import annotations
 
-from app.api.schemas import KPI_DOCS
+from app.scoring.schemas import KPI_DOCS
 
 LANGS = ("vi", "en", "key")
 

@@ -231,6 +231,7 @@ class TestRecords:
             assert r.status_code == 401  # read scope needed
 
 
+@pytest.mark.slow
 class TestCentral:
     async def test_central_answers_what_the_province_answers(self, network):
         rng = random.Random(766)

@@ -18,11 +18,11 @@ import httpx
 import orjson
 import pytest
 
-from app.api.schemas import KPI_DOCS
 from app.export.exporter import Exporter, snapshot_body
 from app.export.signing import sign
 from app.ingest.answers import EVENT_EXAMPLES
 from app.scoring.kpis import KPI_NAMES
+from app.scoring.schemas import KPI_DOCS
 from tests.helpers.feed import Feed, on_days
 from tests.openapi_check import Conformance, NonConformingAnswer
 
@@ -184,6 +184,7 @@ async def test_the_event_examples_are_accepted(make_service):
         assert r.status_code == 202 and r.json()["accepted"] == len(EVENT_EXAMPLES), r.text
 
 
+@pytest.mark.slow
 async def test_every_answer_matches_the_document(pair):
     async with pair() as (node, central, conformance):
         spec = conformance.spec
@@ -376,6 +377,7 @@ async def test_every_answer_matches_the_document(pair):
         assert {"200", "202", "304", "400", "401", "403", "404", "413", "415", "422"} <= set(statuses)
 
 
+@pytest.mark.slow
 async def test_public_reads_are_documented_as_optional_auth(make_service):
     async with make_service(public_read=True) as svc:
         spec = (await svc.client.get("/openapi.json")).json()
