@@ -4,7 +4,7 @@ start)).
 
 The day rows give the figures at the midnight m before t (Span.after); the dossiers of the scope
 received, ended or due within [m, t), or whose deadline enters a due-soon window between m and t,
-correct them to t: one grouped query per scope on the (unit, time) indexes of the dossier table
+correct them to t: one grouped query per scope on the (time, unit) indexes of the dossier table
 (its cost is the scope's activity in part of one day, not its history), the processing times of
 those resolved in [m, t), and the events of dossiers without a receipt (orphans) in [m, t).
 
@@ -27,7 +27,7 @@ from app.aggregates.histogram import bucket_of
 from app.aggregates.scopes import _scope_params, _scope_shape, _select
 from app.aggregates.sums import Scope, Span
 from app.db import dialect
-from app.db.models import ALL_SECTORS, Dossier, DossierEvent, NetworkDay, Unit
+from app.db.models import ALL_SECTORS, Dossier, DossierEvent, NetworkDay
 
 # What [m, t) adds to each flow of a day row (the rules of contrib.Delta.add, at an instant).
 TAU_FLOWS = (
@@ -48,7 +48,6 @@ async def read_at_instant(session: AsyncSession, scope: Scope, spans: list[tuple
     sets Sums.until of every group read to the instant the figures stand at."""
     conn = await session.connection()
     central = (await conn.execute(select(NetworkDay.unit_code).limit(1))).first() is not None
-    codes = scope.codes if scope.codes is not None else await _codes_of(session, scope)
     for i, sp in spans:
         t = sp.until
         m = sp.today_at  # the local midnight starting the day of t
@@ -56,14 +55,14 @@ async def read_at_instant(session: AsyncSession, scope: Scope, spans: list[tuple
             for g in list(out) or [""]:
                 out[g][i].until = m
             continue
-        params = _scope_params(scope) | {"codes": list(codes), "start_at": sp.start_at, "m": m, "t": t, "next": sp.tomorrow_at}
+        params = _scope_params(scope) | {"start_at": sp.start_at, "m": m, "t": t, "next": sp.tomorrow_at}
         params["day_like"] = f'%"{sp.after.isoformat()}"%'  # orphans: dossiers with events dated that day
         for h in DUE_HOURS:
             params[f"m{h}"], params[f"t{h}"] = m + timedelta(hours=h), t + timedelta(hours=h)
         any_sector = sector == ALL_SECTORS
         if not any_sector:
             params["sector"] = sector
-        shape = (scope.level, scope.parent, any_sector)
+        shape = (scope.level, scope.parent, scope.codes is not None, any_sector)
         for row in (await conn.execute(_counts_statement(*shape), params)).mappings():
             s = out[row["g"]][i]
             s.tau_flows = {k: int(row[k] or 0) for k in TAU_FLOWS}
@@ -77,16 +76,6 @@ async def read_at_instant(session: AsyncSession, scope: Scope, spans: list[tuple
             flows["orphans"] = flows.get("orphans", 0) + int(n or 0)
         for g in list(out) or [""]:
             out[g][i].until = t
-
-
-async def _codes_of(session: AsyncSession, scope: Scope) -> list[str]:
-    """The units a scope without codes reads (every unit, or a level under a parent): the indexes
-    lead with the unit, so the dossier reads probe them unit by unit."""
-    u = Unit
-    stmt = select(u.code)
-    if scope.parent is not None and scope.parent != "VN":
-        stmt = stmt.where(or_(u.code == scope.parent, u.parent_code == scope.parent))
-    return list((await session.execute(stmt)).scalars())
 
 
 def _bounds():
@@ -113,15 +102,19 @@ def _is_resolved(d):
     )
 
 
-def _where(d, any_sector: bool, extra) -> list:
-    where = [d.unit_code.in_(bindparam("codes", expanding=True)), extra]
+def _where(d, has_codes: bool, any_sector: bool, extra) -> list:
+    """The scope's units (a subtree's codes; every unit, or a level's, need no list: the time
+    ranges lead the indexes) and sector, and `extra`."""
+    where = [extra]
+    if has_codes:
+        where.append(d.unit_code.in_(bindparam("codes", expanding=True)))
     if not any_sector:
         where.append(d.sector == bindparam("sector"))
     return where
 
 
 @lru_cache(maxsize=64)
-def _counts_statement(level: str | None, parent: str | None, any_sector: bool):
+def _counts_statement(level: str | None, parent: str | None, has_codes: bool, any_sector: bool):
     d = Dossier
     m, t, nxt, start_at, shifted = _bounds()
     recv, end, due = d.recv_at, d.end_at, d.eff_due_at
@@ -155,7 +148,7 @@ def _counts_statement(level: str | None, parent: str | None, any_sector: bool):
         for x, xh, name in ((t, th, f"at_t{h}"), (m, mh, f"at_m{h}")):
             cols.append(count(and_(recv < x, or_(end.is_(None), end >= x), due >= x, due < xh), name))
     candidates = or_(recv_in, end_in, _within(due, m, t), *(_within(due, mh, th) for mh, th in shifted.values()))
-    return _select(_scope_shape(level, parent, True), d, cols, _where(d, any_sector, candidates))
+    return _select(_scope_shape(level, parent, False), d, cols, _where(d, has_codes, any_sector, candidates))
 
 
 async def _read_processing(session: AsyncSession, shape: tuple, params: dict, i: int, out) -> None:
@@ -185,20 +178,20 @@ async def _read_processing(session: AsyncSession, shape: tuple, params: dict, i:
 
 
 @lru_cache(maxsize=64)
-def _processing_statement(level: str | None, parent: str | None, any_sector: bool, bucket_fn: str | None):
+def _processing_statement(level: str | None, parent: str | None, has_codes: bool, any_sector: bool, bucket_fn: str | None):
     d = Dossier
     m, t, *_ = _bounds()
-    where = _where(d, any_sector, and_(_within(d.end_at, m, t), d.recv_at.is_not(None), _is_resolved(d)))
+    where = _where(d, has_codes, any_sector, and_(_within(d.end_at, m, t), d.recv_at.is_not(None), _is_resolved(d)))
     if bucket_fn is None:
-        stmt = _select(_scope_shape(level, parent, True), d, [d.recv_at, d.end_at], where)
+        stmt = _select(_scope_shape(level, parent, False), d, [d.recv_at, d.end_at], where)
         return stmt.group_by(None)  # one row per dossier
     ms = literal_column(SQL_ELAPSED_MS("dossier.recv_at", "dossier.end_at"))
     bucket = getattr(func, bucket_fn)(ms).label("bucket")
-    return _select(_scope_shape(level, parent, True), d, [func.count().label("n"), func.sum(ms).label("ms")], where, [bucket])
+    return _select(_scope_shape(level, parent, False), d, [func.count().label("n"), func.sum(ms).label("ms")], where, [bucket])
 
 
 @lru_cache(maxsize=64)
-def _orphans_statement(level: str | None, parent: str | None, any_sector: bool):
+def _orphans_statement(level: str | None, parent: str | None, has_codes: bool, any_sector: bool):
     """Events in [m, t) of dossiers without a receipt, less an ignored terminal event in it."""
     d, e = Dossier, DossierEvent
     m, t, *_ = _bounds()
@@ -212,8 +205,8 @@ def _orphans_statement(level: str | None, parent: str | None, any_sector: bool):
     ignored_at = case((and_(d.res_at.is_not(None), d.wd_at.is_not(None)), case((resolved, d.wd_at), else_=d.res_at)))
     n = func.sum(events - case((_within(ignored_at, m, t), 1), else_=0)).label("n")
     return _select(
-        _scope_shape(level, parent, True),
+        _scope_shape(level, parent, False),
         d,
         [n],
-        _where(d, any_sector, and_(d.recv_at.is_(None), d.event_days.like(bindparam("day_like")))),
+        _where(d, has_codes, any_sector, and_(d.recv_at.is_(None), d.event_days.like(bindparam("day_like")))),
     )

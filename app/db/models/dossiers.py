@@ -102,11 +102,12 @@ class Dossier(Base):
             sqlite_where=OPEN_SQL,
         ),
         # A past instant within a day (SPEC section 4, "compared at the same point"): the dossiers of
-        # a unit received, ended or due within part of one day (app.aggregates.at_tau); and those
+        # the nation, or of a unit, received, ended or due within part of one day (time first: the
+        # nation's read needs no list of units; a unit's filters within the range) (app.aggregates.at_tau); and those
         # without a receipt, whose events are orphans.
-        Index("ix_dossier_unit_recv", "unit_code", "recv_at"),
-        Index("ix_dossier_unit_end", "unit_code", "end_at"),
-        Index("ix_dossier_unit_due", "unit_code", "eff_due_at"),
+        Index("ix_dossier_recv_unit", "recv_at", "unit_code"),
+        Index("ix_dossier_end_unit", "end_at", "unit_code"),
+        Index("ix_dossier_due_unit", "eff_due_at", "unit_code"),
         Index("ix_dossier_orphan", "unit_code", postgresql_where=ORPHAN_SQL, sqlite_where=ORPHAN_SQL),
         Index(
             "ix_dossier_unit_open_due",
