@@ -34,7 +34,8 @@ from app.api.etag import etag_of
 from app.errors import Unprocessable
 from app.scoring import drivers as drivers_service
 from app.scoring import service as scoring
-from app.scoring.schemas import KPI_DOCS, RATE, AtRiskItem, DriverItem, RankingItem, SectorItem, SeriesPoint, SilentItem, Unit
+from app.scoring.kpis import is_rate
+from app.scoring.schemas import AtRiskItem, DriverItem, RankingItem, SectorItem, SeriesPoint, SilentItem, Unit
 from app.scoring.service import pick_period
 
 FORMATS = ("csv", "xlsx")
@@ -100,7 +101,7 @@ def _leaf_kind(annotation: Any, name: str) -> str:
     if typ is int:
         return tables.INT
     if typ is float:
-        return tables.RATE if KPI_DOCS.get(name, ("",))[0] == RATE else tables.NUMBER
+        return tables.RATE if is_rate(name) else tables.NUMBER
     if typ is datetime:
         return tables.DATETIME
     if typ is date:
@@ -236,7 +237,7 @@ def kpi_table(answer: dict, request: Request, lang: str, what: str = "kpis") -> 
         tables.Column("change", titles.title("change", lang), tables.NUMBER, "Current minus previous; empty where either is."),
     ]
     rows = [[k, answer["kpis"][k], answer["previous"]["kpis"][k], answer["change"][k]] for k in names]
-    rates = {k for k in names if KPI_DOCS.get(k, ("",))[0] == RATE}
+    rates = {k for k in names if is_rate(k)}
     return tables.Table(
         titles.label(what, lang),
         cols,
@@ -358,7 +359,7 @@ async def series_download(
     def build(answer: dict) -> tables.Table:
         table = items_table(answer, SeriesPoint, "series", a.request, a.lang, key="points")
         table.about.insert(1, (titles.title("kpi", a.lang), kpi))
-        return as_rates(table, ("value",)) if KPI_DOCS.get(kpi, ("",))[0] == RATE else table
+        return as_rates(table, ("value",)) if is_rate(kpi) else table
 
     def name(answer: dict) -> str:
         points = answer["points"]
@@ -433,6 +434,6 @@ async def drivers_download(
     def build(answer: dict) -> tables.Table:
         table = items_table(answer, DriverItem, "drivers", a.request, a.lang)
         table.about.insert(1, (titles.title("kpi", a.lang), kpi))
-        return as_rates(table, ("value", "previous_value", "contribution")) if KPI_DOCS.get(kpi, ("",))[0] == RATE else table
+        return as_rates(table, ("value", "previous_value", "contribution")) if is_rate(kpi) else table
 
     return await download(a, f"drivers-{kpi}", code, compute, build)

@@ -3,8 +3,8 @@
 Handlers keep rendering their answers with orjson (the KPI reads serve cached, pre-serialised bytes),
 so these models document the answers and the OpenAPI conformance test
 (tests/integration/test_openapi.py) holds every answer the API gives to them: the document cannot
-drift from the code. The KPI block is built from `app.scoring.kpis.KPI_NAMES`, so a KPI added there
-appears here, with its description when `KPI_DOCS` has one.
+drift from the code. The KPI block is built from the registry `app.scoring.kpis.KPIS`, so a KPI added
+there appears here, with its type and description.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, create_model
 
 from app.answer import Answer
-from app.scoring.kpis import KPI_NAMES
+from app.scoring.kpis import COUNT, KPI, KPI_NAMES
 
 Level = Literal["nation", "province", "commune"]
 CommuneKind = Literal["xa", "phuong", "dac_khu"]
@@ -61,85 +61,17 @@ class UnitList(Answer):
 
 # --- KPI blocks ------------------------------------------------------------------------------------
 
-COUNT = "count"
-RATE = "rate"
-HOURS = "hours"
-SCORE = "score"
-# name: (kind, description); the Vietnamese names are those of the dashboard and the national index.
-KPI_DOCS: dict[str, tuple[str, str]] = {
-    "received": (COUNT, "Hồ sơ tiếp nhận: dossiers received in the period."),
-    "received_online": (COUNT, "Hồ sơ nộp trực tuyến: of those, submitted online."),
-    "online_rate": (RATE, "Tỷ lệ nộp trực tuyến: received_online / received; `null` when nothing was received."),
-    "resolved": (COUNT, "Hồ sơ đã giải quyết: dossiers resolved in the period (early + on time + late + unclassified)."),
-    "resolved_early": (COUNT, "Giải quyết trước hạn: resolved on a day before the deadline's day."),
-    "resolved_on_time": (COUNT, "Giải quyết đúng hạn: resolved on the deadline's day, not after it."),
-    "resolved_late": (COUNT, "Giải quyết quá hạn: resolved after the deadline."),
-    "resolved_unclassified": (COUNT, "Chưa xác định hạn: resolved with no deadline known (a data-quality problem)."),
-    "on_time_rate": (RATE, "Tỷ lệ giải quyết đúng hạn: (early + on time) / (early + on time + late); `null` when none."),
-    "withdrawn": (COUNT, "Hồ sơ rút: dossiers withdrawn in the period."),
-    "pending": (COUNT, "Hồ sơ đang giải quyết: received and not ended at the earlier of the period's end and now."),
-    "overdue": (COUNT, "Hồ sơ đang quá hạn: pending dossiers whose deadline has passed."),
-    "processing_hours_p50": (HOURS, "Thời gian giải quyết (trung vị): median hours from receipt to resolution."),
-    "processing_hours_p90": (HOURS, "Thời gian giải quyết (phân vị 90): 90th percentile, hours."),
-    "processing_hours_mean": (HOURS, "Thời gian giải quyết trung bình: mean hours from receipt to resolution."),
-    "settlement_rate_766": (
-        RATE,
-        "Tỷ lệ đúng hạn theo Chỉ số 766: settlement progress of the cohort received in the period "
-        "(Quyết định 766/QĐ-TTg); `null` on a central node for other periods than calendar months, quarters, years.",
-    ),
-    "settlement_score": (SCORE, "Điểm tiến độ giải quyết (Chỉ số 766): 20 × settlement_rate_766, out of 20."),
-    "overdue_766": (COUNT, "Hồ sơ quá hạn theo Chỉ số 766: dossiers of the cohort not settled on time."),
-    "orphans": (COUNT, "Sự kiện thiếu hồ sơ tiếp nhận: stored events of dossiers with no `received` event (data quality)."),
-    "due_24h": (COUNT, "Hồ sơ sắp đến hạn trong 24 giờ: pending dossiers due within the next 24 hours."),
-    "due_48h": (COUNT, "Hồ sơ sắp đến hạn trong 48 giờ: pending dossiers due within the next 48 hours."),
-    "due_72h": (COUNT, "Hồ sơ sắp đến hạn trong 72 giờ: pending dossiers due within the next 72 hours."),
-    "silent_units": (COUNT, "Đơn vị ngừng gửi dữ liệu: silent units at or below the unit; `null` for a past period."),
-}
-# Counts that may be null: the central node's 766 figures, and silent units of a past period.
-NULLABLE_COUNTS = frozenset({"overdue_766", "silent_units"})
-EXAMPLE = {
-    "received": 1200,
-    "received_online": 1150,
-    "online_rate": 0.9583,
-    "resolved": 1100,
-    "resolved_early": 600,
-    "resolved_on_time": 400,
-    "resolved_late": 100,
-    "resolved_unclassified": 0,
-    "on_time_rate": 0.9091,
-    "withdrawn": 3,
-    "pending": 120,
-    "overdue": 4,
-    "processing_hours_p50": 30.5,
-    "processing_hours_p90": 70.0,
-    "processing_hours_mean": 35.2,
-    "settlement_rate_766": 0.91,
-    "settlement_score": 18.2,
-    "overdue_766": 108,
-    "orphans": 0,
-    "due_24h": 7,
-    "due_48h": 15,
-    "due_72h": 22,
-    "silent_units": 0,
-}
-
-
-def _kind(name: str) -> str:
-    return KPI_DOCS.get(name, (COUNT if not name.endswith(("_rate", "_766", "_score")) else RATE, ""))[0]
-
 
 def _kpi_field(name: str, change: bool) -> tuple[Any, Any]:
-    kind, doc = KPI_DOCS.get(name, (_kind(name), name))
-    if kind == COUNT and not change and name not in NULLABLE_COUNTS:
+    kpi = KPI[name]
+    if kpi.kind == COUNT and not change and not kpi.nullable:
         typ: Any = int
-    elif kind == COUNT:
+    elif kpi.kind == COUNT:
         typ = int | None
     else:
         typ = float | None
-    if change:
-        doc = f"{doc.split(':')[0]}: current minus previous; `null` where either side is `null`."
-    example = EXAMPLE.get(name, 0)
-    return typ, Field(description=doc, examples=[example if not change else (0 if kind == COUNT else 0.012)])
+    doc = kpi.description if not change else f"{kpi.vi}: current minus previous; `null` where either side is `null`."
+    return typ, Field(description=doc, examples=[kpi.example if not change else (0 if kpi.kind == COUNT else 0.012)])
 
 
 Kpis = create_model(
