@@ -62,7 +62,10 @@ async def read_at_instant(session: AsyncSession, scope: Scope, spans: list[tuple
         any_sector = sector == ALL_SECTORS
         if not any_sector:
             params["sector"] = sector
-        shape = (scope.level, scope.parent, scope.codes is not None, any_sector)
+        # SQLite would take the unit's whole history by its primary key for `unit_code IN (...)`: a
+        # unary plus keeps it on the time indexes (PostgreSQL filters the codes within their ranges)
+        by_unit = None if scope.codes is None else ("dossier.unit_code" if dialect.is_postgres(session) else "+dossier.unit_code")
+        shape = (scope.level, scope.parent, by_unit, any_sector)
         for row in (await conn.execute(_counts_statement(*shape), params)).mappings():
             s = out[row["g"]][i]
             s.tau_flows = {k: int(row[k] or 0) for k in TAU_FLOWS}
@@ -71,7 +74,7 @@ async def read_at_instant(session: AsyncSession, scope: Scope, spans: list[tuple
             s.late_today = int(row["late"] or 0)
             s.tau_due = tuple(int(row[f"at_t{h}"] or 0) - int(row[f"at_m{h}"] or 0) for h in DUE_HOURS)
         await _read_processing(session, shape, params, i, out)
-        for g, n in (await conn.execute(_orphans_statement(*shape), params)).all():
+        for g, n in (await conn.execute(_orphans_statement(*shape[:2], scope.codes is not None, any_sector), params)).all():
             flows = out[g][i].tau_flows
             flows["orphans"] = flows.get("orphans", 0) + int(n or 0)
         for g in list(out) or [""]:
@@ -102,19 +105,19 @@ def _is_resolved(d):
     )
 
 
-def _where(d, has_codes: bool, any_sector: bool, extra) -> list:
-    """The scope's units (a subtree's codes; every unit, or a level's, need no list: the time
-    ranges lead the indexes) and sector, and `extra`."""
+def _where(d, by_unit: str | None, any_sector: bool, extra) -> list:
+    """The scope's units (a subtree's codes, filtered on the column spelled `by_unit`; every unit,
+    or a level's, need no list: the time ranges lead the indexes) and sector, and `extra`."""
     where = [extra]
-    if has_codes:
-        where.append(d.unit_code.in_(bindparam("codes", expanding=True)))
+    if by_unit is not None:
+        where.append(literal_column(by_unit).in_(bindparam("codes", expanding=True)))
     if not any_sector:
         where.append(d.sector == bindparam("sector"))
     return where
 
 
 @lru_cache(maxsize=64)
-def _counts_statement(level: str | None, parent: str | None, has_codes: bool, any_sector: bool):
+def _counts_statement(level: str | None, parent: str | None, by_unit: str | None, any_sector: bool):
     d = Dossier
     m, t, nxt, start_at, shifted = _bounds()
     recv, end, due = d.recv_at, d.end_at, d.eff_due_at
@@ -148,7 +151,7 @@ def _counts_statement(level: str | None, parent: str | None, has_codes: bool, an
         for x, xh, name in ((t, th, f"at_t{h}"), (m, mh, f"at_m{h}")):
             cols.append(count(and_(recv < x, or_(end.is_(None), end >= x), due >= x, due < xh), name))
     candidates = or_(recv_in, end_in, _within(due, m, t), *(_within(due, mh, th) for mh, th in shifted.values()))
-    return _select(_scope_shape(level, parent, False), d, cols, _where(d, has_codes, any_sector, candidates))
+    return _select(_scope_shape(level, parent, False), d, cols, _where(d, by_unit, any_sector, candidates))
 
 
 async def _read_processing(session: AsyncSession, shape: tuple, params: dict, i: int, out) -> None:
@@ -178,10 +181,10 @@ async def _read_processing(session: AsyncSession, shape: tuple, params: dict, i:
 
 
 @lru_cache(maxsize=64)
-def _processing_statement(level: str | None, parent: str | None, has_codes: bool, any_sector: bool, bucket_fn: str | None):
+def _processing_statement(level: str | None, parent: str | None, by_unit: str | None, any_sector: bool, bucket_fn: str | None):
     d = Dossier
     m, t, *_ = _bounds()
-    where = _where(d, has_codes, any_sector, and_(_within(d.end_at, m, t), d.recv_at.is_not(None), _is_resolved(d)))
+    where = _where(d, by_unit, any_sector, and_(_within(d.end_at, m, t), d.recv_at.is_not(None), _is_resolved(d)))
     if bucket_fn is None:
         stmt = _select(_scope_shape(level, parent, False), d, [d.recv_at, d.end_at], where)
         return stmt.group_by(None)  # one row per dossier
@@ -208,5 +211,7 @@ def _orphans_statement(level: str | None, parent: str | None, has_codes: bool, a
         _scope_shape(level, parent, False),
         d,
         [n],
-        _where(d, has_codes, any_sector, and_(d.recv_at.is_(None), d.event_days.like(bindparam("day_like")))),
+        _where(
+            d, "dossier.unit_code" if has_codes else None, any_sector, and_(d.recv_at.is_(None), d.event_days.like(bindparam("day_like")))
+        ),
     )
