@@ -1,8 +1,8 @@
 """same_point: dossier indexes for figures at a past instant within a day
 
 Revision ID: b5c7d9e1f3a5
-Revises: a4b6c8d0e2f4
-Create Date: 2026-12-06 08:00:00
+Revises: b8d0f2a4c6e8
+Create Date: 2026-12-06 09:00:00
 
 A period in progress is compared with the previous one as it stood at the same point (SPEC section
 4): the previous figures are those at the midnight before that instant (day rows) corrected by the
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "b5c7d9e1f3a5"
-down_revision: str | None = "a4b6c8d0e2f4"
+down_revision: str | None = "b8d0f2a4c6e8"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
