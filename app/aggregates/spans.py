@@ -11,6 +11,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.aggregates.at_now import _read_silent, _read_today
+from app.aggregates.at_tau import read_at_instant
 from app.aggregates.counters import DAY_COUNTERS, DUE, FLOW_COUNTERS
 from app.aggregates.histogram import bucket_columns, with_buckets
 from app.aggregates.network_reads import _read_network_cohort
@@ -111,6 +112,9 @@ async def read_spans(
     if live:
         await _read_today(session, scope, live, sector, out)
         await _read_silent(session, scope, live, silent_after_hours, out)
+    at_instant = [(i, sp) for i, sp in enumerate(spans) if sp.until is not None]
+    if at_instant:
+        await read_at_instant(session, scope, at_instant, sector, out)
     if sector == ALL_SECTORS:
         await _read_network_cohort(session, scope, spans, out)
     return out[""]
