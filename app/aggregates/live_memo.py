@@ -80,7 +80,7 @@ class LiveMemo:
         key = (sector, tuple(sp.start_at for _, sp in live), live[0][1].today_at, after_hours)
         entry = self._entry(key)
         async with entry.lock:
-            changes = await _read_changes(session, codes)
+            changes = await read_changes(session, codes)
             fresh_from = now - self.max_age
             if codes is None and (entry.full_at is None or not fresh_from <= entry.full_at <= now):
                 got = await _read_units(session, None, live, sector, after_hours)
@@ -92,7 +92,7 @@ class LiveMemo:
             known = [entry.at[u] for u in universe if u in entry.at and fresh_from <= entry.at[u] <= now]
             moved: set[str] = set()
             if known:
-                moved = await _read_moved(session, min(known) - MARGIN, now, after_hours)
+                moved = await read_moved(session, min(known) - MARGIN, now, after_hours)
                 if codes is None:  # a unit with no figure until now may have one now
                     universe |= moved
             stale = sorted(
@@ -125,7 +125,7 @@ class LiveMemo:
 LIVE: ContextVar[LiveMemo | None] = ContextVar("chiso_live_memo", default=None)
 
 
-async def _read_changes(session: AsyncSession, codes: set[str] | None) -> dict[str, int]:
+async def read_changes(session: AsyncSession, codes: set[str] | None) -> dict[str, int]:
     c = UnitChange
     if codes is None or len(codes) > CHUNK:  # a few thousand small rows: one read of them all
         got = {u: int(n) for u, n in (await session.execute(select(c.unit_code, c.changes))).all()}
@@ -138,7 +138,7 @@ async def _read_changes(session: AsyncSession, codes: set[str] | None) -> dict[s
     return out
 
 
-async def _read_moved(session: AsyncSession, since: datetime, until: datetime, after_hours: float) -> set[str]:
+async def read_moved(session: AsyncSession, since: datetime, until: datetime, after_hours: float) -> set[str]:
     """Units whose figures at now moved with time alone in (since, until]: deadlines, events dated
     ahead (at_now.read_units_due_between), and units that fell silent."""
     moved = set(await read_units_due_between(session, since, until))

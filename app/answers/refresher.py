@@ -16,13 +16,17 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import orjson
+
 from app.answers import repository as repo
+from app.answers.dependencies import Dependencies
 from app.answers.kinds import ReadContext
 from app.answers.service import SharedAnswers
 from app.db import meta
 from app.db.engine import Database
 from app.db.leadership import Leadership
 from app.errors import ChisoError
+from app.scoring import service as scoring
 from app.scoring.ranking import RankingMemo
 from app.settings import Settings
 from app.units.service import RegistryCache
@@ -50,29 +54,54 @@ class AnswerRefresher:
         self._led_at = -LEAD_EVERY
         self._leader = False
         self._swept_at = 0.0
+        self.deps = Dependencies(settings.tz)
+        self.restamped = 0  # answers found to hold still, not computed again
 
     async def run_once(self) -> int:
-        """One tick: when this process leads, refresh what needs it; the number of answers refreshed."""
+        """One tick: when this process leads, refresh what needs it; the number of answers refreshed
+        (computed again, or found to hold still and restamped)."""
         if time.monotonic() - self._led_at >= LEAD_EVERY:
             self._leader = await self.leadership.acquire()
             self._led_at = time.monotonic()
         if not self._leader:
+            self.deps.forget()
             return 0
         now = datetime.now(UTC)
         # refreshed a little before they would be too old to serve, so no poller waits for one
         older = now - timedelta(seconds=max(0.0, self.answers.idle_for - 2.0))
+        registry = await self.registry.get()
         async with self.db.session() as session:
-            version = await meta.read_data_version(session)
-            todo = await repo.read_to_refresh(session, now - timedelta(seconds=self.keep_for), older, version, now)
-        ctx = ReadContext(self.db, await self.registry.get(), self.settings, self.rankings)
+            version = await meta.read_data_version(session)  # before the counts: a restamp never claims more
+            polled = await repo.read_polled(session, now - timedelta(seconds=self.keep_for))
+            touched = await self.deps.tick(session, registry, now, self.settings.silent_after_hours)
+        ctx = ReadContext(self.db, registry, self.settings, self.rankings)
         done = 0
-        for key, kind, params in todo:
+        for key, kind, params, etag, stored_version, computed_at, claimed_until in polled:
+            held = self.deps.holds(key, kind, orjson.loads(params), etag, touched, registry, now)
+            if stored_version == version and computed_at >= older:
+                if not held:
+                    self.deps.drop(key)
+                continue  # current: nothing to do
+            if claimed_until is not None and claimed_until >= now:
+                continue  # being computed elsewhere
+            if held:  # no unit of it changed, no deadline of it passed: the same figures, at now
+                async with self.db.transaction() as session:
+                    as_of = scoring.as_of(now, self.settings.tz) if kind != "series" else None
+                    if await repo.restamp(session, key, etag, version, now, as_of):
+                        self.restamped += 1
+                        done += 1
+                        continue
+            self.deps.drop(key)
             try:
-                done += await self.answers.compute(ctx, kind, key, params, by="refresher") is not None
+                answer = await self.answers.compute(ctx, kind, key, params, by="refresher")
             except ChisoError as exc:  # the unit went, say: nobody can get this answer any more
                 log.info("forgetting the shared answer %s: %s", key, exc)
                 async with self.db.transaction() as session:
                     await repo.delete_answer(session, key)
+                continue
+            if answer is not None:
+                done += 1
+                self.deps.computed(key, kind, answer.etag, registry, now)
         if time.monotonic() - self._swept_at >= FORGET_EVERY:
             self._swept_at = time.monotonic()
             async with self.db.transaction() as session:

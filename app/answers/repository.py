@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, delete, literal, or_, select, update
+from sqlalchemy import and_, delete, literal, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect, meta
@@ -121,3 +121,45 @@ async def delete_unpolled(session: AsyncSession, before: datetime) -> int:
 async def delete_answer(session: AsyncSession, key: str) -> None:
     """Forget one answer."""
     await session.execute(delete(SharedAnswer).where(SharedAnswer.key == key))
+
+
+async def read_polled(session: AsyncSession, polled_since: datetime) -> list:
+    """(key, kind, params, etag, version, computed_at, claimed_until) of the answers polled since
+    `polled_since` that have an answer, most recently polled first."""
+    a = SharedAnswer
+    stmt = (
+        select(a.key, a.kind, a.params, a.etag, a.version, a.computed_at, a.claimed_until)
+        .where(a.polled_at >= polled_since, a.version != NONE_YET)
+        .order_by(a.polled_at.desc())
+    )
+    return list((await session.execute(stmt)).all())
+
+
+AS_OF = b'"as_of":"'  # the answer's top-level `as_of` (the first key of that name in every restamped kind)
+
+
+async def restamp(session: AsyncSession, key: str, etag: str, version: int, at: datetime, as_of: str | None) -> bool:
+    """The stored answer (still `etag`, computed before `at`, claimed by nobody) holds at `at` and
+    `version` too: so marked, its `as_of` (when given) rewritten. True when it was."""
+    a = SharedAnswer
+    mine = and_(a.key == key, a.etag == etag, a.computed_at < at, or_(a.claimed_until.is_(None), a.claimed_until < at))
+    if as_of is None:
+        return (await session.execute(update(a).where(mine).values(version=version, computed_at=at))).rowcount == 1
+    new = as_of.encode()
+    if dialect.is_postgres(session):  # the body is rewritten where it lies: a ranking's is megabytes
+        stmt = text(
+            "UPDATE shared_answer SET version = :version, computed_at = :at, body = CASE WHEN position(:needle IN body) = 0 "
+            "THEN body ELSE overlay(body PLACING :new FROM position(:needle IN body) + :skip "
+            "FOR position(:quote IN substring(body FROM position(:needle IN body) + :skip)) - 1) END "
+            "WHERE key = :key AND etag = :etag AND computed_at < :at AND (claimed_until IS NULL OR claimed_until < :at)"
+        )
+        params = {"version": version, "at": at, "needle": AS_OF, "new": new, "skip": len(AS_OF), "quote": b'"', "key": key, "etag": etag}
+        return (await session.execute(stmt, params)).rowcount == 1
+    body = (await session.execute(select(a.body).where(mine))).scalar()
+    if body is None:
+        return False
+    i = body.find(AS_OF)
+    if i >= 0:
+        i += len(AS_OF)
+        body = body[:i] + new + body[body.index(b'"', i) :]
+    return (await session.execute(update(a).where(mine).values(version=version, computed_at=at, body=body))).rowcount == 1

@@ -234,6 +234,47 @@ class TestRefresher:
         (row,) = (await rows(svc)).values()
         assert row.computed_by == refresher.answers.holder
 
+    async def test_only_answers_whose_units_changed_or_whose_deadlines_passed_are_computed_again(self, fresh_service):
+        svc = fresh_service
+        read, ingest = await svc.key("read"), await svc.key("ingest", "VN")
+        now = datetime.now(UTC)
+        await post_all(svc, ingest, stream(random.Random(4), COMMUNES_46 + ["26506"], 60, now, days=20), random.Random(4))
+        for path, query, _, _ in URLS:
+            await svc.get(path, read, **query)
+        refresher = AnswerRefresher(svc.db, svc.settings)
+        made = refresher.answers
+
+        async def tick() -> tuple[int, int]:
+            """(answers computed, answers found holding) by one tick; every one served equals a fresh one."""
+            computed, stamped = made.computations, refresher.restamped
+            assert await refresher.run_once() == len(URLS)
+            for path, query, kind, params in URLS:
+                served, now = figures((await svc.get(path, read, **query)).json()), figures(await fresh(svc, kind, params))
+                if kind == "at_risk":  # hours_left moves with the clock
+                    for item in served["items"] + now["items"]:
+                        del item["hours_left"]
+                assert served == now, path
+            return made.computations - computed, refresher.restamped - stamped
+
+        try:
+            await post(svc, ingest, one_received("26506"))
+            assert await tick() == (len(URLS), 0)  # the first tick knows nothing: all computed
+            soon = datetime.now(UTC) + timedelta(seconds=6)  # a deadline of 19777 that passes between two ticks
+            await post(svc, ingest, [received("19777", "soon", now - timedelta(hours=1), soon)])
+            assert await tick() == (len(URLS), 0)  # 19777 changed: all depend on it
+            await post(svc, ingest, one_received("26506"))  # province 79: nothing of 46 moves
+            # the nation's KPIs and the at-risk list (hours_left moves) computed; 46's KPIs, 19777's
+            # and the ranking of 46's communes found holding
+            assert await tick() == (2, 3)
+            while datetime.now(UTC) <= soon:
+                await asyncio.sleep(0.2)
+            await post(svc, ingest, one_received("26506"))
+            assert await tick() == (len(URLS), 0)  # 19777's deadline passed
+            await post(svc, ingest, one_received("19930"))
+            assert await tick() == (4, 1)  # all of 46 and the nation; 19777's KPIs hold
+        finally:
+            await refresher.close()
+
     async def test_after_a_restart_the_polled_answers_are_warm_at_the_first_tick(self, fresh_service):
         svc = fresh_service
         read, ingest = await svc.key("read"), await svc.key("ingest", "46")
