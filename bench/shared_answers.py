@@ -226,8 +226,9 @@ def bucket_pct(before: dict[float, float], after: dict[float, float], q: float) 
     return next(b for b, n in counts if n >= q / 100 * total)
 
 
-async def run_refresher(url: str, seconds: float) -> tuple[int, float, float]:
-    """The answer refresher in this process for `seconds`: (answers refreshed, CPU seconds, wall seconds)."""
+async def run_refresher(url: str, seconds: float) -> tuple[int, float, float, int]:
+    """The answer refresher in this process for `seconds`: (answers refreshed, CPU seconds, wall
+    seconds, answers of those computed)."""
     from app.answers.refresher import AnswerRefresher
     from app.db.engine import Database
     from app.settings import Settings
@@ -244,7 +245,7 @@ async def run_refresher(url: str, seconds: float) -> tuple[int, float, float]:
     finally:
         await refresher.close()
         await db.dispose()
-    return done, time.process_time() - cpu0, time.perf_counter() - t0
+    return done, time.process_time() - cpu0, time.perf_counter() - t0, refresher.answers.computations
 
 
 async def admin_sql(sql: str) -> None:
@@ -352,12 +353,14 @@ def main() -> None:
             q = mp.Queue()
             feed = mp.Process(target=poster, args=(q, [servers[0].base], token, communes, a.rate, a.seconds))
             feed.start()
-            done, cpu, wall = asyncio.run(run_refresher(url, a.seconds))
+            done, cpu, wall, computed = asyncio.run(run_refresher(url, a.seconds))
             sent = q.get(timeout=120)
             feed.join()
             n = sum(len(v) for v in urls.values())
             print(f"\nthe refresher alone, {n} polled answers, {sent / wall:.0f} events/s posted:")
-            print(f"{done / wall:.1f} answers refreshed/s, CPU {cpu / wall:.2f} core")
+            held = (done - computed) / wall
+            rate = f"{done / wall:.1f} answers refreshed/s ({computed / wall:.1f}/s computed, {held:.1f}/s found holding)"
+            print(f"{rate}, CPU {cpu / wall:.2f} core")
     finally:
         for s in servers:
             s.stop()
