@@ -24,9 +24,10 @@ run: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/pytest
 
-## The edit-test loop: unit tests and the integration tests on SQLite alone (no server needed)
+## The edit-test loop: unit tests and the integration tests on SQLite alone (no server needed), without
+## the tests marked slow (real chiso processes, whole-country answers), which `make test` runs
 test-fast: $(BIN)/.installed
-	CHISO_STORES=sqlite $(BIN)/pytest tests/unit tests/integration -q -x -p no:cacheprovider -n 2 $(TEST_ARGS)
+	CHISO_STORES=sqlite $(BIN)/pytest tests/unit tests/integration -q -x -p no:cacheprovider -n 2 -m "not slow" $(TEST_ARGS)
 
 ## The reliability suite, long form (crash loop, database restart, central outage, fuzz, abuse, access);
 ## `make test` runs its short form. Rows of the fault table: test-output/reliability/table.jsonl

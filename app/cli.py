@@ -66,6 +66,7 @@ def serve(
     from app.export.process import ExporterProcess
 
     exporter = ExporterProcess() if Settings().export_enabled else None
+    own_dir = None  # the metrics folder this command made, removed when it stops
     if workers > 1 or exporter is not None:  # the workers' and the exporter's metrics add up
         # Before anything imports prometheus_client (migrating below imports app.metrics): it picks
         # in-memory or file-backed values once, at import, and one worker serves in this process.
@@ -74,6 +75,7 @@ def serve(
             raise RuntimeError("prometheus_client was imported before PROMETHEUS_MULTIPROC_DIR was set")
         shutil.rmtree(mp_dir, ignore_errors=True)  # stale files of dead workers would add up forever
         mp_dir.mkdir(parents=True)
+        own_dir = None if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else mp_dir
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(mp_dir)
     _run(_prepare)
     os.environ["MIGRATE_ON_START"] = "false"  # done once above, not by every worker
@@ -85,6 +87,8 @@ def serve(
     finally:
         if exporter is not None:
             exporter.stop()
+        if own_dir is not None:
+            shutil.rmtree(own_dir, ignore_errors=True)
 
 
 @db_cli.command("upgrade")

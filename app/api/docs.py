@@ -2,7 +2,7 @@
 
 The assets come from the installed package `fastapi-offline` (Swagger UI and ReDoc bundles): no CDN,
 so the docs work on a machine with no internet (SPEC section 5). The OpenAPI document is FastAPI's,
-generated from the routes and the answer models of app.api.schemas, with the event contract added
+generated from the routes and the answer models (app.scoring.schemas, app.api.schemas...), with the event contract added
 to its components (the ingest handler reads its body raw) and every error answer typed as
 application/problem+json.
 """

@@ -27,15 +27,15 @@ from starlette.responses import StreamingResponse
 from starlette.routing import Match
 
 from app import tables
+from app.api import params as arg
 from app.api import titles
 from app.api.deps import Reads, ReadsDep
 from app.api.etag import etag_of
-from app.api.kpis import At, Code, PeriodKind, Sort, Window
-from app.api.params import DriverKpi, DriverSort
-from app.api.schemas import KPI_DOCS, RATE, AtRiskItem, DriverItem, RankingItem, SectorItem, SeriesPoint, SilentItem, Unit
 from app.errors import Unprocessable
 from app.scoring import drivers as drivers_service
 from app.scoring import service as scoring
+from app.scoring.kpis import is_rate
+from app.scoring.schemas import AtRiskItem, DriverItem, RankingItem, SectorItem, SeriesPoint, SilentItem, Unit
 from app.scoring.service import pick_period
 
 FORMATS = ("csv", "xlsx")
@@ -101,7 +101,7 @@ def _leaf_kind(annotation: Any, name: str) -> str:
     if typ is int:
         return tables.INT
     if typ is float:
-        return tables.RATE if KPI_DOCS.get(name, ("",))[0] == RATE else tables.NUMBER
+        return tables.RATE if is_rate(name) else tables.NUMBER
     if typ is datetime:
         return tables.DATETIME
     if typ is date:
@@ -236,7 +236,7 @@ def kpi_table(answer: dict, request: Request, lang: str, what: str = "kpis") -> 
         tables.Column("change", titles.title("change", lang), tables.NUMBER, "Current minus previous; empty where either is."),
     ]
     rows = [[k, answer["kpis"][k], answer["previous"]["kpis"][k], answer["change"][k]] for k in names]
-    rates = {k for k in names if KPI_DOCS.get(k, ("",))[0] == RATE}
+    rates = {k for k in names if is_rate(k)}
     return tables.Table(
         titles.label(what, lang),
         cols,
@@ -288,9 +288,7 @@ def as_table(a: Ask, model: type[BaseModel], what: str, key: str = "items") -> C
 
 
 @router.get("/units")
-async def units_download(
-    a: AskDep, level: Literal["nation", "province", "commune"] | None = None, parent: str | None = None
-) -> StreamingResponse:
+async def units_download(a: AskDep, level: arg.UnitLevel = None, parent: arg.UnitParent = None) -> StreamingResponse:
     async def compute():
         rows = scoring.unit_list(a.registry, level, parent)
         return {"items": [scoring.unit_shape(u) for u in rows], "total": len(rows)}
@@ -301,11 +299,11 @@ async def units_download(
 @router.get("/units/{code}/kpis")
 async def kpis_download(
     a: AskDep,
-    code: Code,
-    period: PeriodKind = None,
-    at: At = None,
-    window: Window = None,
-    sector: Annotated[str | None, Query(max_length=64)] = None,
+    code: arg.Code,
+    period: arg.PeriodKind = None,
+    at: arg.At = None,
+    window: arg.Window = None,
+    sector: arg.Sector = None,
 ) -> StreamingResponse:
     p = a.period(period, at, window)
 
@@ -316,7 +314,7 @@ async def kpis_download(
 
 
 @router.get("/units/{code}")
-async def unit_download(a: AskDep, code: Code) -> StreamingResponse:
+async def unit_download(a: AskDep, code: arg.Code) -> StreamingResponse:
     async def compute():
         return {"items": [scoring.unit_detail(a.registry, code)], "total": 1}
 
@@ -326,13 +324,13 @@ async def unit_download(a: AskDep, code: Code) -> StreamingResponse:
 @router.get("/rankings")
 async def ranking_download(
     a: AskDep,
-    level: Literal["province", "commune"] = "province",
-    parent: str | None = None,
-    period: PeriodKind = None,
-    at: At = None,
-    window: Window = None,
-    sort: Sort = "-on_time_rate",
-    min_count: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    level: arg.RankLevel = "province",
+    parent: arg.RankParent = None,
+    period: arg.PeriodKind = None,
+    at: arg.At = None,
+    window: arg.Window = None,
+    sort: arg.Sort = "-on_time_rate",
+    min_count: arg.MinCount = 0,
 ) -> StreamingResponse:
     p = a.period(period, at, window)
     memo = a.request.app.state.rankings
@@ -348,11 +346,11 @@ async def ranking_download(
 @router.get("/units/{code}/series")
 async def series_download(
     a: AskDep,
-    code: Code,
-    kpi: str = "on_time_rate",
-    interval: Literal["day", "week", "month", "quarter"] = "week",
-    from_: Annotated[date | None, Query(alias="from")] = None,
-    to: date | None = None,
+    code: arg.Code,
+    kpi: arg.SeriesKpi = "on_time_rate",
+    interval: arg.Interval = "week",
+    from_: arg.From = None,
+    to: arg.To = None,
 ) -> StreamingResponse:
     async def compute():
         return await scoring.series(a.db, a.registry, a.settings.tz, code, kpi, interval, from_, to, silent_after_hours=a.hours)
@@ -360,7 +358,7 @@ async def series_download(
     def build(answer: dict) -> tables.Table:
         table = items_table(answer, SeriesPoint, "series", a.request, a.lang, key="points")
         table.about.insert(1, (titles.title("kpi", a.lang), kpi))
-        return as_rates(table, ("value",)) if KPI_DOCS.get(kpi, ("",))[0] == RATE else table
+        return as_rates(table, ("value",)) if is_rate(kpi) else table
 
     def name(answer: dict) -> str:
         points = answer["points"]
@@ -370,7 +368,9 @@ async def series_download(
 
 
 @router.get("/units/{code}/sectors")
-async def sectors_download(a: AskDep, code: Code, period: PeriodKind = None, at: At = None, window: Window = None) -> StreamingResponse:
+async def sectors_download(
+    a: AskDep, code: arg.Code, period: arg.PeriodKind = None, at: arg.At = None, window: arg.Window = None
+) -> StreamingResponse:
     p = a.period(period, at, window)
 
     async def compute():
@@ -380,7 +380,9 @@ async def sectors_download(a: AskDep, code: Code, period: PeriodKind = None, at:
 
 
 @router.get("/units/{code}/at-risk")
-async def at_risk_download(a: AskDep, code: Code, within: str = "48h", include_overdue: bool = False) -> StreamingResponse:
+async def at_risk_download(
+    a: AskDep, code: arg.Code, within: arg.Within = "48h", include_overdue: arg.IncludeOverdue = False
+) -> StreamingResponse:
     """Read and sent page by page (PAGE_ROWS) at one `as_of`, so that memory stays bounded however long the list;
     the ETag is taken over the first page, the total and the data version (any event changes it)."""
     scoring.parse_within(within)
@@ -399,7 +401,7 @@ async def at_risk_download(a: AskDep, code: Code, within: str = "48h", include_o
 
 
 @router.get("/units/{code}/silent")
-async def silent_download(a: AskDep, code: Code) -> StreamingResponse:
+async def silent_download(a: AskDep, code: arg.Code) -> StreamingResponse:
     async def compute():
         return await scoring.silent_units(a.db, a.registry, a.settings.tz, code, a.rows, 0, a.hours)
 
@@ -415,12 +417,12 @@ def as_rates(table: tables.Table, paths: tuple[str, ...]) -> tables.Table:
 @router.get("/units/{code}/drivers")
 async def drivers_download(
     a: AskDep,
-    code: Code,
-    kpi: DriverKpi = "on_time_rate",
-    period: PeriodKind = None,
-    at: At = None,
-    window: Window = None,
-    sort: DriverSort = "contribution",
+    code: arg.Code,
+    kpi: arg.DriverKpi = "on_time_rate",
+    period: arg.PeriodKind = None,
+    at: arg.At = None,
+    window: arg.Window = None,
+    sort: arg.DriverSort = "contribution",
 ) -> StreamingResponse:
     drivers_service.check_kpi(kpi)
     p = a.period(period, at, window)
@@ -431,6 +433,6 @@ async def drivers_download(
     def build(answer: dict) -> tables.Table:
         table = items_table(answer, DriverItem, "drivers", a.request, a.lang)
         table.about.insert(1, (titles.title("kpi", a.lang), kpi))
-        return as_rates(table, ("value", "previous_value", "contribution")) if KPI_DOCS.get(kpi, ("",))[0] == RATE else table
+        return as_rates(table, ("value", "previous_value", "contribution")) if is_rate(kpi) else table
 
     return await download(a, f"drivers-{kpi}", code, compute, build)

@@ -3,53 +3,40 @@
 from __future__ import annotations
 
 import time
-from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from app import metrics
 from app.answers.kinds import ReadContext
 from app.answers.service import canonical_params
 from app.api.deps import ReadKey
-from app.api.params import Limit, Offset
-from app.api.schemas import READ_ERRORS, AtRiskAnswer, KpiAnswer, RankingAnswer, SectorsAnswer, SeriesAnswer, SilentAnswer, problems
+from app.api.params import (
+    PERIOD_DOC,
+    At,
+    Code,
+    From,
+    IncludeOverdue,
+    Interval,
+    Limit,
+    MinCount,
+    Offset,
+    PeriodKind,
+    RankLevel,
+    RankParent,
+    Sector,
+    SeriesKpi,
+    Sort,
+    To,
+    Window,
+    Within,
+)
+from app.api.schemas import READ_ERRORS, problems
 from app.errors import NotFound
+from app.scoring.schemas import AtRiskAnswer, KpiAnswer, RankingAnswer, SectorsAnswer, SeriesAnswer, SilentAnswer
 
 router = APIRouter(prefix="/api/v1", tags=["kpis"])
-
-PeriodKind = Annotated[
-    Literal["day", "week", "month", "quarter", "year"] | None,
-    Query(
-        description="A calendar period in local time (ISO weeks, Monday first), the one containing `at`. "
-        "Not with `window`; with neither, `window=30d`.",
-        examples=["week"],
-    ),
-]
-At = Annotated[
-    date | None,
-    Query(description="A local date inside the calendar period `period` names; default today.", examples=["2025-09-30"]),
-]
-Window = Annotated[
-    Literal["1d", "7d", "30d", "90d", "365d"] | None,
-    Query(description="A rolling window of that many local days ending today, today included so far. Default `30d`.", examples=["30d"]),
-]
-Sort = Annotated[
-    str,
-    Query(
-        pattern=r"^-?[a-z0-9_]+$",
-        description="A KPI name, `-` first for descending, e.g. `-on_time_rate` (tỷ lệ giải quyết đúng hạn, best first) "
-        "or `-settlement_score` (điểm Chỉ số 766).",
-        examples=["-on_time_rate"],
-    ),
-]
-Code = Annotated[str, Path(description="Unit code: `VN`, a province (`46`) or a commune (`19753`).", examples=["46"])]
-PERIOD_DOC = (
-    "\n\nThe period is `period` (+ `at`) for a calendar period, or `window` for a rolling window ending today "
-    "(default `30d`). The previous period is the one of the same length just before (for a month, quarter or "
-    "year: the previous calendar one)."
-)
 
 
 async def answer(request: Request, kind: str, params: dict) -> Response:
@@ -96,14 +83,7 @@ async def unit_kpis(
     period: PeriodKind = None,
     at: At = None,
     window: Window = None,
-    sector: Annotated[
-        str | None,
-        Query(
-            max_length=64,
-            description="Only the dossiers of this sector (lĩnh vực), e.g. `land`; `null` for those without one.",
-            examples=["land"],
-        ),
-    ] = None,
+    sector: Sector = None,
 ) -> Response:
     with _Timer("kpis"):
         params = {"code": code, "period": period, "at": at, "window": window, "sector": sector}
@@ -123,30 +103,15 @@ async def unit_kpis(
 async def rankings(
     request: Request,
     _: ReadKey,
-    level: Annotated[
-        Literal["province", "commune"], Query(description="The level of the units ranked.", examples=["commune"])
-    ] = "province",
-    parent: Annotated[
-        str | None, Query(description="Rank only the units under this one (e.g. the communes of province `46`).", examples=["46"])
-    ] = None,
+    level: RankLevel = "province",
+    parent: RankParent = None,
     period: PeriodKind = None,
     at: At = None,
     window: Window = None,
     sort: Sort = "-on_time_rate",
     limit: Annotated[int, Query(ge=1, le=5000, description="Items in this page, at most 5,000.", examples=[50])] = 50,
     offset: Offset = 0,
-    min_count: Annotated[
-        int,
-        Query(
-            ge=0,
-            le=1_000_000_000,
-            description="Rank only units whose sort KPI rests on at least this many dossiers: `received` for `online_rate`, "
-            "early + on time + late for `on_time_rate`, the INDEX-766 cohort for `settlement_*`, the resolved dossiers with "
-            "a receipt for `processing_hours_*`; the others come after the ranked units, by code, with `rank: null`. "
-            "Count KPIs are their own evidence: no effect on them.",
-            examples=[10],
-        ),
-    ] = 0,
+    min_count: MinCount = 0,
 ) -> Response:
     with _Timer("rankings"):
         params = {"level": level, "parent": parent, "period": period, "at": at, "window": window, "sort": sort}
@@ -166,20 +131,10 @@ async def series(
     request: Request,
     code: Code,
     _: ReadKey,
-    kpi: Annotated[
-        str,
-        Query(
-            description="A KPI name, e.g. `on_time_rate` (tỷ lệ giải quyết đúng hạn) or `received` (hồ sơ tiếp nhận).",
-            examples=["on_time_rate"],
-        ),
-    ] = "on_time_rate",
-    interval: Annotated[
-        Literal["day", "week", "month", "quarter"], Query(description="The length of each point.", examples=["week"])
-    ] = "week",
-    from_: Annotated[
-        date | None, Query(alias="from", description="First local day, inclusive; default 364 days before `to`.", examples=["2025-01-01"])
-    ] = None,
-    to: Annotated[date | None, Query(description="Local day after the last, exclusive; default tomorrow.", examples=["2025-10-01"])] = None,
+    kpi: SeriesKpi = "on_time_rate",
+    interval: Interval = "week",
+    from_: From = None,
+    to: To = None,
 ) -> Response:
     with _Timer("series"):
         params = {"code": code, "kpi": kpi, "interval": interval, "from": from_, "to": to}
@@ -220,8 +175,8 @@ async def at_risk(
     request: Request,
     code: Code,
     _: ReadKey,
-    within: Annotated[str, Query(description="The window ahead of now: `1h` to `720h`.", examples=["48h"])] = "48h",
-    include_overdue: Annotated[bool, Query(description="Also the pending dossiers already past their deadline.", examples=[False])] = False,
+    within: Within = "48h",
+    include_overdue: IncludeOverdue = False,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Response:

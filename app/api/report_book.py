@@ -7,7 +7,8 @@ from typing import IO
 from app import tables
 from app.api import titles
 from app.api.downloads import as_rates, columns, filename
-from app.api.schemas import KPI_DOCS, RATE, DriverItem, ReportRankingItem, SectorItem, SilentItem
+from app.scoring.kpis import is_rate
+from app.scoring.schemas import DriverItem, ReportRankingItem, SectorItem, SilentItem
 
 RANKING_COLUMNS = (
     "rank",
@@ -53,7 +54,7 @@ def report_sheets(answer: dict, lang: str) -> list[tables.Table]:
     """The report's parts as tables, in the order of SPEC section 5."""
     label = lambda key: titles.label(key, lang)  # noqa: E731
     summary = answer["summary"]
-    rates = {titles.kpi_title(k, lang) for k in summary["kpis"] if KPI_DOCS.get(k, ("",))[0] == RATE}
+    rates = {titles.kpi_title(k, lang) for k in summary["kpis"] if is_rate(k)}
     sheets = [
         tables.Table(
             label("summary"),
@@ -72,7 +73,7 @@ def report_sheets(answer: dict, lang: str) -> list[tables.Table]:
         sheets.append(_sheet(label("ranking"), cols, answer["ranking"]["items"]))
     for kpi, part in answer["drivers"].items():
         table = _sheet(f"{label('drivers')} – {kpi}", _pick(columns(DriverItem, lang), DRIVER_COLUMNS), part["items"])
-        sheets.append(as_rates(table, ("value", "previous_value", "contribution")) if KPI_DOCS[kpi][0] == RATE else table)
+        sheets.append(as_rates(table, ("value", "previous_value", "contribution")) if is_rate(kpi) else table)
     due = answer["due_soon"]
     totals = {"unit": answer["unit"], "kpis": {k: due[k] for k in ("due_24h", "due_48h", "due_72h")}}
     below = due["units"]["items"] if due["units"] else []

@@ -14,12 +14,13 @@ from starlette.responses import Response
 from app.api import downloads
 from app.api.deps import ReadsDep
 from app.api.etag import etag_of
-from app.api.kpis import PERIOD_DOC, At, Code, PeriodKind, Window, answer
-from app.api.params import DriverKpi, DriverSort, Limit, Offset
+from app.api.kpis import answer
+from app.api.params import PERIOD_DOC, At, Code, DriverKpi, DriverSort, Limit, Offset, PeriodKind, Window
 from app.api.report_book import report_filename, write_report
-from app.api.schemas import READ_ERRORS, DriversAnswer, ReportAnswer, problems
+from app.api.schemas import READ_ERRORS, problems
 from app.scoring import drivers as drivers_service
 from app.scoring import report as report_service
+from app.scoring.schemas import DriversAnswer, ReportAnswer
 from app.tables import XLSX_MEDIA
 
 router = APIRouter(prefix="/api/v1", tags=["kpis"])

@@ -1,41 +1,15 @@
 """Column titles of downloads and report sheets, in one place: Vietnamese first, English with `lang=en`.
 
 A column is named by its JSON path (`unit.code`, `kpis.on_time_rate`); its title joins the title of
-the block it sits in (`unit` -> "Đơn vị") and that of its field. KPI titles in Vietnamese are those of
-`KPI_DOCS` (the dashboard's and the national index's names), so a KPI added there is titled here.
+the block it sits in (`unit` -> "Đơn vị") and that of its field. KPI titles (Vietnamese and English) are
+those of the registry `app.scoring.kpis.KPIS`, so a KPI added there is titled here.
 """
 
 from __future__ import annotations
 
-from app.api.schemas import KPI_DOCS
+from app.scoring.kpis import KPI
 
 LANGS = ("vi", "en", "key")
-
-KPI_EN = {
-    "received": "Received",
-    "received_online": "Received online",
-    "online_rate": "Online rate",
-    "resolved": "Resolved",
-    "resolved_early": "Resolved early",
-    "resolved_on_time": "Resolved on time",
-    "resolved_late": "Resolved late",
-    "resolved_unclassified": "Resolved, no deadline",
-    "on_time_rate": "On-time rate",
-    "withdrawn": "Withdrawn",
-    "pending": "Pending",
-    "overdue": "Overdue",
-    "processing_hours_p50": "Processing hours (median)",
-    "processing_hours_p90": "Processing hours (p90)",
-    "processing_hours_mean": "Processing hours (mean)",
-    "settlement_rate_766": "Settlement rate (766)",
-    "settlement_score": "Settlement score (766)",
-    "overdue_766": "Overdue (766)",
-    "orphans": "Orphan events",
-    "silent_units": "Silent units",
-    "due_24h": "Due within 24 h",
-    "due_48h": "Due within 48 h",
-    "due_72h": "Due within 72 h",
-}
 
 # field or block name: (Vietnamese, English)
 FIELDS: dict[str, tuple[str, str]] = {
@@ -105,10 +79,10 @@ LABELS: dict[str, tuple[str, str]] = {
 def kpi_title(name: str, lang: str) -> str:
     if lang == "key":
         return name
-    if lang == "en":
-        return KPI_EN.get(name, name)
-    doc = KPI_DOCS.get(name)
-    return doc[1].split(":")[0] if doc else name
+    kpi = KPI.get(name)
+    if kpi is None:
+        return name
+    return kpi.en if lang == "en" else kpi.vi
 
 
 def label(key: str, lang: str) -> str:
@@ -124,7 +98,7 @@ def title(path: str, lang: str) -> str:
     words = []
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
-        if last and (part in KPI_EN) and (len(parts) > 1 or part not in FIELDS):
+        if last and (part in KPI) and (len(parts) > 1 or part not in FIELDS):
             words.append(kpi_title(part, lang))
         elif part in FIELDS:
             vi, en = FIELDS[part]

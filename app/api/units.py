@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path
 
 from app.api.deps import ReadKey, RegistryDep
-from app.api.params import Limit, Offset
+from app.api.params import Limit, Offset, UnitLevel, UnitParent
 from app.api.responses import JSONResponse
-from app.api.schemas import READ_ERRORS, UnitDetail, UnitList, problems
+from app.api.schemas import READ_ERRORS, problems
 from app.scoring import service as scoring
+from app.scoring.schemas import UnitDetail, UnitList
 
 router = APIRouter(prefix="/api/v1", tags=["units"])
 
@@ -26,12 +27,8 @@ router = APIRouter(prefix="/api/v1", tags=["units"])
 async def list_units(
     _: ReadKey,
     registry: RegistryDep,
-    level: Annotated[
-        Literal["nation", "province", "commune"] | None, Query(description="Only the units of this level.", examples=["commune"])
-    ] = None,
-    parent: Annotated[
-        str | None, Query(description="Only the units directly under this one, e.g. the communes of province `46`.", examples=["46"])
-    ] = None,
+    level: UnitLevel = None,
+    parent: UnitParent = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> JSONResponse:

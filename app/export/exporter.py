@@ -1,48 +1,29 @@
-"""The exporter loop: produce changed records into the outbox, push them to the central node.
-
-Exactly one exporter is active per database (app.db.leadership: an advisory lock on PostgreSQL, a
-lease row on SQLite).
+"""The exporter loop: the active exporter produces changed records into the outbox and pushes them
+to the central node. It composes three parts: the leadership (app.db.leadership: exactly one exporter
+is active per database, an advisory lock on PostgreSQL, a lease row on SQLite), the producer
+(app.export.producer: makes the snapshot records) and the pusher (app.export.pusher: sends them,
+retries, counts).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import time
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from itertools import accumulate
 
 import httpx
-import orjson
 
-from app import metrics
-from app.aggregates import periods, reads
-from app.aggregates.counters import DUE
-from app.aggregates.reads import read_sums
-from app.aggregates.sums import Scope, Sums, span_for
-from app.db import meta
 from app.db.engine import Database
 from app.db.leadership import Leadership
-from app.export import records
-from app.export import repository as repo
-from app.export.outbox import PARK, PARKED, PENDING, SEND, SENT, Backoff, classify
-from app.export.signing import sign
+from app.export.producer import Producer
+from app.export.pusher import Pusher
 from app.settings import Settings
 
 log = logging.getLogger("chiso.export")
 
 LOCK_KEY = 0x6368_6973_6F65_7870  # "chisoexp": the advisory lock of the one active exporter
 LEASE = "exporter"
-SPANS_PER_QUERY = 40
-UNITS_PER_QUERY = 500
-PRODUCE_RECORDS = 20_000  # day records computed, compared and committed together by one produce step
-BATCHES_PER_RUN = 20
-YIELD_EVERY = 500  # records handled between two yields to the event loop the exporter shares with requests
-PATH = "/api/v1/network/snapshots"
 
 
 @dataclass
@@ -54,28 +35,15 @@ class RunResult:
     failed: bool = False
 
 
-def snapshot_body(node_id: str, bodies: list[str]) -> bytes:
-    """The pushed (and pulled) document around stored record bodies, without re-encoding them."""
-    head = b'{"node_id":' + orjson.dumps(node_id) + b',"histogram_bounds_seconds":' + orjson.dumps(records.histogram_bounds())
-    return head + b',"records":[' + b",".join(b.encode() for b in bodies) + b"]}"
-
-
 class Exporter:
     def __init__(self, db: Database, settings: Settings, client: httpx.AsyncClient | None = None):
         self.db = db
         self.settings = settings
         self.holder = f"{settings.node_id}-{uuid.uuid4().hex[:12]}"
-        self._client = client
-        self._own_client = client is None
         ttl = max(30.0, 5 * settings.export_interval)
         self.leadership = Leadership(db, LOCK_KEY, LEASE, self.holder, ttl)
-        self._retry_at = 0.0
-        self._resume_after = ""  # the unit a produce() cut short by its budget stopped after
-        self._complete_at: datetime | None = None  # when a produce() last reached every unit
-        self.step_records = PRODUCE_RECORDS
-        self.backoff = Backoff(base=max(0.5, settings.export_interval), cap=settings.export_backoff_max)
-
-    # --- the loop ------------------------------------------------------------------------------
+        self.producer = Producer(db, settings)
+        self.pusher = Pusher(db, settings, client)
 
     async def run_once(self) -> RunResult:
         """One tick: when this is the active exporter, produce and push; always refresh the metrics."""
@@ -83,10 +51,11 @@ class Exporter:
             leader = await self.leadership.acquire()
             result = RunResult(leader)
             if leader:
-                result.produced = await self.produce(budget=self._budget())
-                await self.push(result)
+                result.produced = await self.producer.produce(budget=self._budget())
+                pushed = await self.pusher.push()
+                result.sent, result.parked, result.failed = pushed.sent, pushed.parked, pushed.failed
         finally:
-            await self.update_metrics()
+            await self.pusher.update_metrics()
         return result
 
     def _budget(self) -> float:
@@ -109,313 +78,4 @@ class Exporter:
     async def close(self) -> None:
         """Give up leadership and the HTTP client."""
         await self.leadership.release()
-        if self._own_client and self._client is not None:
-            await self._client.aclose()
-
-    # --- producing -----------------------------------------------------------------------------
-
-    async def produce(self, budget: float | None = None) -> int:
-        """Recompute the records of dirty units (from their marked day) and of units with pending
-        dossiers (today's figures move with time); append those that changed to the outbox.
-
-        With a `budget` (seconds), no new step starts once it is spent: the units not reached keep
-        their marks and come first at the next call, so every unit is reached in turn.
-        """
-        started = time.monotonic()
-        tz = self.settings.tz
-        now = datetime.now(UTC)
-        today = periods.today(now, tz)
-        async with self.db.session() as session:
-            last = await meta.read_meta(session, repo.LAST_DAY)
-        if not last:  # the first run exports everything already stored
-            async with self.db.transaction() as session:
-                await repo.seed_dirty_from_aggregates(session)
-                await meta.set_meta(session, repo.LAST_DAY, today.toordinal())
-            last = today.toordinal()
-        async with self.db.session() as session:
-            dirty = await repo.read_dirty(session)
-            if self._complete_at is None or last != today.toordinal():
-                # A new day (or a new exporter): every unit with pending dossiers gets its day records.
-                pending = await repo.read_pending_units(session)
-            else:
-                # Within the day, today's figures of a unit without events move only when one of its
-                # deadlines passes (overdue, the cohort) or a future-dated event comes due.
-                pending = await reads.read_units_due_between(session, self._complete_at, now)
-        base = min(date.fromordinal(last), today - timedelta(days=1))
-        starts: dict[str, date] = {}
-        cleared: dict[str, int] = {}
-        for unit, (day, gen) in dirty.items():
-            if day <= today:  # a mark for a day still to come waits for it
-                starts[unit], cleared[unit] = day, gen
-        for unit in pending:
-            starts[unit] = min(starts.get(unit, base), base)
-        # Round robin from where the last cut-short call stopped.
-        items = sorted(starts.items(), key=lambda it: (it[0] <= self._resume_after, it[0]))
-        produced, done = 0, 0
-        # In bounded steps (about PRODUCE_RECORDS day records each), each committed with its dirty
-        # marks cleared: memory stays bounded when every unit is dirty over a long history.
-        while done < len(items):
-            if budget is not None and done and time.monotonic() - started > budget:  # one step at least
-                break
-            step_started = time.monotonic()
-            step, size = [], 0
-            while done < len(items) and (not step or size < self.step_records):
-                step.append(items[done])
-                size += (today - items[done][1]).days + 1
-                done += 1
-            by_start: dict[date, list[str]] = defaultdict(list)
-            for unit, day in step:
-                by_start[day].append(unit)
-            computed: dict[tuple[str, str, date], tuple[dict, dict | None]] = {}
-            for start, units in sorted(by_start.items()):
-                await self._compute(sorted(units), start, today, now, computed)
-            changed = await self._changed(computed, min(day for _, day in step))
-            async with self.db.transaction() as session:
-                if changed:
-                    await self._append(session, changed, now)
-                await repo.delete_dirty(session, {u: cleared[u] for u, _ in step if u in cleared})
-            produced += len(changed)
-            self._resume_after = step[-1][0]
-            if budget is not None and done < len(items):
-                # Paced: at most EXPORT_PRODUCE_SHARE of the time busy, so that a big recomputation
-                # (a new day, a new exporter, a back-fill) never crowds out ingest and dashboards on
-                # the database, whose backends the exporter process's niceness does not reach.
-                share = min(1.0, max(0.05, self.settings.export_produce_share))
-                await asyncio.sleep((time.monotonic() - step_started) * (1 - share) / share)
-        if done == len(items):
-            self._resume_after = ""
-            self._complete_at = now
-            async with self.db.transaction() as session:
-                await meta.set_meta(session, repo.LAST_DAY, today.toordinal())
-        if produced:
-            metrics.EXPORT_PRODUCED.inc(produced)
-        return produced
-
-    async def _append(self, session, changed: list, now: datetime) -> None:
-        """Give changed records their sequences and put them in the outbox."""
-        first = await repo.allocate_sequences(session, len(changed))
-        outbox, digests = [], []
-        node = self.settings.node_id
-        for i, ((unit, kind, key), (figures, period), h) in enumerate(changed):
-            if i % YIELD_EVERY == 0:
-                await asyncio.sleep(0)
-            seq = first + i
-            rec = (
-                records.day_record(node, seq, unit, key, figures)
-                if kind == "day"
-                else records.cohort_record(node, seq, unit, period, figures)
-            )
-            outbox.append(
-                {
-                    "sequence": seq,
-                    "unit_code": unit,
-                    "kind": kind,
-                    "key": key,
-                    "body": orjson.dumps(rec).decode(),
-                    "state": PENDING,
-                    "attempts": 0,
-                    "created_at": now,
-                }
-            )
-            digests.append({"unit_code": unit, "kind": kind, "key": key, "digest": h})
-        await repo.insert_outbox(session, outbox)
-        await repo.upsert_digests(session, digests)
-
-    async def _compute(self, units: list[str], start: date, today: date, now: datetime, out: dict) -> None:
-        """Figures of every day from `start` to today and of every calendar period touching them.
-
-        Past days come from one grouped read of the day rows (pending and overdue at the end of day
-        d are the all-time totals minus everything after d, as the read path computes them); today
-        and the cohort periods go through the read path itself, for its exact figures at now.
-        """
-        tz = self.settings.tz
-        ps: list[periods.Period] = [periods.containing("day", today)]
-        seen = set()
-        d = start
-        while d <= today:
-            for kind in records.COHORT_KINDS:
-                p = periods.containing(kind, d)
-                if (kind, p.start) not in seen:
-                    seen.add((kind, p.start))
-                    ps.append(p)
-            d += timedelta(days=1)
-        for u0 in range(0, len(units), UNITS_PER_QUERY):
-            chunk_units = tuple(units[u0 : u0 + UNITS_PER_QUERY])
-            if start < today:
-                async with self.db.session() as session:
-                    days, totals, hist = await repo.read_day_sums(session, list(chunk_units), start)
-                later: dict[str, list[date]] = defaultdict(list)
-                for u, day in days:
-                    if day >= today:
-                        later[u].append(day)
-                for unit in chunk_units:
-                    await asyncio.sleep(0)  # a unit's year of days at a time: requests on this loop go on
-                    p_after, o_after = 0, 0
-                    p_total, o_total = totals.get(unit, (0, 0))
-                    for day in later[unit]:  # today and later: only what lies after the past days
-                        p_after += days[(unit, day)]["dp"]
-                        o_after += days[(unit, day)]["do"]
-                    day = today - timedelta(days=1)
-                    while day >= start:
-                        row = days.get((unit, day))
-                        figures = {c: (row[c] if row else 0) for c in records.DAY_FLOWS}
-                        figures["pending"] = p_total - p_after
-                        figures["overdue"] = o_total - o_after
-                        # due soon at the midnight ending the day: counters.DUE of the next three days
-                        due = [(days.get((unit, day + timedelta(days=k + 1))) or {}).get(c, 0) for k, c in enumerate(DUE)]
-                        figures.update(zip(records.DUE_FIGURES, accumulate(due), strict=True))
-                        figures["histogram"] = [[b, n] for b, n in sorted(hist.get((unit, day), {}).items())]
-                        out[(unit, "day", day)] = (figures, None)
-                        if row:
-                            p_after += row["dp"]
-                            o_after += row["do"]
-                        day -= timedelta(days=1)
-            for p0 in range(0, len(ps), SPANS_PER_QUERY):
-                chunk = ps[p0 : p0 + SPANS_PER_QUERY]
-                async with self.db.session() as session:
-                    scope = Scope(codes=chunk_units, level="unit")
-                    spans = [span_for(p, now, tz) for p in chunk]
-                    parts = []
-                    if p0 == 0:  # ps[0] is today's day record: every figure
-                        parts.append((await read_sums(session, scope, spans[:1], "*"), 1))
-                        spans = spans[1:]
-                    if spans:  # calendar periods: their INDEX-766 cohort counts only
-                        parts.append((await read_sums(session, scope, spans, "*", cohort_only=True), len(spans)))
-                for unit in chunk_units:
-                    group = [x for part, n in parts for x in (part.get(unit) or [Sums() for _ in range(n)])]
-                    for p, s in zip(chunk, group, strict=True):
-                        if p.kind == "day":
-                            out[(unit, "day", p.start)] = (records.day_figures(s), None)
-                        else:
-                            out[(unit, p.kind, p.start)] = (records.cohort_figures(s), p.as_dict())
-
-    async def _changed(self, computed: dict, since: date) -> list:
-        """The computed records whose figures differ from those last produced (new zeros are not records)."""
-        if not computed:
-            return []
-        async with self.db.session() as session:
-            known = await repo.read_digests(session, sorted({k[0] for k in computed}), since)
-        changed = []
-        for i, key in enumerate(sorted(computed)):
-            if i % YIELD_EVERY == 0:
-                await asyncio.sleep(0)
-            figures, period = computed[key]
-            h = records.digest(figures)
-            old = known.get(key)
-            if old == h or (old is None and records.is_zero(figures)):
-                continue
-            changed.append((key, (figures, period), h))
-        return changed
-
-    # --- pushing -------------------------------------------------------------------------------
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            # EXPORT_PUSH_TIMEOUT bounds a push to a slow central node; it then counts as failed (backoff).
-            timeout = self.settings.export_push_timeout
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)))
-        return self._client
-
-    async def push(self, result: RunResult | None = None) -> int:
-        """Send pending records in bounded, signed batches until none is left, a try fails, or the
-        run's share is done. A refused batch is parked; a failed one waits for the backoff."""
-        result = result or RunResult(True)
-        s = self.settings
-        if not s.central_url or s.export_secret is None or time.monotonic() < self._retry_at:
-            return 0
-        url = s.central_url.rstrip("/") + PATH
-        secret = s.export_secret.get_secret_value()
-        for _ in range(BATCHES_PER_RUN):
-            async with self.db.session() as session:
-                rows = await repo.read_outbox(session, 0, s.export_batch_records, PENDING)
-            if not rows:
-                break
-            body = snapshot_body(s.node_id, [r.body for r in rows])
-            headers = {
-                "Content-Type": "application/json",
-                "X-Chiso-Node": s.node_id,
-                "X-Chiso-Signature": sign(body, secret),
-                "Idempotency-Key": hashlib.sha256(body).hexdigest()[:32],
-            }
-            status, error, retry_after = None, None, None
-            try:
-                resp = await self._http().post(url, content=body, headers=headers)
-                status = resp.status_code
-                if status >= 300:
-                    error = f"HTTP {status}: {resp.text[:300]}"
-                ra = resp.headers.get("retry-after")
-                retry_after = float(ra) if ra and ra.isdigit() else None
-            except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}"[:300]
-            outcome = classify(status)
-            seqs = [r.sequence for r in rows]
-            now = datetime.now(UTC)
-            async with self.db.transaction() as session:
-                if outcome == SEND:
-                    await repo.set_outbox_state(session, seqs, SENT, now)
-                elif outcome == PARK:
-                    await repo.set_outbox_state(session, seqs, PARKED, now, error)
-                else:
-                    await repo.count_attempt(session, seqs, error or "")
-            if outcome == SEND:
-                self.backoff.succeeded()
-                result.sent += len(seqs)
-                metrics.EXPORT_SENT.inc(len(seqs))
-            elif outcome == PARK:
-                log.error("central node refused %d records (parked): %s", len(seqs), error)
-                result.parked += len(seqs)
-            else:
-                delay = self.backoff.failed(retry_after)
-                self._retry_at = time.monotonic() + delay
-                log.warning("push failed (%s); next try in %.1f s", error, delay)
-                result.failed = True
-                break
-        return result.sent
-
-    async def update_metrics(self) -> None:
-        """Lag and backlog from the database, so every worker reports the same values."""
-        try:
-            st = await status(self.db, self.settings)
-        except Exception:  # noqa: BLE001 - the database may be away; the gauges keep their last values
-            return
-        metrics.EXPORT_BACKLOG.set(st["backlog"])
-        metrics.EXPORT_LAG.set(st["lag_seconds"])
-
-
-async def status(db: Database, settings: Settings) -> dict:
-    """The export detail of /readyz and `chiso export status`."""
-    async with db.session() as session:
-        st = await repo.read_outbox_status(session)
-        sources = await repo.read_sources(session) if settings.subordinates else []
-    push = bool(settings.central_url)
-    oldest = st.pop("oldest_pending_at")
-    lag = (datetime.now(UTC) - oldest).total_seconds() if (push and oldest is not None) else 0.0
-    out = {
-        "node_id": settings.node_id,
-        "push": settings.central_url.rstrip("/") + PATH if push else None,
-        "backlog": st["backlog"] if push else 0,
-        "lag_seconds": round(max(0.0, lag), 3),
-        "parked": st["parked"],
-        "parked_error": st["parked_error"],
-        "last_sequence": st["last_sequence"],
-        "last_sent_at": st["last_sent_at"].isoformat() if st["last_sent_at"] else None,
-    }
-    if settings.subordinates:
-        out["subordinates"] = {
-            name: next(
-                (
-                    {"last_sequence": s["last_sequence"], "received_at": s["received_at"].isoformat()}
-                    for s in sources
-                    if s["node_id"] == name
-                ),
-                None,
-            )
-            for name in sorted(settings.subordinates)
-        }
-    return out
-
-
-async def retry_parked(db: Database) -> int:
-    """Make parked records pending again (chiso export retry-parked)."""
-    async with db.transaction() as session:
-        return await repo.unpark(session)
+        await self.pusher.close()

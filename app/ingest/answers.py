@@ -1,14 +1,15 @@
 """The ingest answer and the event contract as documented for POST /api/v1/events (OpenAPI); the
-validator that applies the contract is app.ingest.schemas."""
+contract is declared once, by the validator that applies it (app.ingest.schemas.EventFields)."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired, get_args, get_origin, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
 from app.answer import Answer
+from app.ingest.schemas import EventFields
 
 
 class ErrorItem(Answer):
@@ -43,10 +44,24 @@ class IngestAnswer(Answer):
 # --- the event contract (SPEC section 3), documented for POST /api/v1/events ----------------------
 
 
-class Event(BaseModel):
-    """One dossier event. Fields not listed are ignored; the rules per type are in SPEC section 3."""
+def _documented(fields: type) -> dict[str, Any]:
+    """The fields of a TypedDict as create_model takes them: its types (with their descriptions and
+    lengths), the keys the validator does not require defaulting to null. Which keys are required is
+    read from pydantic's own view of the TypedDict (`__required_keys__` is unreliable under postponed
+    annotations)."""
+    required = set(TypeAdapter(fields).json_schema()["required"])
+    hints = get_type_hints(fields, include_extras=True)
+    return {
+        name: (get_args(hint)[0] if get_origin(hint) is NotRequired else hint, ... if name in required else None)
+        for name, hint in hints.items()
+    }
 
-    model_config = ConfigDict(
+
+# The event as documented: generated from the validator's declaration (app.ingest.schemas.EventFields),
+# so a field, its type, its lengths and its description are declared once.
+Event = create_model(
+    "Event",
+    __config__=ConfigDict(
         extra="allow",
         json_schema_extra={
             "examples": [
@@ -63,29 +78,16 @@ class Event(BaseModel):
                 },
             ]
         },
-    )
-
-    event_id: str = Field(min_length=1, max_length=128, description="The source's unique id of this event: the idempotency key.")
-    type: Literal["received", "resolved", "withdrawn", "due_changed"]
-    dossier_id: str = Field(min_length=1, max_length=64, description="The source's dossier code (mã hồ sơ), unique within its unit.")
-    unit_code: str = Field(min_length=1, max_length=8, description="The unit that received the dossier (any unit of the registry).")
-    occurred_at: datetime = Field(description="RFC 3339 with an offset: when it happened at the source.")
-    channel: Literal["online", "in_person", "postal"] | None = Field(None, description="Required on `received`.")
-    due_at: datetime | None = Field(
-        None, description="The legal deadline, RFC 3339 with an offset: required on `received` and `due_changed`, optional on `resolved`."
-    )
-    reason: Literal["supplement_requested", "legal_extension", "apology"] | None = Field(
-        None, description="Required on `due_changed`; `apology` does not move the deadline the dossier is judged against."
-    )
-    outcome: Literal["approved", "refused"] | None = Field(None, description="Optional on `resolved`.")
-    procedure_code: str | None = Field(None, max_length=32, description="National procedure code, e.g. `1.001612`.")
-    sector: str | None = Field(None, max_length=64, description="e.g. `land`, `civil_status`, `business`.")
+    ),
+    __doc__="One dossier event. Fields not listed are ignored; the rules per type are in SPEC section 3.",
+    **_documented(EventFields),
+)
 
 
 class EventBatch(BaseModel):
     """A batch of up to 5,000 events or 5 MiB."""
 
-    events: list[Event] = Field(max_length=5000)
+    events: list[Event] = Field(max_length=5000)  # type: ignore[valid-type]
 
 
 def _local(days_ago: int, hour: int, minute: int = 0) -> str:

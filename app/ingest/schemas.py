@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Literal, NotRequired
+from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, StrictStr, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
@@ -46,23 +46,39 @@ def _text(max_length: int):
 EventId, DossierId, UnitCode, ProcedureCode, Sector = _text(128), _text(64), _text(8), _text(32), _text(64)
 
 
+def _doc(text: str) -> Any:
+    """A field's description: metadata only (the OpenAPI document shows it), no effect on validation."""
+    return Field(description=text)
+
+
 class EventFields(TypedDict):
     """One dossier event as posted (SPEC section 3). A TypedDict, so a batch validates in one call
-    into pydantic-core and comes back as plain dicts: no model object per event."""
+    into pydantic-core and comes back as plain dicts: no model object per event. The one declaration
+    of the event's fields: the documented model (app.ingest.answers.Event) is generated from it."""
 
     __pydantic_config__ = ConfigDict(extra="ignore")  # type: ignore[misc]
 
-    event_id: EventId
+    event_id: Annotated[EventId, _doc("The source's unique id of this event: the idempotency key.")]
     type: Literal["received", "resolved", "withdrawn", "due_changed"]
-    dossier_id: DossierId
-    unit_code: UnitCode
-    occurred_at: Timestamp
-    channel: NotRequired[Literal["online", "in_person", "postal"] | None]
-    due_at: NotRequired[Timestamp | None]
-    reason: NotRequired[Literal["supplement_requested", "legal_extension", "apology"] | None]
-    outcome: NotRequired[Literal["approved", "refused"] | None]
-    procedure_code: NotRequired[ProcedureCode | None]
-    sector: NotRequired[Sector | None]
+    dossier_id: Annotated[DossierId, _doc("The source's dossier code (mã hồ sơ), unique within its unit.")]
+    unit_code: Annotated[UnitCode, _doc("The unit that received the dossier (any unit of the registry).")]
+    occurred_at: Annotated[Timestamp, _doc("RFC 3339 with an offset: when it happened at the source.")]
+    channel: NotRequired[Annotated[Literal["online", "in_person", "postal"] | None, _doc("Required on `received`.")]]
+    due_at: NotRequired[
+        Annotated[
+            Timestamp | None,
+            _doc("The legal deadline, RFC 3339 with an offset: required on `received` and `due_changed`, optional on `resolved`."),
+        ]
+    ]
+    reason: NotRequired[
+        Annotated[
+            Literal["supplement_requested", "legal_extension", "apology"] | None,
+            _doc("Required on `due_changed`; `apology` does not move the deadline the dossier is judged against."),
+        ]
+    ]
+    outcome: NotRequired[Annotated[Literal["approved", "refused"] | None, _doc("Optional on `resolved`.")]]
+    procedure_code: NotRequired[Annotated[ProcedureCode | None, _doc("National procedure code, e.g. `1.001612`.")]]
+    sector: NotRequired[Annotated[Sector | None, _doc("e.g. `land`, `civil_status`, `business`.")]]
 
 
 OPTIONAL = ("channel", "due_at", "reason", "outcome", "procedure_code", "sector")

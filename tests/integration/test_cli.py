@@ -10,6 +10,9 @@ import pytest
 
 from tests.helpers.server import CHISO, ROOT, cli
 
+# real `chiso` processes, one per command: `make test` runs them, `make test-fast` leaves them out
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 async def empty_url(store, pg_server, tmp_path) -> str:

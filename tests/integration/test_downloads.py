@@ -132,6 +132,7 @@ class TestRowsEqualJson:
         rate_row = list(answer["kpis"]).index("on_time_rate") + 2
         assert "%" in sheet.cell(rate_row, 2).number_format
 
+    @pytest.mark.slow
     async def test_ranking_of_every_commune_in_one_file(self, data):
         svc, token = data
         items = await check_download(svc, token, "/api/v1/rankings", lambda a: a["items"], level="commune", window="30d")

@@ -20,7 +20,9 @@ from sqlalchemy import func, select
 from app.aggregates import periods
 from app.db.models import NetworkDay
 from app.export import service as export_service
-from app.export.exporter import Exporter, snapshot_body
+from app.export.exporter import Exporter
+from app.export.producer import Producer
+from app.export.records import snapshot_body
 from app.export.signing import sign
 from tests import reference as ref
 from tests.helpers.dossiers import COMMUNE, past_day
@@ -109,7 +111,7 @@ class TestRecords:
         async with network() as net:
             unit = net.communes[0]
             await net.post([ev("received", unit, "P1", local_noon(5), channel="online", due_at=local_noon(2))])
-            await net.exporter.produce()
+            await net.exporter.producer.produce()
             feed = await net.feed()
             days = {r["day"]: r for r in feed["records"] if r["kind"] == "day"}
             assert sorted(days) == [local_noon(n).date().isoformat() for n in range(5, -1, -1)]
@@ -127,10 +129,10 @@ class TestRecords:
     async def test_unchanged_figures_produce_nothing_new(self, network):
         async with network() as net:
             await net.post([ev("received", net.communes[0], "P1", local_noon(3), channel="online", due_at=local_noon(-3))])
-            assert await net.exporter.produce() > 0
-            assert await net.exporter.produce() == 0
+            assert await net.exporter.producer.produce() > 0
+            assert await net.exporter.producer.produce() == 0
             await net.post([ev("received", net.communes[0], "P1", local_noon(3), channel="online", due_at=local_noon(-3))])  # duplicate
-            assert await net.exporter.produce() == 0
+            assert await net.exporter.producer.produce() == 0
 
     async def test_a_deadline_passing_sends_todays_record_again_without_any_event(self, network):
         """Within a day only units whose deadlines pass (or future-dated events come due) are
@@ -146,16 +148,16 @@ class TestRecords:
                     ev("received", calm, "C1", now - timedelta(hours=1), channel="online", due_at=now + timedelta(days=3)),
                 ]
             )
-            assert await net.exporter.produce() > 0
+            assert await net.exporter.producer.produce() > 0
             last = (await net.feed())["next_after"]
             today = datetime.now(TZ).date().isoformat()
             before = {r["unit"]: r for r in (await net.feed())["records"] if r["kind"] == "day" and r["day"] == today}
             assert before[due_soon]["overdue"] == 0 and before[calm]["overdue"] == 0
             await asyncio.sleep(2.5)
-            assert await net.exporter.produce() > 0
+            assert await net.exporter.producer.produce() > 0
             new = [r for r in (await net.feed(after=last))["records"] if r["kind"] == "day"]
             assert [(r["unit"], r["day"], r["overdue"], r["pending"]) for r in new] == [(due_soon, today, 1, 1)]
-            assert await net.exporter.produce() == 0
+            assert await net.exporter.producer.produce() == 0
 
     async def test_a_deadline_moved_within_the_day_sends_todays_record_again(self, network):
         """An extension that moves a passed deadline to later today changes no day row, only today's
@@ -165,14 +167,14 @@ class TestRecords:
             now = datetime.now(UTC)
             received_at = now - timedelta(hours=2)
             await net.post([ev("received", unit, "X1", received_at, channel="online", due_at=now - timedelta(minutes=30))])
-            await net.exporter.produce()
+            await net.exporter.producer.produce()
             last = (await net.feed())["next_after"]
             today = datetime.now(TZ).date().isoformat()
             before = [r for r in (await net.feed())["records"] if r["kind"] == "day" and r["day"] == today]
             assert [r["overdue"] for r in before] == [1]
             new_due = min(now + timedelta(minutes=30), datetime.combine(datetime.now(TZ).date(), datetime.max.time(), TZ))
             await net.post([ev("due_changed", unit, "X1", now - timedelta(minutes=1), reason="legal_extension", due_at=new_due)])
-            await net.exporter.produce()
+            await net.exporter.producer.produce()
             new = [r for r in (await net.feed(after=last))["records"] if r["kind"] == "day" and r["day"] == today]
             assert [(r["unit"], r["overdue"], r["pending"]) for r in new] == [(unit, 0, 1)]
 
@@ -180,10 +182,10 @@ class TestRecords:
         async with network() as net:
             unit = net.communes[0]
             await net.post([ev("received", unit, "P1", local_noon(6), channel="online", due_at=local_noon(-3))])
-            await net.exporter.produce()
+            await net.exporter.producer.produce()
             last = (await net.feed())["next_after"]
             await net.post([ev("resolved", unit, "P1", local_noon(3), outcome="approved")])
-            await net.exporter.produce()
+            await net.exporter.producer.produce()
             new = (await net.feed(after=last))["records"]
             days = {r["day"]: r for r in new if r["kind"] == "day"}
             assert sorted(days) == [local_noon(n).date().isoformat() for n in range(3, -1, -1)]
@@ -196,28 +198,28 @@ class TestRecords:
             a, b, c = sorted(net.communes[:3])
             for unit in (a, b, c):
                 await net.post([ev("received", unit, "P1", local_noon(4), channel="online", due_at=local_noon(1))])
-            net.exporter.step_records = 1  # one unit per step; budget 0: one step per call
+            net.exporter.producer.step_records = 1  # one unit per step; budget 0: one step per call
 
             async def units_in_feed():
                 return {r["unit"] for r in (await net.feed())["records"]}
 
-            assert await net.exporter.produce(budget=0) > 0
+            assert await net.exporter.producer.produce(budget=0) > 0
             assert await units_in_feed() == {a}
             await net.post([ev("resolved", a, "P1", local_noon(2), outcome="approved")])  # a is dirty again
-            await net.exporter.produce(budget=0)
+            await net.exporter.producer.produce(budget=0)
             assert await units_in_feed() == {a, b}  # b's turn, not a's again
-            await net.exporter.produce(budget=0)
+            await net.exporter.producer.produce(budget=0)
             assert await units_in_feed() == {a, b, c}
             before = (await net.feed())["next_after"]
-            await net.exporter.produce(budget=0)  # a again, with its resolution
+            await net.exporter.producer.produce(budget=0)  # a again, with its resolution
             new = (await net.feed(after=before))["records"]
             assert {r["unit"] for r in new} == {a} and any(r.get("resolved_early") == 1 for r in new)
-            assert await net.exporter.produce() == 0  # nothing left
+            assert await net.exporter.producer.produce() == 0  # nothing left
 
     async def test_the_pull_feed_pages_in_sequence_order(self, network):
         async with network() as net:
             await net.post([ev("received", net.communes[0], "P1", local_noon(20), channel="online", due_at=local_noon(1))])
-            await net.exporter.produce()
+            await net.exporter.producer.produce()
             whole = (await net.feed())["records"]
             pages, after = [], 0
             while True:
@@ -231,6 +233,7 @@ class TestRecords:
             assert r.status_code == 401  # read scope needed
 
 
+@pytest.mark.slow
 class TestCentral:
     async def test_central_answers_what_the_province_answers(self, network):
         rng = random.Random(766)
@@ -364,16 +367,16 @@ class TestDelivery:
 
     async def test_an_unreachable_central_keeps_records_and_backs_off(self, network):
         async with network(central_url=f"http://127.0.0.1:{closed_port()}") as net:
-            net.exporter._client = None  # a real network client, to a port nobody listens on
-            net.exporter._own_client = True
+            net.exporter.pusher._client = None  # a real network client, to a port nobody listens on
+            net.exporter.pusher._own_client = True
             await net.post([ev("received", net.communes[0], "P1", local_noon(1), channel="online", due_at=local_noon(-2))])
             result = await net.exporter.run_once()
             assert result.failed and result.sent == 0
             st = await export_service.status(net.prov.db, net.exporter.settings)
             assert st["backlog"] == result.produced > 0 and st["parked"] == 0
-            assert net.exporter.backoff.failures == 1
+            assert net.exporter.pusher.backoff.failures == 1
             assert (await net.exporter.run_once()).failed is False  # waiting out the backoff: no try
-            assert net.exporter.backoff.failures == 1
+            assert net.exporter.pusher.backoff.failures == 1
 
 
 class TestOneExporter:
@@ -411,7 +414,7 @@ class TestExportRecords:
                     resolved(COMMUNE, "b", at_local(day + timedelta(days=1), 10)),
                 ],
             )
-            await Exporter(svc.db, svc.settings).produce()
+            await Producer(svc.db, svc.settings).produce()
             recs = (await svc.get("/api/v1/export/snapshots", read, limit=5000)).json()["records"]
             days = {r["day"]: r for r in recs if r["kind"] == "day" and r["unit"] == COMMUNE}
             first, second = days[day.isoformat()], days[(day + timedelta(days=1)).isoformat()]

@@ -151,6 +151,7 @@ class TestImport:
             assert_matches(body["kpis"], expected, "commune 365d after a CSV import")
             await assert_verified(svc)
 
+    @pytest.mark.slow
     async def test_killed_import_is_completed_by_a_rerun(self, make_service, tmp_path):
         rng = random.Random(8)
         events = stream(rng, [*COMMUNES_46, *COMMUNES_79], 1500, datetime.now(UTC))

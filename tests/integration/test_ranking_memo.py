@@ -7,6 +7,8 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from app.aggregates import periods
 from app.scoring import service
 from app.scoring.service import RankingMemo
@@ -29,6 +31,7 @@ async def _both(svc, memo, parent, window="30d"):
 
 
 class TestRankingMemo:
+    @pytest.mark.slow
     async def test_kept_figures_equal_a_fresh_computation_after_every_change(self, fresh_service):
         svc = fresh_service
         rng = random.Random(21)

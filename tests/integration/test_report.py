@@ -140,6 +140,7 @@ class TestWorkbook:
         assert book.worksheets[1].cell(1, 1).value == "Rank"
 
 
+@pytest.mark.slow
 class TestCommand:
     async def test_all_provinces_writes_35_workbooks(self, fed, tmp_path):
         svc, _, _ = fed

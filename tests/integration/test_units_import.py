@@ -35,6 +35,7 @@ class TestCsv:
             read_csv(f)
 
 
+@pytest.mark.slow
 class TestImport:
     async def test_amend_then_replace(self, fresh_service, tmp_path):
         svc = fresh_service

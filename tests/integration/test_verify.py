@@ -8,6 +8,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import text
 
 from app.aggregates import rebuild as verify
@@ -34,6 +35,7 @@ class TestVerify:
         assert report.units == 3 and report.events > 120
         assert report.differences == []
 
+    @pytest.mark.slow
     async def test_finds_and_repairs_a_corrupted_aggregate(self, fresh_service):
         svc = fresh_service
         await _loaded(svc)
@@ -59,6 +61,7 @@ class TestVerify:
         after = (await svc.get(commune, token, window="90d")).json()["kpis"]
         assert after == before
 
+    @pytest.mark.slow
     async def test_finds_and_repairs_a_corrupted_rollup(self, fresh_service):
         """A province's rollup rows must equal the sums of the own rows below it."""
         svc = fresh_service

@@ -102,6 +102,7 @@ class TestInstall:
         r = await fresh_service.post([event(1), event(2)], await fresh_service.key("ingest", COMMUNE))
         assert r.status_code == 202 and r.json()["accepted"] == 2
 
+    @pytest.mark.slow
     async def test_chiso_db_upgrade_installs_it(self, store, pg_server, tmp_path):
         if pg_server is None or store == "sqlite":
             pytest.skip("PostgreSQL only")

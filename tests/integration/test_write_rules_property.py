@@ -227,6 +227,7 @@ def chiso(url: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 class TestImportSubsecond:
     async def test_chiso_import_then_verify_is_clean(self, store, templates, pg_server, tmp_path):
         """1,500 dossiers whose processing times are days given to the millisecond: a float on the

@@ -1,0 +1,227 @@
+"""The aggregate rows kept by the write pass: own figures per unit (`unit_*`), figures with every
+unit below (`rollup_*`), and the change and silent-source bookkeeping. Hot tables are keyed by
+`unit_code` first so they can be distributed by unit."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import BigInteger, Date, Index, Integer, SmallInteger, String, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db.base import Base
+from app.db.types import UTCDateTime
+
+LOCAL_SOURCE = ""  # rows computed from this node's own events; others carry a subordinate's node_id
+ALL_SECTORS = "*"  # the row that sums every sector of a unit and day
+
+
+def counter_column() -> Mapped[int]:
+    return mapped_column(BigInteger, default=0, server_default="0")
+
+
+class DayFlows:
+    """The additive counters of a unit's day, shared by local rows and subordinates' records."""
+
+    received: Mapped[int] = counter_column()
+    received_online: Mapped[int] = counter_column()
+    resolved_early: Mapped[int] = counter_column()
+    resolved_on_time: Mapped[int] = counter_column()
+    resolved_late: Mapped[int] = counter_column()
+    resolved_unclassified: Mapped[int] = counter_column()
+    withdrawn: Mapped[int] = counter_column()
+    orphans: Mapped[int] = counter_column()
+    proc_n: Mapped[int] = counter_column()
+    proc_ms: Mapped[int] = counter_column()
+
+
+class Totals:
+    """Starts and stops of pending and overdue (app.aggregates.counters.TOTALS)."""
+
+    p_in: Mapped[int] = counter_column()
+    p_out: Mapped[int] = counter_column()
+    o_in: Mapped[int] = counter_column()
+    o_out: Mapped[int] = counter_column()
+
+
+class DayCounters(DayFlows, Totals):
+    """Every counter of a day row (app.aggregates.counters.DAY_COUNTERS)."""
+
+    c_size: Mapped[int] = counter_column()
+    c_final_ok: Mapped[int] = counter_column()
+    # Due soon at a past midnight, by local day of the deadline (app.aggregates.counters.DUE).
+    due_c0: Mapped[int] = counter_column()
+    due_c1: Mapped[int] = counter_column()
+    due_c2: Mapped[int] = counter_column()
+
+
+class UnitDay(DayCounters, Base):
+    """Own figures of one unit (not those below it) per sector and local day.
+
+    `source` is LOCAL_SOURCE for figures of this node's events, or the node_id of a subordinate
+    whose snapshots a central node merged; reads sum every source.
+    """
+
+    __tablename__ = "unit_day"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    sector: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    source: Mapped[str] = mapped_column(String(64), primary_key=True, default=LOCAL_SOURCE)
+
+    # National and ranking reads take every unit's rows of a few recent days.
+    __table_args__ = (Index("ix_unit_day_sector_day", "sector", "day"),)
+
+
+class UnitDayHist(Base):
+    """Processing-time histogram of dossiers resolved on a day, per unit and sector."""
+
+    __tablename__ = "unit_day_hist"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    sector: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(64), primary_key=True, default=LOCAL_SOURCE)
+    n: Mapped[int] = counter_column()
+
+    __table_args__ = (Index("ix_unit_day_hist_sector_day", "sector", "day"),)
+
+
+class UnitCohortDue(Base):
+    """INDEX-766 cohort members not (yet) settled on time, by day of receipt and of deadline."""
+
+    __tablename__ = "unit_cohort_due"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    sector: Mapped[str] = mapped_column(String(64), primary_key=True)
+    recv_day: Mapped[date] = mapped_column(Date, primary_key=True)
+    due_day: Mapped[date] = mapped_column(Date, primary_key=True)
+    source: Mapped[str] = mapped_column(String(64), primary_key=True, default=LOCAL_SOURCE)
+    n: Mapped[int] = counter_column()
+
+
+class UnitTotal(Totals, Base):
+    """All-time sums of the pending and overdue starts and stops, so a point in time costs few rows."""
+
+    __tablename__ = "unit_total"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    sector: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source: Mapped[str] = mapped_column(String(64), primary_key=True, default=LOCAL_SOURCE)
+
+
+class RollupDay(DayCounters, Base):
+    """Figures of a province or the nation with every unit below it (all sources), per sector and
+    local day: what a province's or the nation's answer reads instead of summing its communes.
+
+    Kept in the ingest transaction (and by the receiver on a central node) as deltas. `slot`
+    spreads each unit's hot rows (today's) over a few rows, so concurrent batches seldom wait
+    for each other; reads sum the slots."""
+
+    __tablename__ = "rollup_day"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    sector: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=0)
+
+
+class RollupDayHist(Base):
+    """Processing-time histogram of RollupDay."""
+
+    __tablename__ = "rollup_day_hist"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    sector: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=0)
+    n: Mapped[int] = counter_column()
+
+
+class RollupCohortDue(Base):
+    """UnitCohortDue of a province or the nation with every unit below it."""
+
+    __tablename__ = "rollup_cohort_due"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    sector: Mapped[str] = mapped_column(String(64), primary_key=True)
+    recv_day: Mapped[date] = mapped_column(Date, primary_key=True)
+    due_day: Mapped[date] = mapped_column(Date, primary_key=True)
+    slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=0)
+    n: Mapped[int] = counter_column()
+
+
+class RollupTotal(Totals, Base):
+    """UnitTotal of a province or the nation with every unit below it."""
+
+    __tablename__ = "rollup_total"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    sector: Mapped[str] = mapped_column(String(64), primary_key=True)
+    slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=0)
+
+
+class RollupOpenDue(Base):
+    """Open dossiers (received, not ended) with a deadline, by UTC hour of the deadline, of a
+    province or the nation with every unit below it (local dossiers): due-soon counts at now and
+    the at-risk totals of a province or the nation sum whole hours here and count only the two
+    partial hours at the window's ends from the dossier index. Slots as in RollupDay; only rows
+    with n <> 0 are in the index the reads take, so closed hours cost nothing."""
+
+    __tablename__ = "rollup_open_due"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    sector: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=0)
+    n: Mapped[int] = counter_column()
+
+    __table_args__ = (
+        Index(
+            "ix_rollup_open_due_live",
+            "unit_code",
+            "sector",
+            "hour",
+            postgresql_include=["n"],
+            postgresql_where=text("n <> 0"),
+            sqlite_where=text("n <> 0"),
+        ),
+    )
+
+
+class UnitChange(Base):
+    """How many times each unit's own aggregate rows changed, and when last: a ranking recomputes
+    only the units whose count moved since it last read them."""
+
+    __tablename__ = "unit_change"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    changes: Mapped[int] = mapped_column(BigInteger, default=0)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class UnitSource(Base):
+    """Silent-source bookkeeping (SPEC section 4 "Silent"): per unit, when the last event accepted
+    for it was accepted, the local day of that acceptance and the first day of the 14 local days up
+    to it. Written by ingest (app/aggregates/silent.py), never by anything else."""
+
+    __tablename__ = "unit_source"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    last_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_day: Mapped[date] = mapped_column(Date)
+    window_from: Mapped[date] = mapped_column(Date)  # last_day - 13 days
+
+    __table_args__ = (Index("ix_unit_source_last_at", "last_at"),)
+
+
+class UnitEventDay(Base):
+    """The local days (of `occurred_at`) on which a unit's stored events are dated: one row per
+    unit and day, for the 3-of-14-days test of a silent source."""
+
+    __tablename__ = "unit_event_day"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
