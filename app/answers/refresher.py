@@ -74,23 +74,29 @@ class AnswerRefresher:
             version = await meta.read_data_version(session)  # before the counts: a restamp never claims more
             polled = await repo.read_polled(session, now - timedelta(seconds=self.keep_for))
             touched = await self.deps.tick(session, registry, now, self.settings.silent_after_hours)
-        ctx = ReadContext(self.db, registry, self.settings, self.rankings)
-        done = 0
+        held, todo = [], []
         for key, kind, params, etag, stored_version, computed_at, claimed_until in polled:
-            held = self.deps.holds(key, kind, orjson.loads(params), etag, touched, registry, now)
+            holds = self.deps.holds(key, kind, orjson.loads(params), etag, touched, registry, now)
             if stored_version == version and computed_at >= older:
-                if not held:
+                if not holds:
                     self.deps.drop(key)
                 continue  # current: nothing to do
             if claimed_until is not None and claimed_until >= now:
                 continue  # being computed elsewhere
-            if held:  # no unit of it changed, no deadline of it passed: the same figures, at now
-                async with self.db.transaction() as session:
-                    as_of = scoring.as_of(now, self.settings.tz) if kind != "series" else None
-                    if await repo.restamp(session, key, etag, version, now, as_of):
+            # no unit of it changed, no deadline of it passed: the same figures, at now
+            (held if holds else todo).append((key, kind, params, etag))
+        done = 0
+        if held:  # one transaction for all: a restamp is one small UPDATE
+            as_of = scoring.as_of(now, self.settings.tz)
+            async with self.db.transaction() as session:
+                for key, kind, params, etag in held:
+                    if await repo.restamp(session, key, etag, version, now, as_of if kind != "series" else None):
                         self.restamped += 1
                         done += 1
-                        continue
+                    else:  # computed (or claimed) elsewhere meanwhile
+                        todo.append((key, kind, params, etag))
+        ctx = ReadContext(self.db, registry, self.settings, self.rankings)
+        for key, kind, params, _ in todo:
             self.deps.drop(key)
             try:
                 answer = await self.answers.compute(ctx, kind, key, params, by="refresher")

@@ -96,23 +96,6 @@ async def touch(session: AsyncSession, key: str, now: datetime, before: datetime
     await session.execute(update(a).where(a.key == key, a.polled_at < before).values(polled_at=now))
 
 
-async def read_to_refresh(session: AsyncSession, polled_since: datetime, older_than: datetime, version: int, now: datetime) -> list:
-    """(key, kind, params) of the answers polled since `polled_since` that are behind `version` or
-    were computed before `older_than`, and that no computation is running for; most recently
-    polled first."""
-    a = SharedAnswer
-    stmt = (
-        select(a.key, a.kind, a.params)
-        .where(
-            a.polled_at >= polled_since,
-            or_(a.version != version, a.computed_at < older_than),
-            or_(a.claimed_until.is_(None), a.claimed_until < now),
-        )
-        .order_by(a.polled_at.desc())
-    )
-    return list((await session.execute(stmt)).all())
-
-
 async def delete_unpolled(session: AsyncSession, before: datetime) -> int:
     """Forget the answers nobody polled since `before`."""
     return (await session.execute(delete(SharedAnswer).where(SharedAnswer.polled_at < before))).rowcount
