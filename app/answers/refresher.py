@@ -86,15 +86,12 @@ class AnswerRefresher:
             # no unit of it changed, no deadline of it passed: the same figures, at now
             (held if holds else todo).append((key, kind, params, etag))
         done = 0
-        if held:  # one transaction for all: a restamp is one small UPDATE
-            as_of = scoring.as_of(now, self.settings.tz)
+        if held:  # one statement for all (on PostgreSQL)
             async with self.db.transaction() as session:
-                for key, kind, params, etag in held:
-                    if await repo.restamp(session, key, etag, version, now, as_of if kind != "series" else None):
-                        self.restamped += 1
-                        done += 1
-                    else:  # computed (or claimed) elsewhere meanwhile
-                        todo.append((key, kind, params, etag))
+                stamped = await repo.restamp(session, [(k, e) for k, _, _, e in held], version, now, scoring.as_of(now, self.settings.tz))
+            self.restamped += len(stamped)
+            done += len(stamped)
+            todo += [h for h in held if h[0] not in stamped]  # computed (or claimed) elsewhere meanwhile
         ctx = ReadContext(self.db, registry, self.settings, self.rankings)
         for key, kind, params, _ in todo:
             self.deps.drop(key)

@@ -121,28 +121,35 @@ async def read_polled(session: AsyncSession, polled_since: datetime) -> list:
 AS_OF = b'"as_of":"'  # the answer's top-level `as_of` (the first key of that name in every restamped kind)
 
 
-async def restamp(session: AsyncSession, key: str, etag: str, version: int, at: datetime, as_of: str | None) -> bool:
-    """The stored answer (still `etag`, computed before `at`, claimed by nobody) holds at `at` and
-    `version` too: so marked, its `as_of` (when given) rewritten. True when it was."""
-    a = SharedAnswer
-    mine = and_(a.key == key, a.etag == etag, a.computed_at < at, or_(a.claimed_until.is_(None), a.claimed_until < at))
-    if as_of is None:
-        return (await session.execute(update(a).where(mine).values(version=version, computed_at=at))).rowcount == 1
+async def restamp(session: AsyncSession, held: list[tuple[str, str]], version: int, at: datetime, as_of: str) -> set[str]:
+    """The stored answers of `held` (key, etag: still that answer, computed before `at`, claimed by
+    nobody) hold at `at` and `version` too: so marked, their top-level `as_of` (if any) rewritten
+    to `as_of`. The keys of those marked."""
     new = as_of.encode()
-    if dialect.is_postgres(session):  # the body is rewritten where it lies: a ranking's is megabytes
+    if not held:
+        return set()
+    if dialect.is_postgres(session):  # one statement; bodies rewritten where they lie (a ranking's is megabytes)
         stmt = text(
-            "UPDATE shared_answer SET version = :version, computed_at = :at, body = CASE WHEN position(:needle IN body) = 0 "
-            "THEN body ELSE overlay(body PLACING :new FROM position(:needle IN body) + :skip "
-            "FOR position(:quote IN substring(body FROM position(:needle IN body) + :skip)) - 1) END "
-            "WHERE key = :key AND etag = :etag AND computed_at < :at AND (claimed_until IS NULL OR claimed_until < :at)"
+            "UPDATE shared_answer AS a SET version = :version, computed_at = :at, body = CASE WHEN position(:needle IN a.body) = 0 "
+            "THEN a.body ELSE overlay(a.body PLACING :new FROM position(:needle IN a.body) + :skip "
+            "FOR position(:quote IN substring(a.body FROM position(:needle IN a.body) + :skip)) - 1) END "
+            "FROM (SELECT unnest(CAST(:keys AS text[])) AS key, unnest(CAST(:etags AS text[])) AS etag) h "
+            "WHERE a.key = h.key AND a.etag = h.etag AND a.computed_at < :at AND (a.claimed_until IS NULL OR a.claimed_until < :at) "
+            "RETURNING a.key"
         )
-        params = {"version": version, "at": at, "needle": AS_OF, "new": new, "skip": len(AS_OF), "quote": b'"', "key": key, "etag": etag}
-        return (await session.execute(stmt, params)).rowcount == 1
-    body = (await session.execute(select(a.body).where(mine))).scalar()
-    if body is None:
-        return False
-    i = body.find(AS_OF)
-    if i >= 0:
-        i += len(AS_OF)
-        body = body[:i] + new + body[body.index(b'"', i) :]
-    return (await session.execute(update(a).where(mine).values(version=version, computed_at=at, body=body))).rowcount == 1
+        params = {"version": version, "at": at, "needle": AS_OF, "new": new, "skip": len(AS_OF), "quote": b'"'}
+        params |= {"keys": [k for k, _ in held], "etags": [e for _, e in held]}
+        return set((await session.execute(stmt, params)).scalars())
+    a, done = SharedAnswer, set()
+    for key, etag in held:
+        mine = and_(a.key == key, a.etag == etag, a.computed_at < at, or_(a.claimed_until.is_(None), a.claimed_until < at))
+        body = (await session.execute(select(a.body).where(mine))).scalar()
+        if body is None:
+            continue
+        i = body.find(AS_OF)
+        if i >= 0:
+            i += len(AS_OF)
+            body = body[:i] + new + body[body.index(b'"', i) :]
+        if (await session.execute(update(a).where(mine).values(version=version, computed_at=at, body=body))).rowcount == 1:
+            done.add(key)
+    return done
