@@ -268,6 +268,8 @@ def main() -> None:
     ap.add_argument("--db", help="reuse this (already loaded) database")
     ap.add_argument("--keep-db", action="store_true")
     ap.add_argument("--refresher", action="store_true", help="last, the refresher alone (in this process) under the feed")
+    ap.add_argument("--provinces", type=int, default=8, help="provinces whose KPIs are polled")
+    ap.add_argument("--communes", type=int, default=0, help="communes whose KPIs are polled (each poller one a second)")
     a = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="chiso-shared-"))
@@ -296,12 +298,14 @@ def main() -> None:
             took = asyncio.run(load(servers[0].base, token, communes, a.events, a.days))
             print(f"loaded {a.events:,} events in {took:.0f} s into {name}", flush=True)
         urls = {
-            "province": [f"/api/v1/units/{p}/kpis?window=30d" for p in provinces[:8]],
+            "province": [f"/api/v1/units/{p}/kpis?window=30d" for p in provinces[: a.provinces]],
             "nation": ["/api/v1/units/VN/kpis?window=30d"],
             "ranking of provinces": ["/api/v1/rankings?level=province&window=30d"],
             "ranking of communes": ["/api/v1/rankings?level=commune&window=30d&limit=50"],
             "52-week series": [f"/api/v1/units/{p}/series?kpi=on_time_rate&interval=week" for p in provinces[:4]],
         }
+        if a.communes:
+            urls["commune"] = [f"/api/v1/units/{c}/kpis?window=30d" for c in random.Random(1).sample(communes, a.communes)]
         for replicas in a.replicas:
             while len(servers) < replicas:
                 servers.append(Server(env, a.workers, tmp))

@@ -22,7 +22,6 @@ from app.answers import repository as repo
 from app.answers.dependencies import Dependencies
 from app.answers.kinds import ReadContext
 from app.answers.service import SharedAnswers
-from app.db import meta
 from app.db.engine import Database
 from app.db.leadership import Leadership
 from app.errors import ChisoError
@@ -70,18 +69,20 @@ class AnswerRefresher:
         # refreshed a little before they would be too old to serve, so no poller waits for one
         older = now - timedelta(seconds=max(0.0, self.answers.idle_for - 2.0))
         registry = await self.registry.get()
+        prev_version = self.deps.version
         async with self.db.session() as session:
-            version = await meta.read_data_version(session)  # before the counts: a restamp never claims more
             polled = await repo.read_polled(session, now - timedelta(seconds=self.keep_for))
-            touched = await self.deps.tick(session, registry, now, self.settings.silent_after_hours)
+            since = self.deps.since(polled, now)
+            version, touched = await self.deps.tick(session, registry, now, since, self.settings.silent_after_hours)
         held, todo = [], []
-        for key, kind, params, etag, stored_version, computed_at, claimed_until in polled:
-            holds = self.deps.holds(key, kind, orjson.loads(params), etag, touched, registry, now)
-            if stored_version == version and computed_at >= older:
+        for row in polled:
+            key, kind, params, etag = row.key, row.kind, row.params, row.etag
+            holds = self.deps.holds(row, orjson.loads(params), touched, registry, prev_version, now)
+            if row.version == version and row.computed_at >= older:
                 if not holds:
                     self.deps.drop(key)
                 continue  # current: nothing to do
-            if claimed_until is not None and claimed_until >= now:
+            if row.claimed_until is not None and row.claimed_until >= now:
                 continue  # being computed elsewhere
             # no unit of it changed, no deadline of it passed: the same figures, at now
             (held if holds else todo).append((key, kind, params, etag))

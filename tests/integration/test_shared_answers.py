@@ -272,6 +272,15 @@ class TestRefresher:
             assert await tick() == (len(URLS), 0)  # 19777's deadline passed
             await post(svc, ingest, one_received("19930"))
             assert await tick() == (4, 1)  # all of 46 and the nation; 19777's KPIs hold
+            # an answer a request computed at the data version of the last tick is adopted: it holds
+            other = "/api/v1/units/19900/kpis"
+            await svc.get(other, read, window="7d")
+            await post(svc, ingest, one_received("26506"))
+            computed, stamped = made.computations, refresher.restamped
+            assert await refresher.run_once() == len(URLS) + 1
+            assert (made.computations - computed, refresher.restamped - stamped) == (2, 4)
+            params = {"code": "19900", "period": None, "at": None, "window": "7d", "sector": None}
+            assert figures((await svc.get(other, read, window="7d")).json()) == figures(await fresh(svc, "kpis", params))
         finally:
             await refresher.close()
 
