@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from app.cli_retention import retention_cli
 from app.db.engine import Database
 from app.settings import Settings
 
@@ -254,7 +255,7 @@ def import_events(
                 t0 = time.perf_counter()
 
                 def progress(done: int, total: int, events: int, task=task, t0=t0) -> None:
-                    bar.update(task, completed=done, rate=events / max(1e-9, time.perf_counter() - t0))
+                    bar.update(task, completed=done, total=total, rate=events / max(1e-9, time.perf_counter() - t0))
 
                 importer = Importer(db, registry, settings, kind, horizon_days, chunk, writers, on_progress=progress)
                 reports.append(await importer.import_file(path))
@@ -273,6 +274,8 @@ def import_events(
         if r.rejected:
             typer.echo(f"  rejected lines, with line number and field: {rejected_path(Path(r.path))}")
 
+
+cli.add_typer(retention_cli(_run, _prepare), name="retention")
 
 export_cli = typer.Typer(help="The central assessment network: export outbox.", no_args_is_help=True, rich_markup_mode=None)
 cli.add_typer(export_cli, name="export")

@@ -15,7 +15,7 @@ from app.api import dashboard, docs, downloads, errors, events, export, health, 
 from app.api.etag import ETagMiddleware
 from app.api.limits import BodyReadTimeoutMiddleware, RateLimiter
 from app.api.responses import JSONResponse
-from app.db import migrate
+from app.db import migrate, partitions
 from app.db.engine import Database
 from app.export.exporter import Exporter
 from app.scoring.ranking import RankingMemo
@@ -26,8 +26,10 @@ log = logging.getLogger("chiso")
 
 
 async def prepare_database(db: Database, settings: Settings) -> None:
-    """Bring the schema to head, install this version's write pass, and seed the registry when empty."""
+    """Bring the schema to head, install this version's write pass, make the event log's partitions
+    the API can reach, and seed the registry when empty."""
     await upgrade_database(db)
+    await partitions.ensure_ahead(db, settings.tz, settings.horizon_days)
     if settings.seed_registry:
         loaded = await units_service.seed_if_empty(db)
         if loaded:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from functools import cached_property
 from zoneinfo import ZoneInfo
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_RETAIN_MONTHS = 14  # SPEC section 9: the API's horizon (400 days) fits in any 14 months
 
 
 class Settings(BaseSettings):
@@ -66,6 +68,24 @@ class Settings(BaseSettings):
     db_pool_timeout: float = Field(10.0, description="Seconds a request waits for a pooled connection before answering 503.")
     body_read_timeout: float = Field(30.0, description="Seconds a request may take to send its whole body (then 408); 0 disables.")
     export_push_timeout: float = Field(30.0, description="Seconds a push to the central node may take before it counts as failed.")
+    retain_events_months: int | None = Field(
+        None,
+        description="Months of the raw event log kept besides the current one (local months of occurred_at); older "
+        "months are archived to ARCHIVE_DIR and dropped by `chiso retention run`. Unset: keep everything. "
+        f"Less than {MIN_RETAIN_MONTHS} (the API's horizon) is refused.",
+    )
+    archive_dir: str = Field("./var/archive", description="Where `chiso retention run` writes one gzip NDJSON file per month.")
+
+    @model_validator(mode="after")
+    def _retention_covers_the_horizon(self) -> Settings:
+        """An archived month must be out of the API's reach: no event posted later may belong to it."""
+        n = self.retain_events_months
+        if n is not None and (n < MIN_RETAIN_MONTHS or 30 * n - 2 < self.horizon_days):
+            raise ValueError(
+                f"RETAIN_EVENTS_MONTHS={n} is refused: it must be at least {MIN_RETAIN_MONTHS} and cover "
+                f"HORIZON_DAYS={self.horizon_days} (any {n} months last at least {30 * n - 2} days)"
+            )
+        return self
 
     @cached_property
     def tz(self) -> ZoneInfo:

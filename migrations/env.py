@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.db import models  # noqa: F401  (registers the tables)
 from app.db.base import Base
+from app.db.partitions import include_name
 
 config = context.config
 target_metadata = Base.metadata
@@ -19,6 +20,7 @@ def _configure(connection) -> None:
         render_as_batch=connection.dialect.name == "sqlite",  # SQLite cannot ALTER most things
         transaction_per_migration=True,
         compare_type=True,
+        include_name=include_name,  # monthly partitions of the event log are not in the models
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -13,6 +13,7 @@ from app.db import dialect
 from app.db.models import (
     ALL_SECTORS,
     OPEN,
+    ArchivedReceipt,
     Dossier,
     DossierEvent,
     DossierFuture,
@@ -113,6 +114,11 @@ async def read_at_risk(
     for chunk in (keys[i : i + 500] for i in range(0, len(keys), 500)):
         e = DossierEvent
         stmt = select(e.unit_code, e.event_id, e.procedure_code).where(tuple_(e.unit_code, e.event_id).in_(chunk))
+        procedures.update({(u, i): p for u, i, p in (await conn.execute(stmt)).all()})
+    archived = [k for k in keys if k not in procedures]  # receipts of a month archived (app.retention)
+    for chunk in (archived[i : i + 500] for i in range(0, len(archived), 500)):
+        a = ArchivedReceipt
+        stmt = select(a.unit_code, a.event_id, a.procedure_code).where(tuple_(a.unit_code, a.event_id).in_(chunk))
         procedures.update({(u, i): p for u, i, p in (await conn.execute(stmt)).all()})
     for r in rows:
         r["procedure_code"] = procedures.get((r["unit_code"], r.pop("recv_event_id")))

@@ -13,7 +13,14 @@ from app.aggregates.at_now import DUE_HOURS, count_open_due, read_units_due_betw
 from app.aggregates.at_risk import AT_RISK_COLUMNS, read_at_risk
 from app.aggregates.group_sums import read_sums, read_unit_changes
 from app.aggregates.network_reads import COHORTS_PER_QUERY
-from app.aggregates.rebuild_reads import read_event_units, read_rollups, read_unit_aggregates, read_unit_dossiers, read_unit_events
+from app.aggregates.rebuild_reads import (
+    read_event_units,
+    read_rollups,
+    read_unit_aggregates,
+    read_unit_archived,
+    read_unit_dossiers,
+    read_unit_events,
+)
 from app.aggregates.spans import read_sectors, read_spans
 
 __all__ = [
@@ -28,6 +35,7 @@ __all__ = [
     "read_spans",
     "read_sums",
     "read_unit_aggregates",
+    "read_unit_archived",
     "read_unit_changes",
     "read_unit_dossiers",
     "read_unit_events",

@@ -4,7 +4,8 @@ rows of a unit.
 
 from __future__ import annotations
 
-from datetime import date
+import json
+from datetime import date, datetime
 
 from sqlalchemy import and_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,6 +15,7 @@ from app.aggregates.writes import DOSSIER_COLUMNS, OWN_TABLES, ROLLUP_TABLES, op
 from app.db import dialect
 from app.db.models import (
     LOCAL_SOURCE,
+    ArchivedUnitMonth,
     Dossier,
     DossierEvent,
 )
@@ -80,8 +82,19 @@ def _as_date(v):
 
 
 async def read_event_units(session: AsyncSession) -> list[str]:
-    """Every unit that has stored events."""
-    return list((await session.execute(select(DossierEvent.unit_code).distinct().order_by(DossierEvent.unit_code))).scalars())
+    """Every unit that has stored events, dossiers or archived events."""
+    units = set()
+    for column in (DossierEvent.unit_code, Dossier.unit_code, ArchivedUnitMonth.unit_code):
+        units.update((await session.execute(select(column).distinct())).scalars())
+    return sorted(units)
+
+
+async def read_unit_archived(session: AsyncSession, unit_code: str) -> dict[date, tuple[int, datetime, list[date]]]:
+    """What the archive holds of one unit (app.db.models.event_log), per month: events, the latest
+    acceptance among them, the local days they are dated on."""
+    a = ArchivedUnitMonth
+    stmt = select(a.month, a.events, a.last_ingested_at, a.days).where(a.unit_code == unit_code)
+    return {m: (n, at, [date.fromisoformat(d) for d in json.loads(days)]) for m, n, at, days in (await session.execute(stmt)).all()}
 
 
 async def read_unit_events(session: AsyncSession, unit_code: str) -> list[dict]:

@@ -11,6 +11,8 @@ import time
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from app import metrics
+from app.db import partitions
+from app.retention import service as retention
 from app.scoring import gauges
 
 log = logging.getLogger("chiso.metrics")
@@ -18,6 +20,7 @@ log = logging.getLogger("chiso.metrics")
 KPI_GAUGES_TTL_SECONDS = 5.0  # each worker reuses what it read for this long
 KPI_GAUGES_WAIT_SECONDS = 7.0  # a scrape waits this long for a read (Prometheus' scrape_timeout: 10 s)
 KPI_GAUGES_UP = "chiso_kpi_gauges_up"
+EVENT_LOG_OLDEST = "chiso_event_log_oldest_month_timestamp_seconds"
 
 
 class KpiGaugeCache:
@@ -51,6 +54,7 @@ class KpiGaugeCache:
         try:
             registry = await state.registry.get()
             self.families = await gauges.read(state.db, registry, settings.tz, settings.metrics_communes, settings.silent_after_hours)
+            self.families.append(await event_log_gauge(state))
             self.ok = True
         except Exception as exc:  # noqa: BLE001 - the service metrics must still be served when the database is not
             log.warning("KPI gauges not read: %s: %s", type(exc).__name__, exc)
@@ -58,6 +62,19 @@ class KpiGaugeCache:
         finally:
             self.read_at = time.monotonic()
             self.task = None
+
+
+async def event_log_gauge(state) -> Metric:
+    """The oldest local month of the event log still stored (app.retention), read like the KPI gauges."""
+    oldest = await retention.oldest_month(state.db, state.settings)
+    family = GaugeMetricFamily(
+        EVENT_LOG_OLDEST,
+        "Start (Unix time) of the oldest local month whose events are still stored; older months are archived "
+        "(RETAIN_EVENTS_MONTHS). Absent when no event is stored.",
+    )
+    if oldest is not None:
+        family.add_metric([], partitions.bounds(oldest, state.settings.tz)[0].timestamp())
+    return family
 
 
 async def kpi_gauges(state) -> list[Metric]:

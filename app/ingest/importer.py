@@ -1,5 +1,6 @@
 """`chiso import`: back-fill history from NDJSON or CSV files (SPEC section 9).
 
+NDJSON may come gzip-compressed (the archives of `chiso retention run` are read as they are).
 Every line goes through the API's validation and rules (`validate_events`, the unit registry, the
 same store), except the horizon, which applies only when asked for. Lines are read in chunks; a
 reader thread parses and validates the next chunk while up to `writers` connections store earlier
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import gzip
 import io
 import os
 import time
@@ -22,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 
@@ -73,9 +76,27 @@ def _fingerprint(path: Path) -> dict:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+def _open(path: Path) -> BinaryIO:
+    """The file's bytes; a gzip file (an archive of `chiso retention run`) decompressed, so that
+    offsets are offsets in its text."""
+    with path.open("rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if gzipped else path.open("rb")
+
+
+def _text_size(path: Path) -> int:
+    """The size of what _open() reads: a gzip file's trailer holds it (mod 2**32; one member)."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        if f.read(2) != b"\x1f\x8b" or size < 18:
+            return size
+        f.seek(-4, os.SEEK_END)
+        return int.from_bytes(f.read(4), "little")
+
+
 def _read_lines(path: Path, start: int, line_no: int) -> Iterator[tuple[int, int, bytes]]:
     """(line number, byte offset after the line, the line without its end) from byte `start`."""
-    with path.open("rb") as f:
+    with _open(path) as f:
         f.seek(start)
         offset = start
         for raw in f:
@@ -175,10 +196,10 @@ class Importer:
             rej.unlink()
         header = None
         if self.fmt == "csv":
-            with path.open("rb") as f:
+            with _open(path) as f:
                 first = f.readline().decode("utf-8-sig").strip()
             header = [h.strip() for h in next(csv.reader([first]))]
-        total = path.stat().st_size
+        total = _text_size(path)
 
         queue: asyncio.Queue = asyncio.Queue(maxsize=self.writers + 1)
         done: dict[int, Chunk] = {}

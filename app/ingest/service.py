@@ -6,10 +6,12 @@ import time
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 
+from sqlalchemy.exc import DBAPIError
+
 from app import metrics
 from app.aggregates import silent, writes
 from app.aggregates.contrib import Delta
-from app.db import meta
+from app.db import meta, partitions
 from app.db.engine import Database
 from app.ingest import repository
 from app.ingest.schemas import EventError, validate_events
@@ -114,9 +116,9 @@ async def store_events(
     and the aggregates; returns the keys inserted (the others were stored before). PostgreSQL does it
     in one server-side pass (`bulk`: the events travel by COPY); SQLite takes the Python path."""
     tz = settings.tz
+    if not db.is_sqlite:
+        return await _store_events_pg(db, registry, settings, events, now, bulk)
     async with db.transaction() as session:
-        if not db.is_sqlite:
-            return await writes.store_batch_pg(session, events, registry, settings.timezone, now, copy=bulk)
         inserted = await repository.insert_events(session, events)
         if inserted:
             by_dossier: dict[tuple[str, str], list[dict]] = defaultdict(list)
@@ -156,3 +158,23 @@ async def store_events(
             # Last, so the one hot row is held only for the commit.
             await meta.bump_data_version(session)
     return inserted
+
+
+async def _store_events_pg(
+    db: Database, registry: Registry, settings: Settings, events: list[dict], now: datetime, bulk: bool
+) -> set[tuple[str, str]]:
+    """store_events on PostgreSQL: the months' partitions first (app.db.partitions), then the pass.
+    A partition this process knew may have been dropped since by a retention run (only a month out
+    of the API's reach, so only an import meets it): then it is made again and the batch retried."""
+    parts = partitions.of(db)
+    months = {partitions.month_of(e["occurred_at"], settings.tz) for e in events}
+    for attempt in range(2):
+        await parts.ensure(db, months, settings.tz)
+        try:
+            async with db.transaction() as session:
+                return await writes.store_batch_pg(session, events, registry, settings.timezone, now, copy=bulk)
+        except DBAPIError as exc:
+            if attempt or "no partition of relation" not in str(exc):
+                raise
+            parts.forget()
+    raise AssertionError("unreachable")

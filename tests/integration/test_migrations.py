@@ -8,9 +8,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
-from app.db import migrate
+from app.db import migrate, partitions
 from app.db.base import Base
 from app.db.engine import Database
+from app.db.models import DossierEvent
 
 
 class TestMigrations:
@@ -19,7 +20,8 @@ class TestMigrations:
 
     async def test_models_and_migrations_agree(self, fresh_service):
         def diff(sync_conn):
-            ctx = MigrationContext.configure(sync_conn, opts={"compare_type": True})
+            opts = {"compare_type": True, "include_name": partitions.include_name}  # as migrations/env.py
+            ctx = MigrationContext.configure(sync_conn, opts=opts)
             return compare_metadata(ctx, Base.metadata)
 
         async with fresh_service.db.engine.connect() as conn:
@@ -55,3 +57,37 @@ class TestMigrations:
                 assert (await conn.execute(text("SELECT count(*) FROM dossier_event"))).scalar_one() == 0
         finally:
             await db.dispose()
+
+    async def test_upgrade_from_the_previous_head_moves_the_events_into_monthly_partitions(self, fresh_service):
+        svc = fresh_service
+        tz = svc.settings.tz
+        at = [
+            datetime(2024, 12, 15, 12, tzinfo=tz),
+            datetime(2025, 4, 1, 3, tzinfo=tz),  # still 31 March in UTC: the month is local
+            datetime.now(UTC) - timedelta(hours=1),
+        ]
+        rows = [
+            {"unit_code": "19777", "event_id": f"old{i}", "type": "withdrawn", "dossier_id": f"d{i}", "occurred_at": t, "ingested_at": t}
+            for i, t in enumerate(at)
+        ]
+        db = Database(svc.url)
+        try:
+            async with db.engine.begin() as conn:
+                await migrate.downgrade(conn, migrate.head_revisions()[0] + "-1")
+                await conn.execute(DossierEvent.__table__.insert(), rows)
+            async with db.engine.begin() as conn:
+                await migrate.upgrade(conn)
+            async with db.engine.connect() as conn:
+                assert (await conn.execute(text("SELECT count(*) FROM event_key"))).scalar_one() == 3
+                if conn.dialect.name == "postgresql":
+                    stmt = text("SELECT tableoid::regclass::text, event_id FROM dossier_event ORDER BY event_id")
+                    got = [tuple(r) for r in (await conn.execute(stmt)).all()]
+                    this = partitions.month_of(at[2], tz)
+                    assert got == [("dossier_event_202412", "old0"), ("dossier_event_202504", "old1"), (partitions.name(this), "old2")]
+                else:
+                    assert (await conn.execute(text("SELECT count(*) FROM dossier_event"))).scalar_one() == 3
+        finally:
+            await db.dispose()
+        again = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in rows[2].items()}  # a repeat is still a duplicate
+        body = (await svc.post([again | {"occurred_at": datetime.now(UTC).isoformat()}], await svc.key("ingest", "46"))).json()
+        assert (body["accepted"], body["duplicates"]) == (0, 1)

@@ -52,11 +52,18 @@ SET jit = off  -- a batch is small; and a disabled join method's cost would trig
 AS $fn$
 #variable_conflict use_column
 BEGIN
-  -- 1. events, in key order; duplicates of stored events skipped
-  WITH ins AS (
+  -- 1. events, in key order; duplicates of stored or archived events skipped: the keys decide
+  -- (app.db.models.event_log), the log is partitioned by month and its unique key includes occurred_at
+  WITH k AS (
+    INSERT INTO event_key AS k (unit_code, event_id)
+    SELECT j.unit_code, j.event_id FROM chiso_stage j ORDER BY j.unit_code, j.event_id
+    ON CONFLICT DO NOTHING RETURNING k.unit_code, k.event_id
+  ),
+  ins AS (
     INSERT INTO dossier_event AS e
-    SELECT * FROM chiso_stage j ORDER BY j.unit_code, j.event_id
-    ON CONFLICT DO NOTHING RETURNING e.*
+    SELECT j.* FROM chiso_stage j JOIN k ON k.unit_code = j.unit_code AND k.event_id = j.event_id
+    ORDER BY j.unit_code, j.event_id
+    ON CONFLICT DO NOTHING RETURNING e.*  -- stored without its key by a pass older than event_key: a duplicate
   )
   INSERT INTO chiso_new SELECT * FROM ins;
 

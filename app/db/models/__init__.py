@@ -1,6 +1,7 @@
 """All tables, one module per seam: the registry and keys, the event log and dossiers, the aggregate
-rows, the shared answers, the network (export and receipt). Importing the package registers every
-table on `Base.metadata`; each name is re-exported so `from app.db.models import X` keeps working."""
+rows, the shared answers, the event log's retention (event keys, archived months), the network
+(export and receipt). Importing the package registers every table on `Base.metadata`; each name is
+re-exported so `from app.db.models import X` keeps working."""
 
 from app.db.models.aggregates import (
     ALL_SECTORS,
@@ -23,6 +24,7 @@ from app.db.models.aggregates import (
 )
 from app.db.models.answers import SharedAnswer
 from app.db.models.dossiers import NO_SECTOR, OPEN, OPEN_SQL, UNSETTLED, UNSETTLED_SQL, Dossier, DossierEvent, DossierFuture
+from app.db.models.event_log import ArchivedMonth, ArchivedReceipt, ArchivedUnitMonth, EventKey
 from app.db.models.network import (
     ExportDirty,
     ExportLease,
@@ -43,11 +45,15 @@ __all__ = [
     "UNSETTLED",
     "UNSETTLED_SQL",
     "ApiKey",
+    "ArchivedMonth",
+    "ArchivedReceipt",
+    "ArchivedUnitMonth",
     "DayCounters",
     "DayFlows",
     "Dossier",
     "DossierEvent",
     "DossierFuture",
+    "EventKey",
     "ExportDirty",
     "ExportLease",
     "ExportOutbox",

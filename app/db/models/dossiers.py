@@ -22,7 +22,7 @@ class DossierEvent(Base):
     event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     type: Mapped[str] = mapped_column(String(16))
     dossier_id: Mapped[str] = mapped_column(String(64))
-    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)  # the partition key (app.db.models.event_log)
     channel: Mapped[str | None] = mapped_column(String(16))
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     reason: Mapped[str | None] = mapped_column(String(32))

@@ -1,0 +1,63 @@
+"""Tables of the event log's retention (SPEC section 9): what stays when a month of events is archived.
+
+The event log (`dossier_event`, app.db.models) is partitioned by local month of `occurred_at` on
+PostgreSQL (app.db.partitions), so a unique index over it must include `occurred_at`: an event sent
+again with another `occurred_at` would pass it. Duplicates are therefore recognised by `event_key`,
+one narrow row per event ever stored, which no retention run removes. The other tables keep what a
+dropped month leaves behind for `chiso kpis verify`, the silent-source check and the at-risk list.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import BigInteger, Date, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db.base import Base
+from app.db.types import UTCDateTime
+
+
+class EventKey(Base):
+    """Every (unit_code, event_id) ever stored, archived or not: the idempotency key of ingest."""
+
+    __tablename__ = "event_key"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+
+
+class ArchivedMonth(Base):
+    """A local month of the event log written to its archive file and dropped from the log."""
+
+    __tablename__ = "archived_month"
+
+    month: Mapped[date] = mapped_column(Date, primary_key=True)  # its first day
+    events: Mapped[int] = mapped_column(BigInteger)  # lines of its archive file
+    file: Mapped[str] = mapped_column(String(255))  # the file's name under ARCHIVE_DIR
+    archived_at: Mapped[datetime] = mapped_column(UTCDateTime)  # the last run that added to it
+
+
+class ArchivedUnitMonth(Base):
+    """Per unit and archived month: how many of its events the archive holds, the latest acceptance
+    among them and the local days they are dated on (JSON list): what `kpis verify` and the
+    silent-source check would otherwise read from the dropped events."""
+
+    __tablename__ = "archived_unit_month"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    events: Mapped[int] = mapped_column(BigInteger)
+    last_ingested_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    days: Mapped[str] = mapped_column(Text)
+
+
+class ArchivedReceipt(Base):
+    """The procedure code of a receipt archived while its dossier was open (the at-risk list names it;
+    an ended dossier never opens again, so no other receipt is kept)."""
+
+    __tablename__ = "archived_receipt"
+
+    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    procedure_code: Mapped[str] = mapped_column(String(32))

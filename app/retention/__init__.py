@@ -1,0 +1,1 @@
+"""Retention of the raw event log (SPEC section 9): monthly archives, months dropped whole."""
