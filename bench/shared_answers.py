@@ -226,8 +226,9 @@ def bucket_pct(before: dict[float, float], after: dict[float, float], q: float) 
     return next(b for b, n in counts if n >= q / 100 * total)
 
 
-async def run_refresher(url: str, seconds: float) -> tuple[int, float, float]:
-    """The answer refresher in this process for `seconds`: (answers refreshed, CPU seconds, wall seconds)."""
+async def run_refresher(url: str, seconds: float) -> tuple[int, float, float, int]:
+    """The answer refresher in this process for `seconds`: (answers refreshed, CPU seconds, wall
+    seconds, answers of those computed)."""
     from app.answers.refresher import AnswerRefresher
     from app.db.engine import Database
     from app.settings import Settings
@@ -244,7 +245,7 @@ async def run_refresher(url: str, seconds: float) -> tuple[int, float, float]:
     finally:
         await refresher.close()
         await db.dispose()
-    return done, time.process_time() - cpu0, time.perf_counter() - t0
+    return done, time.process_time() - cpu0, time.perf_counter() - t0, refresher.answers.computations
 
 
 async def admin_sql(sql: str) -> None:
@@ -267,6 +268,8 @@ def main() -> None:
     ap.add_argument("--db", help="reuse this (already loaded) database")
     ap.add_argument("--keep-db", action="store_true")
     ap.add_argument("--refresher", action="store_true", help="last, the refresher alone (in this process) under the feed")
+    ap.add_argument("--provinces", type=int, default=8, help="provinces whose KPIs are polled")
+    ap.add_argument("--communes", type=int, default=0, help="communes whose KPIs are polled (each poller one a second)")
     a = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="chiso-shared-"))
@@ -295,12 +298,14 @@ def main() -> None:
             took = asyncio.run(load(servers[0].base, token, communes, a.events, a.days))
             print(f"loaded {a.events:,} events in {took:.0f} s into {name}", flush=True)
         urls = {
-            "province": [f"/api/v1/units/{p}/kpis?window=30d" for p in provinces[:8]],
+            "province": [f"/api/v1/units/{p}/kpis?window=30d" for p in provinces[: a.provinces]],
             "nation": ["/api/v1/units/VN/kpis?window=30d"],
             "ranking of provinces": ["/api/v1/rankings?level=province&window=30d"],
             "ranking of communes": ["/api/v1/rankings?level=commune&window=30d&limit=50"],
             "52-week series": [f"/api/v1/units/{p}/series?kpi=on_time_rate&interval=week" for p in provinces[:4]],
         }
+        if a.communes:
+            urls["commune"] = [f"/api/v1/units/{c}/kpis?window=30d" for c in random.Random(1).sample(communes, a.communes)]
         for replicas in a.replicas:
             while len(servers) < replicas:
                 servers.append(Server(env, a.workers, tmp))
@@ -352,12 +357,14 @@ def main() -> None:
             q = mp.Queue()
             feed = mp.Process(target=poster, args=(q, [servers[0].base], token, communes, a.rate, a.seconds))
             feed.start()
-            done, cpu, wall = asyncio.run(run_refresher(url, a.seconds))
+            done, cpu, wall, computed = asyncio.run(run_refresher(url, a.seconds))
             sent = q.get(timeout=120)
             feed.join()
             n = sum(len(v) for v in urls.values())
             print(f"\nthe refresher alone, {n} polled answers, {sent / wall:.0f} events/s posted:")
-            print(f"{done / wall:.1f} answers refreshed/s, CPU {cpu / wall:.2f} core")
+            held = (done - computed) / wall
+            rate = f"{done / wall:.1f} answers refreshed/s ({computed / wall:.1f}/s computed, {held:.1f}/s found holding)"
+            print(f"{rate}, CPU {cpu / wall:.2f} core")
     finally:
         for s in servers:
             s.stop()

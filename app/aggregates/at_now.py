@@ -31,8 +31,9 @@ from app.db.models import (
 DUE_HOURS = (24, 48, 72)  # the due-soon windows of SPEC section 4
 
 
-async def _read_today(session: AsyncSession, scope: Scope, live: list, sector: str, out) -> None:
-    """Exact counts within today for periods judged at now."""
+async def _read_today(session: AsyncSession, scope: Scope, live: list, sector: str, out, network: bool = True) -> None:
+    """Exact counts within today for periods judged at now (without `network`: from this node's
+    dossiers only, not the due-soon figures of subordinates' day records)."""
     _, sp0 = live[0]
     stmt = _today_statement(scope.level, scope.parent, scope.codes is not None, tuple(i for i, _ in live), sector == "*")
     params = _scope_params(scope) | {"now": sp0.now, "today_at": sp0.today_at, "tomorrow_at": sp0.tomorrow_at, "sector": sector}
@@ -55,7 +56,7 @@ async def _read_today(session: AsyncSession, scope: Scope, live: list, sector: s
         stmt = _due_statement(scope.level, scope.parent, scope.codes is not None, sector == "*")
         for row in (await conn.execute(stmt, params)).mappings():
             due[row["g"]] = [int(row[f"d{h}"] or 0) for h in DUE_HOURS]
-    if sector == ALL_SECTORS:
+    if sector == ALL_SECTORS and network:
         stmt = _network_due_statement(scope.level, scope.parent, scope.codes is not None)
         for row in (await conn.execute(stmt, _scope_params(scope))).mappings():
             got = due[row["g"]]

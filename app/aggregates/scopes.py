@@ -36,8 +36,8 @@ def _group_and_filter(scope: Scope, unit_col, rollup: bool = False):
         if scope.codes is None:
             return None, [], False
         return None, [unit_col.in_(codes)], False
-    if scope.level == "unit":
-        return unit_col, [unit_col.in_(codes)], False
+    if scope.level == "unit":  # each unit on its own: of `codes`, or every unit
+        return unit_col, [] if scope.codes is None else [unit_col.in_(codes)], False
     if scope.level == "commune":
         group = Unit.code
         where = [Unit.level == "commune"]

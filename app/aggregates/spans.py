@@ -10,10 +10,10 @@ from functools import lru_cache
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.aggregates.at_now import _read_silent, _read_today
 from app.aggregates.at_tau import read_at_instant
 from app.aggregates.counters import DAY_COUNTERS, DUE, FLOW_COUNTERS
 from app.aggregates.histogram import bucket_columns, with_buckets
+from app.aggregates.live_memo import read_live
 from app.aggregates.network_reads import _read_network_cohort
 from app.aggregates.scopes import _group_and_filter, _scope_params, _tables
 from app.aggregates.silent import DEFAULT_AFTER_HOURS
@@ -110,8 +110,7 @@ async def read_spans(
             sums.due_stored = tuple(total(c, sp.after + timedelta(days=k), sp.after + timedelta(days=k + 1)) for k, c in enumerate(DUE))
     live = [(i, sp) for i, sp in enumerate(spans) if sp.now is not None]
     if live:
-        await _read_today(session, scope, live, sector, out)
-        await _read_silent(session, scope, live, silent_after_hours, out)
+        await read_live(session, scope, live, sector, silent_after_hours, out)  # per unit, kept: app.aggregates.live_memo
     at_instant = [(i, sp) for i, sp in enumerate(spans) if sp.until is not None]
     if at_instant:
         await read_at_instant(session, scope, at_instant, sector, out)

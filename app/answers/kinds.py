@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date
 
+from app.aggregates.live_memo import LIVE
 from app.db.engine import Database
 from app.scoring import drivers as drivers_service
 from app.scoring import report as report_service
@@ -127,5 +128,10 @@ KINDS: dict[str, Callable[[ReadContext, dict], Awaitable[dict]]] = {
 
 
 async def compute(ctx: ReadContext, kind: str, params: dict) -> dict:
-    """The answer of one kind for these parameters, computed now."""
-    return await KINDS[kind](ctx, params)
+    """The answer of one kind for these parameters, computed now (the figures at now of the units
+    that did not change since this process last read them from its memo: app.aggregates.live_memo)."""
+    token = LIVE.set(ctx.rankings.live)
+    try:
+        return await KINDS[kind](ctx, params)
+    finally:
+        LIVE.reset(token)

@@ -16,13 +16,16 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import orjson
+
 from app.answers import repository as repo
+from app.answers.dependencies import Dependencies
 from app.answers.kinds import ReadContext
 from app.answers.service import SharedAnswers
-from app.db import meta
 from app.db.engine import Database
 from app.db.leadership import Leadership
 from app.errors import ChisoError
+from app.scoring import service as scoring
 from app.scoring.ranking import RankingMemo
 from app.settings import Settings
 from app.units.service import RegistryCache
@@ -50,29 +53,59 @@ class AnswerRefresher:
         self._led_at = -LEAD_EVERY
         self._leader = False
         self._swept_at = 0.0
+        self.deps = Dependencies(settings.tz)
+        self.restamped = 0  # answers found to hold still, not computed again
 
     async def run_once(self) -> int:
-        """One tick: when this process leads, refresh what needs it; the number of answers refreshed."""
+        """One tick: when this process leads, refresh what needs it; the number of answers refreshed
+        (computed again, or found to hold still and restamped)."""
         if time.monotonic() - self._led_at >= LEAD_EVERY:
             self._leader = await self.leadership.acquire()
             self._led_at = time.monotonic()
         if not self._leader:
+            self.deps.forget()
             return 0
         now = datetime.now(UTC)
         # refreshed a little before they would be too old to serve, so no poller waits for one
         older = now - timedelta(seconds=max(0.0, self.answers.idle_for - 2.0))
+        registry = await self.registry.get()
+        prev_version = self.deps.version
         async with self.db.session() as session:
-            version = await meta.read_data_version(session)
-            todo = await repo.read_to_refresh(session, now - timedelta(seconds=self.keep_for), older, version, now)
-        ctx = ReadContext(self.db, await self.registry.get(), self.settings, self.rankings)
+            polled = await repo.read_polled(session, now - timedelta(seconds=self.keep_for))
+            since = self.deps.since(polled, now)
+            version, touched = await self.deps.tick(session, registry, now, since, self.settings.silent_after_hours)
+        held, todo = [], []
+        for row in polled:
+            key, kind, params, etag = row.key, row.kind, row.params, row.etag
+            holds = self.deps.holds(row, orjson.loads(params), touched, registry, prev_version, now)
+            if row.version == version and row.computed_at >= older:
+                if not holds:
+                    self.deps.drop(key)
+                continue  # current: nothing to do
+            if row.claimed_until is not None and row.claimed_until >= now:
+                continue  # being computed elsewhere
+            # no unit of it changed, no deadline of it passed: the same figures, at now
+            (held if holds else todo).append((key, kind, params, etag))
         done = 0
-        for key, kind, params in todo:
+        if held:  # one statement for all (on PostgreSQL)
+            async with self.db.transaction() as session:
+                stamped = await repo.restamp(session, [(k, e) for k, _, _, e in held], version, now, scoring.as_of(now, self.settings.tz))
+            self.restamped += len(stamped)
+            done += len(stamped)
+            todo += [h for h in held if h[0] not in stamped]  # computed (or claimed) elsewhere meanwhile
+        ctx = ReadContext(self.db, registry, self.settings, self.rankings)
+        for key, kind, params, _ in todo:
+            self.deps.drop(key)
             try:
-                done += await self.answers.compute(ctx, kind, key, params, by="refresher") is not None
+                answer = await self.answers.compute(ctx, kind, key, params, by="refresher")
             except ChisoError as exc:  # the unit went, say: nobody can get this answer any more
                 log.info("forgetting the shared answer %s: %s", key, exc)
                 async with self.db.transaction() as session:
                     await repo.delete_answer(session, key)
+                continue
+            if answer is not None:
+                done += 1
+                self.deps.computed(key, kind, answer.etag, registry, now)
         if time.monotonic() - self._swept_at >= FORGET_EVERY:
             self._swept_at = time.monotonic()
             async with self.db.transaction() as session:

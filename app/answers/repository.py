@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, delete, literal, or_, select, update
+from sqlalchemy import and_, delete, literal, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect, meta
@@ -96,23 +96,6 @@ async def touch(session: AsyncSession, key: str, now: datetime, before: datetime
     await session.execute(update(a).where(a.key == key, a.polled_at < before).values(polled_at=now))
 
 
-async def read_to_refresh(session: AsyncSession, polled_since: datetime, older_than: datetime, version: int, now: datetime) -> list:
-    """(key, kind, params) of the answers polled since `polled_since` that are behind `version` or
-    were computed before `older_than`, and that no computation is running for; most recently
-    polled first."""
-    a = SharedAnswer
-    stmt = (
-        select(a.key, a.kind, a.params)
-        .where(
-            a.polled_at >= polled_since,
-            or_(a.version != version, a.computed_at < older_than),
-            or_(a.claimed_until.is_(None), a.claimed_until < now),
-        )
-        .order_by(a.polled_at.desc())
-    )
-    return list((await session.execute(stmt)).all())
-
-
 async def delete_unpolled(session: AsyncSession, before: datetime) -> int:
     """Forget the answers nobody polled since `before`."""
     return (await session.execute(delete(SharedAnswer).where(SharedAnswer.polled_at < before))).rowcount
@@ -121,3 +104,52 @@ async def delete_unpolled(session: AsyncSession, before: datetime) -> int:
 async def delete_answer(session: AsyncSession, key: str) -> None:
     """Forget one answer."""
     await session.execute(delete(SharedAnswer).where(SharedAnswer.key == key))
+
+
+async def read_polled(session: AsyncSession, polled_since: datetime) -> list:
+    """(key, kind, params, etag, version, computed_at, claimed_until) of the answers polled since
+    `polled_since` that have an answer, most recently polled first."""
+    a = SharedAnswer
+    stmt = (
+        select(a.key, a.kind, a.params, a.etag, a.version, a.computed_at, a.claimed_until)
+        .where(a.polled_at >= polled_since, a.version != NONE_YET)
+        .order_by(a.polled_at.desc())
+    )
+    return list((await session.execute(stmt)).all())
+
+
+AS_OF = b'"as_of":"'  # the answer's top-level `as_of` (the first key of that name in every restamped kind)
+
+
+async def restamp(session: AsyncSession, held: list[tuple[str, str]], version: int, at: datetime, as_of: str) -> set[str]:
+    """The stored answers of `held` (key, etag: still that answer, computed before `at`, claimed by
+    nobody) hold at `at` and `version` too: so marked, their top-level `as_of` (if any) rewritten
+    to `as_of`. The keys of those marked."""
+    new = as_of.encode()
+    if not held:
+        return set()
+    if dialect.is_postgres(session):  # one statement; bodies rewritten where they lie (a ranking's is megabytes)
+        stmt = text(
+            "UPDATE shared_answer AS a SET version = :version, computed_at = :at, body = CASE WHEN position(:needle IN a.body) = 0 "
+            "THEN a.body ELSE overlay(a.body PLACING :new FROM position(:needle IN a.body) + :skip "
+            "FOR position(:quote IN substring(a.body FROM position(:needle IN a.body) + :skip)) - 1) END "
+            "FROM (SELECT unnest(CAST(:keys AS text[])) AS key, unnest(CAST(:etags AS text[])) AS etag) h "
+            "WHERE a.key = h.key AND a.etag = h.etag AND a.computed_at < :at AND (a.claimed_until IS NULL OR a.claimed_until < :at) "
+            "RETURNING a.key"
+        )
+        params = {"version": version, "at": at, "needle": AS_OF, "new": new, "skip": len(AS_OF), "quote": b'"'}
+        params |= {"keys": [k for k, _ in held], "etags": [e for _, e in held]}
+        return set((await session.execute(stmt, params)).scalars())
+    a, done = SharedAnswer, set()
+    for key, etag in held:
+        mine = and_(a.key == key, a.etag == etag, a.computed_at < at, or_(a.claimed_until.is_(None), a.claimed_until < at))
+        body = (await session.execute(select(a.body).where(mine))).scalar()
+        if body is None:
+            continue
+        i = body.find(AS_OF)
+        if i >= 0:
+            i += len(AS_OF)
+            body = body[:i] + new + body[body.index(b'"', i) :]
+        if (await session.execute(update(a).where(mine).values(version=version, computed_at=at, body=body))).rowcount == 1:
+            done.add(key)
+    return done

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
 from app.aggregates import periods
+from app.aggregates.at_tau import read_at_instant
+from app.aggregates.live_memo import LiveMemo, fill, read_live, read_network_due, total_of
+from app.aggregates.network_reads import _read_network_cohort
 from app.aggregates.periods import Period
 from app.aggregates.reads import read_sums, read_unit_changes
 from app.aggregates.silent import DEFAULT_AFTER_HOURS
@@ -29,6 +32,7 @@ class _Figures:
     stored: dict[str, list[Sums]] = field(default_factory=dict)  # unit -> the stored part, per span
     live: dict[str, tuple] = field(default_factory=dict)  # unit -> the live part it was computed with
     rows: dict[str, dict] = field(default_factory=dict)  # unit -> {"unit", "kpis", "change"}
+    groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # unit -> the units whose figures it sums
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -41,6 +45,7 @@ class RankingMemo:
     def __init__(self, size: int = 16):
         self.size = size
         self._entries: OrderedDict[tuple, _Figures] = OrderedDict()
+        self.live: LiveMemo | None = LiveMemo()  # the figures at now per unit, for every answer of this process
 
     def get(self, key: tuple) -> _Figures:
         entry = self._entries.get(key)
@@ -80,15 +85,23 @@ async def ranking(
     prev, spans, _ = service.compared(p, now, tz)
     if judged_at is not None:  # p itself as it stood at that instant (the report's previous ranks)
         spans[0] = span_at(p, judged_at, tz)
-    if memo is None or level != "commune":  # provinces read 34 units' rollup rows: nothing to save
+    if memo is None:
         async with db.session() as session:
             sums = await read_sums(session, Scope(level=level, parent=parent), spans, ALL_SECTORS, silent_after_hours=silent_after_hours)
         rows = [_ranking_row(u, *(sums.get(u.code) or sums.default_factory())) for u in members]
+    elif level != "commune":  # provinces read 34 units' rollup rows: nothing to save but the figures at now
+        async with db.session() as session:
+            sums = await read_sums(session, Scope(level=level, parent=parent), spans, ALL_SECTORS, live=False)
+            live = await _live_sums(session, memo, registry, members, level, parent, spans, silent_after_hours)
+        rows = [
+            _ranking_row(u, *(with_live(st, lv) for st, lv in zip(sums.get(u.code) or sums.default_factory(), live[u.code], strict=True)))
+            for u in members
+        ]
     else:
         today = periods.today(now, tz)
         figures = memo.get((level, parent, p, prev, today, registry.version, spans[0].end, spans[1].end))
         async with figures.lock:
-            rows = await _memo_rows(db, figures, members, level, parent, spans, silent_after_hours)
+            rows = await _memo_rows(db, figures, members, level, parent, spans, silent_after_hours, memo, registry)
     descending = sort.startswith("-")
     sample = kpi_math.SAMPLE_OF.get(key)
 
@@ -129,13 +142,52 @@ def _ranking_row(u: UnitRow, cur_s: Sums, prev_s: Sums) -> dict:
     return {"unit": service.unit_shape(u), "kpis": cur, "change": kpi_math.change(cur, before), "samples": kpi_math.samples(cur_s)}
 
 
+async def _live_sums(
+    session, memo: RankingMemo, registry: Registry, members: list[UnitRow], level: str, parent: str | None, spans, after_hours: float
+) -> dict[str, list[Sums]]:
+    """Per member, the live part of its sums (sums.LIVE_FIELDS): its figures at now summed from the
+    per-unit memo (app.aggregates.live_memo), the subordinates' cohort records read anew."""
+    out: dict[str, list[Sums]] = defaultdict(lambda: [Sums(silent=None if sp.now is None else 0) for sp in spans])
+    scope = Scope(level=level, parent=parent)
+    live = [(i, sp) for i, sp in enumerate(spans) if sp.now is not None]
+    if live:
+        groups = {u.code: tuple(registry.subtree(u.code)) for u in members}
+        await read_live(session, scope, live, ALL_SECTORS, after_hours, out, groups=groups, memo=memo.live)
+    await _read_moving(session, scope, spans, out)
+    return out
+
+
+async def _read_moving(session, scope: Scope, spans, out: dict[str, list[Sums]]) -> None:
+    """What is read anew at every call besides the figures at now: the previous period's
+    corrections up to the same point t (app.aggregates.at_tau; t moves with now) and the
+    subordinates' cohort records."""
+    at_instant = [(i, sp) for i, sp in enumerate(spans) if sp.until is not None]
+    if at_instant:
+        await read_at_instant(session, scope, at_instant, ALL_SECTORS, out)
+    await _read_network_cohort(session, scope, spans, out)
+
+
 async def _memo_rows(
-    db: Database, figures: _Figures, members: list[UnitRow], level: str, parent: str | None, spans, silent_after_hours: float
+    db: Database,
+    figures: _Figures,
+    members: list[UnitRow],
+    level: str,
+    parent: str | None,
+    spans,
+    silent_after_hours: float,
+    memo: RankingMemo,
+    registry: Registry,
 ) -> list[dict]:
-    """The rows of a ranking, re-reading the stored sums of changed units only.
+    """The rows of a ranking, re-reading the stored sums of changed units only, and recomputing
+    only the rows of units whose stored sums or figures at now (per unit: app.aggregates.live_memo)
+    changed.
 
     Change counts are read before the sums: a batch that commits in between shows as a change at
     the next call, which reads the unit again; every batch acknowledged before this call is in."""
+    scope = Scope(level=level, parent=parent)
+    live = [(i, sp) for i, sp in enumerate(spans) if sp.now is not None]
+    if not figures.groups:
+        figures.groups = {u.code: tuple(registry.subtree(u.code)) for u in members}
     async with db.session() as session:
         changes = await read_unit_changes(session, level, parent)
         stale = [u.code for u in members if u.code not in figures.stored or changes.get(u.code, 0) != figures.changes.get(u.code)]
@@ -145,17 +197,32 @@ async def _memo_rows(
             for code in chunk:
                 figures.stored[code] = got.get(code) or [Sums() for _ in spans]
                 figures.changes[code] = changes.get(code, 0)
-        live = await read_sums(
-            session, Scope(level=level, parent=parent), spans, ALL_SECTORS, stored=False, silent_after_hours=silent_after_hours
-        )
+        parts: dict = {}
+        if live and memo.live is not None:
+            codes = None if parent is None or parent == "VN" else {c for g in figures.groups.values() for c in g}
+            parts, _ = await memo.live.parts(session, codes, live, ALL_SECTORS, silent_after_hours)
+            network_due = await read_network_due(session, scope)
+        elif live:  # no memo of figures at now: read them all
+            parts = await _live_sums(session, memo, registry, members, level, parent, spans, silent_after_hours)
+        # a unit named here (fed) is computed again: its previous figures at t, or its records, move
+        network: dict[str, list[Sums]] = defaultdict(lambda: [Sums(silent=None if sp.now is None else 0) for sp in spans])
+        await _read_moving(session, scope, spans, network)
     stale_set = set(stale)
     rows = []
     for u in members:
-        now_live = live[u.code]  # a defaultdict: a unit with no live figure gets the zero (not null) ones
-        parts = tuple(live_part(s) for s in now_live)
-        if u.code in stale_set or figures.live.get(u.code) != parts or u.code not in figures.rows:
+        if live and memo.live is not None:
+            key = tuple(parts.get(c) for c in figures.groups[u.code])
+            now_live = None
+        else:  # a defaultdict: a unit with no live figure gets the zero (not null) ones
+            now_live = parts[u.code] if live else network[u.code]
+            key = tuple(live_part(s) for s in now_live)
+        fed = u.code in network or u.code in (network_due if live and memo.live is not None else ())
+        if fed or u.code in stale_set or figures.live.get(u.code) != key or u.code not in figures.rows:
+            if now_live is None:
+                now_live = network[u.code]
+                fill(now_live, total_of(parts, figures.groups[u.code]), live, network_due.get(u.code))
             cur_s, prev_s = (with_live(st, lv) for st, lv in zip(figures.stored[u.code], now_live, strict=True))
             figures.rows[u.code] = _ranking_row(u, cur_s, prev_s)
-            figures.live[u.code] = parts
+            figures.live[u.code] = key
         rows.append(figures.rows[u.code])
     return rows

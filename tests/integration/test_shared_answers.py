@@ -56,7 +56,11 @@ URLS = [
 
 
 def figures(answer: dict) -> dict:
-    return {k: v for k, v in answer.items() if k != "as_of"}
+    """The answer without what moves with the clock alone: `as_of`, an at-risk item's `hours_left`."""
+    out = {k: v for k, v in answer.items() if k != "as_of"}
+    if "items" in out:
+        out["items"] = [{k: v for k, v in item.items() if k != "hours_left"} for item in out["items"]]
+    return out
 
 
 async def fresh(svc, kind: str, params: dict) -> dict:
@@ -234,6 +238,74 @@ class TestRefresher:
         (row,) = (await rows(svc)).values()
         assert row.computed_by == refresher.answers.holder
 
+    async def test_only_answers_whose_units_changed_or_whose_deadlines_passed_are_computed_again(self, fresh_service):
+        svc = fresh_service
+        read, ingest = await svc.key("read"), await svc.key("ingest", "VN")
+        now = datetime.now(UTC)
+        await post_all(svc, ingest, stream(random.Random(4), COMMUNES_46 + ["26506"], 60, now, days=20), random.Random(4))
+        URLS = _over(svc)  # noqa: N806 -- KPIs and rankings of a period that is over: only those can hold
+        for path, query, _, _ in URLS:
+            await svc.get(path, read, **query)
+        refresher = AnswerRefresher(svc.db, svc.settings)
+        made = refresher.answers
+
+        async def tick() -> tuple[int, int]:
+            """(answers computed, answers found holding) by one tick; every one served equals a fresh one."""
+            computed, stamped = made.computations, refresher.restamped
+            assert await refresher.run_once() == len(URLS)
+            for path, query, kind, params in URLS:
+                assert figures((await svc.get(path, read, **query)).json()) == figures(await fresh(svc, kind, params)), path
+            return made.computations - computed, refresher.restamped - stamped
+
+        try:
+            await post(svc, ingest, one_received("26506"))
+            assert await tick() == (len(URLS), 0)  # the first tick knows nothing: all computed
+            soon = datetime.now(UTC) + timedelta(seconds=6)  # a deadline of 19777 that passes between two ticks
+            await post(svc, ingest, [received("19777", "soon", now - timedelta(hours=1), soon)])
+            assert await tick() == (len(URLS), 0)  # 19777 changed: all depend on it
+            await post(svc, ingest, one_received("26506"))  # province 79: nothing of 46 moves
+            # the nation's KPIs and the at-risk list (hours_left moves) computed; 46's KPIs, 19777's
+            # and the ranking of 46's communes found holding
+            assert await tick() == (2, 3)
+            while datetime.now(UTC) <= soon:
+                await asyncio.sleep(0.2)
+            await post(svc, ingest, one_received("26506"))
+            assert await tick() == (len(URLS), 0)  # 19777's deadline passed
+            await post(svc, ingest, one_received("19930"))
+            assert await tick() == (4, 1)  # all of 46 and the nation; 19777's KPIs hold
+            # an answer a request computed at the data version of the last tick is adopted: it holds
+            other = "/api/v1/units/19900/kpis"
+            week = {"period": "week", "at": URLS[0][1]["at"]}
+            await svc.get(other, read, **week)
+            await post(svc, ingest, one_received("26506"))
+            computed, stamped = made.computations, refresher.restamped
+            assert await refresher.run_once() == len(URLS) + 1
+            assert (made.computations - computed, refresher.restamped - stamped) == (2, 4)
+            params = {"code": "19900", "window": None, "sector": None} | week
+            assert figures((await svc.get(other, read, **week)).json()) == figures(await fresh(svc, "kpis", params))
+        finally:
+            await refresher.close()
+
+    async def test_an_answer_of_a_period_in_progress_is_computed_again_not_restamped(self, fresh_service):
+        """Its previous figures stand at the same point t of the previous period, and t moves with now:
+        a batch elsewhere (nothing of 46 moves) does not let it hold."""
+        svc = fresh_service
+        read, ingest = await svc.key("read"), await svc.key("ingest", "VN")
+        await post(svc, ingest, one_received())
+        path, query, kind, params = URLS[0]
+        await svc.get(path, read, **query)
+        refresher = AnswerRefresher(svc.db, svc.settings)
+        try:
+            for _ in range(3):
+                await post(svc, ingest, one_received("26506"))  # province 79
+                computed, stamped = refresher.answers.computations, refresher.restamped
+                assert await refresher.run_once() == 1
+                assert (refresher.answers.computations - computed, refresher.restamped - stamped) == (1, 0)
+            got = (await svc.get(path, read, **query)).json()
+            assert got["previous"]["period"]["until"] and figures(got) == figures(await fresh(svc, kind, params))
+        finally:
+            await refresher.close()
+
     async def test_after_a_restart_the_polled_answers_are_warm_at_the_first_tick(self, fresh_service):
         svc = fresh_service
         read, ingest = await svc.key("read"), await svc.key("ingest", "46")
@@ -285,3 +357,15 @@ class TestRefresher:
         assert (await svc.get(KPIS, read, window="7d", sector="x" * 70)).status_code == 422
         assert await rows(svc) == {}
         assert orjson.loads((await svc.get(KPIS, read, window="7d")).content)["unit"]["code"] == "46"
+
+
+def _over(svc) -> list:
+    """URLS with the KPIs and rankings of last week (a period that is over) instead of windows."""
+    at = (datetime.now(svc.settings.tz).date() - timedelta(days=7)).isoformat()
+    out = []
+    for path, query, kind, params in URLS:
+        if kind in ("kpis", "rankings"):
+            query = {k: v for k, v in query.items() if k not in ("window", "period")} | {"period": "week", "at": at}
+            params = params | {"window": None, "period": "week", "at": at}
+        out.append((path, query, kind, params))
+    return out

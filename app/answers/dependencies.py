@@ -1,0 +1,153 @@
+"""What a polled answer depends on, so the refresher computes again only the answers whose figures
+moved: a commune's answer when that commune changed or a deadline of it passed, a province's when
+one of its units did, the nation's and the rankings of every unit when any unit did.
+
+Each tick the refresher reads every unit's `unit_change` count (a few thousand small rows) and the
+units whose figures at now moved with time alone since the last tick (app.aggregates.live_memo:
+deadlines passed or entering the due-soon windows, events dated ahead come due, units fallen silent).
+An answer the refresher computed, or found holding, at the last tick, or that anyone computed at
+the data version the last tick read with its counts (read in one snapshot: its computation saw every
+batch those counts show), still holds at this one when none of its units is among those touched
+since, its day is still today, the registry is the same, and it was computed less than `chain_for`
+seconds ago (a bound on what no count shows: `chiso kpis verify --repair` of the rollup rows
+alone). The refresher then restamps it (data version, time, `as_of`) instead of computing it: its
+figures are those a computation would give.
+
+Only kinds whose figures move with time at deadlines alone are restamped (KPIs, series, sectors,
+rankings), and of KPIs and rankings only those of a period that is over: while it is not, their
+previous figures stand at the same point t of the previous period (SPEC section 4), and t moves with
+now; the at-risk list (`hours_left`), the silent units (`silent_hours`), drivers and reports
+are computed again as before. On a central node (records of subordinates, which no count shows)
+nothing is restamped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, tzinfo
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.aggregates import periods
+from app.aggregates.live_memo import MARGIN, read_moved
+from app.db import meta
+from app.db.models import NetworkSource, UnitChange
+from app.scoring import service as scoring
+from app.units.model import NATION
+from app.units.service import Registry
+
+HELD_KINDS = ("kpis", "rankings", "series", "sectors")
+
+
+@dataclass(slots=True)
+class _Held:
+    etag: str
+    day: object  # the local day it was computed on (a window ends today)
+    registry: int
+    tick: int  # the last tick it was known to hold at
+    computed_at: datetime  # when its computation started
+
+
+class Dependencies:
+    """The refresher's knowledge of which answers still hold (see the module's docstring)."""
+
+    def __init__(self, tz: tzinfo, chain_for: float = 60.0):
+        self.tz = tz
+        self.chain_for = timedelta(seconds=chain_for)
+        self._tick = 0
+        self._counts: dict[str, int] | None = None
+        self._version: int | None = None  # the data version read with those counts
+        self._registry: int | None = None
+        self._at: datetime | None = None
+        self._held: dict[str, _Held] = {}
+
+    @property
+    def version(self) -> int | None:
+        """The data version the last tick read with its counts."""
+        return self._version
+
+    def forget(self) -> None:
+        """Not the leader (any more): what it knew may be stale when it leads again."""
+        self._counts, self._version, self._at = None, None, None
+        self._held.clear()
+
+    def since(self, polled: list, now: datetime) -> datetime | None:
+        """From when this tick must know what moved: the last tick, or the computation of an answer
+        it may adopt (see holds); None on the first tick."""
+        if self._at is None:
+            return None
+        starts = [r.computed_at for r in polled if r.version == self._version and r.key not in self._held]
+        return min([self._at, *(c for c in starts if c >= now - self.chain_for)])
+
+    async def tick(
+        self, session: AsyncSession, registry: Registry, now: datetime, since: datetime | None, after_hours: float
+    ) -> tuple[int, set[str] | None]:
+        """A new tick: (the data version, the units touched since `since` with every unit above
+        them; None when that is unknown: the first tick, a central node, a clock gone back). The
+        version and the counts are read in one snapshot: a restamp to this version claims no batch
+        the counts do not show."""
+        c = UnitChange
+        rows = (await session.execute(select(meta.data_version_select().scalar_subquery(), c.unit_code, c.changes))).all()
+        counts = {u: int(k) for _, u, k in rows}
+        current = int(rows[0][0] or 0) if rows else await meta.read_data_version(session)
+        central = (await session.execute(select(NetworkSource.source).limit(1))).first() is not None
+        prev = self._counts
+        self._tick += 1
+        self._counts, self._version, self._registry, self._at = counts, current, registry.version, now
+        if prev is None or since is None or central or since > now:
+            return current, None
+        units = {u for u, k in counts.items() if prev.get(u) != k} | (set(prev) - set(counts))
+        units |= await read_moved(session, since - MARGIN, now, after_hours)
+        touched = set(units)
+        for u in units:
+            touched.update(a.code for a in registry.ancestors(u))
+        if touched:
+            touched.add(NATION)  # a unit the registry no longer has still counts in the nation's figures
+        return current, touched
+
+    def holds(self, row, params: dict, touched: set[str] | None, registry: Registry, prev_version: int | None, now: datetime) -> bool:
+        """Whether the stored answer (a row of repository.read_polled) still holds at this tick; if
+        so, it is known to. Known to hold at the last tick (computed or restamped by this refresher
+        then), or computed by anyone at the data version the last tick read with its counts (its
+        computation saw every batch those counts show): adopted."""
+        if touched is None or row.kind not in HELD_KINDS or touched & _units_of(row.kind, params):
+            return False
+        if _compared_at_now(row.kind, params, now, self.tz):
+            return False
+        today = periods.today(now, self.tz)
+        held = self._held.get(row.key)
+        if held is not None and held.tick == self._tick - 1 and held.etag == row.etag:
+            ok = held.registry == registry.version and held.day == today and now - held.computed_at < self.chain_for
+        else:  # adopted
+            ok = row.version == prev_version and registry.version == self._registry and now - row.computed_at < self.chain_for
+            ok = ok and periods.today(row.computed_at, self.tz) == today
+            held = _Held(row.etag, today, registry.version, self._tick, row.computed_at)
+        if ok:
+            held.tick = self._tick
+            self._held[row.key] = held
+        return ok
+
+    def computed(self, key: str, kind: str, etag: str, registry: Registry, now: datetime) -> None:
+        """The refresher computed the answer at this tick (after its counts were read)."""
+        if kind in HELD_KINDS:
+            self._held[key] = _Held(etag, periods.today(now, self.tz), registry.version, self._tick, now)
+
+    def drop(self, key: str) -> None:
+        self._held.pop(key, None)
+
+
+def _compared_at_now(kind: str, params: dict, now: datetime, tz: tzinfo) -> bool:
+    """A KPI answer or a ranking of a period not over: its previous figures stand at t, which moves."""
+    if kind not in ("kpis", "rankings"):
+        return False
+    at = params.get("at")
+    p = scoring.pick_period(params.get("period"), None if at is None else date.fromisoformat(at), params.get("window"), now, tz)
+    return scoring.compared(p, now, tz)[2] is not None
+
+
+def _units_of(kind: str, params: dict) -> set[str]:
+    """The unit whose touch (or a touch below it) moves the answer's figures."""
+    if kind == "rankings":
+        return {params.get("parent") or NATION}
+    return {params["code"]}
