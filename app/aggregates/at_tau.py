@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.aggregates.at_now import DUE_HOURS
 from app.aggregates.contrib import SQL_ELAPSED_MS, elapsed_ms
+from app.aggregates.counters import COHORT, FLOWS
 from app.aggregates.histogram import bucket_of
 from app.aggregates.scopes import _scope_params, _scope_shape, _select
 from app.aggregates.sums import Scope, Span
@@ -30,17 +31,8 @@ from app.db import dialect
 from app.db.models import ALL_SECTORS, Dossier, DossierEvent, NetworkDay
 
 # What [m, t) adds to each flow of a day row (the rules of contrib.Delta.add, at an instant).
-TAU_FLOWS = (
-    "received",
-    "received_online",
-    "resolved_early",
-    "resolved_on_time",
-    "resolved_late",
-    "resolved_unclassified",
-    "withdrawn",
-    "c_size",
-    "c_final_ok",
-)
+# (orphans and processing times are read apart)
+TAU_FLOWS = tuple(f for f in FLOWS if f not in ("orphans", "proc_n", "proc_ms")) + COHORT
 
 
 async def read_at_instant(session: AsyncSession, scope: Scope, spans: list[tuple[int, Span]], sector: str, out) -> None:
