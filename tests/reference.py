@@ -89,10 +89,12 @@ def nearest_rank(values: list[float], p: float) -> float | None:
     return values[max(1, math.ceil(p * len(values))) - 1]
 
 
-def kpis(ds: list[RefDossier], units: set[str], start: date, end: date, now: datetime) -> dict:
-    """KPIs of the dossiers of `units` for the local-date period [start, end)."""
-    t = min(midnight(end), now)
-    inside = lambda dt: dt is not None and start <= local_day(dt) < end  # noqa: E731
+def kpis(ds: list[RefDossier], units: set[str], start: date, end: date, now: datetime, until: datetime | None = None) -> dict:
+    """KPIs of the dossiers of `units` for the local-date period [start, end); with `until`, the
+    period as it stood at that instant (flows up to it, the rest at it)."""
+    t = min(midnight(end), now) if until is None else until
+    cut = midnight(end) if until is None else until
+    inside = lambda dt: dt is not None and midnight(start) <= dt < cut  # noqa: E731
     out = dict.fromkeys(
         [
             "received",

@@ -11,7 +11,9 @@ from sqlalchemy import and_, case, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.aggregates.at_now import _read_silent, _read_today
+from app.aggregates.at_tau import read_at_instant
 from app.aggregates.counters import COHORT, DUE, FLOW_COUNTERS
+from app.aggregates.histogram import bucket_columns, with_buckets
 from app.aggregates.network_reads import _read_network_cohort
 from app.aggregates.scopes import _between, _scope_params, _select, _tables
 from app.aggregates.silent import DEFAULT_AFTER_HOURS
@@ -50,6 +52,9 @@ async def read_sums(
         if live_spans:
             await _read_today(session, scope, live_spans, sector, out)
             await _read_silent(session, scope, live_spans, silent_after_hours, out)
+        at_instant = [(i, sp) for i, sp in enumerate(spans) if sp.until is not None]
+        if at_instant:
+            await read_at_instant(session, scope, at_instant, sector, out)
         if sector == ALL_SECTORS and not cohort_only:
             await _read_network_cohort(session, scope, spans, out)
     return out
@@ -99,14 +104,16 @@ async def _read_stored(session: AsyncSession, scope: Scope, spans: list[Span], s
             sums.pending_total = int(row["p"] or 0)
             sums.overdue_total = int(row["o"] or 0)
 
-    cols = [func.sum(case((_between(hist_t.day, sp.start, sp.end), hist_t.n), else_=0)).label(f"n_{i}") for i, sp in enumerate(spans)]
+    bucket, n, unpacked, unpack = bucket_columns(hist_t, (await session.connection()).dialect.name == "postgresql")
+    cols = [func.sum(case((_between(hist_t.day, sp.start, sp.end), n), else_=0)).label(f"n_{i}") for i, sp in enumerate(spans)]
     stmt = _select(
         scope,
         hist_t,
         cols,
-        [hist_t.sector == sector, hist_t.day >= min(s.start for s in spans)],
-        [hist_t.bucket],
+        [hist_t.sector == sector, hist_t.day >= min(s.start for s in spans), *unpacked],
+        [bucket],
     )
+    stmt = with_buckets(stmt, hist_t, unpack)
     for row in (await (await session.connection()).execute(stmt, params)).mappings():
         for i, sums in enumerate(out[row["g"]]):
             if row[f"n_{i}"]:

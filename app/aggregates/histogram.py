@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+from sqlalchemy import func, literal_column, true
+
 BASE_MS = 60_000
 RATIO = 1.1
 _LOG_RATIO = math.log(RATIO)
@@ -39,6 +41,51 @@ BEGIN
   RETURN i;
 END $$
 """
+
+
+# The SQL spelling of app.db.types.hist_pack and hist_add (the stored form of a day's bucket counts:
+# [first bucket, its count, the next bucket's, ...], zeros trimmed at both ends, {} when all zero).
+# @HIST_PACK@(buckets, counts) packs pairs (a bucket may repeat: counts add up); @HIST_ADD@ adds two
+# packed histograms. Both add into a dense bigint[] over the buckets' range, then trim it: loops
+# over small arrays, a few microseconds a row. A count beyond 32 bits is refused (the cast), as the
+# int4[] column would refuse it.
+_SQL_TRIMMED = """
+  i := 1; j := coalesce(cardinality(acc), 0);
+  WHILE i <= j AND acc[i] = 0 LOOP i := i + 1; END LOOP;
+  WHILE j >= i AND acc[j] = 0 LOOP j := j - 1; END LOOP;
+  IF i > j THEN RETURN '{}'::int[]; END IF;
+  RETURN array_prepend(lo + i - 1, acc[i:j]::int[]);
+END $$
+"""
+SQL_HIST_PACK = (
+    """
+CREATE OR REPLACE FUNCTION @HIST_PACK@(p_buckets int[], p_counts bigint[]) RETURNS int[]
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE lo int; hi int; acc bigint[]; i int; j int; k int;
+BEGIN
+  FOR k IN 1 .. coalesce(cardinality(p_buckets), 0) LOOP
+    lo := least(lo, p_buckets[k]); hi := greatest(hi, p_buckets[k]);
+  END LOOP;
+  IF lo IS NULL THEN RETURN '{}'::int[]; END IF;
+  acc := array_fill(0::bigint, ARRAY[hi - lo + 1]);
+  FOR k IN 1 .. cardinality(p_buckets) LOOP
+    acc[p_buckets[k] - lo + 1] := acc[p_buckets[k] - lo + 1] + p_counts[k];
+  END LOOP;"""
+    + _SQL_TRIMMED
+)
+SQL_HIST_ADD = (
+    """
+CREATE OR REPLACE FUNCTION @HIST_ADD@(p_a int[], p_b int[]) RETURNS int[] LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE lo int; hi int; acc bigint[]; i int; j int; k int; na int := coalesce(cardinality(p_a), 0); nb int := coalesce(cardinality(p_b), 0);
+BEGIN
+  IF na > 1 THEN lo := p_a[1]; hi := p_a[1] + na - 2; END IF;
+  IF nb > 1 THEN lo := least(lo, p_b[1]); hi := greatest(hi, p_b[1] + nb - 2); END IF;
+  IF lo IS NULL THEN RETURN '{}'::int[]; END IF;
+  acc := array_fill(0::bigint, ARRAY[hi - lo + 1]);
+  FOR k IN 2 .. na LOOP acc[p_a[1] + k - 1 - lo] := acc[p_a[1] + k - 1 - lo] + p_a[k]; END LOOP;
+  FOR k IN 2 .. nb LOOP acc[p_b[1] + k - 1 - lo] := acc[p_b[1] + k - 1 - lo] + p_b[k]; END LOOP;"""
+    + _SQL_TRIMMED
+)
 
 
 def lower_ms(i: int) -> float:
@@ -76,3 +123,37 @@ def percentiles_ms(counts: dict[int, int], ps: tuple[float, ...]) -> list[float 
 def bounds_seconds(up_to: int = 160) -> list[float]:
     """The published upper bounds of buckets 0..up_to-1, in seconds."""
     return [round(lower_ms(i + 1) / 1000, 6) for i in range(up_to)]
+
+
+# --- reading packed histograms as (bucket, n) rows -----------------------------------------------
+
+
+def bucket_columns(table, postgres: bool) -> tuple:
+    """(bucket, n, where, unpack) over the packed counts of a histogram table's rows (UnitDayHist,
+    RollupDayHist): a statement selecting them joins `unpack` to the table (with_buckets), one row
+    per bucket of each row (zeros inside a row's range too: sums are unchanged)."""
+    name = table.__tablename__
+    if postgres:
+        b = func.unnest(literal_column(f"{name}.hist[2:]")).table_valued("n", with_ordinality="k").render_derived(f"{name}_b")
+        return (literal_column(f"{name}.hist[1]") + b.c.k - 1).label("bucket"), b.c.n, [], b
+    b = func.json_each(table.hist).table_valued("key", "value").alias(f"{name}_b")
+    return (func.json_extract(table.hist, "$[0]") + b.c.key - 1).label("bucket"), b.c.value, [b.c.key > 0], b
+
+
+def with_buckets(stmt, table, unpack):
+    """`stmt` with the unpacking function of bucket_columns joined to `table` (which it reads)."""
+    return stmt.join_from(table, unpack, true())
+
+
+def bucket_rows_sql(name: str, keys: tuple[str, ...], postgres: bool) -> str:
+    """SELECT keys..., bucket, n over the rows of histogram table `name` (text SQL)."""
+    cols = ", ".join(f"t.{k}" for k in keys)
+    if postgres:
+        return (
+            f"SELECT {cols}, t.hist[1] + b.k::int - 1 AS bucket, b.n AS n "
+            f"FROM {name} t CROSS JOIN LATERAL unnest(t.hist[2:]) WITH ORDINALITY AS b(n, k)"
+        )
+    return (
+        f"SELECT {cols}, json_extract(t.hist, '$[0]') + b.key - 1 AS bucket, b.value AS n "
+        f"FROM {name} t, json_each(t.hist) b WHERE b.key > 0"
+    )

@@ -77,6 +77,19 @@ def intervals(kind: str, start: date, end: date) -> list[Period]:
     return out
 
 
+def same_point(p: Period, now: datetime, tz: tzinfo) -> datetime | None:
+    """While p is not over, the instant of its previous period as far into it as now is into p
+    (SPEC section 4, "compared at the same point"): previous start + (now - start) in local wall
+    time to the second, kept within the previous period. None once p is over (whole is compared
+    with whole)."""
+    if local_midnight(p.end, tz) <= now:
+        return None
+    before = previous(p)
+    elapsed = now.astimezone(tz).replace(tzinfo=None, microsecond=0) - datetime.combine(p.start, time(0))
+    at = datetime.combine(before.start, time(0)) + max(elapsed, timedelta(0))
+    return min(at, datetime.combine(before.end, time(0))).replace(tzinfo=tz)
+
+
 def local_midnight(d: date, tz: tzinfo) -> datetime:
     return datetime.combine(d, time(0), tzinfo=tz)
 

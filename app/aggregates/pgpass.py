@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.aggregates import contrib, dossier, silent
 from app.aggregates.counters import DAY_COUNTERS, TOTAL_COUNTERS
-from app.aggregates.histogram import SQL_BUCKET
+from app.aggregates.histogram import SQL_BUCKET, SQL_HIST_ADD, SQL_HIST_PACK
 from app.db.meta import DATA_VERSION, VERSION_SLOTS
 
 # pg_advisory_xact_lock key of the install: concurrent installers (workers, nodes) queue on it, and
@@ -39,12 +39,16 @@ class WritePass:
     ingest_staged: str  # (rollup json, tz text, now timestamptz, slot int): events in chiso_stage
     temp_tables: str  # () creates the session's temporary tables once
     bucket: str  # (ms bigint): app.aggregates.histogram.bucket_of
+    hist_pack: str  # (buckets int[], counts bigint[]): app.db.types.hist_pack
+    hist_add: str  # (int[], int[]): app.db.types.hist_add
     statements: tuple[str, ...]  # the CREATE FUNCTIONs, in order
 
     @property
     def signatures(self) -> tuple[str, ...]:
         return (
             f"{self.bucket}(bigint)",
+            f"{self.hist_pack}(int[], bigint[])",
+            f"{self.hist_add}(int[], int[])",
             f"{self.temp_tables}()",
             f"{self.ingest_staged}(json, text, timestamptz, int)",
             f"{self.ingest}(json, json, text, timestamptz, int)",
@@ -88,7 +92,7 @@ _FRAGMENTS = {
     "OPEN_DUE_WHERE": lambda a: contrib.SQL_OPEN_DUE_WHERE.format(s=a),
     "MARK_DAY": contrib.SQL_MARK_DAY,
 }
-_NAMES = ("INGEST_STAGED", "INGEST", "TEMP_TABLES", "BUCKET")  # longest first: INGEST is a prefix
+_NAMES = ("INGEST_STAGED", "INGEST", "TEMP_TABLES", "BUCKET", "HIST_PACK", "HIST_ADD")  # longest first: INGEST is a prefix
 
 
 def render_template(sql: str) -> str:
@@ -125,7 +129,8 @@ def current() -> WritePass:
 
 def build(template: str) -> WritePass:
     """The pass of a template: rendered, hashed, its functions named by the hash."""
-    body = render_template(SQL_BUCKET.strip() + SEPARATOR + template.strip())
+    head = SEPARATOR.join(f.strip() for f in (SQL_BUCKET, SQL_HIST_PACK, SQL_HIST_ADD))
+    body = render_template(head + SEPARATOR + template.strip())
     left = sorted(set(re.findall(r"@[A-Z_]+(?:\([^)]*\))?@", body)) - {f"@{n}@" for n in _NAMES})
     if left:
         raise RuntimeError(f"app/aggregates/pg/ingest.sql: unknown placeholders {left}")
@@ -136,7 +141,16 @@ def build(template: str) -> WritePass:
     statements = tuple(
         part if part.rstrip().endswith("$fn$") or part.rstrip().endswith("$$") else part + "\n$fn$" for part in body.split(SEPARATOR)
     )
-    return WritePass(version, names["INGEST"], names["INGEST_STAGED"], names["TEMP_TABLES"], names["BUCKET"], statements)
+    return WritePass(
+        version,
+        names["INGEST"],
+        names["INGEST_STAGED"],
+        names["TEMP_TABLES"],
+        names["BUCKET"],
+        names["HIST_PACK"],
+        names["HIST_ADD"],
+        statements,
+    )
 
 
 async def is_installed(conn: AsyncConnection) -> bool:

@@ -11,6 +11,7 @@ from sqlalchemy import and_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.aggregates.counters import DAY_COUNTERS, TOTAL_COUNTERS
+from app.aggregates.histogram import bucket_rows_sql
 from app.aggregates.writes import DOSSIER_COLUMNS, OWN_TABLES, ROLLUP_TABLES, open_due_select_sql, rollup_select_sql
 from app.db import dialect
 from app.db.models import (
@@ -19,6 +20,7 @@ from app.db.models import (
     Dossier,
     DossierEvent,
 )
+from app.db.types import hist_unpack
 
 
 async def read_unit_aggregates(session: AsyncSession, unit_code: str) -> dict[str, dict]:
@@ -31,8 +33,8 @@ async def read_unit_aggregates(session: AsyncSession, unit_code: str) -> dict[st
         if cols:
             out["day"][(r.unit_code, r.sector, r.day)] = cols
     for r in (await session.execute(select(hist_t).where(mine(hist_t)))).scalars():
-        if r.n:
-            out["hist"][(r.unit_code, r.sector, r.day, r.bucket)] = r.n
+        for b, n in hist_unpack(r.hist).items():
+            out["hist"][(r.unit_code, r.sector, r.day, b)] = n
     for r in (await session.execute(select(due_t).where(mine(due_t)))).scalars():
         if r.n:
             out["cohort_due"][(r.unit_code, r.sector, r.recv_day, r.due_day)] = r.n
@@ -48,11 +50,15 @@ async def read_rollups(session: AsyncSession, expected: bool = False) -> dict[st
     below), keyed like contrib.Delta, zero values left out."""
     out: dict[str, dict] = {}
     for name, own, rollup in zip(("day", "hist", "cohort_due", "total"), OWN_TABLES, ROLLUP_TABLES, strict=True):
-        sql, cols = rollup_select_sql(own.__tablename__)
+        postgres = dialect.is_postgres(session)
+        sql, cols = rollup_select_sql(own.__tablename__, postgres)
         if not expected:
             keys = ", ".join(c for c in cols if c in ("unit_code", "sector", "day", "bucket", "recv_day", "due_day"))
             sums = ", ".join(f"SUM({c}) AS {c}" for c in cols if c not in keys.split(", "))
-            sql = f"SELECT {keys}, {sums} FROM {rollup.__tablename__} GROUP BY {keys}"
+            source = rollup.__tablename__
+            if name == "hist":
+                source = f"({bucket_rows_sql(source, ('unit_code', 'sector', 'day'), postgres)}) h"
+            sql = f"SELECT {keys}, {sums} FROM {source} GROUP BY {keys}"
         values = [c for c in cols if c in (*DAY_COUNTERS, "n")]
         nkeys = len(cols) - len(values)
         table: dict = {}

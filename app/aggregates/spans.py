@@ -11,7 +11,9 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.aggregates.at_now import _read_silent, _read_today
+from app.aggregates.at_tau import read_at_instant
 from app.aggregates.counters import DAY_COUNTERS, DUE, FLOW_COUNTERS
+from app.aggregates.histogram import bucket_columns, with_buckets
 from app.aggregates.network_reads import _read_network_cohort
 from app.aggregates.scopes import _group_and_filter, _scope_params, _tables
 from app.aggregates.silent import DEFAULT_AFTER_HOURS
@@ -33,8 +35,8 @@ async def read_sectors(session: AsyncSession, scope: Scope, since: date) -> set[
     return names
 
 
-@lru_cache(maxsize=4)
-def _spans_statements(has_codes: bool, rollup: bool) -> tuple:
+@lru_cache(maxsize=8)
+def _spans_statements(has_codes: bool, rollup: bool, postgres: bool) -> tuple:
     """The four per-day reads of read_spans, built once (only their parameters change): building
     SQLAlchemy expressions took a third of a cold KPI answer's CPU."""
     sector, low = bindparam("sector"), bindparam("low")
@@ -50,7 +52,9 @@ def _spans_statements(has_codes: bool, rollup: bool) -> tuple:
         .where(d.sector == sector, d.day >= low, *mine(d))
         .group_by(d.day)
     )
-    hist = select(h.day, h.bucket, func.sum(h.n).label("n")).where(h.sector == sector, h.day >= low, *mine(h)).group_by(h.day, h.bucket)
+    bucket, n, unpacked, unpack = bucket_columns(h, postgres)
+    hist = select(h.day, bucket, func.sum(n).label("n")).where(h.sector == sector, h.day >= low, *mine(h), *unpacked)
+    hist = with_buckets(hist, h, unpack).group_by(h.day, bucket)
     due = (
         select(c.recv_day, c.due_day, func.sum(c.n).label("n"))
         .where(c.sector == sector, c.recv_day >= low, *mine(c))
@@ -70,9 +74,9 @@ async def read_spans(
     assert scope.level is None, "read_spans sums one group; rankings use read_sums"
     low = min(min(s.start, s.after) for s in spans)
     out = {"": [Sums(silent=None if sp.now is None else 0) for sp in spans]}
-    q_day, q_hist, q_due, q_total = _spans_statements(scope.codes is not None, scope.rollup is not None)
-    params = {"sector": sector, "low": low} | _scope_params(scope)
     conn = await session.connection()  # Core execution: the ORM layer adds nothing to a plain read
+    q_day, q_hist, q_due, q_total = _spans_statements(scope.codes is not None, scope.rollup is not None, conn.dialect.name == "postgresql")
+    params = {"sector": sector, "low": low} | _scope_params(scope)
 
     rows = sorted((await conn.execute(q_day, params)).all(), key=lambda r: r[0])
     days = [r[0] for r in rows]
@@ -108,6 +112,9 @@ async def read_spans(
     if live:
         await _read_today(session, scope, live, sector, out)
         await _read_silent(session, scope, live, silent_after_hours, out)
+    at_instant = [(i, sp) for i, sp in enumerate(spans) if sp.until is not None]
+    if at_instant:
+        await read_at_instant(session, scope, at_instant, sector, out)
     if sector == ALL_SECTORS:
         await _read_network_cohort(session, scope, spans, out)
     return out[""]

@@ -22,9 +22,12 @@ class Span:
     due_from: date  # cohort members with a deadline on or after this day count as on time
     start_at: datetime  # local midnight of start
     now: datetime | None  # set when t is now: the exact corrections within today apply
-    today_at: datetime | None  # local midnight of today
-    tomorrow_at: datetime | None  # local midnight of tomorrow
+    today_at: datetime | None  # local midnight of today (with `until`: of the day of until)
+    tomorrow_at: datetime | None  # local midnight of tomorrow (with `until`: of the day after)
     cohort: tuple[str, date] | None = None  # (kind, start) of a calendar month|quarter|year: received cohort records apply
+    # A past instant t within day `after` (not a midnight): the figures at the midnight starting
+    # `after` are corrected to t from the dossiers of [that midnight, t) (aggregates.at_tau).
+    until: datetime | None = None
 
 
 @dataclass
@@ -49,6 +52,13 @@ class Sums:
     # open dossiers and the latest day records of subordinates.
     due_stored: tuple[int, int, int] = (0, 0, 0)
     due_live: tuple[int, int, int] | None = None
+    # Judged at a past instant t (Span.until): what [midnight, t) adds to the figures at the midnight
+    # (flows, histogram, due soon; pending and overdue in *_ahead, the cohort gone late in late_today)
+    # and the instant the figures stand at (t, or the midnight on a central node).
+    tau_flows: dict[str, int] = field(default_factory=dict)
+    tau_hist: dict[int, int] = field(default_factory=dict)
+    tau_due: tuple[int, int, int] = (0, 0, 0)
+    until: datetime | None = None
 
 
 # What reads.read_sums(live=True) sets: the corrections within today and the subordinates' cohort records.
@@ -62,6 +72,10 @@ LIVE_FIELDS = (
     "net_cohort_unknown",
     "silent",
     "due_live",
+    "tau_flows",
+    "tau_hist",
+    "tau_due",
+    "until",
 )
 
 
@@ -108,6 +122,35 @@ def span_for(p: Period, now: datetime, tz: tzinfo) -> Span:
     )
 
 
+def span_at(p: Period, t: datetime, tz: tzinfo) -> Span:
+    """What storage must sum for the past period p judged at t (start <= t <= end): flows over
+    [start, t), pending, overdue and due soon at t, the INDEX-766 cohort received before t judged
+    at t. The day rows give the figures at the midnight at or before t; Span.until the rest."""
+    end_at = periods.local_midnight(p.end, tz)
+    start_at = periods.local_midnight(p.start, tz)
+    cohort = (p.kind, p.start) if p.kind in COHORT_KINDS else None
+    if t >= end_at:
+        return Span(p.start, p.end, p.end, p.end, start_at, None, None, None, cohort)
+    day = max(p.start, t.astimezone(tz).date())
+    midnight = periods.local_midnight(day, tz)
+    if t <= midnight:
+        return Span(p.start, day, day, day, start_at, None, None, None, None)
+    return Span(p.start, day, day, day, start_at, None, midnight, periods.local_midnight(day + timedelta(days=1), tz), None, t)
+
+
+def folded(s: Sums) -> Sums:
+    """The sums with a past instant's corrections (Sums.tau_*) folded into the flows and histogram."""
+    if not s.tau_flows and not s.tau_hist:
+        return s
+    flows = dict(s.flows or {})
+    for k, n in s.tau_flows.items():
+        flows[k] = flows.get(k, 0) + n
+    hist = dict(s.hist)
+    for b, n in s.tau_hist.items():
+        hist[b] = hist.get(b, 0) + n
+    return replace(s, flows=flows, hist={b: n for b, n in hist.items() if n}, tau_flows={}, tau_hist={})
+
+
 def pending_of(s: Sums) -> int:
     """Pending at the span's judgement time."""
     return s.pending_total - s.pending_after + s.pending_ahead
@@ -123,7 +166,8 @@ def due_of(s: Sums) -> tuple[int, int, int]:
     if s.due_live is not None:
         return s.due_live
     c0, c1, c2 = s.due_stored
-    return c0, c0 + c1, c0 + c1 + c2
+    t24, t48, t72 = s.tau_due
+    return c0 + t24, c0 + c1 + t48, c0 + c1 + c2 + t72
 
 
 def cohort_766(s: Sums) -> tuple[int, int]:

@@ -22,6 +22,7 @@ from app.aggregates import pgpass
 from app.aggregates.contrib import Delta
 from app.aggregates.counters import DAY_COUNTERS, TOTAL_COUNTERS
 from app.aggregates.dossier import STATE_COLUMNS, DossierState
+from app.aggregates.histogram import bucket_rows_sql
 from app.db import dialect
 from app.db.models import (
     ALL_SECTORS,
@@ -39,6 +40,7 @@ from app.db.models import (
     UnitDayHist,
     UnitTotal,
 )
+from app.db.types import hist_pack, hist_unpack
 from app.units.service import Registry
 
 CHUNK = 1000
@@ -156,8 +158,7 @@ async def _add_delta(session: AsyncSession, delta: Delta, tables: tuple, extra: 
         for (u, s, d), cols in delta.day.items()
     ]
     await _add_rows(session, day_t, ("unit_code", "sector", "day", name), DAY_COUNTERS, day_rows)
-    hist_rows = [{"unit_code": u, "sector": s, "day": d, "bucket": b, name: value, "n": n} for (u, s, d, b), n in delta.hist.items()]
-    await _add_rows(session, hist_t, ("unit_code", "sector", "day", "bucket", name), ("n",), hist_rows)
+    await _add_hist(session, hist_t, name, value, delta.hist)
     due_rows = [
         {"unit_code": u, "sector": s, "recv_day": r, "due_day": d, name: value, "n": n} for (u, s, r, d), n in delta.cohort_due.items()
     ]
@@ -166,6 +167,22 @@ async def _add_delta(session: AsyncSession, delta: Delta, tables: tuple, extra: 
         {"unit_code": u, "sector": s, name: value, **{c: cols.get(c, 0) for c in TOTAL_COUNTERS}} for (u, s), cols in delta.total.items()
     ]
     await _add_rows(session, total_t, ("unit_code", "sector", name), TOTAL_COUNTERS, total_rows)
+
+
+def _pack_days(hist: dict[tuple, int]) -> dict[tuple, list[int]]:
+    """Bucket counts keyed (unit, sector, day, bucket) as packed rows keyed (unit, sector, day)."""
+    days: dict[tuple, dict[int, int]] = {}
+    for (u, s, d, b), n in hist.items():
+        days.setdefault((u, s, d), {})[b] = n
+    return {k: hist_pack(v) for k, v in days.items()}
+
+
+async def _add_hist(session: AsyncSession, table, name: str, value, hist: dict[tuple, int]) -> None:
+    """Add bucket counts to the packed histogram rows (hist_add on the stored row), in key order."""
+    rows = [{"unit_code": u, "sector": s, "day": d, name: value, "hist": h} for (u, s, d), h in _pack_days(hist).items() if h]
+    rows.sort(key=lambda r: (r["unit_code"], r["sector"], r["day"]))
+    fn = pgpass.current().hist_add if dialect.is_postgres(session) else "chiso_hist_add"
+    await dialect.bulk_upsert(session, table, rows, ["unit_code", "sector", "day", name], combine=(("hist", fn),))
 
 
 def rollup_chain(registry: Registry, unit: str) -> tuple[str, ...]:
@@ -265,11 +282,12 @@ async def _read_source_rows(session: AsyncSession, source: str, unit: str, days:
         )
         for r in (await session.execute(stmt)).scalars():
             out.day[(unit, ALL_SECTORS, r.day)] = {c: getattr(r, c) for c in DAY_COUNTERS}
-        stmt = select(UnitDayHist.day, UnitDayHist.bucket, UnitDayHist.n).where(
+        stmt = select(UnitDayHist.day, UnitDayHist.hist).where(
             UnitDayHist.unit_code == unit, UnitDayHist.sector == ALL_SECTORS, UnitDayHist.source == source, UnitDayHist.day.in_(chunk)
         )
-        for d, b, n in (await session.execute(stmt)).all():
-            out.hist[(unit, ALL_SECTORS, d, b)] = n
+        for d, packed in (await session.execute(stmt)).all():
+            for b, n in hist_unpack(packed).items():
+                out.hist[(unit, ALL_SECTORS, d, b)] = n
     return out
 
 
@@ -293,9 +311,9 @@ ANCESTRY_SQL = (
 )
 
 
-def rollup_select_sql(table: str) -> tuple[str, tuple[str, ...]]:
+def rollup_select_sql(table: str, postgres: bool) -> tuple[str, tuple[str, ...]]:
     """SELECT of the rollup rows of one own table, summed from every unit's own rows (all sources):
-    (sql, the selected columns in order, slot excluded)."""
+    (sql, the selected columns in order, slot excluded). Histograms by bucket (unpacked)."""
     keys = {
         "unit_day": ("sector", "day"),
         "unit_day_hist": ("sector", "day", "bucket"),
@@ -303,10 +321,13 @@ def rollup_select_sql(table: str) -> tuple[str, tuple[str, ...]]:
         "unit_total": ("sector",),
     }[table]
     values = {"unit_day": DAY_COUNTERS, "unit_total": TOTAL_COUNTERS}.get(table, ("n",))
+    source = table
+    if table == "unit_day_hist":
+        source = f"({bucket_rows_sql(table, ('unit_code', 'sector', 'day'), postgres)})"
     sql = (
         f"SELECT a.anc AS unit_code, {', '.join('t.' + k for k in keys)}, "
         f"{', '.join(f'SUM(t.{v}) AS {v}' for v in values)} "
-        f"FROM {table} t JOIN ({ANCESTRY_SQL}) a ON a.code = t.unit_code "
+        f"FROM {source} t JOIN ({ANCESTRY_SQL}) a ON a.code = t.unit_code "
         f"GROUP BY a.anc, {', '.join('t.' + k for k in keys)}"
     )
     return sql, ("unit_code", *keys, *values)
@@ -334,15 +355,37 @@ def open_due_select_sql(postgres: bool) -> str:
 async def rebuild_rollups(session: AsyncSession) -> None:
     """Replace every rollup row by the sums of the own rows below (after a registry change, a repair,
     or a bulk load). Set-based: one INSERT ... SELECT per table."""
+    postgres = dialect.is_postgres(session)
     for own, rollup in zip(OWN_TABLES, ROLLUP_TABLES, strict=True):
         await session.execute(delete(rollup))
-        sql, cols = rollup_select_sql(own.__tablename__)
+        sql, cols = rollup_select_sql(own.__tablename__, postgres)
+        if own is UnitDayHist:
+            await _rebuild_hist_rollups(session, sql, postgres)
+            continue
         names = ", ".join(cols)
         await session.execute(text(f"INSERT INTO {rollup.__tablename__} ({names}, slot) SELECT {names}, 0 FROM ({sql}) s"))
     await session.execute(delete(RollupOpenDue))
     sql = open_due_select_sql(dialect.is_postgres(session))
     await session.execute(
         text(f"INSERT INTO rollup_open_due (unit_code, sector, hour, slot, n) SELECT unit_code, sector, hour, 0, n FROM ({sql}) s")
+    )
+
+
+async def _rebuild_hist_rollups(session: AsyncSession, sql: str, postgres: bool) -> None:
+    """The rollup histograms from their bucket sums (`sql`: unit_code, sector, day, bucket, n), packed."""
+    if postgres:
+        pack = pgpass.current().hist_pack
+        await session.execute(
+            text(
+                f"INSERT INTO rollup_day_hist (unit_code, sector, day, slot, hist) SELECT unit_code, sector, day, 0, "
+                f"{pack}(array_agg(bucket), array_agg(n)) FROM ({sql}) s GROUP BY unit_code, sector, day"
+            )
+        )
+        return
+    hist = {(u, s, date.fromisoformat(str(d)), int(b)): int(n) for u, s, d, b, n in (await session.execute(text(sql))).all()}
+    rows = [{"unit_code": u, "sector": s, "day": d, "slot": 0, "hist": h} for (u, s, d), h in _pack_days(hist).items() if h]
+    await dialect.bulk_upsert(
+        session, RollupDayHist, sorted(rows, key=lambda r: (r["unit_code"], r["sector"], r["day"])), ["unit_code", "sector", "day", "slot"]
     )
 
 

@@ -143,7 +143,8 @@ def _about(answer: dict, what: str, request: Request, lang: str) -> list[tuple[s
     for key, block in (("period", answer.get("period")), ("previous_period", (answer.get("previous") or {}).get("period"))):
         if block:
             name = block.get("label") or block.get("window") or block.get("kind")
-            lines.append((titles.label(key, lang), f"{name}: {block['start']} → {block['end']}"))
+            until = f" ({titles.label('until', lang)}: {block['until']})" if block.get("until") else ""  # the previous at the same point
+            lines.append((titles.label(key, lang), f"{name}: {block['start']} → {block['end']}{until}"))
     if answer.get("as_of"):
         lines.append((titles.label("as_of", lang), answer["as_of"]))
     lines.append((titles.label("times", lang), titles.label("times_note", lang)))

@@ -85,11 +85,12 @@ def report_sheets(answer: dict, lang: str) -> list[tables.Table]:
 
 def report_about(answer: dict, lang: str, request: str) -> list[tuple[str, str]]:
     p, prev = answer["period"], answer["previous"]["period"]
+    until = f" ({titles.label('until', lang)}: {prev['until']})" if prev.get("until") else ""  # a period in progress
     return [
         (titles.label("table", lang), titles.label("report", lang)),
         (titles.label("unit", lang), f"{answer['unit']['code']} – {answer['unit']['name']}"),
         (titles.label("period", lang), f"{p['label']}: {p['start']} → {p['end']}"),
-        (titles.label("previous_period", lang), f"{prev['label']}: {prev['start']} → {prev['end']}"),
+        (titles.label("previous_period", lang), f"{prev['label']}: {prev['start']} → {prev['end']}{until}"),
         (titles.label("as_of", lang), answer["as_of"]),
         (titles.label("times", lang), titles.label("times_note", lang)),
         (titles.label("request", lang), request),

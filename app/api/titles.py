@@ -55,6 +55,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "table": ("Bảng", "Table"),
     "period": ("Kỳ", "Period"),
     "previous_period": ("Kỳ trước", "Previous period"),
+    "until": ("tính đến cùng thời điểm", "up to the same point"),
     "as_of": ("Số liệu tính đến", "Figures as of"),
     "request": ("Yêu cầu", "Request"),
     "times": ("Thời gian", "Times"),

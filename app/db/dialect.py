@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import orjson
-from sqlalchemy import text
+from sqlalchemy import func, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,8 +29,10 @@ async def bulk_upsert(
     add: tuple[str, ...] = (),
     replace: tuple[str, ...] = (),
     returning: tuple[str, ...] = (),
+    combine: tuple[tuple[str, str], ...] = (),
 ) -> list[tuple]:
-    """INSERT rows; on a conflict do nothing, or add to / replace the named columns.
+    """INSERT rows; on a conflict do nothing, or add to / replace the named columns, or set them to
+    a SQL function of the stored and the new value (`combine`: (column, function) pairs).
 
     PostgreSQL gets one statement over the rows sent as one JSON document and expanded by
     json_populate_recordset() with the table's own column types: one round trip, one plan and one
@@ -45,8 +47,9 @@ async def bulk_upsert(
     t = table.__table__ if hasattr(table, "__table__") else table
     if conn.dialect.name != "postgresql":
         stmt = sqlite.insert(t)
-        if add or replace:
+        if add or replace or combine:
             sets = {c: t.c[c] + stmt.excluded[c] for c in add} | {c: stmt.excluded[c] for c in replace}
+            sets |= {c: getattr(func, fn)(t.c[c], stmt.excluded[c]) for c, fn in combine}
             stmt = stmt.on_conflict_do_update(index_elements=conflict, set_=sets)
         else:
             stmt = stmt.on_conflict_do_nothing(index_elements=conflict)
@@ -55,7 +58,7 @@ async def bulk_upsert(
             return [tuple(r) for r in (await conn.execute(stmt, rows)).all()]
         await conn.execute(stmt, rows)
         return []
-    sql = _pg_upsert_sql(t.name, tuple(rows[0]), tuple(conflict), add, replace, returning)
+    sql = _pg_upsert_sql(t.name, tuple(rows[0]), tuple(conflict), add, replace, returning, combine)
     result = await conn.execute(text(sql), {"rows": orjson.dumps(rows).decode()})
     return [tuple(r) for r in result.all()] if returning else []
 
@@ -68,14 +71,16 @@ def _pg_upsert_sql(
     add: tuple[str, ...],
     replace: tuple[str, ...],
     returning: tuple[str, ...],
+    combine: tuple[tuple[str, str], ...] = (),
 ) -> str:
     names = ", ".join(cols)
     sql = (
         f"INSERT INTO {name} ({names}) SELECT {names} FROM json_populate_recordset(NULL::{name}, CAST(:rows AS json)) "
         f"ON CONFLICT ({', '.join(conflict)}) "
     )
-    if add or replace:
+    if add or replace or combine:
         sets = [f"{c} = {name}.{c} + EXCLUDED.{c}" for c in add] + [f"{c} = EXCLUDED.{c}" for c in replace]
+        sets += [f"{c} = {fn}({name}.{c}, EXCLUDED.{c})" for c, fn in combine]
         sql += "DO UPDATE SET " + ", ".join(sets)
     else:
         sql += "DO NOTHING"

@@ -11,6 +11,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from app.db.types import sqlite_hist_add
+
 
 def _sqlite_engine(url: str) -> AsyncEngine:
     db_path = make_url(url).database
@@ -28,6 +30,8 @@ def _sqlite_engine(url: str) -> AsyncEngine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=60000")  # several workers share one file
         cursor.close()
+        # the sum of two packed histograms (app.db.types.hist_add), for the histogram rows' upserts
+        dbapi_connection.create_function("chiso_hist_add", 2, sqlite_hist_add, deterministic=True)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn):

@@ -28,6 +28,7 @@ from app.db.models import (
     UnitDayHist,
     UnitTotal,
 )
+from app.db.types import hist_unpack
 from app.export.outbox import PARKED, PENDING, SENT
 
 CHUNK = 500
@@ -250,13 +251,13 @@ async def read_day_sums(session: AsyncSession, units: list[str], since: date) ->
         .group_by(UnitTotal.unit_code)
     )
     totals = {u: (int(p or 0), int(o or 0)) for u, p, o in (await session.execute(stmt)).all()}
-    stmt = (
-        select(UnitDayHist.unit_code, UnitDayHist.day, UnitDayHist.bucket, func.sum(UnitDayHist.n))
-        .where(UnitDayHist.unit_code.in_(units), UnitDayHist.sector == ALL_SECTORS, UnitDayHist.day >= since)
-        .group_by(UnitDayHist.unit_code, UnitDayHist.day, UnitDayHist.bucket)
+    stmt = select(UnitDayHist.unit_code, UnitDayHist.day, UnitDayHist.hist).where(
+        UnitDayHist.unit_code.in_(units), UnitDayHist.sector == ALL_SECTORS, UnitDayHist.day >= since
     )
     hist: dict = {}
-    for u, d, b, n in (await session.execute(stmt)).all():
-        if n:
-            hist.setdefault((u, d), {})[b] = int(n)
-    return days, totals, hist
+    for u, d, packed in (await session.execute(stmt)).all():  # every source's row of the day, added
+        counts = hist.setdefault((u, d), {})
+        for b, n in hist_unpack(packed).items():
+            counts[b] = counts.get(b, 0) + n
+    hist = {k: {b: n for b, n in v.items() if n} for k, v in hist.items()}
+    return days, totals, {k: v for k, v in hist.items() if v}

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from datetime import tzinfo
 
-from app.aggregates import periods
 from app.aggregates.periods import Period
 from app.aggregates.reads import read_spans, read_sums
 from app.aggregates.silent import DEFAULT_AFTER_HOURS
-from app.aggregates.sums import Scope, Sums, span_for
+from app.aggregates.sums import Scope, Sums
 from app.db.engine import Database
 from app.db.models import ALL_SECTORS
 from app.errors import Unprocessable
@@ -96,8 +95,7 @@ async def drivers(
         raise Unprocessable("sort is contribution or -contribution", [{"loc": ["sort"], "msg": "contribution or -contribution"}])
     u = scoring.unit_of(registry, code)
     now = scoring._now()
-    prev = periods.previous(p)
-    spans = [span_for(p, now, tz), span_for(prev, now, tz)]
+    prev, spans, t = scoring.compared(p, now, tz)
     below = CHILD_LEVEL.get(u.level)
     async with db.session() as session:
         cur_s, prev_s = await read_spans(
@@ -145,7 +143,7 @@ async def drivers(
         "unit": scoring.unit_shape(u),
         "kpi": kpi,
         "period": p.as_dict(),
-        "previous": {"period": prev.as_dict()},
+        "previous": {"period": scoring.previous_period(prev, t, prev_s, tz)},
         "as_of": scoring.as_of(now, tz),
         "value": cur_k[kpi],
         "previous_value": prev_k[kpi],

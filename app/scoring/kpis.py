@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.aggregates.histogram import percentiles_ms
-from app.aggregates.sums import Sums, cohort_766, due_of, overdue_of, pending_of
+from app.aggregates.sums import Sums, cohort_766, due_of, folded, overdue_of, pending_of
 
 COUNT, RATE, HOURS, SCORE = "count", "rate", "hours", "score"
 
@@ -155,6 +155,7 @@ def _hours(ms: float | None) -> float | None:
 
 def compute(s: Sums) -> dict:
     """Every KPI of SPEC section 4 from one span's sums."""
+    s = folded(s)
     f = s.flows or {}
     received, online = f.get("received", 0), f.get("received_online", 0)
     early, on_time, late = f.get("resolved_early", 0), f.get("resolved_on_time", 0), f.get("resolved_late", 0)
@@ -208,6 +209,7 @@ SAMPLE_OF = {
 
 def samples(s: Sums) -> dict[str, int]:
     """The sizes of the samples behind the rates and averages of one span (SAMPLE_OF)."""
+    s = folded(s)
     f = s.flows or {}
     return {
         "received": f.get("received", 0),

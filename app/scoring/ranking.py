@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 
 from app.aggregates import periods
 from app.aggregates.periods import Period
 from app.aggregates.reads import read_sums, read_unit_changes
 from app.aggregates.silent import DEFAULT_AFTER_HOURS
-from app.aggregates.sums import Scope, Sums, live_part, span_for, with_live
+from app.aggregates.sums import Scope, Sums, live_part, span_at, with_live
 from app.db.engine import Database
 from app.db.models import ALL_SECTORS
 from app.errors import Unprocessable
@@ -65,6 +65,7 @@ async def ranking(
     memo: RankingMemo | None = None,
     silent_after_hours: float = DEFAULT_AFTER_HOURS,
     min_count: int = 0,
+    judged_at: datetime | None = None,
 ) -> dict:
     """Units of a level ranked by one KPI; ties share a rank; nulls last, unranked. With
     `min_count`, a unit whose sort KPI rests on fewer dossiers (kpis.SAMPLE_OF) is unranked too:
@@ -76,15 +77,16 @@ async def ranking(
         service._unit(registry, parent)
     members = registry.at_level(level, parent)
     now = service._now()
-    prev = periods.previous(p)
-    spans = [span_for(p, now, tz), span_for(prev, now, tz)]
+    prev, spans, _ = service.compared(p, now, tz)
+    if judged_at is not None:  # p itself as it stood at that instant (the report's previous ranks)
+        spans[0] = span_at(p, judged_at, tz)
     if memo is None or level != "commune":  # provinces read 34 units' rollup rows: nothing to save
         async with db.session() as session:
             sums = await read_sums(session, Scope(level=level, parent=parent), spans, ALL_SECTORS, silent_after_hours=silent_after_hours)
         rows = [_ranking_row(u, *(sums.get(u.code) or sums.default_factory())) for u in members]
     else:
         today = periods.today(now, tz)
-        figures = memo.get((level, parent, p, prev, today, registry.version))
+        figures = memo.get((level, parent, p, prev, today, registry.version, spans[0].end, spans[1].end))
         async with figures.lock:
             rows = await _memo_rows(db, figures, members, level, parent, spans, silent_after_hours)
     descending = sort.startswith("-")

@@ -51,7 +51,7 @@ async def report(
 ) -> dict:
     """Every part of the period report of a unit (see the module's docstring)."""
     u = scoring.unit_of(registry, code)
-    prev = periods.previous(p)
+    prev, _, t = scoring.compared(p, scoring._now(), tz)  # while p is in progress, prev as it stood at t
     hours = silent_after_hours
     summary = await scoring.unit_kpis(db, registry, tz, code, p, None, silent_after_hours=hours)
     level, parent = BELOW.get(u.level, (None, None))
@@ -62,7 +62,19 @@ async def report(
             db, registry, tz, level, parent, p, RANK_BY, MAX_ITEMS, 0, memo=memo, min_count=MIN_COUNT, silent_after_hours=hours
         )
         before = await scoring.ranking(
-            db, registry, tz, level, parent, prev, RANK_BY, MAX_ITEMS, 0, memo=memo, min_count=MIN_COUNT, silent_after_hours=hours
+            db,
+            registry,
+            tz,
+            level,
+            parent,
+            prev,
+            RANK_BY,
+            MAX_ITEMS,
+            0,
+            memo=memo,
+            min_count=MIN_COUNT,
+            silent_after_hours=hours,
+            judged_at=t,
         )
         previous_rank = {it["unit"]["code"]: it["rank"] for it in before["items"]}
         ranking["items"] = [
@@ -84,7 +96,7 @@ async def report(
     return {
         "unit": scoring.unit_shape(u),
         "period": p.as_dict(),
-        "previous": {"period": prev.as_dict()},
+        "previous": {"period": summary["previous"]["period"]},
         "as_of": summary["as_of"],
         "summary": summary,
         "ranking": ranking,

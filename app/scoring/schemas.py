@@ -101,6 +101,15 @@ class Period(Answer):
     window: WindowName | None = Field(None, description="Rolling windows only.", examples=["30d"])
     start: date = Field(description="First local day, inclusive.", examples=["2025-09-29"])
     end: date = Field(description="Local day after the last, exclusive.", examples=["2025-10-06"])
+    until: datetime | None = Field(
+        None,
+        description="Previous periods only, while the current period is in progress: the instant the previous figures "
+        "stand at, the same point of the previous period as now is of the current one (previous start + (now − current "
+        "start), at most its end; a central node takes it back to the local midnight at or before it). Flows count up "
+        "to it, pending, overdue and due soon are at it, the INDEX-766 cohort is received before it and judged at it. "
+        "Absent when the current period is over (whole compared with whole).",
+        examples=["2025-09-23T10:54:00+07:00"],
+    )
 
 
 AS_OF = Field(

@@ -8,7 +8,7 @@ from app.aggregates import periods
 from app.aggregates.periods import Period
 from app.aggregates.reads import read_at_risk, read_sectors, read_spans
 from app.aggregates.silent import DEFAULT_AFTER_HOURS, cut_off, read_silent_units
-from app.aggregates.sums import Scope, span_for
+from app.aggregates.sums import Scope, Span, Sums, span_at, span_for
 from app.aggregates.writes import ROLLUP_LEVELS
 from app.db.engine import Database
 from app.db.models import ALL_SECTORS, NO_SECTOR
@@ -95,6 +95,23 @@ def as_of(now: datetime, tz: tzinfo) -> str:
     return now.astimezone(tz).isoformat(timespec="seconds")
 
 
+def compared(p: Period, now: datetime, tz: tzinfo) -> tuple[Period, list[Span], datetime | None]:
+    """The previous period of p and the spans of both as compared (SPEC section 4): while p is not
+    over, the previous period judged at the same point of it, t (returned; None once p is over)."""
+    prev = periods.previous(p)
+    t = periods.same_point(p, now, tz)
+    return prev, [span_for(p, now, tz), span_for(prev, now, tz) if t is None else span_at(prev, t, tz)], t
+
+
+def previous_period(prev: Period, t: datetime | None, read: Sums | None, tz: tzinfo) -> dict:
+    """The `previous.period` block: with `until` (the instant its figures stand at: t, or the
+    midnight before it on a central node) while the current period is in progress."""
+    out = prev.as_dict()
+    if t is not None:
+        out["until"] = as_of(read.until if read is not None and read.until is not None else t, tz)
+    return out
+
+
 async def unit_kpis(
     db: Database,
     registry: Registry,
@@ -107,14 +124,10 @@ async def unit_kpis(
     """KPIs of one unit (with everything below it), its previous period and the change."""
     u = _unit(registry, code)
     now = _now()
-    prev = periods.previous(p)
+    prev, spans, t = compared(p, now, tz)
     async with db.session() as session:
         cur_s, prev_s = await read_spans(
-            session,
-            _scope_of(registry, code),
-            [span_for(p, now, tz), span_for(prev, now, tz)],
-            _sector_key(sector),
-            silent_after_hours=silent_after_hours,
+            session, _scope_of(registry, code), spans, _sector_key(sector), silent_after_hours=silent_after_hours
         )
     cur, before = kpi_math.compute(cur_s), kpi_math.compute(prev_s)
     out = {
@@ -122,7 +135,7 @@ async def unit_kpis(
         "period": p.as_dict(),
         "as_of": as_of(now, tz),
         "kpis": cur,
-        "previous": {"period": prev.as_dict(), "kpis": before},
+        "previous": {"period": previous_period(prev, t, prev_s, tz), "kpis": before},
         "change": kpi_math.change(cur, before),
     }
     if sector is not None:  # the answer says which dossiers it counts

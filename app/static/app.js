@@ -44,16 +44,16 @@
       loading: "Đang tải…",
       figures: "Số liệu chính",
       figuresNote:
-        "Mỗi dòng so sánh với kỳ liền trước có cùng độ dài: Tuần = 7 ngày qua so với 7 ngày trước đó; Tháng = 30 ngày; Quý = 90 ngày. Màu xanh lá: tốt hơn; màu đỏ: kém hơn; màu xanh dương: khối lượng hồ sơ (không đánh giá tốt hay kém).",
+        "Mỗi dòng so sánh với kỳ liền trước có cùng độ dài, tính đến cùng thời điểm: Tuần = 7 ngày qua so với 7 ngày trước đó đến giờ này 7 ngày trước; Tháng = 30 ngày; Quý = 90 ngày. Màu xanh lá: tốt hơn; màu đỏ: kém hơn; màu xanh dương: khối lượng hồ sơ (không đánh giá tốt hay kém).",
       week: "Tuần",
       month: "Tháng",
       quarter: "Quý",
       w7d: "7 ngày",
       w30d: "30 ngày",
       w90d: "90 ngày",
-      w7dLong: "7 ngày qua so với 7 ngày trước đó",
-      w30dLong: "30 ngày qua so với 30 ngày trước đó",
-      w90dLong: "90 ngày qua so với 90 ngày trước đó",
+      w7dLong: "7 ngày qua so với 7 ngày trước đó, tính đến cùng giờ",
+      w30dLong: "30 ngày qua so với 30 ngày trước đó, tính đến cùng giờ",
+      w90dLong: "90 ngày qua so với 90 ngày trước đó, tính đến cùng giờ",
       colPeriod: "Kỳ",
       colAgo: "So với lúc",
       colThen: "Khi đó",
@@ -69,6 +69,7 @@
       neutral: "thay đổi khối lượng",
       noPrev: "chưa có số liệu để so sánh",
       previousWas: "kỳ trước",
+      upTo: "tính đến",
       kpi: {
         on_time_rate: "Tỷ lệ giải quyết đúng hạn",
         settlement_score: "Điểm tiến độ giải quyết (Chỉ số 766)",
@@ -211,16 +212,16 @@
       loading: "Loading…",
       figures: "Key figures",
       figuresNote:
-        "Each line compares with the period of the same length just before: Week = last 7 days against the 7 days before; Month = 30 days; Quarter = 90 days. Green: better; red: worse; blue: workload (neither better nor worse).",
+        "Each line compares with the period of the same length just before, up to the same point: Week = last 7 days against the 7 days before up to this hour 7 days ago; Month = 30 days; Quarter = 90 days. Green: better; red: worse; blue: workload (neither better nor worse).",
       week: "Week",
       month: "Month",
       quarter: "Quarter",
       w7d: "7 days",
       w30d: "30 days",
       w90d: "90 days",
-      w7dLong: "last 7 days against the 7 days before",
-      w30dLong: "last 30 days against the 30 days before",
-      w90dLong: "last 90 days against the 90 days before",
+      w7dLong: "last 7 days against the 7 days before, up to the same hour",
+      w30dLong: "last 30 days against the 30 days before, up to the same hour",
+      w90dLong: "last 90 days against the 90 days before, up to the same hour",
       colPeriod: "Period",
       colAgo: "Compared with",
       colThen: "Then",
@@ -236,6 +237,7 @@
       neutral: "change in workload",
       noPrev: "nothing to compare with",
       previousWas: "previous",
+      upTo: "up to",
       kpi: {
         on_time_rate: "On-time settlement rate",
         settlement_score: "Settlement progress score (Index 766)",
@@ -607,10 +609,12 @@
   }
   const arrow = (change, v) => (v === "none" ? "" : v === "same" ? "=" : change > 0 ? "▲" : "▼");
 
-  function changeCell(change, previous, kpi) {
+  // `until`: the instant the previous figures stand at (previous.period.until, a period in progress)
+  function changeCell(change, previous, kpi, until) {
     const kind = KINDS[kpi] || "count";
     const v = verdict(change, BETTER[kpi] || 0, kind);
-    const why = v === "none" ? t("noPrev") : `${t(v)} (${t("previousWas")}: ${fmt(previous, kind)})`;
+    const at = until ? `, ${t("upTo")} ${asOfText(until)}` : "";
+    const why = v === "none" ? t("noPrev") : `${t(v)} (${t("previousWas")}${at}: ${fmt(previous, kind)})`;
     const raw = change === null || change === undefined ? "" : change;
     return `<span class="chg ${v}" data-raw="${raw}" title="${esc(why)}"><b aria-hidden="true">${arrow(change, v)}</b> ${esc(
       v === "none" ? "—" : fmtChange(change, kind),
@@ -728,6 +732,7 @@
         a.change[f.kpi],
         a.previous.kpis[f.kpi],
         f.kpi,
+        a.previous.period.until,
       )}</td></tr>`;
     }).join("");
     return `<article class="fig" data-kpi="${f.kpi}"><h3 title="${esc(t("hint")[f.kpi])}">${esc(t("kpi")[f.kpi])}</h3>
@@ -744,7 +749,7 @@
       const before = a.previous.kpis[f.kpi];
       return `<tr data-window="${w}"><th scope="row">${esc(t(`ago${w}`))}</th><td class="prev" data-raw="${before ?? ""}">${esc(
         fmt(before, f.kind),
-      )}</td><td>${changeCell(a.change[f.kpi], before, f.kpi)}</td></tr>`;
+      )}</td><td>${changeCell(a.change[f.kpi], before, f.kpi, a.previous.period.until)}</td></tr>`;
     }).join("");
     return `<article class="fig point" data-kpi="${f.kpi}"><h3 title="${esc(t("hint")[f.kpi])}">${esc(t("kpi")[f.kpi])}</h3>
       <p class="hint">${esc(t("hint")[f.kpi])}</p>
@@ -828,7 +833,7 @@
           <p class="now"><span class="val" data-raw="${k.kpis[r]}">${esc(fmt(k.kpis[r], "count"))}</span> <small>${esc(t("rightNow"))}</small></p>
           <table><tbody><tr data-window="7d"><th scope="row">${esc(t("ago7d"))}</th><td class="prev" data-raw="${before ?? ""}">${esc(
             fmt(before, "count"),
-          )}</td><td>${changeCell(k.change[r], before, r)}</td></tr></tbody></table></article>`;
+          )}</td><td>${changeCell(k.change[r], before, r, k.previous.period.until)}</td></tr></tbody></table></article>`;
         }).join("")
       : "";
     const list = v.unit.level === "commune" ? v.riskList : v.riskTop;

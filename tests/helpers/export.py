@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 PROVINCE = "46"  # Thành phố Huế
 
@@ -53,6 +53,14 @@ async def diff_kpis(sub_get, central_get, units: list[str], today) -> list[str]:
             fed = any(u == unit or u[:2] == unit for u in with_cohort)
             want = expected_at_central(a, q.get("period") in CALENDAR_766, fed)
             got = {k: v for k, v in b.items() if k != "as_of"}
+            until = want["previous"]["period"].get("until")
+            if until is not None:  # a period in progress: the subordinate's previous figures stand at t,
+                # the central node's (day records) at the local midnight at or before t, which it says
+                midnight = datetime.fromisoformat(until).replace(hour=0, minute=0, second=0).isoformat()
+                want["previous"]["period"]["until"] = midnight
+                for block in (want, got):
+                    block["previous"] = {"period": block["previous"]["period"]}
+                    block.pop("change")
             if got != want:
                 keys = [k for k in want["kpis"] if want["kpis"][k] != got["kpis"][k]]
                 bad.append(f"{unit} {q}: {keys} {[(want['kpis'][k], got['kpis'][k]) for k in keys][:4]}")

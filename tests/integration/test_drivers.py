@@ -77,11 +77,13 @@ async def check(fed, unit: str, kpi: str, periods, **query) -> dict:
     (start, end), (pstart, pend) = periods
     assert (answer["period"]["start"], answer["period"]["end"]) == (str(start), str(end))
     assert (answer["previous"]["period"]["start"], answer["previous"]["period"]["end"]) == (str(pstart), str(pend))
-    whole = ref.kpis(ds, subtree(unit, registry), start, end, now), ref.kpis(ds, subtree(unit, registry), pstart, pend, now)
+    until = answer["previous"]["period"].get("until")  # a period in progress: the previous one at the same point
+    until = None if until is None else datetime.fromisoformat(until)
+    whole = ref.kpis(ds, subtree(unit, registry), start, end, now), ref.kpis(ds, subtree(unit, registry), pstart, pend, now, until)
     got = {(it["unit"]["code"], it["own"]): it for it in answer["items"]}
     want_total = 0.0
     for code, own, units in reference_parts(unit, registry):
-        cur, prev = ref.kpis(ds, units, start, end, now), ref.kpis(ds, units, pstart, pend, now)
+        cur, prev = ref.kpis(ds, units, start, end, now), ref.kpis(ds, units, pstart, pend, now, until)
         if kpi in RATES:
             (n, d), (n0, d0) = RATES[kpi](cur), RATES[kpi](prev)
             (_, du), (_, du0) = RATES[kpi](whole[0]), RATES[kpi](whole[1])

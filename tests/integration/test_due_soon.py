@@ -67,8 +67,8 @@ def boundary_set(ev: Events, t: datetime, tag: str, unit: str = C46) -> None:
     ev.add("resolved", f"{tag}-orphan", t - H, unit)
 
 
-def expected(events: list[dict], code: str, start, end, now: datetime) -> dict:
-    return ref.kpis(ref.dossiers(events), UNITS[code], start, end, now)
+def expected(events: list[dict], code: str, start, end, now: datetime, until: datetime | None = None) -> dict:
+    return ref.kpis(ref.dossiers(events), UNITS[code], start, end, now, until)
 
 
 async def kpis(svc, token: str, code: str, **params) -> dict:
@@ -79,7 +79,8 @@ async def kpis(svc, token: str, code: str, **params) -> dict:
 
 def check_block(block: dict, events: list[dict], code: str, now: datetime, where: str) -> None:
     p = block["period"]
-    want = expected(events, code, datetime.fromisoformat(p["start"]).date(), datetime.fromisoformat(p["end"]).date(), now)
+    until = None if p.get("until") is None else datetime.fromisoformat(p["until"])  # a previous period at the same point
+    want = expected(events, code, datetime.fromisoformat(p["start"]).date(), datetime.fromisoformat(p["end"]).date(), now, until)
     for k in (*DUE, "pending", "overdue"):
         assert block["kpis"][k] == want[k], f"{where} {p} {k}: {block['kpis'][k]} != {want[k]}"
 

@@ -68,9 +68,12 @@ class TestPreviousPeriods:
             "start": (today - timedelta(days=6)).isoformat(),
             "end": (today + timedelta(days=1)).isoformat(),
         }
+        # a window is always in progress: its previous one stands at the same point, 7 days before now
+        until = (datetime.fromisoformat(body["as_of"]) - timedelta(days=7)).isoformat()
         assert body["previous"]["period"] == {
             "kind": "window",
             "window": "7d",
             "start": (today - timedelta(days=13)).isoformat(),
             "end": (today - timedelta(days=6)).isoformat(),
+            "until": until,
         }

@@ -10,6 +10,7 @@ terminal kinds, terminals before their receipt (negative processing times), orph
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import subprocess
@@ -23,11 +24,12 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import select, text
 
-from app.aggregates import rebuild
+from app.aggregates import pgpass, rebuild
 from app.db import models as m
 from app.db.engine import Database
+from app.db.types import hist_add, hist_pack, hist_unpack
 from app.ingest.service import screen, store_events
 from app.units.service import RegistryCache
 from tests import conftest
@@ -143,6 +145,10 @@ async def stored_rows(db: Database) -> dict[str, object]:
             values = [c.name for c in table.columns if not c.primary_key]
             sums: dict[tuple, list[int]] = {}
             for row in (await session.execute(select(table))).mappings():
+                if values == ["hist"]:  # packed histograms: summed by bucket, keyed with it
+                    for b, n in hist_unpack(row["hist"]).items():
+                        sums.setdefault((*(row[k] for k in keys), b), [0])[0] += n
+                    continue
                 acc = sums.setdefault(tuple(row[k] for k in keys), [0] * len(values))
                 for i, v in enumerate(values):
                     acc[i] += row[v]
@@ -197,6 +203,39 @@ class TestTwoSpellings:
         assert python["dossier"], "the stream left no dossier"
         for table in python:
             assert postgres[table] == python[table], table
+
+
+class TestPackedHistogramSpellings:
+    """The histogram rows' packing (app.db.types.hist_pack / hist_add) and its SQL spelling
+    (app.aggregates.histogram.SQL_HIST_PACK / SQL_HIST_ADD as installed by the pass; on SQLite the
+    registered chiso_hist_add), on any counts, negative ones (corrections in one slot) included."""
+
+    counts = st.dictionaries(st.integers(0, 170), st.integers(-5, 5), max_size=8)
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @given(a=counts, b=counts, pairs=st.lists(st.tuples(st.integers(0, 170), st.integers(-5, 5)), max_size=10))
+    def test_sql_equals_python(self, fresh_service, a, b, pairs):
+        asyncio.run(self._check(fresh_service.url, hist_pack(a), hist_pack(b), pairs))
+
+    async def _check(self, url: str, pa: list[int], pb: list[int], pairs: list[tuple[int, int]]) -> None:
+        db = Database(url, pool_size=1)
+        try:
+            async with db.engine.connect() as conn:
+                if conn.dialect.name != "postgresql":
+                    got = (await conn.execute(text("SELECT chiso_hist_add(:a, :b)"), {"a": json.dumps(pa), "b": json.dumps(pb)})).scalar()
+                    assert json.loads(got) == hist_add(pa, pb)
+                    return
+                fn = pgpass.current()
+                got = (await conn.execute(text(f"SELECT {fn.hist_add}(CAST(:a AS int[]), CAST(:b AS int[]))"), {"a": pa, "b": pb})).scalar()
+                assert list(got) == hist_add(pa, pb)
+                stmt = text(f"SELECT {fn.hist_pack}(CAST(:b AS int[]), CAST(:n AS bigint[]))")
+                got = (await conn.execute(stmt, {"b": [b for b, _ in pairs], "n": [n for _, n in pairs]})).scalar()
+                want: dict[int, int] = defaultdict(int)
+                for bucket, n in pairs:
+                    want[bucket] += n
+                assert list(got) == hist_pack(want)
+        finally:
+            await db.dispose()
 
 
 # --- `chiso import` of sub-second timestamps ----------------------------------------------------------

@@ -9,6 +9,7 @@ from datetime import date
 import pytest
 
 from app.aggregates import histogram, periods
+from app.db import types
 
 
 class TestPeriods:
@@ -64,3 +65,26 @@ class TestHistogram:
 
     def test_empty_is_none(self):
         assert histogram.percentile_ms({}, 0.5) is None
+
+
+class TestPackedHistogram:
+    """The stored form of a day's bucket counts (app.db.types.hist_pack): one list per row."""
+
+    def test_pack_trims_zeros_and_keeps_inner_ones(self):
+        assert types.hist_pack({}) == []
+        assert types.hist_pack({5: 0}) == []
+        assert types.hist_pack({7: 2, 4: 1, 9: 0, 3: 0}) == [4, 1, 0, 0, 2]
+        assert types.hist_unpack([4, 1, 0, 0, 2]) == {4: 1, 7: 2}
+        assert types.hist_unpack([]) == {} and types.hist_unpack(None) == {}
+
+    def test_add_is_the_sum_of_the_counts_and_cancels_to_empty(self):
+        rng = random.Random(5)
+        for _ in range(300):
+            a = {rng.randrange(0, 160): rng.randint(-3, 3) for _ in range(rng.randrange(0, 6))}
+            b = {rng.randrange(0, 160): rng.randint(-3, 3) for _ in range(rng.randrange(0, 6))}
+            want = {k: a.get(k, 0) + b.get(k, 0) for k in a.keys() | b.keys()}
+            got = types.hist_add(types.hist_pack(a), types.hist_pack(b))
+            assert got == types.hist_pack(want)
+            assert types.hist_unpack(got) == {k: v for k, v in want.items() if v}
+        assert types.hist_add([3, 2], [3, -2]) == []
+        assert types.sqlite_hist_add("[3,2,1]", "[4,-1]") == "[3,2]"

@@ -6,7 +6,7 @@
 --   app.aggregates.dossier  the merge (BATCH_STATES, MERGE_STATES, RAW, DERIVED, IGNORED, WITH_TERM)
 --   app.aggregates.contrib  the contributions (STATE, CONTRIBUTIONS, ORPHAN_ROW, TOTAL_FILTERS,
 --                           ELAPSED_MS, HIST_WHERE, COHORT_DUE_WHERE, OPEN_DUE_WHERE, MARK_DAY)
---   app.aggregates.histogram  BUCKET (bucket_of);  app.aggregates.silent  RECORD_ACCEPTED
+--   app.aggregates.histogram  BUCKET (bucket_of), HIST_PACK and HIST_ADD (app.db.types.hist_*);  app.aggregates.silent  RECORD_ACCEPTED
 --   app.aggregates.counters  the counter lists (DAY_..., TOT_...);  app.db.meta  the data version's slots
 -- Functions are separated by a line holding only "$fn$;".
 
@@ -183,9 +183,11 @@ BEGIN
   FROM chiso_dday d ORDER BY 1, 2, 3
   ON CONFLICT (unit_code, sector, day, source) DO UPDATE SET @DAY_ADD(u)@;
 
-  INSERT INTO unit_day_hist AS u (unit_code, sector, day, bucket, source, n)
-  SELECT h.unit_code, h.sector, h.day, h.bucket, '', h.n FROM chiso_dhist h ORDER BY 1, 2, 3, 4
-  ON CONFLICT (unit_code, sector, day, bucket, source) DO UPDATE SET n = u.n + excluded.n;
+  -- histograms: one row per unit, sector and day, its bucket counts packed (app.db.types.hist_pack)
+  INSERT INTO unit_day_hist AS u (unit_code, sector, day, source, hist)
+  SELECT h.unit_code, h.sector, h.day, '', @HIST_PACK@(array_agg(h.bucket), array_agg(h.n))
+  FROM chiso_dhist h GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+  ON CONFLICT (unit_code, sector, day, source) DO UPDATE SET hist = @HIST_ADD@(u.hist, excluded.hist);
 
   INSERT INTO unit_cohort_due AS u (unit_code, sector, recv_day, due_day, source, n)
   SELECT c.unit_code, c.sector, c.recv_day, c.due_day, '', c.n FROM chiso_ddue c ORDER BY 1, 2, 3, 4
@@ -206,11 +208,13 @@ BEGIN
   ORDER BY 1, 2, 3
   ON CONFLICT (unit_code, sector, day, slot) DO UPDATE SET @DAY_ADD(u)@;
 
-  INSERT INTO rollup_day_hist AS u (unit_code, sector, day, bucket, slot, n)
-  SELECT r.above, h.sector, h.day, h.bucket, p_slot, sum(h.n)
-  FROM chiso_dhist h JOIN chiso_rollup r ON r.unit_code = h.unit_code
-  GROUP BY 1, 2, 3, 4 HAVING sum(h.n) <> 0 ORDER BY 1, 2, 3, 4
-  ON CONFLICT (unit_code, sector, day, bucket, slot) DO UPDATE SET n = u.n + excluded.n;
+  INSERT INTO rollup_day_hist AS u (unit_code, sector, day, slot, hist)
+  SELECT x.above, x.sector, x.day, p_slot, @HIST_PACK@(array_agg(x.bucket), array_agg(x.n))
+  FROM (SELECT r.above, h.sector, h.day, h.bucket, sum(h.n)::bigint AS n
+        FROM chiso_dhist h JOIN chiso_rollup r ON r.unit_code = h.unit_code
+        GROUP BY 1, 2, 3, 4 HAVING sum(h.n) <> 0) x
+  GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+  ON CONFLICT (unit_code, sector, day, slot) DO UPDATE SET hist = @HIST_ADD@(u.hist, excluded.hist);
 
   INSERT INTO rollup_cohort_due AS u (unit_code, sector, recv_day, due_day, slot, n)
   SELECT r.above, c.sector, c.recv_day, c.due_day, p_slot, sum(c.n)

@@ -10,14 +10,23 @@ from sqlalchemy import BigInteger, Date, Index, Integer, SmallInteger, String, t
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base
-from app.db.types import UTCDateTime
+from app.db.types import HistCounts, UTCDateTime
 
 LOCAL_SOURCE = ""  # rows computed from this node's own events; others carry a subordinate's node_id
 ALL_SECTORS = "*"  # the row that sums every sector of a unit and day
 
 
 def counter_column() -> Mapped[int]:
+    """An all-time sum, or a sum of durations: 64 bits."""
     return mapped_column(BigInteger, default=0, server_default="0")
+
+
+def count_column() -> Mapped[int]:
+    """Dossiers (or their events) of one unit and one day or hour: 32 bits. A province's or the
+    nation's day counts what it received, resolved or held open that day, at most a few hundred
+    thousand (a national year is ~85M events): 2^31 is thousands of times that, and PostgreSQL
+    refuses an overflow rather than wrapping. Reads sum them as bigint (SUM of an integer)."""
+    return mapped_column(Integer, default=0, server_default="0")
 
 
 class DayFlows:
@@ -45,14 +54,28 @@ class Totals:
 
 
 class DayCounters(DayFlows, Totals):
-    """Every counter of a day row (app.aggregates.counters.DAY_COUNTERS)."""
+    """Every counter of a day row (app.aggregates.counters.DAY_COUNTERS): counts of one day in 32
+    bits (count_column), the summed processing time in 64."""
 
-    c_size: Mapped[int] = counter_column()
-    c_final_ok: Mapped[int] = counter_column()
+    received: Mapped[int] = count_column()
+    received_online: Mapped[int] = count_column()
+    resolved_early: Mapped[int] = count_column()
+    resolved_on_time: Mapped[int] = count_column()
+    resolved_late: Mapped[int] = count_column()
+    resolved_unclassified: Mapped[int] = count_column()
+    withdrawn: Mapped[int] = count_column()
+    orphans: Mapped[int] = count_column()
+    proc_n: Mapped[int] = count_column()
+    p_in: Mapped[int] = count_column()
+    p_out: Mapped[int] = count_column()
+    o_in: Mapped[int] = count_column()
+    o_out: Mapped[int] = count_column()
+    c_size: Mapped[int] = count_column()
+    c_final_ok: Mapped[int] = count_column()
     # Due soon at a past midnight, by local day of the deadline (app.aggregates.counters.DUE).
-    due_c0: Mapped[int] = counter_column()
-    due_c1: Mapped[int] = counter_column()
-    due_c2: Mapped[int] = counter_column()
+    due_c0: Mapped[int] = count_column()
+    due_c1: Mapped[int] = count_column()
+    due_c2: Mapped[int] = count_column()
 
 
 class UnitDay(DayCounters, Base):
@@ -73,6 +96,11 @@ class UnitDay(DayCounters, Base):
     __table_args__ = (Index("ix_unit_day_sector_day", "sector", "day"),)
 
 
+def hist_column() -> Mapped[list[int]]:
+    """The day's bucket counts, packed (app.db.types.hist_pack): one row per day, not per bucket."""
+    return mapped_column(HistCounts, default=list)
+
+
 class UnitDayHist(Base):
     """Processing-time histogram of dossiers resolved on a day, per unit and sector."""
 
@@ -81,9 +109,8 @@ class UnitDayHist(Base):
     unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
     sector: Mapped[str] = mapped_column(String(64), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
-    bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
     source: Mapped[str] = mapped_column(String(64), primary_key=True, default=LOCAL_SOURCE)
-    n: Mapped[int] = counter_column()
+    hist: Mapped[list[int]] = hist_column()
 
     __table_args__ = (Index("ix_unit_day_hist_sector_day", "sector", "day"),)
 
@@ -98,7 +125,7 @@ class UnitCohortDue(Base):
     recv_day: Mapped[date] = mapped_column(Date, primary_key=True)
     due_day: Mapped[date] = mapped_column(Date, primary_key=True)
     source: Mapped[str] = mapped_column(String(64), primary_key=True, default=LOCAL_SOURCE)
-    n: Mapped[int] = counter_column()
+    n: Mapped[int] = count_column()
 
 
 class UnitTotal(Totals, Base):
@@ -135,9 +162,8 @@ class RollupDayHist(Base):
     unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
     sector: Mapped[str] = mapped_column(String(64), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
-    bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
     slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=0)
-    n: Mapped[int] = counter_column()
+    hist: Mapped[list[int]] = hist_column()
 
 
 class RollupCohortDue(Base):
@@ -150,7 +176,7 @@ class RollupCohortDue(Base):
     recv_day: Mapped[date] = mapped_column(Date, primary_key=True)
     due_day: Mapped[date] = mapped_column(Date, primary_key=True)
     slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=0)
-    n: Mapped[int] = counter_column()
+    n: Mapped[int] = count_column()
 
 
 class RollupTotal(Totals, Base):
@@ -176,7 +202,7 @@ class RollupOpenDue(Base):
     sector: Mapped[str] = mapped_column(String(64), primary_key=True)
     hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
     slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=0)
-    n: Mapped[int] = counter_column()
+    n: Mapped[int] = count_column()
 
     __table_args__ = (
         Index(

@@ -36,6 +36,7 @@ class DossierEvent(Base):
 
 UNSETTLED_SQL = text("end_at IS NULL OR end_at > eff_due_at")  # open, or settled after the deadline
 OPEN_SQL = text("end_at IS NULL AND eff_due_at IS NOT NULL")  # open, with a deadline: due soon and at risk
+ORPHAN_SQL = text("recv_at IS NULL")  # no receipt (yet): its events are orphans
 _COVER = ("recv_at", "end_at", "ok_766", "sector")  # what today's corrections read: index-only scans on PostgreSQL
 
 
@@ -100,6 +101,14 @@ class Dossier(Base):
             postgresql_where=OPEN_SQL,
             sqlite_where=OPEN_SQL,
         ),
+        # A past instant within a day (SPEC section 4, "compared at the same point"): the dossiers of
+        # the nation, or of a unit, received, ended or due within part of one day (time first: the
+        # nation's read needs no list of units; a unit's filters within the range) (app.aggregates.at_tau); and those
+        # without a receipt, whose events are orphans.
+        Index("ix_dossier_recv_unit", "recv_at", "unit_code"),
+        Index("ix_dossier_end_unit", "end_at", "unit_code"),
+        Index("ix_dossier_due_unit", "eff_due_at", "unit_code"),
+        Index("ix_dossier_orphan", "unit_code", postgresql_where=ORPHAN_SQL, sqlite_where=ORPHAN_SQL),
         Index(
             "ix_dossier_unit_open_due",
             "unit_code",
