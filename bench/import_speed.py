@@ -47,7 +47,7 @@ async def main(args) -> None:
             print(f"{n:,} events of {len(communes):,} communes written in {time.time() - t0:.0f} s: {path}")
         env = os.environ | {"DATABASE_URL": url}
         cmd = [sys.executable, "-m", "app.cli", "import", str(path), "--json", "--writers", str(args.writers)]
-        cmd += ["--bulk"] if args.bulk else ["--no-bulk"]
+        cmd += ["--bulk", "--group", str(args.group)] if args.bulk else ["--no-bulk"]
         t0 = time.time()
         out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
         wall = time.time() - t0
@@ -74,6 +74,7 @@ if __name__ == "__main__":
     ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--writers", type=int, default=2)
     ap.add_argument("--bulk", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--group", type=int, default=250_000, help="--bulk: events per build transaction")
     ap.add_argument("--verify", action="store_true")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--dir", default="/tmp/chiso-bulk-bench")
