@@ -226,6 +226,10 @@ def import_events(
     chunk: Annotated[int, typer.Option(help="Lines per transaction.")] = 20_000,
     writers: Annotated[int, typer.Option(help="Connections storing chunks at once.")] = 2,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON report per file.")] = False,
+    bulk: Annotated[
+        bool, typer.Option("--bulk/--no-bulk", help="PostgreSQL: load by COPY, then build each unit's rows once (app.ingest.bulk).")
+    ] = True,
+    group: Annotated[int, typer.Option(help="--bulk: events per build transaction (whole units).")] = 250_000,
 ) -> None:
     """Back-fill history: every line under the API's rules; rejected lines to FILE.rejected; resumable."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -257,7 +261,9 @@ def import_events(
                 def progress(done: int, total: int, events: int, task=task, t0=t0) -> None:
                     bar.update(task, completed=done, total=total, rate=events / max(1e-9, time.perf_counter() - t0))
 
-                importer = Importer(db, registry, settings, kind, horizon_days, chunk, writers, on_progress=progress)
+                importer = Importer(
+                    db, registry, settings, kind, horizon_days, chunk, writers, on_progress=progress, bulk=bulk, group_events=group
+                )
                 reports.append(await importer.import_file(path))
         return reports
 

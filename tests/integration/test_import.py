@@ -62,13 +62,23 @@ async def assert_verified(svc) -> None:
     assert report.differences == []
 
 
+async def work_tables(svc) -> list[str]:
+    if svc.db.is_sqlite:
+        return []
+    async with svc.db.session() as session:
+        return list((await session.execute(text("SELECT tablename FROM pg_tables WHERE tablename LIKE 'chiso_bulk_%'"))).scalars())
+
+
 async def stored_events(svc) -> int:
     async with svc.db.session() as session:
         return (await session.execute(text("SELECT count(*) FROM dossier_event"))).scalar()
 
 
 class TestImport:
-    async def test_import_equals_posting(self, make_service, tmp_path):
+    @pytest.mark.parametrize("bulk", [True, False], ids=["bulk", "chunked"])
+    async def test_import_equals_posting(self, make_service, tmp_path, store, bulk):
+        if store == "sqlite" and not bulk:
+            pytest.skip("SQLite has one path (bulk is PostgreSQL's)")
         rng = random.Random(21)
         now = datetime.now(UTC)
         events = stream(rng, [*COMMUNES_46, "46"], 250, now)
@@ -78,13 +88,15 @@ class TestImport:
             await assert_verified(posted)
         path = write_ndjson(tmp_path / "history.ndjson", events, random.Random(2), dup_every=9)
         async with make_service() as imported:
-            report = await (await importer(imported, chunk_lines=97)).import_file(path)
+            # bulk: several build groups of whole units, so that rollup rows are written more than once
+            report = await (await importer(imported, chunk_lines=97, bulk=bulk, group_events=120)).import_file(path)
             assert (report.accepted, report.rejected) == (len(events), 0)
             assert report.duplicates == report.lines - len(events) > 0
             assert await answers(imported) == expected
             await assert_verified(imported)
             assert not progress_path(path).exists()  # complete: nothing to resume
-            again = await (await importer(imported)).import_file(path)  # a second run stores nothing
+            assert await work_tables(imported) == []  # the bulk path's work table is dropped when complete
+            again = await (await importer(imported, bulk=bulk)).import_file(path)  # a second run stores nothing
             assert (again.accepted, again.duplicates) == (0, again.lines)
             assert await stored_events(imported) == len(events)
 
@@ -158,7 +170,7 @@ class TestImport:
         path = write_ndjson(tmp_path / "big.ndjson", events, random.Random(3))
         async with make_service() as svc:
             env = {**os.environ, "DATABASE_URL": svc.url, "SEED_REGISTRY": "false"}
-            cmd = [sys.executable, "-m", "app.cli", "import", str(path), "--chunk", "300", "--writers", "1"]
+            cmd = [sys.executable, "-m", "app.cli", "import", str(path), "--chunk", "300", "--writers", "1", "--no-bulk"]
             proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
             try:
                 deadline = time.monotonic() + 120
@@ -171,10 +183,45 @@ class TestImport:
                 proc.stdout.close()
             partial = await stored_events(svc)
             assert 0 < partial < len(events)
-            report = await (await importer(svc, chunk_lines=300)).import_file(path)
+            report = await (await importer(svc, chunk_lines=300, bulk=False)).import_file(path)
             assert report.resumed_at_line > 0
             assert await stored_events(svc) == len(events)
             assert report.accepted == len(events) - partial
+            await assert_verified(svc)
+            body = (await svc.get("/api/v1/units/VN/kpis", await svc.key("read"), window="90d")).json()
+            expected = ref.kpis(ref.dossiers(events), {"VN", "46", "79", *COMMUNES_46, *COMMUNES_79},
+                                *_window_days(body), datetime.now(UTC))  # fmt: skip
+            assert_matches(body["kpis"], expected, "VN 90d after the re-run")
+
+    @pytest.mark.slow
+    async def test_bulk_import_killed_while_building_is_completed_by_a_rerun(self, make_service, tmp_path, store):
+        if store == "sqlite":
+            pytest.skip("the bulk path is PostgreSQL's")
+        rng = random.Random(9)
+        events = stream(rng, [*COMMUNES_46, *COMMUNES_79], 1500, datetime.now(UTC))
+        path = write_ndjson(tmp_path / "big.ndjson", events, random.Random(6), dup_every=7)
+        async with make_service() as svc:
+            env = {**os.environ, "DATABASE_URL": svc.url, "SEED_REGISTRY": "false"}
+            cmd = [sys.executable, "-m", "app.cli", "import", str(path), "--chunk", "300", "--writers", "1", "--group", "60"]
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                deadline = time.monotonic() + 120
+                while await stored_events(svc) == 0 and proc.poll() is None and time.monotonic() < deadline:
+                    await asyncio.sleep(0.02)
+                assert proc.poll() is None, proc.stdout.read().decode()  # building: kill it midway
+                os.killpg(proc.pid, signal.SIGKILL)
+            finally:
+                proc.wait(30)
+                proc.stdout.close()
+            partial = await stored_events(svc)
+            assert 0 < partial < len(events)
+            assert len(await work_tables(svc)) == 1  # what is left to build survived the kill
+            await assert_verified(svc)  # each group is whole: what is stored is exact
+            report = await (await importer(svc, chunk_lines=300, group_events=60)).import_file(path)
+            assert report.resumed_at_line > 0
+            assert await stored_events(svc) == len(events)
+            assert report.accepted == len(events) - partial
+            assert await work_tables(svc) == []
             await assert_verified(svc)
             body = (await svc.get("/api/v1/units/VN/kpis", await svc.key("read"), window="90d")).json()
             expected = ref.kpis(ref.dossiers(events), {"VN", "46", "79", *COMMUNES_46, *COMMUNES_79},
@@ -189,7 +236,9 @@ class TestImport:
         path = write_ndjson(tmp_path / "overlap.ndjson", imported, random.Random(4))
         async with make_service() as svc:
             token = await svc.key("ingest", "46")
-            job = asyncio.create_task((await importer(svc, chunk_lines=50, writers=2)).import_file(path))
+            # bulk (PostgreSQL): builds of 40 events' units at a time, two at once, beside the posts; a
+            # dossier gets events from both, in either order
+            job = asyncio.create_task((await importer(svc, chunk_lines=50, writers=2, group_events=40)).import_file(path))
             await post_all(svc, token, posted, random.Random(5))
             report = await job
             assert report.rejected == 0

@@ -1,0 +1,129 @@
+"""The bulk path of `chiso import` on PostgreSQL: load first, then build each unit's rows once.
+
+1. Load. Each validated chunk is COPYed into the import's work table (`chiso_bulk_<id>`, named
+   by the file and its fingerprint, a plain logged table: it survives a kill and a server restart),
+   one short transaction per chunk; the progress file beside the input then records the chunk,
+   as on the chunked path. Nothing of the service's tables is touched yet.
+2. Build. The staged events are taken a group of whole units at a time (units of one province
+   together, about GROUP_EVENTS events a group) into the session's staging table, and the write
+   pass of posting (app.aggregates.pgpass: app/aggregates/pg/ingest.sql) runs once on the group: the
+   event keys and the log, the dossiers built set-based from all their events at once, and every
+   aggregate row of the group's units written once (own rows once per import, rollup rows once
+   per group), with grouped INSERT ... SELECT from the rendered rule fragments. The group's staged
+   rows are deleted in the same transaction, so a killed build re-run does only what is left.
+
+The same pass means the same rules and the same exactness as posting, and the same locks: the
+dossiers of a group are inserted or locked FOR UPDATE in key order and stay locked until the
+group commits, so a live post to one of them waits and then merges into the imported state (and
+an import meeting a posted dossier merges into it); aggregate rows are only ever added to.
+Duplicates are decided by the event keys, as when posting; two copies of an event in the work
+table (a chunk loaded again after a kill) are staged once, the first line's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+from sqlalchemy import text
+
+from app.aggregates import pgpass
+from app.aggregates.writes import ROLLUP_SLOTS, STAGE_COLUMNS, rollup_chain
+from app.db import partitions
+from app.db.engine import Database
+from app.settings import Settings
+from app.units.service import Registry
+
+GROUP_EVENTS = 250_000  # events per build transaction (whole units): rollup rows written once per group
+WORK_MEM = "256MB"  # the build's hash aggregates and sorts stay in memory
+
+
+def table_of(path: Path, fingerprint: dict) -> str:
+    """The work table of one input file as it is (a changed file gets a new one)."""
+    key = orjson.dumps({"path": str(path.resolve()), "file": fingerprint})
+    return "chiso_bulk_" + hashlib.sha256(key).hexdigest()[:16]
+
+
+@dataclass
+class BuildReport:
+    staged: int = 0  # distinct events taken from the work table
+    accepted: int = 0  # of them, stored (the others were stored before: duplicates)
+
+
+class BulkLoad:
+    def __init__(self, db: Database, registry: Registry, settings: Settings, table: str):
+        self.db, self.registry, self.settings, self.table = db, registry, settings, table
+        self.seq = 0
+
+    async def open(self) -> None:
+        """Create the work table if a former run did not leave it."""
+        cols = ", ".join(STAGE_COLUMNS)
+        async with self.db.transaction() as session:
+            await session.execute(text(f"CREATE TABLE IF NOT EXISTS {self.table} AS SELECT {cols} FROM dossier_event WITH NO DATA"))
+            await session.execute(text(f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS seq bigint"))
+            self.seq = (await session.execute(text(f"SELECT coalesce(max(seq), 0) FROM {self.table}"))).scalar() or 0
+
+    async def load(self, events: list[dict]) -> None:
+        """COPY one chunk's valid events into the work table (its own transaction)."""
+        if not events:
+            return
+        base, self.seq = self.seq, self.seq + len(events)
+        records = [(*(e[c] for c in STAGE_COLUMNS), base + i + 1) for i, e in enumerate(events)]
+        async with self.db.transaction() as session:
+            raw = await (await session.connection()).get_raw_connection()
+            await raw.driver_connection.copy_records_to_table(self.table, records=records, columns=(*STAGE_COLUMNS, "seq"))
+
+    async def groups(self, group_events: int = GROUP_EVENTS) -> list[list[str]]:
+        """The staged units in groups of about `group_events` events, the units of a province together."""
+        async with self.db.session() as session:
+            counts = (await session.execute(text(f"SELECT unit_code, count(*) FROM {self.table} GROUP BY 1"))).all()
+        ordered = sorted(counts, key=lambda r: (rollup_chain(self.registry, r[0])[-1:], r[0]))
+        out: list[list[str]] = []
+        size = 0
+        for unit, n in ordered:
+            if not out or size + n > group_events:
+                out.append([])
+                size = 0
+            out[-1].append(unit)
+            size += n
+        return [g for g in out if g]
+
+    async def ensure_partitions(self) -> None:
+        """The log's monthly partitions of every staged event (app.db.partitions)."""
+        async with self.db.session() as session:
+            stmt = text(f"SELECT DISTINCT date_trunc('month', occurred_at AT TIME ZONE :tz)::date FROM {self.table}")
+            months = {d for (d,) in await session.execute(stmt, {"tz": self.settings.timezone})}
+        await partitions.of(self.db).ensure(self.db, months, self.settings.tz)
+
+    async def build(self, units: list[str], slot: int) -> BuildReport:
+        """One group: its staged events through the write pass, then out of the work table."""
+        fn = pgpass.current()
+        rollup = orjson.dumps([{"u": u, "a": a} for u in sorted(units) for a in rollup_chain(self.registry, u)]).decode()
+        cols = ", ".join(STAGE_COLUMNS)
+        report = BuildReport()
+        async with self.db.transaction() as session:
+            await session.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
+            await session.execute(text(f"SELECT {fn.temp_tables}()"))
+            report.staged = (
+                await session.execute(
+                    text(
+                        f"INSERT INTO chiso_stage ({cols}) SELECT DISTINCT ON (unit_code, event_id) {cols} FROM {self.table} "
+                        "WHERE unit_code = ANY(CAST(:units AS text[])) ORDER BY unit_code, event_id, seq"
+                    ),
+                    {"units": units},
+                )
+            ).rowcount
+            await session.execute(text("ANALYZE chiso_stage"))
+            stmt = text(f"SELECT count(*) FROM {fn.ingest_staged}(CAST(:rollup AS json), :tz, :now, :slot)")
+            params = {"rollup": rollup, "tz": self.settings.timezone, "now": datetime.now(UTC), "slot": slot % ROLLUP_SLOTS}
+            report.accepted = (await session.execute(stmt, params)).scalar() or 0
+            await session.execute(text(f"DELETE FROM {self.table} WHERE unit_code = ANY(CAST(:units AS text[]))"), {"units": units})
+        return report
+
+    async def close(self) -> None:
+        """The import is complete: drop the work table."""
+        async with self.db.transaction() as session:
+            await session.execute(text(f"DROP TABLE IF EXISTS {self.table}"))
