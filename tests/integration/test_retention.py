@@ -214,6 +214,7 @@ class TestRerun:
 
 
 class TestOperators:
+    @pytest.mark.slow  # real chiso processes
     async def test_status_run_and_the_metric(self, make_service, archive_dir, tmp_path):
         events = history(seed=3)
         async with make_service(retain_events_months=14, archive_dir=str(archive_dir), public_read=True) as svc:

@@ -144,6 +144,7 @@ class TestSamePoint:
         assert just_before["received"] > at_t["received"]
 
     @pytest.mark.parametrize("offset", [OFFSETS["second-past-midnight"], OFFSETS["morning"]], ids=["early", "morning"])
+    @pytest.mark.slow  # rankings of all 3,321 communes, three periods, twice each
     async def test_rankings_and_drivers_agree_with_the_kpi_answer(self, fresh_service, fed, offset):
         svc = fresh_service
         now, _, token = await fed(svc, offset)
