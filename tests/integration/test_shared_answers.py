@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from app.answers.kinds import ReadContext, compute
 from app.answers.refresher import AnswerRefresher
 from app.db.models import SharedAnswer
+from app.scoring import service as scoring
 from app.scoring.ranking import RankingMemo
 from tests.conftest import start_service
 from tests.integration.test_kpis_reference import COMMUNES_46, post_all
@@ -63,6 +64,13 @@ def figures(answer: dict) -> dict:
     return out
 
 
+def freeze(monkeypatch) -> None:
+    """Stop the scoring clock at this instant: a period in progress compares its previous figures at
+    the same point t, which moves with now, so an answer equals a fresh one computed at its instant."""
+    at = datetime.now(UTC)
+    monkeypatch.setattr(scoring, "_now", lambda: at)
+
+
 async def fresh(svc, kind: str, params: dict) -> dict:
     """The answer computed now, straight from the scoring service (no shared answer involved)."""
     ctx = ReadContext(svc.db, await svc.app.state.registry.refresh(), svc.settings, RankingMemo())
@@ -87,7 +95,7 @@ def one_received(unit: str = "19777") -> list[dict]:
 
 
 class TestSameAsAFreshComputation:
-    async def test_after_random_streams_with_corrections_late_events_and_deadlines_passing(self, fresh_service):
+    async def test_after_random_streams_with_corrections_late_events_and_deadlines_passing(self, fresh_service, monkeypatch):
         svc = fresh_service
         rng = random.Random(20)
         ingest, read = await svc.key("ingest", "VN"), await svc.key("read")
@@ -98,11 +106,13 @@ class TestSameAsAFreshComputation:
         try:
             for part in range(3):
                 await post_all(svc, ingest, events[part::3], rng)
+                freeze(monkeypatch)
                 for path, query, kind, params in URLS:
                     served = (await svc.get(path, read, **query)).json()
                     assert figures(served) == figures(await fresh(svc, kind, params)), (part, path)
             # time passes without events (deadlines pass): the refresher computes the polled answers again
             await age(svc, svc.app.state.answers.idle_for)
+            freeze(monkeypatch)
             assert await refresher.run_once() == len(URLS)
             for path, query, kind, params in URLS:
                 served = (await svc.get(path, read, **query)).json()
@@ -286,7 +296,7 @@ class TestRefresher:
         finally:
             await refresher.close()
 
-    async def test_an_answer_of_a_period_in_progress_is_computed_again_not_restamped(self, fresh_service):
+    async def test_an_answer_of_a_period_in_progress_is_computed_again_not_restamped(self, fresh_service, monkeypatch):
         """Its previous figures stand at the same point t of the previous period, and t moves with now:
         a batch elsewhere (nothing of 46 moves) does not let it hold."""
         svc = fresh_service
@@ -301,6 +311,9 @@ class TestRefresher:
                 computed, stamped = refresher.answers.computations, refresher.restamped
                 assert await refresher.run_once() == 1
                 assert (refresher.answers.computations - computed, refresher.restamped - stamped) == (1, 0)
+            freeze(monkeypatch)
+            await post(svc, ingest, one_received("26506"))
+            assert await refresher.run_once() == 1
             got = (await svc.get(path, read, **query)).json()
             assert got["previous"]["period"]["until"] and figures(got) == figures(await fresh(svc, kind, params))
         finally:
