@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, delete, literal, or_, select, text, update
+from sqlalchemy import and_, delete, func, literal, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect, meta
@@ -39,6 +39,53 @@ async def read_answer(session: AsyncSession, key: str) -> tuple[int, Stored | No
     if got[1] is None:
         return current_version, None
     return current_version, Stored(*got[1:])
+
+
+def next_seq(session: AsyncSession):
+    """The next change number of a stored answer (PostgreSQL: its sequence; SQLite, whose writers
+    take turns: one more than the largest)."""
+    if dialect.is_postgres(session):
+        return func.nextval("shared_answer_seq")
+    return select(func.coalesce(func.max(SharedAnswer.seq), 0) + 1).scalar_subquery()
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A stored answer as a worker follows it (not its body)."""
+
+    key: str
+    etag: str
+    version: int
+    computed_at: datetime
+    seq: int
+
+
+async def read_changes(session: AsyncSession, after: int) -> tuple[int, list[Change]]:
+    """(the current data version, the stored answers whose change number is above `after`), in one
+    statement."""
+    a = SharedAnswer
+    current = meta.data_version_select().scalar_subquery()
+    one = select(literal(1).label("one")).subquery()
+    changed = and_(a.seq > after, a.version != NONE_YET)
+    stmt = select(current.label("current"), a.key, a.etag, a.version, a.computed_at, a.seq).select_from(
+        one.outerjoin(SharedAnswer.__table__, changed)
+    )
+    got = (await session.execute(stmt)).all()
+    current_version = int(got[0][0] or 0) if got else 0
+    return current_version, [Change(*r[1:]) for r in got if r[1] is not None]
+
+
+async def read_bodies(session: AsyncSession, keys: list[str]) -> list[tuple[Change, bytes]]:
+    """The stored answers of `keys` with their bodies."""
+    a = SharedAnswer
+    stmt = select(a.key, a.etag, a.version, a.computed_at, a.seq, a.body).where(a.key.in_(keys), a.version != NONE_YET)
+    return [(Change(*r[:5]), r[5]) for r in (await session.execute(stmt)).all()]
+
+
+async def touch_many(session: AsyncSession, keys: list[str], now: datetime, before: datetime) -> None:
+    """Record polls of the answers of `keys` (those whose last recorded poll is older than `before`)."""
+    a = SharedAnswer
+    await session.execute(update(a).where(a.key.in_(keys), a.polled_at < before).values(polled_at=now))
 
 
 async def read_body(session: AsyncSession, key: str) -> tuple[str, bytes, int, datetime] | None:
@@ -78,7 +125,9 @@ async def store(session: AsyncSession, key: str, body: bytes, etag: str, version
     a = SharedAnswer
     newer = or_(a.computed_at < computed_at, and_(a.computed_at == computed_at, a.version <= version))
     await session.execute(
-        update(a).where(a.key == key, newer).values(body=body, etag=etag, version=version, computed_at=computed_at, computed_by=holder)
+        update(a)
+        .where(a.key == key, newer)
+        .values(body=body, etag=etag, version=version, computed_at=computed_at, computed_by=holder, seq=next_seq(session))
     )
     await release(session, key, holder)
 
@@ -130,7 +179,8 @@ async def restamp(session: AsyncSession, held: list[tuple[str, str]], version: i
         return set()
     if dialect.is_postgres(session):  # one statement; bodies rewritten where they lie (a ranking's is megabytes)
         stmt = text(
-            "UPDATE shared_answer AS a SET version = :version, computed_at = :at, body = CASE WHEN position(:needle IN a.body) = 0 "
+            "UPDATE shared_answer AS a SET version = :version, computed_at = :at, seq = nextval('shared_answer_seq'), "
+            "body = CASE WHEN position(:needle IN a.body) = 0 "
             "THEN a.body ELSE overlay(a.body PLACING :new FROM position(:needle IN a.body) + :skip "
             "FOR position(:quote IN substring(a.body FROM position(:needle IN a.body) + :skip)) - 1) END "
             "FROM (SELECT unnest(CAST(:keys AS text[])) AS key, unnest(CAST(:etags AS text[])) AS etag) h "
@@ -150,6 +200,7 @@ async def restamp(session: AsyncSession, held: list[tuple[str, str]], version: i
         if i >= 0:
             i += len(AS_OF)
             body = body[:i] + new + body[body.index(b'"', i) :]
-        if (await session.execute(update(a).where(mine).values(version=version, computed_at=at, body=body))).rowcount == 1:
+        stamped = update(a).where(mine).values(version=version, computed_at=at, body=body, seq=next_seq(session))
+        if (await session.execute(stamped)).rowcount == 1:
             done.add(key)
     return done

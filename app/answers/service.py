@@ -15,6 +15,13 @@ row (`claimed_until`); the others wait for its answer. A worker keeps the bodies
 ETag), so serving is one small lookup; with `fresh_for` > 0 a worker serves its copy for that long
 without a lookup. With `fresh_for` = 0 (the tests) an answer is never served across a change: a
 client reads its own writes.
+
+Following (`fresh_for` > 0): every `follow_every` seconds a worker reads, in one small statement,
+the data version and the stored answers whose change number (`seq`, new at every store and
+restamp) is above the last it saw, and the bodies of those it holds a copy of whose ETag moved. A
+request whose copy the last such read (younger than `fresh_for`) found servable is answered
+from memory: serving costs the database nothing per poll, whatever the number of pollers; the
+polls are recorded (`polled_at`) for all the worker's answers at once every `touch_every`.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -82,6 +89,7 @@ class SharedAnswers:
         touch_every: float = 10.0,
         max_entries: int = 1024,
         holder: str | None = None,
+        follow_every: float = 0.1,
     ):
         self.db = db
         self.fresh_for = fresh_for
@@ -99,6 +107,14 @@ class SharedAnswers:
         self._inflight: dict[str, asyncio.Future] = {}
         self._background: set[asyncio.Task] = set()
         self._looked_after = 0.0  # copies checked before then are looked up again (invalidate)
+        self.follow_every = follow_every if fresh_for > 0 else 0.0
+        self._follower: asyncio.Task | None = None
+        self._followed_at = float("-inf")  # monotonic start of the last read of the changes
+        self._followed_version = 0  # the data version that read saw
+        self._seen = (0, 0)  # the largest change number seen by the read before the last, and by the last
+        self._polled: set[str] = set()  # answers served from memory since their polls were last recorded
+        self._polled_at = time.monotonic()
+        self.follows = 0  # reads of the changes (bench, tests)
 
     def invalidate(self) -> None:
         """This worker just committed new figures: its copies are looked up again (read-your-writes)."""
@@ -114,7 +130,17 @@ class SharedAnswers:
     async def get(self, ctx: ReadContext, kind: str, key: str, params: dict) -> Answer:
         """The answer for `key`: served as stored when fresh enough, else computed once for all."""
         local = self._local.get(key)
-        if local is not None and local.checked > self._looked_after and time.monotonic() - local.checked < self.fresh_for:
+        if self.follow_every > 0:
+            self._follow()
+            followed = self._followed_at
+            if local is not None and followed > self._looked_after and time.monotonic() - followed < self.fresh_for:
+                decision = self._judge(local.version == self._followed_version, local.computed_at, datetime.now(UTC))
+                if decision != COMPUTE:
+                    self._polled.add(key)
+                    if decision == SERVE_AND_REFRESH:
+                        self.refresh_behind(ctx, kind, key, params)
+                    return local
+        elif local is not None and local.checked > self._looked_after and time.monotonic() - local.checked < self.fresh_for:
             if self._judge(local.current, local.computed_at, datetime.now(UTC)) != COMPUTE:
                 return local
         checked = time.monotonic()
@@ -157,6 +183,55 @@ class SharedAnswers:
         local = Answer(local.etag, local.body, local.version, local.computed_at, checked, local.version == current)
         self._keep(key, local)
         return local
+
+    # --- following the stored answers ------------------------------------------------------------
+
+    def _follow(self) -> None:
+        """Start following the stored answers (once per worker; again after settle)."""
+        if self._follower is None or self._follower.done():
+            self._follower = asyncio.ensure_future(self._follow_forever())
+
+    async def _follow_forever(self) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                await self.follow_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - requests look answers up meanwhile
+                log.warning("following the shared answers failed", exc_info=True)
+            await asyncio.sleep(max(0.01, self.follow_every - (time.monotonic() - started)))
+
+    async def follow_once(self) -> None:
+        """Read the changes of the stored answers since the read before the last (commits land out
+        of change-number order; one read of overlap), bring this worker's copies up to date, and
+        record the polls of the answers served from memory every `touch_every`."""
+        started = time.monotonic()
+        async with self.db.session() as session:
+            version, changes = await repo.read_changes(session, self._seen[0])
+        moved = []
+        for c in changes:
+            local = self._local.get(c.key)
+            if local is None or c.computed_at <= local.computed_at:
+                continue
+            if c.etag == local.etag:  # the same figures, found to hold later (restamped): its stamp
+                self._local[c.key] = replace(local, version=c.version, computed_at=c.computed_at)
+            else:
+                moved.append(c.key)
+        if moved:
+            async with self.db.session() as session:
+                for c, body in await repo.read_bodies(session, moved):
+                    local = self._local.get(c.key)
+                    if local is not None and c.computed_at > local.computed_at:
+                        self._local[c.key] = Answer(c.etag, body, c.version, c.computed_at)
+        self._seen = (self._seen[1], max([self._seen[1], *(c.seq for c in changes)]))
+        self._followed_version, self._followed_at = version, started
+        self.follows += 1
+        if self._polled and started - self._polled_at >= self.touch_every:
+            keys, self._polled, self._polled_at = sorted(self._polled), set(), started
+            now = datetime.now(UTC)
+            async with self.db.transaction() as session:
+                await repo.touch_many(session, keys, now, now - timedelta(seconds=self.touch_every))
 
     def _keep(self, key: str, answer: Answer) -> None:
         self._local[key] = answer
@@ -279,6 +354,11 @@ class SharedAnswers:
             log.warning("work behind a shared answer failed: %r", task.exception())
 
     async def settle(self) -> None:
-        """Wait for the work running behind served answers (tests; shutdown)."""
+        """Stop following the stored answers, and wait for the work running behind served answers
+        (tests; shutdown)."""
+        if self._follower is not None:
+            self._follower.cancel()
+            await asyncio.gather(self._follower, return_exceptions=True)
+            self._follower = None
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)

@@ -29,3 +29,5 @@ class SharedAnswer(Base):
     polled_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)  # last served (to within a few seconds)
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)  # a computation runs until then
     claimed_by: Mapped[str | None] = mapped_column(String(64))
+    # its change number: every store and restamp gives a new one (workers follow the rows above the last they saw)
+    seq: Mapped[int] = mapped_column(BigInteger, index=True, server_default="0")
