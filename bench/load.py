@@ -154,45 +154,70 @@ async def _poll(base, urls, clients, duration, interval, seed):
     return {"lat": lat, "errors": errors}
 
 
-def probe_proc(out, stop, base: str, token: str, communes: list[str], run: str, interval: float) -> None:
-    """KPI freshness: post one event, then read the unit's KPIs until it shows; time from the 202."""
+def probe_proc(
+    out, stop, base, token: str, communes: list[str], run: str, interval: float, parents: dict | None = None, probers: int = 1
+) -> None:
+    """KPI freshness: post one event, then read the unit's KPIs until it shows; time from the 202.
+    `base` may be a list of replicas: the event goes to one, the reads to the next. With `parents`,
+    the answer read is the commune's province's (`window=30d`, the probe's sector), as polled.
+    `probers` probes at once."""
     try:
-        out.put(("probe", 0, asyncio.run(_probe(stop, base, token, communes, run, interval))))
+        bases = [base] if isinstance(base, str) else list(base)
+        out.put(("probe", 0, asyncio.run(_probe(stop, bases, token, communes, run, interval, parents, probers))))
     except KeyboardInterrupt:
         pass
 
 
-async def _probe(stop, base, token, communes, run, interval):
+async def _probe(stop, bases, token, communes, run, interval, parents=None, probers=1):
     samples, failures, acks = [], 0, []
     rng = random.Random(7)
-    async with httpx.AsyncClient(base_url=base, timeout=60) as cl:
-        n = 0
-        while not stop.is_set():
-            n += 1
-            commune = communes[rng.randrange(len(communes))]
-            url = f"/api/v1/units/{commune}/kpis?window=1d&sector=bench-probe"
-            try:
-                before = (await cl.get(url)).json()["kpis"]["received"]
-                t0 = time.perf_counter()
-                r = await cl.post(
-                    "/api/v1/events",
-                    content=orjson.dumps({"events": [probe_event(commune, n, run)]}),
-                    headers={**JSON, "authorization": f"Bearer {token}"},
-                )
-                t_ack = time.perf_counter()
-                if r.status_code != 202 or r.json()["accepted"] != 1:
-                    failures += 1
+    counter = iter(range(10**9))
+    busy: set[str] = set()  # the answers a prober is timing
+    async with httpx.AsyncClient(timeout=60) as cl:
+
+        async def prober():
+            nonlocal failures
+            while not stop.is_set():
+                n = next(counter)
+                commune = communes[rng.randrange(len(communes))]
+                scope = commune if parents is None else parents[commune]
+                if scope in busy:  # another prober's event would show in this answer too
+                    await asyncio.sleep(0)
                     continue
-                acks.append(t_ack - t0)
-                while True:
-                    seen = (await cl.get(url)).json()["kpis"]["received"]
-                    if seen > before:
-                        samples.append(time.perf_counter() - t_ack)
-                        break
-                    if time.perf_counter() - t_ack > 30:
+                busy.add(scope)
+                writer, reader = bases[n % len(bases)], bases[(n + 1) % len(bases)]
+                if parents is None:
+                    url = f"{reader}/api/v1/units/{commune}/kpis?window=1d&sector=bench-probe"
+                else:
+                    url = f"{reader}/api/v1/units/{parents[commune]}/kpis?window=30d&sector=bench-probe"
+                try:
+                    before = (await cl.get(url)).json()["kpis"]["received"]
+                    t0 = time.perf_counter()
+                    r = await cl.post(
+                        writer + "/api/v1/events",
+                        content=orjson.dumps({"events": [probe_event(commune, n, run)]}),
+                        headers={**JSON, "authorization": f"Bearer {token}"},
+                    )
+                    t_ack = time.perf_counter()
+                    if r.status_code != 202 or r.json()["accepted"] != 1:
                         failures += 1
-                        break
-            except (httpx.HTTPError, KeyError, ValueError):
-                failures += 1
-            await asyncio.sleep(interval)
+                        continue
+                    acks.append(t_ack - t0)
+                    while True:
+                        seen = (await cl.get(url)).json()["kpis"]["received"]
+                        if seen > before:
+                            samples.append(time.perf_counter() - t_ack)
+                            break
+                        if time.perf_counter() - t_ack > 30:
+                            failures += 1
+                            break
+                        if parents is not None:
+                            await asyncio.sleep(0.01)
+                except (httpx.HTTPError, KeyError, ValueError):
+                    failures += 1
+                finally:
+                    busy.discard(scope)
+                await asyncio.sleep(interval)
+
+        await asyncio.gather(*(prober() for _ in range(probers)))
     return {"fresh": samples, "failures": failures, "acks": acks}

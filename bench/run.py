@@ -22,10 +22,10 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from bench import bare, naive
+from bench import bare, naive, replicas
 from bench.gen import MAX_SPAN_DAYS, span_days
 from bench.history import write_history_proc
-from bench.load import ingest_proc, poll_proc, probe_proc
+from bench.load import ingest_proc, probe_proc
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {
@@ -235,34 +235,7 @@ class Run:
         return self._read_sets(base, label, (("paced", self.args.poll_interval), ("back-to-back", 0.0)))
 
     def _read_sets(self, base, label, modes):
-        a = self.args
-        import random
-
-        rng = random.Random(3)
-        sets = {
-            "commune KPI (30d)": [f"/api/v1/units/{c}/kpis?window=30d" for c in rng.sample(self.communes, 500)],
-            "province KPI (30d)": [f"/api/v1/units/{p}/kpis?window=30d" for p in self.provinces],
-            "national KPI (30d)": ["/api/v1/units/VN/kpis?window=30d"],
-            "ranking 3,321 communes": ["/api/v1/rankings?level=commune&window=30d&limit=5000"],
-            "52-week series (province)": [f"/api/v1/units/{p}/series?kpi=on_time_rate&interval=week" for p in self.provinces],
-        }
-        out: dict[str, dict] = {}
-        per = max(1, a.pollers // a.generators)
-        # Paced: each poller asks about once per --poll-interval s, as a dashboard does (the targets);
-        # back to back: every poller asks again at once, which measures throughput, not latency.
-        for mode, interval in modes:
-            out[mode] = {}
-            for name, urls in sets.items():
-                q = mp.Queue()
-                t0 = time.time()
-                ps = [self.spawn(poll_proc, q, base, urls, per, a.read_seconds, interval, i) for i in range(a.generators)]
-                got = self.collect(q, ps)
-                wall = time.time() - t0  # the window plus the drain of requests in flight at its end
-                lat = [x for _, _, r in got for x in r["lat"]]
-                errors = sum(r["errors"] for _, _, r in got)
-                r = out[mode][name] = {"n": len(lat), "errors": errors, "rps": len(lat) / wall, "p50": pct(lat, 50), "p99": pct(lat, 99)}
-                self.log(f"reads {label} {mode} {name}: p50 {ms(r['p50'])} p99 {ms(r['p99'])} ({r['rps']:.0f}/s, {errors} errors)")
-        return out
+        return replicas.paced_reads(self, [base], replicas.read_sets(self.communes, self.provinces), label, modes)
 
     def reads_while_posting(self, base, label, b0):
         """The paced reads again while communes post a steady --post-rate events/s (batches of 100
@@ -283,6 +256,22 @@ class Run:
         out["posting"] = summary([r for _, _, rs in got for r in rs])
         self.log(f"posting during reads: {out['posting']['events_per_s']:.0f} events/s, ack p99 {ms(out['posting']['ack_p99'])}")
         return out, n_batches
+
+    def two_replicas(self, first: subprocess.Popen, port: int) -> dict:
+        """A second `chiso serve` on the database beside the first: bench.replicas.phase (reads at
+        rest and while posting with the pollers alternating between them, freshness, CPU by role,
+        PostgreSQL's CPU at --pollers and --many pollers); then the second stops."""
+        a = self.args
+        port2 = free_port()
+        env = {**self.env, "PROMETHEUS_MULTIPROC_DIR": str(self.tmp / "metrics-2")}
+        (self.tmp / "metrics-2").mkdir(exist_ok=True)
+        argv = [sys.executable, "-m", "app.cli", "serve", "--port", str(port2), "--workers", str(a.workers)]
+        second = self.start_server(argv, env, port2)
+        self.log(f"two replicas: a second chiso serve on {port2}")
+        try:
+            return replicas.phase(self, [f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port2}"], [first.pid, second.pid])
+        finally:
+            self.stop_server(second)
 
     def open_loop(self, base, rate, seconds, tag, b0, size=1000):
         """Batches of `size` sent on a schedule at `rate` events/s for `seconds`, whatever the answers
@@ -418,6 +407,8 @@ class Run:
         self.results["reads_1"] = self.reads(base, "1x")
         self.results["reads_1w"], nw = self.reads_while_posting(base, "1x", nb)
         nb += nw
+        if a.replicas:
+            self.results["replicas"] = self.two_replicas(p, port)
         # 4. growth
         target = a.events * a.growth
         self.log(f"growing to {target} events (at most {a.grow_seconds:.0f} s)")
@@ -686,6 +677,8 @@ def table(res: dict) -> str:
             f"{pi['wall_seconds']:.0f} s",
             f"{pi['lines']:,} events, {pi['events_per_s']:,.0f} events/s",
         )
+    if "replicas" in res:
+        replicas.rows(res["replicas"], row)
     for tag in ("reads_1w", "reads_2w", "reads_3w"):
         if tag in res:
             pw = res[tag]["posting"]
@@ -744,6 +737,10 @@ def parse(argv=None):
     ap.add_argument("--post-rate", type=float, default=2000.0, help="events/s posted during the reads-while-posting phases (default 2,000)")
     ap.add_argument("--probe-interval", type=float, default=0.5, help="seconds between freshness samples")
     ap.add_argument(
+        "--replicas", action=argparse.BooleanOptionalAction, default=True, help="the two-replica phase (bench.replicas; default on)"
+    )
+    ap.add_argument("--many", type=int, default=500, help="pollers of the two-replica phase's second PostgreSQL CPU measure")
+    ap.add_argument(
         "--pg",
         default=os.environ.get("CHISO_BENCH_PG", "postgresql://postgres@127.0.0.1:5432"),
         help="PostgreSQL server (a database is created and dropped on it)",
@@ -756,6 +753,7 @@ def parse(argv=None):
         args.events, args.read_seconds, args.growth, args.grow_seconds = 100_000, 3.0, 2, 60.0
         args.ref_events, args.naive_events = 30_000, 5_000
         args.year_events, args.year_seconds, args.province_events, args.half_seconds = 100_000, 30.0, 50_000, 10.0
+        args.many = 100
     return args
 
 

@@ -21,7 +21,10 @@ the data version and the stored answers whose change number (`seq`, new at every
 restamp) is above the last it saw, and the bodies of those it holds a copy of whose ETag moved. A
 request whose copy the last such read (younger than `fresh_for`) found servable is answered
 from memory: serving costs the database nothing per poll, whatever the number of pollers; the
-polls are recorded (`polled_at`) for all the worker's answers at once every `touch_every`.
+polls are recorded (`polled_at`) for all the worker's answers at once every `touch_every`. A copy
+served so is refreshed behind only past `follow_share` of `changed_for`: the refresher vouches for
+every polled answer each tick (restamped or computed) and the follower sees it, so requests do not
+claim and compute, in every worker, each answer the node-wide data version moved past.
 """
 
 from __future__ import annotations
@@ -90,6 +93,7 @@ class SharedAnswers:
         max_entries: int = 1024,
         holder: str | None = None,
         follow_every: float = 0.1,
+        follow_share: float = 0.5,
     ):
         self.db = db
         self.fresh_for = fresh_for
@@ -115,6 +119,9 @@ class SharedAnswers:
         self._polled: set[str] = set()  # answers served from memory since their polls were last recorded
         self._polled_at = time.monotonic()
         self.follows = 0  # reads of the changes (bench, tests)
+        # served from memory, a changed answer is left to the refresher (whose restamps and answers the
+        # follower sees within follow_every) for this share of changed_for before a request refreshes it
+        self.follow_share = follow_share
 
     def invalidate(self) -> None:
         """This worker just committed new figures: its copies are looked up again (read-your-writes)."""
@@ -134,7 +141,8 @@ class SharedAnswers:
             self._follow()
             followed = self._followed_at
             if local is not None and followed > self._looked_after and time.monotonic() - followed < self.fresh_for:
-                decision = self._judge(local.version == self._followed_version, local.computed_at, datetime.now(UTC))
+                share = max(self.refresh_share, self.follow_share)
+                decision = self._judge(local.version == self._followed_version, local.computed_at, datetime.now(UTC), share)
                 if decision != COMPUTE:
                     self._polled.add(key)
                     if decision == SERVE_AND_REFRESH:
@@ -160,14 +168,15 @@ class SharedAnswers:
                     pass
         return await self._compute_or_wait(ctx, kind, key, canonical_params(params))
 
-    def _judge(self, current: bool, computed_at: datetime, now: datetime) -> str:
+    def _judge(self, current: bool, computed_at: datetime, now: datetime, share: float | None = None) -> str:
         age = (now - computed_at).total_seconds()
+        share = self.refresh_share if share is None else share
         if current:
             if age < self.idle_for:
                 return SERVE
             return SERVE_AND_REFRESH if self.fresh_for > 0 and age < self.stale_for else COMPUTE
         if age < self.changed_for:  # the refresher (usually) gets the first half to refresh it
-            return SERVE if age < self.changed_for * self.refresh_share else SERVE_AND_REFRESH
+            return SERVE if age < self.changed_for * share else SERVE_AND_REFRESH
         return COMPUTE
 
     async def _body(self, key: str, stored: repo.Stored, current: int, checked: float) -> Answer:
