@@ -11,7 +11,7 @@ Two `chiso serve --workers N` on one PostgreSQL database, the pollers alternatin
   posted (batches of 100 from all communes, half to each replica, open loop);
 - freshness under that feed: a probe posts one event to a random commune on one replica and reads
   its province's answer (`window=30d`, the probe's own sector, so only probes move it) on the other
-  until it shows; p50/p99 from the 202 (3 probers at once, never two on one province);
+  until it shows; p50/p99 from the 202 (8 probers at once, never two on one province);
 - CPU seconds per second (cores) while posting: the answer refresher's process (the exporter
   process of the replica holding the refresher's advisory lock), the other exporter, the web
   workers, and PostgreSQL's backends of the bench database (nobody else's);
@@ -200,6 +200,22 @@ def service_roles(root_pids: list[int], dsn: str):
     return roles
 
 
+def computed(bases: list[str]) -> dict[str, float]:
+    """Answers computed so far, by whom (request, refresher), over the servers (their /metrics)."""
+    from types import SimpleNamespace
+
+    from bench.shared_answers import computations
+
+    try:
+        return computations([SimpleNamespace(base=b) for b in bases])
+    except Exception:  # noqa: BLE001 - a figure less, not a failed phase
+        return {}
+
+
+def _rate(before: dict, after: dict, wall: float) -> dict[str, float]:
+    return {by: (after[by] - before.get(by, 0.0)) / wall for by in sorted(after)}
+
+
 def phase(ctx, bases: list[str], root_pids: list[int], tag: str = "r2") -> dict:
     """The two-replica phase on running servers: reads at rest, reads and freshness while posting,
     CPU by role, PostgreSQL's CPU at --pollers and --many pollers. `ctx` has args (pollers,
@@ -227,11 +243,12 @@ def phase(ctx, bases: list[str], root_pids: list[int], tag: str = "r2") -> dict:
             for g in range(2)
         ]
         time.sleep(3)  # the load settles
-        probe = ctx.spawn(probe_proc, pq, stop, bases, ctx.token, ctx.communes, tag, 0.05, ctx.parents, 3)
+        probe = ctx.spawn(probe_proc, pq, stop, bases, ctx.token, ctx.communes, tag, 0.05, ctx.parents, 8)
         meter.start_window()
-        t0 = time.time()
+        t0, made = time.time(), computed(bases)
         res["posting"] = paced_reads(ctx, bases, sets, f"{len(bases)} replicas while posting", (("paced", a.poll_interval),))["paced"]
         cpu, wall = meter.window(), time.time() - t0
+        res["computed_posting"] = _rate(made, computed(bases), wall)
         stop.set()
         fresh = ctx.collect(pq, [probe], timeout=120)[0][2]
         got = ctx.collect(q, gens)
@@ -247,12 +264,17 @@ def phase(ctx, bases: list[str], root_pids: list[int], tag: str = "r2") -> dict:
         # PostgreSQL's CPU at rest, serving few and many pollers of distinct communes' answers
         communes = {"commune KPI (30d)": sets["commune KPI (30d)"]}
         res["pg_by_pollers"] = {}
-        for n in (a.pollers, a.many):
+        for n in (0, a.pollers, a.many):  # 0: what runs anyway (the refresher's ticks, the followers, the exporter)
             meter.start_window()
-            t0 = time.time()
-            r = paced_reads(ctx, bases, communes, f"{n} pollers at rest", (("paced", a.poll_interval),), pollers=n)["paced"]
+            t0, made = time.time(), computed(bases)
+            if n:
+                r = paced_reads(ctx, bases, communes, f"{n} pollers at rest", (("paced", a.poll_interval),), pollers=n)["paced"]
+            else:
+                time.sleep(a.read_seconds)
+                r = {"commune KPI (30d)": {"n": 0, "errors": 0, "rps": 0.0, "p50": None, "p99": None}}
             cpu, wall = meter.window(), time.time() - t0
             res["pg_by_pollers"][n] = r["commune KPI (30d)"] | {"cores": {k: v / wall for k, v in sorted(cpu.items())}}
+            res["pg_by_pollers"][n]["computed"] = _rate(made, computed(bases), wall)
             ctx.log(f"{n} pollers: {res['pg_by_pollers'][n]}")
     finally:
         meter.halt.set()
@@ -298,17 +320,24 @@ def rows(res: dict, row) -> None:
     row(f"{n} replicas: posted while reading", f"{res['posted_per_s']:,.0f} events/s", f"failed batches {res['failed_batches']}")
     for role, cores in res["cpu_posting"].items():
         row(f"  CPU while posting: {role}", f"{cores:.2f} cores")
-    few, many = (res["pg_by_pollers"][k] for k in sorted(res["pg_by_pollers"], key=int))
+    made = ", ".join(f"{v:.1f}/s by {by}" for by, v in res.get("computed_posting", {}).items())
+    row("  answers computed while posting", made or "—")
+    by = res["pg_by_pollers"]
+    counts = sorted(by, key=int)
+    few, many = by[counts[-2]], by[counts[-1]]
     pg = "PostgreSQL (this database)"
     a, b = few["cores"].get(pg, 0.0), many["cores"].get(pg, 0.0)
-    label = " vs ".join(str(k) for k in sorted(res["pg_by_pollers"], key=int))
     row(
-        f"{n} replicas: PostgreSQL CPU at rest, {label} pollers of communes",
-        f"{a:.3f} / {b:.3f} cores ({few['rps']:.0f} / {many['rps']:.0f} answers/s)",
+        f"{n} replicas: PostgreSQL CPU at rest, {' / '.join(str(k) for k in counts)} pollers of communes",
+        " / ".join(f"{by[k]['cores'].get(pg, 0.0):.3f}" for k in counts) + " cores",
         "no higher with more pollers",
         b <= a + 0.02,
     )
+    row("  same: answers/s", " / ".join(f"{by[k]['rps']:.0f}" for k in counts))
     row("  same: commune p50 / p99", f"{ms(few['p50'])} / {ms(few['p99'])}; {ms(many['p50'])} / {ms(many['p99'])}")
+    made = " / ".join(", ".join(f"{v:.1f}/s by {b}" for b, v in by[k].get("computed", {}).items()) or "—" for k in counts)
+    row("  same: answers computed", made)
+    row("  same: the service's CPU", " / ".join(f"{sum(v for r, v in by[k]['cores'].items() if r != pg):.2f}" for k in counts) + " cores")
 
 
 # --- standalone -----------------------------------------------------------------------------------
