@@ -4,6 +4,7 @@ computation, kept fresh by the refresher, and read-your-writes with fresh_for = 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -83,10 +84,14 @@ async def rows(svc) -> dict[str, SharedAnswer]:
 
 
 async def age(svc, seconds: float) -> None:
-    """Make every stored answer look computed `seconds` earlier."""
+    """Make every stored answer, and the service's copies of them, look computed `seconds` earlier
+    (time passed: a worker following the store sees no change to them)."""
     async with svc.db.transaction() as session:
         for r in (await session.execute(select(SharedAnswer))).scalars():
             r.computed_at = r.computed_at - timedelta(seconds=seconds)
+    answers = svc.app.state.answers
+    for key, copy in list(answers._local.items()):
+        answers._local[key] = dataclasses.replace(copy, computed_at=copy.computed_at - timedelta(seconds=seconds))
 
 
 def one_received(unit: str = "19777") -> list[dict]:
