@@ -24,16 +24,16 @@ nothing is restamped.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import datetime, timedelta, tzinfo
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.aggregates import periods
 from app.aggregates.live_memo import MARGIN, read_moved
+from app.answers.kinds import compared_at_now
 from app.db import meta
 from app.db.models import NetworkSource, UnitChange
-from app.scoring import service as scoring
 from app.units.model import NATION
 from app.units.service import Registry
 
@@ -113,7 +113,7 @@ class Dependencies:
         computation saw every batch those counts show): adopted."""
         if touched is None or row.kind not in HELD_KINDS or touched & _units_of(row.kind, params):
             return False
-        if _compared_at_now(row.kind, params, now, self.tz):
+        if compared_at_now(row.kind, params, now, self.tz):
             return False
         today = periods.today(now, self.tz)
         held = self._held.get(row.key)
@@ -135,15 +135,6 @@ class Dependencies:
 
     def drop(self, key: str) -> None:
         self._held.pop(key, None)
-
-
-def _compared_at_now(kind: str, params: dict, now: datetime, tz: tzinfo) -> bool:
-    """A KPI answer or a ranking of a period not over: its previous figures stand at t, which moves."""
-    if kind not in ("kpis", "rankings"):
-        return False
-    at = params.get("at")
-    p = scoring.pick_period(params.get("period"), None if at is None else date.fromisoformat(at), params.get("window"), now, tz)
-    return scoring.compared(p, now, tz)[2] is not None
 
 
 def _units_of(kind: str, params: dict) -> set[str]:
