@@ -188,11 +188,11 @@ async def run(per_day: int, days: int, history: int, keep: bool, given: str | No
                     cases[f"{code}: KPI answer, {label}, memos, after a change"] = (with_memos(answer), True)
         for label, p in (("7d in progress", live), ("finished week", done)):
             for level in ("commune", "province"):
-                for name, m in (("ranking memo", plain), ("memos", memo)):
+                for memos, m in (("ranking memo", plain), ("memos", memo)):
                     call = lambda p=p, level=level, m=m: service.ranking(db, registry, tz, level, None, p, "-received", 5000, 0, memo=m)  # noqa: E731
-                    cases[f"ranking of all {level}s, {label} ({name})"] = (call, False)
+                    cases[f"ranking of all {level}s, {label} ({memos})"] = (call, False)
                     if m is memo and p is live:
-                        cases[f"ranking of all {level}s, {label} ({name}), after a change"] = (call, True)
+                        cases[f"ranking of all {level}s, {label} ({memos}), after a change"] = (call, True)
             cases[f"drivers of {province} on_time_rate, {label}"] = (
                 lambda p=p: drivers_service.drivers(db, registry, tz, province, "on_time_rate", p),
                 False,
