@@ -16,7 +16,8 @@ figures are those a computation would give.
 Only kinds whose figures move with time at deadlines alone are restamped (KPIs, series, sectors,
 rankings), and of KPIs and rankings only those of a period that is over: while it is not, their
 previous figures stand at the same point t of the previous period (SPEC section 4), and t moves with
-now; the at-risk list (`hours_left`), the silent units (`silent_hours`), drivers and reports
+now (kinds.compared_at_now; their computation steps each unit's kept correction from the last t:
+app.aggregates.tau_memo); the at-risk list (`hours_left`), the silent units (`silent_hours`), drivers and reports
 are computed again as before. On a central node (records of subordinates, which no count shows)
 nothing is restamped.
 """
