@@ -91,3 +91,47 @@ class TestMigrations:
         again = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in rows[2].items()}  # a repeat is still a duplicate
         body = (await svc.post([again | {"occurred_at": datetime.now(UTC).isoformat()}], await svc.key("ingest", "46"))).json()
         assert (body["accepted"], body["duplicates"]) == (0, 1)
+
+    async def test_the_event_log_keeps_one_index_and_its_events(self, fresh_service):
+        """e2a4c6e8f0b2: on PostgreSQL the log's key goes (event_key decides duplicates), its events stay,
+        a repeat is still a duplicate; down again, the key comes back over the same events."""
+        svc = fresh_service
+        now = datetime.now(UTC)
+        events = [
+            {"event_id": f"k{i}", "type": "received", "dossier_id": f"d{i}", "unit_code": "19777", "occurred_at": (now - timedelta(hours=i + 1)).isoformat()}
+            | {"channel": "online", "due_at": (now + timedelta(days=1)).isoformat()}
+            for i in range(3)
+        ]
+        key = await svc.key("ingest", "46")
+        db = Database(svc.url)
+
+        async def key_columns(conn) -> list[str]:
+            stmt = text(
+                "SELECT a.attname FROM pg_constraint c JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)"
+                " WHERE c.conrelid = 'dossier_event'::regclass AND c.contype = 'p' ORDER BY array_position(c.conkey, a.attnum)"
+            )
+            return list((await conn.execute(stmt)).scalars())
+
+        try:
+            async with db.engine.begin() as conn:
+                await migrate.downgrade(conn, "e2a4c6e8f0b2-1")
+            first = (await svc.post(events[:2], key)).json()
+            assert first["accepted"] == 2, first
+            async with db.engine.begin() as conn:
+                await migrate.upgrade(conn)
+            async with db.engine.connect() as conn:
+                assert (await conn.execute(text("SELECT count(*) FROM dossier_event"))).scalar_one() == 2
+                if conn.dialect.name == "postgresql":
+                    assert await key_columns(conn) == []
+            body = (await svc.post(events, key)).json()
+            assert (body["accepted"], body["duplicates"]) == (1, 2)
+            async with db.engine.begin() as conn:
+                await migrate.downgrade(conn, "e2a4c6e8f0b2-1")
+            async with db.engine.connect() as conn:
+                assert (await conn.execute(text("SELECT count(*) FROM dossier_event"))).scalar_one() == 3
+                if conn.dialect.name == "postgresql":
+                    assert await key_columns(conn) == ["unit_code", "event_id", "occurred_at"]
+            async with db.engine.begin() as conn:
+                await migrate.upgrade(conn)
+        finally:
+            await db.dispose()
