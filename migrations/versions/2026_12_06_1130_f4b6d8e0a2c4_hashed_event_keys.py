@@ -4,8 +4,9 @@ Revision ID: f4b6d8e0a2c4
 Revises: e2a4c6e8f0b2
 Create Date: 2026-12-06 11:30:00
 
-Issue 24's compact store. A key is the first 16 bytes of the SHA-256 of `unit_code:event_id` in
-UTF-8 (app.db.models.event_log.event_key_of, spelled here as it was when this revision was made):
+Issue 24's compact store. A key is the first 4 bytes of the SHA-256 of `unit_code` (a unit's keys
+stay together in the index) then the first 12 of the SHA-256 of `unit_code:event_id`, in UTF-8
+(app.db.models.event_log.event_key_of, spelled here as it was when this revision was made):
 uuid on PostgreSQL, its 32 hex digits on SQLite. Every stored key is hashed into the new table,
 archived events' included, so a re-sent event stays a duplicate. Downgrade cannot read ids back from
 their keys: it makes (unit_code, event_id) keys of the events still stored (those of archived months
@@ -24,12 +25,16 @@ down_revision: str | None = "e2a4c6e8f0b2"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-SQL_KEY = "encode(substring(sha256(convert_to(unit_code || ':' || event_id, 'UTF8')) FROM 1 FOR 16), 'hex')::uuid"
+SQL_KEY = (
+    "encode(substring(sha256(convert_to(unit_code, 'UTF8')) FROM 1 FOR 4)"
+    " || substring(sha256(convert_to(unit_code || ':' || event_id, 'UTF8')) FROM 1 FOR 12), 'hex')::uuid"
+)
 BATCH = 10_000
 
 
 def _key(unit_code: str, event_id: str) -> uuid.UUID:
-    return uuid.UUID(bytes=hashlib.sha256(f"{unit_code}:{event_id}".encode()).digest()[:16])
+    unit = unit_code.encode()
+    return uuid.UUID(bytes=hashlib.sha256(unit).digest()[:4] + hashlib.sha256(unit + b":" + event_id.encode()).digest()[:12])
 
 
 def upgrade() -> None:
