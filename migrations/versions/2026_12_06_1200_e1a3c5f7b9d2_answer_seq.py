@@ -1,8 +1,8 @@
 """shared_answer.seq: the stored answer's change number, so workers follow the answers that changed
 
 Revision ID: e1a3c5f7b9d2
-Revises: b5c7d9e1f3a5
-Create Date: 2026-12-06 11:00:00
+Revises: f4b6d8e0a2c4
+Create Date: 2026-12-06 12:00:00
 
 Every store and every restamp of a shared answer gives its row a new `seq` (PostgreSQL: from the
 sequence `shared_answer_seq`; SQLite, whose writers take turns: one more than the largest). A
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "e1a3c5f7b9d2"
-down_revision: str | None = "b5c7d9e1f3a5"
+down_revision: str | None = "f4b6d8e0a2c4"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
