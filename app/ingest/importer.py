@@ -261,7 +261,7 @@ class Importer:
         """The bulk path's second step: every loaded event stored, group by group (app.ingest.bulk);
         the accepted count becomes what the store took, the rest duplicates."""
         await load.ensure_partitions()
-        groups = await load.groups(self.group_events)
+        groups = await load.groups(self.group_events, self.writers)
         loaded, accepted = report.accepted, 0
 
         async def build(writer: int) -> None:
