@@ -54,6 +54,7 @@ def table_of(path: Path, fingerprint: dict) -> str:
 class BuildReport:
     staged: int = 0  # distinct events taken from the work table
     accepted: int = 0  # of them, stored (the others were stored before: duplicates)
+    fresh: int = 0  # of them, stored by the fresh path (app.ingest.fresh)
 
 
 class BulkLoad:
@@ -118,7 +119,7 @@ class BulkLoad:
                 old.update(new)  # rolled back: the pass builds them below
         if old:
             got = await self._build_pass(sorted(old), slot)
-            report = BuildReport(report.staged + got.staged, report.accepted + got.accepted)
+            report = BuildReport(report.staged + got.staged, report.accepted + got.accepted, report.fresh)
         return report
 
     async def _begin(self, session) -> None:
@@ -138,11 +139,9 @@ class BulkLoad:
         chains = {u: rollup_chain(self.registry, u) for u in units}
         async with self.db.transaction() as session:
             await self._begin(session)
-            stored = await fresh.build(
-                session, self.table, units, chains, self.settings.timezone, datetime.now(UTC), slot % ROLLUP_SLOTS
-            )
+            stored = await fresh.build(session, self.table, units, chains, self.settings.timezone, datetime.now(UTC), slot % ROLLUP_SLOTS)
             await self._done(session, units)
-        return BuildReport(stored, stored)
+        return BuildReport(stored, stored, stored)
 
     async def _build_pass(self, units: list[str], slot: int) -> BuildReport:
         fn = pgpass.current()

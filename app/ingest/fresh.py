@@ -35,7 +35,6 @@ from datetime import datetime
 from functools import cache
 
 import orjson
-
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -167,9 +166,8 @@ async def _collapse(session: AsyncSession, tables: tuple[str, ...]) -> None:
         keys = [c for c, summed in cols if not summed and c != "unit_code"]
         select = ", ".join("r.rep" if c == "unit_code" else f"sum(t.{c})" if summed else f"t.{c}" for c, summed in cols)
         group = ", ".join(["r.rep", *(f"t.{c}" for c in keys)])
-        await session.execute(
-            text(f"INSERT INTO chiso_x{table[6:]} SELECT {select} FROM {table} t JOIN chiso_rep r ON r.unit_code = t.unit_code GROUP BY {group}")
-        )
+        join = f"{table} t JOIN chiso_rep r ON r.unit_code = t.unit_code"
+        await session.execute(text(f"INSERT INTO chiso_x{table[6:]} SELECT {select} FROM {join} GROUP BY {group}"))
 
 
 async def build(

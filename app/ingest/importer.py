@@ -48,6 +48,7 @@ class FileReport:
     resumed_at_line: int = 0  # 0: from the start
     seconds: float = 0.0
     load_seconds: float = 0.0  # the bulk path: of `seconds`, loading (the rest builds)
+    fresh: int = 0  # the bulk path: of `accepted`, stored by plain inserts into units with nothing stored (app.ingest.fresh)
 
     @property
     def events_per_s(self) -> float:
@@ -269,6 +270,7 @@ class Importer:
             while groups:
                 got = await load.build(groups.pop(0), writer)
                 accepted += got.accepted
+                report.fresh += got.fresh
 
         await asyncio.gather(*(build(w) for w in range(self.writers)))
         await load.close()
