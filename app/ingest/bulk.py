@@ -60,7 +60,6 @@ class BuildReport:
 class BulkLoad:
     def __init__(self, db: Database, registry: Registry, settings: Settings, table: str):
         self.db, self.registry, self.settings, self.table = db, registry, settings, table
-        self.seq = 0
 
     async def open(self) -> None:
         """Create the work table if a former run did not leave it."""
@@ -68,14 +67,13 @@ class BulkLoad:
         async with self.db.transaction() as session:
             await session.execute(text(f"CREATE TABLE IF NOT EXISTS {self.table} AS SELECT {cols} FROM dossier_event WITH NO DATA"))
             await session.execute(text(f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS seq bigint"))
-            self.seq = (await session.execute(text(f"SELECT coalesce(max(seq), 0) FROM {self.table}"))).scalar() or 0
 
-    async def load(self, events: list[dict]) -> None:
-        """COPY one chunk's valid events into the work table (its own transaction)."""
-        if not events:
+    async def load(self, records: list[tuple]) -> None:
+        """COPY one chunk's valid events into the work table (its own transaction): rows of
+        STAGE_COLUMNS and the line number (`seq`: of two copies of an event, the first line's is
+        staged, app.ingest.validators)."""
+        if not records:
             return
-        base, self.seq = self.seq, self.seq + len(events)
-        records = [(*(e[c] for c in STAGE_COLUMNS), base + i + 1) for i, e in enumerate(events)]
         async with self.db.transaction() as session:
             raw = await (await session.connection()).get_raw_connection()
             await raw.driver_connection.copy_records_to_table(self.table, records=records, columns=(*STAGE_COLUMNS, "seq"))

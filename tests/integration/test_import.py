@@ -266,8 +266,8 @@ class TestImport:
         path = write_ndjson(tmp_path / "history.ndjson", events, random.Random(2), dup_every=11)
         async with make_service() as imported:
             await post_all(imported, await imported.key("ingest", "VN"), before, random.Random(3))
-            # groups of several whole units, two built at once
-            report = await (await importer(imported, chunk_lines=101, group_events=400, writers=2)).import_file(path)
+            # lines screened by two processes; groups of several whole units, two built at once
+            report = await (await importer(imported, chunk_lines=101, group_events=400, writers=2, validators=2)).import_file(path)
             assert (report.accepted, report.rejected) == (len(events) - len(before), 0)
             assert report.fresh == (0 if store == "sqlite" else fresh_events) and fresh_events > 0
             assert await answers(imported) == expected
@@ -280,6 +280,7 @@ class TestImport:
         (within the clock skew) also sends its group to the pass, which marks it in dossier_future."""
         if store == "sqlite":
             pytest.skip("the bulk path is PostgreSQL's")
+        from app.aggregates.writes import STAGE_COLUMNS
         from app.ingest import fresh
         from app.ingest.bulk import BulkLoad
         from app.ingest.service import screen
@@ -296,7 +297,7 @@ class TestImport:
             await post_all(svc, await svc.key("ingest", "VN"), [e for e in events if e["unit_code"] == a][::2], random.Random(2))
             registry = await svc.app.state.registry.refresh()
             screened = screen([wire(e) for e in [*events, ahead]], registry, now, timedelta(seconds=300), None, set())
-            valid = [got for status, _, got in screened if status == "valid"]
+            valid = [(*(got[c] for c in STAGE_COLUMNS), n) for n, (status, _, got) in enumerate(screened, 1) if status == "valid"]
             load = BulkLoad(svc.db, registry, svc.settings, "chiso_bulk_test_fallback")
             await load.open()
             await load.load(valid)
