@@ -52,7 +52,8 @@ async def main(args) -> None:
             print(f"{n:,} events of {len(communes):,} communes written in {time.time() - t0:.0f} s: {path}")
         env = os.environ | {"DATABASE_URL": url}
         cmd = [sys.executable, "-m", "app.cli", "import", str(path), "--json", "--writers", str(args.writers)]
-        cmd += ["--bulk", "--group", str(args.group), "--validators", str(args.validators)] if args.bulk else ["--no-bulk"]
+        cmd += ["--bulk", "--group", str(args.group)] if args.bulk else ["--no-bulk"]
+        cmd += ["--validators", str(args.validators)] if args.bulk and args.validators != 1 else []
         t0 = time.time()
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         server = _ServerCpu(admin, name)
