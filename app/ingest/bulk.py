@@ -93,7 +93,11 @@ class BulkLoad:
                 size = 0
             out[-1].append(unit)
             size += n
-        return [g for g in out if g]
+        out = [g for g in out if g]
+        if len(out) > writers:  # each group reads its units by an index, not the whole table
+            async with self.db.transaction() as session:
+                await session.execute(text(f"CREATE INDEX IF NOT EXISTS {self.table}_unit ON {self.table} (unit_code)"))
+        return out
 
     async def ensure_partitions(self) -> None:
         """The log's monthly partitions of every staged event (app.db.partitions)."""
