@@ -230,9 +230,9 @@ def import_events(
         bool, typer.Option("--bulk/--no-bulk", help="PostgreSQL: load by COPY, then build each unit's rows once (app.ingest.bulk).")
     ] = True,
     group: Annotated[int, typer.Option(help="--bulk: events per build transaction (whole units).")] = 250_000,
-    validators: Annotated[int, typer.Option(help="--bulk: processes parsing and validating lines (default: the CPUs, at most 4).")] = min(
-        4, os.cpu_count() or 1
-    ),
+    validators: Annotated[
+        int, typer.Option(help="--bulk: processes parsing and validating lines (more than 1 pays only with idle CPUs).")
+    ] = 1,
 ) -> None:
     """Back-fill history: every line under the API's rules; rejected lines to FILE.rejected; resumable."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
