@@ -29,12 +29,15 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 
 TABLES_SQL = """
-SELECT c.relname AS name, c.reltuples::bigint AS est_rows,
-       pg_total_relation_size(c.oid) AS total, pg_relation_size(c.oid) AS heap,
-       pg_table_size(c.oid) - pg_relation_size(c.oid) AS toast, pg_indexes_size(c.oid) AS indexes
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
-ORDER BY pg_total_relation_size(c.oid) DESC
+WITH rel AS (  -- a partitioned table counts its partitions (the event log's months)
+  SELECT coalesce(i.inhparent, c.oid) AS top, c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  LEFT JOIN pg_inherits i ON i.inhrelid = c.oid WHERE n.nspname = 'public' AND c.relkind = 'r'
+)
+SELECT t.relname AS name, sum(t2.reltuples)::bigint AS est_rows,
+       sum(pg_total_relation_size(r.oid))::bigint AS total, sum(pg_relation_size(r.oid))::bigint AS heap,
+       sum(pg_table_size(r.oid) - pg_relation_size(r.oid))::bigint AS toast, sum(pg_indexes_size(r.oid))::bigint AS indexes
+FROM rel r JOIN pg_class t ON t.oid = r.top JOIN pg_class t2 ON t2.oid = r.oid
+GROUP BY t.relname ORDER BY 3 DESC
 """
 INDEXES_SQL = """
 SELECT s.relname AS tab, s.indexrelname AS name, pg_relation_size(s.indexrelid) AS bytes, s.idx_scan AS scans

@@ -109,11 +109,13 @@ async def read_at_risk(
             total += int(row[0] or 0) - int(row[1] or 0)
     else:
         total = int((await conn.execute(count, params)).scalar() or 0)
-    keys = sorted({(r["unit_code"], r["recv_event_id"]) for r in rows if r["recv_event_id"]})
+    # the log is found by dossier (its one index on PostgreSQL: migration e2a4c6e8f0b2)
+    receipts = sorted({(r["unit_code"], r["dossier_id"], r["recv_event_id"]) for r in rows if r["recv_event_id"]})
+    keys = sorted({(u, i) for u, _, i in receipts})
     procedures: dict[tuple[str, str], str | None] = {}
-    for chunk in (keys[i : i + 500] for i in range(0, len(keys), 500)):
+    for chunk in (receipts[i : i + 500] for i in range(0, len(receipts), 500)):
         e = DossierEvent
-        stmt = select(e.unit_code, e.event_id, e.procedure_code).where(tuple_(e.unit_code, e.event_id).in_(chunk))
+        stmt = select(e.unit_code, e.event_id, e.procedure_code).where(tuple_(e.unit_code, e.dossier_id, e.event_id).in_(chunk))
         procedures.update({(u, i): p for u, i, p in (await conn.execute(stmt)).all()})
     archived = [k for k in keys if k not in procedures]  # receipts of a month archived (app.retention)
     for chunk in (archived[i : i + 500] for i in range(0, len(archived), 500)):

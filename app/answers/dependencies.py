@@ -16,7 +16,8 @@ figures are those a computation would give.
 Only kinds whose figures move with time at deadlines alone are restamped (KPIs, series, sectors,
 rankings), and of KPIs and rankings only those of a period that is over: while it is not, their
 previous figures stand at the same point t of the previous period (SPEC section 4), and t moves with
-now; the at-risk list (`hours_left`), the silent units (`silent_hours`), drivers and reports
+now (kinds.compared_at_now; their computation steps each unit's kept correction from the last t:
+app.aggregates.tau_memo); the at-risk list (`hours_left`), the silent units (`silent_hours`), drivers and reports
 are computed again as before. On a central node (records of subordinates, which no count shows)
 nothing is restamped.
 """
@@ -24,16 +25,16 @@ nothing is restamped.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import datetime, timedelta, tzinfo
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.aggregates import periods
 from app.aggregates.live_memo import MARGIN, read_moved
+from app.answers.kinds import compared_at_now
 from app.db import meta
 from app.db.models import NetworkSource, UnitChange
-from app.scoring import service as scoring
 from app.units.model import NATION
 from app.units.service import Registry
 
@@ -113,7 +114,7 @@ class Dependencies:
         computation saw every batch those counts show): adopted."""
         if touched is None or row.kind not in HELD_KINDS or touched & _units_of(row.kind, params):
             return False
-        if _compared_at_now(row.kind, params, now, self.tz):
+        if compared_at_now(row.kind, params, now, self.tz):
             return False
         today = periods.today(now, self.tz)
         held = self._held.get(row.key)
@@ -135,15 +136,6 @@ class Dependencies:
 
     def drop(self, key: str) -> None:
         self._held.pop(key, None)
-
-
-def _compared_at_now(kind: str, params: dict, now: datetime, tz: tzinfo) -> bool:
-    """A KPI answer or a ranking of a period not over: its previous figures stand at t, which moves."""
-    if kind not in ("kpis", "rankings"):
-        return False
-    at = params.get("at")
-    p = scoring.pick_period(params.get("period"), None if at is None else date.fromisoformat(at), params.get("window"), now, tz)
-    return scoring.compared(p, now, tz)[2] is not None
 
 
 def _units_of(kind: str, params: dict) -> set[str]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, tzinfo
 
+from app.aggregates.at_tau import TAU
 from app.aggregates.live_memo import LIVE
 from app.db.engine import Database
 from app.scoring import drivers as drivers_service
@@ -127,11 +128,27 @@ KINDS: dict[str, Callable[[ReadContext, dict], Awaitable[dict]]] = {
 }
 
 
+# Kinds whose answer compares a period with its previous one (SPEC section 4): while the period is
+# not over, the previous figures stand at the same point t, which moves with now (compared_at_now).
+COMPARED_KINDS = ("kpis", "rankings")
+
+
+def compared_at_now(kind: str, params: dict, now: datetime, tz: tzinfo) -> bool:
+    """A KPI answer or a ranking of a period not over: its previous figures stand at t, which moves
+    with now (its figures can change with time alone, and `until` does)."""
+    if kind not in COMPARED_KINDS:
+        return False
+    p = scoring.pick_period(params.get("period"), _date(params.get("at")), params.get("window"), now, tz)
+    return scoring.compared(p, now, tz)[2] is not None
+
+
 async def compute(ctx: ReadContext, kind: str, params: dict) -> dict:
-    """The answer of one kind for these parameters, computed now (the figures at now of the units
-    that did not change since this process last read them from its memo: app.aggregates.live_memo)."""
-    token = LIVE.set(ctx.rankings.live)
+    """The answer of one kind for these parameters, computed now (the figures at now, and the
+    previous period's corrections at the same point, of the units that did not change since this
+    process last read them from its memos: app.aggregates.live_memo, app.aggregates.tau_memo)."""
+    token, tau = LIVE.set(ctx.rankings.live), TAU.set(getattr(ctx.rankings, "tau", None))
     try:
         return await KINDS[kind](ctx, params)
     finally:
+        TAU.reset(tau)
         LIVE.reset(token)

@@ -8,11 +8,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect
 from app.db.models import DossierEvent, DossierFuture, EventKey
+from app.db.models.event_log import event_key_of
 
 CHUNK = 1000
 
@@ -26,12 +27,10 @@ async def insert_events(session: AsyncSession, rows: list[dict]) -> set[tuple[st
     """Insert events whose (unit_code, event_id) was never stored, archived or not (app.db.models.event_log:
     the keys first, then the log); returns the keys actually inserted."""
     rows = sorted(rows, key=lambda r: (r["unit_code"], r["event_id"]))
-    keys = [{"unit_code": r["unit_code"], "event_id": r["event_id"]} for r in rows]
-    inserted = {
-        (u, e)
-        for u, e in await dialect.bulk_upsert(session, EventKey, keys, ["unit_code", "event_id"], returning=("unit_code", "event_id"))
-    }
-    fresh = [r for r in rows if (r["unit_code"], r["event_id"]) in inserted]
+    by_key = {event_key_of(r["unit_code"], r["event_id"]): r for r in rows}
+    keys = [{"key": k} for k in sorted(by_key)]
+    inserted = {k for (k,) in await dialect.bulk_upsert(session, EventKey, keys, ["key"], returning=("key",))}
+    fresh = [r for k, r in by_key.items() if k in inserted]
     # a key missing for a stored event (written by a version older than event_key) leaves it a duplicate
     stored = await dialect.bulk_upsert(
         session, DossierEvent, fresh, ["unit_code", "event_id", "occurred_at"], returning=("unit_code", "event_id")
@@ -47,8 +46,9 @@ async def mark_future(session: AsyncSession, rows: list[dict], before: datetime)
 
 async def read_stored_event_keys(session: AsyncSession, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
     """Which of these (unit_code, event_id) are stored (or were, before their month was archived)."""
+    of = {event_key_of(u, e): (u, e) for u, e in keys}
     found: set[tuple[str, str]] = set()
-    for chunk in _chunks(sorted(keys)):
-        stmt = select(EventKey.unit_code, EventKey.event_id).where(tuple_(EventKey.unit_code, EventKey.event_id).in_(chunk))
-        found.update((u, e) for u, e in (await session.execute(stmt)).all())
+    for chunk in _chunks(sorted(of)):
+        stmt = select(EventKey.key).where(EventKey.key.in_(chunk))
+        found.update(of[k] for (k,) in (await session.execute(stmt)).all())
     return found

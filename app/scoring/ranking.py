@@ -8,13 +8,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
 from app.aggregates import periods
-from app.aggregates.at_tau import read_at_instant
+from app.aggregates.at_tau import apply, is_central, read_at_instant
 from app.aggregates.live_memo import LiveMemo, fill, read_live, read_network_due, total_of
 from app.aggregates.network_reads import _read_network_cohort
 from app.aggregates.periods import Period
 from app.aggregates.reads import read_sums, read_unit_changes
 from app.aggregates.silent import DEFAULT_AFTER_HOURS
 from app.aggregates.sums import Scope, Sums, live_part, span_at, with_live
+from app.aggregates.tau_memo import TauMemo
+from app.aggregates.tau_memo import total_of as tau_total
 from app.db.engine import Database
 from app.db.models import ALL_SECTORS
 from app.errors import Unprocessable
@@ -46,6 +48,7 @@ class RankingMemo:
         self.size = size
         self._entries: OrderedDict[tuple, _Figures] = OrderedDict()
         self.live: LiveMemo | None = LiveMemo()  # the figures at now per unit, for every answer of this process
+        self.tau: TauMemo | None = TauMemo()  # the previous period's corrections at t per unit, likewise
 
     def get(self, key: tuple) -> _Figures:
         entry = self._entries.get(key)
@@ -153,17 +156,17 @@ async def _live_sums(
     if live:
         groups = {u.code: tuple(registry.subtree(u.code)) for u in members}
         await read_live(session, scope, live, ALL_SECTORS, after_hours, out, groups=groups, memo=memo.live)
-    await _read_moving(session, scope, spans, out)
+    await _read_moving(session, scope, spans, out, {u.code: tuple(registry.subtree(u.code)) for u in members}, memo.tau)
     return out
 
 
-async def _read_moving(session, scope: Scope, spans, out: dict[str, list[Sums]]) -> None:
-    """What is read anew at every call besides the figures at now: the previous period's
-    corrections up to the same point t (app.aggregates.at_tau; t moves with now) and the
-    subordinates' cohort records."""
+async def _read_moving(session, scope: Scope, spans, out: dict[str, list[Sums]], groups: dict, tau: TauMemo | None) -> None:
+    """What moves with time besides the figures at now: the previous period's corrections up to
+    the same point t (t moves with now; per unit from `tau`, app.aggregates.tau_memo, summed over
+    `groups`) and the subordinates' cohort records (read anew)."""
     at_instant = [(i, sp) for i, sp in enumerate(spans) if sp.until is not None]
     if at_instant:
-        await read_at_instant(session, scope, at_instant, ALL_SECTORS, out)
+        await read_at_instant(session, scope, at_instant, ALL_SECTORS, out, groups=groups if tau is not None else None, memo=tau)
     await _read_network_cohort(session, scope, spans, out)
 
 
@@ -179,8 +182,9 @@ async def _memo_rows(
     registry: Registry,
 ) -> list[dict]:
     """The rows of a ranking, re-reading the stored sums of changed units only, and recomputing
-    only the rows of units whose stored sums or figures at now (per unit: app.aggregates.live_memo)
-    changed.
+    only the rows of units whose stored sums, figures at now (per unit: app.aggregates.live_memo),
+    corrections at the same point t (per unit: app.aggregates.tau_memo) or subordinates' records
+    changed (compared by value: a row is a function of them alone).
 
     Change counts are read before the sums: a batch that commits in between shows as a change at
     the next call, which reads the unit again; every batch acknowledged before this call is in."""
@@ -204,23 +208,40 @@ async def _memo_rows(
             network_due = await read_network_due(session, scope)
         elif live:  # no memo of figures at now: read them all
             parts = await _live_sums(session, memo, registry, members, level, parent, spans, silent_after_hours)
-        # a unit named here (fed) is computed again: its previous figures at t, or its records, move
-        network: dict[str, list[Sums]] = defaultdict(lambda: [Sums(silent=None if sp.now is None else 0) for sp in spans])
-        await _read_moving(session, scope, spans, network)
+        # what moves with time besides the figures at now: the previous period's corrections at t (per
+        # unit, kept: app.aggregates.tau_memo) and the subordinates' records (read anew, few units)
+        at_instant = [(i, sp) for i, sp in enumerate(spans) if sp.until is not None]
+        kept_tau = memo.tau is not None and bool(at_instant) and not await is_central(session)
+        tau: dict[int, dict] = {}
+        if kept_tau:
+            codes = None if parent is None or parent == "VN" else {c for g in figures.groups.values() for c in g}
+            for i, sp in at_instant:
+                tau[i] = (await memo.tau.parts(session, codes, ALL_SECTORS, sp))[0]
+        moving: dict[str, list[Sums]] = defaultdict(lambda: [Sums(silent=None if sp.now is None else 0) for sp in spans])
+        if at_instant and not kept_tau:
+            await read_at_instant(session, scope, at_instant, ALL_SECTORS, moving)
+        await _read_network_cohort(session, scope, spans, moving)
     stale_set = set(stale)
     rows = []
     for u in members:
+        group = figures.groups[u.code]
+        read = moving.get(u.code)
+        moved = (tuple(tuple(kept.get(c) for c in group) for kept in tau.values()), read and tuple(live_part(s)[:-1] for s in read))
         if live and memo.live is not None:
-            key = tuple(parts.get(c) for c in figures.groups[u.code])
+            key = (tuple(parts.get(c) for c in group), network_due.get(u.code), moved)
             now_live = None
         else:  # a defaultdict: a unit with no live figure gets the zero (not null) ones
-            now_live = parts[u.code] if live else network[u.code]
-            key = tuple(live_part(s) for s in now_live)
-        fed = u.code in network or u.code in (network_due if live and memo.live is not None else ())
-        if fed or u.code in stale_set or figures.live.get(u.code) != key or u.code not in figures.rows:
-            if now_live is None:
-                now_live = network[u.code]
-                fill(now_live, total_of(parts, figures.groups[u.code]), live, network_due.get(u.code))
+            now_live = parts[u.code] if live else moving[u.code]  # parts: with the corrections at t and the records
+            key = (tuple(live_part(s)[:-1] for s in now_live), moved)
+        if u.code in stale_set or figures.live.get(u.code) != key or u.code not in figures.rows:
+            if now_live is None or not live:  # (else the parts of _live_sums hold the corrections at t already)
+                if now_live is None:
+                    now_live = moving[u.code]
+                    fill(now_live, total_of(parts, group), live, network_due.get(u.code))
+                for i, kept in tau.items():
+                    vector, hist = tau_total(kept, group)
+                    if vector is not None:
+                        apply(now_live[i], vector, hist)
             cur_s, prev_s = (with_live(st, lv) for st, lv in zip(figures.stored[u.code], now_live, strict=True))
             figures.rows[u.code] = _ranking_row(u, cur_s, prev_s)
             figures.live[u.code] = key

@@ -66,7 +66,7 @@ async def test_kept_figures_at_now_equal_fresh_ones_as_time_passes_and_writes_la
     registry = await svc.app.state.registry.refresh()
     kept = ReadContext(svc.db, registry, settings, RankingMemo())
     plain = RankingMemo()
-    plain.live = None
+    plain.live, plain.tau = None, None  # no memo at all: figures at now and corrections at t read whole
     for step in range(12):
         now = t0 + step * 1.5 * S
         monkeypatch.setattr(scoring, "_now", lambda now=now: now)

@@ -91,3 +91,62 @@ class TestMigrations:
         again = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in rows[2].items()}  # a repeat is still a duplicate
         body = (await svc.post([again | {"occurred_at": datetime.now(UTC).isoformat()}], await svc.key("ingest", "46"))).json()
         assert (body["accepted"], body["duplicates"]) == (0, 1)
+
+    async def test_the_compact_event_log_keeps_its_events_and_their_keys(self, fresh_service):
+        """e2a4c6e8f0b2 (on PostgreSQL the log's key goes: event_key decides duplicates) and
+        f4b6d8e0a2c4 (event_key hashed): the events stay, each stored key (an archived event's
+        included) still makes its event a duplicate; down again, the log's key comes back."""
+        svc = fresh_service
+        now = datetime.now(UTC)
+        events = [
+            {
+                "event_id": f"k:{i}-é",
+                "type": "received",
+                "dossier_id": f"d{i}",
+                "unit_code": "19777",
+                "occurred_at": now - timedelta(hours=i + 1),
+            }
+            | {"channel": "online", "due_at": now + timedelta(days=1), "ingested_at": now}
+            for i in range(4)
+        ]
+        key = await svc.key("ingest", "46")
+        db = Database(svc.url)
+
+        async def key_columns(conn) -> list[str]:
+            stmt = text(
+                "SELECT a.attname FROM pg_constraint c JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)"
+                " WHERE c.conrelid = 'dossier_event'::regclass AND c.contype = 'p' ORDER BY array_position(c.conkey, a.attnum)"
+            )
+            return list((await conn.execute(stmt)).scalars())
+
+        def as_json(e: dict) -> dict:
+            return {k: v.isoformat() for k, v in e.items() if k != "ingested_at" and isinstance(v, datetime)} | {
+                k: v for k, v in e.items() if not isinstance(v, datetime)
+            }
+
+        try:
+            async with db.engine.begin() as conn:
+                await migrate.downgrade(conn, "e2a4c6e8f0b2-1")
+                await conn.execute(DossierEvent.__table__.insert(), events[:2])
+                keys = [{"u": e["unit_code"], "e": e["event_id"]} for e in events[:3]]  # the third: an archived event's
+                await conn.execute(text("INSERT INTO event_key (unit_code, event_id) VALUES (:u, :e)"), keys)
+            async with db.engine.begin() as conn:
+                await migrate.upgrade(conn)
+            async with db.engine.connect() as conn:
+                assert (await conn.execute(text("SELECT count(*) FROM dossier_event"))).scalar_one() == 2
+                assert (await conn.execute(text("SELECT count(*) FROM event_key"))).scalar_one() == 3
+                if conn.dialect.name == "postgresql":
+                    assert await key_columns(conn) == []
+            body = (await svc.post([as_json(e) for e in events], key)).json()
+            assert (body["accepted"], body["duplicates"]) == (1, 3), body
+            async with db.engine.begin() as conn:
+                await migrate.downgrade(conn, "e2a4c6e8f0b2-1")
+            async with db.engine.connect() as conn:
+                assert (await conn.execute(text("SELECT count(*) FROM dossier_event"))).scalar_one() == 3
+                assert (await conn.execute(text("SELECT count(*) FROM event_key"))).scalar_one() == 3  # the stored events'
+                if conn.dialect.name == "postgresql":
+                    assert await key_columns(conn) == ["unit_code", "event_id", "occurred_at"]
+            async with db.engine.begin() as conn:
+                await migrate.upgrade(conn)
+        finally:
+            await db.dispose()

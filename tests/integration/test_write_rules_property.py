@@ -15,6 +15,7 @@ import os
 import random
 import subprocess
 import sys
+import uuid
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
@@ -29,6 +30,7 @@ from sqlalchemy import select, text
 from app.aggregates import pgpass, rebuild
 from app.db import models as m
 from app.db.engine import Database
+from app.db.models.event_log import SQL_EVENT_KEY, event_key_of
 from app.db.types import hist_add, hist_pack, hist_unpack
 from app.ingest.service import screen, store_events
 from app.units.service import RegistryCache
@@ -133,7 +135,14 @@ COUNTED = (
     m.RollupTotal,
     m.RollupOpenDue,
 )
-KEPT = {m.Dossier: (), m.UnitSource: (), m.UnitEventDay: (), m.ExportDirty: (), m.UnitChange: ("changed_at",)}  # (columns left out)
+KEPT = {
+    m.Dossier: (),
+    m.EventKey: (),
+    m.UnitSource: (),
+    m.UnitEventDay: (),
+    m.ExportDirty: (),
+    m.UnitChange: ("changed_at",),
+}  # (columns left out)
 
 
 async def stored_rows(db: Database) -> dict[str, object]:
@@ -296,3 +305,34 @@ class TestImportSubsecond:
             micro = (d["resolved"] - d["received"]) // US
             want[(unit, "*", d["resolved"].astimezone(LOCAL).date())] += micro // 1000
         assert {k: days.get(k) for k in want} == dict(want)
+
+
+class TestEventKeySpellings:
+    """An event's key (app.db.models.event_log.event_key_of) and its SQL spelling (SQL_EVENT_KEY, in
+    the pass), on any unit code and id: colons, accents, astral characters."""
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @given(
+        unit=st.text(st.characters(whitelist_categories=("Nd", "Lu")), min_size=1, max_size=8),
+        ids=st.lists(
+            st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=128),
+            min_size=1,
+            max_size=5,
+        ),
+    )
+    def test_sql_equals_python(self, fresh_service, unit, ids):
+        if not fresh_service.url.startswith("postgresql"):
+            pytest.skip("the SQL spelling runs on PostgreSQL")
+        asyncio.run(self._check(fresh_service.url, unit, ids))
+
+    async def _check(self, url: str, unit: str, ids: list[str]) -> None:
+        db = Database(url, pool_size=1)
+        try:
+            async with db.engine.connect() as conn:
+                sql = SQL_EVENT_KEY.format(a="j")
+                stmt = text(f"SELECT {sql} FROM (SELECT CAST(:u AS text) AS unit_code, CAST(:e AS text) AS event_id) j")
+                for event_id in ids:
+                    got = (await conn.execute(stmt, {"u": unit, "e": event_id})).scalar()
+                    assert uuid.UUID(str(got)) == event_key_of(unit, event_id)
+        finally:
+            await db.dispose()

@@ -55,13 +55,13 @@ BEGIN
   -- 1. events, in key order; duplicates of stored or archived events skipped: the keys decide
   -- (app.db.models.event_log), the log is partitioned by month and its unique key includes occurred_at
   WITH k AS (
-    INSERT INTO event_key AS k (unit_code, event_id)
-    SELECT j.unit_code, j.event_id FROM chiso_stage j ORDER BY j.unit_code, j.event_id
-    ON CONFLICT DO NOTHING RETURNING k.unit_code, k.event_id
+    INSERT INTO event_key AS k (key)
+    SELECT @EVENT_KEY(j)@ FROM chiso_stage j ORDER BY 1
+    ON CONFLICT DO NOTHING RETURNING k.key
   ),
   ins AS (
     INSERT INTO dossier_event AS e
-    SELECT j.* FROM chiso_stage j JOIN k ON k.unit_code = j.unit_code AND k.event_id = j.event_id
+    SELECT j.* FROM chiso_stage j JOIN k ON k.key = @EVENT_KEY(j)@
     ORDER BY j.unit_code, j.event_id
     ON CONFLICT DO NOTHING RETURNING e.*  -- stored without its key by a pass older than event_key: a duplicate
   )

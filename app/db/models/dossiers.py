@@ -14,7 +14,9 @@ NO_SECTOR = ""  # dossiers that name no sector
 
 
 class DossierEvent(Base):
-    """The raw event log: the source of truth every aggregate can be rebuilt from."""
+    """The raw event log: the source of truth every aggregate can be rebuilt from. On PostgreSQL its
+    key is not a constraint (migration e2a4c6e8f0b2: `event_key` decides duplicates) and its one
+    index is (unit_code, dossier_id); SQLite keeps the key as its conflict target."""
 
     __tablename__ = "dossier_event"
 
