@@ -43,12 +43,14 @@ from app.aggregates.writes import STAGE_COLUMNS
 
 # Own rows of a unit: where they are all absent, the pass's upserts into them are plain inserts.
 OWN_TABLES = ("unit_day", "unit_day_hist", "unit_cohort_due", "unit_total", "unit_event_day")
-FRESH_TABLES = ("event_key", "dossier", *OWN_TABLES)  # a unit is fresh with no row in any of them
+# A unit is fresh with no row in any of these. Event keys are hashes (no unit to look up): a unit's
+# keys come with its events in the log, or, for archived months, with its dossiers, which stay.
+FRESH_TABLES = ("dossier_event", "dossier", *OWN_TABLES)
 _CONTRIB = re.compile(r"\bchiso_(dday|dhist|ddue|dtot|dopen)\b")  # the pass's contribution tables
 
 # Steps 1 to 3 for fresh units, from the pass's fragments (rendered by pgpass.render_template).
 _HEAD = (
-    "INSERT INTO event_key (unit_code, event_id) SELECT n.unit_code, n.event_id FROM chiso_new n",
+    "INSERT INTO event_key (key) SELECT @EVENT_KEY(n)@ FROM chiso_new n",
     "INSERT INTO dossier_event SELECT n.* FROM chiso_new n",
     "SELECT set_config('enable_nestloop', 'off', true)",
     "@BATCH_STATES@\n  INSERT INTO chiso_st SELECT d.unit_code, d.dossier_id, 1, @RAW(d)@, @DERIVED(d)@ FROM (@WITH_TERM(raw)@) d",
