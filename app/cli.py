@@ -230,6 +230,9 @@ def import_events(
         bool, typer.Option("--bulk/--no-bulk", help="PostgreSQL: load by COPY, then build each unit's rows once (app.ingest.bulk).")
     ] = True,
     group: Annotated[int, typer.Option(help="--bulk: events per build transaction (whole units).")] = 250_000,
+    validators: Annotated[
+        int, typer.Option(help="--bulk: processes parsing and validating lines (more than 1 pays only with idle CPUs).")
+    ] = 1,
 ) -> None:
     """Back-fill history: every line under the API's rules; rejected lines to FILE.rejected; resumable."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -262,7 +265,17 @@ def import_events(
                     bar.update(task, completed=done, total=total, rate=events / max(1e-9, time.perf_counter() - t0))
 
                 importer = Importer(
-                    db, registry, settings, kind, horizon_days, chunk, writers, on_progress=progress, bulk=bulk, group_events=group
+                    db,
+                    registry,
+                    settings,
+                    kind,
+                    horizon_days,
+                    chunk,
+                    writers,
+                    on_progress=progress,
+                    bulk=bulk,
+                    group_events=group,
+                    validators=validators,
                 )
                 reports.append(await importer.import_file(path))
         return reports

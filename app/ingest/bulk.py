@@ -27,13 +27,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 import orjson
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from app.aggregates import pgpass
 from app.aggregates.writes import ROLLUP_SLOTS, STAGE_COLUMNS, rollup_chain
 from app.db import partitions
 from app.db.engine import Database
+from app.ingest import fresh
 from app.settings import Settings
 from app.units.service import Registry
 
@@ -51,12 +54,12 @@ def table_of(path: Path, fingerprint: dict) -> str:
 class BuildReport:
     staged: int = 0  # distinct events taken from the work table
     accepted: int = 0  # of them, stored (the others were stored before: duplicates)
+    fresh: int = 0  # of them, stored by the fresh path (app.ingest.fresh)
 
 
 class BulkLoad:
     def __init__(self, db: Database, registry: Registry, settings: Settings, table: str):
         self.db, self.registry, self.settings, self.table = db, registry, settings, table
-        self.seq = 0
 
     async def open(self) -> None:
         """Create the work table if a former run did not leave it."""
@@ -64,22 +67,23 @@ class BulkLoad:
         async with self.db.transaction() as session:
             await session.execute(text(f"CREATE TABLE IF NOT EXISTS {self.table} AS SELECT {cols} FROM dossier_event WITH NO DATA"))
             await session.execute(text(f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS seq bigint"))
-            self.seq = (await session.execute(text(f"SELECT coalesce(max(seq), 0) FROM {self.table}"))).scalar() or 0
 
-    async def load(self, events: list[dict]) -> None:
-        """COPY one chunk's valid events into the work table (its own transaction)."""
-        if not events:
+    async def load(self, records: list[tuple]) -> None:
+        """COPY one chunk's valid events into the work table (its own transaction): rows of
+        STAGE_COLUMNS and the line number (`seq`: of two copies of an event, the first line's is
+        staged, app.ingest.validators)."""
+        if not records:
             return
-        base, self.seq = self.seq, self.seq + len(events)
-        records = [(*(e[c] for c in STAGE_COLUMNS), base + i + 1) for i, e in enumerate(events)]
         async with self.db.transaction() as session:
             raw = await (await session.connection()).get_raw_connection()
             await raw.driver_connection.copy_records_to_table(self.table, records=records, columns=(*STAGE_COLUMNS, "seq"))
 
-    async def groups(self, group_events: int = GROUP_EVENTS) -> list[list[str]]:
-        """The staged units in groups of about `group_events` events, the units of a province together."""
+    async def groups(self, group_events: int = GROUP_EVENTS, writers: int = 1) -> list[list[str]]:
+        """The staged units in groups of about `group_events` events, the units of a province
+        together; smaller when that gives each of the `writers` a group."""
         async with self.db.session() as session:
             counts = (await session.execute(text(f"SELECT unit_code, count(*) FROM {self.table} GROUP BY 1"))).all()
+        group_events = max(1, min(group_events, -(-sum(n for _, n in counts) // max(1, writers))))
         ordered = sorted(counts, key=lambda r: (rollup_chain(self.registry, r[0])[-1:], r[0]))
         out: list[list[str]] = []
         size = 0
@@ -89,7 +93,11 @@ class BulkLoad:
                 size = 0
             out[-1].append(unit)
             size += n
-        return [g for g in out if g]
+        out = [g for g in out if g]
+        if len(out) > writers:  # each group reads its units by an index, not the whole table
+            async with self.db.transaction() as session:
+                await session.execute(text(f"CREATE INDEX IF NOT EXISTS {self.table}_unit ON {self.table} (unit_code)"))
+        return out
 
     async def ensure_partitions(self) -> None:
         """The log's monthly partitions of every staged event (app.db.partitions)."""
@@ -99,14 +107,51 @@ class BulkLoad:
         await partitions.of(self.db).ensure(self.db, months, self.settings.tz)
 
     async def build(self, units: list[str], slot: int) -> BuildReport:
-        """One group: its staged events through the write pass, then out of the work table."""
+        """One group: its staged events stored, then out of the work table. Units with nothing
+        stored yet take the fresh path (app.ingest.fresh); the others, and a fresh group that meets
+        a row written meanwhile, the write pass."""
+        async with self.db.session() as session:
+            old = await fresh.stale(session, units)
+        new = [u for u in units if u not in old]
+        report = BuildReport()
+        if new:
+            try:
+                report = await self._build_fresh(new, slot)
+            except (fresh.NotFresh, asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError, IntegrityError):
+                old.update(new)  # rolled back: the pass builds them below
+        if old:
+            got = await self._build_pass(sorted(old), slot)
+            report = BuildReport(report.staged + got.staged, report.accepted + got.accepted, report.fresh)
+        return report
+
+    async def _begin(self, session) -> None:
+        await session.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
+        await session.execute(text("SET LOCAL jit = off"))
+        # A build commits without waiting for its WAL to reach the disk: if the server crashes
+        # before it does, the group is lost with the removal of its events from the work table (the
+        # same transaction), and the re-run builds it again. close() commits synchronously, which
+        # flushes every build's commit before the import reports done.
+        await session.execute(text("SET LOCAL synchronous_commit = off"))
+        await session.execute(text(f"SELECT {pgpass.current().temp_tables}()"))
+
+    async def _done(self, session, units: list[str]) -> None:
+        await session.execute(text(f"DELETE FROM {self.table} WHERE unit_code = ANY(CAST(:units AS text[]))"), {"units": units})
+
+    async def _build_fresh(self, units: list[str], slot: int) -> BuildReport:
+        chains = {u: rollup_chain(self.registry, u) for u in units}
+        async with self.db.transaction() as session:
+            await self._begin(session)
+            stored = await fresh.build(session, self.table, units, chains, self.settings.timezone, datetime.now(UTC), slot % ROLLUP_SLOTS)
+            await self._done(session, units)
+        return BuildReport(stored, stored, stored)
+
+    async def _build_pass(self, units: list[str], slot: int) -> BuildReport:
         fn = pgpass.current()
         rollup = orjson.dumps([{"u": u, "a": a} for u in sorted(units) for a in rollup_chain(self.registry, u)]).decode()
         cols = ", ".join(STAGE_COLUMNS)
         report = BuildReport()
         async with self.db.transaction() as session:
-            await session.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
-            await session.execute(text(f"SELECT {fn.temp_tables}()"))
+            await self._begin(session)
             report.staged = (
                 await session.execute(
                     text(
@@ -120,7 +165,7 @@ class BulkLoad:
             stmt = text(f"SELECT count(*) FROM {fn.ingest_staged}(CAST(:rollup AS json), :tz, :now, :slot)")
             params = {"rollup": rollup, "tz": self.settings.timezone, "now": datetime.now(UTC), "slot": slot % ROLLUP_SLOTS}
             report.accepted = (await session.execute(stmt, params)).scalar() or 0
-            await session.execute(text(f"DELETE FROM {self.table} WHERE unit_code = ANY(CAST(:units AS text[]))"), {"units": units})
+            await self._done(session, units)
         return report
 
     async def close(self) -> None:

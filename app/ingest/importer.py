@@ -3,9 +3,11 @@
 NDJSON may come gzip-compressed (the archives of `chiso retention run` are read as they are).
 Every line goes through the API's validation and rules (`validate_events`, the unit registry, the
 same store), except the horizon, which applies only when asked for. Lines are read in chunks; a
-reader thread parses and validates the next chunk while up to `writers` connections store earlier
-ones, each chunk in one transaction (on PostgreSQL: COPY into the session's staging table, then the
-set-based write pass, app.aggregates.pgpass). A stored or earlier copy of an event is a duplicate and
+reader thread parses and validates the next chunks (on the bulk path with `validators` processes,
+app.ingest.validators) while up to `writers` connections store earlier ones, each chunk in one
+transaction (on PostgreSQL: COPY into the import's work table, built after the last chunk,
+app.ingest.bulk; with --no-bulk, COPY into the session's staging table, then the set-based write
+pass, app.aggregates.pgpass). A stored or earlier copy of an event is a duplicate and
 changes nothing, so an interrupted import is simply run again: a progress file beside the input
 remembers up to which line every chunk is committed, and the re-run starts there (what it still
 reads twice is counted as duplicates, never stored twice). Rejected lines go to `FILE.rejected`
@@ -21,7 +23,7 @@ import io
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
@@ -30,8 +32,8 @@ import orjson
 
 from app.db.engine import Database
 from app.ingest.bulk import GROUP_EVENTS, BulkLoad, table_of
-from app.ingest.schemas import EventError
-from app.ingest.service import screen, store_events
+from app.ingest.service import store_events
+from app.ingest.validators import Chunk, Rules, screen_chunk, screened
 from app.settings import Settings
 from app.units.service import Registry
 
@@ -48,21 +50,11 @@ class FileReport:
     resumed_at_line: int = 0  # 0: from the start
     seconds: float = 0.0
     load_seconds: float = 0.0  # the bulk path: of `seconds`, loading (the rest builds)
+    fresh: int = 0  # the bulk path: of `accepted`, stored by plain inserts into units with nothing stored (app.ingest.fresh)
 
     @property
     def events_per_s(self) -> float:
         return self.lines / self.seconds if self.seconds else 0.0
-
-
-@dataclass
-class Chunk:
-    seq: int
-    end_offset: int  # byte offset just after the chunk's last line
-    end_line: int  # 1-based number of its last line
-    events: list[dict] = field(default_factory=list)
-    lines: int = 0
-    duplicates: int = 0  # within the file, before the store
-    rejected: list[dict] = field(default_factory=list)
 
 
 def progress_path(path: Path) -> Path:
@@ -131,6 +123,7 @@ class Importer:
         on_progress: Callable[[int, int, int], None] | None = None,  # (bytes done, bytes total, events done)
         bulk: bool = True,
         group_events: int = GROUP_EVENTS,
+        validators: int = 1,
     ):
         self.db, self.registry, self.settings = db, registry, settings
         self.fmt = fmt
@@ -140,11 +133,12 @@ class Importer:
         self.on_progress = on_progress
         self.bulk = bulk and not db.is_sqlite  # SQLite: the chunked path
         self.group_events = group_events
+        self.validators = max(1, validators)  # the bulk path: processes parsing and validating lines
 
     # --- reading and validating (a worker thread) ----------------------------------------------
 
-    def _chunks(self, path: Path, start: int, line_no: int, header: list[str] | None) -> Iterator[Chunk]:
-        seen: set[tuple[str, str]] = set()  # within this run: a repeat is a duplicate before the store
+    def _raw(self, path: Path, start: int, line_no: int, header: list[str] | None) -> Iterator[tuple[int, list, tuple[int, int]]]:
+        """The file's chunks as read: (seq, [(line number, line)], (end offset, end line))."""
         seq = 0
         lines: list[tuple[int, bytes]] = []
         end = (start, line_no)
@@ -156,35 +150,24 @@ class Importer:
                 continue
             lines.append((n, text))
             if len(lines) >= self.chunk_lines:
-                yield self._validate(seq, lines, end, header, seen)
+                yield seq, lines, end
                 seq += 1
                 lines = []
         if lines or seq == 0:
-            yield self._validate(seq, lines, end, header, seen)
+            yield seq, lines, end
 
-    def _validate(self, seq: int, lines: list[tuple[int, bytes]], end: tuple[int, int], header, seen: set) -> Chunk:
-        chunk = Chunk(seq=seq, end_offset=end[0], end_line=end[1], lines=len(lines))
-        items: list = []
-        for _, text in lines:
-            if header is not None:
-                items.append(_csv_items(header, text))
-                continue
-            try:
-                items.append(orjson.loads(text))
-            except orjson.JSONDecodeError:
-                items.append(None)
-        what = "line is not a CSV record with every column" if header is not None else "line is not JSON"
-        marked = [EventError([{"loc": [], "msg": what}]) if item is None else item for item in items]
-        skew = timedelta(seconds=self.settings.skew_seconds)
-        results = screen(marked, self.registry, datetime.now(UTC), skew, self.horizon, seen)
-        for (n, text), (status, event_id, got) in zip(lines, results, strict=True):
-            if status == "valid":
-                chunk.events.append(got)
-            elif status == "duplicate":
-                chunk.duplicates += 1
-            else:
-                chunk.rejected.append({"line": n, "event_id": event_id, "errors": got, "text": text.decode("utf-8", "replace")})
-        return chunk
+    def _chunks(self, path: Path, start: int, line_no: int, header: list[str] | None) -> Iterator[Chunk]:
+        """The chunks screened: on the bulk path by `validators` processes (app.ingest.validators),
+        the valid events as rows for COPY; else in this thread, a repeat of an earlier line of this
+        run a duplicate before the store."""
+        rules = Rules(self.registry, timedelta(seconds=self.settings.skew_seconds), self.horizon, header)
+        raw = self._raw(path, start, line_no, header)
+        if self.bulk and self.validators > 1:
+            yield from screened(raw, rules, self.validators, _csv_items)
+            return
+        seen: set[tuple[str, str]] = set()
+        for seq, lines, end in raw:
+            yield screen_chunk(rules, seq, lines, end, seen, as_rows=self.bulk, csv_items=_csv_items)
 
     # --- one file ------------------------------------------------------------------------------
 
@@ -261,7 +244,7 @@ class Importer:
         """The bulk path's second step: every loaded event stored, group by group (app.ingest.bulk);
         the accepted count becomes what the store took, the rest duplicates."""
         await load.ensure_partitions()
-        groups = await load.groups(self.group_events)
+        groups = await load.groups(self.group_events, self.writers)
         loaded, accepted = report.accepted, 0
 
         async def build(writer: int) -> None:
@@ -269,6 +252,7 @@ class Importer:
             while groups:
                 got = await load.build(groups.pop(0), writer)
                 accepted += got.accepted
+                report.fresh += got.fresh
 
         await asyncio.gather(*(build(w) for w in range(self.writers)))
         await load.close()
