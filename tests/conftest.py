@@ -127,6 +127,22 @@ async def new_database_url(store: str, templates: Templates, pg_server: PgServer
     return await pg_server.create(f"chiso_test_{RUN_ID}_{uuid.uuid4().hex[:8]}", template=templates.pg_name)
 
 
+async def clone_database_url(store: str, url: str, pg_server: PgServer | None, tmp_path: Path) -> str:
+    """A copy of the database at `url`, which no connection holds open (its service stopped): for a
+    state built once (a module's data set) and given to each test as its own database."""
+    if store == "sqlite":
+        source = Path(url.split(":///", 1)[1])
+        path = tmp_path / f"chiso-{uuid.uuid4().hex[:6]}.db"
+        shutil.copy(source, path)
+        for suffix in ("-wal", "-shm"):  # none once the last connection closed; copied if one is left
+            if Path(f"{source}{suffix}").exists():
+                shutil.copy(f"{source}{suffix}", f"{path}{suffix}")
+        return f"sqlite+aiosqlite:///{path}"
+    if pg_server is None:
+        pytest.skip("PostgreSQL not reachable")
+    return await pg_server.create(f"chiso_test_{RUN_ID}_{uuid.uuid4().hex[:8]}", template=url.rsplit("/", 1)[1])
+
+
 @pytest.fixture(params=STORES, scope="session")
 def store(request) -> str:
     return request.param
