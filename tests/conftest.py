@@ -7,6 +7,7 @@ under CI=true (or CHISO_REQUIRE_PG=1), where they fail.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import shutil
@@ -41,6 +42,10 @@ def pg_url(dbname: str) -> str:
 
 
 class PgServer:
+    """Creates the run's databases and drops them at its end. A DROP DATABASE waits for a checkpoint
+    (a second or more on a busy server, 2 s here one after the other); drops made together share one:
+    they go in groups (0.1 s a database)."""
+
     def __init__(self):
         self.created: list[str] = []
 
@@ -56,9 +61,12 @@ class PgServer:
         self.created.append(name)
         return pg_url(name)
 
-    async def drop_all(self) -> None:
-        for name in reversed(self.created):
-            await self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async def drop_all(self, together: int = 12) -> None:
+        templates = [n for n in self.created if n.endswith("_template")]  # last: they are the copies' source
+        names = [n for n in reversed(self.created) if n not in templates] + templates
+        for i in range(0, len(names), together):
+            group = names[i : i + together]
+            await asyncio.gather(*(self.execute(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)') for n in group))
 
 
 @pytest.fixture(scope="session")
