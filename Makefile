@@ -20,9 +20,10 @@ PORT ?= 8000
 run: $(BIN)/.installed
 	$(BIN)/chiso serve --host $(HOST) --port $(PORT)
 
-## The whole test suite, both stores (PostgreSQL at CHISO_TEST_PG, default the local server)
+## The whole test suite, both stores (PostgreSQL at CHISO_TEST_PG, default the local server), over two
+## processes (pytest-xdist; the tests of real processes start first)
 test: $(BIN)/.installed
-	$(BIN)/pytest
+	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -n 2 --dist loadgroup $(TEST_ARGS)
 
 ## The edit-test loop: unit tests and the integration tests on SQLite alone (no server needed), without
 ## the tests marked slow (real chiso processes, whole-country answers) and the further seeds of the
@@ -31,7 +32,7 @@ test: $(BIN)/.installed
 # from one run to the next, 3 s of each process's start where the variable is set
 test-fast: $(BIN)/.installed
 	PYTHONDONTWRITEBYTECODE= CHISO_STORES=sqlite $(BIN)/pytest tests/unit tests/integration -q -x -p no:cacheprovider \
-		-n 2 --dist loadgroup -m "not slow and not extra_seed" $(TEST_ARGS)
+		-p no:schemathesis -n 2 --dist loadgroup -m "not slow and not extra_seed" $(TEST_ARGS)
 
 ## The reliability suite, long form (crash loop, database restart, central outage, fuzz, abuse, access);
 ## `make test` runs its short form. Rows of the fault table: test-output/reliability/table.jsonl

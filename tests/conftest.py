@@ -275,3 +275,16 @@ def make_service(store, templates, pg_server, tmp_path):
 @pytest.fixture
 async def registry(shared_service):
     return await RegistryCache(shared_service.db).refresh()
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Spread over processes (-n), the long tests start first: those marked slow and the system and
+    reliability tests (real processes, minutes each), so none is left running alone at the end of a
+    run while the other processes wait. One process keeps the order of the files."""
+    if not hasattr(config, "workerinput"):  # not a pytest-xdist worker
+        return
+
+    def long(item) -> bool:
+        return item.get_closest_marker("slow") is not None or item.path.parent.name in ("system", "reliability")
+
+    items.sort(key=lambda item: not long(item))  # stable: each file's order stays
