@@ -16,20 +16,11 @@ from pathlib import Path
 
 import orjson
 
-FIELDS = (
-    "event_id",
-    "type",
-    "dossier_id",
-    "unit_code",
-    "occurred_at",
-    "channel",
-    "due_at",
-    "reason",
-    "outcome",
-    "procedure_code",
-    "sector",
-    "ingested_at",  # not read by `chiso import` (fields beyond the API's are ignored): when it was accepted
-)
+from app.ingest.schemas import EventFields
+
+# The API's fields of an event (its one declaration), and when it was accepted (not read by
+# `chiso import`: fields beyond the API's are ignored)
+FIELDS = (*EventFields.__annotations__, "ingested_at")
 
 
 def file_name(month: date) -> str:

@@ -24,8 +24,10 @@ from app.scoring import kpis as kpi_math
 from app.scoring import service as scoring
 from app.units.service import Registry
 
-RATE_SCALE = {"online_rate": 1, "on_time_rate": 1, "settlement_rate_766": 1, "settlement_score": 20}
-NO_DRIVERS = frozenset({"processing_hours_p50", "processing_hours_p90", "processing_hours_mean", "silent_units"})
+# The KPIs that are N/D (a score is a rate out of 20), and those without drivers: hours are not
+# sums of parts, and silent units are a figure at now, not of the period (from the KPI registry)
+RATE_SCALE = {k.name: 20 if k.kind == kpi_math.SCORE else 1 for k in kpi_math.KPIS if k.kind in (kpi_math.RATE, kpi_math.SCORE)}
+NO_DRIVERS = frozenset({k.name for k in kpi_math.KPIS if k.kind == kpi_math.HOURS} | {"silent_units"})
 DIGITS = 6
 CHILD_LEVEL = {"nation": "province", "province": "commune"}
 
