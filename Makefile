@@ -20,14 +20,19 @@ PORT ?= 8000
 run: $(BIN)/.installed
 	$(BIN)/chiso serve --host $(HOST) --port $(PORT)
 
-## The whole test suite, both stores (PostgreSQL at CHISO_TEST_PG, default the local server)
+## The whole test suite, both stores (PostgreSQL at CHISO_TEST_PG, default the local server), over two
+## processes (pytest-xdist; the tests of real processes start first)
 test: $(BIN)/.installed
-	$(BIN)/pytest
+	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -n 2 --dist loadgroup $(TEST_ARGS)
 
 ## The edit-test loop: unit tests and the integration tests on SQLite alone (no server needed), without
-## the tests marked slow (real chiso processes, whole-country answers), which `make test` runs
+## the tests marked slow (real chiso processes, whole-country answers) and the further seeds of the
+## random-stream tests (marked extra_seed), which `make test` runs
+# PYTHONDONTWRITEBYTECODE set empty: pytest keeps its rewritten test modules (and Python its bytecode)
+# from one run to the next, 3 s of each process's start where the variable is set
 test-fast: $(BIN)/.installed
-	CHISO_STORES=sqlite $(BIN)/pytest tests/unit tests/integration -q -x -p no:cacheprovider -n 2 -m "not slow" $(TEST_ARGS)
+	PYTHONDONTWRITEBYTECODE= CHISO_STORES=sqlite $(BIN)/pytest tests/unit tests/integration -q -x -p no:cacheprovider \
+		-p no:schemathesis -n 2 --dist loadgroup -m "not slow and not extra_seed" $(TEST_ARGS)
 
 ## The reliability suite, long form (crash loop, database restart, central outage, fuzz, abuse, access);
 ## `make test` runs its short form. Rows of the fault table: test-output/reliability/table.jsonl

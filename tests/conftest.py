@@ -7,6 +7,8 @@ under CI=true (or CHISO_REQUIRE_PG=1), where they fail.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import os
 import shutil
 import uuid
@@ -40,6 +42,10 @@ def pg_url(dbname: str) -> str:
 
 
 class PgServer:
+    """Creates the run's databases and drops them at its end. A DROP DATABASE waits for a checkpoint
+    (a second or more on a busy server, 2 s here one after the other); drops made together share one:
+    they go in groups (0.1 s a database)."""
+
     def __init__(self):
         self.created: list[str] = []
 
@@ -55,9 +61,12 @@ class PgServer:
         self.created.append(name)
         return pg_url(name)
 
-    async def drop_all(self) -> None:
-        for name in reversed(self.created):
-            await self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async def drop_all(self, together: int = 12) -> None:
+        templates = [n for n in self.created if n.endswith("_template")]  # last: they are the copies' source
+        names = [n for n in reversed(self.created) if n not in templates] + templates
+        for i in range(0, len(names), together):
+            group = names[i : i + together]
+            await asyncio.gather(*(self.execute(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)') for n in group))
 
 
 @pytest.fixture(scope="session")
@@ -126,6 +135,22 @@ async def new_database_url(store: str, templates: Templates, pg_server: PgServer
     return await pg_server.create(f"chiso_test_{RUN_ID}_{uuid.uuid4().hex[:8]}", template=templates.pg_name)
 
 
+async def clone_database_url(store: str, url: str, pg_server: PgServer | None, tmp_path: Path) -> str:
+    """A copy of the database at `url`, which no connection holds open (its service stopped): for a
+    state built once (a module's data set) and given to each test as its own database."""
+    if store == "sqlite":
+        source = Path(url.split(":///", 1)[1])
+        path = tmp_path / f"chiso-{uuid.uuid4().hex[:6]}.db"
+        shutil.copy(source, path)
+        for suffix in ("-wal", "-shm"):  # none once the last connection closed; copied if one is left
+            if Path(f"{source}{suffix}").exists():
+                shutil.copy(f"{source}{suffix}", f"{path}{suffix}")
+        return f"sqlite+aiosqlite:///{path}"
+    if pg_server is None:
+        pytest.skip("PostgreSQL not reachable")
+    return await pg_server.create(f"chiso_test_{RUN_ID}_{uuid.uuid4().hex[:8]}", template=url.rsplit("/", 1)[1])
+
+
 @pytest.fixture(params=STORES, scope="session")
 def store(request) -> str:
     return request.param
@@ -161,11 +186,33 @@ class Service:
 
 
 _DOCS: dict[bool, bytes] = {}
+_HIDDEN: dict[bool, list] = {}  # the routes kept out of the document, by PUBLIC_READ: they depend on the code alone
+_ROUTERS: dict[tuple, object] = {}
+
+
+def _share_routers(app) -> None:
+    """Give the app the included routers of the first app of the run, with the state FastAPI built for
+    their routes (dependants, fields, handlers: 0.3 s an app, paid at its first request, most of a
+    fresh service's cost). That state depends on the code alone, as in one `chiso serve` process serving
+    every request; the routers are shared only when included alike. The tests set no
+    dependency_overrides (a shared router looks them up on the first app). A FastAPI without lazily
+    included routers (no `include_context`) is left as it is."""
+    for i, route in enumerate(app.router.routes):
+        context = getattr(route, "include_context", None)
+        if context is None or not dataclasses.is_dataclass(context) or not hasattr(route, "effective_candidates"):
+            continue
+        key = (i, id(route.original_router))
+        first = _ROUTERS.setdefault(key, route)
+        if first is not route and first.original_router is route.original_router:
+            alike = dataclasses.replace(first.include_context, dependency_overrides_provider=None)
+            if alike == dataclasses.replace(context, dependency_overrides_provider=None):
+                app.router.routes[i] = first
 
 
 async def start_service(url: str, **overrides) -> AsyncIterator[Service]:
     settings = test_settings(url, **overrides)
     app = create_app(settings)
+    _share_routers(app)
     # The document depends on the code and PUBLIC_READ only: generated once a run for each, not once
     # a service (0.2 s each, a third of a fresh service's start).
     if settings.public_read in _DOCS:
@@ -178,7 +225,11 @@ async def start_service(url: str, **overrides) -> AsyncIterator[Service]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://chiso.test") as client:
             # strict: the request whose answer the OpenAPI document does not describe raises in the test
-            conformance = Conformance.of_app(app).watch(client, strict=True)
+            # Resolving every route's hidden flag costs 0.25 s an app (FastAPI builds each route's state):
+            # once a run, like the document.
+            if settings.public_read not in _HIDDEN:
+                _HIDDEN[settings.public_read] = Conformance.of_app(app).hidden
+            conformance = Conformance(app.openapi(), _HIDDEN[settings.public_read]).watch(client, strict=True)
             yield Service(app, client, settings, url, conformance)
     finally:
         # Shut down whatever ended the service (a failed test, a closed generator): asgi-lifespan skips
@@ -224,3 +275,16 @@ def make_service(store, templates, pg_server, tmp_path):
 @pytest.fixture
 async def registry(shared_service):
     return await RegistryCache(shared_service.db).refresh()
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Spread over processes (-n), the long tests start first: those marked slow and the system and
+    reliability tests (real processes, minutes each), so none is left running alone at the end of a
+    run while the other processes wait. One process keeps the order of the files."""
+    if not hasattr(config, "workerinput"):  # not a pytest-xdist worker
+        return
+
+    def long(item) -> bool:
+        return item.get_closest_marker("slow") is not None or item.path.parent.name in ("system", "reliability")
+
+    items.sort(key=lambda item: not long(item))  # stable: each file's order stays

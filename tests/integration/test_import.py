@@ -349,7 +349,7 @@ class TestSetBasedMerge:
         f"HAVING {_DAY.replace('abs(', 'abs(sum(').replace(')', '))')} > 0 ORDER BY 1, 2, 3",
     }
 
-    @pytest.mark.parametrize("seed", [31, 32])
+    @pytest.mark.parametrize("seed", [31, pytest.param(32, marks=pytest.mark.extra_seed)])
     async def test_any_batches_any_order(self, make_service, seed):
         rng = random.Random(seed)
         events = [wire(e) for e in stream(rng, [COMMUNES_46[0], COMMUNES_46[2], "46"], 120, datetime.now(UTC))]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gzip
 import random
+import shutil
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,7 +22,9 @@ from app.aggregates import rebuild
 from app.db import partitions
 from app.retention import archive, repository
 from app.retention import service as retention
+from app.scoring import service as scoring
 from app.settings import Settings
+from tests.conftest import clone_database_url, new_database_url, start_service
 from tests.helpers.kpis import COMMUNES_46, PERIODS
 from tests.helpers.server import cli
 from tests.integration.test_import import importer, write_ndjson
@@ -93,19 +97,59 @@ def archive_dir(tmp_path) -> Path:
     return tmp_path / "archive"
 
 
+@dataclass
+class Archived:
+    """The history imported (`imported`, a database never archived) and then a retention run at 14
+    months (`archived` and its `archive`), with the answers before the run at the frozen `now`."""
+
+    events: list
+    imported: str
+    archived: str
+    archive: Path
+    before: list
+    done: list
+    now: datetime
+
+
+RETAIN = {"retain_events_months": 14}
+
+
+@pytest.fixture(scope="module")
+async def archived_once(store, templates, pg_server, tmp_path_factory) -> Archived:
+    """Built once a module (an import of 20 months and a run: seconds), copied for each test. The
+    scoring clock stands still at one instant for the module's answers, so the answers before the run
+    and after it compare however far apart the tests run."""
+    tmp = tmp_path_factory.mktemp("retention")
+    events, now = history(), datetime.now(UTC)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(scoring, "_now", lambda: now)
+        url = await new_database_url(store, templates, pg_server, tmp)
+        async for svc in start_service(url, **RETAIN, archive_dir=str(tmp / "archive")):
+            report = await (await importer(svc)).import_file(write_ndjson(tmp / "history.ndjson", events))
+            assert report.accepted == len(events)
+        imported = await clone_database_url(store, url, pg_server, tmp)
+        async for svc in start_service(url, **RETAIN, archive_dir=str(tmp / "archive")):
+            before = await answers(svc)
+            done = await retention.run(svc.db, svc.settings)
+    return Archived(events, imported, url, tmp / "archive", before, done, now)
+
+
 @pytest.fixture
-async def archived(make_service, archive_dir, tmp_path):
-    """A service with 20 months of history imported, then a retention run at 14 months; with the
-    events, the answers before the run and what it archived."""
-    events = history()
-    async with make_service(retain_events_months=14, archive_dir=str(archive_dir)) as svc:
-        report = await (await importer(svc)).import_file(write_ndjson(tmp_path / "history.ndjson", events))
-        assert report.accepted == len(events)
-        before = await answers(svc)
-        done = await retention.run(svc.db, svc.settings)
-        yield svc, events, before, done
+async def frozen(archived_once, monkeypatch) -> None:
+    monkeypatch.setattr(scoring, "_now", lambda: archived_once.now)
 
 
+@pytest.fixture
+async def archived(archived_once, frozen, store, pg_server, archive_dir, tmp_path):
+    """A copy of the archived database and of its archive: a service on it, with the events, the
+    answers before the run and what it archived."""
+    shutil.copytree(archived_once.archive, archive_dir)
+    url = await clone_database_url(store, archived_once.archived, pg_server, tmp_path)
+    async for svc in start_service(url, **RETAIN, archive_dir=str(archive_dir)):
+        yield svc, archived_once.events, archived_once.before, archived_once.done
+
+
+@pytest.mark.xdist_group("retention")  # under --dist loadgroup one process builds archived_once
 class TestRetentionRun:
     async def test_months_out_of_retention_are_archived_and_every_answer_stays(self, archived, archive_dir):
         svc, events, before, done = archived
@@ -140,7 +184,9 @@ class TestRetentionRun:
         assert await answers(svc) == before
         await verified(svc)
 
-    async def test_a_late_event_for_a_dossier_of_an_archived_month_merges_exactly(self, archived, archive_dir, make_service, tmp_path):
+    async def test_a_late_event_for_a_dossier_of_an_archived_month_merges_exactly(
+        self, archived, archived_once, archive_dir, store, pg_server, tmp_path
+    ):
         svc, events, _, _ = archived
         lines = archive_lines(archive_dir)
         archived_ids = {(e["unit_code"], e["dossier_id"]) for e in lines}
@@ -163,9 +209,10 @@ class TestRetentionRun:
         assert body["accepted"] == 3, body
         await verified(svc)
         got = await answers(svc)
-        async with make_service() as whole:  # the whole log in one database, never archived
-            path = write_ndjson(tmp_path / "whole.ndjson", [*events])
-            await (await importer(whole)).import_file(path)
+        # the whole log in one database, never archived (a copy of the one the run started from)
+        url = await clone_database_url(store, archived_once.imported, pg_server, tmp_path)
+        async for whole in start_service(url):
+            assert await stored(whole) == len(events)
             assert (await whole.post(late, await whole.key("ingest", "VN"))).json()["accepted"] == 3
             assert got == await answers(whole)
 
