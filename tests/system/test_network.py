@@ -96,7 +96,7 @@ async def test_province_to_national(nodes, tmp_path):
         national.start()
         t0 = time.monotonic()
         while (await client.get(province.base + "/readyz")).json()["checks"]["export"]["backlog"]:
-            assert time.monotonic() - t0 < 30, "backlog not drained"
+            assert time.monotonic() - t0 < 120, "backlog not drained"  # a liveness bound: the drain time is the figure
             await asyncio.sleep(0.05)
         drain = time.monotonic() - t0
         await converge(sub_get, nat_get, units)
