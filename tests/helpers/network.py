@@ -90,7 +90,7 @@ def getter(client: httpx.AsyncClient, base: str, token: str):
     return get
 
 
-async def converge(sub_get, nat_get, units, timeout: float = 30.0) -> float:
+async def converge(sub_get, nat_get, units, timeout: float = 90.0) -> float:
     """Seconds until the national node answers what it should for these units; fails after timeout."""
     t0 = time.monotonic()
     while True:
