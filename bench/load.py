@@ -6,6 +6,7 @@ results go back to the orchestrator through a multiprocessing queue."""
 from __future__ import annotations
 
 import asyncio
+import multiprocessing as mp
 import random
 import time
 from datetime import datetime
@@ -16,6 +17,35 @@ import orjson
 from bench.gen import make_batch, probe_event, window
 
 JSON = {"content-type": "application/json"}
+
+
+class Children:
+    """A bench's child processes (load generators, pollers, probes): started, collected, and the
+    ones still running stopped by the owner at its end (`self.children`)."""
+
+    children: list
+
+    def spawn(self, target, *a) -> mp.Process:
+        p = mp.Process(target=target, args=a, daemon=True)
+        p.start()
+        self.children.append(p)
+        return p
+
+    def collect(self, q, procs, timeout=None):
+        """One result per process from the queue, then the processes joined."""
+        got = [q.get(timeout=timeout) for _ in procs]
+        for p in procs:
+            p.join(10)
+            self.children.remove(p)
+        return got
+
+
+def pct(values, q):
+    """The q-th percentile of the bench's tables (nearest rank); None of nothing."""
+    if not values:
+        return None
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, int(round(q / 100 * len(s) + 0.5)) - 1))]
 
 
 def ingest_proc(

@@ -41,7 +41,7 @@ from pathlib import Path
 import asyncpg
 import psutil
 
-from bench.load import ingest_proc, poll_proc, probe_proc
+from bench.load import Children, ingest_proc, pct, poll_proc, probe_proc
 
 ROOT = Path(__file__).resolve().parent.parent
 REFRESHER_LOCK = 0x6368_6973_6F61_6E73  # app.answers.refresher.LOCK_KEY (bench code imports no app)
@@ -52,13 +52,6 @@ LIMITS = {  # SPEC targets: p99 seconds
     "ranking 3,321 communes": 0.100,
     "52-week series (province)": 0.050,
 }
-
-
-def pct(values, q):
-    if not values:
-        return None
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, int(round(q / 100 * len(s) + 0.5)) - 1))]
 
 
 def ms(v):
@@ -343,7 +336,7 @@ def rows(res: dict, row) -> None:
 # --- standalone -----------------------------------------------------------------------------------
 
 
-class Standalone:
+class Standalone(Children):
     """What `phase` needs, for a run of its own."""
 
     def __init__(self, args, dsn: str, token: str):
@@ -358,19 +351,6 @@ class Standalone:
 
     def log(self, msg):
         print(f"[replicas {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-    def spawn(self, target, *a) -> mp.Process:
-        p = mp.Process(target=target, args=a, daemon=True)
-        p.start()
-        self.children.append(p)
-        return p
-
-    def collect(self, q, procs, timeout=None):
-        got = [q.get(timeout=timeout) for _ in procs]
-        for p in procs:
-            p.join(10)
-            self.children.remove(p)
-        return got
 
 
 async def _admin(pg: str, sql: str) -> None:

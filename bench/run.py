@@ -25,7 +25,7 @@ import httpx
 from bench import bare, naive, replicas
 from bench.gen import MAX_SPAN_DAYS, span_days
 from bench.history import write_history_proc
-from bench.load import ingest_proc, probe_proc
+from bench.load import Children, ingest_proc, pct, probe_proc
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {
@@ -44,20 +44,13 @@ TARGETS = {
 }
 
 
-def pct(values, q):
-    if not values:
-        return None
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, int(round(q / 100 * len(s) + 0.5)) - 1))]
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-class Run:
+class Run(Children):
     def __init__(self, args):
         self.args = args
         self.procs: list[subprocess.Popen] = []
@@ -143,21 +136,6 @@ class Run:
                 pass
             time.sleep(0.3)
         raise RuntimeError("server did not become ready")
-
-    def spawn(self, target, *a) -> mp.Process:
-        p = mp.Process(target=target, args=a, daemon=True)
-        p.start()
-        self.children.append(p)
-        return p
-
-    def collect(self, q, procs, timeout=None):
-        got = []
-        for _ in procs:
-            got.append(q.get(timeout=timeout))
-        for p in procs:
-            p.join(10)
-            self.children.remove(p)
-        return got
 
     # ---- phases ----------------------------------------------------------------------------
     def setup(self):

@@ -53,23 +53,32 @@ class _Entry:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-class LiveMemo:
-    """One process's figures at now per unit (see the module's docstring)."""
+class KeptEntries:
+    """The entries a memo keeps, one per kind of read, the `size` last used; a unit's part older
+    than `max_age` is read again. `units_read` counts the units read again (a measure of the work)."""
+
+    entry_type: type
 
     def __init__(self, size: int = 16, max_age: float = 60.0):
         self.size = size
         self.max_age = timedelta(seconds=max_age)
-        self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
-        self.units_read = 0  # units whose part was read again (a measure of a refresh's work)
+        self._entries: OrderedDict[tuple, object] = OrderedDict()
+        self.units_read = 0
 
-    def _entry(self, key: tuple) -> _Entry:
+    def _entry(self, key: tuple):
         entry = self._entries.get(key)
         if entry is None:
-            entry = self._entries[key] = _Entry()
+            entry = self._entries[key] = self.entry_type()
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
         self._entries.move_to_end(key)
         return entry
+
+
+class LiveMemo(KeptEntries):
+    """One process's figures at now per unit (see the module's docstring)."""
+
+    entry_type = _Entry
 
     async def parts(
         self, session: AsyncSession, codes: set[str] | None, live: list, sector: str, after_hours: float

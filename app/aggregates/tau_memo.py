@@ -27,14 +27,13 @@ computation may use (set by app.answers.kinds around each computation).
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.aggregates.at_tau import Correction, apply, read_between
-from app.aggregates.live_memo import CHUNK, read_changes
+from app.aggregates.live_memo import CHUNK, KeptEntries, read_changes
 from app.aggregates.sums import Scope, Span
 from app.db import dialect
 
@@ -53,24 +52,14 @@ class _Entry:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-class TauMemo:
+class TauMemo(KeptEntries):
     """One process's corrections at t per unit (see the module's docstring)."""
 
-    def __init__(self, size: int = 16, max_age: float = 60.0):
-        self.size = size
-        self.max_age = timedelta(seconds=max_age)
-        self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
-        self.units_read = 0  # units read again from the midnight (a measure of a read's work)
-        self.steps_read = 0  # reads of what happened between two instants
+    entry_type = _Entry
 
-    def _entry(self, key: tuple) -> _Entry:
-        entry = self._entries.get(key)
-        if entry is None:
-            entry = self._entries[key] = _Entry()
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-        self._entries.move_to_end(key)
-        return entry
+    def __init__(self, size: int = 16, max_age: float = 60.0):
+        super().__init__(size, max_age)  # units_read: units read again from the midnight
+        self.steps_read = 0  # reads of what happened between two instants
 
     async def read(self, session: AsyncSession, scope: Scope, spans: list[tuple[int, Span]], sector: str, out, groups: dict | None) -> None:
         """at_tau.read_at_instant from the memo: of one group (`scope.codes`; None: every unit), of
