@@ -10,7 +10,6 @@ answers polled before are warm again at the first tick.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -21,7 +20,7 @@ import orjson
 from app.answers import repository as repo
 from app.answers.dependencies import Dependencies
 from app.answers.kinds import ReadContext
-from app.answers.service import SharedAnswers
+from app.answers.service import SharedAnswers, every
 from app.db.engine import Database
 from app.db.leadership import Leadership
 from app.errors import ChisoError
@@ -114,15 +113,7 @@ class AnswerRefresher:
 
     async def run_forever(self) -> None:
         """Tick every ANSWER_REFRESH_SECONDS until cancelled; a failed tick is logged and the loop goes on."""
-        while True:
-            started = time.monotonic()
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("answer refresh tick failed")
-            await asyncio.sleep(max(0.02, self.interval - (time.monotonic() - started)))
+        await every(self.interval, self.run_once, "answer refresh tick failed")
 
     async def close(self) -> None:
         """Give the leadership up."""

@@ -50,6 +50,21 @@ from app.db.engine import Database
 
 log = logging.getLogger("chiso.answers")
 
+
+async def every(interval: float, tick, failed: str, level: int = logging.ERROR, least: float = 0.02) -> None:
+    """Run `tick` every `interval` seconds (at least `least` apart) until cancelled; a failed tick
+    is logged (with its traceback, at `level`) and the loop goes on."""
+    while True:
+        started = time.monotonic()
+        try:
+            await tick()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the next tick tries again
+            log.log(level, failed, exc_info=True)
+        await asyncio.sleep(max(least, interval - (time.monotonic() - started)))
+
+
 SERVE, SERVE_AND_REFRESH, COMPUTE = "serve", "serve and refresh", "compute"
 # seconds between two looks at an answer another process is computing: from 10 ms (a commune's
 # answer) up to 80 ms (a ranking of every commune under load), doubling
@@ -201,15 +216,8 @@ class SharedAnswers:
             self._follower = asyncio.ensure_future(self._follow_forever())
 
     async def _follow_forever(self) -> None:
-        while True:
-            started = time.monotonic()
-            try:
-                await self.follow_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - requests look answers up meanwhile
-                log.warning("following the shared answers failed", exc_info=True)
-            await asyncio.sleep(max(0.01, self.follow_every - (time.monotonic() - started)))
+        # a failed read is only a warning: requests look answers up meanwhile
+        await every(self.follow_every, self.follow_once, "following the shared answers failed", logging.WARNING, 0.01)
 
     async def follow_once(self) -> None:
         """Read the changes of the stored answers since the read before the last (commits land out
