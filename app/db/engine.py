@@ -42,10 +42,12 @@ def _sqlite_engine(url: str) -> AsyncEngine:
     return engine
 
 
-def _postgres_engine(url: str, pool_size: int, connect_timeout: float, pool_timeout: float) -> AsyncEngine:
+def _postgres_engine(url: str, pool_size: int, connect_timeout: float, pool_timeout: float, pre_ping: bool) -> AsyncEngine:
     return create_async_engine(
         url,
-        pool_pre_ping=True,  # survive a database restart without failing the first request
+        # survive a database restart without failing the first request; off for a background loop
+        # that tries again anyway (the answer refresher), where it is one round trip more per session
+        pool_pre_ping=pre_ping,
         pool_size=pool_size,
         # Bounds while the database is away or saturated: a request waits at most this long for a
         # connection (then 503 with Retry-After, app.api.errors), never indefinitely.
@@ -64,14 +66,14 @@ def _postgres_engine(url: str, pool_size: int, connect_timeout: float, pool_time
 
 
 class Database:
-    def __init__(self, url: str, pool_size: int = 10, connect_timeout: float = 5.0, pool_timeout: float = 10.0):
+    def __init__(self, url: str, pool_size: int = 10, connect_timeout: float = 5.0, pool_timeout: float = 10.0, pre_ping: bool = True):
         self.url = url
         self.dialect = make_url(url).get_backend_name()
         if self.dialect == "sqlite":
             self.engine = _sqlite_engine(url)
             write_engine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         else:
-            self.engine = _postgres_engine(url, pool_size, connect_timeout, pool_timeout)
+            self.engine = _postgres_engine(url, pool_size, connect_timeout, pool_timeout, pre_ping)
             write_engine = self.engine
         self._reads = async_sessionmaker(self.engine, expire_on_commit=False)
         self._writes = async_sessionmaker(write_engine, expire_on_commit=False)
