@@ -253,6 +253,36 @@ class TestRefresher:
         (row,) = (await rows(svc)).values()
         assert row.computed_by == refresher.answers.holder
 
+    async def test_answers_refreshed_several_at_a_time_oldest_first_equal_fresh_ones(self, fresh_service, monkeypatch):
+        svc = fresh_service
+        read, ingest = await svc.key("read"), await svc.key("ingest", "VN")
+        await post(svc, ingest, one_received())
+        for path, query, _, _ in URLS:
+            await svc.get(path, read, **query)
+        refresher = AnswerRefresher(svc.db, svc.settings, concurrency=1)
+        try:
+            # one at a time, the answer computed longest ago comes first
+            await post(svc, ingest, one_received())
+            async with svc.db.transaction() as session:
+                rs = {r.key: r for r in (await session.execute(select(SharedAnswer))).scalars()}
+                for i, key in enumerate(random.Random(7).sample(sorted(rs), len(rs))):
+                    rs[key].computed_at -= timedelta(seconds=i)
+            aged = {k: r.computed_at for k, r in (await rows(svc)).items()}
+            assert await refresher.run_once() == len(URLS)
+            after = {k: r.computed_at for k, r in (await rows(svc)).items()}
+            assert sorted(after, key=after.get) == sorted(aged, key=aged.get)
+            # all at once: each equals a fresh computation
+            refresher.concurrency = len(URLS)
+            await post(svc, ingest, one_received())
+            freeze(monkeypatch)
+            computed = refresher.answers.computations
+            assert await refresher.run_once() == len(URLS)
+            assert refresher.answers.computations == computed + len(URLS)
+            for path, query, kind, params in URLS:
+                assert figures((await svc.get(path, read, **query)).json()) == figures(await fresh(svc, kind, params)), path
+        finally:
+            await refresher.close()
+
     async def test_only_answers_whose_units_changed_or_whose_deadlines_passed_are_computed_again(self, fresh_service):
         svc = fresh_service
         read, ingest = await svc.key("read"), await svc.key("ingest", "VN")
