@@ -233,6 +233,27 @@ class TestReadYourWrites:
             late = (await svc.get(KPIS, read, window="7d")).json()["kpis"]["received"]
             assert late == first + 2 and answers.computations == computed + 2
 
+    async def test_a_stale_copy_is_served_while_a_refresh_runs_elsewhere(self, make_service):
+        """Within the SPEC's second (`changed_for`), an answer the data moved past that another
+        process is computing again is served as stored: no request claims it, computes it or waits."""
+        async with make_service(answer_cache_seconds=0.3) as svc:
+            read, ingest = await svc.key("read"), await svc.key("ingest", "46")
+            answers = svc.app.state.answers
+            answers.changed_for = 60.0  # the same rule on a scale no slow machine can blur
+            first = await svc.get(KPIS, read, window="7d")
+            await post(svc, ingest, one_received())
+            answers._local.clear()  # as another worker: no copy of its own
+            async with svc.db.transaction() as session:
+                (row,) = (await session.execute(select(SharedAnswer))).scalars()
+                row.computed_at = datetime.now(UTC) - timedelta(seconds=answers.changed_for * 0.75)
+                row.claimed_until, row.claimed_by = datetime.now(UTC) + timedelta(hours=1), "refresher-elsewhere"
+            computed = answers.computations
+            got = await asyncio.gather(*(svc.get(KPIS, read, window="7d") for _ in range(5)))
+            await answers.settle()
+            assert {g.content for g in got} == {first.content} and answers.computations == computed
+            (row,) = (await rows(svc)).values()
+            assert row.claimed_by == "refresher-elsewhere"
+
 
 class TestRefresher:
     async def test_polled_answers_are_fresh_again_after_a_change_without_a_request_computing(self, fresh_service):
