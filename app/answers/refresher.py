@@ -39,19 +39,18 @@ LOCK_KEY = 0x6368_6973_6F61_6E73  # "chisoans": the advisory lock of the one act
 LEASE = "answers"
 LEAD_EVERY = 2.0  # seconds between two checks of the leadership
 FORGET_EVERY = 60.0  # seconds between two sweeps of answers nobody polls
-CONCURRENCY = 4  # answers computed at once (a commune's waits on the database most of its time)
 
 
 class AnswerRefresher:
     def __init__(
-        self, db: Database, settings: Settings, keep_for: float = 180.0, forget_after: float = 3600.0, concurrency: int = CONCURRENCY
+        self, db: Database, settings: Settings, keep_for: float = 180.0, forget_after: float = 3600.0, concurrency: int | None = None
     ):
         self.settings = settings
         self.interval = settings.answer_refresh_seconds
-        self.concurrency = concurrency
+        self.concurrency = concurrency or settings.answer_refresh_concurrency
         # its own connections (opened when it first leads): `concurrency` computations, each a claim, its
         # reads and a store, and the tick's own statements; the leadership keeps the process's pool
-        self._own = None if db.is_sqlite else Database(db.url, pool_size=concurrency + 2, pre_ping=False)
+        self._own = None if db.is_sqlite else Database(db.url, pool_size=self.concurrency + 2, pre_ping=False)
         self.db = self._own or db
         holder = f"refresher-{settings.node_id}-{uuid.uuid4().hex[:12]}"
         self.answers = SharedAnswers(self.db, fresh_for=settings.answer_cache_seconds, holder=holder)
