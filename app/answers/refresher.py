@@ -69,8 +69,10 @@ class AnswerRefresher:
         """One tick: when this process leads, refresh what needs it; the number of answers refreshed
         (computed again, or found to hold still and restamped)."""
         if time.monotonic() - self._led_at >= LEAD_EVERY:
-            self._leader = await self.leadership.acquire()
+            led, self._leader = self._leader, await self.leadership.acquire()
             self._led_at = time.monotonic()
+            if led and not self._leader and self._own is not None:
+                await self._own.dispose()  # its connections go back to the server until it leads again
         if not self._leader:
             self.deps.forget()
             return 0
