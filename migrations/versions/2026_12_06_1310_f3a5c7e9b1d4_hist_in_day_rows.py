@@ -8,12 +8,13 @@ Create Date: 2026-12-06 13:10:00
 Issue 24's compact store: a histogram row of its own cost a tuple header, its key again and a
 primary-key index (and, for unit_day_hist, a (sector, day) index) for each unit, sector and day with
 a resolution: about 50 bytes per stored event on the bench's year of the nation. Each histogram
-moves into the day row of its key (a new row with zero counters where there was none); the day rows
-are then rewritten (CLUSTER) without the dead versions the move left. unit_day, whose rows of past
-days are seldom updated again, is packed full (its fillfactor was 80, for HOT updates of today's
-rows: those now move to another page and add index entries until a vacuum); the rollup rows, hot
-on every post, keep 80. The downgrade makes the histogram tables again from the day rows that have
-one (the rows added with zero counters stay).
+moves into the day row of its key (a new row with zero counters where there was none). On
+PostgreSQL each day table is made again, its rows copied once in key order and its key and index
+built after them (an UPDATE would leave a dead version of every row, which a CLUSTER in the same
+transaction keeps). unit_day, whose rows of past days are seldom updated again, is packed full (its
+fillfactor was 80, for HOT updates of today's rows: those now move to another page and add index
+entries until a vacuum); the rollup rows, hot on every post, keep 80. The downgrade makes the
+histogram tables again from the day rows that have one (the rows added with zero counters stay).
 """
 
 from collections.abc import Sequence
@@ -33,37 +34,64 @@ TABLES = {
     "unit_day": ("unit_day_hist", "source", sa.String(length=64)),
     "rollup_day": ("rollup_day_hist", "slot", sa.SmallInteger()),
 }
-FILLFACTOR = {"unit_day": (100, 80)}  # (after, before)
 
 
 def _key(day_table: str) -> list[str]:
     return ["unit_code", "sector", "day", TABLES[day_table][1]]
 
 
+# the day table's other index, made again under its name
+INDEXES = {"unit_day": ("ix_unit_day_sector_day", "sector, day")}
+FILLFACTOR = {"unit_day": (100, 80), "rollup_day": (80, 80)}  # (after, before)
+
+
+def _rebuild_pg(day: str, hist: str) -> None:
+    """The day table made again with its histograms: the old rows copied once, in key order, its key
+    and index built after them (packed)."""
+    key = _key(day)
+    bind = op.get_bind()
+    cols = [
+        c
+        for (c,) in bind.exec_driver_sql(
+            f"SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = '{day}'"
+            " ORDER BY ordinal_position"
+        )
+    ]
+    op.execute(f"ALTER TABLE {day} RENAME TO {day}_old")
+    op.execute(f"ALTER TABLE {day}_old RENAME CONSTRAINT pk_{day} TO pk_{day}_old")
+    if day in INDEXES:
+        op.execute(f"ALTER INDEX {INDEXES[day][0]} RENAME TO {INDEXES[day][0]}_old")
+    op.execute(f"CREATE TABLE {day} (LIKE {day}_old INCLUDING DEFAULTS INCLUDING STORAGE) WITH (fillfactor = {FILLFACTOR[day][0]})")
+    op.execute(f"ALTER TABLE {day} ADD COLUMN hist int[]")
+    values = ", ".join(c if c in key else f"coalesce(d.{c}, 0)" for c in cols)
+    op.execute(
+        f"INSERT INTO {day} ({', '.join(cols)}, hist) SELECT {values}, h.hist "
+        f"FROM {day}_old d FULL JOIN {hist} h USING ({', '.join(key)}) ORDER BY {', '.join(key)}"
+    )
+    op.execute(f"ALTER TABLE {day} ADD CONSTRAINT pk_{day} PRIMARY KEY ({', '.join(key)})")
+    if day in INDEXES:
+        op.execute(f"CREATE INDEX {INDEXES[day][0]} ON {day} ({INDEXES[day][1]})")
+    op.execute(f"DROP TABLE {day}_old")
+
+
 def upgrade() -> None:
     postgres = op.get_bind().dialect.name == "postgresql"
     for day, (hist, _, _) in TABLES.items():
-        key = _key(day)
-        same = " AND ".join(f"d.{k} = h.{k}" for k in key)
-        op.add_column(day, sa.Column("hist", app.db.types.HistCounts(), nullable=True))
         if postgres:
-            op.execute(f"UPDATE {day} d SET hist = h.hist FROM {hist} h WHERE {same}")
-        else:
-            mine = " AND ".join(f"{day}.{k} = h.{k}" for k in key)
-            op.execute(
-                f"UPDATE {day} SET hist = (SELECT h.hist FROM {hist} h WHERE {mine}) WHERE EXISTS (SELECT 1 FROM {hist} h WHERE {mine})"
-            )
+            _rebuild_pg(day, hist)
+            op.drop_table(hist)
+            continue
+        key = _key(day)
+        op.add_column(day, sa.Column("hist", app.db.types.HistCounts(), nullable=True))
+        mine = " AND ".join(f"{day}.{k} = h.{k}" for k in key)
+        op.execute(f"UPDATE {day} SET hist = (SELECT h.hist FROM {hist} h WHERE {mine}) WHERE EXISTS (SELECT 1 FROM {hist} h WHERE {mine})")
         cols = ", ".join(key)
+        same = " AND ".join(f"d.{k} = h.{k}" for k in key)
         op.execute(
             f"INSERT INTO {day} ({cols}, hist) SELECT {', '.join('h.' + k for k in key)}, h.hist FROM {hist} h "
             f"WHERE NOT EXISTS (SELECT 1 FROM {day} d WHERE {same}) ORDER BY {cols}"
         )
         op.drop_table(hist)
-        if postgres:
-            if day in FILLFACTOR:
-                op.execute(f"ALTER TABLE {day} SET (fillfactor = {FILLFACTOR[day][0]})")
-            op.execute(f"CLUSTER {day} USING pk_{day}")  # rewritten in key order, packed to its fillfactor
-            op.execute(f"ALTER TABLE {day} SET WITHOUT CLUSTER")
 
 
 def downgrade() -> None:
@@ -85,5 +113,5 @@ def downgrade() -> None:
         op.execute(f"INSERT INTO {hist} ({cols}, hist) SELECT {cols}, hist FROM {day} WHERE hist IS NOT NULL ORDER BY {cols}")
         with op.batch_alter_table(day) as batch:
             batch.drop_column("hist")
-        if postgres and day in FILLFACTOR:
+        if postgres:
             op.execute(f"ALTER TABLE {day} SET (fillfactor = {FILLFACTOR[day][1]})")
