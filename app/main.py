@@ -16,7 +16,7 @@ from app.api.etag import ETagMiddleware
 from app.api.limits import BodyReadTimeoutMiddleware, RateLimiter
 from app.api.responses import JSONResponse
 from app.db import migrate, partitions
-from app.db.engine import Database
+from app.db.engine import Database, no_statement_timeout
 from app.export.exporter import Exporter
 from app.scoring.ranking import RankingMemo
 from app.settings import Settings
@@ -40,10 +40,12 @@ async def upgrade_database(db: Database) -> tuple[set[str], set[str]]:
     """The schema to the Alembic head, then this version's PostgreSQL write pass (app.aggregates.pgpass);
     returns the revisions the database was at before and after."""
     async with db.engine.begin() as conn:
+        await no_statement_timeout(conn)  # a migration moving a year of rows takes what it takes
         before = await migrate.current_revisions(conn)
         await migrate.upgrade(conn)
         after = await migrate.current_revisions(conn)
     async with db.engine.begin() as conn:
+        await no_statement_timeout(conn)
         if await pgpass.install(conn):
             log.info("write pass %s installed", pgpass.current().version)
     return before, after
@@ -54,7 +56,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        db = Database(settings.database_url, settings.db_pool_size, settings.db_connect_timeout, settings.db_pool_timeout)
+        db = Database(
+            settings.database_url,
+            settings.db_pool_size,
+            settings.db_connect_timeout,
+            settings.db_pool_timeout,
+            settings.db_statement_timeout,
+        )
         app.state.db = db
         if settings.migrate_on_start:
             await prepare_database(db, settings)

@@ -66,6 +66,13 @@ class Settings(BaseSettings):
     )
     db_connect_timeout: float = Field(5.0, description="Seconds to open a PostgreSQL connection before answering 503.")
     db_pool_timeout: float = Field(10.0, description="Seconds a request waits for a pooled connection before answering 503.")
+    db_statement_timeout: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds one PostgreSQL statement of the service (API reads, ingest, the answers it serves) may run "
+        "before the server cancels it (then 503 with Retry-After); 0 disables. The CLI's long jobs (import, "
+        "`kpis verify`, retention) and the exporter's process run without one.",
+    )
     body_read_timeout: float = Field(30.0, description="Seconds a request may take to send its whole body (then 408); 0 disables.")
     export_push_timeout: float = Field(30.0, description="Seconds a push to the central node may take before it counts as failed.")
     retain_events_months: int | None = Field(

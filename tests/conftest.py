@@ -278,13 +278,15 @@ async def registry(shared_service):
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Spread over processes (-n), the long tests start first: those marked slow and the system and
-    reliability tests (real processes, minutes each), so none is left running alone at the end of a
-    run while the other processes wait. One process keeps the order of the files."""
+    """Spread over processes (-n), the long tests start first: those marked slow, the system and
+    reliability tests (real processes, minutes each) and the groups one process runs whole
+    (`xdist_group`: a module's shared fixtures, 5–20 s of tests), so none is left running alone at the
+    end of a run while the other processes wait. One process keeps the order of the files."""
     if not hasattr(config, "workerinput"):  # not a pytest-xdist worker
         return
 
     def long(item) -> bool:
-        return item.get_closest_marker("slow") is not None or item.path.parent.name in ("system", "reliability")
+        marked = any(item.get_closest_marker(m) is not None for m in ("slow", "xdist_group"))
+        return marked or item.path.parent.name in ("system", "reliability")
 
     items.sort(key=lambda item: not long(item))  # stable: each file's order stays

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from app.db.types import sqlite_hist_add
 
@@ -42,7 +42,10 @@ def _sqlite_engine(url: str) -> AsyncEngine:
     return engine
 
 
-def _postgres_engine(url: str, pool_size: int, connect_timeout: float, pool_timeout: float) -> AsyncEngine:
+def _postgres_engine(url: str, pool_size: int, connect_timeout: float, pool_timeout: float, statement_timeout: float) -> AsyncEngine:
+    server_settings = {"application_name": "chiso", "max_parallel_workers_per_gather": "0"}
+    if statement_timeout > 0:  # each session's default, set at connect: no statement of its own
+        server_settings["statement_timeout"] = str(max(1, round(statement_timeout * 1000)))
     return create_async_engine(
         url,
         pool_pre_ping=True,  # survive a database restart without failing the first request
@@ -58,20 +61,31 @@ def _postgres_engine(url: str, pool_size: int, connect_timeout: float, pool_time
         # many concurrent requests, launching workers for one query costs more than it saves.
         connect_args={
             "timeout": connect_timeout,
-            "server_settings": {"application_name": "chiso", "max_parallel_workers_per_gather": "0"},
+            "server_settings": server_settings,
         },
     )
 
 
+async def no_statement_timeout(conn: AsyncConnection) -> None:
+    """Lift the service's statement timeout (DB_STATEMENT_TIMEOUT) for the rest of this transaction:
+    for the jobs that run inside the service and take what they take (migrations on start)."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SET LOCAL statement_timeout = 0"))
+
+
 class Database:
-    def __init__(self, url: str, pool_size: int = 10, connect_timeout: float = 5.0, pool_timeout: float = 10.0):
+    def __init__(
+        self, url: str, pool_size: int = 10, connect_timeout: float = 5.0, pool_timeout: float = 10.0, statement_timeout: float = 0.0
+    ):
+        """`statement_timeout` (seconds, PostgreSQL; 0: none): how long one statement may run before
+        the server cancels it. The service's API sets one (DB_STATEMENT_TIMEOUT); long jobs do not."""
         self.url = url
         self.dialect = make_url(url).get_backend_name()
         if self.dialect == "sqlite":
             self.engine = _sqlite_engine(url)
             write_engine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         else:
-            self.engine = _postgres_engine(url, pool_size, connect_timeout, pool_timeout)
+            self.engine = _postgres_engine(url, pool_size, connect_timeout, pool_timeout, statement_timeout)
             write_engine = self.engine
         self._reads = async_sessionmaker(self.engine, expire_on_commit=False)
         self._writes = async_sessionmaker(write_engine, expire_on_commit=False)

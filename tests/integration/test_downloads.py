@@ -101,6 +101,10 @@ async def check_download(svc, token, path: str, items_of, **params) -> list[dict
     return items
 
 
+# under --dist loadgroup one process builds the module's fixtures, not each
+pytestmark = pytest.mark.xdist_group("downloads")
+
+
 @pytest.fixture(scope="module")
 async def data(shared_service):
     """A random stream (late events, corrections, orphans) over four communes of 46 and the province itself."""

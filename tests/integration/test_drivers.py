@@ -32,6 +32,10 @@ RATES = {  # (N, D) of each rate as the reference names its counts
 COUNTS = ["received", "resolved_late", "withdrawn", "pending", "overdue", "overdue_766", "orphans", "due_48h"]
 
 
+# under --dist loadgroup one process builds the module's fixtures, not each
+pytestmark = pytest.mark.xdist_group("drivers")
+
+
 @pytest.fixture(scope="module")
 async def fed(store, templates, pg_server, tmp_path_factory):
     url = await new_database_url(store, templates, pg_server, tmp_path_factory.mktemp("drivers"))

@@ -23,6 +23,10 @@ UNITS = ["46", "19777", "19900", "19930", "19786", "79", "26506", "26526"]
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
+# under --dist loadgroup one process builds the module's fixtures, not each
+pytestmark = pytest.mark.xdist_group("report")
+
+
 @pytest.fixture(scope="module")
 async def fed(store, templates, pg_server, tmp_path_factory):
     url = await new_database_url(store, templates, pg_server, tmp_path_factory.mktemp("report"))

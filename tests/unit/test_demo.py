@@ -20,6 +20,10 @@ SKEW, HORIZON = timedelta(seconds=300), timedelta(days=400)
 DAYS = 90
 
 
+# under --dist loadgroup one process builds the module's fixtures, not each
+pytestmark = pytest.mark.xdist_group("demo")
+
+
 @pytest.fixture(scope="module")
 def communes():
     return [u for u in package_units() if u.level == "commune"]

@@ -2,8 +2,8 @@
 unit_day_hist and rollup_day_hist; unit_day packed full (fillfactor 100)
 
 Revision ID: f3a5c7e9b1d4
-Revises: e1a3c5f7b9d2
-Create Date: 2026-12-06 13:10:00
+Revises: c3e5a7b9d1f4
+Create Date: 2026-12-06 13:40:00
 
 Issue 24's compact store: a histogram row of its own cost a tuple header, its key again and a
 primary-key index (and, for unit_day_hist, a (sector, day) index) for each unit, sector and day with
@@ -25,7 +25,7 @@ from alembic import op
 import app.db.types
 
 revision: str = "f3a5c7e9b1d4"
-down_revision: str | None = "e1a3c5f7b9d2"
+down_revision: str | None = "c3e5a7b9d1f4"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -57,11 +57,15 @@ def _rebuild_pg(day: str, hist: str) -> None:
             " ORDER BY ordinal_position"
         )
     ]
+    # the table's settings (autovacuum: c3e5a7b9d1f4) carried over, its fillfactor set
+    (options,) = bind.exec_driver_sql(f"SELECT coalesce(reloptions, '{{}}') FROM pg_class WHERE oid = '{day}'::regclass").one()
+    settings = dict(o.split("=", 1) for o in options) | {"fillfactor": str(FILLFACTOR[day][0])}
+    with_settings = ", ".join(f"{k} = {v}" for k, v in settings.items())
     op.execute(f"ALTER TABLE {day} RENAME TO {day}_old")
     op.execute(f"ALTER TABLE {day}_old RENAME CONSTRAINT pk_{day} TO pk_{day}_old")
     if day in INDEXES:
         op.execute(f"ALTER INDEX {INDEXES[day][0]} RENAME TO {INDEXES[day][0]}_old")
-    op.execute(f"CREATE TABLE {day} (LIKE {day}_old INCLUDING DEFAULTS INCLUDING STORAGE) WITH (fillfactor = {FILLFACTOR[day][0]})")
+    op.execute(f"CREATE TABLE {day} (LIKE {day}_old INCLUDING DEFAULTS INCLUDING STORAGE) WITH ({with_settings})")
     op.execute(f"ALTER TABLE {day} ADD COLUMN hist int[]")
     values = ", ".join(c if c in key else f"coalesce(d.{c}, 0)" for c in cols)
     op.execute(
