@@ -57,13 +57,14 @@ class WritePass:
 
 
 def _counters(sql: str, tag: str, cols: tuple[str, ...], typed=lambda c: "bigint") -> str:
-    """@DAY_COLS@, @DAY_TYPED@, @DAY_VALUES(a)@, @DAY_SUMS(a)@, @DAY_PLAIN_SUMS(a)@, @DAY_NONZERO(a)@,
-    @DAY_ADD(a)@ (and TOT_…) from a counter list of app.aggregates.counters."""
+    """@DAY_COLS@, @DAY_TYPED@, @DAY_VALUES(a)@, @DAY_SUMS(a)@, @DAY_NAMED_SUMS(a)@, @DAY_PLAIN_SUMS(a)@,
+    @DAY_NONZERO(a)@, @DAY_ADD(a)@ (and TOT_…) from a counter list of app.aggregates.counters."""
     sql = sql.replace(f"@{tag}_COLS@", ", ".join(cols))
     sql = sql.replace(f"@{tag}_TYPED@", ", ".join(f"{c} {typed(c)}" for c in cols))
     forms = {
         "VALUES": lambda a: ", ".join(f"coalesce({a}.{c}, 0)" for c in cols),
         "SUMS": lambda a: ", ".join(f"coalesce(sum({a}.{c}), 0)" for c in cols),
+        "NAMED_SUMS": lambda a: ", ".join(f"coalesce(sum({a}.{c}), 0) AS {c}" for c in cols),
         "PLAIN_SUMS": lambda a: ", ".join(f"sum({a}.{c})" for c in cols),
         "NONZERO": lambda a: " OR ".join(f"coalesce(sum({a}.{c}), 0) <> 0" for c in cols),
         "ADD": lambda a: ", ".join(f"{c} = {a}.{c} + excluded.{c}" for c in cols),

@@ -11,7 +11,7 @@ and spells no rule of its own:
    events and of the states built from them (the pass's fragments BATCH_STATES, RAW, DERIVED,
    WITH_TERM: sign 1, nothing stored to merge or take away).
 2. Steps 4 to 7 are the pass's own statements, taken from its rendered body, where the upserts of
-   the units' own rows (unit_day, unit_day_hist, unit_cohort_due, unit_total, unit_event_day)
+   the units' own rows (unit_day, unit_cohort_due, unit_total, unit_event_day)
    become plain inserts: their ON CONFLICT clause cut off.
 3. The rollup rows: the pass sums the own contributions over (unit, unit above) pairs. Units with
    the same chain of units above (the communes of a province) are first summed into one
@@ -43,7 +43,7 @@ from app.aggregates.counters import DAY_COUNTERS, TOTAL_COUNTERS
 from app.aggregates.writes import STAGE_COLUMNS
 
 # Own rows of a unit: where they are all absent, the pass's upserts into them are plain inserts.
-OWN_TABLES = ("unit_day", "unit_day_hist", "unit_cohort_due", "unit_total", "unit_event_day")
+OWN_TABLES = ("unit_day", "unit_cohort_due", "unit_total", "unit_event_day")
 # A unit is fresh with no row in any of these. Event keys are hashes (no unit to look up): a unit's
 # keys come with its events in the log, or, for archived months, with its dossiers, which stay.
 FRESH_TABLES = ("dossier_event", "dossier", *OWN_TABLES)

@@ -29,7 +29,7 @@ def test_every_statement_of_the_pass_tail_is_taken():
             assert re.sub(r"\bchiso_x", "chiso_", mine) == theirs
         else:
             assert mine == theirs
-    assert {fresh._target(s) for s in fp.tail} >= set(fresh.OWN_TABLES) | {"rollup_day", "rollup_day_hist", "unit_change", "node_meta"}
+    assert {fresh._target(s) for s in fp.tail} >= set(fresh.OWN_TABLES) | {"rollup_day", "unit_change", "node_meta"}
 
 
 def test_head_states_and_dossiers_from_the_pass_fragments():
