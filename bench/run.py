@@ -316,7 +316,7 @@ class Run(Children):
         """What reads pay for: aggregate rows, commune-days covered, the database's size."""
         r = self.sql(
             self.dsn,
-            "SELECT (SELECT count(*) FROM unit_day) AS unit_day, (SELECT count(*) FROM unit_day_hist) AS hist, "
+            "SELECT (SELECT count(*) FROM unit_day) AS unit_day, (SELECT count(*) FROM unit_day WHERE hist IS NOT NULL) AS hist, "
             "(SELECT count(*) FROM rollup_day) AS rollup_day, (SELECT count(*) FROM dossier) AS dossiers, "
             "(SELECT count(*) FROM unit_day WHERE sector = '*' AND source = '' AND unit_code IN "
             "(SELECT code FROM unit WHERE level = 'commune') AND received > 0) AS commune_days, "

@@ -13,10 +13,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 
+from sqlalchemy import BigInteger
+
 from app.aggregates.counters import DAY_COUNTERS, DUE
 from app.aggregates.dossier import DossierState
 from app.aggregates.histogram import bucket_of
-from app.db.models import ALL_SECTORS
+from app.db.models import ALL_SECTORS, UnitDay
 
 _BEFORE = tuple(timedelta(days=k) for k in range(len(DUE)))
 # The due-soon counters of deadline day D are the end-of-day figures of days D - 3 to D - 1.
@@ -265,14 +267,21 @@ def SQL_MARK_DAY(d: str) -> str:  # noqa: N802
     return f"CASE WHEN {changed} THEN {d}.day - {DUE_MARK_BACK.days} ELSE {d}.day END"
 
 
+def sql_type(counter: str) -> str:
+    """The SQL type of a day counter's contributions: the type of its stored column (32-bit counts,
+    a 64-bit duration, app.db.models.aggregates). The pass sums a few hundred thousand of them a
+    batch: a sum of int is a bigint, a sum of bigint a numeric (several times slower to add)."""
+    return "bigint" if isinstance(UnitDay.__table__.c[counter].type, BigInteger) else "int"
+
+
 def sql_contribution_rows() -> str:
     """The VALUES rows of SQL_CONTRIBUTIONS, one column per day counter (DAY_COUNTERS)."""
     rows = []
     for day, values in SQL_CONTRIBUTIONS:
-        cells = [day, *(f"({values[c]})::bigint" if c in values else "0::bigint" for c in DAY_COUNTERS)]
+        cells = [day, *(f"({values[c]})::{sql_type(c)}" if c in values else f"0::{sql_type(c)}" for c in DAY_COUNTERS)]
         rows.append("(" + ", ".join(cells) + ")")
     return ",\n      ".join(rows)
 
 
 def sql_orphan_row() -> str:
-    return ", ".join(f"{SQL_ORPHANS[c]}" if c in SQL_ORPHANS else "0::bigint" for c in DAY_COUNTERS)
+    return ", ".join(f"({SQL_ORPHANS[c]})::{sql_type(c)}" if c in SQL_ORPHANS else f"0::{sql_type(c)}" for c in DAY_COUNTERS)

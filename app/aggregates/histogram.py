@@ -78,6 +78,7 @@ SQL_HIST_ADD = (
 CREATE OR REPLACE FUNCTION @HIST_ADD@(p_a int[], p_b int[]) RETURNS int[] LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
 DECLARE lo int; hi int; acc bigint[]; i int; j int; k int; na int := coalesce(cardinality(p_a), 0); nb int := coalesce(cardinality(p_b), 0);
 BEGIN
+  IF p_b IS NULL THEN RETURN p_a; END IF;  -- nothing to add: the stored value as it is (a day row without one)
   IF na > 1 THEN lo := p_a[1]; hi := p_a[1] + na - 2; END IF;
   IF nb > 1 THEN lo := least(lo, p_b[1]); hi := greatest(hi, p_b[1] + nb - 2); END IF;
   IF lo IS NULL THEN RETURN '{}'::int[]; END IF;
@@ -129,8 +130,8 @@ def bounds_seconds(up_to: int = 160) -> list[float]:
 
 
 def bucket_columns(table, postgres: bool) -> tuple:
-    """(bucket, n, where, unpack) over the packed counts of a histogram table's rows (UnitDayHist,
-    RollupDayHist): a statement selecting them joins `unpack` to the table (with_buckets), one row
+    """(bucket, n, where, unpack) over the packed counts of a day table's histograms (UnitDay,
+    RollupDay): a statement selecting them joins `unpack` to the table (with_buckets), one row
     per bucket of each row (zeros inside a row's range too: sums are unchanged)."""
     name = table.__tablename__
     if postgres:

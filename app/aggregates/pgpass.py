@@ -56,14 +56,15 @@ class WritePass:
         )
 
 
-def _counters(sql: str, tag: str, cols: tuple[str, ...]) -> str:
-    """@DAY_COLS@, @DAY_TYPED@, @DAY_VALUES(a)@, @DAY_SUMS(a)@, @DAY_PLAIN_SUMS(a)@, @DAY_NONZERO(a)@,
-    @DAY_ADD(a)@ (and TOT_…) from a counter list of app.aggregates.counters."""
+def _counters(sql: str, tag: str, cols: tuple[str, ...], typed=lambda c: "bigint") -> str:
+    """@DAY_COLS@, @DAY_TYPED@, @DAY_VALUES(a)@, @DAY_SUMS(a)@, @DAY_NAMED_SUMS(a)@, @DAY_PLAIN_SUMS(a)@,
+    @DAY_NONZERO(a)@, @DAY_ADD(a)@ (and TOT_…) from a counter list of app.aggregates.counters."""
     sql = sql.replace(f"@{tag}_COLS@", ", ".join(cols))
-    sql = sql.replace(f"@{tag}_TYPED@", ", ".join(f"{c} bigint" for c in cols))
+    sql = sql.replace(f"@{tag}_TYPED@", ", ".join(f"{c} {typed(c)}" for c in cols))
     forms = {
         "VALUES": lambda a: ", ".join(f"coalesce({a}.{c}, 0)" for c in cols),
         "SUMS": lambda a: ", ".join(f"coalesce(sum({a}.{c}), 0)" for c in cols),
+        "NAMED_SUMS": lambda a: ", ".join(f"coalesce(sum({a}.{c}), 0) AS {c}" for c in cols),
         "PLAIN_SUMS": lambda a: ", ".join(f"sum({a}.{c})" for c in cols),
         "NONZERO": lambda a: " OR ".join(f"coalesce(sum({a}.{c}), 0) <> 0" for c in cols),
         "ADD": lambda a: ", ".join(f"{c} = {a}.{c} + excluded.{c}" for c in cols),
@@ -104,7 +105,8 @@ def render_template(sql: str) -> str:
     sql = sql.replace("@RECORD_ACCEPTED@", silent.SQL_RECORD_ACCEPTED.rstrip("\n"))
     sql = sql.replace("@CONTRIBUTIONS@", contrib.sql_contribution_rows())
     sql = sql.replace("@ORPHAN_ROW@", contrib.sql_orphan_row())
-    sql = _counters(_counters(sql, "DAY", DAY_COUNTERS), "TOT", TOTAL_COUNTERS)
+    # day contributions typed as stored (contrib.sql_type): summed as integers, not numerics
+    sql = _counters(_counters(sql, "DAY", DAY_COUNTERS, contrib.sql_type), "TOT", TOTAL_COUNTERS)
     sql = re.sub(r"@PICK\(([^)]*)\)@", lambda m: dossier.SQL_PICK(m.group(1)), sql)
     for name, render in _FRAGMENTS.items():
         sql = re.sub(rf"@{name}\((\w+)\)@", lambda m, render=render: render(m.group(1)), sql)

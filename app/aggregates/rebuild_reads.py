@@ -51,7 +51,7 @@ async def read_rollups(session: AsyncSession, expected: bool = False) -> dict[st
     out: dict[str, dict] = {}
     for name, own, rollup in zip(("day", "hist", "cohort_due", "total"), OWN_TABLES, ROLLUP_TABLES, strict=True):
         postgres = dialect.is_postgres(session)
-        sql, cols = rollup_select_sql(own.__tablename__, postgres)
+        sql, cols = rollup_select_sql("hist" if name == "hist" else own.__tablename__, postgres)
         if not expected:
             keys = ", ".join(c for c in cols if c in ("unit_code", "sector", "day", "bucket", "recv_day", "due_day"))
             sums = ", ".join(f"SUM({c}) AS {c}" for c in cols if c not in keys.split(", "))

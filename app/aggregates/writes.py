@@ -31,13 +31,11 @@ from app.db.models import (
     ExportDirty,
     RollupCohortDue,
     RollupDay,
-    RollupDayHist,
     RollupOpenDue,
     RollupTotal,
     UnitChange,
     UnitCohortDue,
     UnitDay,
-    UnitDayHist,
     UnitTotal,
 )
 from app.db.types import hist_pack, hist_unpack
@@ -46,8 +44,9 @@ from app.units.service import Registry
 CHUNK = 1000
 ROLLUP_SLOTS = 4
 DOSSIER_COLUMNS = (*STATE_COLUMNS, "sector", "eff_due_at", "end_at", "ok_766")
-OWN_TABLES = (UnitDay, UnitDayHist, UnitCohortDue, UnitTotal)
-ROLLUP_TABLES = (RollupDay, RollupDayHist, RollupCohortDue, RollupTotal)
+# (day rows, histograms, cohort rows, totals): the histograms are a column of the day rows
+OWN_TABLES = (UnitDay, UnitDay, UnitCohortDue, UnitTotal)
+ROLLUP_TABLES = (RollupDay, RollupDay, RollupCohortDue, RollupTotal)
 ROLLUP_LEVELS = ("province", "nation")  # levels whose answers read rollup rows; communes read their own
 
 
@@ -151,14 +150,9 @@ async def _add_rows(session: AsyncSession, table, keys: tuple[str, ...], cols: t
 
 async def _add_delta(session: AsyncSession, delta: Delta, tables: tuple, extra: dict) -> None:
     """Add a delta to one family of tables; `extra` is the rest of the key (source or slot)."""
-    day_t, hist_t, due_t, total_t = tables
+    day_t, _, due_t, total_t = tables
     ((name, value),) = extra.items()
-    day_rows = [
-        {"unit_code": u, "sector": s, "day": d, name: value, **{c: cols.get(c, 0) for c in DAY_COUNTERS}}
-        for (u, s, d), cols in delta.day.items()
-    ]
-    await _add_rows(session, day_t, ("unit_code", "sector", "day", name), DAY_COUNTERS, day_rows)
-    await _add_hist(session, hist_t, name, value, delta.hist)
+    await _add_days(session, day_t, name, value, delta)
     due_rows = [
         {"unit_code": u, "sector": s, "recv_day": r, "due_day": d, name: value, "n": n} for (u, s, r, d), n in delta.cohort_due.items()
     ]
@@ -177,12 +171,20 @@ def _pack_days(hist: dict[tuple, int]) -> dict[tuple, list[int]]:
     return {k: hist_pack(v) for k, v in days.items()}
 
 
-async def _add_hist(session: AsyncSession, table, name: str, value, hist: dict[tuple, int]) -> None:
-    """Add bucket counts to the packed histogram rows (hist_add on the stored row), in key order."""
-    rows = [{"unit_code": u, "sector": s, "day": d, name: value, "hist": h} for (u, s, d), h in _pack_days(hist).items() if h]
+async def _add_days(session: AsyncSession, table, name: str, value, delta: Delta) -> None:
+    """Add the day counters and the bucket counts (hist_add on the stored histogram; None: nothing
+    to add) to the day rows, in key order: a day with either kind of change is one upsert."""
+    packed = {k: h for k, h in _pack_days(delta.hist).items() if h}
+    rows = []
+    for key in set(delta.day) | set(packed):
+        counts = delta.day.get(key, {})
+        u, s, d = key
+        rows.append(
+            {"unit_code": u, "sector": s, "day": d, name: value, **{c: counts.get(c, 0) for c in DAY_COUNTERS}, "hist": packed.get(key)}
+        )
     rows.sort(key=lambda r: (r["unit_code"], r["sector"], r["day"]))
     fn = pgpass.current().hist_add if dialect.is_postgres(session) else "chiso_hist_add"
-    await dialect.bulk_upsert(session, table, rows, ["unit_code", "sector", "day", name], combine=(("hist", fn),))
+    await dialect.bulk_upsert(session, table, rows, ["unit_code", "sector", "day", name], add=DAY_COUNTERS, combine=(("hist", fn),))
 
 
 def rollup_chain(registry: Registry, unit: str) -> tuple[str, ...]:
@@ -282,19 +284,15 @@ async def _read_source_rows(session: AsyncSession, source: str, unit: str, days:
         )
         for r in (await session.execute(stmt)).scalars():
             out.day[(unit, ALL_SECTORS, r.day)] = {c: getattr(r, c) for c in DAY_COUNTERS}
-        stmt = select(UnitDayHist.day, UnitDayHist.hist).where(
-            UnitDayHist.unit_code == unit, UnitDayHist.sector == ALL_SECTORS, UnitDayHist.source == source, UnitDayHist.day.in_(chunk)
-        )
-        for d, packed in (await session.execute(stmt)).all():
-            for b, n in hist_unpack(packed).items():
-                out.hist[(unit, ALL_SECTORS, d, b)] = n
+            for b, n in hist_unpack(r.hist).items():
+                out.hist[(unit, ALL_SECTORS, r.day, b)] = n
     return out
 
 
 async def delete_unit_state(session: AsyncSession, unit_code: str) -> None:
     """Remove a unit's dossiers and its own (local) aggregates, before a rebuild (rollups: rebuild_rollups)."""
     await session.execute(delete(Dossier).where(Dossier.unit_code == unit_code))
-    for table in OWN_TABLES:
+    for table in dict.fromkeys(OWN_TABLES):  # each table once (the histograms are in the day rows)
         await session.execute(delete(table).where(table.unit_code == unit_code, table.source == LOCAL_SOURCE))
 
 
@@ -313,17 +311,18 @@ ANCESTRY_SQL = (
 
 def rollup_select_sql(table: str, postgres: bool) -> tuple[str, tuple[str, ...]]:
     """SELECT of the rollup rows of one own table, summed from every unit's own rows (all sources):
-    (sql, the selected columns in order, slot excluded). Histograms by bucket (unpacked)."""
+    (sql, the selected columns in order, slot excluded). `hist`: the histograms of the day rows, by
+    bucket (unpacked)."""
     keys = {
         "unit_day": ("sector", "day"),
-        "unit_day_hist": ("sector", "day", "bucket"),
+        "hist": ("sector", "day", "bucket"),
         "unit_cohort_due": ("sector", "recv_day", "due_day"),
         "unit_total": ("sector",),
     }[table]
     values = {"unit_day": DAY_COUNTERS, "unit_total": TOTAL_COUNTERS}.get(table, ("n",))
     source = table
-    if table == "unit_day_hist":
-        source = f"({bucket_rows_sql(table, ('unit_code', 'sector', 'day'), postgres)})"
+    if table == "hist":
+        source = f"({bucket_rows_sql('unit_day', ('unit_code', 'sector', 'day'), postgres)})"
     sql = (
         f"SELECT a.anc AS unit_code, {', '.join('t.' + k for k in keys)}, "
         f"{', '.join(f'SUM(t.{v}) AS {v}' for v in values)} "
@@ -356,14 +355,12 @@ async def rebuild_rollups(session: AsyncSession) -> None:
     """Replace every rollup row by the sums of the own rows below (after a registry change, a repair,
     or a bulk load). Set-based: one INSERT ... SELECT per table."""
     postgres = dialect.is_postgres(session)
-    for own, rollup in zip(OWN_TABLES, ROLLUP_TABLES, strict=True):
+    for own, rollup in dict(zip(OWN_TABLES, ROLLUP_TABLES, strict=True)).items():
         await session.execute(delete(rollup))
         sql, cols = rollup_select_sql(own.__tablename__, postgres)
-        if own is UnitDayHist:
-            await _rebuild_hist_rollups(session, sql, postgres)
-            continue
         names = ", ".join(cols)
         await session.execute(text(f"INSERT INTO {rollup.__tablename__} ({names}, slot) SELECT {names}, 0 FROM ({sql}) s"))
+    await _rebuild_hist_rollups(session, rollup_select_sql("hist", postgres)[0], postgres)  # into the day rows
     await session.execute(delete(RollupOpenDue))
     sql = open_due_select_sql(dialect.is_postgres(session))
     await session.execute(
@@ -372,20 +369,26 @@ async def rebuild_rollups(session: AsyncSession) -> None:
 
 
 async def _rebuild_hist_rollups(session: AsyncSession, sql: str, postgres: bool) -> None:
-    """The rollup histograms from their bucket sums (`sql`: unit_code, sector, day, bucket, n), packed."""
+    """The rollup day rows' histograms from their bucket sums (`sql`: unit_code, sector, day, bucket,
+    n), packed, into the rollup day rows just rebuilt (slot 0; a day with resolutions has counters)."""
     if postgres:
         pack = pgpass.current().hist_pack
         await session.execute(
             text(
-                f"INSERT INTO rollup_day_hist (unit_code, sector, day, slot, hist) SELECT unit_code, sector, day, 0, "
-                f"{pack}(array_agg(bucket), array_agg(n)) FROM ({sql}) s GROUP BY unit_code, sector, day"
+                f"INSERT INTO rollup_day AS r (unit_code, sector, day, slot, hist) SELECT unit_code, sector, day, 0, "
+                f"{pack}(array_agg(bucket), array_agg(n)) FROM ({sql}) s GROUP BY unit_code, sector, day "
+                "ON CONFLICT (unit_code, sector, day, slot) DO UPDATE SET hist = excluded.hist"
             )
         )
         return
     hist = {(u, s, date.fromisoformat(str(d)), int(b)): int(n) for u, s, d, b, n in (await session.execute(text(sql))).all()}
     rows = [{"unit_code": u, "sector": s, "day": d, "slot": 0, "hist": h} for (u, s, d), h in _pack_days(hist).items() if h]
     await dialect.bulk_upsert(
-        session, RollupDayHist, sorted(rows, key=lambda r: (r["unit_code"], r["sector"], r["day"])), ["unit_code", "sector", "day", "slot"]
+        session,
+        RollupDay,
+        sorted(rows, key=lambda r: (r["unit_code"], r["sector"], r["day"])),
+        ["unit_code", "sector", "day", "slot"],
+        replace=("hist",),
     )
 
 

@@ -58,16 +58,21 @@ def hist_unpack(packed: list[int] | None) -> dict[int, int]:
     return {lo + i: n for i, n in enumerate(packed[1:]) if n}
 
 
-def hist_add(a: list[int] | None, b: list[int] | None) -> list[int]:
-    """The sum of two stored histograms, stored."""
+def hist_add(a: list[int] | None, b: list[int] | None) -> list[int] | None:
+    """The sum of two stored histograms, stored; `a` as it is when there is nothing to add (None:
+    a day row without a histogram keeps none)."""
+    if b is None:
+        return a
     out = hist_unpack(a)
     for bucket, n in hist_unpack(b).items():
         out[bucket] = out.get(bucket, 0) + n
     return hist_pack(out)
 
 
-def sqlite_hist_add(a: str | None, b: str | None) -> str:
+def sqlite_hist_add(a: str | None, b: str | None) -> str | None:
     """hist_add on SQLite's JSON text."""
+    if b is None:
+        return a
     return json.dumps(hist_add(json.loads(a) if a else [], json.loads(b) if b else []), separators=(",", ":"))
 
 

@@ -25,7 +25,6 @@ from app.db.models import (
     NetworkDay,
     NetworkSource,
     UnitDay,
-    UnitDayHist,
     UnitTotal,
 )
 from app.db.types import hist_unpack
@@ -256,8 +255,8 @@ async def read_day_sums(session: AsyncSession, units: list[str], since: date) ->
         .group_by(UnitTotal.unit_code)
     )
     totals = {u: (int(p or 0), int(o or 0)) for u, p, o in (await session.execute(stmt)).all()}
-    stmt = select(UnitDayHist.unit_code, UnitDayHist.day, UnitDayHist.hist).where(
-        UnitDayHist.unit_code.in_(units), UnitDayHist.sector == ALL_SECTORS, UnitDayHist.day >= since
+    stmt = select(UnitDay.unit_code, UnitDay.day, UnitDay.hist).where(
+        UnitDay.unit_code.in_(units), UnitDay.sector == ALL_SECTORS, UnitDay.day >= since, UnitDay.hist.is_not(None)
     )
     hist: dict = {}
     for u, d, packed in (await session.execute(stmt)).all():  # every source's row of the day, added

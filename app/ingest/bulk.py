@@ -42,6 +42,7 @@ from app.units.service import Registry
 
 GROUP_EVENTS = 250_000  # events per build transaction (whole units): rollup rows written once per group
 WORK_MEM = "256MB"  # the build's hash aggregates and sorts stay in memory
+STATISTICS_TARGET = 10  # the build's ANALYZEs sample 300 rows per unit of it: 3,000
 
 
 def table_of(path: Path, fingerprint: dict) -> str:
@@ -127,6 +128,9 @@ class BulkLoad:
     async def _begin(self, session) -> None:
         await session.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
         await session.execute(text("SET LOCAL jit = off"))
+        # The build's ANALYZEs of its temporary tables (a few hundred thousand rows) only steer
+        # hash against nested-loop joins: a sample of 3,000 rows does that at a tenth of the cost.
+        await session.execute(text(f"SET LOCAL default_statistics_target = {STATISTICS_TARGET}"))
         # A build commits without waiting for its WAL to reach the disk: if the server crashes
         # before it does, the group is lost with the removal of its events from the work table (the
         # same transaction), and the re-run builds it again. close() commits synchronously, which

@@ -11,11 +11,11 @@ and spells no rule of its own:
    events and of the states built from them (the pass's fragments BATCH_STATES, RAW, DERIVED,
    WITH_TERM: sign 1, nothing stored to merge or take away).
 2. Steps 4 to 7 are the pass's own statements, taken from its rendered body, where the upserts of
-   the units' own rows (unit_day, unit_day_hist, unit_cohort_due, unit_total, unit_event_day)
+   the units' own rows (unit_day, unit_cohort_due, unit_total, unit_event_day)
    become plain inserts: their ON CONFLICT clause cut off.
 3. The rollup rows: the pass sums the own contributions over (unit, unit above) pairs. Units with
    the same chain of units above (the communes of a province) are first summed into one
-   representative each (the chiso_x* tables, by the bigint columns of the pass's contribution
+   representative each (the chiso_x* tables, by the counter columns of the pass's contribution
    tables), and the pass's rollup statements read those: the same sums from a fraction of the rows.
    Rollup rows are shared with other units and groups; they keep their upserts.
 
@@ -39,18 +39,21 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.aggregates import pgpass
+from app.aggregates.counters import DAY_COUNTERS, TOTAL_COUNTERS
 from app.aggregates.writes import STAGE_COLUMNS
 
 # Own rows of a unit: where they are all absent, the pass's upserts into them are plain inserts.
-OWN_TABLES = ("unit_day", "unit_day_hist", "unit_cohort_due", "unit_total", "unit_event_day")
+OWN_TABLES = ("unit_day", "unit_cohort_due", "unit_total", "unit_event_day")
 # A unit is fresh with no row in any of these. Event keys are hashes (no unit to look up): a unit's
 # keys come with its events in the log, or, for archived months, with its dossiers, which stay.
 FRESH_TABLES = ("dossier_event", "dossier", *OWN_TABLES)
+# The counters of the contribution tables (summed by _collapse); their other columns are keys.
+SUMMED = [*DAY_COUNTERS, *TOTAL_COUNTERS, "n"]
 _CONTRIB = re.compile(r"\bchiso_(dday|dhist|ddue|dtot|dopen)\b")  # the pass's contribution tables
 
 # Steps 1 to 3 for fresh units, from the pass's fragments (rendered by pgpass.render_template).
 _HEAD = (
-    "INSERT INTO event_key (key) SELECT @EVENT_KEY(n)@ FROM chiso_new n",
+    "INSERT INTO event_key (key) SELECT @EVENT_KEY(n)@ FROM chiso_new n ORDER BY 1",  # in key order: the index's pages in turn
     "INSERT INTO dossier_event SELECT n.* FROM chiso_new n",
     "SELECT set_config('enable_nestloop', 'off', true)",
     "@BATCH_STATES@\n  INSERT INTO chiso_st SELECT d.unit_code, d.dossier_id, 1, @RAW(d)@, @DERIVED(d)@ FROM (@WITH_TERM(raw)@) d",
@@ -159,10 +162,10 @@ async def _collapse(session: AsyncSession, tables: tuple[str, ...]) -> None:
         cols = (
             await session.execute(
                 text(
-                    "SELECT a.attname, format_type(a.atttypid, a.atttypmod) = 'bigint' FROM pg_attribute a "
+                    "SELECT a.attname, a.attname = ANY(CAST(:summed AS text[])) FROM pg_attribute a "
                     "WHERE a.attrelid = CAST(:t AS regclass) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
                 ),
-                {"t": f"pg_temp.{table}"},
+                {"t": f"pg_temp.{table}", "summed": SUMMED},
             )
         ).all()
         keys = [c for c, summed in cols if not summed and c != "unit_code"]

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 
 import orjson
 
@@ -23,6 +24,8 @@ from app.aggregates.writes import STAGE_COLUMNS
 from app.ingest.schemas import EventError
 from app.ingest.service import screen
 from app.units.service import Registry
+
+_ROW = itemgetter(*STAGE_COLUMNS)  # an event's values in the work table's column order
 
 
 @dataclass
@@ -66,7 +69,7 @@ def screen_chunk(
     results = screen(marked, rules.registry, datetime.now(UTC), rules.skew, rules.horizon, seen)
     for (n, text), (status, event_id, got) in zip(lines, results, strict=True):
         if status == "valid":
-            chunk.events.append(tuple(got[c] for c in STAGE_COLUMNS) + (n,) if as_rows else got)
+            chunk.events.append((*_ROW(got), n) if as_rows else got)
         elif status == "duplicate":
             chunk.duplicates += 1
         else:

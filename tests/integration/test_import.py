@@ -340,9 +340,11 @@ class TestSetBasedMerge:
     _SUMS = ", ".join(f"sum({c})" for c in DAY_COUNTERS)
     TABLES = {
         "dossier": "SELECT * FROM dossier ORDER BY unit_code, dossier_id",
-        "unit_day": f"SELECT * FROM unit_day WHERE {_DAY} > 0 ORDER BY unit_code, sector, day, source",
-        # packed histograms: an all-zero row is an empty array ('{}' on PostgreSQL, '[]' on SQLite)
-        "unit_day_hist": "SELECT * FROM unit_day_hist WHERE CAST(hist AS text) NOT IN ('{}', '[]') ORDER BY unit_code, sector, day, source",
+        "unit_day": f"SELECT unit_code, sector, day, source, {', '.join(DAY_COUNTERS)} FROM unit_day WHERE {_DAY} > 0 "
+        "ORDER BY unit_code, sector, day, source",
+        # packed histograms of the day rows: none, or all-zero as an empty array ('{}' on PostgreSQL, '[]' on SQLite)
+        "unit_day_hist": "SELECT unit_code, sector, day, source, hist FROM unit_day "
+        "WHERE CAST(hist AS text) NOT IN ('{}', '[]') ORDER BY unit_code, sector, day, source",
         "unit_cohort_due": "SELECT * FROM unit_cohort_due WHERE n <> 0 ORDER BY unit_code, sector, recv_day, due_day, source",
         "unit_total": f"SELECT * FROM unit_total WHERE {_TOT} > 0 ORDER BY unit_code, sector, source",
         "rollup_day": f"SELECT unit_code, sector, day, {_SUMS} FROM rollup_day GROUP BY 1, 2, 3 "

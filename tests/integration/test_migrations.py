@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
+from app.aggregates import rebuild
 from app.db import migrate, partitions
 from app.db.base import Base
 from app.db.engine import Database
 from app.db.models import DossierEvent
+from app.db.types import hist_unpack
 
 
 class TestMigrations:
@@ -150,3 +153,60 @@ class TestMigrations:
                 await migrate.upgrade(conn)
         finally:
             await db.dispose()
+
+    async def test_histograms_move_into_the_day_rows_and_back(self, fresh_service):
+        """f3a5c7e9b1d4 (issue 24's compact store): the histogram tables' rows become the `hist` of the
+        day rows of their keys (a day row made where there was none), the tables go; every figure and
+        `kpis verify` stay; down again, the tables come back with the same histograms."""
+        svc = fresh_service
+        now = datetime.now(UTC)
+        events = []
+        for i in range(6):
+            recv = now - timedelta(days=3 + i % 3, hours=i)
+            base = {"dossier_id": f"h{i}", "unit_code": "19777", "sector": ("land", "justice")[i % 2]}
+            events.append(base | {"event_id": f"h{i}r", "type": "received", "occurred_at": recv.isoformat()})
+            events[-1] |= {"channel": "online", "due_at": (recv + timedelta(days=2)).isoformat()}
+            end = recv + timedelta(hours=5 + 20 * i)
+            events.append(base | {"event_id": f"h{i}x", "type": "resolved", "occurred_at": end.isoformat(), "outcome": "approved"})
+        assert (await svc.post(events, await svc.key("ingest", "46"))).json()["accepted"] == 12
+        hists = {
+            "unit_day": "SELECT unit_code, sector, day, source, hist FROM {t} WHERE hist IS NOT NULL",
+            "rollup_day": "SELECT unit_code, sector, day, slot, hist FROM {t} WHERE hist IS NOT NULL",
+        }
+
+        async def stored(conn, suffix: str) -> dict:
+            out = {}
+            for day, sql in hists.items():
+                rows = (await conn.execute(text(sql.format(t=day + suffix)))).all()
+                out[day] = sorted((tuple(r[:4]), hist_unpack(json.loads(r[4]) if isinstance(r[4], str) else r[4])) for r in rows)
+            return out
+
+        token = await svc.key("read")
+        answers = [(await svc.get(f"/api/v1/units/{u}/kpis", token, window="30d")).json() for u in ("19777", "46", "VN")]
+        db = Database(svc.url)
+        try:
+            async with db.engine.connect() as conn:
+                before = await stored(conn, "")
+                assert all(before.values()), before
+            async with db.engine.begin() as conn:
+                await migrate.downgrade(conn, "f3a5c7e9b1d4-1")
+            async with db.engine.connect() as conn:
+                assert await stored(conn, "_hist") == before
+                if conn.dialect.name == "postgresql":
+                    fill = "SELECT reloptions FROM pg_class WHERE relname = 'unit_day'"
+                    assert "fillfactor=80" in (await conn.execute(text(fill))).scalar_one()
+            async with db.engine.begin() as conn:
+                await migrate.upgrade(conn)
+            async with db.engine.connect() as conn:
+                assert await migrate.schema_is_current(conn)
+                assert await stored(conn, "") == before
+                if conn.dialect.name == "postgresql":
+                    fill = "SELECT reloptions FROM pg_class WHERE relname = 'unit_day'"
+                    options = (await conn.execute(text(fill))).scalar_one()
+                    assert "fillfactor=100" in options and "autovacuum_vacuum_scale_factor=0.01" in options, options
+        finally:
+            await db.dispose()
+        assert [(await svc.get(f"/api/v1/units/{u}/kpis", token, window="30d")).json() for u in ("19777", "46", "VN")] == answers
+        registry = await svc.app.state.registry.refresh()
+        report = await rebuild.verify(svc.db, svc.settings, registry=registry)
+        assert report.differences == [], report.differences

@@ -126,11 +126,9 @@ def wire(e: dict, tz: timezone) -> dict:
 # counter tables: rows keyed without the rollup slot (summed over slots), all-zero rows dropped
 COUNTED = (
     m.UnitDay,
-    m.UnitDayHist,
     m.UnitCohortDue,
     m.UnitTotal,
     m.RollupDay,
-    m.RollupDayHist,
     m.RollupCohortDue,
     m.RollupTotal,
     m.RollupOpenDue,
@@ -151,17 +149,19 @@ async def stored_rows(db: Database) -> dict[str, object]:
         for model in COUNTED:
             table = model.__table__
             keys = [c.name for c in table.primary_key.columns if c.name != "slot"]
-            values = [c.name for c in table.columns if not c.primary_key]
+            values = [c.name for c in table.columns if not c.primary_key and c.name != "hist"]
             sums: dict[tuple, list[int]] = {}
+            hist: dict[tuple, list[int]] = {}
             for row in (await session.execute(select(table))).mappings():
-                if values == ["hist"]:  # packed histograms: summed by bucket, keyed with it
-                    for b, n in hist_unpack(row["hist"]).items():
-                        sums.setdefault((*(row[k] for k in keys), b), [0])[0] += n
-                    continue
                 acc = sums.setdefault(tuple(row[k] for k in keys), [0] * len(values))
                 for i, v in enumerate(values):
                     acc[i] += row[v]
+                # packed histograms of the day rows: summed by bucket, keyed with it
+                for b, n in hist_unpack(row.get("hist")).items():
+                    hist.setdefault((*(row[k] for k in keys), b), [0])[0] += n
             out[table.name] = {k: v for k, v in sums.items() if any(v)}
+            if "hist" in table.columns:
+                out[f"{table.name}.hist"] = {k: v for k, v in hist.items() if any(v)}
         for model, left_out in KEPT.items():
             table = model.__table__
             rows = (await session.execute(select(table))).mappings()

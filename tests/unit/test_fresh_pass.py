@@ -29,7 +29,7 @@ def test_every_statement_of_the_pass_tail_is_taken():
             assert re.sub(r"\bchiso_x", "chiso_", mine) == theirs
         else:
             assert mine == theirs
-    assert {fresh._target(s) for s in fp.tail} >= set(fresh.OWN_TABLES) | {"rollup_day", "rollup_day_hist", "unit_change", "node_meta"}
+    assert {fresh._target(s) for s in fp.tail} >= set(fresh.OWN_TABLES) | {"rollup_day", "unit_change", "node_meta"}
 
 
 def test_head_states_and_dossiers_from_the_pass_fragments():
@@ -43,3 +43,15 @@ def test_parameters_become_literals():
 
     sql = fresh.bind("SELECT p_tz, p_now, p_slot, p_rollup, p_tzx", "Asia/Ho_Chi_Minh", datetime(2026, 1, 2, tzinfo=UTC), 3, '[{"u":"1"}]')
     assert sql == "SELECT 'Asia/Ho_Chi_Minh', '2026-01-02T00:00:00+00:00'::timestamptz, 3, '[{\"u\":\"1\"}]'::json, p_tzx"
+
+
+def test_collapse_sums_every_counter_and_groups_by_every_key():
+    """The collapsed tables (chiso_x*) sum exactly the counter columns of the pass's contribution
+    tables, whatever their type (counts are int, a bucket too): the others are its group keys."""
+    (temp,) = [s for s in pgpass.current().statements if "CREATE TEMP TABLE chiso_dday" in s]
+    keys = {"unit_code", "sector", "day", "bucket", "recv_day", "due_day", "hour"}
+    for table in fresh.current().collapsed:
+        body = re.search(rf"CREATE TEMP TABLE {table} \((.*?)\) ON COMMIT", temp).group(1)
+        cols = [c.split()[0] for c in body.split(", ")]
+        assert {c for c in cols if c not in keys} == {c for c in cols if c in fresh.SUMMED}
+        assert not keys & set(fresh.SUMMED)

@@ -78,6 +78,13 @@ class DayCounters(DayFlows, Totals):
     due_c2: Mapped[int] = count_column()
 
 
+def hist_column() -> Mapped[list[int] | None]:
+    """The processing-time histogram of the dossiers resolved on the row's day, packed
+    (app.db.types.hist_pack), in the day row itself (migration f3a5c7e9b1d4: a row of its own cost
+    a tuple header, its key again and a primary-key index for each): null on a day nothing resolved."""
+    return mapped_column(HistCounts, nullable=True, default=None)
+
+
 class UnitDay(DayCounters, Base):
     """Own figures of one unit (not those below it) per sector and local day.
 
@@ -91,28 +98,10 @@ class UnitDay(DayCounters, Base):
     sector: Mapped[str] = mapped_column(String(64), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     source: Mapped[str] = mapped_column(String(64), primary_key=True, default=LOCAL_SOURCE)
+    hist: Mapped[list[int] | None] = hist_column()
 
     # National and ranking reads take every unit's rows of a few recent days.
     __table_args__ = (Index("ix_unit_day_sector_day", "sector", "day"),)
-
-
-def hist_column() -> Mapped[list[int]]:
-    """The day's bucket counts, packed (app.db.types.hist_pack): one row per day, not per bucket."""
-    return mapped_column(HistCounts, default=list)
-
-
-class UnitDayHist(Base):
-    """Processing-time histogram of dossiers resolved on a day, per unit and sector."""
-
-    __tablename__ = "unit_day_hist"
-
-    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
-    sector: Mapped[str] = mapped_column(String(64), primary_key=True)
-    day: Mapped[date] = mapped_column(Date, primary_key=True)
-    source: Mapped[str] = mapped_column(String(64), primary_key=True, default=LOCAL_SOURCE)
-    hist: Mapped[list[int]] = hist_column()
-
-    __table_args__ = (Index("ix_unit_day_hist_sector_day", "sector", "day"),)
 
 
 class UnitCohortDue(Base):
@@ -152,18 +141,7 @@ class RollupDay(DayCounters, Base):
     sector: Mapped[str] = mapped_column(String(64), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=0)
-
-
-class RollupDayHist(Base):
-    """Processing-time histogram of RollupDay."""
-
-    __tablename__ = "rollup_day_hist"
-
-    unit_code: Mapped[str] = mapped_column(String(8), primary_key=True)
-    sector: Mapped[str] = mapped_column(String(64), primary_key=True)
-    day: Mapped[date] = mapped_column(Date, primary_key=True)
-    slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=0)
-    hist: Mapped[list[int]] = hist_column()
+    hist: Mapped[list[int] | None] = hist_column()
 
 
 class RollupCohortDue(Base):
