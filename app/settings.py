@@ -54,6 +54,12 @@ class Settings(BaseSettings):
         description="Seconds between two ticks of the answer refresher (one process per deployment keeps polled KPI "
         "answers fresh); 0: no refresher, answers are then made once on demand.",
     )
+    answer_refresh_concurrency: int = Field(
+        4,
+        ge=1,
+        le=16,
+        description="Answers the refresher computes at once (on PostgreSQL over this many connections of its own, and two).",
+    )
     db_pool_size: int = Field(10, description="PostgreSQL connection pool size per worker.")
     download_max_rows: int = Field(
         100_000, ge=1, description="Most rows of a CSV or XLSX download; a request for more is a 422 asking to narrow it."

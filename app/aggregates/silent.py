@@ -60,14 +60,15 @@ async def record_accepted(session: AsyncSession, events: Iterable[dict], tz: tzi
     for unit, at in sorted(last.items()):
         day = at.astimezone(tz).date()
         rows.append({"unit_code": unit, "last_at": at, "last_day": day, "window_from": day - timedelta(days=WINDOW_DAYS - 1)})
+    # one statement compiled once, the rows its parameters (aggregates.writes.mark_dirty)
+    stmt = dialect.insert(session, UnitSource)
+    later = stmt.excluded.last_at > UnitSource.last_at
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["unit_code"],
+        set_={c: case((later, getattr(stmt.excluded, c)), else_=getattr(UnitSource, c)) for c in SOURCE_COLUMNS},
+    )
     for start in range(0, len(rows), 500):  # a batch may name thousands of units: bounded statements
-        stmt = dialect.insert(session, UnitSource).values(rows[start : start + 500])
-        later = stmt.excluded.last_at > UnitSource.last_at
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["unit_code"],
-            set_={c: case((later, getattr(stmt.excluded, c)), else_=getattr(UnitSource, c)) for c in SOURCE_COLUMNS},
-        )
-        await session.execute(stmt)
+        await session.execute(stmt, rows[start : start + 500])
     await dialect.bulk_upsert(session, UnitEventDay, [{"unit_code": u, "day": d} for u, d in sorted(days)], ["unit_code", "day"])
 
 

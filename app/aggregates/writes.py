@@ -398,13 +398,17 @@ async def _rebuild_hist_rollups(session: AsyncSession, sql: str, postgres: bool)
 async def mark_dirty(session: AsyncSession, marks: dict[str, date]) -> None:
     """Remember the earliest changed day per unit, in unit order, in the writer's transaction."""
     rows = [{"unit_code": u, "day": d, "gen": 1} for u, d in sorted(marks.items())]
+    if not rows:
+        return
+    # the rows as parameters of one statement compiled once (a VALUES list of them is compiled anew
+    # for every batch: tens of milliseconds of the worker's event loop, its readers' too)
+    stmt = dialect.insert(session, ExportDirty)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["unit_code"],
+        set_={
+            "day": case((stmt.excluded.day < ExportDirty.day, stmt.excluded.day), else_=ExportDirty.day),
+            "gen": ExportDirty.gen + 1,
+        },
+    )
     for chunk in _chunks(rows, 500):
-        stmt = dialect.insert(session, ExportDirty).values(chunk)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["unit_code"],
-            set_={
-                "day": case((stmt.excluded.day < ExportDirty.day, stmt.excluded.day), else_=ExportDirty.day),
-                "gen": ExportDirty.gen + 1,
-            },
-        )
-        await session.execute(stmt)
+        await session.execute(stmt, chunk)

@@ -2,14 +2,18 @@
 last few minutes fresh, so pollers never pay for a computation.
 
 Each tick it computes again the polled answers that are behind the current data version, or that
-are about to be too old to serve although nothing changed (deadlines pass with time); answers
-nobody polled for `keep_for` seconds are left alone, and forgotten after `forget_after`. Stored
+are about to be too old to serve although nothing changed (deadlines pass with time), the oldest
+first and `concurrency` at a time (each claimed with the data version it starts from in one
+transaction, stored in another); answers nobody polled for `keep_for` seconds are left alone, and
+forgotten after `forget_after`. On PostgreSQL it has a pool of its own, sized for that concurrency
+and without a ping per checkout (a failed tick is tried again at the next). Stored
 answers outlive a restart (on PostgreSQL, not a crash: the table is unlogged), so after one the
 answers polled before are warm again at the first tick.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -38,12 +42,18 @@ FORGET_EVERY = 60.0  # seconds between two sweeps of answers nobody polls
 
 
 class AnswerRefresher:
-    def __init__(self, db: Database, settings: Settings, keep_for: float = 180.0, forget_after: float = 3600.0):
-        self.db = db
+    def __init__(
+        self, db: Database, settings: Settings, keep_for: float = 180.0, forget_after: float = 3600.0, concurrency: int | None = None
+    ):
         self.settings = settings
         self.interval = settings.answer_refresh_seconds
+        self.concurrency = concurrency or settings.answer_refresh_concurrency
+        # its own connections (opened when it first leads): `concurrency` computations, each a claim, its
+        # reads and a store, and the tick's own statements; the leadership keeps the process's pool
+        self._own = None if db.is_sqlite else Database(db.url, pool_size=self.concurrency + 2, pre_ping=False)
+        self.db = self._own or db
         holder = f"refresher-{settings.node_id}-{uuid.uuid4().hex[:12]}"
-        self.answers = SharedAnswers(db, fresh_for=settings.answer_cache_seconds, holder=holder)
+        self.answers = SharedAnswers(self.db, fresh_for=settings.answer_cache_seconds, holder=holder)
         self.leadership = Leadership(db, LOCK_KEY, LEASE, self.answers.holder, ttl=30.0)
         self.registry = RegistryCache(db)
         self.rankings = RankingMemo()
@@ -59,8 +69,10 @@ class AnswerRefresher:
         """One tick: when this process leads, refresh what needs it; the number of answers refreshed
         (computed again, or found to hold still and restamped)."""
         if time.monotonic() - self._led_at >= LEAD_EVERY:
-            self._leader = await self.leadership.acquire()
+            led, self._leader = self._leader, await self.leadership.acquire()
             self._led_at = time.monotonic()
+            if led and not self._leader and self._own is not None:
+                await self._own.dispose()  # its connections go back to the server until it leads again
         if not self._leader:
             self.deps.forget()
             return 0
@@ -84,31 +96,43 @@ class AnswerRefresher:
             if row.claimed_until is not None and row.claimed_until >= now:
                 continue  # being computed elsewhere
             # no unit of it changed, no deadline of it passed: the same figures, at now
-            (held if holds else todo).append((key, kind, params, etag))
+            (held if holds else todo).append((key, kind, params, etag, row.computed_at))
         done = 0
         if held:  # one statement for all (on PostgreSQL)
             async with self.db.transaction() as session:
-                stamped = await repo.restamp(session, [(k, e) for k, _, _, e in held], version, now, scoring.as_of(now, self.settings.tz))
+                as_of = scoring.as_of(now, self.settings.tz)
+                stamped = await repo.restamp(session, [(h[0], h[3]) for h in held], version, now, as_of)
             self.restamped += len(stamped)
             done += len(stamped)
             todo += [h for h in held if h[0] not in stamped]  # computed (or claimed) elsewhere meanwhile
         ctx = ReadContext(self.db, registry, self.settings, self.rankings)
-        for key, kind, params, _ in todo:
-            self.deps.drop(key)
-            try:
-                answer = await self.answers.compute(ctx, kind, key, params, by="refresher")
-            except ChisoError as exc:  # the unit went, say: nobody can get this answer any more
-                log.info("forgetting the shared answer %s: %s", key, exc)
-                async with self.db.transaction() as session:
-                    await repo.delete_answer(session, key)
-                continue
-            if answer is not None:
-                done += 1
+        todo.sort(key=lambda t: t[4])  # the oldest first: what waited longest is served next
+        slots = asyncio.Semaphore(self.concurrency)
+
+        async def one(key: str, kind: str, params: str) -> int:
+            async with slots:
+                self.deps.drop(key)
+                try:
+                    answer = await self.answers.compute(ctx, kind, key, params, by="refresher", create=False)
+                except ChisoError as exc:  # the unit went, say: nobody can get this answer any more
+                    log.info("forgetting the shared answer %s: %s", key, exc)
+                    async with self.db.transaction() as session:
+                        await repo.delete_answer(session, key)
+                    return 0
+                if answer is None:  # claimed elsewhere meanwhile (or forgotten)
+                    return 0
                 self.deps.computed(key, kind, answer.etag, registry, now)
+                return 1
+
+        results = await asyncio.gather(*(one(key, kind, params) for key, kind, params, *_ in todo), return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        done += sum(r for r in results if not isinstance(r, BaseException))
         if time.monotonic() - self._swept_at >= FORGET_EVERY:
             self._swept_at = time.monotonic()
             async with self.db.transaction() as session:
                 await repo.delete_unpolled(session, now - timedelta(seconds=self.forget_after))
+        if failed:  # the others ran to their end: the tick fails with the first failure
+            raise failed[0]
         return done
 
     async def run_forever(self) -> None:
@@ -116,5 +140,7 @@ class AnswerRefresher:
         await every(self.interval, self.run_once, "answer refresh tick failed")
 
     async def close(self) -> None:
-        """Give the leadership up."""
+        """Give the leadership up (and close the refresher's own connections)."""
         await self.leadership.release()
+        if self._own is not None:
+            await self._own.dispose()

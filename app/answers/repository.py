@@ -95,9 +95,11 @@ async def read_body(session: AsyncSession, key: str) -> tuple[str, bytes, int, d
     return None if got is None else tuple(got)
 
 
-async def claim(session: AsyncSession, key: str, kind: str, params: str, holder: str, now: datetime, until: datetime) -> bool:
+async def claim(
+    session: AsyncSession, key: str, kind: str, params: str, holder: str, now: datetime, until: datetime, create: bool = True
+) -> bool:
     """Mark the answer as being computed by `holder` until `until`, unless another computation
-    runs; a new key gets a row with no answer yet (NONE_YET). True when the claim is ours."""
+    runs; a new key gets a row with no answer yet (NONE_YET) when `create`. True when the claim is ours."""
     a = SharedAnswer
     new = dict(
         key=key,
@@ -113,7 +115,7 @@ async def claim(session: AsyncSession, key: str, kind: str, params: str, holder:
         claimed_by=holder,
     )
     stmt = dialect.insert(session, a).values(**new).on_conflict_do_nothing(index_elements=["key"])
-    if (await session.execute(stmt)).rowcount == 1:
+    if create and (await session.execute(stmt)).rowcount == 1:
         return True
     free = or_(a.claimed_until.is_(None), a.claimed_until < now)
     stmt = update(a).where(a.key == key, free).values(claimed_until=until, claimed_by=holder)
@@ -129,7 +131,8 @@ async def store(session: AsyncSession, key: str, body: bytes, etag: str, version
         .where(a.key == key, newer)
         .values(body=body, etag=etag, version=version, computed_at=computed_at, computed_by=holder, seq=next_seq(session))
     )
-    await release(session, key, holder)
+    # the claim ends (a row stored to has an answer: nothing of release's to delete)
+    await session.execute(update(a).where(a.key == key, a.claimed_by == holder).values(claimed_until=None, claimed_by=None))
 
 
 async def release(session: AsyncSession, key: str, holder: str) -> None:

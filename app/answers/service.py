@@ -303,15 +303,22 @@ class SharedAnswers:
                             return await self._body(key, stored, current, checked)
                     break  # its computation ended without a servable answer (or died): claim it ourselves
 
-    async def compute(self, ctx: ReadContext, kind: str, key: str, params: str, by: str, claim: bool = True) -> Answer | None:
+    async def compute(
+        self, ctx: ReadContext, kind: str, key: str, params: str, by: str, claim: bool = True, create: bool = True
+    ) -> Answer | None:
         """Claim, compute and store one answer; None when another process holds the claim (without
-        `claim`: compute it whoever holds the claim, and store it if the stored one is older)."""
-        writable = True
+        `claim`: compute it whoever holds the claim, and store it if the stored one is older;
+        without `create`: only an answer stored already is claimed, none is created). The claim and
+        the data version the computation starts from are one transaction, the store another."""
+        writable, version = True, None
+        started = datetime.now(UTC)
         if claim:
-            now = datetime.now(UTC)
             try:
                 async with self.db.transaction() as session:
-                    mine = await repo.claim(session, key, kind, params, self.holder, now, now + timedelta(seconds=self.claim_for))
+                    until = started + timedelta(seconds=self.claim_for)
+                    mine = await repo.claim(session, key, kind, params, self.holder, started, until, create)
+                    if mine:  # read after `started`: every batch acknowledged before then is in it
+                        version = await meta.read_data_version(session)
             except DBAPIError:
                 # A database that takes no write (read-only, a standby, a full disk) still answers
                 # reads: the answer is computed here and served, just not shared. Unreachable, the
@@ -322,9 +329,9 @@ class SharedAnswers:
             if claim and not mine:
                 return None
         try:
-            started = datetime.now(UTC)
-            async with self.db.session() as session:
-                version = await meta.read_data_version(session)
+            if version is None:
+                async with self.db.session() as session:
+                    version = await meta.read_data_version(session)
             payload = await kinds.compute(ctx, kind, orjson.loads(params))
             body = orjson.dumps(payload)
             etag = etag_of(orjson.dumps({k: v for k, v in payload.items() if k != "as_of"}))

@@ -42,13 +42,17 @@ def _sqlite_engine(url: str) -> AsyncEngine:
     return engine
 
 
-def _postgres_engine(url: str, pool_size: int, connect_timeout: float, pool_timeout: float, statement_timeout: float) -> AsyncEngine:
+def _postgres_engine(
+    url: str, pool_size: int, connect_timeout: float, pool_timeout: float, statement_timeout: float, pre_ping: bool
+) -> AsyncEngine:
     server_settings = {"application_name": "chiso", "max_parallel_workers_per_gather": "0"}
     if statement_timeout > 0:  # each session's default, set at connect: no statement of its own
         server_settings["statement_timeout"] = str(max(1, round(statement_timeout * 1000)))
     return create_async_engine(
         url,
-        pool_pre_ping=True,  # survive a database restart without failing the first request
+        # survive a database restart without failing the first request; off for a background loop
+        # that tries again anyway (the answer refresher), where it is one round trip more per session
+        pool_pre_ping=pre_ping,
         pool_size=pool_size,
         # Bounds while the database is away or saturated: a request waits at most this long for a
         # connection (then 503 with Retry-After, app.api.errors), never indefinitely.
@@ -75,17 +79,24 @@ async def no_statement_timeout(conn: AsyncConnection) -> None:
 
 class Database:
     def __init__(
-        self, url: str, pool_size: int = 10, connect_timeout: float = 5.0, pool_timeout: float = 10.0, statement_timeout: float = 0.0
+        self,
+        url: str,
+        pool_size: int = 10,
+        connect_timeout: float = 5.0,
+        pool_timeout: float = 10.0,
+        statement_timeout: float = 0.0,
+        pre_ping: bool = True,
     ):
         """`statement_timeout` (seconds, PostgreSQL; 0: none): how long one statement may run before
-        the server cancels it. The service's API sets one (DB_STATEMENT_TIMEOUT); long jobs do not."""
+        the server cancels it. The service's API sets one (DB_STATEMENT_TIMEOUT); long jobs do not.
+        `pre_ping`: a checked-out connection is pinged first (off for a loop that tries again anyway)."""
         self.url = url
         self.dialect = make_url(url).get_backend_name()
         if self.dialect == "sqlite":
             self.engine = _sqlite_engine(url)
             write_engine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         else:
-            self.engine = _postgres_engine(url, pool_size, connect_timeout, pool_timeout, statement_timeout)
+            self.engine = _postgres_engine(url, pool_size, connect_timeout, pool_timeout, statement_timeout, pre_ping)
             write_engine = self.engine
         self._reads = async_sessionmaker(self.engine, expire_on_commit=False)
         self._writes = async_sessionmaker(write_engine, expire_on_commit=False)

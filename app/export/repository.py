@@ -101,19 +101,24 @@ async def read_digests(session: AsyncSession, units: list[str], since: date) -> 
 async def upsert_digests(session: AsyncSession, rows: list[dict]) -> None:
     """Remember the digests of the records just produced."""
     rows = sorted(rows, key=lambda r: (r["unit_code"], r["kind"], r["key"]))
+    if not rows:
+        return
+    # one statement with the rows as parameters (an executemany, whose SQL is compiled once and
+    # cached): a VALUES list of the rows is compiled anew for every chunk, which under a live feed
+    # took most of the exporter process's CPU, the answer refresher's beside it
+    stmt = dialect.insert(session, ExportState)
+    stmt = stmt.on_conflict_do_update(index_elements=["unit_code", "kind", "key"], set_={"digest": stmt.excluded.digest})
     for chunk in _chunks(rows):
-        stmt = dialect.insert(session, ExportState).values(chunk)
-        stmt = stmt.on_conflict_do_update(index_elements=["unit_code", "kind", "key"], set_={"digest": stmt.excluded.digest})
-        await session.execute(stmt)
+        await session.execute(stmt, chunk)
 
 
 # --- outbox ------------------------------------------------------------------------------------
 
 
 async def insert_outbox(session: AsyncSession, rows: list[dict]) -> None:
-    """Append produced records."""
+    """Append produced records (an executemany: see upsert_digests)."""
     for chunk in _chunks(rows):
-        await session.execute(dialect.insert(session, ExportOutbox).values(chunk))
+        await session.execute(dialect.insert(session, ExportOutbox), chunk)
 
 
 async def read_outbox(session: AsyncSession, after: int, limit: int, state: str | None = None) -> list[ExportOutbox]:

@@ -233,6 +233,27 @@ class TestReadYourWrites:
             late = (await svc.get(KPIS, read, window="7d")).json()["kpis"]["received"]
             assert late == first + 2 and answers.computations == computed + 2
 
+    async def test_a_stale_copy_is_served_while_a_refresh_runs_elsewhere(self, make_service):
+        """Within the SPEC's second (`changed_for`), an answer the data moved past that another
+        process is computing again is served as stored: no request claims it, computes it or waits."""
+        async with make_service(answer_cache_seconds=0.3) as svc:
+            read, ingest = await svc.key("read"), await svc.key("ingest", "46")
+            answers = svc.app.state.answers
+            answers.changed_for = 60.0  # the same rule on a scale no slow machine can blur
+            first = await svc.get(KPIS, read, window="7d")
+            await post(svc, ingest, one_received())
+            answers._local.clear()  # as another worker: no copy of its own
+            async with svc.db.transaction() as session:
+                (row,) = (await session.execute(select(SharedAnswer))).scalars()
+                row.computed_at = datetime.now(UTC) - timedelta(seconds=answers.changed_for * 0.75)
+                row.claimed_until, row.claimed_by = datetime.now(UTC) + timedelta(hours=1), "refresher-elsewhere"
+            computed = answers.computations
+            got = await asyncio.gather(*(svc.get(KPIS, read, window="7d") for _ in range(5)))
+            await answers.settle()
+            assert {g.content for g in got} == {first.content} and answers.computations == computed
+            (row,) = (await rows(svc)).values()
+            assert row.claimed_by == "refresher-elsewhere"
+
 
 class TestRefresher:
     async def test_polled_answers_are_fresh_again_after_a_change_without_a_request_computing(self, fresh_service):
@@ -252,6 +273,36 @@ class TestRefresher:
         assert answers.computations == computed
         (row,) = (await rows(svc)).values()
         assert row.computed_by == refresher.answers.holder
+
+    async def test_answers_refreshed_several_at_a_time_oldest_first_equal_fresh_ones(self, fresh_service, monkeypatch):
+        svc = fresh_service
+        read, ingest = await svc.key("read"), await svc.key("ingest", "VN")
+        await post(svc, ingest, one_received())
+        for path, query, _, _ in URLS:
+            await svc.get(path, read, **query)
+        refresher = AnswerRefresher(svc.db, svc.settings, concurrency=1)
+        try:
+            # one at a time, the answer computed longest ago comes first
+            await post(svc, ingest, one_received())
+            async with svc.db.transaction() as session:
+                rs = {r.key: r for r in (await session.execute(select(SharedAnswer))).scalars()}
+                for i, key in enumerate(random.Random(7).sample(sorted(rs), len(rs))):
+                    rs[key].computed_at -= timedelta(seconds=i)
+            aged = {k: r.computed_at for k, r in (await rows(svc)).items()}
+            assert await refresher.run_once() == len(URLS)
+            after = {k: r.computed_at for k, r in (await rows(svc)).items()}
+            assert sorted(after, key=after.get) == sorted(aged, key=aged.get)
+            # all at once: each equals a fresh computation
+            refresher.concurrency = len(URLS)
+            await post(svc, ingest, one_received())
+            freeze(monkeypatch)
+            computed = refresher.answers.computations
+            assert await refresher.run_once() == len(URLS)
+            assert refresher.answers.computations == computed + len(URLS)
+            for path, query, kind, params in URLS:
+                assert figures((await svc.get(path, read, **query)).json()) == figures(await fresh(svc, kind, params)), path
+        finally:
+            await refresher.close()
 
     async def test_only_answers_whose_units_changed_or_whose_deadlines_passed_are_computed_again(self, fresh_service):
         svc = fresh_service
