@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from app.demo import DemoConfig, feed, has_data
 from tests.conftest import test_settings as settings_for  # (not collected as a test)
 
@@ -34,6 +36,7 @@ async def test_backfill_goes_through_ingest_and_shows_in_the_kpis(fresh_service)
     assert k["silent_units"] == len(stats["stale_units"]) == 3
 
 
+@pytest.mark.slow  # a day's volume of the demo (make test-fast leaves it out)
 async def test_the_volume_fits_the_time_budget(fresh_service):
     settings = settings_for(fresh_service.url)
     started = time.monotonic()

@@ -134,6 +134,7 @@ class TestRecords:
             await net.post([ev("received", net.communes[0], "P1", local_noon(3), channel="online", due_at=local_noon(-3))])  # duplicate
             assert await net.exporter.producer.produce() == 0
 
+    @pytest.mark.slow  # waits for a deadline to pass in real time (make test-fast leaves it out)
     async def test_a_deadline_passing_sends_todays_record_again_without_any_event(self, network):
         """Within a day only units whose deadlines pass (or future-dated events come due) are
         recomputed by time; their today's record goes out again with the new overdue."""

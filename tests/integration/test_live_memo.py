@@ -8,6 +8,7 @@ import random
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import func, select
 
 from app.answers.kinds import ReadContext, compute
@@ -43,6 +44,7 @@ def figures(answer: dict) -> dict:
     return {k: v for k, v in answer.items() if k != "as_of"}
 
 
+@pytest.mark.slow  # a walk over many instants (make test-fast leaves it out)
 async def test_kept_figures_at_now_equal_fresh_ones_as_time_passes_and_writes_land(fresh_service, monkeypatch):
     svc = fresh_service
     rng = random.Random(7)

@@ -184,6 +184,7 @@ class TestRetentionRun:
         assert await answers(svc) == before
         await verified(svc)
 
+    @pytest.mark.slow  # a second history database, posted to again (make test-fast leaves it out)
     async def test_a_late_event_for_a_dossier_of_an_archived_month_merges_exactly(
         self, archived, archived_once, archive_dir, store, pg_server, tmp_path
     ):

@@ -10,6 +10,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import orjson
+import pytest
 from sqlalchemy import select, update
 
 from app.answers.kinds import ReadContext, compute
@@ -170,6 +171,7 @@ class TestMadeOnce:
         r = await svc.get(KPIS, read, window="30d")
         assert r.status_code == 200 and answers.computations == before + 1 and datetime.now(UTC) >= until
 
+    @pytest.mark.slow  # waits out `wait_for` in real time (make test-fast leaves it out)
     async def test_a_slow_claim_elsewhere_is_waited_for_only_so_long(self, fresh_service):
         """A process holding a claim but slow to answer (loaded, or niced) makes requests wait at
         most `wait_for`; then they compute the answer themselves."""
@@ -304,6 +306,7 @@ class TestRefresher:
         finally:
             await refresher.close()
 
+    @pytest.mark.slow  # waits for a deadline to pass in real time (make test-fast leaves it out)
     async def test_only_answers_whose_units_changed_or_whose_deadlines_passed_are_computed_again(self, fresh_service):
         svc = fresh_service
         read, ingest = await svc.key("read"), await svc.key("ingest", "VN")

@@ -10,6 +10,8 @@ import random
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from app.aggregates import periods
 from app.aggregates.at_tau import read_at_instant
 from app.aggregates.sums import Scope, Sums
@@ -67,6 +69,7 @@ def late_events(rng: random.Random, t: datetime, k: int) -> list[dict]:
     return out
 
 
+@pytest.mark.slow  # a walk over many instants (make test-fast leaves it out)
 async def test_kept_corrections_equal_fresh_reads_as_t_moves(fresh_service, monkeypatch):
     svc = fresh_service
     rng = random.Random(5)
