@@ -26,7 +26,7 @@ test: $(BIN)/.installed
 	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -n 2 --dist loadgroup $(TEST_ARGS)
 
 ## The edit-test loop: unit tests and the integration tests on SQLite alone (no server needed), without
-## the tests marked slow (real chiso processes, whole-country answers) and the further seeds of the
+## the tests marked slow (real chiso processes, whole-country answers, waits in real time) and the further seeds of the
 ## random-stream tests (marked extra_seed), which `make test` runs
 # PYTHONDONTWRITEBYTECODE set empty: pytest keeps its rewritten test modules (and Python its bytecode)
 # from one run to the next, 3 s of each process's start where the variable is set
