@@ -194,16 +194,18 @@ async def lock_source(session: AsyncSession, source: str, last_sequence: int, no
 async def upsert_newer(session: AsyncSession, table, keys: tuple[str, ...], rows: list[dict]) -> list[tuple]:
     """Store rows whose sequence is newer than the stored one for their key; returns the keys stored."""
     rows = sorted(rows, key=lambda r: tuple(r[k] for k in keys))
+    if not rows:
+        return []
+    # an executemany with RETURNING (see upsert_digests): the SQL compiled once, not once per chunk
+    stmt = dialect.insert(session, table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(keys),
+        set_={c: stmt.excluded[c] for c in rows[0] if c not in keys},
+        where=table.sequence < stmt.excluded.sequence,
+    ).returning(*(getattr(table, k) for k in keys))
     stored: list[tuple] = []
-    cols = [c for c in rows[0] if c not in keys] if rows else []
     for chunk in _chunks(rows):
-        stmt = dialect.insert(session, table).values(chunk)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=list(keys),
-            set_={c: stmt.excluded[c] for c in cols},
-            where=table.sequence < stmt.excluded.sequence,
-        ).returning(*(getattr(table, k) for k in keys))
-        stored.extend(tuple(r) for r in (await session.execute(stmt)).all())
+        stored.extend(tuple(r) for r in (await session.execute(stmt, chunk)).all())
     return stored
 
 
