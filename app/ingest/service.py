@@ -35,7 +35,7 @@ def screen(
         else:
             errors = ev.errors if isinstance(ev, EventError) else []
             unit = obj.get("unit_code") if isinstance(obj, dict) else None
-            typed = not errors or not any(e["loc"][:1] == ["unit_code"] for e in errors)
+            typed = not any(e["loc"][:1] == ["unit_code"] for e in errors)
             if typed and isinstance(unit, str) and registry.get(unit) is None:
                 # named with the item's other problems, all in one answer
                 ev = EventError([*errors, {"loc": ["unit_code"], "msg": "unknown unit"}])
