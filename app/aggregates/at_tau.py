@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
 
-from sqlalchemy import and_, bindparam, case, func, literal, literal_column, not_, or_, select
+from sqlalchemy import and_, bindparam, case, exists, func, literal, literal_column, not_, or_, select, union
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.aggregates.at_now import DUE_HOURS
@@ -132,6 +132,22 @@ async def read_between(conn, postgres: bool, scope: Scope, sector: str, sp: Span
     for g, n in (await conn.execute(_orphans_statement(*shape[:2], scope.codes is not None, any_sector), params)).all():
         got[g].vector[len(TAU_FLOWS)] += int(n or 0)
     return got
+
+
+async def read_units_between(session: AsyncSession, a: datetime, b: datetime) -> set[str]:
+    """Units whose figures judged at an instant may differ between a and b (a <= b), both ends
+    included: those with a dossier whose receipt, end, deadline, or deadline less 24/48/72 h is
+    within [a, b], or with an event within it of a dossier without a receipt — every time whose
+    crossing read_between counts (a superset: a time crossed may change no figure). A few ranges
+    of the time indexes and the orphans' partial one."""
+    d, e = Dossier, DossierEvent
+    queries = [select(d.unit_code).where(col >= a, col <= b) for col in (d.recv_at, d.end_at, d.eff_due_at)]
+    for h in DUE_HOURS:
+        hours = timedelta(hours=h)
+        queries.append(select(d.unit_code).where(d.eff_due_at >= a + hours, d.eff_due_at <= b + hours))
+    events = exists().where(e.unit_code == d.unit_code, e.dossier_id == d.dossier_id, e.occurred_at >= a, e.occurred_at <= b)
+    queries.append(select(d.unit_code).where(d.recv_at.is_(None), events))
+    return set((await session.execute(union(*queries))).scalars())
 
 
 def _bounds():

@@ -14,12 +14,14 @@ alone). The refresher then restamps it (data version, time, `as_of`) instead of 
 figures are those a computation would give.
 
 Only kinds whose figures move with time at deadlines alone are restamped (KPIs, series, sectors,
-rankings), and of KPIs and rankings only those of a period that is over: while it is not, their
-previous figures stand at the same point t of the previous period (SPEC section 4), and t moves with
-now (kinds.compared_at_now; their computation steps each unit's kept correction from the last t:
-app.aggregates.tau_memo); the at-risk list (`hours_left`), the silent units (`silent_hours`), drivers and reports
-are computed again as before. On a central node (records of subordinates, which no count shows)
-nothing is restamped.
+rankings); the at-risk list (`hours_left`), the silent units (`silent_hours`), drivers and reports
+are computed again as before. KPIs and rankings of a period not over compare with the previous
+period as it stood at the same point t (SPEC section 4), and t moves with now
+(kinds.compared_point): such an answer holds when, besides, the step of t since the last tick
+crossed no time of its units' dossiers (at_tau.read_units_between: a receipt, an end, a deadline or
+a deadline 24/48/72 h ahead, an orphan's event), read once per tick for each such period polled; its
+restamp rewrites `until` with `as_of`. On a central node (records of subordinates, which no count
+shows) nothing is restamped.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.aggregates import periods
+from app.aggregates.at_tau import read_units_between
 from app.aggregates.live_memo import MARGIN, read_moved
-from app.answers.kinds import compared_at_now
+from app.answers.kinds import compared_point
 from app.db import meta
 from app.db.models import NetworkSource, UnitChange
 from app.units.model import NATION
@@ -62,6 +65,7 @@ class Dependencies:
         self._registry: int | None = None
         self._at: datetime | None = None
         self._held: dict[str, _Held] = {}
+        self._moved_at: dict[periods.Period, set[str]] = {}  # per period in progress: units its t's step crossed a time of
 
     @property
     def version(self) -> int | None:
@@ -82,12 +86,19 @@ class Dependencies:
         return min([self._at, *(c for c in starts if c >= now - self.chain_for)])
 
     async def tick(
-        self, session: AsyncSession, registry: Registry, now: datetime, since: datetime | None, after_hours: float
+        self,
+        session: AsyncSession,
+        registry: Registry,
+        now: datetime,
+        since: datetime | None,
+        after_hours: float,
+        compared: list[tuple[str, dict]] = (),
     ) -> tuple[int, set[str] | None]:
         """A new tick: (the data version, the units touched since `since` with every unit above
         them; None when that is unknown: the first tick, a central node, a clock gone back). The
         version and the counts are read in one snapshot: a restamp to this version claims no batch
-        the counts do not show."""
+        the counts do not show. For each period in progress of the `compared` answers (kind,
+        params), the units whose figures at its same point t may have moved since `since` too."""
         c = UnitChange
         rows = (await session.execute(select(meta.data_version_select().scalar_subquery(), c.unit_code, c.changes))).all()
         counts = {u: int(k) for _, u, k in rows}
@@ -96,16 +107,17 @@ class Dependencies:
         prev = self._counts
         self._tick += 1
         self._counts, self._version, self._registry, self._at = counts, current, registry.version, now
+        self._moved_at = {}
         if prev is None or since is None or central or since > now:
             return current, None
         units = {u for u, k in counts.items() if prev.get(u) != k} | (set(prev) - set(counts))
         units |= await read_moved(session, since - MARGIN, now, after_hours)
-        touched = set(units)
-        for u in units:
-            touched.update(a.code for a in registry.ancestors(u))
-        if touched:
-            touched.add(NATION)  # a unit the registry no longer has still counts in the nation's figures
-        return current, touched
+        for p in {cp[0] for kind, params in compared if (cp := compared_point(kind, params, now, self.tz)) is not None}:
+            # t at `since` and now: the answers computed or restamped since stand at a t within
+            lo, hi = periods.same_point(p, since, self.tz), periods.same_point(p, now, self.tz)
+            moved = await read_units_between(session, lo, hi) if lo is not None and hi is not None and lo < hi else set()
+            self._moved_at[p] = _with_ancestors(moved, registry)
+        return current, _with_ancestors(units, registry)
 
     def holds(self, row, params: dict, touched: set[str] | None, registry: Registry, prev_version: int | None, now: datetime) -> bool:
         """Whether the stored answer (a row of repository.read_polled) still holds at this tick; if
@@ -114,7 +126,8 @@ class Dependencies:
         computation saw every batch those counts show): adopted."""
         if touched is None or row.kind not in HELD_KINDS or touched & _units_of(row.kind, params):
             return False
-        if compared_at_now(row.kind, params, now, self.tz):
+        cp = compared_point(row.kind, params, now, self.tz)
+        if cp is not None and (cp[0] not in self._moved_at or self._moved_at[cp[0]] & _units_of(row.kind, params)):
             return False
         today = periods.today(now, self.tz)
         held = self._held.get(row.key)
@@ -136,6 +149,17 @@ class Dependencies:
 
     def drop(self, key: str) -> None:
         self._held.pop(key, None)
+
+
+def _with_ancestors(units: set[str], registry: Registry) -> set[str]:
+    """The units with every unit above them (and the nation, which counts a unit the registry no
+    longer has)."""
+    touched = set(units)
+    for u in units:
+        touched.update(a.code for a in registry.ancestors(u))
+    if touched:
+        touched.add(NATION)
+    return touched
 
 
 def _units_of(kind: str, params: dict) -> set[str]:

@@ -11,8 +11,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 
+from app.aggregates import periods
 from app.aggregates.at_tau import TAU
 from app.aggregates.live_memo import LIVE
+from app.aggregates.periods import Period
 from app.db.engine import Database
 from app.scoring import drivers as drivers_service
 from app.scoring import report as report_service
@@ -129,17 +131,19 @@ KINDS: dict[str, Callable[[ReadContext, dict], Awaitable[dict]]] = {
 
 
 # Kinds whose answer compares a period with its previous one (SPEC section 4): while the period is
-# not over, the previous figures stand at the same point t, which moves with now (compared_at_now).
+# not over, the previous figures stand at the same point t, which moves with now (compared_point).
 COMPARED_KINDS = ("kpis", "rankings")
 
 
-def compared_at_now(kind: str, params: dict, now: datetime, tz: tzinfo) -> bool:
-    """A KPI answer or a ranking of a period not over: its previous figures stand at t, which moves
-    with now (its figures can change with time alone, and `until` does)."""
+def compared_point(kind: str, params: dict, now: datetime, tz: tzinfo) -> tuple[Period, datetime] | None:
+    """A KPI answer or a ranking of a period not over: (the period, the same point t of its previous
+    period), for its previous figures stand at t, which moves with now (its figures can change with
+    time alone, and `until` does); None for any other answer."""
     if kind not in COMPARED_KINDS:
-        return False
+        return None
     p = scoring.pick_period(params.get("period"), _date(params.get("at")), params.get("window"), now, tz)
-    return scoring.compared(p, now, tz)[2] is not None
+    t = periods.same_point(p, now, tz)
+    return None if t is None else (p, t)
 
 
 async def compute(ctx: ReadContext, kind: str, params: dict) -> dict:

@@ -17,13 +17,13 @@ import asyncio
 import logging
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import orjson
 
 from app.answers import repository as repo
 from app.answers.dependencies import Dependencies
-from app.answers.kinds import ReadContext
+from app.answers.kinds import COMPARED_KINDS, ReadContext, compared_point
 from app.answers.service import SharedAnswers, every
 from app.db.engine import Database
 from app.db.leadership import Leadership
@@ -76,19 +76,22 @@ class AnswerRefresher:
         if not self._leader:
             self.deps.forget()
             return 0
-        now = datetime.now(UTC)
+        now = scoring._now()  # the scoring clock: the instant restamps stand at (`as_of`, `until`)
         # refreshed a little before they would be too old to serve, so no poller waits for one
         older = now - timedelta(seconds=max(0.0, self.answers.idle_for - 2.0))
         registry = await self.registry.get()
         prev_version = self.deps.version
+        tz = self.settings.tz
         async with self.db.session() as session:
             polled = await repo.read_polled(session, now - timedelta(seconds=self.keep_for))
+            asked = {row.key: orjson.loads(row.params) for row in polled}
             since = self.deps.since(polled, now)
-            version, touched = await self.deps.tick(session, registry, now, since, self.settings.silent_after_hours)
+            compared = [(row.kind, asked[row.key]) for row in polled if row.kind in COMPARED_KINDS]
+            version, touched = await self.deps.tick(session, registry, now, since, self.settings.silent_after_hours, compared)
         held, todo = [], []
         for row in polled:
             key, kind, params, etag = row.key, row.kind, row.params, row.etag
-            holds = self.deps.holds(row, orjson.loads(params), touched, registry, prev_version, now)
+            holds = self.deps.holds(row, asked[key], touched, registry, prev_version, now)
             if row.version == version and row.computed_at >= older:
                 if not holds:
                     self.deps.drop(key)
@@ -99,9 +102,12 @@ class AnswerRefresher:
             (held if holds else todo).append((key, kind, params, etag, row.computed_at))
         done = 0
         if held:  # one statement for all (on PostgreSQL)
+            stamps = []
+            for key, kind, _, etag, _ in held:  # a KPI answer of a period in progress: its previous figures stand at t now
+                cp = compared_point(kind, asked[key], now, tz) if kind == "kpis" else None
+                stamps.append((key, etag, None if cp is None else scoring.as_of(cp[1], tz)))
             async with self.db.transaction() as session:
-                as_of = scoring.as_of(now, self.settings.tz)
-                stamped = await repo.restamp(session, [(h[0], h[3]) for h in held], version, now, as_of)
+                stamped = await repo.restamp(session, stamps, version, now, scoring.as_of(now, tz))
             self.restamped += len(stamped)
             done += len(stamped)
             todo += [h for h in held if h[0] not in stamped]  # computed (or claimed) elsewhere meanwhile

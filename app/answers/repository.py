@@ -171,38 +171,55 @@ async def read_polled(session: AsyncSession, polled_since: datetime) -> list:
 
 
 AS_OF = b'"as_of":"'  # the answer's top-level `as_of` (the first key of that name in every restamped kind)
+UNTIL = b'"until":"'  # a KPI answer's `previous.period.until` (its only key of that name)
 
 
-async def restamp(session: AsyncSession, held: list[tuple[str, str]], version: int, at: datetime, as_of: str) -> set[str]:
-    """The stored answers of `held` (key, etag: still that answer, computed before `at`, claimed by
-    nobody) hold at `at` and `version` too: so marked, their top-level `as_of` (if any) rewritten
-    to `as_of`. The keys of those marked."""
+def _rewritten(body: str, needle: str, new: str) -> str:
+    """SQL: the string value after the first `needle` of `body` replaced by `new` (none: as it is)."""
+    at = f"position({needle} IN {body})"
+    after = f"{at} + length({needle})"
+    value = f"overlay({body} PLACING {new} FROM {after} FOR position(CAST(:quote AS bytea) IN substring({body} FROM {after})) - 1)"
+    return f"CASE WHEN {new} IS NULL OR {at} = 0 THEN {body} ELSE {value} END"
+
+
+def rewrite(body: bytes, needle: bytes, new: bytes | None) -> bytes:
+    """The string value after the first `needle` of `body` replaced by `new` (None: as it is)."""
+    i = body.find(needle)
+    if new is None or i < 0:
+        return body
+    i += len(needle)
+    return body[:i] + new + body[body.index(b'"', i) :]
+
+
+async def restamp(session: AsyncSession, held: list[tuple[str, str, str | None]], version: int, at: datetime, as_of: str) -> set[str]:
+    """The stored answers of `held` (key, etag, `until` or None: still that answer, computed before
+    `at`, claimed by nobody) hold at `at` and `version` too: so marked, their top-level `as_of` (if
+    any) rewritten to `as_of`, and their `until` (if any) to the one given. The keys of those marked."""
     new = as_of.encode()
     if not held:
         return set()
     if dialect.is_postgres(session):  # one statement; bodies rewritten where they lie (a ranking's is megabytes)
+        as_of_body = _rewritten("s.body", "CAST(:as_of_key AS bytea)", "CAST(:new AS bytea)")
+        until_body = _rewritten("x.body", "CAST(:until_key AS bytea)", "convert_to(h.until, 'UTF8')")
         stmt = text(
-            "UPDATE shared_answer AS a SET version = :version, computed_at = :at, seq = nextval('shared_answer_seq'), "
-            "body = CASE WHEN position(:needle IN a.body) = 0 "
-            "THEN a.body ELSE overlay(a.body PLACING :new FROM position(:needle IN a.body) + :skip "
-            "FOR position(:quote IN substring(a.body FROM position(:needle IN a.body) + :skip)) - 1) END "
-            "FROM (SELECT unnest(CAST(:keys AS text[])) AS key, unnest(CAST(:etags AS text[])) AS etag) h "
-            "WHERE a.key = h.key AND a.etag = h.etag AND a.computed_at < :at AND (a.claimed_until IS NULL OR a.claimed_until < :at) "
+            "UPDATE shared_answer AS a SET version = :version, computed_at = :at, seq = nextval('shared_answer_seq'), body = r.body "
+            "FROM (SELECT s.key, s.etag, y.body FROM shared_answer s "
+            "JOIN (SELECT unnest(CAST(:keys AS text[])) AS key, unnest(CAST(:etags AS text[])) AS etag, "
+            "unnest(CAST(:untils AS text[])) AS until) h ON s.key = h.key AND s.etag = h.etag "
+            f"CROSS JOIN LATERAL (SELECT {as_of_body} AS body) x CROSS JOIN LATERAL (SELECT {until_body} AS body) y) r "
+            "WHERE a.key = r.key AND a.etag = r.etag AND a.computed_at < :at AND (a.claimed_until IS NULL OR a.claimed_until < :at) "
             "RETURNING a.key"
         )
-        params = {"version": version, "at": at, "needle": AS_OF, "new": new, "skip": len(AS_OF), "quote": b'"'}
-        params |= {"keys": [k for k, _ in held], "etags": [e for _, e in held]}
+        params = {"version": version, "at": at, "as_of_key": AS_OF, "until_key": UNTIL, "new": new, "quote": b'"'}
+        params |= {"keys": [k for k, _, _ in held], "etags": [e for _, e, _ in held], "untils": [u for _, _, u in held]}
         return set((await session.execute(stmt, params)).scalars())
     a, done = SharedAnswer, set()
-    for key, etag in held:
+    for key, etag, until in held:
         mine = and_(a.key == key, a.etag == etag, a.computed_at < at, or_(a.claimed_until.is_(None), a.claimed_until < at))
         body = (await session.execute(select(a.body).where(mine))).scalar()
         if body is None:
             continue
-        i = body.find(AS_OF)
-        if i >= 0:
-            i += len(AS_OF)
-            body = body[:i] + new + body[body.index(b'"', i) :]
+        body = rewrite(rewrite(body, AS_OF, new), UNTIL, None if until is None else until.encode())
         stamped = update(a).where(mine).values(version=version, computed_at=at, body=body, seq=next_seq(session))
         if (await session.execute(stamped)).rowcount == 1:
             done.add(key)

@@ -25,6 +25,10 @@ polls are recorded (`polled_at`) for all the worker's answers at once every `tou
 served so is refreshed behind only past `follow_share` of `changed_for`: the refresher vouches for
 every polled answer each tick (restamped or computed) and the follower sees it, so requests do not
 claim and compute, in every worker, each answer the node-wide data version moved past.
+
+Every instant a shared answer is stamped or judged with (computed, restamped, polled, claimed) is the
+scoring clock's (`scoring._now`), the one its figures stand at: the refresher's restamps and the
+computations compare like with like, and the tests can stop it.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import orjson
 from sqlalchemy.exc import DBAPIError
@@ -47,6 +51,7 @@ from app.answers import repository as repo
 from app.answers.kinds import ReadContext
 from app.db import meta
 from app.db.engine import Database
+from app.scoring import service as scoring
 
 log = logging.getLogger("chiso.answers")
 
@@ -84,6 +89,16 @@ class Answer:
 def etag_of(data: bytes) -> str:
     """A strong ETag of bytes."""
     return '"' + hashlib.blake2b(data, digest_size=16).hexdigest() + '"'
+
+
+def figures_etag(payload: dict) -> str:
+    """An answer's ETag: over its figures, not the instants they stand at (`as_of`, and a previous
+    period's `until` while the current one is in progress), which a restamp rewrites."""
+    basis = {k: v for k, v in payload.items() if k != "as_of"}
+    previous = basis.get("previous")
+    if isinstance(previous, dict) and "until" in (previous.get("period") or {}):
+        basis["previous"] = previous | {"period": {k: v for k, v in previous["period"].items() if k != "until"}}
+    return etag_of(orjson.dumps(basis))
 
 
 def canonical_params(params: dict) -> str:
@@ -157,20 +172,20 @@ class SharedAnswers:
             followed = self._followed_at
             if local is not None and followed > self._looked_after and time.monotonic() - followed < self.fresh_for:
                 share = max(self.refresh_share, self.follow_share)
-                decision = self._judge(local.version == self._followed_version, local.computed_at, datetime.now(UTC), share)
+                decision = self._judge(local.version == self._followed_version, local.computed_at, scoring._now(), share)
                 if decision != COMPUTE:
                     self._polled.add(key)
                     if decision == SERVE_AND_REFRESH:
                         self.refresh_behind(ctx, kind, key, params)
                     return local
         elif local is not None and local.checked > self._looked_after and time.monotonic() - local.checked < self.fresh_for:
-            if self._judge(local.current, local.computed_at, datetime.now(UTC)) != COMPUTE:
+            if self._judge(local.current, local.computed_at, scoring._now()) != COMPUTE:
                 return local
         checked = time.monotonic()
         async with self.db.session() as session:
             current, stored = await repo.read_answer(session, key)
         if stored is not None and stored.version != repo.NONE_YET:
-            now = datetime.now(UTC)
+            now = scoring._now()
             decision = self._judge(stored.version == current, stored.computed_at, now)
             if decision != COMPUTE:
                 if stored.polled_at < now - timedelta(seconds=self.touch_every):
@@ -246,7 +261,7 @@ class SharedAnswers:
         self.follows += 1
         if self._polled and started - self._polled_at >= self.touch_every:
             keys, self._polled, self._polled_at = sorted(self._polled), set(), started
-            now = datetime.now(UTC)
+            now = scoring._now()
             async with self.db.transaction() as session:
                 await repo.touch_many(session, keys, now, now - timedelta(seconds=self.touch_every))
 
@@ -297,9 +312,9 @@ class SharedAnswers:
                 checked = time.monotonic()
                 async with self.db.session() as session:
                     current, stored = await repo.read_answer(session, key)
-                if stored is None or stored.claimed_until is None or stored.claimed_until < datetime.now(UTC):
+                if stored is None or stored.claimed_until is None or stored.claimed_until < scoring._now():
                     if stored is not None and stored.version != repo.NONE_YET:
-                        if self._judge(stored.version == current, stored.computed_at, datetime.now(UTC)) != COMPUTE:
+                        if self._judge(stored.version == current, stored.computed_at, scoring._now()) != COMPUTE:
                             return await self._body(key, stored, current, checked)
                     break  # its computation ended without a servable answer (or died): claim it ourselves
 
@@ -311,7 +326,7 @@ class SharedAnswers:
         without `create`: only an answer stored already is claimed, none is created). The claim and
         the data version the computation starts from are one transaction, the store another."""
         writable, version = True, None
-        started = datetime.now(UTC)
+        started = scoring._now()
         if claim:
             try:
                 async with self.db.transaction() as session:
@@ -334,7 +349,7 @@ class SharedAnswers:
                     version = await meta.read_data_version(session)
             payload = await kinds.compute(ctx, kind, orjson.loads(params))
             body = orjson.dumps(payload)
-            etag = etag_of(orjson.dumps({k: v for k, v in payload.items() if k != "as_of"}))
+            etag = figures_etag(payload)
             if writable:
                 try:
                     async with self.db.transaction() as session:

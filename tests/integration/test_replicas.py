@@ -87,7 +87,7 @@ class TestFollowing:
             assert (await repo.read_changes(session, stored.seq))[1] == []
         at = datetime.now(UTC) + timedelta(seconds=1)
         async with svc.db.transaction() as session:
-            assert await repo.restamp(session, [(KEY, stored.etag)], stored.version, at, "2030-01-01T00:00:00+07:00") == {KEY}
+            assert await repo.restamp(session, [(KEY, stored.etag, None)], stored.version, at, "2030-01-01T00:00:00+07:00") == {KEY}
         async with svc.db.session() as session:
             _, (restamped,) = await repo.read_changes(session, stored.seq)
             body = (await session.execute(select(SharedAnswer.body))).scalar()

@@ -13,12 +13,15 @@ import orjson
 import pytest
 from sqlalchemy import select, update
 
+from app.aggregates import periods
 from app.answers.kinds import ReadContext, compute
 from app.answers.refresher import AnswerRefresher
 from app.db.models import SharedAnswer
 from app.scoring import service as scoring
 from app.scoring.ranking import RankingMemo
 from tests.conftest import start_service
+from tests.helpers.dossiers import due_changed
+from tests.helpers.events import resolved
 from tests.integration.test_kpis_reference import COMMUNES_46, post_all
 from tests.integration.test_reads import post, received
 from tests.streams import stream
@@ -59,8 +62,12 @@ URLS = [
 
 
 def figures(answer: dict) -> dict:
-    """The answer without what moves with the clock alone: `as_of`, an at-risk item's `hours_left`."""
+    """The answer without what moves with the clock alone: `as_of`, a previous period's `until` (a
+    worker keeps serving its copy of an answer restamped since, whose figures are the same),
+    an at-risk item's `hours_left`."""
     out = {k: v for k, v in answer.items() if k != "as_of"}
+    if "until" in out.get("previous", {}).get("period", {}):
+        out["previous"] = out["previous"] | {"period": {k: v for k, v in out["previous"]["period"].items() if k != "until"}}
     if "items" in out:
         out["items"] = [{k: v for k, v in item.items() if k != "hours_left"} for item in out["items"]]
     return out
@@ -70,6 +77,12 @@ def freeze(monkeypatch) -> None:
     """Stop the scoring clock at this instant: a period in progress compares its previous figures at
     the same point t, which moves with now, so an answer equals a fresh one computed at its instant."""
     at = datetime.now(UTC)
+    monkeypatch.setattr(scoring, "_now", lambda: at)
+
+
+def ahead(monkeypatch, seconds: float) -> None:
+    """Stop the scoring clock (the refresher's too) `seconds` ahead of now."""
+    at = datetime.now(UTC) + timedelta(seconds=seconds)
     monkeypatch.setattr(scoring, "_now", lambda: at)
 
 
@@ -355,9 +368,10 @@ class TestRefresher:
         finally:
             await refresher.close()
 
-    async def test_an_answer_of_a_period_in_progress_is_computed_again_not_restamped(self, fresh_service, monkeypatch):
-        """Its previous figures stand at the same point t of the previous period, and t moves with now:
-        a batch elsewhere (nothing of 46 moves) does not let it hold."""
+    async def test_an_answer_of_a_period_in_progress_holds_while_t_crosses_nothing(self, fresh_service, monkeypatch):
+        """Its previous figures stand at the same point t of the previous period, which moves with
+        now: a batch elsewhere (nothing of 46 moves) and a step of t over no time of 46's dossiers
+        let it hold; its restamp rewrites `until` with `as_of`, as a computation at that instant has them."""
         svc = fresh_service
         read, ingest = await svc.key("read"), await svc.key("ingest", "VN")
         await post(svc, ingest, one_received())
@@ -365,16 +379,120 @@ class TestRefresher:
         await svc.get(path, read, **query)
         refresher = AnswerRefresher(svc.db, svc.settings)
         try:
+            await refresher.run_once()  # the first tick reads the counts (the answer is current)
             for _ in range(3):
                 await post(svc, ingest, one_received("26506"))  # province 79
                 computed, stamped = refresher.answers.computations, refresher.restamped
                 assert await refresher.run_once() == 1
-                assert (refresher.answers.computations - computed, refresher.restamped - stamped) == (1, 0)
-            freeze(monkeypatch)
+                assert (refresher.answers.computations - computed, refresher.restamped - stamped) == (0, 1)
+            ahead(monkeypatch, 3)  # t moves 3 s on, over no time of 46's dossiers
             await post(svc, ingest, one_received("26506"))
+            computed, stamped = refresher.answers.computations, refresher.restamped
             assert await refresher.run_once() == 1
+            assert (refresher.answers.computations - computed, refresher.restamped - stamped) == (0, 1)
+            expected = await fresh(svc, kind, params)
+            (row,) = (await rows(svc)).values()
+            stored = orjson.loads(row.body)  # as restamped: its instants are those of a computation now
+            assert stored["previous"]["period"]["until"] == expected["previous"]["period"]["until"]
+            assert stored["as_of"] == expected["as_of"] and figures(stored) == figures(expected)
+            assert figures((await svc.get(path, read, **query)).json()) == figures(expected)
+        finally:
+            await refresher.close()
+
+    @pytest.mark.parametrize("shape", ["receipt", "end", "deadline", "due in 24 h", "due in 48 h", "due in 72 h", "orphan event"])
+    async def test_an_answer_of_a_period_in_progress_is_computed_again_when_t_crosses_a_time_of_its_dossiers(
+        self, fresh_service, monkeypatch, shape
+    ):
+        """A time of a dossier of the previous period a few seconds after t (a receipt, an end, a
+        deadline, a deadline 24/48/72 h ahead entering the due-soon window, an event of a dossier
+        without a receipt): once t passes it, the previous figures differ, and the answer is
+        computed, not restamped."""
+        svc = fresh_service
+        read, ingest = await svc.key("read"), await svc.key("ingest", "VN")
+        path, query, kind = "/api/v1/units/19777/kpis", {"window": "7d"}, "kpis"
+        params = {"code": "19777", "period": None, "at": None, "window": "7d", "sector": None}
+        x = datetime.now(UTC) - timedelta(days=7) + timedelta(seconds=30)  # t, 30 s from now
+        d = "then"
+        if shape == "receipt":
+            events = [received("19777", d, x, x + timedelta(days=3))]
+        elif shape == "end":
+            events = [received("19777", d, x - timedelta(days=1), x + timedelta(days=3)), resolved("19777", d, x)]
+        elif shape == "deadline":
+            events = [received("19777", d, x - timedelta(days=1), x)]
+        elif shape.startswith("due in"):
+            events = [received("19777", d, x - timedelta(days=1), x + timedelta(hours=int(shape.split()[2])))]
+        else:
+            events = [due_changed(d, x, x + timedelta(days=20), "legal_extension")]  # a deadline far from any window
+        await post(svc, ingest, events)
+        first = (await svc.get(path, read, **query)).json()
+        refresher = AnswerRefresher(svc.db, svc.settings)
+        try:
+            await refresher.run_once()
+            await post(svc, ingest, one_received("26506"))
+            computed, stamped = refresher.answers.computations, refresher.restamped
+            assert await refresher.run_once() == 1
+            assert (refresher.answers.computations - computed, refresher.restamped - stamped) == (0, 1)
+            ahead(monkeypatch, 40)  # t passes the dossier's time
+            await post(svc, ingest, one_received("26506"))
+            computed, stamped = refresher.answers.computations, refresher.restamped
+            assert await refresher.run_once() == 1
+            assert (refresher.answers.computations - computed, refresher.restamped - stamped) == (1, 0)
             got = (await svc.get(path, read, **query)).json()
-            assert got["previous"]["period"]["until"] and figures(got) == figures(await fresh(svc, kind, params))
+            assert got["previous"]["kpis"] != first["previous"]["kpis"]
+            assert figures(got) == figures(await fresh(svc, kind, params))
+        finally:
+            await refresher.close()
+
+    @pytest.mark.parametrize("seed", [41, pytest.param(42, marks=pytest.mark.extra_seed)])
+    async def test_restamped_or_computed_every_tick_each_stored_answer_equals_a_fresh_one(self, fresh_service, monkeypatch, seed):
+        """Periods in progress whose same point t crosses, tick after tick, receipts, ends,
+        deadlines and deadlines 24/48/72 h ahead of 46's dossiers in the previous periods, with
+        batches here and elsewhere between the ticks: every stored answer, restamped or computed,
+        is the one a computation at that instant gives (`as_of` and `until` included)."""
+        svc = fresh_service
+        rng = random.Random(seed)
+        read, ingest = await svc.key("read"), await svc.key("ingest", "VN")
+        base = datetime.now(UTC) + timedelta(seconds=30)  # the scoring clock stays ahead of the real one
+        tz = svc.settings.tz
+        events = []
+        for i, (_, query, kind, _) in enumerate(URLS):
+            if kind not in ("kpis", "rankings"):
+                continue
+            p = scoring.pick_period(query.get("period"), None, query.get("window"), base, tz)
+            for j in range(6):  # times that t passes within the minute to come
+                x = periods.same_point(p, base + timedelta(seconds=rng.uniform(0, 50)), tz)
+                unit, d = rng.choice(COMMUNES_46), f"t{i}-{j}"
+                shape = rng.choice(["receipt", "end", "deadline", "ahead"])
+                if shape == "receipt":
+                    events.append(received(unit, d, x, x + timedelta(days=3)))
+                elif shape == "end":
+                    events += [received(unit, d, x - timedelta(days=1), x + timedelta(days=2)), resolved(unit, d, x)]
+                elif shape == "deadline":
+                    events.append(received(unit, d, x - timedelta(days=2), x))
+                else:
+                    events.append(received(unit, d, x - timedelta(days=1), x + timedelta(hours=rng.choice([24, 48, 72]))))
+        await post(svc, ingest, events)
+        for path, query, _, _ in URLS:
+            await svc.get(path, read, **query)
+        refresher = AnswerRefresher(svc.db, svc.settings)
+        refresher.answers.idle_for = 2.0  # every polled answer is refreshed (restamped or computed) at every tick
+        clock = base
+        try:
+            for _ in range(12):
+                clock += timedelta(seconds=rng.uniform(1, 5))
+                monkeypatch.setattr(scoring, "_now", lambda at=clock: at)
+                if rng.random() < 0.7:
+                    await post(svc, ingest, one_received(rng.choice(["26506", "26506", *COMMUNES_46])))
+                await refresher.run_once()
+                stored = {r.key: orjson.loads(r.body) for r in (await rows(svc)).values()}
+                for _, _, kind, params in URLS:
+                    (body,) = [b for k, b in stored.items() if k.startswith(kind + ":") and orjson.loads(k[len(kind) + 1 :]) == params]
+                    expected = await fresh(svc, kind, params)
+                    if kind == "at_risk":
+                        assert figures(body) == figures(expected)
+                    else:
+                        assert body == expected, (kind, params)
+            assert refresher.restamped > 0
         finally:
             await refresher.close()
 
