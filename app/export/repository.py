@@ -101,8 +101,6 @@ async def read_digests(session: AsyncSession, units: list[str], since: date) -> 
 async def upsert_digests(session: AsyncSession, rows: list[dict]) -> None:
     """Remember the digests of the records just produced."""
     rows = sorted(rows, key=lambda r: (r["unit_code"], r["kind"], r["key"]))
-    if not rows:
-        return
     await dialect.bulk_upsert(session, ExportState, rows, ["unit_code", "kind", "key"], replace=("digest",))
 
 
