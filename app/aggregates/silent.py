@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta, tzinfo
 
-from sqlalchemy import and_, case, delete, func, select
+from sqlalchemy import and_, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect
@@ -45,7 +45,7 @@ async def record_accepted(session: AsyncSession, events: Iterable[dict], tz: tzi
     - `unit_event_day`: one row per local day of `occurred_at` (set union: existing rows stay).
     Both writes are idempotent and order-free (a maximum, a union), touch rows in key order (the
     lock order of writes.py: after the change marks, before `node_meta`), and cost two statements
-    per batch (one more per 500 units named).
+    per batch, whatever the number of units named (dialect.bulk_upsert).
     """
     last: dict[str, datetime] = {}
     days: set[tuple[str, date]] = set()
@@ -60,15 +60,7 @@ async def record_accepted(session: AsyncSession, events: Iterable[dict], tz: tzi
     for unit, at in sorted(last.items()):
         day = at.astimezone(tz).date()
         rows.append({"unit_code": unit, "last_at": at, "last_day": day, "window_from": day - timedelta(days=WINDOW_DAYS - 1)})
-    # one statement compiled once, the rows its parameters (aggregates.writes.mark_dirty)
-    stmt = dialect.insert(session, UnitSource)
-    later = stmt.excluded.last_at > UnitSource.last_at
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["unit_code"],
-        set_={c: case((later, getattr(stmt.excluded, c)), else_=getattr(UnitSource, c)) for c in SOURCE_COLUMNS},
-    )
-    for start in range(0, len(rows), 500):  # a batch may name thousands of units: bounded statements
-        await session.execute(stmt, rows[start : start + 500])
+    await dialect.bulk_upsert(session, UnitSource, rows, ["unit_code"], replace=SOURCE_COLUMNS, newer="last_at")
     await dialect.bulk_upsert(session, UnitEventDay, [{"unit_code": u, "day": d} for u, d in sorted(days)], ["unit_code", "day"])
 
 

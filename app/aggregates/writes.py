@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime
 
 import orjson
-from sqlalchemy import case, delete, select, text, tuple_
+from sqlalchemy import delete, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.aggregates import pgpass
@@ -398,17 +398,4 @@ async def _rebuild_hist_rollups(session: AsyncSession, sql: str, postgres: bool)
 async def mark_dirty(session: AsyncSession, marks: dict[str, date]) -> None:
     """Remember the earliest changed day per unit, in unit order, in the writer's transaction."""
     rows = [{"unit_code": u, "day": d, "gen": 1} for u, d in sorted(marks.items())]
-    if not rows:
-        return
-    # the rows as parameters of one statement compiled once (a VALUES list of them is compiled anew
-    # for every batch: tens of milliseconds of the worker's event loop, its readers' too)
-    stmt = dialect.insert(session, ExportDirty)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["unit_code"],
-        set_={
-            "day": case((stmt.excluded.day < ExportDirty.day, stmt.excluded.day), else_=ExportDirty.day),
-            "gen": ExportDirty.gen + 1,
-        },
-    )
-    for chunk in _chunks(rows, 500):
-        await session.execute(stmt, chunk)
+    await dialect.bulk_upsert(session, ExportDirty, rows, ["unit_code"], add=("gen",), combine=(("day", "least"),))

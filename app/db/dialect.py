@@ -30,9 +30,13 @@ async def bulk_upsert(
     replace: tuple[str, ...] = (),
     returning: tuple[str, ...] = (),
     combine: tuple[tuple[str, str], ...] = (),
+    newer: str | None = None,
 ) -> list[tuple]:
     """INSERT rows; on a conflict do nothing, or add to / replace the named columns, or set them to
-    a SQL function of the stored and the new value (`combine`: (column, function) pairs).
+    a SQL function of the stored and the new value (`combine`: (column, function) pairs; `least`
+    and `greatest` on both stores). With `newer`, a conflicting row is updated only when the new
+    row's value of that column is greater than the stored one (NULL on either side: kept); a row
+    kept is still locked, as by an update, and not returned.
 
     PostgreSQL gets one statement over the rows sent as one JSON document and expanded by
     json_populate_recordset() with the table's own column types: one round trip, one plan and one
@@ -45,12 +49,15 @@ async def bulk_upsert(
         return []
     conn = await session.connection()
     t = table.__table__ if hasattr(table, "__table__") else table
+    if newer is not None and not (add or replace or combine):
+        raise ValueError("newer: a condition of an update, and nothing is updated")
     if conn.dialect.name != "postgresql":
         stmt = sqlite.insert(t)
         if add or replace or combine:
             sets = {c: t.c[c] + stmt.excluded[c] for c in add} | {c: stmt.excluded[c] for c in replace}
-            sets |= {c: getattr(func, fn)(t.c[c], stmt.excluded[c]) for c, fn in combine}
-            stmt = stmt.on_conflict_do_update(index_elements=conflict, set_=sets)
+            sets |= {c: getattr(func, _SQLITE_FUNCTIONS.get(fn, fn))(t.c[c], stmt.excluded[c]) for c, fn in combine}
+            where = t.c[newer] < stmt.excluded[newer] if newer is not None else None
+            stmt = stmt.on_conflict_do_update(index_elements=conflict, set_=sets, where=where)
         else:
             stmt = stmt.on_conflict_do_nothing(index_elements=conflict)
         if returning:
@@ -58,9 +65,14 @@ async def bulk_upsert(
             return [tuple(r) for r in (await conn.execute(stmt, rows)).all()]
         await conn.execute(stmt, rows)
         return []
-    sql = _pg_upsert_sql(t.name, tuple(rows[0]), tuple(conflict), add, replace, returning, combine)
+    sql = _pg_upsert_sql(t.name, tuple(rows[0]), tuple(conflict), add, replace, returning, combine, newer)
     result = await conn.execute(text(sql), {"rows": orjson.dumps(rows).decode()})
     return [tuple(r) for r in result.all()] if returning else []
+
+
+# SQLite's spelling of PostgreSQL's least() and greatest(): its min() and max() of several arguments are
+# scalar functions (they differ on NULL, which PostgreSQL's skip and SQLite's return: NOT NULL columns only)
+_SQLITE_FUNCTIONS = {"least": "min", "greatest": "max"}
 
 
 @lru_cache(maxsize=64)
@@ -72,6 +84,7 @@ def _pg_upsert_sql(
     replace: tuple[str, ...],
     returning: tuple[str, ...],
     combine: tuple[tuple[str, str], ...] = (),
+    newer: str | None = None,
 ) -> str:
     names = ", ".join(cols)
     sql = (
@@ -82,6 +95,8 @@ def _pg_upsert_sql(
         sets = [f"{c} = {name}.{c} + EXCLUDED.{c}" for c in add] + [f"{c} = EXCLUDED.{c}" for c in replace]
         sets += [f"{c} = {fn}({name}.{c}, EXCLUDED.{c})" for c, fn in combine]
         sql += "DO UPDATE SET " + ", ".join(sets)
+        if newer is not None:
+            sql += f" WHERE {name}.{newer} < EXCLUDED.{newer}"
     else:
         sql += "DO NOTHING"
     if returning:

@@ -101,22 +101,15 @@ async def read_digests(session: AsyncSession, units: list[str], since: date) -> 
 async def upsert_digests(session: AsyncSession, rows: list[dict]) -> None:
     """Remember the digests of the records just produced."""
     rows = sorted(rows, key=lambda r: (r["unit_code"], r["kind"], r["key"]))
-    if not rows:
-        return
-    # one statement with the rows as parameters (an executemany, whose SQL is compiled once and
-    # cached): a VALUES list of the rows is compiled anew for every chunk, which under a live feed
-    # took most of the exporter process's CPU, the answer refresher's beside it
-    stmt = dialect.insert(session, ExportState)
-    stmt = stmt.on_conflict_do_update(index_elements=["unit_code", "kind", "key"], set_={"digest": stmt.excluded.digest})
-    for chunk in _chunks(rows):
-        await session.execute(stmt, chunk)
+    await dialect.bulk_upsert(session, ExportState, rows, ["unit_code", "kind", "key"], replace=("digest",))
 
 
 # --- outbox ------------------------------------------------------------------------------------
 
 
 async def insert_outbox(session: AsyncSession, rows: list[dict]) -> None:
-    """Append produced records (an executemany: see upsert_digests)."""
+    """Append produced records (an executemany, whose SQL is compiled once: a VALUES list of the rows
+    is compiled anew for every chunk, which under a live feed took most of the exporter's CPU)."""
     for chunk in _chunks(rows):
         await session.execute(dialect.insert(session, ExportOutbox), chunk)
 
@@ -196,17 +189,8 @@ async def upsert_newer(session: AsyncSession, table, keys: tuple[str, ...], rows
     rows = sorted(rows, key=lambda r: tuple(r[k] for k in keys))
     if not rows:
         return []
-    # an executemany with RETURNING (see upsert_digests): the SQL compiled once, not once per chunk
-    stmt = dialect.insert(session, table)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=list(keys),
-        set_={c: stmt.excluded[c] for c in rows[0] if c not in keys},
-        where=table.sequence < stmt.excluded.sequence,
-    ).returning(*(getattr(table, k) for k in keys))
-    stored: list[tuple] = []
-    for chunk in _chunks(rows):
-        stored.extend(tuple(r) for r in (await session.execute(stmt, chunk)).all())
-    return stored
+    others = tuple(c for c in rows[0] if c not in keys)
+    return await dialect.bulk_upsert(session, table, rows, list(keys), replace=others, returning=keys, newer="sequence")
 
 
 async def read_max_network_day(session: AsyncSession, source: str, unit: str) -> date | None:
