@@ -45,8 +45,12 @@ async def main(url: str) -> None:
         wall = time.perf_counter() - t0
         print(f"\n=== {name}: {len(captured) // 2} statements, service call {wall * 1000:.1f} ms (warm)")
         stmts = captured[len(captured) // 2 :]
-        async with db.engine.connect() as conn:
+        async with db.engine.connect() as conn:  # one transaction: a captured SET LOCAL holds for what follows it
             for i, (sql, params) in enumerate(stmts):
+                if not sql.lstrip().upper().startswith(("SELECT", "WITH", "INSERT", "UPDATE", "DELETE")):
+                    await conn.exec_driver_sql(sql, params)  # SET LOCAL plan_cache_mode and the like: run, not explained
+                    print(f"-- stmt {i + 1}: {sql.strip()[:80]} (run as is)")
+                    continue
                 rows = (await conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)).all()
                 plan = [r[0] for r in rows]
                 exec_line = next((p for p in plan if p.startswith("Execution Time")), "")
