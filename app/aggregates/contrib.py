@@ -156,9 +156,10 @@ class Delta:
         return out
 
     def units(self) -> list[str]:
-        """The units whose rows this change touches."""
-        keys = [k[0] for k in self.day] + [k[0] for k in self.hist] + [k[0] for k in self.cohort_due] + [k[0] for k in self.total]
-        return sorted(set(keys))
+        """The units whose rows this change touches: own rows, and the open-deadline rows above them
+        (a deadline moved to another hour of the same day changes no own row)."""
+        parts = (self.day, self.hist, self.cohort_due, self.total, self.open_due)
+        return sorted({k[0] for part in parts for k in part})
 
     def dirty_days(self) -> dict[str, date]:
         """Per unit, the earliest local day whose export records this change can alter.

@@ -5,7 +5,7 @@ dossiers due later today, late today, events dated ahead, due within 24/48/72 h,
 over units. A `LiveMemo` keeps each unit's own part, with the `unit_change` count it was read at and
 the instant it holds at. A read of any scope (a commune, a province, the nation, every commune of a
 ranking) then re-reads only the units whose part may have moved since:
-- their own rows changed (their `unit_change` count moved: a batch touched them);
+- their stored rows changed (their `unit_change` count moved: a batch changed a dossier of theirs);
 - a deadline of theirs, or an event dated ahead, came due in between (at_now.read_units_due_between,
   a few index ranges over the seconds since), or they became silent in between;
 - their part is older than `max_age` (a bound on what no count shows, e.g. a repair of the

@@ -230,20 +230,29 @@ def rollup_of(delta: Delta, registry: Registry) -> Delta:
 
 
 async def add_aggregates(
-    session: AsyncSession, delta: Delta, registry: Registry, source: str = LOCAL_SOURCE, slot: int | None = None
+    session: AsyncSession,
+    delta: Delta,
+    registry: Registry,
+    source: str = LOCAL_SOURCE,
+    slot: int | None = None,
+    touched: Iterable[str] = (),
 ) -> None:
-    """Add a delta of units' own figures to their own rows and to the rollup rows above them."""
+    """Add a delta of units' own figures to their own rows and to the rollup rows above them, and
+    move the change count of the units whose stored rows changed: those of the delta, and `touched`
+    (ingest: every unit with a dossier the batch's new events changed, whether or not an aggregate
+    row moved: a deadline moved within an hour, an instant within a day, the last acceptance are
+    read by the figures at now and at t; the SQL spelling: step 6 of app/aggregates/pg/ingest.sql)."""
     await _add_delta(session, delta, OWN_TABLES, {"source": source})
     up = rollup_of(delta, registry)
     slot = pick_slot() if slot is None else slot
     await _add_delta(session, up, ROLLUP_TABLES, {"slot": slot})
     rows = [{"unit_code": u, "sector": s, "hour": h, "slot": slot, "n": n} for (u, s, h), n in up.open_due.items()]
     await _add_rows(session, RollupOpenDue, ("unit_code", "sector", "hour", "slot"), ("n",), rows)
-    await _count_changes(session, delta.units())
+    await _count_changes(session, set(delta.units()) | set(touched))
 
 
 async def _count_changes(session: AsyncSession, units: list[str]) -> None:
-    """One more change for each unit whose own rows changed, in unit order."""
+    """One more change for each unit whose stored rows changed, in unit order."""
     now = datetime.now(UTC)
     rows = [{"unit_code": u, "changes": 1, "changed_at": now} for u in sorted(units)]
     await dialect.bulk_upsert(session, UnitChange, rows, ["unit_code"], add=("changes",), replace=("changed_at",))

@@ -146,7 +146,7 @@ async def store_events(
                     moved[key[0]] = min(day, moved.get(key[0], day))
             await writes.upsert_dossiers(session, [states[k] for k in by_dossier])
             changes = delta.nonzero()
-            await writes.add_aggregates(session, changes, registry)
+            await writes.add_aggregates(session, changes, registry, touched={u for u, _ in by_dossier})
             # A deadline moved within a day changes no day row, but today's figures at now (overdue, the
             # cohort) and so the export records of today and of the receipt's periods.
             marks = changes.dirty_days()

@@ -11,8 +11,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
+from app.answers.dependencies import Dependencies
 from app.answers.kinds import ReadContext, compute
-from app.db.models import UnitSource
+from app.db.models import UnitChange, UnitSource
 from app.scoring import service as scoring
 from app.scoring.ranking import RankingMemo
 from tests.helpers.events import post, received, resolved
@@ -83,3 +84,54 @@ async def test_kept_figures_at_now_equal_fresh_ones_as_time_passes_and_writes_la
     again = kept.rankings.live.units_read - first
     print(f"units read at the first step {first}, at the 11 others {again}")
     assert again < first, "a read re-reads what moved, not every unit"
+
+
+async def changes_of(svc, unit: str) -> int:
+    async with svc.db.session() as session:
+        return (await session.execute(select(UnitChange.changes).where(UnitChange.unit_code == unit))).scalar() or 0
+
+
+@pytest.mark.parametrize("hour", ["same", "other"])
+async def test_a_deadline_moved_within_its_day_is_in_the_next_read_of_kept_figures(fresh_service, monkeypatch, hour):
+    """A deadline moved within its local day, across now, changes no day row (and within its UTC hour
+    no open-deadline row either), only the figures at now: the batch moves the unit's change count,
+    so the kept figures of the unit, its province and the nation, and the refresher's dependencies,
+    see it at the next read, not up to `max_age` later."""
+    svc = fresh_service
+    ingest = await svc.key("ingest", "VN")
+    real = datetime.now(UTC)
+    t0 = real.replace(minute=30, second=0, microsecond=0) + H  # reads at the middle of the next UTC hour
+    tz = svc.settings.tz
+    if hour == "same":
+        old, new = t0 + 10 * 60 * S, t0 - 10 * 60 * S
+    elif (t0 - 40 * 60 * S).astimezone(tz).date() == t0.astimezone(tz).date():
+        old, new = t0 + 10 * 60 * S, t0 - 40 * 60 * S
+    else:  # the hour before starts another local day: the one after
+        old, new = t0 + 40 * 60 * S, t0 - 10 * 60 * S
+    assert old.astimezone(tz).date() == new.astimezone(tz).date() and new < t0 < old
+    await post(svc, ingest, [received(C, "moved", real - H, old)])
+    monkeypatch.setattr(scoring, "_now", lambda: t0)
+    registry = await svc.app.state.registry.refresh()
+    kept = ReadContext(svc.db, registry, svc.settings, RankingMemo())
+    plain = RankingMemo()
+    plain.live, plain.tau = None, None
+    queries = [("kpis", {"code": code, "period": "day", "at": None, "window": None, "sector": None}) for code in (C, "46", "VN")]
+    for kind, params in queries:
+        got = (await compute(kept, kind, params))["kpis"]
+        assert (got["overdue"], got["due_24h"]) == (0, 1), params
+    deps = Dependencies(svc.settings.tz)
+    async with svc.db.session() as session:
+        await deps.tick(session, registry, t0, None, svc.settings.silent_after_hours)
+    before = await changes_of(svc, C)
+    moved = {"event_id": "c-moved", "type": "due_changed", "dossier_id": "moved", "unit_code": C}
+    await post(svc, ingest, [moved | {"occurred_at": real - H / 2, "due_at": new, "reason": "legal_extension"}])
+    assert await changes_of(svc, C) == before + 1
+    async with svc.db.session() as session:
+        _, touched = await deps.tick(session, registry, t0 + S, t0, svc.settings.silent_after_hours)
+    assert touched is not None and {C, "46", "VN"} <= touched
+    monkeypatch.setattr(scoring, "_now", lambda: t0 + S)
+    for kind, params in queries:
+        got = await compute(kept, kind, params)
+        assert (got["kpis"]["overdue"], got["kpis"]["due_24h"]) == (1, 0), params
+        fresh = await compute(ReadContext(svc.db, registry, svc.settings, plain), kind, params)
+        assert figures(got) == figures(fresh), params

@@ -1,6 +1,7 @@
 """The two spellings of the write rules agree: any stream, split into batches in any order, leaves the
 same dossier rows and aggregate rows through the PostgreSQL pass (app/aggregates/pg/ingest.sql) and
-through the Python fold (SQLite), and `chiso kpis verify` finds both clean.
+through the Python fold (SQLite), moves the change counts (unit_change) of the same units batch by
+batch, those whose stored rows the batch changed, and `chiso kpis verify` finds both clean.
 
 The streams carry what real clients send and the suite's other streams do not: timestamps with
 milliseconds and microseconds, written in any UTC offset, times at local midnights and at deadlines
@@ -169,20 +170,46 @@ async def stored_rows(db: Database) -> dict[str, object]:
     return out
 
 
+# a unit's stored rows: what its figures (at now, at t, of the day rows, silent) are read from
+UNIT_ROWS = (m.Dossier, m.UnitDay, m.UnitCohortDue, m.UnitTotal, m.UnitSource, m.UnitEventDay)
+
+
+async def unit_rows(db: Database) -> tuple[dict[str, int], dict[str, list]]:
+    """(each unit's change count, each unit's stored rows)."""
+    rows: dict[str, list] = defaultdict(list)
+    async with db.session() as session:
+        counts = {u: n for u, n in (await session.execute(select(m.UnitChange.unit_code, m.UnitChange.changes))).all()}
+        for model in UNIT_ROWS:
+            for row in (await session.execute(select(model.__table__))).mappings():
+                rows[row["unit_code"]].append(repr(sorted(row.items())))
+    return counts, {u: sorted(r) for u, r in rows.items()}
+
+
 async def ingest(db: Database, url: str, stream: list[tuple[list[dict], bool]]) -> dict[str, object]:
     """Post the batches through ingest's screening and store (the API's path; `bulk`: chiso import's)
-    and return the stored rows once `chiso kpis verify` has found them clean."""
+    and return the stored rows once `chiso kpis verify` has found them clean, with the units whose
+    change count each batch moved: exactly those whose stored rows it changed (each new event
+    changes its dossier's row), never those of its duplicates alone."""
     settings = conftest.test_settings(url)
     registry = await RegistryCache(db).refresh()
+    counts, rows = await unit_rows(db)
+    moved_by_batch = []
     for k, (items, bulk) in enumerate(stream):
         now = NOW + k * timedelta(minutes=7, microseconds=1234)
         screened = screen(items, registry, now, timedelta(seconds=settings.skew_seconds), None, set())
         assert all(status != "rejected" for status, _, _ in screened), screened
         valid = [got for status, _, got in screened if status == "valid"]
-        await store_events(db, registry, settings, valid, now, bulk=bulk)
+        inserted = await store_events(db, registry, settings, valid, now, bulk=bulk)
+        after, rows_after = await unit_rows(db)
+        moved = {u: n - counts.get(u, 0) for u, n in after.items() if n != counts.get(u, 0)}
+        changed = {u for u in set(rows) | set(rows_after) if rows.get(u) != rows_after.get(u)}
+        assert set(moved.values()) <= {1}, (k, moved)  # one change per batch
+        assert set(moved) == changed == {u for u, _ in inserted}, (k, sorted(moved), sorted(changed))
+        moved_by_batch.append(sorted(moved))
+        counts, rows = after, rows_after
     report = await rebuild.verify(db, settings, registry=registry)
     assert report.differences == [], report.differences
-    return await stored_rows(db)
+    return await stored_rows(db) | {"unit_change by batch": moved_by_batch}
 
 
 async def both_stores(stream, templates, pg_server, tmp: Path) -> tuple[dict, dict]:

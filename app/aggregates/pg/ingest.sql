@@ -233,11 +233,14 @@ BEGIN
   GROUP BY 1, 2, 3 HAVING sum(o.n) <> 0 ORDER BY 1, 2, 3
   ON CONFLICT (unit_code, sector, hour, slot) DO UPDATE SET n = u.n + excluded.n;
 
-  -- 6. one more change per unit whose own rows changed; export marks from the earliest changed day
+  -- 6. one more change per unit whose stored rows changed (app.aggregates.writes.add_aggregates,
+  -- `touched`): every unit with a dossier in chiso_st. Each new event changes its dossier's row (its
+  -- events per day) and its unit's last acceptance (silent sources); the units with changed own rows,
+  -- open-deadline rows (chiso_dopen), deadlines moved within an hour or instants within a day (what
+  -- the figures at now and at t read, no day row holds) are among them, duplicates touch none.
+  -- Export marks from the earliest changed day.
   INSERT INTO unit_change AS u (unit_code, changes, changed_at)
-  SELECT x.unit_code, 1, p_now FROM (
-    SELECT d.unit_code FROM chiso_dday d UNION SELECT h.unit_code FROM chiso_dhist h
-    UNION SELECT c.unit_code FROM chiso_ddue c UNION SELECT t.unit_code FROM chiso_dtot t) x
+  SELECT DISTINCT s.unit_code, 1, p_now FROM chiso_st s
   ORDER BY 1
   ON CONFLICT (unit_code) DO UPDATE SET changes = u.changes + 1, changed_at = excluded.changed_at;
 
