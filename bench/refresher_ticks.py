@@ -2,8 +2,9 @@
 polled (`bench.shared_answers --keep-db --provinces 34 --communes 500`):
 `python -m bench.refresher_ticks URL [--ticks 6]`.
 
-Marks every stored answer polled now, then per tick: one commune's `unit_change` count and the data
-version move (a batch elsewhere, no figure changes), and the refresher runs once in this process.
+Marks every stored answer polled now, then per tick: `--touch` units' `unit_change` counts (default
+one) and the data version move (batches elsewhere, no figure changes), and the refresher runs once in
+this process.
 Prints per tick the answers computed and restamped (found holding), wall and CPU time. The first
 tick knows nothing (every answer is computed); the others show the steady state.
 """
@@ -21,7 +22,7 @@ from app.db.engine import Database
 from app.settings import Settings
 
 
-async def main(url: str, ticks: int) -> None:
+async def main(url: str, ticks: int, touch: int) -> None:
     db = Database(url, pool_size=4)
     async with db.transaction() as session:
         await session.execute(text("UPDATE shared_answer SET polled_at = now()"))
@@ -39,8 +40,9 @@ async def main(url: str, ticks: int) -> None:
     rng = random.Random(1)
     try:
         for i in range(ticks):
-            async with db.transaction() as session:  # a batch elsewhere: one commune's count and the version move
-                await session.execute(text("UPDATE unit_change SET changes = changes + 1 WHERE unit_code = :u"), {"u": rng.choice(units)})
+            async with db.transaction() as session:  # batches elsewhere: `touch` units' counts and the version move
+                moved = rng.sample(units, min(touch, len(units)))
+                await session.execute(text("UPDATE unit_change SET changes = changes + 1 WHERE unit_code = ANY(:u)"), {"u": moved})
                 await session.execute(text("UPDATE node_meta SET value = value + 1 WHERE name LIKE 'data_version%'"))
             t0, c0 = time.perf_counter(), time.process_time()
             computed, stamped = refresher.answers.computations, refresher.restamped
@@ -58,5 +60,11 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("url")
     ap.add_argument("--ticks", type=int, default=6)
+    ap.add_argument(
+        "--touch",
+        type=int,
+        default=1,
+        help="units whose count moves before each tick (a second of a national feed touches ~1,400 communes)",
+    )
     a = ap.parse_args()
-    asyncio.run(main(a.url, a.ticks))
+    asyncio.run(main(a.url, a.ticks, a.touch))
