@@ -19,7 +19,7 @@ from app.db.engine import Database
 from app.scoring import drivers as drivers_service
 from app.scoring import report as report_service
 from app.scoring import service as scoring
-from app.scoring.ranking import RankingMemo, ranking
+from app.scoring.ranking import RankingMemo, level_kpis, ranking
 from app.settings import Settings
 from app.units.service import Registry
 
@@ -156,3 +156,24 @@ async def compute(ctx: ReadContext, kind: str, params: dict) -> dict:
     finally:
         TAU.reset(tau)
         LIVE.reset(token)
+
+
+def batched(kind: str, params: dict, registry: Registry) -> tuple | None:
+    """The answers computed together with this one (compute_many), named by what they share: KPIs of
+    a commune over all sectors, by period; None for any other answer."""
+    if kind != "kpis" or params.get("sector") is not None:
+        return None
+    u = registry.get(params["code"])
+    if u is None or u.level != "commune":
+        return None
+    return (kind, params.get("period"), params.get("at"), params.get("window"))
+
+
+async def compute_many(ctx: ReadContext, params: list[dict]) -> list[dict]:
+    """The answers of several requests of one `batched` group, computed now at once: the KPIs of
+    communes from the rows of the ranking of every commune in that period (ranking.level_kpis)."""
+    s = ctx.settings
+    got = await level_kpis(
+        ctx.db, ctx.registry, s.tz, [q["code"] for q in params], _period(ctx, params[0]), ctx.rankings, s.silent_after_hours
+    )
+    return [got[q["code"]] for q in params]

@@ -4,7 +4,8 @@ last few minutes fresh, so pollers never pay for a computation.
 Each tick it computes again the polled answers that are behind the current data version, or that
 are about to be too old to serve although nothing changed (deadlines pass with time), the oldest
 first and `concurrency` at a time (each claimed with the data version it starts from in one
-transaction, stored in another); answers nobody polled for `keep_for` seconds are left alone, and
+transaction, stored in another; the KPIs of communes of one period, when there are `batch_from` or
+more to compute, at once from the rows of the ranking of every commune: kinds.batched); answers nobody polled for `keep_for` seconds are left alone, and
 forgotten after `forget_after`. On PostgreSQL it has a pool of its own, sized for that concurrency
 and without a ping per checkout (a failed tick is tried again at the next). Stored
 answers outlive a restart (on PostgreSQL, not a crash: the table is unlogged), so after one the
@@ -17,13 +18,14 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import defaultdict
 from datetime import timedelta
 
 import orjson
 
 from app.answers import repository as repo
 from app.answers.dependencies import Dependencies
-from app.answers.kinds import COMPARED_KINDS, ReadContext, compared_point
+from app.answers.kinds import COMPARED_KINDS, ReadContext, batched, compared_point
 from app.answers.service import SharedAnswers, every
 from app.db.engine import Database
 from app.db.leadership import Leadership
@@ -43,7 +45,13 @@ FORGET_EVERY = 60.0  # seconds between two sweeps of answers nobody polls
 
 class AnswerRefresher:
     def __init__(
-        self, db: Database, settings: Settings, keep_for: float = 180.0, forget_after: float = 3600.0, concurrency: int | None = None
+        self,
+        db: Database,
+        settings: Settings,
+        keep_for: float = 180.0,
+        forget_after: float = 3600.0,
+        concurrency: int | None = None,
+        batch_from: int = 8,
     ):
         self.settings = settings
         self.interval = settings.answer_refresh_seconds
@@ -63,6 +71,8 @@ class AnswerRefresher:
         self._leader = False
         self._swept_at = 0.0
         self.deps = Dependencies(settings.tz)
+        # answers of one kinds.batched group computed together once there are this many to compute
+        self.batch_from = batch_from
         self.restamped = 0  # answers found to hold still, not computed again
 
     async def run_once(self) -> int:
@@ -113,7 +123,23 @@ class AnswerRefresher:
             todo += [h for h in held if h[0] not in stamped]  # computed (or claimed) elsewhere meanwhile
         ctx = ReadContext(self.db, registry, self.settings, self.rankings)
         todo.sort(key=lambda t: t[4])  # the oldest first: what waited longest is served next
+        groups: dict[tuple, list] = defaultdict(list)  # answers computed together (the KPIs of communes, per period)
+        for item in todo:
+            if (group := batched(item[1], asked[item[0]], registry)) is not None:
+                groups[group].append(item)
+        batches = [items for items in groups.values() if len(items) >= self.batch_from]
+        together = {item[0] for items in batches for item in items}
+        todo = [item for item in todo if item[0] not in together]
         slots = asyncio.Semaphore(self.concurrency)
+
+        async def many(items: list) -> int:
+            async with slots:
+                for item in items:
+                    self.deps.drop(item[0])
+                answers = await self.answers.compute_many(ctx, items[0][1], [(key, params) for key, _, params, *_ in items], by="refresher")
+                for (key, kind, *_), answer in zip(items, answers, strict=True):
+                    self.deps.computed(key, kind, answer.etag, registry, now)
+                return len(answers)
 
         async def one(key: str, kind: str, params: str) -> int:
             async with slots:
@@ -130,7 +156,9 @@ class AnswerRefresher:
                 self.deps.computed(key, kind, answer.etag, registry, now)
                 return 1
 
-        results = await asyncio.gather(*(one(key, kind, params) for key, kind, params, *_ in todo), return_exceptions=True)
+        results = await asyncio.gather(
+            *(many(items) for items in batches), *(one(key, kind, params) for key, kind, params, *_ in todo), return_exceptions=True
+        )
         failed = [r for r in results if isinstance(r, BaseException)]
         done += sum(r for r in results if not isinstance(r, BaseException))
         if time.monotonic() - self._swept_at >= FORGET_EVERY:

@@ -141,8 +141,40 @@ async def ranking(
 
 
 def _ranking_row(u: UnitRow, cur_s: Sums, prev_s: Sums) -> dict:
+    """A unit's row: its item of a ranking, and (`before`, `prev`) what its KPI answer adds (level_kpis)."""
     cur, before = kpi_math.compute(cur_s), kpi_math.compute(prev_s)
-    return {"unit": service.unit_shape(u), "kpis": cur, "change": kpi_math.change(cur, before), "samples": kpi_math.samples(cur_s)}
+    change = kpi_math.change(cur, before)
+    return {
+        "unit": service.unit_shape(u),
+        "kpis": cur,
+        "change": change,
+        "samples": kpi_math.samples(cur_s),
+        "before": before,
+        "prev": prev_s,
+    }
+
+
+async def level_kpis(
+    db: Database,
+    registry: Registry,
+    tz: tzinfo,
+    codes: list[str],
+    p: Period,
+    memo: RankingMemo,
+    silent_after_hours: float = DEFAULT_AFTER_HOURS,
+) -> dict[str, dict]:
+    """The KPI answers (all sectors) of several communes for one period, each as service.unit_kpis
+    gives it, made at once from the rows of the ranking of every commune in that period: the same
+    memo entry as that ranking's, so only the communes whose figures changed are read and computed
+    again, in grouped reads (a refresh of many communes costs what changed, not a read per answer)."""
+    level = "commune"
+    now = service._now()
+    prev, spans, t = service.compared(p, now, tz)
+    figures = memo.get((level, None, p, prev, periods.today(now, tz), registry.version, spans[0].end, spans[1].end))
+    async with figures.lock:
+        await _memo_rows(db, figures, registry.at_level(level, None), level, None, spans, silent_after_hours, memo, registry)
+        rows = {code: figures.rows[code] for code in codes}
+    return {code: service.kpi_answer(r["unit"], p, now, tz, prev, t, r["prev"], r["kpis"], r["before"]) for code, r in rows.items()}
 
 
 async def _live_sums(

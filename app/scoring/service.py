@@ -112,6 +112,20 @@ def previous_period(prev: Period, t: datetime | None, read: Sums | None, tz: tzi
     return out
 
 
+def kpi_answer(
+    unit: dict, p: Period, now: datetime, tz: tzinfo, prev: Period, t: datetime | None, prev_s: Sums, cur: dict, before: dict
+) -> dict:
+    """A KPI answer (all sectors) from the figures of its period and of the previous one."""
+    return {
+        "unit": unit,
+        "period": p.as_dict(),
+        "as_of": as_of(now, tz),
+        "kpis": cur,
+        "previous": {"period": previous_period(prev, t, prev_s, tz), "kpis": before},
+        "change": kpi_math.change(cur, before),
+    }
+
+
 async def unit_kpis(
     db: Database,
     registry: Registry,
@@ -129,15 +143,7 @@ async def unit_kpis(
         cur_s, prev_s = await read_spans(
             session, _scope_of(registry, code), spans, _sector_key(sector), silent_after_hours=silent_after_hours
         )
-    cur, before = kpi_math.compute(cur_s), kpi_math.compute(prev_s)
-    out = {
-        "unit": unit_shape(u),
-        "period": p.as_dict(),
-        "as_of": as_of(now, tz),
-        "kpis": cur,
-        "previous": {"period": previous_period(prev, t, prev_s, tz), "kpis": before},
-        "change": kpi_math.change(cur, before),
-    }
+    out = kpi_answer(unit_shape(u), p, now, tz, prev, t, prev_s, kpi_math.compute(cur_s), kpi_math.compute(prev_s))
     if sector is not None:  # the answer says which dossiers it counts
         out["sector"] = None if _sector_key(sector) == NO_SECTOR else sector
     return out

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select, update
 
 from app.aggregates import periods
+from app.answers import kinds
 from app.answers.kinds import ReadContext, compute
 from app.answers.refresher import AnswerRefresher
 from app.db.models import SharedAnswer
@@ -448,14 +449,28 @@ class TestRefresher:
         """Periods in progress whose same point t crosses, tick after tick, receipts, ends,
         deadlines and deadlines 24/48/72 h ahead of 46's dossiers in the previous periods, with
         batches here and elsewhere between the ticks: every stored answer, restamped or computed,
-        is the one a computation at that instant gives (`as_of` and `until` included)."""
+        is the one a computation at that instant gives (`as_of` and `until` included); the KPIs of
+        communes computed together (kinds.compute_many) as each is alone."""
         svc = fresh_service
         rng = random.Random(seed)
         read, ingest = await svc.key("read"), await svc.key("ingest", "VN")
         base = datetime.now(UTC) + timedelta(seconds=30)  # the scoring clock stays ahead of the real one
         tz = svc.settings.tz
         events = []
-        for i, (_, query, kind, _) in enumerate(URLS):
+        communes = [
+            (f"/api/v1/units/{c}/kpis", {"window": "30d"}, "kpis", {"code": c, "period": None, "at": None, "window": "30d", "sector": None})
+            for c in (*COMMUNES_46, "26506")
+        ]
+        urls = URLS + communes
+        together: list[int] = []
+        one_by_one = kinds.compute_many
+
+        async def counted(ctx, params):
+            together.append(len(params))
+            return await one_by_one(ctx, params)
+
+        monkeypatch.setattr(kinds, "compute_many", counted)
+        for i, (_, query, kind, _) in enumerate(urls):
             if kind not in ("kpis", "rankings"):
                 continue
             p = scoring.pick_period(query.get("period"), None, query.get("window"), base, tz)
@@ -472,9 +487,9 @@ class TestRefresher:
                 else:
                     events.append(received(unit, d, x - timedelta(days=1), x + timedelta(hours=rng.choice([24, 48, 72]))))
         await post(svc, ingest, events)
-        for path, query, _, _ in URLS:
+        for path, query, _, _ in urls:
             await svc.get(path, read, **query)
-        refresher = AnswerRefresher(svc.db, svc.settings)
+        refresher = AnswerRefresher(svc.db, svc.settings, batch_from=2)
         refresher.answers.idle_for = 2.0  # every polled answer is refreshed (restamped or computed) at every tick
         clock = base
         try:
@@ -485,14 +500,14 @@ class TestRefresher:
                     await post(svc, ingest, one_received(rng.choice(["26506", "26506", *COMMUNES_46])))
                 await refresher.run_once()
                 stored = {r.key: orjson.loads(r.body) for r in (await rows(svc)).values()}
-                for _, _, kind, params in URLS:
+                for _, _, kind, params in urls:
                     (body,) = [b for k, b in stored.items() if k.startswith(kind + ":") and orjson.loads(k[len(kind) + 1 :]) == params]
                     expected = await fresh(svc, kind, params)
                     if kind == "at_risk":
                         assert figures(body) == figures(expected)
                     else:
                         assert body == expected, (kind, params)
-            assert refresher.restamped > 0
+            assert refresher.restamped > 0 and together and max(together) >= 2
         finally:
             await refresher.close()
 
