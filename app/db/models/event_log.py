@@ -50,16 +50,16 @@ INDEX_EVENT_HASH = "hashtextextended((unit_code::text || ':'::text) || event_id:
 
 
 # The lock a writer of a unit's events holds until it commits (PostgreSQL; SQLite has one writer at
-# a time): pg_advisory_xact_lock(EVENT_LOCK_CLASS, hashtext(unit_code) & EVENT_LOCK_MASK), taken for
-# every unit of a batch in ascending order before anything else of the batch (app.aggregates.writes'
-# lock order), so two writers never wait on each other's. Units share 1,024 locks: a batch holds at
-# most that many, whatever the number of its units; two units sharing one only queue their writers.
+# a time): pg_advisory_xact_lock(EVENT_LOCK_CLASS, hashtext(unit_code)), taken for every unit of a
+# batch in ascending order before anything else of the batch (app.aggregates.writes' lock order), so
+# two writers never wait on each other's. One lock per unit (two units sharing a 32-bit hash only
+# queue their writers): a batch holds as many as it has units, an import's group of whole units
+# included (at most the registry's ~3,400, within PostgreSQL's default lock table of ~6,400), and
+# writers of different units, an import's writers on different provinces among them, never queue.
 EVENT_LOCK_CLASS = 0x63686576  # "chev"
-EVENT_LOCK_MASK = 1023
 # after SELECT or PERFORM: the locks of the units of table {t}'s rows
 SQL_EVENT_LOCKS = (
-    f"pg_advisory_xact_lock({EVENT_LOCK_CLASS}, l.k)"
-    f" FROM (SELECT DISTINCT hashtext(x.unit_code) & {EVENT_LOCK_MASK} AS k FROM {{t}} x ORDER BY 1 OFFSET 0) l"
+    f"pg_advisory_xact_lock({EVENT_LOCK_CLASS}, l.k) FROM (SELECT DISTINCT hashtext(x.unit_code) AS k FROM {{t}} x ORDER BY 1 OFFSET 0) l"
 )
 
 
