@@ -33,7 +33,9 @@ from app.units.service import RegistryCache
 from bench.history import write_history
 
 LABELS = [  # the first words of each statement of the pass, and what it does
-    ("WITH k AS ( INSERT INTO event_key", "events: keys, then the log; duplicates skipped"),
+    ("SELECT pg_advisory_xact_lock", "events: the units' locks"),
+    ("INSERT INTO chiso_new", "events: duplicates looked up (log, archived keys)"),
+    ("INSERT INTO dossier_event", "events: the log"),
     ("WITH rw AS", "batch states: winners per kind, per dossier"),
     ("WITH ins AS ( INSERT INTO dossier", "dossiers seen first: insert"),
     ("INSERT INTO chiso_st SELECT d.unit_code, d.dossier_id, -1", "stored dossiers: lock, old states"),

@@ -25,7 +25,7 @@ from app.aggregates import contrib, dossier, silent
 from app.aggregates.counters import DAY_COUNTERS, TOTAL_COUNTERS
 from app.aggregates.histogram import SQL_BUCKET, SQL_HIST_ADD, SQL_HIST_PACK
 from app.db.meta import DATA_VERSION, VERSION_SLOTS
-from app.db.models.event_log import SQL_EVENT_KEY
+from app.db.models.event_log import SQL_EVENT_HASH, SQL_EVENT_KEY, SQL_EVENT_LOCKS
 
 # pg_advisory_xact_lock key of the install: concurrent installers (workers, nodes) queue on it, and
 # the second finds the functions the first committed.
@@ -94,6 +94,8 @@ _FRAGMENTS = {
     "OPEN_DUE_WHERE": lambda a: contrib.SQL_OPEN_DUE_WHERE.format(s=a),
     "MARK_DAY": contrib.SQL_MARK_DAY,
     "EVENT_KEY": lambda a: SQL_EVENT_KEY.format(a=a),
+    "EVENT_HASH": lambda a: SQL_EVENT_HASH.format(a=a),
+    "EVENT_LOCKS": lambda t: SQL_EVENT_LOCKS.format(t=t),
 }
 _NAMES = ("INGEST_STAGED", "INGEST", "TEMP_TABLES", "BUCKET", "HIST_PACK", "HIST_ADD")  # longest first: INGEST is a prefix
 

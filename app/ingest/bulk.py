@@ -6,9 +6,9 @@
    as on the chunked path. Nothing of the service's tables is touched yet.
 2. Build. The staged events are taken a group of whole units at a time (units of one province
    together, about GROUP_EVENTS events a group) into the session's staging table, and the write
-   pass of posting (app.aggregates.pgpass: app/aggregates/pg/ingest.sql) runs once on the group: the
-   event keys and the log, the dossiers built set-based from all their events at once, and every
-   aggregate row of the group's units written once (own rows once per import, rollup rows once
+   pass of posting (app.aggregates.pgpass: app/aggregates/pg/ingest.sql) runs once on the group:
+   the log (duplicates looked up), the dossiers built set-based from all their events at once, and
+   every aggregate row of the group's units written once (own rows once per import, rollup rows once
    per group), with grouped INSERT ... SELECT from the rendered rule fragments. The group's staged
    rows are deleted in the same transaction, so a killed build re-run does only what is left.
 
@@ -16,8 +16,8 @@ The same pass means the same rules and the same exactness as posting, and the sa
 dossiers of a group are inserted or locked FOR UPDATE in key order and stay locked until the
 group commits, so a live post to one of them waits and then merges into the imported state (and
 an import meeting a posted dossier merges into it); aggregate rows are only ever added to.
-Duplicates are decided by the event keys, as when posting; two copies of an event in the work
-table (a chunk loaded again after a kill) are staged once, the first line's.
+Duplicates are decided as when posting (app.db.models.event_log); two copies of an event in the
+work table (a chunk loaded again after a kill) are staged once, the first line's.
 """
 
 from __future__ import annotations

@@ -7,9 +7,10 @@ each own row it would upsert is one that does not exist yet. This path therefore
 of posting (app/aggregates/pg/ingest.sql, as app.aggregates.pgpass renders it) with three changes,
 and spells no rule of its own:
 
-1. Steps 1 to 3 (events, their keys, dossier states, dossiers) are plain inserts of the group's
-   events and of the states built from them (the pass's fragments BATCH_STATES, RAW, DERIVED,
-   WITH_TERM: sign 1, nothing stored to merge or take away).
+1. Steps 1 to 3 (events, dossier states, dossiers) are plain inserts of the group's events and of
+   the states built from them (the pass's fragments BATCH_STATES, RAW, DERIVED, WITH_TERM: sign 1,
+   nothing stored to merge or take away), after the units' locks (EVENT_LOCKS, as the pass takes
+   them) and a second look, under them, that the units are still fresh.
 2. Steps 4 to 7 are the pass's own statements, taken from its rendered body, where the upserts of
    the units' own rows (unit_day, unit_cohort_due, unit_total, unit_event_day)
    become plain inserts: their ON CONFLICT clause cut off.
@@ -19,12 +20,15 @@ and spells no rule of its own:
    tables), and the pass's rollup statements read those: the same sums from a fraction of the rows.
    Rollup rows are shared with other units and groups; they keep their upserts.
 
-Exactness does not rest on the freshness check (`stale`), which only saves work: a plain insert is
-wrong only where a row with its key exists, and then it fails with a unique violation (a live post
-committed to one of these units meanwhile); the caller rolls the group back and builds it with the
-pass. Events dated after `now` (the pass marks them in dossier_future) also send a group to the
-pass. What the pass does that this path skips (locking stored dossiers, merging, taking old states
-away) is what it does for no row when nothing is stored.
+Exactness rests on the second freshness check: a post to one of these units takes the unit's lock
+before it looks for duplicates in the log, so once the group holds the locks no event of its units
+can be stored by another writer until it commits, and the check under the locks sees every one
+stored before (then NotFresh: the caller rolls the group back and builds it with the pass). The
+first check (`stale`, before the transaction) only saves work. A plain insert that meets a row with
+its key (a dossier, an own row) fails with a unique violation and goes to the pass as well. Events
+dated after `now` (the pass marks them in dossier_future) also send a group to the pass. What the
+pass does that this path skips (locking stored dossiers, merging, taking old states away) is what it
+does for no row when nothing is stored.
 """
 
 from __future__ import annotations
@@ -44,8 +48,8 @@ from app.aggregates.writes import STAGE_COLUMNS
 
 # Own rows of a unit: where they are all absent, the pass's upserts into them are plain inserts.
 OWN_TABLES = ("unit_day", "unit_cohort_due", "unit_total", "unit_event_day")
-# A unit is fresh with no row in any of these. Event keys are hashes (no unit to look up): a unit's
-# keys come with its events in the log, or, for archived months, with its dossiers, which stay.
+# A unit is fresh with no row in any of these. Event keys (archived months only) are hashes (no unit
+# to look up): an archived event's unit keeps its dossiers, which stay.
 FRESH_TABLES = ("dossier_event", "dossier", *OWN_TABLES)
 # The counters of the contribution tables (summed by _collapse); their other columns are keys.
 SUMMED = [*DAY_COUNTERS, *TOTAL_COUNTERS, "n"]
@@ -53,8 +57,7 @@ _CONTRIB = re.compile(r"\bchiso_(dday|dhist|ddue|dtot|dopen)\b")  # the pass's c
 
 # Steps 1 to 3 for fresh units, from the pass's fragments (rendered by pgpass.render_template).
 _HEAD = (
-    "INSERT INTO event_key (key) SELECT @EVENT_KEY(n)@ FROM chiso_new n ORDER BY 1",  # in key order: the index's pages in turn
-    "INSERT INTO dossier_event SELECT n.* FROM chiso_new n",
+    "INSERT INTO dossier_event SELECT n.* FROM chiso_new n ORDER BY n.unit_code, n.event_id",
     "SELECT set_config('enable_nestloop', 'off', true)",
     "@BATCH_STATES@\n  INSERT INTO chiso_st SELECT d.unit_code, d.dossier_id, 1, @RAW(d)@, @DERIVED(d)@ FROM (@WITH_TERM(raw)@) d",
     "ANALYZE chiso_st",
@@ -70,6 +73,7 @@ class NotFresh(Exception):
 @dataclass(frozen=True)
 class FreshPass:
     version: str  # the write pass's (pgpass.WritePass.version): both change together
+    lock: str  # the group's units' locks (app.db.models.event_log), before the second look
     head: tuple[str, ...]  # steps 1 to 3
     tail: tuple[str, ...]  # steps 4 to 7: the pass's statements, own-row upserts made inserts
     collapsed: tuple[str, ...]  # the contribution tables the rollup statements read, as chiso_x*
@@ -133,7 +137,8 @@ def current() -> FreshPass:
         if left:
             raise RuntimeError(f"app.ingest.fresh: unknown placeholders {left}")
         head.append(statement)
-    return FreshPass(fn.version, tuple(head), tuple(tail), tuple(f"chiso_{c}" for c in sorted(collapsed)))
+    lock = pgpass.render_template("SELECT @EVENT_LOCKS(chiso_new)@")
+    return FreshPass(fn.version, lock, tuple(head), tuple(tail), tuple(f"chiso_{c}" for c in sorted(collapsed)))
 
 
 def _literal(value: str) -> str:
@@ -195,6 +200,9 @@ async def build(
     ).rowcount
     if (await session.execute(text("SELECT EXISTS (SELECT 1 FROM chiso_new WHERE occurred_at > :now)"), {"now": now})).scalar():
         raise NotFresh("events dated after now")
+    await raw.execute(fp.lock)
+    if await stale(session, units):
+        raise NotFresh("events stored meanwhile")
     await session.execute(text("ANALYZE chiso_new"))
     # one representative per chain of units above (the communes of a province share one)
     classes: dict[tuple[str, ...], list[str]] = {}

@@ -1,5 +1,6 @@
 """All SQL of retention: the months of the event log, a month's events, what an archived month leaves
-behind (app.db.models.event_log), and the drop: a partition on PostgreSQL, a DELETE by month on SQLite."""
+behind (app.db.models.event_log: its events' keys among it), and the drop: a partition on
+PostgreSQL, a DELETE by month on SQLite."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from sqlalchemy import and_, exists, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect, partitions
-from app.db.models import ArchivedMonth, ArchivedReceipt, ArchivedUnitMonth, Dossier, DossierEvent
+from app.db.models import ArchivedMonth, ArchivedReceipt, ArchivedUnitMonth, Dossier, DossierEvent, EventKey
+from app.db.models.event_log import SQL_EVENT_KEY, event_key_of
 
+KEYS_CHUNK = 10_000  # SQLite: keys inserted a chunk at a time
 LOCK_TIMEOUT = "2s"  # the drop's wait for ACCESS EXCLUSIVE on the log: ingest queues behind it meanwhile
 
 
@@ -111,6 +114,23 @@ async def read_archived_months(session: AsyncSession) -> list[dict]:
     a = ArchivedMonth
     stmt = select(a.month, a.events, a.file, a.archived_at).order_by(a.month)
     return [dict(r._mapping) for r in (await session.execute(stmt)).all()]
+
+
+async def insert_month_keys(session: AsyncSession, month: date, tz: tzinfo) -> None:
+    """The keys of the month's stored events into `event_key` (those of a month archived before in
+    part are there already): what keeps them duplicates once the month is dropped, in the drop's
+    transaction."""
+    if dialect.is_postgres(session):
+        key = SQL_EVENT_KEY.format(a="e")
+        await session.execute(
+            text(f"INSERT INTO event_key (key) SELECT {key} FROM {partitions.name(month)} e ORDER BY 1 ON CONFLICT DO NOTHING")
+        )
+        return
+    e = DossierEvent
+    stmt = select(e.unit_code, e.event_id).where(_in(month, tz))
+    keys = sorted({event_key_of(u, i) for u, i in (await session.execute(stmt)).all()})
+    for start in range(0, len(keys), KEYS_CHUNK):
+        await dialect.bulk_upsert(session, EventKey, [{"key": k} for k in keys[start : start + KEYS_CHUNK]], ["key"])
 
 
 async def drop_month(session: AsyncSession, month: date, tz: tzinfo) -> None:

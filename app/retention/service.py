@@ -2,8 +2,9 @@
 
 RETAIN_EVENTS_MONTHS = N keeps the current local month and the N months before it; an older month is
 first written to its archive file (app.retention.archive) and then dropped whole, in one
-transaction with the record of what it held (app.db.models.event_log). Dossiers and aggregates are never
-touched, so every answer stays; duplicates are decided by `event_key`, which keeps every id.
+transaction with the record of what it held (app.db.models.event_log): its events' keys among it, so
+that an event of the month sent again is still a duplicate. Dossiers and aggregates are never
+touched, so every answer stays.
 
 Safe to run again at any point: a run killed before the drop left the file (or the previous one)
 and the month still stored, and the next run merges the month into the file once more, each event
@@ -130,6 +131,7 @@ async def archive_month(db: Database, settings: Settings, month: date, now: date
                     units[unit] = (n + m, max(last, at), days | more)
                 await repository.upsert_unit_months(session, month, units)
                 await repository.upsert_month(session, month, lines, path.name, now)
+                await repository.insert_month_keys(session, month, tz)
                 await repository.drop_month(session, month, tz)
             return {"month": f"{month:%Y-%m}", "archived": read, "file": str(path), "file_events": lines}
         except DBAPIError as exc:

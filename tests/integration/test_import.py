@@ -16,7 +16,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg
 import orjson
 import pytest
 from sqlalchemy import text
@@ -275,8 +274,8 @@ class TestImport:
             await assert_verified(imported)
 
     async def test_fresh_build_meeting_stored_rows_falls_back_to_the_pass(self, make_service, store):
-        """The fresh path's exactness does not rest on its freshness check: plain inserts into a unit
-        that holds rows fail whole, and the group is built by the pass; an event dated after now
+        """The fresh path looks again under the units' locks: a unit that holds rows (the first look
+        bypassed) fails the group whole, and the group is built by the pass; an event dated after now
         (within the clock skew) also sends its group to the pass, which marks it in dossier_future."""
         if store == "sqlite":
             pytest.skip("the bulk path is PostgreSQL's")
@@ -301,7 +300,7 @@ class TestImport:
             load = BulkLoad(svc.db, registry, svc.settings, "chiso_bulk_test_fallback")
             await load.open()
             await load.load(valid)
-            with pytest.raises(asyncpg.UniqueViolationError):  # bypassing the check: a stored row refuses the plain insert
+            with pytest.raises(fresh.NotFresh):  # bypassing the first look: the second, under the locks, refuses
                 await load._build_fresh([a], 0)
             assert await stored_events(svc) == (sum(1 for e in events if e["unit_code"] == a) + 1) // 2  # rolled back whole
             got = await load.build([a, b], 0)  # a through the pass, b fresh

@@ -101,6 +101,18 @@ class TestDuplicates:
             channel = (await session.execute(select(DossierEvent.channel).where(DossierEvent.event_id == e["event_id"]))).scalar_one()
         assert channel == "online"
 
+    async def test_across_months_of_the_log(self, shared_service, ingest):
+        """A copy dated in another month (another partition of the log on PostgreSQL) is still the
+        stored event: the log is looked up by (unit_code, event_id) in every month."""
+        e = ev()
+        await shared_service.post([e], ingest)
+        older = {**e, "occurred_at": (datetime.now(UTC) - timedelta(days=70)).isoformat(), "dossier_id": "another"}
+        dry = await shared_service.post([older], ingest, dry_run="true")
+        assert (dry.json()["accepted"], dry.json()["duplicates"]) == (0, 1)
+        r = await shared_service.post([older], ingest)
+        assert (r.json()["accepted"], r.json()["duplicates"]) == (0, 1)
+        assert await stored(shared_service, [e["event_id"]]) == 1
+
     async def test_same_event_id_in_another_unit_is_another_event(self, shared_service, ingest):
         e = ev()
         r = await shared_service.post([e, {**e, "unit_code": OTHER_COMMUNE}], ingest)
@@ -113,6 +125,18 @@ class TestDuplicates:
         assert sum(r.json()["accepted"] for r in results) == 50
         assert sum(r.json()["duplicates"] for r in results) == 150
         assert await stored(shared_service, [e["event_id"] for e in events]) == 50
+
+    async def test_concurrent_requests_dating_the_same_events_in_different_months(self, shared_service, ingest):
+        """Each copy of a batch lands in another month of the log: no unique index spans the months,
+        the units' locks keep the writers' looks apart."""
+        events = [ev() for _ in range(30)]
+        now = datetime.now(UTC)
+        copies = [[{**e, "occurred_at": (now - timedelta(days=1 + 35 * k)).isoformat()} for e in events] for k in range(4)]
+        results = await asyncio.gather(*(shared_service.post(batch, ingest) for batch in copies))
+        assert all(r.status_code == 202 for r in results)
+        assert sum(r.json()["accepted"] for r in results) == 30
+        assert sum(r.json()["duplicates"] for r in results) == 90
+        assert await stored(shared_service, [e["event_id"] for e in events]) == 30
 
 
 REJECTIONS = [

@@ -7,13 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from app.aggregates import rebuild
 from app.db import migrate, partitions
 from app.db.base import Base
 from app.db.engine import Database
-from app.db.models import DossierEvent
+from app.db.models import DossierEvent, EventKey
+from app.db.models.event_log import event_key_of
 from app.db.types import hist_unpack
 
 
@@ -81,7 +82,8 @@ class TestMigrations:
             async with db.engine.begin() as conn:
                 await migrate.upgrade(conn)
             async with db.engine.connect() as conn:
-                assert (await conn.execute(text("SELECT count(*) FROM event_key"))).scalar_one() == 3
+                # every event still stored: the log decides, no key kept (a7c9e1b3d5f7)
+                assert (await conn.execute(text("SELECT count(*) FROM event_key"))).scalar_one() == 0
                 if conn.dialect.name == "postgresql":
                     stmt = text("SELECT tableoid::regclass::text, event_id FROM dossier_event ORDER BY event_id")
                     got = [tuple(r) for r in (await conn.execute(stmt)).all()]
@@ -137,7 +139,7 @@ class TestMigrations:
                 await migrate.upgrade(conn)
             async with db.engine.connect() as conn:
                 assert (await conn.execute(text("SELECT count(*) FROM dossier_event"))).scalar_one() == 2
-                assert (await conn.execute(text("SELECT count(*) FROM event_key"))).scalar_one() == 3
+                assert (await conn.execute(text("SELECT count(*) FROM event_key"))).scalar_one() == 1  # the archived one's (a7c9e1b3d5f7)
                 if conn.dialect.name == "postgresql":
                     assert await key_columns(conn) == []
             body = (await svc.post([as_json(e) for e in events], key)).json()
@@ -151,6 +153,50 @@ class TestMigrations:
                     assert await key_columns(conn) == ["unit_code", "event_id", "occurred_at"]
             async with db.engine.begin() as conn:
                 await migrate.upgrade(conn)
+        finally:
+            await db.dispose()
+
+    async def test_event_keys_kept_for_archived_months_only_and_back(self, fresh_service):
+        """a7c9e1b3d5f7: the keys of the events still stored leave `event_key` (the log decides for
+        them), an archived event's key stays; every one of them is still a duplicate; down again, the
+        stored events' keys come back."""
+        svc = fresh_service
+        now = datetime.now(UTC)
+        key = await svc.key("ingest", "46")
+        events = [
+            {"event_id": f"a:{i}-é", "type": "received", "dossier_id": f"d{i}", "unit_code": "19777", "channel": "online"}
+            | {"occurred_at": (now - timedelta(days=40 * i + 1)).isoformat(), "due_at": (now + timedelta(days=1)).isoformat()}
+            for i in range(3)
+        ]
+        assert (await svc.post(events[:2], key)).json()["accepted"] == 2
+        db = Database(svc.url)
+
+        async def keys(conn) -> set:
+            return set((await conn.execute(select(EventKey.key))).scalars())
+
+        stored = {event_key_of("19777", e["event_id"]) for e in events[:2]}
+        archived = event_key_of("19777", events[2]["event_id"])  # an event of an archived month
+        try:
+            async with db.engine.begin() as conn:
+                await migrate.downgrade(conn, "a7c9e1b3d5f7-1")
+            async with db.engine.begin() as conn:
+                assert await keys(conn) == stored
+                await conn.execute(EventKey.__table__.insert(), [{"key": archived}])
+            async with db.engine.begin() as conn:
+                await migrate.upgrade(conn)
+            async with db.engine.connect() as conn:
+                assert await keys(conn) == {archived}
+                assert (await conn.execute(text("SELECT count(*) FROM dossier_event"))).scalar_one() == 2
+            body = (await svc.post(events, key)).json()
+            assert (body["accepted"], body["duplicates"]) == (0, 3), body
+            async with db.engine.begin() as conn:
+                await migrate.downgrade(conn, "a7c9e1b3d5f7-1")
+            async with db.engine.connect() as conn:
+                assert await keys(conn) == stored | {archived}
+            async with db.engine.begin() as conn:
+                await migrate.upgrade(conn)
+            async with db.engine.connect() as conn:
+                assert await keys(conn) == {archived}
         finally:
             await db.dispose()
 

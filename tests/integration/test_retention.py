@@ -166,6 +166,8 @@ class TestRetentionRun:
         assert await answers(svc) == before
         async with svc.db.session() as session:  # the at-risk list above named procedures of archived receipts
             assert (await session.execute(text("SELECT count(*) FROM archived_receipt"))).scalar() > 0
+            # the keys of the archived events, and of them alone: the log decides for the others
+            assert (await session.execute(text("SELECT count(*) FROM event_key"))).scalar() == len(lines)
         report = await verified(svc)
         assert report.archived_events == len(lines) and report.events == len(events) - len(lines)
         assert await retention.run(svc.db, svc.settings) == []  # safe to run again: nothing left to do

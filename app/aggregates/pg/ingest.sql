@@ -52,20 +52,18 @@ SET jit = off  -- a batch is small; and a disabled join method's cost would trig
 AS $fn$
 #variable_conflict use_column
 BEGIN
-  -- 1. events, in key order; duplicates of stored or archived events skipped: the keys decide
-  -- (app.db.models.event_log), the log is partitioned by month and its unique key includes occurred_at
-  WITH k AS (
-    INSERT INTO event_key AS k (key)
-    SELECT @EVENT_KEY(j)@ FROM chiso_stage j ORDER BY 1
-    ON CONFLICT DO NOTHING RETURNING k.key
-  ),
-  ins AS (
-    INSERT INTO dossier_event AS e
-    SELECT j.* FROM chiso_stage j JOIN k ON k.key = @EVENT_KEY(j)@
-    ORDER BY j.unit_code, j.event_id
-    ON CONFLICT DO NOTHING RETURNING e.*  -- stored without its key by a pass older than event_key: a duplicate
+  -- 1. events, in key order; duplicates of stored or archived events skipped (app.db.models.event_log):
+  -- the units' locks first, then a look at the log (any month: a copy may carry another occurred_at)
+  -- and at the keys of archived months, each statement seeing what the writers before committed
+  PERFORM @EVENT_LOCKS(chiso_stage)@;
+  INSERT INTO chiso_new
+  SELECT j.* FROM chiso_stage j
+  WHERE NOT EXISTS (
+    SELECT 1 FROM dossier_event e
+    WHERE @EVENT_HASH(e)@ = @EVENT_HASH(j)@ AND e.unit_code = j.unit_code AND e.event_id = j.event_id
   )
-  INSERT INTO chiso_new SELECT * FROM ins;
+    AND NOT EXISTS (SELECT 1 FROM event_key k WHERE k.key = @EVENT_KEY(j)@);
+  INSERT INTO dossier_event SELECT n.* FROM chiso_new n ORDER BY n.unit_code, n.event_id;
 
   -- events dated ahead of their arrival (within the skew allowance): reads skip them until due
   IF EXISTS (SELECT 1 FROM chiso_new n WHERE n.occurred_at > p_now) THEN

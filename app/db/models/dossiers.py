@@ -8,6 +8,7 @@ from sqlalchemy import Boolean, Index, Integer, String, Text, and_, or_, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base
+from app.db.models.event_log import INDEX_EVENT_HASH
 from app.db.types import UTCDateTime
 
 NO_SECTOR = ""  # dossiers that name no sector
@@ -15,8 +16,11 @@ NO_SECTOR = ""  # dossiers that name no sector
 
 class DossierEvent(Base):
     """The raw event log: the source of truth every aggregate can be rebuilt from. On PostgreSQL its
-    key is not a constraint (migration e2a4c6e8f0b2: `event_key` decides duplicates) and its one
-    index is (unit_code, dossier_id); SQLite keeps the key as its conflict target."""
+    key is not a constraint (migration e2a4c6e8f0b2); duplicates of the events it holds are found by
+    (unit_code, event_id) in every month, under the unit's lock (app.db.models.event_log), those of
+    archived months in `event_key`. Its indexes on PostgreSQL: (unit_code, dossier_id) and the hash of
+    (unit_code, event_id) (SQL_EVENT_HASH). SQLite keeps the key as its conflict target, and finds
+    an event by it."""
 
     __tablename__ = "dossier_event"
 
@@ -33,7 +37,11 @@ class DossierEvent(Base):
     sector: Mapped[str | None] = mapped_column(String(64))
     ingested_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
-    __table_args__ = (Index("ix_dossier_event_unit_dossier", "unit_code", "dossier_id"),)
+    __table_args__ = (
+        Index("ix_dossier_event_unit_dossier", "unit_code", "dossier_id"),
+        # duplicates (migration a7c9e1b3d5f7): PostgreSQL only, SQLite finds an event by the key
+        Index("ix_dossier_event_event_hash", text(INDEX_EVENT_HASH)).ddl_if(dialect="postgresql"),
+    )
 
 
 UNSETTLED_SQL = text("end_at IS NULL OR end_at > eff_due_at")  # open, or settled after the deadline

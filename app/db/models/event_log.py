@@ -1,9 +1,13 @@
 """Tables of the event log's retention (SPEC section 9): what stays when a month of events is archived.
 
 The event log (`dossier_event`, app.db.models) is partitioned by local month of `occurred_at` on
-PostgreSQL (app.db.partitions), so a unique index over it must include `occurred_at`: an event sent
-again with another `occurred_at` would pass it. Duplicates are therefore recognised by `event_key`,
-one 16-byte key per event ever stored, which no retention run removes. The other tables keep what a
+PostgreSQL (app.db.partitions), so no unique index over it can recognise an event sent again with
+another `occurred_at`. Duplicates are decided in two places: an event still stored is found in the
+log by (unit_code, event_id) (through SQL_EVENT_HASH on PostgreSQL, in every month), and an event of
+a month retention archived by its 16-byte key in `event_key`, written by the run that drops the
+month (app.retention). Writers of a unit take its lock (SQL_EVENT_LOCKS) before they look, so each
+sees what the one before it committed; a retention run writes the keys and drops the month in one
+transaction, so a look sees the events either in the log or as keys. The other tables keep what a
 dropped month leaves behind for `chiso kpis verify`, the silent-source check and the at-risk list.
 """
 
@@ -37,11 +41,33 @@ SQL_EVENT_KEY = (
     " || substring(sha256(convert_to({a}.unit_code || ':' || {a}.event_id, 'UTF8')) FROM 1 FOR 12), 'hex')::uuid"
 )
 
+# What finds an event in the log by its unit and id on PostgreSQL: an index over this 8-byte hash
+# (ix_dossier_event_event_hash, every month), ~30 bytes an event where (unit_code, event_id) took
+# ~50; a lookup also compares the pair itself. SQLite finds it by the log's key.
+SQL_EVENT_HASH = "hashtextextended({a}.unit_code || ':' || {a}.event_id, 0)"
+# the index's expression, as PostgreSQL writes it back (what the models are compared with)
+INDEX_EVENT_HASH = "hashtextextended((unit_code::text || ':'::text) || event_id::text, 0::bigint)"
+
+
+# The lock a writer of a unit's events holds until it commits (PostgreSQL; SQLite has one writer at
+# a time): pg_advisory_xact_lock(EVENT_LOCK_CLASS, hashtext(unit_code)), taken for every unit of a
+# batch in ascending order before anything else of the batch (app.aggregates.writes' lock order), so
+# two writers never wait on each other's. One lock per unit (two units sharing a 32-bit hash only
+# queue their writers): a batch holds as many as it has units, an import's group of whole units
+# included (at most the registry's ~3,400, within PostgreSQL's default lock table of ~6,400), and
+# writers of different units, an import's writers on different provinces among them, never queue.
+EVENT_LOCK_CLASS = 0x63686576  # "chev"
+# after SELECT or PERFORM: the locks of the units of table {t}'s rows
+SQL_EVENT_LOCKS = (
+    f"pg_advisory_xact_lock({EVENT_LOCK_CLASS}, l.k) FROM (SELECT DISTINCT hashtext(x.unit_code) AS k FROM {{t}} x ORDER BY 1 OFFSET 0) l"
+)
+
 
 class EventKey(Base):
-    """Every (unit_code, event_id) ever stored, archived or not, as its event_key_of: the idempotency
-    key of ingest. 16 bytes a key, not the id itself (issue 24's compact store: ~40 bytes less per
-    event than the pair, whatever the ids' length)."""
+    """The (unit_code, event_id) of every event of an archived month, as its event_key_of: what keeps
+    such an event a duplicate once its month left the log (the log itself decides for the events it
+    still holds). 16 bytes a key, not the id itself. Keys only for archived months (issue 24's
+    compact store): ~89 bytes per stored event less than a key for every event."""
 
     __tablename__ = "event_key"
 
