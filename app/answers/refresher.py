@@ -1,15 +1,15 @@
 """The refresher: one process of the deployment (app.db.leadership) keeps the answers polled in the
 last few minutes fresh, so pollers never pay for a computation.
 
-Each tick it computes again the polled answers that are behind the current data version, or that
-are about to be too old to serve although nothing changed (deadlines pass with time), the oldest
-first and `concurrency` at a time (each claimed with the data version it starts from in one
-transaction, stored in another; the KPIs of communes of one period, when there are `batch_from` or
-more to compute, at once from the rows of the ranking of every commune: kinds.batched); answers nobody polled for `keep_for` seconds are left alone, and
-forgotten after `forget_after`. On PostgreSQL it has a pool of its own, sized for that concurrency
-and without a ping per checkout (a failed tick is tried again at the next). Stored
-answers outlive a restart (on PostgreSQL, not a crash: the table is unlogged), so after one the
-answers polled before are warm again at the first tick.
+Each tick it computes again the polled answers that are behind the current data version, or that are
+about to be too old to serve although nothing changed (deadlines pass with time), the oldest first
+and `concurrency` at a time (each claimed with the data version it starts from in one transaction,
+stored in another; the KPIs of communes of one period, when there are `batch_from` or more to
+compute, at once from the rows of the ranking of every commune: kinds.batched); answers nobody
+polled for `keep_for` seconds are left alone, and forgotten after `forget_after`. On PostgreSQL it
+has a pool of its own, sized for that concurrency and without a ping per checkout (a failed tick is
+tried again at the next). Stored answers outlive a restart (on PostgreSQL, not a crash: the table is
+unlogged), so after one the answers polled before are warm again at the first tick.
 """
 
 from __future__ import annotations
