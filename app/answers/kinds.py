@@ -160,20 +160,20 @@ async def compute(ctx: ReadContext, kind: str, params: dict) -> dict:
 
 def batched(kind: str, params: dict, registry: Registry) -> tuple | None:
     """The answers computed together with this one (compute_many), named by what they share: KPIs of
-    a commune over all sectors, by period; None for any other answer."""
+    a commune or a province over all sectors, by level and period; None for any other answer."""
     if kind != "kpis" or params.get("sector") is not None:
         return None
     u = registry.get(params["code"])
-    if u is None or u.level != "commune":
+    if u is None or u.level not in ("commune", "province"):
         return None
-    return (kind, params.get("period"), params.get("at"), params.get("window"))
+    return (kind, u.level, params.get("period"), params.get("at"), params.get("window"))
 
 
 async def compute_many(ctx: ReadContext, params: list[dict]) -> list[dict]:
     """The answers of several requests of one `batched` group, computed now at once: the KPIs of
-    communes from the rows of the ranking of every commune in that period (ranking.level_kpis)."""
-    s = ctx.settings
-    got = await level_kpis(
-        ctx.db, ctx.registry, s.tz, [q["code"] for q in params], _period(ctx, params[0]), ctx.rankings, s.silent_after_hours
-    )
-    return [got[q["code"]] for q in params]
+    communes or provinces from the rows of the ranking of their level in that period
+    (ranking.level_kpis)."""
+    s, codes = ctx.settings, [q["code"] for q in params]
+    level = ctx.registry.get(codes[0]).level
+    got = await level_kpis(ctx.db, ctx.registry, s.tz, level, codes, _period(ctx, params[0]), ctx.rankings, s.silent_after_hours)
+    return [got[code] for code in codes]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, delete, func, literal, or_, select, text, update
+from sqlalchemy import and_, bindparam, delete, func, literal, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect, meta
@@ -133,6 +133,27 @@ async def store(session: AsyncSession, key: str, body: bytes, etag: str, version
     )
     # the claim ends (a row stored to has an answer: nothing of release's to delete)
     await session.execute(update(a).where(a.key == key, a.claimed_by == holder).values(claimed_until=None, claimed_by=None))
+
+
+async def store_many(session: AsyncSession, rows: list[tuple[str, bytes, str]], version: int, computed_at: datetime, holder: str) -> None:
+    """Keep answers computed together (key, body, etag), each unless the stored one was computed
+    later: one statement executed for all (no claim to end: store's rule alone)."""
+    a = SharedAnswer.__table__
+    newer = or_(a.c.computed_at < computed_at, and_(a.c.computed_at == computed_at, a.c.version <= version))
+    stmt = (
+        update(a)
+        .where(a.c.key == bindparam("the_key"), newer)
+        .values(
+            body=bindparam("the_body"),
+            etag=bindparam("the_etag"),
+            version=version,
+            computed_at=computed_at,
+            computed_by=holder,
+            seq=next_seq(session),
+        )
+    )
+    conn = await session.connection()
+    await conn.execute(stmt, [{"the_key": k, "the_body": b, "the_etag": e} for k, b, e in rows])
 
 
 async def release(session: AsyncSession, key: str, holder: str) -> None:

@@ -367,7 +367,7 @@ class SharedAnswers:
 
     async def compute_many(self, ctx: ReadContext, kind: str, items: list[tuple[str, str]], by: str) -> list[Answer]:
         """Compute the stored answers of `items` (key, params) of one kinds.batched group at once and
-        store them in one transaction, each unless the stored one was computed later. No claim: a
+        store them in one statement, each unless the stored one was computed later. No claim: a
         request computing one of them meanwhile stores its own, and the later computation stays.
         The data version is read after `started` and before the figures: every batch acknowledged
         before `started` is in them."""
@@ -375,12 +375,10 @@ class SharedAnswers:
         async with self.db.session() as session:
             version = await meta.read_data_version(session)
         payloads = await kinds.compute_many(ctx, [orjson.loads(params) for _, params in items])
-        answers = []
+        rows = [(key, orjson.dumps(payload), figures_etag(payload)) for (key, _), payload in zip(items, payloads, strict=True)]
         async with self.db.transaction() as session:
-            for (key, _), payload in zip(items, payloads, strict=True):
-                body, etag = orjson.dumps(payload), figures_etag(payload)
-                await repo.store(session, key, body, etag, version, started, self.holder)
-                answers.append((key, Answer(etag, body, version, started, time.monotonic(), True)))
+            await repo.store_many(session, rows, version, started, self.holder)
+        answers = [(key, Answer(etag, body, version, started, time.monotonic(), True)) for key, body, etag in rows]
         for key, answer in answers:
             self._keep(key, answer)
         self.computations += len(answers)

@@ -93,13 +93,7 @@ async def ranking(
             sums = await read_sums(session, Scope(level=level, parent=parent), spans, ALL_SECTORS, silent_after_hours=silent_after_hours)
         rows = [_ranking_row(u, *(sums.get(u.code) or sums.default_factory())) for u in members]
     elif level != "commune":  # provinces read 34 units' rollup rows: nothing to save but the figures at now
-        async with db.session() as session:
-            sums = await read_sums(session, Scope(level=level, parent=parent), spans, ALL_SECTORS, live=False)
-            live = await _live_sums(session, memo, registry, members, level, parent, spans, silent_after_hours)
-        rows = [
-            _ranking_row(u, *(with_live(st, lv) for st, lv in zip(sums.get(u.code) or sums.default_factory(), live[u.code], strict=True)))
-            for u in members
-        ]
+        rows = await _level_rows(db, memo, registry, members, level, parent, spans, silent_after_hours)
     else:
         today = periods.today(now, tz)
         figures = memo.get((level, parent, p, prev, today, registry.version, spans[0].end, spans[1].end))
@@ -140,6 +134,20 @@ async def ranking(
     }
 
 
+async def _level_rows(
+    db: Database, memo: RankingMemo, registry: Registry, members: list[UnitRow], level: str, parent: str | None, spans, after_hours: float
+) -> list[dict]:
+    """The rows of a level above the communes (a few dozen units): their rollup rows read at once,
+    their figures at now from the per-unit memo."""
+    async with db.session() as session:
+        sums = await read_sums(session, Scope(level=level, parent=parent), spans, ALL_SECTORS, live=False)
+        live = await _live_sums(session, memo, registry, members, level, parent, spans, after_hours)
+    return [
+        _ranking_row(u, *(with_live(st, lv) for st, lv in zip(sums.get(u.code) or sums.default_factory(), live[u.code], strict=True)))
+        for u in members
+    ]
+
+
 def _ranking_row(u: UnitRow, cur_s: Sums, prev_s: Sums) -> dict:
     """A unit's row: its item of a ranking, and (`before`, `prev`) what its KPI answer adds (level_kpis)."""
     cur, before = kpi_math.compute(cur_s), kpi_math.compute(prev_s)
@@ -158,22 +166,31 @@ async def level_kpis(
     db: Database,
     registry: Registry,
     tz: tzinfo,
+    level: str,
     codes: list[str],
     p: Period,
     memo: RankingMemo,
     silent_after_hours: float = DEFAULT_AFTER_HOURS,
 ) -> dict[str, dict]:
-    """The KPI answers (all sectors) of several communes for one period, each as service.unit_kpis
-    gives it, made at once from the rows of the ranking of every commune in that period: the same
-    memo entry as that ranking's, so only the communes whose figures changed are read and computed
-    again, in grouped reads (a refresh of many communes costs what changed, not a read per answer)."""
-    level = "commune"
+    """The KPI answers (all sectors) of several units of one level for one period, each as
+    service.unit_kpis gives it, made at once from the rows of the ranking of every unit of that level
+    in that period: for communes the same memo entry as that ranking's (only the communes whose
+    figures changed are read and computed again), for provinces one grouped read of their rollup
+    rows. A refresh of many such answers costs what changed, not a read per answer."""
     now = service._now()
     prev, spans, t = service.compared(p, now, tz)
-    figures = memo.get((level, None, p, prev, periods.today(now, tz), registry.version, spans[0].end, spans[1].end))
-    async with figures.lock:
-        await _memo_rows(db, figures, registry.at_level(level, None), level, None, spans, silent_after_hours, memo, registry)
-        rows = {code: figures.rows[code] for code in codes}
+    members = registry.at_level(level, None)
+    if level == "commune":
+        figures = memo.get((level, None, p, prev, periods.today(now, tz), registry.version, spans[0].end, spans[1].end))
+        async with figures.lock:
+            await _memo_rows(db, figures, members, level, None, spans, silent_after_hours, memo, registry)
+            rows = {code: figures.rows[code] for code in codes}
+    else:
+        wanted = set(codes)
+        rows = {
+            r["unit"]["code"]: r
+            for r in await _level_rows(db, memo, registry, [u for u in members if u.code in wanted], level, None, spans, silent_after_hours)
+        }
     return {code: service.kpi_answer(r["unit"], p, now, tz, prev, t, r["prev"], r["kpis"], r["before"]) for code, r in rows.items()}
 
 
