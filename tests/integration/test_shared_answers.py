@@ -444,6 +444,7 @@ class TestRefresher:
         finally:
             await refresher.close()
 
+    @pytest.mark.slow  # 12 ticks of every polled answer, each checked against a fresh computation: 5 s a store
     @pytest.mark.parametrize("seed", [41, pytest.param(42, marks=pytest.mark.extra_seed)])
     async def test_restamped_or_computed_every_tick_each_stored_answer_equals_a_fresh_one(self, fresh_service, monkeypatch, seed):
         """Periods in progress whose same point t crosses, tick after tick, receipts, ends,
