@@ -203,7 +203,7 @@ def _rewritten(body: str, needle: str, new: str) -> str:
     return f"CASE WHEN {new} IS NULL OR {at} = 0 THEN {body} ELSE {value} END"
 
 
-def rewrite(body: bytes, needle: bytes, new: bytes | None) -> bytes:
+def _rewrite(body: bytes, needle: bytes, new: bytes | None) -> bytes:
     """The string value after the first `needle` of `body` replaced by `new` (None: as it is)."""
     i = body.find(needle)
     if new is None or i < 0:
@@ -240,7 +240,7 @@ async def restamp(session: AsyncSession, held: list[tuple[str, str, str | None]]
         body = (await session.execute(select(a.body).where(mine))).scalar()
         if body is None:
             continue
-        body = rewrite(rewrite(body, AS_OF, new), UNTIL, None if until is None else until.encode())
+        body = _rewrite(_rewrite(body, AS_OF, new), UNTIL, None if until is None else until.encode())
         stamped = update(a).where(mine).values(version=version, computed_at=at, body=body, seq=next_seq(session))
         if (await session.execute(stamped)).rowcount == 1:
             done.add(key)
