@@ -69,7 +69,7 @@ def stream(rng: random.Random, units: list[str], n_dossiers: int, now: datetime,
                     "received",
                     unit,
                     dossier,
-                    recv_at + timedelta(minutes=rng.randint(-30, 30)),
+                    min(recv_at + timedelta(minutes=rng.randint(-30, 30)), now - timedelta(minutes=10)),  # never ahead of now
                     channel="online",
                     due_at=deadline(recv_at),
                     sector=rng.choice(SECTORS),
