@@ -109,7 +109,7 @@ async def read_at_risk(
             total += int(row[0] or 0) - int(row[1] or 0)
     else:
         total = int((await conn.execute(count, params)).scalar() or 0)
-    # the log is found by dossier (its one index on PostgreSQL: migration e2a4c6e8f0b2)
+    # the log is found by dossier (its (unit_code, dossier_id) index; the other, on an event's hash, finds duplicates)
     receipts = sorted({(r["unit_code"], r["dossier_id"], r["recv_event_id"]) for r in rows if r["recv_event_id"]})
     keys = sorted({(u, i) for u, _, i in receipts})
     procedures: dict[tuple[str, str], str | None] = {}
