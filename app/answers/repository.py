@@ -125,19 +125,14 @@ async def claim(
 async def store(session: AsyncSession, key: str, body: bytes, etag: str, version: int, computed_at: datetime, holder: str) -> None:
     """Keep a computed answer, unless the stored one was computed later; end `holder`'s claim."""
     a = SharedAnswer
-    newer = or_(a.computed_at < computed_at, and_(a.computed_at == computed_at, a.version <= version))
-    await session.execute(
-        update(a)
-        .where(a.key == key, newer)
-        .values(body=body, etag=etag, version=version, computed_at=computed_at, computed_by=holder, seq=next_seq(session))
-    )
+    await store_many(session, [(key, body, etag)], version, computed_at, holder)
     # the claim ends (a row stored to has an answer: nothing of release's to delete)
     await session.execute(update(a).where(a.key == key, a.claimed_by == holder).values(claimed_until=None, claimed_by=None))
 
 
 async def store_many(session: AsyncSession, rows: list[tuple[str, bytes, str]], version: int, computed_at: datetime, holder: str) -> None:
-    """Keep answers computed together (key, body, etag), each unless the stored one was computed
-    later: one statement executed for all (no claim to end: store's rule alone)."""
+    """Keep answers computed at `computed_at` from `version` (key, body, etag), each unless the
+    stored one was computed later: one statement executed for all (no claim is ended)."""
     a = SharedAnswer.__table__
     newer = or_(a.c.computed_at < computed_at, and_(a.c.computed_at == computed_at, a.c.version <= version))
     stmt = (
