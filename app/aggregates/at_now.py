@@ -9,7 +9,7 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
-from sqlalchemy import and_, bindparam, case, func, literal, or_, select, text, tuple_, union
+from sqlalchemy import and_, bindparam, case, func, literal, literal_column, or_, select, text, tuple_, union
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -172,8 +172,9 @@ async def count_open_due(
         where = [OPEN, d.recv_at.is_not(None), or_(*(and_(d.eff_due_at >= x, d.eff_due_at < y) for x, y in ranges))]
         if sector != ALL_SECTORS:
             where.append(d.sector == sector)
-        if codes is not None:
-            where.append(d.unit_code.in_(codes))
+        if codes is not None:  # the deadline ranges lead (dialect.codes_filtered)
+            spelled = dialect.codes_filtered(dialect.is_postgres(session), "dossier.unit_code", len(codes))
+            where.append(literal_column(spelled).in_(codes))
         row = (await conn.execute(select(*cols).where(*where))).first()
         out = [o + int(v or 0) for o, v in zip(out, row, strict=True)]
     return out

@@ -114,9 +114,8 @@ async def read_between(conn, postgres: bool, scope: Scope, sector: str, sp: Span
     any_sector = sector == ALL_SECTORS
     if not any_sector:
         params["sector"] = sector
-    # SQLite would take the unit's whole history by its primary key for `unit_code IN (...)`: a
-    # unary plus keeps it on the time indexes (PostgreSQL filters the codes within their ranges)
-    by_unit = None if scope.codes is None else ("dossier.unit_code" if postgres else "+dossier.unit_code")
+    # the time ranges lead; the codes filter what they find (dialect.codes_filtered)
+    by_unit = None if scope.codes is None else dialect.codes_filtered(postgres, "dossier.unit_code", len(scope.codes))
     shape = (scope.level, scope.parent, by_unit, any_sector)
     got: dict[str, Correction] = defaultdict(Correction)
     for row in (await conn.execute(_counts_statement(*shape, a > m), params)).mappings():

@@ -21,6 +21,23 @@ def is_postgres(session: AsyncSession) -> bool:
     return session.bind.dialect.name == "postgresql"
 
 
+# A list of at most this many unit codes may lead a plan through the units' indexes; a longer one
+# (a province's communes, a memo's chunk of changed units) filters the rows the time ranges find.
+FEW_CODES = 8
+
+
+def codes_filtered(postgres: bool, column: str, n_codes: int) -> str:
+    """The spelling of `column` (SQL) in `column IN (codes)` of a read led by time ranges. PostgreSQL
+    pushes a long list into every index range as an array of keys, costs that as one probe per code
+    and range, and falls back to a sequential scan of the table, which grows with the history
+    (measured: a province's correction at t, 126 codes, 55 ms on 340k dossiers; 1.7 ms filtered);
+    an expression keeps the list out of the indexes. SQLite would read each unit's whole history by
+    the primary key: its unary plus does the same for any list."""
+    if not postgres:
+        return f"+{column}"
+    return column if n_codes <= FEW_CODES else f"({column} || '')"
+
+
 async def bulk_upsert(
     session: AsyncSession,
     table,
