@@ -29,6 +29,7 @@ import asyncio
 import multiprocessing as mp
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -378,6 +379,7 @@ def main(argv=None) -> None:
     ap.add_argument("--pool", type=int, default=5, help="DB_POOL_SIZE of each process (a shared server has 100 connections)")
     ap.add_argument("--keep-db", action="store_true")
     a = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the finally below stops the servers
     a.read_seconds = a.seconds
     tmp = Path(tempfile.mkdtemp(prefix="chiso-replicas-"))
     name = f"chiso_bench_rep_{uuid.uuid4().hex[:8]}"

@@ -732,6 +732,8 @@ def parse(argv=None):
         args.ref_events, args.naive_events = 30_000, 5_000
         args.year_events, args.year_seconds, args.province_events, args.half_seconds = 100_000, 30.0, 50_000, 10.0
         args.many = 100
+    if args.growth < 2:
+        ap.error("--growth must be 2 or more (the grown store is a row of the table)")
     return args
 
 

@@ -18,6 +18,7 @@ import asyncio
 import multiprocessing as mp
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -271,6 +272,7 @@ def main() -> None:
     ap.add_argument("--provinces", type=int, default=8, help="provinces whose KPIs are polled")
     ap.add_argument("--communes", type=int, default=0, help="communes whose KPIs are polled (each poller one a second)")
     a = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the finally below stops the servers
 
     tmp = Path(tempfile.mkdtemp(prefix="chiso-shared-"))
     name = a.db or f"chiso_bench_sa_{uuid.uuid4().hex[:8]}"
