@@ -17,6 +17,7 @@ from app.api.limits import BodyReadTimeoutMiddleware, RateLimiter
 from app.api.responses import JSONResponse
 from app.db import migrate, partitions
 from app.db.engine import Database, no_statement_timeout
+from app.db.upkeep import Upkeep
 from app.export.exporter import Exporter
 from app.scoring.ranking import RankingMemo
 from app.settings import Settings
@@ -78,7 +79,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # the refresher lives where the exporter does (under `chiso serve`, its own process)
         refresher = app.state.refresher = AnswerRefresher(db, settings) if exporter and settings.answer_refresh_seconds > 0 else None
         refresh_task = asyncio.create_task(refresher.run_forever()) if refresher else None
+        upkeep_task = asyncio.create_task(Upkeep(db, settings.db_upkeep).run_forever()) if exporter else None  # beside the exporter
         yield
+        if upkeep_task is not None:
+            upkeep_task.cancel()
+            with suppress(asyncio.CancelledError):
+                await upkeep_task
         if refresh_task is not None:
             refresh_task.cancel()
             with suppress(asyncio.CancelledError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import Field, SecretStr, model_validator
@@ -61,6 +62,11 @@ class Settings(BaseSettings):
         description="Answers the refresher computes at once (on PostgreSQL over this many connections of its own, and two).",
     )
     db_pool_size: int = Field(10, description="PostgreSQL connection pool size per worker.")
+    db_upkeep: Literal["auto", "off"] = Field(
+        "auto",
+        description="auto: where the PostgreSQL server's autovacuum is off, one process of the deployment analyses "
+        "(and vacuums) the service's tables as autovacuum would (app.db.upkeep); off: leave it to the operator.",
+    )
     download_max_rows: int = Field(
         100_000, ge=1, description="Most rows of a CSV or XLSX download; a request for more is a 422 asking to narrow it."
     )

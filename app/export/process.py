@@ -25,9 +25,11 @@ RESTART_AFTER = 5.0  # seconds before a dead exporter process is started again
 
 
 def run_exporter() -> None:
-    """The exporter loop, and the answer refresher's, until SIGTERM or SIGINT (the body of `chiso export run`)."""
+    """The exporter loop, the answer refresher's and the database upkeep's (app.db.upkeep), until SIGTERM or
+    SIGINT (the body of `chiso export run`)."""
     from app.answers.refresher import AnswerRefresher
     from app.db.engine import Database
+    from app.db.upkeep import Upkeep
     from app.export.exporter import Exporter
     from app.settings import Settings
 
@@ -40,7 +42,8 @@ def run_exporter() -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         refresher = AnswerRefresher(db, settings) if settings.answer_refresh_seconds > 0 else None
-        tasks = [asyncio.create_task(job.run_forever()) for job in (exporter, refresher) if job is not None]
+        upkeep = Upkeep(db, settings.db_upkeep)
+        tasks = [asyncio.create_task(job.run_forever()) for job in (exporter, refresher, upkeep) if job is not None]
         await stop.wait()
         for task in tasks:
             task.cancel()
