@@ -161,16 +161,16 @@ async def read_moved(session: AsyncSession, since: datetime, until: datetime, af
 async def _read_units(session: AsyncSession, codes: tuple[str, ...] | None, live: list, sector: str, after_hours: float) -> dict:
     """Each unit's own part at now (of `codes`, or of every unit with one), from its dossiers and
     its silent-source rows: the reads of at_now grouped by unit."""
-    width = max(i for i, _ in live) + 1
-    out: dict[str, list[Sums]] = defaultdict(lambda: [Sums(silent=0) for _ in range(width)])
+    live = [(k, sp) for k, (_, sp) in enumerate(live)]  # numbered afresh: a Sums per live span, not per span of the read
+    out: dict[str, list[Sums]] = defaultdict(lambda: [Sums(silent=0) for _ in live])
     scope = Scope(codes=codes, level="unit")
     await _read_today(session, scope, live, sector, out, network=False)
     await _read_silent(session, scope, live, after_hours, out)
     got = {}
     for unit, sums in out.items():
-        s = sums[live[0][0]]
+        s = sums[0]
         due = s.due_live or (0,) * len(DUE_HOURS)
-        got[unit] = [s.overdue_not_yet, s.pending_ahead, s.overdue_ahead, *due, s.silent or 0, *(sums[i].late_today for i, _ in live)]
+        got[unit] = [s.overdue_not_yet, s.pending_ahead, s.overdue_ahead, *due, s.silent or 0, *(x.late_today for x in sums)]
     return got
 
 

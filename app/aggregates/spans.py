@@ -65,10 +65,17 @@ def _spans_statements(has_codes: bool, rollup: bool, postgres: bool) -> tuple:
 
 
 async def read_spans(
-    session: AsyncSession, scope: Scope, spans: list[Span], sector: str, silent_after_hours: float = DEFAULT_AFTER_HOURS
+    session: AsyncSession,
+    scope: Scope,
+    spans: list[Span],
+    sector: str,
+    silent_after_hours: float = DEFAULT_AFTER_HOURS,
+    at_now: bool = True,
 ) -> list[Sums]:
     """One Sums per span for a single group of units, from per-day sums: four small GROUP BY day
-    queries whatever the number of spans (series of hundreds of points), then prefix sums."""
+    queries whatever the number of spans (series of hundreds of points), then prefix sums. Without
+    `at_now`, a span judged at now lacks its figures at now (for a KPI that does not rest on them:
+    scoring.kpis.AT_NOW_KPIS)."""
     from bisect import bisect_left
 
     assert scope.level is None, "read_spans sums one group; rankings use read_sums"
@@ -108,7 +115,7 @@ async def read_spans(
         )
         if sp.now is None:  # due soon at the past midnight t = start of day `after`
             sums.due_stored = tuple(total(c, sp.after + timedelta(days=k), sp.after + timedelta(days=k + 1)) for k, c in enumerate(DUE))
-    live = [(i, sp) for i, sp in enumerate(spans) if sp.now is not None]
+    live = [(i, sp) for i, sp in enumerate(spans) if sp.now is not None and at_now]
     if live:
         await read_live(session, scope, live, sector, silent_after_hours, out)  # per unit, kept: app.aggregates.live_memo
     at_instant = [(i, sp) for i, sp in enumerate(spans) if sp.until is not None]

@@ -193,6 +193,15 @@ def compute(s: Sums) -> dict:
     }
 
 
+# The KPIs that rest on the figures at now of a period judged at now (aggregates.at_now, kept per
+# unit by aggregates.live_memo: what is due later today, events dated ahead, due within 24/48/72 h,
+# silent units, the INDEX-766 cohort gone late today). The others are flows and samples of the day
+# rows alone: a series of one of them reads no figure at now (held by a test against the full read).
+AT_NOW_KPIS = frozenset(
+    {"pending", "overdue", "due_24h", "due_48h", "due_72h", "silent_units", "settlement_rate_766", "settlement_score", "overdue_766"}
+)
+
+
 # The KPIs that rest on a sample (rates, the 766 score, processing times), and what the sample is:
 # a ranking's `min_count` ranks a unit whose sample is smaller after the others. Count KPIs are
 # their own evidence: `min_count` does not apply to them.

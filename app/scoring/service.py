@@ -197,7 +197,8 @@ async def series(
         raise too_many
     scope = _scope_of(registry, code)
     async with db.session() as session:
-        sums = await read_spans(session, scope, [span_for(p, now, tz) for p in spans_p], ALL_SECTORS, silent_after_hours=silent_after_hours)
+        spans = [span_for(p, now, tz) for p in spans_p]  # the figures at now read only for a KPI resting on them
+        sums = await read_spans(session, scope, spans, ALL_SECTORS, silent_after_hours, at_now=kpi in kpi_math.AT_NOW_KPIS)
     points = [
         {"start": p.start.isoformat(), "end": p.end.isoformat(), "value": kpi_math.compute(s)[kpi]}
         for p, s in zip(spans_p, sums, strict=True)

@@ -8,6 +8,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from app.scoring import service as scoring
+from app.scoring.kpis import KPI_NAMES
 from tests import reference as ref
 from tests.helpers.events import at_local, post, received, resolved
 from tests.helpers.kpis import COMMUNES_46, assert_matches, post_all
@@ -109,6 +111,27 @@ class TestSeries:
             for p in body["points"]:
                 expected = ref.kpis(ds, {"19777"}, date.fromisoformat(p["start"]), date.fromisoformat(p["end"]), now)[kpi]
                 assert p["value"] == (None if expected is None else round(expected, 4) if kpi != "pending" else expected)
+
+    @pytest.mark.parametrize("later", [0, 49], ids=["an event dated ahead", "49 h later: silent units"])
+    async def test_every_kpi_of_the_week_in_progress_equals_its_kpi_answer(self, loaded, monkeypatch, later):
+        # a series reads the figures at now only for the KPIs resting on them (scoring.kpis.AT_NOW_KPIS):
+        # for every KPI, the point of the week in progress is the week's KPI answer, figures at now included
+        svc, token, _ = loaded
+        now = datetime.now(UTC)
+        tag = uuid.uuid4().hex[:6]
+        ahead = received("19777", f"ahead-{tag}", now + timedelta(minutes=3), now + timedelta(hours=30))  # pending 3 minutes from now
+        soon = received("19777", f"soon-{tag}", now - timedelta(hours=1), now + timedelta(hours=20))  # due within 24 h
+        late = received("19777", f"late-{tag}", now - timedelta(hours=1), now + timedelta(hours=later) - timedelta(minutes=1))  # late today
+        await post(svc, await svc.key("ingest", "VN"), [ahead, soon, late])
+        if later:
+            monkeypatch.setattr(scoring, "_now", lambda: now + timedelta(hours=later))
+        for code in ("46", "19777"):
+            answer = (await svc.get(f"/api/v1/units/{code}/kpis", token, period="week")).json()
+            assert answer["kpis"]["silent_units"] if later else answer["kpis"]["due_24h"], "the data has figures at now"
+            for kpi in KPI_NAMES:
+                body = (await svc.get(f"/api/v1/units/{code}/series", token, kpi=kpi, interval="week")).json()
+                assert body["points"][-1]["start"] == answer["period"]["start"]
+                assert body["points"][-1]["value"] == answer["kpis"][kpi], (code, kpi)
 
     async def test_too_many_points_is_422(self, shared_service):
         r = await shared_service.get(
