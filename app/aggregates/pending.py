@@ -30,12 +30,12 @@ from sqlalchemy import case, func
 
 class Backlog:
     """Pending and overdue of one group at the local midnights of its days, from its day rows
-    (`rows`: (day, p_in, p_out, o_in, o_out), in any order, a day in one row or several) and its
-    all-time `totals` (pending, overdue)."""
+    (`rows`: (day, p_in, p_out, o_in, o_out), in any order, a day in one row or several; every row
+    from the earliest day asked on) and its all-time `totals` (pending, overdue)."""
 
     __slots__ = ("_days", "_after", "totals")
 
-    def __init__(self, rows: Iterable[tuple[date, int, int, int, int]], totals: tuple[int, int] = (0, 0)):
+    def __init__(self, rows: Iterable[tuple[date, int, int, int, int]], totals: tuple[int, int]):
         rows = sorted(rows)
         self._days = [r[0] for r in rows]
         self._after = [(0, 0)] * (len(rows) + 1)  # [i]: the change over rows[i:], summed from the last day back

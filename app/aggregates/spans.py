@@ -81,10 +81,11 @@ async def read_spans(
 
     rows = sorted((await conn.execute(q_day, params)).all(), key=lambda r: r[0])
     days = [r[0] for r in rows]
-    prefix = {c: [0] for c in DAY_COUNTERS}
+    columns = {c: i for i, c in enumerate(DAY_COUNTERS, start=1)}  # a day row: its day, then DAY_COUNTERS
+    prefix = {c: [0] for c in (*FLOW_COUNTERS, *DUE)}  # pending and overdue: the backlog below
     for r in rows:
-        for i, c in enumerate(DAY_COUNTERS, start=1):
-            prefix[c].append(prefix[c][-1] + int(r[i] or 0))
+        for c, acc in prefix.items():
+            acc.append(acc[-1] + int(r[columns[c]] or 0))
 
     def total(c: str, s: date, e: date | None = None) -> int:
         hi = len(days) if e is None else bisect_left(days, e)
@@ -94,9 +95,9 @@ async def read_spans(
     hist_days = [d for d, _, _ in hist_rows]
     due_rows = sorted((r, d, int(n or 0)) for r, d, n in (await conn.execute(q_due, params)).all())
     due_recv = [r for r, _, _ in due_rows]
-    p_total, o_total = (await conn.execute(q_total, params)).first() or (0, 0)
-    at = [DAY_COUNTERS.index(c) + 1 for c in TOTALS]
-    backlog = Backlog(((r[0], *(int(r[i] or 0) for i in at)) for r in rows), (int(p_total or 0), int(o_total or 0)))
+    p_total, o_total = (await conn.execute(q_total, params)).one()
+    starts_stops = [(r[0], *(int(r[columns[c]] or 0) for c in TOTALS)) for r in rows]
+    backlog = Backlog(starts_stops, (int(p_total or 0), int(o_total or 0)))
 
     for sp, sums in zip(spans, out[""], strict=True):
         sums.flows = {c: total(c, sp.start, sp.end) for c in FLOW_COUNTERS}
