@@ -15,6 +15,7 @@ from app.aggregates.at_tau import read_at_instant
 from app.aggregates.counters import COHORT, DUE, FLOW_COUNTERS
 from app.aggregates.histogram import bucket_columns, with_buckets
 from app.aggregates.network_reads import _read_network_cohort
+from app.aggregates.pending import after_columns, total_columns
 from app.aggregates.scopes import _between, _scope_params, _select, _tables
 from app.aggregates.silent import DEFAULT_AFTER_HOURS
 from app.aggregates.sums import Scope, Span, Sums
@@ -68,12 +69,11 @@ async def _read_stored(session: AsyncSession, scope: Scope, spans: list[Span], s
     cols = []
     for i, sp in enumerate(spans):
         inside = _between(day_t.day, sp.start, sp.end)
-        after = day_t.day >= sp.after
         for c in counters:
             cols.append(func.sum(case((inside, getattr(day_t, c)), else_=0)).label(f"{c}_{i}"))
         if not cohort_only:  # pending and overdue at t; due soon at t when t is a past midnight
-            cols.append(func.sum(case((after, day_t.p_in - day_t.p_out), else_=0)).label(f"pa_{i}"))
-            cols.append(func.sum(case((after, day_t.o_in - day_t.o_out), else_=0)).label(f"oa_{i}"))
+            pa, oa = after_columns(day_t, sp.after)
+            cols += [pa.label(f"pa_{i}"), oa.label(f"oa_{i}")]
             for k, name in enumerate(DUE):
                 if sp.now is None:
                     hit = day_t.day == sp.after + timedelta(days=k)
@@ -93,12 +93,8 @@ async def _read_stored(session: AsyncSession, scope: Scope, spans: list[Span], s
         await _read_cohort_due(session, scope, spans, sector, params, out)
         return
 
-    stmt = _select(
-        scope,
-        total_t,
-        [func.sum(total_t.p_in - total_t.p_out).label("p"), func.sum(total_t.o_in - total_t.o_out).label("o")],
-        [total_t.sector == sector],
-    )
+    p, o = total_columns(total_t)
+    stmt = _select(scope, total_t, [p.label("p"), o.label("o")], [total_t.sector == sector])
     for row in (await (await session.connection()).execute(stmt, params)).mappings():
         for sums in out[row["g"]]:
             sums.pending_total = int(row["p"] or 0)

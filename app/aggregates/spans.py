@@ -11,10 +11,11 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.aggregates.at_tau import read_at_instant
-from app.aggregates.counters import DAY_COUNTERS, DUE, FLOW_COUNTERS
+from app.aggregates.counters import DAY_COUNTERS, DUE, FLOW_COUNTERS, TOTALS
 from app.aggregates.histogram import bucket_columns, with_buckets
 from app.aggregates.live_memo import read_live
 from app.aggregates.network_reads import _read_network_cohort
+from app.aggregates.pending import Backlog, total_columns
 from app.aggregates.scopes import _group_and_filter, _scope_params, _tables
 from app.aggregates.silent import DEFAULT_AFTER_HOURS
 from app.aggregates.sums import Scope, Span, Sums
@@ -60,7 +61,7 @@ def _spans_statements(has_codes: bool, rollup: bool, postgres: bool) -> tuple:
         .where(c.sector == sector, c.recv_day >= low, *mine(c))
         .group_by(c.recv_day, c.due_day)
     )
-    total = select(func.sum(t.p_in - t.p_out).label("p"), func.sum(t.o_in - t.o_out).label("o")).where(t.sector == sector, *mine(t))
+    total = select(*total_columns(t)).where(t.sector == sector, *mine(t))
     return day, hist, due, total
 
 
@@ -87,10 +88,11 @@ async def read_spans(
 
     rows = sorted((await conn.execute(q_day, params)).all(), key=lambda r: r[0])
     days = [r[0] for r in rows]
-    prefix = {c: [0] for c in DAY_COUNTERS}
+    columns = {c: i for i, c in enumerate(DAY_COUNTERS, start=1)}  # a day row: its day, then DAY_COUNTERS
+    prefix = {c: [0] for c in (*FLOW_COUNTERS, *DUE)}  # pending and overdue: the backlog below
     for r in rows:
-        for i, c in enumerate(DAY_COUNTERS, start=1):
-            prefix[c].append(prefix[c][-1] + int(r[i] or 0))
+        for c, acc in prefix.items():
+            acc.append(acc[-1] + int(r[columns[c]] or 0))
 
     def total(c: str, s: date, e: date | None = None) -> int:
         hi = len(days) if e is None else bisect_left(days, e)
@@ -100,13 +102,14 @@ async def read_spans(
     hist_days = [d for d, _, _ in hist_rows]
     due_rows = sorted((r, d, int(n or 0)) for r, d, n in (await conn.execute(q_due, params)).all())
     due_recv = [r for r, _, _ in due_rows]
-    totals = (await conn.execute(q_total, params)).mappings().first() or {"p": 0, "o": 0}
+    p_total, o_total = (await conn.execute(q_total, params)).one()
+    starts_stops = [(r[0], *(int(r[columns[c]] or 0) for c in TOTALS)) for r in rows]
+    backlog = Backlog(starts_stops, (int(p_total or 0), int(o_total or 0)))
 
     for sp, sums in zip(spans, out[""], strict=True):
         sums.flows = {c: total(c, sp.start, sp.end) for c in FLOW_COUNTERS}
-        sums.pending_after = total("p_in", sp.after) - total("p_out", sp.after)
-        sums.overdue_after = total("o_in", sp.after) - total("o_out", sp.after)
-        sums.pending_total, sums.overdue_total = int(totals["p"] or 0), int(totals["o"] or 0)
+        sums.pending_after, sums.overdue_after = backlog.after(sp.after)
+        sums.pending_total, sums.overdue_total = backlog.totals
         for _, bucket, n in hist_rows[bisect_left(hist_days, sp.start) : bisect_left(hist_days, sp.end)]:
             sums.hist[bucket] = sums.hist.get(bucket, 0) + n
         sums.hist = {b: n for b, n in sums.hist.items() if n}

@@ -8,12 +8,14 @@ import time
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from itertools import accumulate
+from operator import itemgetter
 
 import orjson
 
 from app import metrics
 from app.aggregates import periods, reads
-from app.aggregates.counters import DUE
+from app.aggregates.counters import DUE, TOTALS
+from app.aggregates.pending import Backlog
 from app.aggregates.reads import read_sums
 from app.aggregates.sums import Scope, Sums, span_for
 from app.db import meta
@@ -150,8 +152,8 @@ class Producer:
         """Figures of every day from `start` to today and of every calendar period touching them.
 
         Past days come from one grouped read of the day rows (pending and overdue at the end of day
-        d are the all-time totals minus everything after d, as the read path computes them); today
-        and the cohort periods go through the read path itself, for its exact figures at now.
+        d by the read path's rule, aggregates.pending.Backlog); today and the cohort periods go
+        through the read path itself, for its exact figures at now.
         """
         tz = self.settings.tz
         ps: list[periods.Period] = [periods.containing("day", today)]
@@ -169,32 +171,22 @@ class Producer:
             if start < today:
                 async with self.db.session() as session:
                     days, totals, hist = await repo.read_day_sums(session, list(chunk_units), start)
-                later: dict[str, list[date]] = defaultdict(list)
-                for u, day in days:
-                    if day >= today:
-                        later[u].append(day)
+                starts_stops = itemgetter(*TOTALS)
+                changes: dict[str, list[tuple]] = defaultdict(list)
+                for (u, day), row in days.items():
+                    changes[u].append((day, *starts_stops(row)))
                 for unit in chunk_units:
                     await asyncio.sleep(0)  # a unit's year of days at a time: requests on this loop go on
-                    p_after, o_after = 0, 0
-                    p_total, o_total = totals.get(unit, (0, 0))
-                    for day in later[unit]:  # today and later: only what lies after the past days
-                        p_after += days[(unit, day)]["dp"]
-                        o_after += days[(unit, day)]["do"]
-                    day = today - timedelta(days=1)
-                    while day >= start:
+                    backlog = Backlog(changes[unit], totals.get(unit, (0, 0)))
+                    for day, pending, overdue in backlog.ends(start, today - timedelta(days=1)):
                         row = days.get((unit, day))
                         figures = {c: (row[c] if row else 0) for c in records.DAY_FLOWS}
-                        figures["pending"] = p_total - p_after
-                        figures["overdue"] = o_total - o_after
+                        figures["pending"], figures["overdue"] = pending, overdue
                         # due soon at the midnight ending the day: counters.DUE of the next three days
                         due = [(days.get((unit, day + timedelta(days=k + 1))) or {}).get(c, 0) for k, c in enumerate(DUE)]
                         figures.update(zip(records.DUE_FIGURES, accumulate(due), strict=True))
                         figures["histogram"] = [[b, n] for b, n in sorted(hist.get((unit, day), {}).items())]
                         out[(unit, "day", day)] = (figures, None)
-                        if row:
-                            p_after += row["dp"]
-                            o_after += row["do"]
-                        day -= timedelta(days=1)
             for p0 in range(0, len(ps), SPANS_PER_QUERY):
                 chunk = ps[p0 : p0 + SPANS_PER_QUERY]
                 async with self.db.session() as session:

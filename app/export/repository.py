@@ -15,6 +15,7 @@ from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.aggregates import writes
+from app.aggregates.pending import total_columns
 from app.db import dialect, meta
 from app.db.models import (
     ALL_SECTORS,
@@ -220,23 +221,20 @@ async def read_sources(session: AsyncSession) -> list[dict]:
 
 async def read_day_sums(session: AsyncSession, units: list[str], since: date) -> tuple[dict, dict, dict]:
     """All-sector figures of these units from `since` on, summed over sources like the read path:
-    ({(unit, day): {flow..., due_c0..2, dp, do}}, {unit: (pending total, overdue total)}, {(unit, day): {bucket: n}})."""
-    from app.aggregates.counters import DUE
+    ({(unit, day): {flow..., p_in, p_out, o_in, o_out, due_c0..2}}, {unit: (pending total, overdue total)},
+    {(unit, day): {bucket: n}})."""
+    from app.aggregates.counters import DUE, TOTALS
     from app.export.records import DAY_FLOWS
 
-    cols = [func.sum(getattr(UnitDay, c)).label(c) for c in (*DAY_FLOWS, *DUE)]
-    cols += [func.sum(UnitDay.p_in - UnitDay.p_out).label("dp"), func.sum(UnitDay.o_in - UnitDay.o_out).label("do")]
+    counters = (*DAY_FLOWS, *TOTALS, *DUE)
     stmt = (
-        select(UnitDay.unit_code, UnitDay.day, *cols)
+        select(UnitDay.unit_code, UnitDay.day, *(func.sum(getattr(UnitDay, c)).label(c) for c in counters))
         .where(UnitDay.unit_code.in_(units), UnitDay.sector == ALL_SECTORS, UnitDay.day >= since)
         .group_by(UnitDay.unit_code, UnitDay.day)
     )
-    days = {
-        (r["unit_code"], r["day"]): {k: int(r[k] or 0) for k in (*DAY_FLOWS, *DUE, "dp", "do")}
-        for r in (await session.execute(stmt)).mappings()
-    }
+    days = {(r["unit_code"], r["day"]): {k: int(r[k] or 0) for k in counters} for r in (await session.execute(stmt)).mappings()}
     stmt = (
-        select(UnitTotal.unit_code, func.sum(UnitTotal.p_in - UnitTotal.p_out), func.sum(UnitTotal.o_in - UnitTotal.o_out))
+        select(UnitTotal.unit_code, *total_columns(UnitTotal))
         .where(UnitTotal.unit_code.in_(units), UnitTotal.sector == ALL_SECTORS)
         .group_by(UnitTotal.unit_code)
     )
