@@ -94,8 +94,8 @@ def parse_record(rec: object, node_id: str) -> dict:
     if rec.get("node_id") != node_id:
         raise RecordError("node_id: not the signing node")
     seq = rec.get("sequence")
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq <= 0:
-        raise RecordError("sequence: expected a positive integer")
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 < seq < 2**63:  # a BigInteger column
+        raise RecordError("sequence: expected a positive integer below 2**63")
     unit = rec.get("unit")
     if not isinstance(unit, str) or not 0 < len(unit) <= MAX_UNIT:
         raise RecordError("unit: expected a unit code")

@@ -337,11 +337,12 @@ class TestReceive:
             k = (await net.central_get(f"/api/v1/units/{unit}/kpis", {"window": "1d"}))["kpis"]
             assert (k["received"], k["pending"]) == (4, 2)
 
-    async def test_a_malformed_record_refuses_the_snapshot(self, network):
+    @pytest.mark.parametrize("bad", [{"pending": -1}, {"sequence": 2**63}], ids=["negative count", "sequence past bigint"])
+    async def test_a_malformed_record_refuses_the_snapshot(self, network, bad):
         async with network() as net:
-            bad = day_rec(1, 1) | {"pending": -1}
-            r = await post_snapshot(net.central, [day_rec(2, 1, unit=net.communes[1]), bad])
-            assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["records", 1]
+            r = await post_snapshot(net.central, [day_rec(2, 1, unit=net.communes[1]), day_rec(1, 1) | bad])
+            assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["records", 1], r.text
+            assert next(iter(bad)) in r.json()["errors"][0]["msg"]
             assert await self.count_days(net.central) == 0
 
 
