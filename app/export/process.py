@@ -35,7 +35,7 @@ def run_exporter() -> None:
 
     async def main() -> None:
         settings = Settings()
-        db = Database(settings.database_url, pool_size=4)  # the two leadership connections, and one session each
+        db = Database(settings.database_url, pool_size=5)  # the two leadership connections, one session each, the upkeep's
         exporter = Exporter(db, settings)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
