@@ -81,30 +81,35 @@ class Upkeep:
         if self.mode == "off" or self.db.is_sqlite or time.monotonic() - self._ran_at < self.every:
             return self.done
         self._ran_at = time.monotonic()
-        # autocommit: VACUUM runs outside a transaction; the session's advisory lock is released when
-        # the connection goes back to the pool (below), and the server drops it if the process dies
         async with self.db.engine.connect() as conn:
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            if (await conn.execute(text("SELECT current_setting('autovacuum')"))).scalar() == "on":
-                return self.done  # the server keeps them
-            if not (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY})).scalar():
-                return self.done  # another process is at it
             try:
-                await conn.execute(text("SET statement_timeout = 0"))
-                tables = [TableStats(**row) for row in (await conn.execute(_STATS)).mappings()]
-                for t in tables:
-                    what = due(t)
-                    if what is None:
-                        continue
-                    started = time.monotonic()
-                    sql = f'VACUUM (ANALYZE) "{t.name}"' if what == "vacuum" else f'ANALYZE "{t.name}"'
-                    await conn.execute(text(sql))
-                    self.done.append((what, t.name, time.monotonic() - started))
-                    log.info("%s %s (%d live, %d dead, %d changed rows): %.1f s", what, t.name, t.live, t.dead, t.changed, self.done[-1][2])
-            finally:
-                await conn.execute(text("RESET statement_timeout"))
-                await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
+                await self._run(conn)
+            except BaseException:  # cancelled (a shutdown) or failed: the session's advisory lock and
+                await conn.invalidate()  # setting go with the connection instead of back to the pool
+                raise
         return self.done
+
+    async def _run(self, conn) -> None:
+        # autocommit: VACUUM runs outside a transaction; the advisory lock is the session's (released
+        # below, or by the server with the connection)
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        if (await conn.execute(text("SELECT current_setting('autovacuum')"))).scalar() == "on":
+            return  # the server keeps them
+        if not (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY})).scalar():
+            return  # another process is at it
+        await conn.execute(text("SET statement_timeout = 0"))
+        tables = [TableStats(**row) for row in (await conn.execute(_STATS)).mappings()]
+        for t in tables:
+            what = due(t)
+            if what is None:
+                continue
+            started = time.monotonic()
+            sql = f'VACUUM (ANALYZE) "{t.name}"' if what == "vacuum" else f'ANALYZE "{t.name}"'
+            await conn.execute(text(sql))
+            self.done.append((what, t.name, time.monotonic() - started))
+            log.info("%s %s (%d live, %d dead, %d changed rows): %.1f s", what, t.name, t.live, t.dead, t.changed, self.done[-1][2])
+        await conn.execute(text("RESET statement_timeout"))
+        await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
 
     async def run_forever(self) -> None:
         """Look every few seconds (run_once keeps its own pace) until cancelled; a failed run is

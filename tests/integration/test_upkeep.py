@@ -28,7 +28,7 @@ def test_thresholds_are_autovacuums():
 
 @pytest.fixture
 async def db(templates, pg_server, tmp_path) -> AsyncIterator[Database]:
-    database = Database(await new_database_url("postgres", templates, pg_server, tmp_path), pool_size=2)
+    database = Database(await new_database_url("postgres", templates, pg_server, tmp_path), pool_size=4)
     yield database
     await database.dispose()
 
@@ -101,3 +101,33 @@ async def test_paced(db):
     await _write(db, "CREATE TABLE upkeep_probe (id int primary key)", f"INSERT INTO upkeep_probe SELECT generate_series(1, {ROWS})")
     await _until(db, lambda s: s["n_mod_since_analyze"] >= ROWS)
     assert await upkeep.run_once() == []  # looked less than an hour ago
+
+
+async def test_cancelled_midway_it_stops_at_once_and_leaves_no_lock(db):
+    # a shutdown cancels the loop while a table's ANALYZE waits (here on a lock another session holds)
+    async with db.engine.connect() as conn:
+        autovacuum = (await conn.execute(text("SELECT current_setting('autovacuum')"))).scalar()
+    if autovacuum == "on":
+        pytest.skip("the server's autovacuum keeps the tables: the upkeep runs nothing to cancel")
+    await _write(db, "CREATE TABLE upkeep_probe (id int primary key)", f"INSERT INTO upkeep_probe SELECT generate_series(1, {ROWS})")
+    await _until(db, lambda s: s["n_mod_since_analyze"] >= ROWS)
+    async with db.engine.connect() as holder:
+        await holder.execute(text("LOCK TABLE upkeep_probe IN SHARE UPDATE EXCLUSIVE MODE"))  # ANALYZE waits for it
+        task = asyncio.create_task(Upkeep(db, "auto", every=0).run_forever())
+        for _ in range(100):  # until its ANALYZE waits
+            async with db.engine.connect() as conn:
+                waiting = await conn.execute(
+                    text("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'ANALYZE%' AND wait_event_type = 'Lock'")
+                )
+                if waiting.scalar():
+                    break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the upkeep's ANALYZE never waited")
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=10)
+        assert task in done and task.cancelled(), "the cancellation was swallowed: the loop goes on"
+        await holder.rollback()
+    async with db.engine.connect() as conn:  # the lock went with its connection
+        assert (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY})).scalar()
+        await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
