@@ -358,12 +358,14 @@ def report(
     from app.api.report_book import report_filename, write_report
     from app.scoring import report as report_service
     from app.scoring import service as scoring
+    from app.scoring.context import Reader
     from app.units.service import RegistryCache
 
     async def go(db: Database, settings: Settings):
         registry = await RegistryCache(db).refresh()
         day = date.fromisoformat(at) if at else None
-        p = report_service.report_period(period, day, settings.tz)
+        reader = Reader.of(db, registry, settings)
+        p = report_service.report_period(reader, period, day)
         codes = [code]
         if all_provinces:
             codes = ["VN", *sorted(u.code for u in registry.at_level("province", None))]
@@ -371,9 +373,7 @@ def report(
         memo = scoring.RankingMemo()
         for unit in codes:
             t0 = time.perf_counter()
-            answer = await report_service.report(
-                db, registry, settings.tz, unit, p, memo=memo, silent_after_hours=settings.silent_after_hours
-            )
+            answer = await report_service.report(reader, unit, p, memo=memo)
             path = out / report_filename(answer)
             request = f"chiso report {unit} --period {period}" + (f" --at {at}" if at else "")
             write_report(answer, lang, request, str(path))

@@ -539,9 +539,10 @@ async def has_data(db, registry, settings) -> bool:
     """Whether the store already holds events of the last year (through the KPI service)."""
     from app.aggregates.periods import today, window
     from app.scoring import service as scoring
+    from app.scoring.context import Reader
 
     p = window("365d", today(datetime.now(UTC), settings.tz))
-    k = (await scoring.unit_kpis(db, registry, settings.tz, NATION, p, None))["kpis"]
+    k = (await scoring.unit_kpis(Reader(db, registry, settings.tz), NATION, p, None))["kpis"]
     return bool(k["received"] or k["resolved"] or k["withdrawn"] or k["orphans"])
 
 

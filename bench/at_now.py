@@ -26,6 +26,7 @@ from app.aggregates.sums import Sums, span_for
 from app.db.engine import Database
 from app.db.models import ALL_SECTORS
 from app.scoring import service
+from app.scoring.context import Reader
 from app.scoring.ranking import RankingMemo, ranking
 from app.settings import Settings
 from app.units.service import RegistryCache
@@ -40,7 +41,8 @@ async def main(url: str, repeat: int, memo_on: bool) -> None:
     db = Database(url, pool_size=2)
     tz = Settings().tz
     registry = await RegistryCache(db).refresh()
-    now = service._now()
+    reader = Reader(db, registry, tz)
+    now = reader.now()
     w30 = periods.window("30d", periods.today(now, tz))
     province = "01"
     commune = registry.at_level("commune", province)[0].code
@@ -57,7 +59,7 @@ async def main(url: str, repeat: int, memo_on: bool) -> None:
         from app.aggregates.at_now import _read_silent, _read_today
 
         scope = service.scope_of(registry, province)
-        sp = span_for(w30, service._now(), tz)
+        sp = span_for(w30, reader.now(), tz)
         out = defaultdict(lambda: [Sums(silent=0)])
         async with db.session() as session:
             if live is not None:
@@ -67,10 +69,10 @@ async def main(url: str, repeat: int, memo_on: bool) -> None:
                 await _read_silent(session, scope, [(0, sp)], DEFAULT_AFTER_HOURS, out)
 
     def kpis(code: str):
-        return lambda: service.unit_kpis(db, registry, tz, code, w30, None)
+        return lambda: service.unit_kpis(reader, code, w30, None)
 
     def communes():
-        return ranking(db, registry, tz, "commune", None, w30, "-on_time_rate", 50, 0, memo=rankings)
+        return ranking(reader, "commune", None, w30, "-on_time_rate", 50, 0, memo=rankings)
 
     cases = {
         "commune KPI": (kpis(commune), None),

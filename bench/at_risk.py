@@ -27,6 +27,7 @@ from app.aggregates import periods, rebuild
 from app.db.engine import Database
 from app.main import prepare_database
 from app.scoring import service
+from app.scoring.context import Reader
 from app.settings import Settings
 from app.units.service import RegistryCache
 
@@ -115,23 +116,24 @@ async def run(pending: int, ended: int, keep: bool) -> None:
         print(f"loaded {pending:,} pending and {ended:,} ended dossiers in {time.perf_counter() - t0:.0f} s")
         registry = await RegistryCache(db).refresh()
         tz = settings.tz
+        reader = Reader(db, registry, tz)
         commune = registry.at_level("commune")[100].code
         memo = service.RankingMemo()
         cases = {
-            "nation, within=48h, first page (100)": lambda: service.at_risk(db, registry, tz, "VN", "48h", False, 100, 0),
-            "nation, within=720h + overdue, first page": lambda: service.at_risk(db, registry, tz, "VN", "720h", True, 100, 0),
-            "nation, within=48h, page at offset 5,000": lambda: service.at_risk(db, registry, tz, "VN", "48h", False, 100, 5000),
-            "province 01, within=48h, first page": lambda: service.at_risk(db, registry, tz, "01", "48h", False, 100, 0),
-            "province 01, 720h + overdue, first page": lambda: service.at_risk(db, registry, tz, "01", "720h", True, 100, 0),
-            f"commune {commune}, 720h + overdue": lambda: service.at_risk(db, registry, tz, commune, "720h", True, 100, 0),
+            "nation, within=48h, first page (100)": lambda: service.at_risk(reader, "VN", "48h", False, 100, 0),
+            "nation, within=720h + overdue, first page": lambda: service.at_risk(reader, "VN", "720h", True, 100, 0),
+            "nation, within=48h, page at offset 5,000": lambda: service.at_risk(reader, "VN", "48h", False, 100, 5000),
+            "province 01, within=48h, first page": lambda: service.at_risk(reader, "01", "48h", False, 100, 0),
+            "province 01, 720h + overdue, first page": lambda: service.at_risk(reader, "01", "720h", True, 100, 0),
+            f"commune {commune}, 720h + overdue": lambda: service.at_risk(reader, commune, "720h", True, 100, 0),
             "nation KPI answer, window=7d (due counts at now)": lambda: service.unit_kpis(
-                db, registry, tz, "VN", periods.window("7d", periods.today(service._now(), tz)), None
+                reader, "VN", periods.window("7d", periods.today(reader.now(), tz)), None
             ),
             "province 01 KPI answer, window=7d": lambda: service.unit_kpis(
-                db, registry, tz, "01", periods.window("7d", periods.today(service._now(), tz)), None
+                reader, "01", periods.window("7d", periods.today(reader.now(), tz)), None
             ),
             "ranking of 3,321 communes by -due_48h (memo warm)": lambda: service.ranking(
-                db, registry, tz, "commune", None, periods.window("7d", periods.today(service._now(), tz)), "-due_48h", 5000, 0, memo=memo
+                reader, "commune", None, periods.window("7d", periods.today(reader.now(), tz)), "-due_48h", 5000, 0, memo=memo
             ),
         }
         watch(db)

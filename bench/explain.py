@@ -12,6 +12,7 @@ from sqlalchemy import event
 from app.aggregates import periods
 from app.db.engine import Database
 from app.scoring import service
+from app.scoring.context import Reader
 from app.settings import Settings
 from app.units.service import RegistryCache
 
@@ -20,6 +21,7 @@ async def main(url: str) -> None:
     db = Database(url, pool_size=2)
     tz = Settings().tz
     registry = await RegistryCache(db).refresh()
+    reader = Reader(db, registry, tz)
     captured: list = []
 
     @event.listens_for(db.engine.sync_engine, "before_cursor_execute")
@@ -27,15 +29,15 @@ async def main(url: str) -> None:
         if not statement.startswith("EXPLAIN"):
             captured.append((statement, parameters))
 
-    now = service._now()
+    now = reader.now()
     w30 = periods.window("30d", periods.today(now, tz))
     commune = registry.at_level("commune")[100].code
     cases = {
-        "commune KPI": lambda: service.unit_kpis(db, registry, tz, commune, w30, None),
-        "province KPI": lambda: service.unit_kpis(db, registry, tz, "01", w30, None),
-        "national KPI": lambda: service.unit_kpis(db, registry, tz, "VN", w30, None),
-        "ranking communes": lambda: service.ranking(db, registry, tz, "commune", None, w30, "-on_time_rate", 5000, 0),
-        "52-week series (province)": lambda: service.series(db, registry, tz, "01", "on_time_rate", "week", None, None),
+        "commune KPI": lambda: service.unit_kpis(reader, commune, w30, None),
+        "province KPI": lambda: service.unit_kpis(reader, "01", w30, None),
+        "national KPI": lambda: service.unit_kpis(reader, "VN", w30, None),
+        "ranking communes": lambda: service.ranking(reader, "commune", None, w30, "-on_time_rate", 5000, 0),
+        "52-week series (province)": lambda: service.series(reader, "01", "on_time_rate", "week", None, None),
     }
     for name, call in cases.items():
         captured.clear()

@@ -39,6 +39,7 @@ from app.db.engine import Database
 from app.main import prepare_database
 from app.scoring import drivers as drivers_service
 from app.scoring import service
+from app.scoring.context import Reader
 from app.settings import Settings
 from app.units.service import RegistryCache
 from bench.at_risk import ADMIN
@@ -141,7 +142,8 @@ async def run(per_day: int, days: int, history: int, keep: bool, given: str | No
             print(f"loaded {per_day * days:,} recent and {history:,} historic dossiers in {time.perf_counter() - t0:.0f} s")
         registry = await RegistryCache(db).refresh()
         tz = settings.tz
-        now = service._now()
+        reader = Reader(db, registry, tz)
+        now = reader.now()
         today = periods.today(now, tz)
         live, done = periods.window("7d", today), periods.containing("week", today - timedelta(days=8))
         province = "01"
@@ -152,7 +154,7 @@ async def run(per_day: int, days: int, history: int, keep: bool, given: str | No
         plain.tau = None
 
         async def correction(code: str, kept: bool) -> None:  # the previous span's [midnight, t) alone
-            _, spans, _ = service.compared(live, service._now(), tz)
+            _, spans, _ = service.compared(live, reader.now(), tz)
             scope, tau = service.scope_of(registry, code), getattr(memo, "tau", None) if kept else None
             async with db.session() as session:
                 await read_at_instant(
@@ -181,7 +183,7 @@ async def run(per_day: int, days: int, history: int, keep: bool, given: str | No
             cases[f"{code}: correction kept per unit"] = (lambda code=code: correction(code, True), False)
             cases[f"{code}: correction kept, after a change"] = (lambda code=code: correction(code, True), True)
             for label, p in (("7d in progress", live), ("finished week", done)):
-                answer = lambda code=code, p=p: service.unit_kpis(db, registry, tz, code, p, None)  # noqa: E731
+                answer = lambda code=code, p=p: service.unit_kpis(reader, code, p, None)  # noqa: E731
                 cases[f"{code}: KPI answer, {label}"] = (answer, False)
                 if p is live:
                     cases[f"{code}: KPI answer, {label}, memos"] = (with_memos(answer), False)
@@ -189,12 +191,12 @@ async def run(per_day: int, days: int, history: int, keep: bool, given: str | No
         for label, p in (("7d in progress", live), ("finished week", done)):
             for level in ("commune", "province"):
                 for memos, m in (("ranking memo", plain), ("memos", memo)):
-                    call = lambda p=p, level=level, m=m: service.ranking(db, registry, tz, level, None, p, "-received", 5000, 0, memo=m)  # noqa: E731
+                    call = lambda p=p, level=level, m=m: service.ranking(reader, level, None, p, "-received", 5000, 0, memo=m)  # noqa: E731
                     cases[f"ranking of all {level}s, {label} ({memos})"] = (call, False)
                     if m is memo and p is live:
                         cases[f"ranking of all {level}s, {label} ({memos}), after a change"] = (call, True)
             cases[f"drivers of {province} on_time_rate, {label}"] = (
-                lambda p=p: drivers_service.drivers(db, registry, tz, province, "on_time_rate", p),
+                lambda p=p: drivers_service.drivers(reader, province, "on_time_rate", p),
                 False,
             )
         print(f"{'case':64} {'p50 ms':>8} {'max ms':>8} {'CPU ms':>8} {'PG CPU ms':>9}")

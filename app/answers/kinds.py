@@ -19,6 +19,7 @@ from app.db.engine import Database
 from app.scoring import drivers as drivers_service
 from app.scoring import report as report_service
 from app.scoring import service as scoring
+from app.scoring.context import Reader
 from app.scoring.ranking import RankingMemo, level_kpis, ranking
 from app.settings import Settings
 from app.units.service import Registry
@@ -26,12 +27,15 @@ from app.units.service import Registry
 
 @dataclass(frozen=True)
 class ReadContext:
-    """What every computation needs: the database, the registry, the settings, the ranking memo."""
+    """What every computation needs: the scoring service's read context (database, registry, time
+    zone, silent hours, clock) and this process's ranking memo."""
 
-    db: Database
-    registry: Registry
-    settings: Settings
+    reader: Reader
     rankings: RankingMemo
+
+    @classmethod
+    def of(cls, db: Database, registry: Registry, settings: Settings, rankings: RankingMemo) -> ReadContext:
+        return cls(Reader.of(db, registry, settings), rankings)
 
 
 def _date(value: str | None) -> date | None:
@@ -39,22 +43,17 @@ def _date(value: str | None) -> date | None:
 
 
 def _period(ctx: ReadContext, q: dict):
-    return scoring.pick_period(q.get("period"), _date(q.get("at")), q.get("window"), scoring._now(), ctx.settings.tz)
+    r = ctx.reader
+    return scoring.pick_period(q.get("period"), _date(q.get("at")), q.get("window"), r.now(), r.tz)
 
 
 def _kpis(ctx: ReadContext, q: dict) -> Awaitable[dict]:
-    s = ctx.settings
-    return scoring.unit_kpis(
-        ctx.db, ctx.registry, s.tz, q["code"], _period(ctx, q), q.get("sector"), silent_after_hours=s.silent_after_hours
-    )
+    return scoring.unit_kpis(ctx.reader, q["code"], _period(ctx, q), q.get("sector"))
 
 
 def _rankings(ctx: ReadContext, q: dict) -> Awaitable[dict]:
-    s = ctx.settings
     return ranking(
-        ctx.db,
-        ctx.registry,
-        s.tz,
+        ctx.reader,
         q["level"],
         q.get("parent"),
         _period(ctx, q),
@@ -63,59 +62,32 @@ def _rankings(ctx: ReadContext, q: dict) -> Awaitable[dict]:
         q["offset"],
         memo=ctx.rankings,
         min_count=q["min_count"],
-        silent_after_hours=s.silent_after_hours,
     )
 
 
 def _series(ctx: ReadContext, q: dict) -> Awaitable[dict]:
-    s = ctx.settings
-    return scoring.series(
-        ctx.db,
-        ctx.registry,
-        s.tz,
-        q["code"],
-        q["kpi"],
-        q["interval"],
-        _date(q.get("from")),
-        _date(q.get("to")),
-        silent_after_hours=s.silent_after_hours,
-    )
+    return scoring.series(ctx.reader, q["code"], q["kpi"], q["interval"], _date(q.get("from")), _date(q.get("to")))
 
 
 def _sectors(ctx: ReadContext, q: dict) -> Awaitable[dict]:
-    s = ctx.settings
-    return scoring.sectors(ctx.db, ctx.registry, s.tz, q["code"], _period(ctx, q), silent_after_hours=s.silent_after_hours)
+    return scoring.sectors(ctx.reader, q["code"], _period(ctx, q))
 
 
 def _at_risk(ctx: ReadContext, q: dict) -> Awaitable[dict]:
-    return scoring.at_risk(ctx.db, ctx.registry, ctx.settings.tz, q["code"], q["within"], q["include_overdue"], q["limit"], q["offset"])
+    return scoring.at_risk(ctx.reader, q["code"], q["within"], q["include_overdue"], q["limit"], q["offset"])
 
 
 def _silent(ctx: ReadContext, q: dict) -> Awaitable[dict]:
-    s = ctx.settings
-    return scoring.silent_units(ctx.db, ctx.registry, s.tz, q["code"], q["limit"], q["offset"], s.silent_after_hours)
+    return scoring.silent_units(ctx.reader, q["code"], q["limit"], q["offset"])
 
 
 def _drivers(ctx: ReadContext, q: dict) -> Awaitable[dict]:
-    s = ctx.settings
-    return drivers_service.drivers(
-        ctx.db,
-        ctx.registry,
-        s.tz,
-        q["code"],
-        q["kpi"],
-        _period(ctx, q),
-        q["sort"],
-        q["limit"],
-        q["offset"],
-        silent_after_hours=s.silent_after_hours,
-    )
+    return drivers_service.drivers(ctx.reader, q["code"], q["kpi"], _period(ctx, q), q["sort"], q["limit"], q["offset"])
 
 
 def _report(ctx: ReadContext, q: dict) -> Awaitable[dict]:
-    s = ctx.settings
-    p = report_service.report_period(q["period"], _date(q.get("at")), s.tz)
-    return report_service.report(ctx.db, ctx.registry, s.tz, q["code"], p, memo=ctx.rankings, silent_after_hours=s.silent_after_hours)
+    p = report_service.report_period(ctx.reader, q["period"], _date(q.get("at")))
+    return report_service.report(ctx.reader, q["code"], p, memo=ctx.rankings)
 
 
 KINDS: dict[str, Callable[[ReadContext, dict], Awaitable[dict]]] = {
@@ -173,7 +145,7 @@ async def compute_many(ctx: ReadContext, params: list[dict]) -> list[dict]:
     """The answers of several requests of one `batched` group, computed now at once: the KPIs of
     communes or provinces from the rows of the ranking of their level in that period
     (ranking.level_kpis)."""
-    s, codes = ctx.settings, [q["code"] for q in params]
-    level = ctx.registry.get(codes[0]).level
-    got = await level_kpis(ctx.db, ctx.registry, s.tz, level, codes, _period(ctx, params[0]), ctx.rankings, s.silent_after_hours)
+    codes = [q["code"] for q in params]
+    level = ctx.reader.registry.get(codes[0]).level
+    got = await level_kpis(ctx.reader, level, codes, _period(ctx, params[0]), ctx.rankings)
     return [got[code] for code in codes]

@@ -121,7 +121,7 @@ class AnswerRefresher:
             self.restamped += len(stamped)
             done += len(stamped)
             todo += [h for h in held if h[0] not in stamped]  # computed (or claimed) elsewhere meanwhile
-        ctx = ReadContext(self.db, registry, self.settings, self.rankings)
+        ctx = ReadContext.of(self.db, registry, self.settings, self.rankings)
         todo.sort(key=lambda t: t[4])  # the oldest first: what waited longest is served next
         groups: dict[tuple, list] = defaultdict(list)  # answers computed together (the KPIs of communes, per period)
         for item in todo:

@@ -1,4 +1,4 @@
-"""Annotated dependency aliases: the database, the registry, and who is asking."""
+"""Annotated dependency aliases: the database, the registry, who is asking, and what a read needs."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from app.db.engine import Database
 from app.keys import service as keys
 from app.keys.service import Principal
+from app.scoring.context import Reader
+from app.scoring.ranking import RankingMemo
 from app.settings import Settings
 from app.units.service import Registry
 
@@ -66,21 +68,25 @@ IngestKey = Annotated[Principal, Depends(ingest_key)]
 
 @dataclass(frozen=True, slots=True)
 class Reads:
-    """What a read needs, injected as one: the request (its key allowed to read), the database, the
-    registry and the settings."""
+    """What a read needs, injected as one: the request (its key allowed to read), the settings, and
+    the scoring service's read context (database, registry, time zone, silent hours, clock), made
+    once per request."""
 
     request: Request
-    db: Database
-    registry: Registry
+    reader: Reader
     settings: Settings
 
     @property
-    def hours(self) -> float:
-        return self.settings.silent_after_hours
+    def rankings(self) -> RankingMemo:
+        """This process's ranking memo (app.scoring.ranking)."""
+        return self.request.app.state.rankings
 
 
-async def reads(request: Request, _: ReadKey, db: DbDep, registry: RegistryDep, settings: SettingsDep) -> Reads:
-    return Reads(request, db, registry, settings)
+async def reads(request: Request, _: ReadKey) -> Reads:
+    # from the app's state, not through get_db and get_settings: a plain `def` dependency runs in the
+    # thread pool (those two added about 0.5 ms to each request of a toy app; the KPI polls are the hot path)
+    state = request.app.state
+    return Reads(request, Reader.of(state.db, await state.registry.get(), state.settings), state.settings)
 
 
 ReadsDep = Annotated[Reads, Depends(reads)]

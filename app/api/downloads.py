@@ -261,11 +261,11 @@ class Ask(Reads):
         return self.settings.download_max_rows + 1
 
     def period(self, period: str | None, at: date | None, window: str | None):
-        return pick_period(period, at, window, scoring._now(), self.settings.tz)
+        return pick_period(period, at, window, self.reader.now(), self.reader.tz)
 
 
 async def ask(r: ReadsDep, format: Format = None, lang: Lang = "vi") -> Ask:
-    return Ask(r.request, r.db, r.registry, r.settings, format or wanted_format(r.request.scope) or "csv", lang)
+    return Ask(r.request, r.reader, r.settings, format or wanted_format(r.request.scope) or "csv", lang)
 
 
 AskDep = Annotated[Ask, Depends(ask)]
@@ -291,7 +291,7 @@ def as_table(a: Ask, model: type[BaseModel], what: str, key: str = "items") -> C
 @router.get("/units")
 async def units_download(a: AskDep, level: arg.UnitLevel = None, parent: arg.UnitParent = None) -> StreamingResponse:
     async def compute():
-        rows = scoring.unit_list(a.registry, level, parent)
+        rows = scoring.unit_list(a.reader.registry, level, parent)
         return {"items": [scoring.unit_shape(u) for u in rows], "total": len(rows)}
 
     return await download(a, "units", parent or level or "VN", compute, as_table(a, Unit, "units"))
@@ -309,7 +309,7 @@ async def kpis_download(
     p = a.period(period, at, window)
 
     async def compute():
-        return await scoring.unit_kpis(a.db, a.registry, a.settings.tz, code, p, sector, silent_after_hours=a.hours)
+        return await scoring.unit_kpis(a.reader, code, p, sector)
 
     return await download(a, "kpis", code, compute, lambda answer: kpi_table(answer, a.request, a.lang))
 
@@ -317,7 +317,7 @@ async def kpis_download(
 @router.get("/units/{code}")
 async def unit_download(a: AskDep, code: arg.Code) -> StreamingResponse:
     async def compute():
-        return {"items": [scoring.unit_detail(a.registry, code)], "total": 1}
+        return {"items": [scoring.unit_detail(a.reader.registry, code)], "total": 1}
 
     return await download(a, "unit", code, compute, as_table(a, Unit, "unit"))
 
@@ -334,12 +334,9 @@ async def ranking_download(
     min_count: arg.MinCount = 0,
 ) -> StreamingResponse:
     p = a.period(period, at, window)
-    memo = a.request.app.state.rankings
 
     async def compute():
-        return await scoring.ranking(
-            a.db, a.registry, a.settings.tz, level, parent, p, sort, a.rows, 0, memo=memo, min_count=min_count, silent_after_hours=a.hours
-        )
+        return await scoring.ranking(a.reader, level, parent, p, sort, a.rows, 0, memo=a.rankings, min_count=min_count)
 
     return await download(a, f"ranking-{level}", parent or "VN", compute, as_table(a, RankingItem, "ranking"))
 
@@ -354,7 +351,7 @@ async def series_download(
     to: arg.To = None,
 ) -> StreamingResponse:
     async def compute():
-        return await scoring.series(a.db, a.registry, a.settings.tz, code, kpi, interval, from_, to, silent_after_hours=a.hours)
+        return await scoring.series(a.reader, code, kpi, interval, from_, to)
 
     def build(answer: dict) -> tables.Table:
         table = items_table(answer, SeriesPoint, "series", a.request, a.lang, key="points")
@@ -375,7 +372,7 @@ async def sectors_download(
     p = a.period(period, at, window)
 
     async def compute():
-        return await scoring.sectors(a.db, a.registry, a.settings.tz, code, p, silent_after_hours=a.hours)
+        return await scoring.sectors(a.reader, code, p)
 
     return await download(a, "sectors", code, compute, as_table(a, SectorItem, "sectors"))
 
@@ -387,10 +384,10 @@ async def at_risk_download(
     """Read and sent page by page (PAGE_ROWS) at one `as_of`, so that memory stays bounded however long the list;
     the ETag is taken over the first page, the total and the data version (any event changes it)."""
     scoring.parse_within(within)
-    now = scoring._now()
+    reader = a.reader.at(a.reader.now())  # every page at one instant
 
     async def page(offset: int) -> dict:
-        return await scoring.at_risk(a.db, a.registry, a.settings.tz, code, within, include_overdue, PAGE_ROWS, offset, now=now)
+        return await scoring.at_risk(reader, code, within, include_overdue, PAGE_ROWS, offset)
 
     first = await page(0)
     _check_rows(first["total"], a.settings.download_max_rows)
@@ -404,7 +401,7 @@ async def at_risk_download(
 @router.get("/units/{code}/silent")
 async def silent_download(a: AskDep, code: arg.Code) -> StreamingResponse:
     async def compute():
-        return await scoring.silent_units(a.db, a.registry, a.settings.tz, code, a.rows, 0, a.hours)
+        return await scoring.silent_units(a.reader, code, a.rows, 0)
 
     return await download(a, "silent", code, compute, as_table(a, SilentItem, "silent"), lambda answer: answer["as_of"][:10])
 
@@ -429,7 +426,7 @@ async def drivers_download(
     p = a.period(period, at, window)
 
     async def compute():
-        return await drivers_service.drivers(a.db, a.registry, a.settings.tz, code, kpi, p, sort, a.rows, 0, silent_after_hours=a.hours)
+        return await drivers_service.drivers(a.reader, code, kpi, p, sort, a.rows, 0)
 
     def build(answer: dict) -> tables.Table:
         table = items_table(answer, DriverItem, "drivers", a.request, a.lang)

@@ -14,6 +14,7 @@ from app import metrics
 from app.db import partitions
 from app.retention import service as retention
 from app.scoring import gauges
+from app.scoring.context import Reader
 
 log = logging.getLogger("chiso.metrics")
 
@@ -52,8 +53,8 @@ class KpiGaugeCache:
     async def _read(self, state) -> None:
         settings = state.settings
         try:
-            registry = await state.registry.get()
-            self.families = await gauges.read(state.db, registry, settings.tz, settings.metrics_communes, settings.silent_after_hours)
+            reader = Reader.of(state.db, await state.registry.get(), settings)
+            self.families = await gauges.read(reader, settings.metrics_communes)
             self.families.append(await event_log_gauge(state))
             self.ok = True
         except Exception as exc:  # noqa: BLE001 - the service metrics must still be served when the database is not

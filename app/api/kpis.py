@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from app import metrics
 from app.answers.kinds import ReadContext
 from app.answers.service import canonical_params
-from app.api.deps import ReadKey
+from app.api.deps import Reads, ReadsDep
 from app.api.params import (
     PERIOD_DOC,
     At,
@@ -39,18 +39,15 @@ from app.scoring.schemas import AtRiskAnswer, KpiAnswer, RankingAnswer, SectorsA
 router = APIRouter(prefix="/api/v1", tags=["kpis"])
 
 
-async def answer(request: Request, kind: str, params: dict) -> Response:
+async def answer(r: Reads, kind: str, params: dict) -> Response:
     """The shared answer (app.answers) as JSON, with an ETag over the figures, not `as_of`."""
-    state = request.app.state
-    registry = await state.registry.get()
     for name in ("code", "parent"):  # an unknown unit is a 404 before any stored answer is looked up or claimed
-        if params.get(name) is not None and registry.get(params[name]) is None:
+        if params.get(name) is not None and r.reader.registry.get(params[name]) is None:
             raise NotFound(f"unknown unit {params[name]}")
     # Keyed by the validated parameters, not the raw query: parameters the endpoint does not take
     # (any bytes, NUL included) neither split one answer into many nor reach the database.
     key = f"{kind}:{canonical_params(params)}"
-    ctx = ReadContext(state.db, registry, state.settings, state.rankings)
-    got = await state.answers.get(ctx, kind, key, params)
+    got = await r.request.app.state.answers.get(ReadContext(r.reader, r.rankings), kind, key, params)
     return Response(got.body, media_type="application/json", headers={"ETag": got.etag})
 
 
@@ -77,9 +74,8 @@ class _Timer:
     "answer read after it. Every GET answer has an `ETag` and honours `If-None-Match` with `304`." + PERIOD_DOC,
 )
 async def unit_kpis(
-    request: Request,
+    r: ReadsDep,
     code: Code,
-    _: ReadKey,
     period: PeriodKind = None,
     at: At = None,
     window: Window = None,
@@ -87,7 +83,7 @@ async def unit_kpis(
 ) -> Response:
     with _Timer("kpis"):
         params = {"code": code, "period": period, "at": at, "window": window, "sector": sector}
-        return await answer(request, "kpis", params)
+        return await answer(r, "kpis", params)
 
 
 @router.get(
@@ -101,8 +97,7 @@ async def unit_kpis(
     "come last, by code, with `rank: null`." + PERIOD_DOC,
 )
 async def rankings(
-    request: Request,
-    _: ReadKey,
+    r: ReadsDep,
     level: RankLevel = "province",
     parent: RankParent = None,
     period: PeriodKind = None,
@@ -115,7 +110,7 @@ async def rankings(
 ) -> Response:
     with _Timer("rankings"):
         params = {"level": level, "parent": parent, "period": period, "at": at, "window": window, "sort": sort}
-        return await answer(request, "rankings", params | {"limit": limit, "offset": offset, "min_count": min_count})
+        return await answer(r, "rankings", params | {"limit": limit, "offset": offset, "min_count": min_count})
 
 
 @router.get(
@@ -128,9 +123,8 @@ async def rankings(
     "Default: the last 52 weeks up to today.",
 )
 async def series(
-    request: Request,
+    r: ReadsDep,
     code: Code,
-    _: ReadKey,
     kpi: SeriesKpi = "on_time_rate",
     interval: Interval = "week",
     from_: From = None,
@@ -138,7 +132,7 @@ async def series(
 ) -> Response:
     with _Timer("series"):
         params = {"code": code, "kpi": kpi, "interval": interval, "from": from_, "to": to}
-        return await answer(request, "series", params)
+        return await answer(r, "series", params)
 
 
 @router.get(
@@ -151,15 +145,14 @@ async def series(
     "names, else the latest one its other events name." + PERIOD_DOC,
 )
 async def sectors(
-    request: Request,
+    r: ReadsDep,
     code: Code,
-    _: ReadKey,
     period: PeriodKind = None,
     at: At = None,
     window: Window = None,
 ) -> Response:
     with _Timer("sectors"):
-        return await answer(request, "sectors", {"code": code, "period": period, "at": at, "window": window})
+        return await answer(r, "sectors", {"code": code, "period": period, "at": at, "window": window})
 
 
 @router.get(
@@ -172,9 +165,8 @@ async def sectors(
     "deadline first (ties by unit code, then dossier id), paginated.",
 )
 async def at_risk(
-    request: Request,
+    r: ReadsDep,
     code: Code,
-    _: ReadKey,
     within: Within = "48h",
     include_overdue: IncludeOverdue = False,
     limit: Limit = 100,
@@ -182,7 +174,7 @@ async def at_risk(
 ) -> Response:
     with _Timer("at_risk"):
         params = {"code": code, "within": within, "include_overdue": include_overdue, "limit": limit, "offset": offset}
-        return await answer(request, "at_risk", params)
+        return await answer(r, "at_risk", params)
 
 
 @router.get(
@@ -197,11 +189,10 @@ async def at_risk(
     "above them, may be incomplete.",
 )
 async def silent(
-    request: Request,
+    r: ReadsDep,
     code: Code,
-    _: ReadKey,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Response:
     with _Timer("silent"):
-        return await answer(request, "silent", {"code": code, "limit": limit, "offset": offset})
+        return await answer(r, "silent", {"code": code, "limit": limit, "offset": offset})

@@ -50,7 +50,7 @@ async def drivers(
 ) -> Response:
     drivers_service.check_kpi(kpi)  # a 422 before the cache
     params = {"code": code, "kpi": kpi, "period": period, "at": at, "window": window, "sort": sort}
-    return await answer(r.request, "drivers", params | {"limit": limit, "offset": offset})
+    return await answer(r, "drivers", params | {"limit": limit, "offset": offset})
 
 
 @router.get(
@@ -82,15 +82,10 @@ async def report(
     ] = None,
     lang: Annotated[Literal["vi", "en"], Query(description="The workbook's titles: Vietnamese or English.", examples=["vi"])] = "vi",
 ) -> Response:
-    p = report_service.report_period(period, at, r.settings.tz)
-    memo = r.request.app.state.rankings
-
-    async def compute():
-        return await report_service.report(r.db, r.registry, r.settings.tz, code, p, memo=memo, silent_after_hours=r.hours)
-
+    p = report_service.report_period(r.reader, period, at)
     if (format or ("xlsx" if downloads.wanted_format(r.request.scope) == "xlsx" else "json")) == "json":
-        return await answer(r.request, "report", {"code": code, "period": period, "at": at})
-    got = await compute()
+        return await answer(r, "report", {"code": code, "period": period, "at": at})
+    got = await report_service.report(r.reader, code, p, memo=r.rankings)
     where = str(r.request.url.path) + ("?" + r.request.url.query if r.request.url.query else "")
     basis = orjson.dumps({k: v for k, v in got.items() if k != "as_of"}) + f"|xlsx|{lang}".encode()
     body = await anyio.to_thread.run_sync(_workbook, got, lang, where)

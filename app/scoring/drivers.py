@@ -11,18 +11,14 @@ change exactly (before rounding to 6 decimals).
 
 from __future__ import annotations
 
-from datetime import tzinfo
-
 from app.aggregates.periods import Period
 from app.aggregates.reads import read_spans, read_sums
-from app.aggregates.silent import DEFAULT_AFTER_HOURS
 from app.aggregates.sums import Scope, Sums
-from app.db.engine import Database
 from app.db.models import ALL_SECTORS
 from app.errors import Unprocessable
 from app.scoring import kpis as kpi_math
 from app.scoring import service as scoring
-from app.units.service import Registry
+from app.scoring.context import Reader
 
 # The KPIs that are N/D (a score is a rate out of 20), and those without drivers: hours are not
 # sums of parts, and silent units are a figure at now, not of the period (from the KPI registry)
@@ -79,27 +75,17 @@ def _value(kpi: str, nd: tuple) -> float | int | None:
     return round(RATE_SCALE[kpi] * n / d, 2 if kpi == "settlement_score" else 4)
 
 
-async def drivers(
-    db: Database,
-    registry: Registry,
-    tz: tzinfo,
-    code: str,
-    kpi: str,
-    p: Period,
-    sort: str = "contribution",
-    limit: int = 100,
-    offset: int = 0,
-    silent_after_hours: float = DEFAULT_AFTER_HOURS,
-) -> dict:
+async def drivers(reader: Reader, code: str, kpi: str, p: Period, sort: str = "contribution", limit: int = 100, offset: int = 0) -> dict:
     """The parts of a unit and each one's contribution to the change of `kpi` (SPEC section 4)."""
     check_kpi(kpi)
     if sort not in ("contribution", "-contribution"):
         raise Unprocessable("sort is contribution or -contribution", [{"loc": ["sort"], "msg": "contribution or -contribution"}])
+    registry, tz, silent_after_hours = reader.registry, reader.tz, reader.silent_after_hours
     u = scoring.unit_of(registry, code)
-    now = scoring._now()
+    now = reader.now()
     prev, spans, t = scoring.compared(p, now, tz)
     below = CHILD_LEVEL.get(u.level)
-    async with db.session() as session:
+    async with reader.db.session() as session:
         cur_s, prev_s = await read_spans(
             session, scoring.scope_of(registry, code), spans, ALL_SECTORS, silent_after_hours=silent_after_hours
         )

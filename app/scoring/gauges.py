@@ -12,16 +12,13 @@ A KPI that is null (a rate whose denominator is 0) has no sample: absent, not Na
 from __future__ import annotations
 
 import asyncio
-from datetime import tzinfo
 
 from prometheus_client.core import GaugeMetricFamily
 
 from app.aggregates import periods
-from app.aggregates.silent import DEFAULT_AFTER_HOURS
-from app.db.engine import Database
 from app.scoring import service as scoring
+from app.scoring.context import Reader
 from app.units.model import NATION
-from app.units.service import Registry
 
 WINDOWS = ("7d", "30d")  # 35 units x 2 windows = 70 series per metric (< 100)
 
@@ -54,23 +51,20 @@ UNIT_INFO = "chiso_unit_info"
 NAMES = tuple(m for m, _, _ in WINDOWED + CURRENT) + (UNIT_INFO,)
 
 
-async def read(
-    db: Database, registry: Registry, tz: tzinfo, communes: bool = False, silent_after_hours: float = DEFAULT_AFTER_HOURS
-) -> list[GaugeMetricFamily]:
+async def read(reader: Reader, communes: bool = False) -> list[GaugeMetricFamily]:
     """The KPI gauge families: the nation, every province, and every commune when asked."""
-    today = periods.today(scoring._now(), tz)
+    registry = reader.registry
+    today = periods.today(reader.now(), reader.tz)
     levels = ("province", "commune") if communes else ("province",)
 
     async def window_rows(w: str) -> list[tuple[dict, dict]]:
         """[(unit shape, kpis), ...] of one window: the nation, then each level's units."""
         p = periods.window(w, today)
-        nation = await scoring.unit_kpis(db, registry, tz, NATION, p, None, silent_after_hours=silent_after_hours)
+        nation = await scoring.unit_kpis(reader, NATION, p, None)
         out = [(nation["unit"], nation["kpis"])]
         for level in levels:
             size = len(registry.at_level(level)) or 1
-            ranked = await scoring.ranking(
-                db, registry, tz, level, None, p, "-on_time_rate", size, 0, silent_after_hours=silent_after_hours
-            )
+            ranked = await scoring.ranking(reader, level, None, p, "-on_time_rate", size, 0)
             out.extend((it["unit"], it["kpis"]) for it in ranked["items"])
         return out
 

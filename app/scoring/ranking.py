@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import datetime
 
 from app.aggregates import periods
 from app.aggregates.at_tau import apply, is_central, read_at_instant
@@ -13,7 +13,6 @@ from app.aggregates.live_memo import LiveMemo, fill, read_live, read_network_due
 from app.aggregates.network_reads import _read_network_cohort
 from app.aggregates.periods import Period
 from app.aggregates.reads import read_sums, read_unit_changes
-from app.aggregates.silent import DEFAULT_AFTER_HOURS
 from app.aggregates.sums import Scope, Sums, live_part, span_at, with_live
 from app.aggregates.tau_memo import TauMemo
 from app.aggregates.tau_memo import total_of as tau_total
@@ -22,6 +21,7 @@ from app.db.models import ALL_SECTORS
 from app.errors import Unprocessable
 from app.scoring import kpis as kpi_math
 from app.scoring import service
+from app.scoring.context import Reader
 from app.units.seed import UnitRow
 from app.units.service import Registry
 
@@ -61,9 +61,7 @@ class RankingMemo:
 
 
 async def ranking(
-    db: Database,
-    registry: Registry,
-    tz: tzinfo,
+    reader: Reader,
     level: str,
     parent: str | None,
     p: Period,
@@ -71,7 +69,6 @@ async def ranking(
     limit: int,
     offset: int,
     memo: RankingMemo | None = None,
-    silent_after_hours: float = DEFAULT_AFTER_HOURS,
     min_count: int = 0,
     judged_at: datetime | None = None,
 ) -> dict:
@@ -81,10 +78,11 @@ async def ranking(
     key = sort.lstrip("-")
     if key not in kpi_math.KPI_NAMES:
         raise Unprocessable(f"unknown KPI {key}", [{"loc": ["sort"], "msg": f"unknown KPI {key}"}])
+    db, registry, tz, silent_after_hours = reader.db, reader.registry, reader.tz, reader.silent_after_hours
     if parent is not None:
         service._unit(registry, parent)
     members = registry.at_level(level, parent)
-    now = service._now()
+    now = reader.now()
     prev, spans, _ = service.compared(p, now, tz)
     if judged_at is not None:  # p itself as it stood at that instant (the report's previous ranks)
         spans[0] = span_at(p, judged_at, tz)
@@ -162,22 +160,14 @@ def _ranking_row(u: UnitRow, cur_s: Sums, prev_s: Sums) -> dict:
     }
 
 
-async def level_kpis(
-    db: Database,
-    registry: Registry,
-    tz: tzinfo,
-    level: str,
-    codes: list[str],
-    p: Period,
-    memo: RankingMemo,
-    silent_after_hours: float = DEFAULT_AFTER_HOURS,
-) -> dict[str, dict]:
+async def level_kpis(reader: Reader, level: str, codes: list[str], p: Period, memo: RankingMemo) -> dict[str, dict]:
     """The KPI answers (all sectors) of several units of one level for one period, each as
     service.unit_kpis gives it, made at once from the rows of the ranking of every unit of that level
     in that period: for communes the same memo entry as that ranking's (only the communes whose
     figures changed are read and computed again), for provinces one grouped read of their rollup
     rows. A refresh of many such answers costs what changed, not a read per answer."""
-    now = service._now()
+    db, registry, tz, silent_after_hours = reader.db, reader.registry, reader.tz, reader.silent_after_hours
+    now = reader.now()
     prev, spans, t = service.compared(p, now, tz)
     members = registry.at_level(level, None)
     if level == "commune":

@@ -8,16 +8,14 @@ them; the silent units now; the sectors.
 
 from __future__ import annotations
 
-from datetime import date, tzinfo
+from datetime import date
 
 from app.aggregates import periods
 from app.aggregates.periods import Period
-from app.aggregates.silent import DEFAULT_AFTER_HOURS
-from app.db.engine import Database
 from app.errors import Unprocessable
 from app.scoring import drivers as drivers_service
 from app.scoring import service as scoring
-from app.units.service import Registry
+from app.scoring.context import Reader
 
 REPORT_PERIODS = ("week", "month", "quarter", "year")
 REPORT_DRIVERS = ("on_time_rate", "online_rate", "overdue")
@@ -27,9 +25,9 @@ MAX_ITEMS = 5000
 BELOW = {"nation": ("province", None), "province": ("commune", "self")}
 
 
-def report_period(kind: str, at: date | None, tz: tzinfo) -> Period:
+def report_period(reader: Reader, kind: str, at: date | None) -> Period:
     """The calendar period `kind` containing `at`; without `at`, the last whole one before today."""
-    today = periods.today(scoring._now(), tz)
+    today = periods.today(reader.now(), reader.tz)
     if kind not in REPORT_PERIODS:
         raise Unprocessable("period is week, month, quarter or year", [{"loc": ["period"], "msg": "week, month, quarter or year"}])
     try:
@@ -40,59 +38,30 @@ def report_period(kind: str, at: date | None, tz: tzinfo) -> Period:
     return p
 
 
-async def report(
-    db: Database,
-    registry: Registry,
-    tz: tzinfo,
-    code: str,
-    p: Period,
-    memo: scoring.RankingMemo | None = None,
-    silent_after_hours: float = DEFAULT_AFTER_HOURS,
-) -> dict:
-    """Every part of the period report of a unit (see the module's docstring)."""
-    u = scoring.unit_of(registry, code)
-    prev, _, t = scoring.compared(p, scoring._now(), tz)  # while p is in progress, prev as it stood at t
-    hours = silent_after_hours
-    summary = await scoring.unit_kpis(db, registry, tz, code, p, None, silent_after_hours=hours)
+async def report(reader: Reader, code: str, p: Period, memo: scoring.RankingMemo | None = None) -> dict:
+    """Every part of the period report of a unit (see the module's docstring). Each part reads the
+    clock as its own answer does; the report's `as_of` is its summary's."""
+    u = scoring.unit_of(reader.registry, code)
+    prev, _, t = scoring.compared(p, reader.now(), reader.tz)  # while p is in progress, prev as it stood at t
+    summary = await scoring.unit_kpis(reader, code, p, None)
     level, parent = BELOW.get(u.level, (None, None))
     parent = code if parent == "self" else parent
     ranking = due_units = None
     if level is not None:
-        ranking = await scoring.ranking(
-            db, registry, tz, level, parent, p, RANK_BY, MAX_ITEMS, 0, memo=memo, min_count=MIN_COUNT, silent_after_hours=hours
-        )
-        before = await scoring.ranking(
-            db,
-            registry,
-            tz,
-            level,
-            parent,
-            prev,
-            RANK_BY,
-            MAX_ITEMS,
-            0,
-            memo=memo,
-            min_count=MIN_COUNT,
-            silent_after_hours=hours,
-            judged_at=t,
-        )
+        ranking = await scoring.ranking(reader, level, parent, p, RANK_BY, MAX_ITEMS, 0, memo=memo, min_count=MIN_COUNT)
+        before = await scoring.ranking(reader, level, parent, prev, RANK_BY, MAX_ITEMS, 0, memo=memo, min_count=MIN_COUNT, judged_at=t)
         previous_rank = {it["unit"]["code"]: it["rank"] for it in before["items"]}
         ranking["items"] = [
             {"rank": it["rank"], "previous_rank": previous_rank.get(it["unit"]["code"]), **{k: it[k] for k in ("unit", "kpis", "change")}}
             for it in ranking["items"]
         ]
-        today = periods.window("1d", periods.today(scoring._now(), tz))
-        due_units = await scoring.ranking(
-            db, registry, tz, level, parent, today, "-due_48h", DUE_UNITS, 0, memo=memo, silent_after_hours=hours
-        )
+        today = periods.window("1d", periods.today(reader.now(), reader.tz))
+        due_units = await scoring.ranking(reader, level, parent, today, "-due_48h", DUE_UNITS, 0, memo=memo)
         due_units["items"] = [it for it in due_units["items"] if it["kpis"]["due_48h"]]
-    now_kpis = await scoring.unit_kpis(db, registry, tz, code, periods.window("1d", periods.today(scoring._now(), tz)), None, hours)
-    drivers = {
-        kpi: await drivers_service.drivers(db, registry, tz, code, kpi, p, "contribution", MAX_ITEMS, 0, silent_after_hours=hours)
-        for kpi in REPORT_DRIVERS
-    }
-    silent = await scoring.silent_units(db, registry, tz, code, MAX_ITEMS, 0, hours)
-    sectors = await scoring.sectors(db, registry, tz, code, p, silent_after_hours=hours)
+    now_kpis = await scoring.unit_kpis(reader, code, periods.window("1d", periods.today(reader.now(), reader.tz)), None)
+    drivers = {kpi: await drivers_service.drivers(reader, code, kpi, p, "contribution", MAX_ITEMS, 0) for kpi in REPORT_DRIVERS}
+    silent = await scoring.silent_units(reader, code, MAX_ITEMS, 0)
+    sectors = await scoring.sectors(reader, code, p)
     return {
         "unit": scoring.unit_shape(u),
         "period": p.as_dict(),

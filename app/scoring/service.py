@@ -1,4 +1,6 @@
-"""KPI answers: one unit, rankings, series and sectors, each with the previous period and the change."""
+"""KPI answers: one unit, rankings, series and sectors, each with the previous period and the change.
+Every read takes its read context first (app.scoring.context.Reader: database, registry, time zone,
+silent hours, clock)."""
 
 from __future__ import annotations
 
@@ -7,13 +9,13 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from app.aggregates import periods
 from app.aggregates.periods import Period
 from app.aggregates.reads import read_at_risk, read_sectors, read_spans
-from app.aggregates.silent import DEFAULT_AFTER_HOURS, cut_off, read_silent_units
+from app.aggregates.silent import cut_off, read_silent_units
 from app.aggregates.sums import Scope, Span, Sums, span_at, span_for
 from app.aggregates.writes import ROLLUP_LEVELS
-from app.db.engine import Database
 from app.db.models import ALL_SECTORS, NO_SECTOR
 from app.errors import NotFound, Unprocessable
 from app.scoring import kpis as kpi_math
+from app.scoring.context import Reader
 from app.units.model import NATION, UnitRow
 from app.units.service import Registry
 
@@ -79,6 +81,8 @@ def pick_period(period: str | None, at, window: str | None, now: datetime, tz: t
 
 
 def _now() -> datetime:
+    """The scoring clock (UTC): what a Reader without a clock of its own reads (context.Reader.now),
+    and what the shared answers are stamped with (app.answers.service); the tests stop it here."""
     return datetime.now(UTC)
 
 
@@ -126,22 +130,14 @@ def kpi_answer(
     }
 
 
-async def unit_kpis(
-    db: Database,
-    registry: Registry,
-    tz: tzinfo,
-    code: str,
-    p: Period,
-    sector: str | None,
-    silent_after_hours: float = DEFAULT_AFTER_HOURS,
-) -> dict:
+async def unit_kpis(reader: Reader, code: str, p: Period, sector: str | None) -> dict:
     """KPIs of one unit (with everything below it), its previous period and the change."""
-    u = _unit(registry, code)
-    now = _now()
+    u = _unit(reader.registry, code)
+    now, tz = reader.now(), reader.tz
     prev, spans, t = compared(p, now, tz)
-    async with db.session() as session:
+    async with reader.db.session() as session:
         cur_s, prev_s = await read_spans(
-            session, _scope_of(registry, code), spans, _sector_key(sector), silent_after_hours=silent_after_hours
+            session, _scope_of(reader.registry, code), spans, _sector_key(sector), silent_after_hours=reader.silent_after_hours
         )
     out = kpi_answer(unit_shape(u), p, now, tz, prev, t, prev_s, kpi_math.compute(cur_s), kpi_math.compute(prev_s))
     if sector is not None:  # the answer says which dossiers it counts
@@ -164,22 +160,12 @@ def _sector_key(sector: str | None) -> str:
 _SHORTEST_DAYS = {"day": 1, "week": 7, "month": 28, "quarter": 89}  # the fewest days an interval spans
 
 
-async def series(
-    db: Database,
-    registry: Registry,
-    tz: tzinfo,
-    code: str,
-    kpi: str,
-    interval: str,
-    start,
-    end,
-    silent_after_hours: float = DEFAULT_AFTER_HOURS,
-) -> dict:
+async def series(reader: Reader, code: str, kpi: str, interval: str, start, end) -> dict:
     """One KPI per interval over [start, end), widened to whole intervals."""
-    u = _unit(registry, code)
+    u = _unit(reader.registry, code)
     if kpi not in kpi_math.KPI_NAMES:
         raise Unprocessable(f"unknown KPI {kpi}", [{"loc": ["kpi"], "msg": f"unknown KPI {kpi}"}])
-    now = _now()
+    now, tz = reader.now(), reader.tz
     if end is None:
         end = periods.today(now, tz) + timedelta(days=1)
     if start is None:
@@ -195,10 +181,10 @@ async def series(
         raise Unprocessable("the series reaches past the calendar", [{"loc": ["to"], "msg": "out of range"}]) from None
     if len(spans_p) > SERIES_MAX_POINTS:
         raise too_many
-    scope = _scope_of(registry, code)
-    async with db.session() as session:
+    scope = _scope_of(reader.registry, code)
+    async with reader.db.session() as session:
         spans = [span_for(p, now, tz) for p in spans_p]  # the figures at now read only for a KPI resting on them
-        sums = await read_spans(session, scope, spans, ALL_SECTORS, silent_after_hours, at_now=kpi in kpi_math.AT_NOW_KPIS)
+        sums = await read_spans(session, scope, spans, ALL_SECTORS, reader.silent_after_hours, at_now=kpi in kpi_math.AT_NOW_KPIS)
     points = [
         {"start": p.start.isoformat(), "end": p.end.isoformat(), "value": kpi_math.compute(s)[kpi]}
         for p, s in zip(spans_p, sums, strict=True)
@@ -206,19 +192,17 @@ async def series(
     return {"unit": unit_shape(u), "kpi": kpi, "interval": interval, "points": points}
 
 
-async def sectors(
-    db: Database, registry: Registry, tz: tzinfo, code: str, p: Period, silent_after_hours: float = DEFAULT_AFTER_HOURS
-) -> dict:
+async def sectors(reader: Reader, code: str, p: Period) -> dict:
     """KPIs split by sector, one item per sector with any non-zero figure."""
-    u = _unit(registry, code)
-    now = _now()
-    scope = _scope_of(registry, code)
+    u = _unit(reader.registry, code)
+    now, tz = reader.now(), reader.tz
+    scope = _scope_of(reader.registry, code)
     span = span_for(p, now, tz)
-    async with db.session() as session:
+    async with reader.db.session() as session:
         names = await read_sectors(session, scope, p.start)
         items = []
         for name in sorted(names):
-            (s,) = await read_spans(session, scope, [span], name, silent_after_hours=silent_after_hours)
+            (s,) = await read_spans(session, scope, [span], name, silent_after_hours=reader.silent_after_hours)
             figures = kpi_math.compute(s)
             if any(v for k, v in figures.items() if k != "silent_units"):  # a unit's silent sources are no sector's figure
                 items.append({"sector": name or None, "kpis": figures})
@@ -242,26 +226,17 @@ def _local_time(dt: datetime | None, tz: tzinfo) -> str | None:
     return None if dt is None else dt.astimezone(tz).isoformat()
 
 
-async def at_risk(
-    db: Database,
-    registry: Registry,
-    tz: tzinfo,
-    code: str,
-    within: str,
-    include_overdue: bool,
-    limit: int,
-    offset: int,
-    now: datetime | None = None,
-) -> dict:
+async def at_risk(reader: Reader, code: str, within: str, include_overdue: bool, limit: int, offset: int) -> dict:
     """Pending dossiers of the unit and every unit below it due within the next `within` hours (with
     `include_overdue`, also those already overdue), soonest deadline first, ties by unit and dossier.
-    `now` fixed by the caller reads several pages at one instant (a download)."""
+    A reader stopped at one instant (Reader.at) reads several pages at that instant (a download)."""
+    registry, tz = reader.registry, reader.tz
     u = _unit(registry, code)
     hours = parse_within(within)
-    now = now or _now()
+    now = reader.now()
     codes = None if code == NATION else tuple(registry.subtree(code))
     rollup = code if u.level in ROLLUP_LEVELS else None  # a province or the nation: totals from its rollup rows
-    async with db.session() as session:
+    async with reader.db.session() as session:
         total, rows = await read_at_risk(session, codes, now, now + timedelta(hours=hours), include_overdue, limit, offset, rollup)
     shapes: dict[str, dict] = {}
     items = []
@@ -300,21 +275,13 @@ async def at_risk(
     }
 
 
-async def silent_units(
-    db: Database,
-    registry: Registry,
-    tz: tzinfo,
-    code: str,
-    limit: int,
-    offset: int,
-    silent_after_hours: float = DEFAULT_AFTER_HOURS,
-    now: datetime | None = None,
-) -> dict:
+async def silent_units(reader: Reader, code: str, limit: int, offset: int) -> dict:
     """The silent units at or below a unit (SPEC section 4), longest silent first, then by code."""
+    registry, tz, silent_after_hours = reader.registry, reader.tz, reader.silent_after_hours
     u = _unit(registry, code)
-    now = now or _now()
+    now = reader.now()
     codes = None if code == NATION else registry.subtree(code)
-    async with db.session() as session:
+    async with reader.db.session() as session:
         rows = await read_silent_units(session, codes, cut_off(now, silent_after_hours))
     rows = [(registry.get(c), at) for c, at in rows if registry.get(c) is not None]  # a unit since removed is in no tree
     items = []

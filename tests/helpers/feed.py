@@ -7,6 +7,7 @@ from datetime import datetime, time, timedelta
 from app.ingest.service import accept_batch
 from app.keys.service import Principal
 from app.scoring import service as scoring
+from app.scoring.context import Reader
 from app.units.model import NATION
 from tests.reference import TZ
 
@@ -42,7 +43,7 @@ class Feed:
         assert result["accepted"] == len(events) and not result["items"], result
 
     async def silent(self, code: str, now: datetime, hours: float = 48.0, limit: int = 100, offset: int = 0) -> dict:
-        return await scoring.silent_units(self.svc.db, await self.registry(), TZ, code, limit, offset, hours, now=now)
+        return await scoring.silent_units(Reader(self.svc.db, await self.registry(), TZ, hours).at(now), code, limit, offset)
 
 
 def on_days(last: datetime, *days_before: int) -> list[datetime]:

@@ -67,7 +67,7 @@ async def test_kept_figures_at_now_equal_fresh_ones_as_time_passes_and_writes_la
     # units fall silent within the reads below: their last acceptance crosses the cut-off
     settings = svc.settings.model_copy(update={"silent_after_hours": (t0 + 11 * S - last).total_seconds() / 3600})
     registry = await svc.app.state.registry.refresh()
-    kept = ReadContext(svc.db, registry, settings, RankingMemo())
+    kept = ReadContext.of(svc.db, registry, settings, RankingMemo())
     plain = RankingMemo()
     plain.live, plain.tau = None, None  # no memo at all: figures at now and corrections at t read whole
     for step in range(12):
@@ -77,7 +77,7 @@ async def test_kept_figures_at_now_equal_fresh_ones_as_time_passes_and_writes_la
             due = now + (20 * S if step == 4 else 48 * H + 3 * S)
             await post(svc, ingest, [received(COMMUNES_46[step // 4], uuid.uuid4().hex, real - H, due)])
         for kind, params in QUERIES:
-            fresh = await compute(ReadContext(svc.db, registry, settings, plain), kind, params)
+            fresh = await compute(ReadContext.of(svc.db, registry, settings, plain), kind, params)
             assert figures(await compute(kept, kind, params)) == figures(fresh), (step, kind, params)
         if step == 0:
             first = kept.rankings.live.units_read
@@ -112,7 +112,7 @@ async def test_a_deadline_moved_within_its_day_is_in_the_next_read_of_kept_figur
     await post(svc, ingest, [received(C, "moved", real - H, old)])
     monkeypatch.setattr(scoring, "_now", lambda: t0)
     registry = await svc.app.state.registry.refresh()
-    kept = ReadContext(svc.db, registry, svc.settings, RankingMemo())
+    kept = ReadContext.of(svc.db, registry, svc.settings, RankingMemo())
     plain = RankingMemo()
     plain.live, plain.tau = None, None
     queries = [("kpis", {"code": code, "period": "day", "at": None, "window": None, "sector": None}) for code in (C, "46", "VN")]
@@ -133,5 +133,5 @@ async def test_a_deadline_moved_within_its_day_is_in_the_next_read_of_kept_figur
     for kind, params in queries:
         got = await compute(kept, kind, params)
         assert (got["kpis"]["overdue"], got["kpis"]["due_24h"]) == (1, 0), params
-        fresh = await compute(ReadContext(svc.db, registry, svc.settings, plain), kind, params)
+        fresh = await compute(ReadContext.of(svc.db, registry, svc.settings, plain), kind, params)
         assert figures(got) == figures(fresh), params

@@ -11,6 +11,7 @@ import pytest
 
 from app.aggregates import periods
 from app.scoring import service
+from app.scoring.context import Reader
 from app.scoring.service import RankingMemo
 from app.units.service import RegistryCache
 from tests.helpers.kpis import COMMUNES_46, COMMUNES_79
@@ -23,7 +24,7 @@ async def _both(svc, memo, parent, window="30d"):
     registry = await RegistryCache(svc.db).refresh()
     tz = svc.settings.tz
     p = periods.window(window, periods.today(service._now(), tz))
-    args = (svc.db, registry, tz, "commune", parent, p, "-on_time_rate", 5000, 0)
+    args = (Reader(svc.db, registry, tz), "commune", parent, p, "-on_time_rate", 5000, 0)
     kept, fresh = await service.ranking(*args, memo=memo), await service.ranking(*args)
     for answer in (kept, fresh):
         answer.pop("as_of")

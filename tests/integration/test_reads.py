@@ -8,8 +8,13 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from app.aggregates import periods
 from app.scoring import service as scoring
+from app.scoring.context import Reader
+from app.scoring.drivers import drivers
 from app.scoring.kpis import KPI_NAMES
+from app.scoring.ranking import RankingMemo, level_kpis, ranking
+from app.units.service import RegistryCache
 from tests import reference as ref
 from tests.helpers.events import at_local, post, received, resolved
 from tests.helpers.kpis import COMMUNES_46, assert_matches, post_all
@@ -288,3 +293,38 @@ class TestETag:
         assert r.status_code == 200 and r.headers["etag"]
         again = await shared_service.client.get(path, headers={"Authorization": f"Bearer {read}", "If-None-Match": r.headers["etag"]})
         assert again.status_code == 304
+
+
+class TestReadContext:
+    async def test_every_read_stands_at_one_reading_of_its_clock(self, loaded):
+        # every instant a computation stands at (`as_of`, the figures at now, the same point of the
+        # previous period) comes from one reading of its reader's clock, at its start
+        svc, _, _ = loaded
+        at, readings = datetime.now(UTC), []
+
+        def clock() -> datetime:
+            readings.append(at)
+            return at
+
+        reader = Reader(svc.db, await RegistryCache(svc.db).refresh(), svc.settings.tz, clock=clock)
+        week = periods.containing("week", periods.today(at, reader.tz))
+        memo = RankingMemo()
+        reads = {
+            "kpis of a commune": lambda: scoring.unit_kpis(reader, "19777", week, None),
+            "kpis of the nation": lambda: scoring.unit_kpis(reader, "VN", week, None),
+            "ranking": lambda: ranking(reader, "commune", "46", week, "-on_time_rate", 100, 0),
+            "ranking, kept": lambda: ranking(reader, "commune", "46", week, "-on_time_rate", 100, 0, memo=memo),
+            "ranking of provinces, kept": lambda: ranking(reader, "province", None, week, "-received", 100, 0, memo=memo),
+            "kpis of communes at once": lambda: level_kpis(reader, "commune", ["19777"], week, memo),
+            "series": lambda: scoring.series(reader, "46", "pending", "week", None, None),
+            "sectors": lambda: scoring.sectors(reader, "46", week),
+            "at risk": lambda: scoring.at_risk(reader, "46", "48h", True, 100, 0),
+            "silent units": lambda: scoring.silent_units(reader, "VN", 100, 0),
+            "drivers": lambda: drivers(reader, "46", "on_time_rate", week),
+        }
+        for name, read in reads.items():
+            readings.clear()
+            answer = await read()
+            assert len(readings) == 1, name
+            got = answer["19777"] if name == "kpis of communes at once" else answer
+            assert got.get("as_of", scoring.as_of(at, reader.tz)) == scoring.as_of(at, reader.tz), name

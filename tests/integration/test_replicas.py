@@ -36,7 +36,7 @@ def one_received(unit: str) -> list[dict]:
 
 
 async def ctx_of(svc) -> ReadContext:
-    return ReadContext(svc.db, await svc.app.state.registry.refresh(), svc.settings, RankingMemo())
+    return ReadContext.of(svc.db, await svc.app.state.registry.refresh(), svc.settings, RankingMemo())
 
 
 class Statements:

@@ -89,7 +89,7 @@ def ahead(monkeypatch, seconds: float) -> None:
 
 async def fresh(svc, kind: str, params: dict) -> dict:
     """The answer computed now, straight from the scoring service (no shared answer involved)."""
-    ctx = ReadContext(svc.db, await svc.app.state.registry.refresh(), svc.settings, RankingMemo())
+    ctx = ReadContext.of(svc.db, await svc.app.state.registry.refresh(), svc.settings, RankingMemo())
     return await compute(ctx, kind, params)
 
 
@@ -467,7 +467,7 @@ class TestRefresher:
         one_by_one = kinds.compute_many
 
         async def counted(ctx, params):
-            together.add((ctx.registry.get(params[0]["code"]).level, len(params)))
+            together.add((ctx.reader.registry.get(params[0]["code"]).level, len(params)))
             return await one_by_one(ctx, params)
 
         monkeypatch.setattr(kinds, "compute_many", counted)

@@ -101,10 +101,10 @@ async def test_kept_corrections_equal_fresh_reads_as_t_moves(fresh_service, monk
         (Scope(level="province"), {p.code: tuple(registry.subtree(p.code)) for p in provinces}, ALL_SECTORS),
     ]
     memo = TauMemo()
-    kept = ReadContext(svc.db, registry, svc.settings, RankingMemo())
+    kept = ReadContext.of(svc.db, registry, svc.settings, RankingMemo())
     plain = RankingMemo()
     plain.live, plain.tau = None, None
-    fresh_ctx = ReadContext(svc.db, registry, svc.settings, plain)
+    fresh_ctx = ReadContext.of(svc.db, registry, svc.settings, plain)
     seen, read = 0, []
     for k, step in enumerate(STEPS):
         now = local + step * S
