@@ -2,10 +2,11 @@
 last few minutes fresh, so pollers never pay for a computation.
 
 Each tick it computes again the polled answers that are behind the current data version, or that are
-about to be too old to serve although nothing changed (deadlines pass with time), the oldest first
-and `concurrency` at a time (each claimed with the data version it starts from in one transaction,
-stored in another; the KPIs of communes of one period, when there are `batch_from` or more to
-compute, at once from the rows of the ranking of every commune: kinds.batched); answers nobody
+about to be too old to serve although nothing changed (deadlines pass with time): those polled in
+the last ON_SCREEN seconds first, the oldest first, and `concurrency` at a time (each claimed with
+the data version it starts from in one transaction, stored in another; the KPIs of communes of one
+period, when there are `batch_from` or more to compute, at once from the rows of the ranking of
+every commune: kinds.batched); answers nobody
 polled for `keep_for` seconds are left alone, and forgotten after `forget_after`. On PostgreSQL it
 has a pool of its own, sized for that concurrency and without a ping per checkout (a failed tick is
 tried again at the next). Stored answers outlive a restart (on PostgreSQL, not a crash: the table is
@@ -41,6 +42,9 @@ LOCK_KEY = 0x6368_6973_6F61_6E73  # "chisoans": the advisory lock of the one act
 LEASE = "answers"
 LEAD_EVERY = 2.0  # seconds between two checks of the leadership
 FORGET_EVERY = 60.0  # seconds between two sweeps of answers nobody polls
+# An answer polled this recently is on a screen now (workers record polls every 10 s): when a tick
+# cannot refresh everything in time, these go first, then those polled minutes ago (keep_for)
+ON_SCREEN = 30.0
 
 
 class AnswerRefresher:
@@ -89,6 +93,7 @@ class AnswerRefresher:
         now = scoring._now()  # the scoring clock: the instant restamps stand at (`as_of`, `until`)
         # refreshed a little before they would be too old to serve, so no poller waits for one
         older = now - timedelta(seconds=max(0.0, self.answers.idle_for - 2.0))
+        on_screen = now - timedelta(seconds=ON_SCREEN)
         registry = await self.registry.get()
         prev_version = self.deps.version
         tz = self.settings.tz
@@ -109,11 +114,11 @@ class AnswerRefresher:
             if row.claimed_until is not None and row.claimed_until >= now:
                 continue  # being computed elsewhere
             # no unit of it changed, no deadline of it passed: the same figures, at now
-            (held if holds else todo).append((key, kind, params, etag, row.computed_at))
+            (held if holds else todo).append((key, kind, params, etag, row.computed_at, row.polled_at < on_screen))
         done = 0
         if held:  # one statement for all (on PostgreSQL)
             stamps = []
-            for key, kind, _, etag, _ in held:  # a KPI answer of a period in progress: its previous figures stand at t now
+            for key, kind, _, etag, *_ in held:  # a KPI answer of a period in progress: its previous figures stand at t now
                 cp = compared_point(kind, asked[key], now, tz) if kind == "kpis" else None
                 stamps.append((key, etag, None if cp is None else scoring.as_of(cp[1], tz)))
             async with self.db.transaction() as session:
@@ -122,7 +127,7 @@ class AnswerRefresher:
             done += len(stamped)
             todo += [h for h in held if h[0] not in stamped]  # computed (or claimed) elsewhere meanwhile
         ctx = ReadContext.of(self.db, registry, self.settings, self.rankings)
-        todo.sort(key=lambda t: t[4])  # the oldest first: what waited longest is served next
+        todo.sort(key=lambda t: (t[5], t[4]))  # on a screen now first, then the oldest first: what waited longest
         groups: dict[tuple, list] = defaultdict(list)  # answers computed together (the KPIs of communes, per period)
         for item in todo:
             if (group := batched(item[1], asked[item[0]], registry)) is not None:

@@ -175,11 +175,11 @@ async def delete_answer(session: AsyncSession, key: str) -> None:
 
 
 async def read_polled(session: AsyncSession, polled_since: datetime) -> list:
-    """(key, kind, params, etag, version, computed_at, claimed_until) of the answers polled since
-    `polled_since` that have an answer, most recently polled first."""
+    """(key, kind, params, etag, version, computed_at, claimed_until, polled_at) of the answers polled
+    since `polled_since` that have an answer, most recently polled first."""
     a = SharedAnswer
     stmt = (
-        select(a.key, a.kind, a.params, a.etag, a.version, a.computed_at, a.claimed_until)
+        select(a.key, a.kind, a.params, a.etag, a.version, a.computed_at, a.claimed_until, a.polled_at)
         .where(a.polled_at >= polled_since, a.version != NONE_YET)
         .order_by(a.polled_at.desc())
     )

@@ -290,7 +290,7 @@ class TestRefresher:
         (row,) = (await rows(svc)).values()
         assert row.computed_by == refresher.answers.holder
 
-    async def test_answers_refreshed_several_at_a_time_oldest_first_equal_fresh_ones(self, fresh_service, monkeypatch):
+    async def test_answers_refreshed_several_at_a_time_on_screen_and_oldest_first_equal_fresh_ones(self, fresh_service, monkeypatch):
         svc = fresh_service
         read, ingest = await svc.key("read"), await svc.key("ingest", "VN")
         await post(svc, ingest, one_received())
@@ -308,6 +308,19 @@ class TestRefresher:
             assert await refresher.run_once() == len(URLS)
             after = {k: r.computed_at for k, r in (await rows(svc)).items()}
             assert sorted(after, key=after.get) == sorted(aged, key=aged.get)
+            # those polled a minute ago (off screen) come after those polled now, however old
+            await post(svc, ingest, one_received())
+            async with svc.db.transaction() as session:
+                rs = {r.key: r for r in (await session.execute(select(SharedAnswer))).scalars()}
+                keys = sorted(rs)
+                off = set(keys[len(keys) // 2 :])
+                for i, key in enumerate(keys):
+                    rs[key].computed_at -= timedelta(seconds=100 + i)  # the ones off screen are the oldest
+                    if key in off:
+                        rs[key].polled_at -= timedelta(seconds=60)
+            assert await refresher.run_once() == len(URLS)
+            after = {k: r.computed_at for k, r in (await rows(svc)).items()}
+            assert set(sorted(after, key=after.get)[len(keys) - len(off) :]) == off
             # all at once: each equals a fresh computation
             refresher.concurrency = len(URLS)
             await post(svc, ingest, one_received())
