@@ -52,6 +52,16 @@ async def upgrade_database(db: Database) -> tuple[set[str], set[str]]:
     return before, after
 
 
+async def _stop(task: asyncio.Task | None) -> bool:
+    """Cancel a background loop and wait for it to end; whether there was one."""
+    if task is None:
+        return False
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task
+    return True
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -81,20 +91,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         refresh_task = asyncio.create_task(refresher.run_forever()) if refresher else None
         upkeep_task = asyncio.create_task(Upkeep(db, settings.db_upkeep).run_forever()) if exporter else None  # beside the exporter
         yield
-        if upkeep_task is not None:
-            upkeep_task.cancel()
-            with suppress(asyncio.CancelledError):
-                await upkeep_task
-        if refresh_task is not None:
-            refresh_task.cancel()
-            with suppress(asyncio.CancelledError):
-                await refresh_task
+        await _stop(upkeep_task)
+        if await _stop(refresh_task):
             await refresher.close()
         await app.state.answers.settle()
-        if export_task is not None:
-            export_task.cancel()
-            with suppress(asyncio.CancelledError):
-                await export_task
+        if await _stop(export_task):
             await exporter.close()
         await db.dispose()
 
