@@ -38,6 +38,7 @@ async def main(url: str, ticks: int, touch: int) -> None:
 
     repo.restamp = timed
     rng = random.Random(1)
+    steady: list[tuple[float, float]] = []  # (wall, CPU) ms of the ticks after the first
     try:
         for i in range(ticks):
             async with db.transaction() as session:  # batches elsewhere: `touch` units' counts and the version move
@@ -50,6 +51,14 @@ async def main(url: str, ticks: int, touch: int) -> None:
             wall, cpu = 1000 * (time.perf_counter() - t0), 1000 * (time.process_time() - c0)
             what = f"{refresher.answers.computations - computed} computed, {refresher.restamped - stamped} restamped"
             print(f"tick {i}: {n} answers refreshed ({what}) in {wall:.0f} ms, CPU {cpu:.0f} ms")
+            if i:
+                steady.append((wall, cpu))
+        if steady:
+            walls, cpus = (sorted(x) for x in zip(*steady, strict=True))
+            print(
+                f"after the first, {len(steady)} ticks: wall min/median/max {walls[0]:.0f}/{walls[len(walls) // 2]:.0f}/{walls[-1]:.0f} ms,"
+                f" CPU {cpus[0]:.0f}/{cpus[len(cpus) // 2]:.0f}/{cpus[-1]:.0f} ms"
+            )
     finally:
         repo.restamp = stamp
         await refresher.close()

@@ -237,5 +237,5 @@ async def read_units_due_between(session: AsyncSession, since: datetime, until: 
     for h in DUE_HOURS:
         ahead = timedelta(hours=h)
         queries.append(select(d.unit_code).where(OPEN, d.eff_due_at > since + ahead, d.eff_due_at <= until + ahead))
-    rows = await session.execute(union(*queries))
+    rows = await (await session.connection()).execute(union(*queries))
     return sorted(set(rows.scalars()))

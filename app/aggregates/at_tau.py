@@ -146,7 +146,7 @@ async def read_units_between(session: AsyncSession, a: datetime, b: datetime) ->
         queries.append(select(d.unit_code).where(d.eff_due_at >= a + hours, d.eff_due_at <= b + hours))
     events = exists().where(e.unit_code == d.unit_code, e.dossier_id == d.dossier_id, e.occurred_at >= a, e.occurred_at <= b)
     queries.append(select(d.unit_code).where(d.recv_at.is_(None), events))
-    return set((await session.execute(union(*queries))).scalars())
+    return set((await (await session.connection()).execute(union(*queries))).scalars())
 
 
 def _bounds():

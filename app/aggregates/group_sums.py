@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.aggregates.at_now import _read_silent, _read_today
 from app.aggregates.at_tau import read_at_instant
 from app.aggregates.counters import COHORT, DUE, FLOW_COUNTERS
-from app.aggregates.histogram import bucket_columns, with_buckets
+from app.aggregates.histogram import bucket_columns, per_key, per_key_rows, with_buckets
 from app.aggregates.network_reads import _read_network_cohort
 from app.aggregates.pending import after_columns, total_columns
 from app.aggregates.scopes import _between, _scope_params, _select, _tables
@@ -109,11 +109,14 @@ async def _read_stored(session: AsyncSession, scope: Scope, spans: list[Span], s
         [hist_t.sector == sector, hist_t.day >= min(s.start for s in spans), *unpacked],
         [bucket],
     )
-    stmt = with_buckets(stmt, hist_t, unpack)
-    for row in (await (await session.connection()).execute(stmt, params)).mappings():
-        for i, sums in enumerate(out[row["g"]]):
-            if row[f"n_{i}"]:
-                sums.hist[row["bucket"]] = int(row[f"n_{i}"])
+    conn = await session.connection()
+    stmt = per_key(with_buckets(stmt, hist_t, unpack), 1, conn.dialect.name == "postgresql")
+    for g, buckets in per_key_rows((await conn.execute(stmt, params)).all()):  # [bucket, n per span] each
+        for i, sums in enumerate(out[g], start=1):
+            hist = sums.hist
+            for r in buckets:
+                if r[i]:
+                    hist[r[0]] = int(r[i])
 
     await _read_cohort_due(session, scope, spans, sector, params, out)
 
@@ -141,4 +144,4 @@ async def read_unit_changes(session: AsyncSession, level: str, parent: str | Non
     stmt = select(UnitChange.unit_code, UnitChange.changes).join(Unit, Unit.code == UnitChange.unit_code).where(Unit.level == level)
     if parent is not None and parent != "VN":
         stmt = stmt.where(Unit.parent_code == parent)
-    return {u: int(n) for u, n in (await session.execute(stmt)).all()}
+    return {u: int(n) for u, n in (await (await session.connection()).execute(stmt)).all()}

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 
-from sqlalchemy import func, literal_column, true
+import orjson
+from sqlalchemy import BigInteger, func, literal_column, select, true
+from sqlalchemy.dialects.postgresql import array
 
 BASE_MS = 60_000
 RATIO = 1.1
@@ -144,6 +146,26 @@ def bucket_columns(table, postgres: bool) -> tuple:
 def with_buckets(stmt, table, unpack):
     """`stmt` with the unpacking function of bucket_columns joined to `table` (which it reads)."""
     return stmt.join_from(table, unpack, true())
+
+
+def per_key(stmt, keys: int, postgres: bool):
+    """`stmt`'s rows (its first `keys` columns a key, then a bucket and its counts) as one row per
+    key: the key, then the list of its rows' other columns ([bucket, n, ...] each). A read of many
+    buckets decodes a row per key (a unit, a day), not one per bucket: PostgreSQL returns a
+    two-dimensional array, SQLite a JSON text (per_key_rows reads both)."""
+    inner = stmt.subquery()
+    cols = list(inner.c)
+    rest = cols[keys:]
+    if postgres:
+        packed = func.array_agg(array([c.cast(BigInteger) for c in rest]))
+    else:
+        packed = func.json_group_array(func.json_array(*rest))
+    return select(*cols[:keys], packed.label("rows")).group_by(*cols[:keys])
+
+
+def per_key_rows(rows) -> list[tuple]:
+    """The rows of a per_key statement with their lists decoded: (key..., [[bucket, n, ...], ...])."""
+    return [(*r[:-1], r[-1] if isinstance(r[-1], list) else orjson.loads(r[-1])) for r in rows]
 
 
 def bucket_rows_sql(name: str, keys: tuple[str, ...], postgres: bool) -> str:

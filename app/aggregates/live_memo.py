@@ -137,13 +137,13 @@ LIVE: ContextVar[LiveMemo | None] = ContextVar("chiso_live_memo", default=None)
 async def read_changes(session: AsyncSession, codes: set[str] | None) -> dict[str, int]:
     c = UnitChange
     if codes is None or len(codes) > CHUNK:  # a few thousand small rows: one read of them all
-        got = {u: int(n) for u, n in (await session.execute(select(c.unit_code, c.changes))).all()}
+        got = {u: int(n) for u, n in (await (await session.connection()).execute(select(c.unit_code, c.changes))).all()}
         return got if codes is None else {u: n for u, n in got.items() if u in codes}
     out: dict[str, int] = {}
     ordered = sorted(codes)
     for start in range(0, len(ordered), CHUNK):
         stmt = select(c.unit_code, c.changes).where(c.unit_code.in_(ordered[start : start + CHUNK]))
-        out.update({u: int(n) for u, n in (await session.execute(stmt)).all()})
+        out.update({u: int(n) for u, n in (await (await session.connection()).execute(stmt)).all()})
     return out
 
 
@@ -154,7 +154,7 @@ async def read_moved(session: AsyncSession, since: datetime, until: datetime, af
     hours = timedelta(hours=after_hours)
     s = UnitSource
     stmt = select(s.unit_code).where(s.last_at >= since - hours, s.last_at <= until - hours)
-    moved.update((await session.execute(stmt)).scalars())
+    moved.update((await (await session.connection()).execute(stmt)).scalars())
     return moved
 
 

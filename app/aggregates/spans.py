@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.aggregates.at_tau import read_at_instant
 from app.aggregates.counters import DAY_COUNTERS, DUE, FLOW_COUNTERS, TOTALS
-from app.aggregates.histogram import bucket_columns, with_buckets
+from app.aggregates.histogram import bucket_columns, per_key, per_key_rows, with_buckets
 from app.aggregates.live_memo import read_live
 from app.aggregates.network_reads import _read_network_cohort
 from app.aggregates.pending import Backlog, total_columns
@@ -55,7 +55,7 @@ def _spans_statements(has_codes: bool, rollup: bool, postgres: bool) -> tuple:
     )
     bucket, n, unpacked, unpack = bucket_columns(h, postgres)
     hist = select(h.day, bucket, func.sum(n).label("n")).where(h.sector == sector, h.day >= low, *mine(h), *unpacked)
-    hist = with_buckets(hist, h, unpack).group_by(h.day, bucket)
+    hist = per_key(with_buckets(hist, h, unpack).group_by(h.day, bucket), 1, postgres)  # a row per day
     due = (
         select(c.recv_day, c.due_day, func.sum(c.n).label("n"))
         .where(c.sector == sector, c.recv_day >= low, *mine(c))
@@ -98,8 +98,8 @@ async def read_spans(
         hi = len(days) if e is None else bisect_left(days, e)
         return prefix[c][hi] - prefix[c][bisect_left(days, s)]
 
-    hist_rows = sorted((d, b, int(n or 0)) for d, b, n in (await conn.execute(q_hist, params)).all())
-    hist_days = [d for d, _, _ in hist_rows]
+    hist_rows = sorted(per_key_rows((await conn.execute(q_hist, params)).all()))  # (day, [[bucket, n], ...])
+    hist_days = [d for d, _ in hist_rows]
     due_rows = sorted((r, d, int(n or 0)) for r, d, n in (await conn.execute(q_due, params)).all())
     due_recv = [r for r, _, _ in due_rows]
     p_total, o_total = (await conn.execute(q_total, params)).one()
@@ -110,8 +110,10 @@ async def read_spans(
         sums.flows = {c: total(c, sp.start, sp.end) for c in FLOW_COUNTERS}
         sums.pending_after, sums.overdue_after = backlog.after(sp.after)
         sums.pending_total, sums.overdue_total = backlog.totals
-        for _, bucket, n in hist_rows[bisect_left(hist_days, sp.start) : bisect_left(hist_days, sp.end)]:
-            sums.hist[bucket] = sums.hist.get(bucket, 0) + n
+        hist = sums.hist
+        for _, buckets in hist_rows[bisect_left(hist_days, sp.start) : bisect_left(hist_days, sp.end)]:
+            for bucket, n in buckets:
+                hist[bucket] = hist.get(bucket, 0) + int(n or 0)
         sums.hist = {b: n for b, n in sums.hist.items() if n}
         sums.cohort_due = sum(
             n for _, due, n in due_rows[bisect_left(due_recv, sp.start) : bisect_left(due_recv, sp.end)] if due >= sp.due_from

@@ -100,7 +100,8 @@ class Dependencies:
         the counts do not show. For each period in progress of the `compared` answers (kind,
         params), the units whose figures at its same point t may have moved since `since` too."""
         c = UnitChange
-        rows = (await session.execute(select(meta.data_version_select().scalar_subquery(), c.unit_code, c.changes))).all()
+        stmt = select(meta.data_version_select().scalar_subquery(), c.unit_code, c.changes)
+        rows = (await (await session.connection()).execute(stmt)).all()  # Core: no ORM rows for thousands of counts
         counts = {u: int(k) for _, u, k in rows}
         current = int(rows[0][0] or 0) if rows else await meta.read_data_version(session)
         central = (await session.execute(select(NetworkSource.source).limit(1))).first() is not None
