@@ -11,6 +11,7 @@ import math
 import orjson
 from sqlalchemy import BigInteger, func, literal_column, select, true
 from sqlalchemy.dialects.postgresql import array
+from sqlalchemy.types import NullType
 
 BASE_MS = 60_000
 RATIO = 1.1
@@ -157,7 +158,7 @@ def per_key(stmt, keys: int, postgres: bool):
     cols = list(inner.c)
     rest = cols[keys:]
     if postgres:
-        packed = func.array_agg(array([c.cast(BigInteger) for c in rest]))
+        packed = func.array_agg(array([c.cast(BigInteger) for c in rest]), type_=NullType())  # asyncpg's lists as they are
     else:
         packed = func.json_group_array(func.json_array(*rest))
     return select(*cols[:keys], packed.label("rows")).group_by(*cols[:keys])
