@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 
+from app import collector
 from app.aggregates import pgpass
 from app.answers.refresher import AnswerRefresher
 from app.answers.service import SharedAnswers
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        collector.tune()
         db = Database(
             settings.database_url,
             settings.db_pool_size,

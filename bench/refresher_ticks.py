@@ -16,6 +16,7 @@ import time
 
 from sqlalchemy import text
 
+from app import collector
 from app.answers import repository as repo
 from app.answers.refresher import AnswerRefresher
 from app.db.engine import Database
@@ -23,6 +24,7 @@ from app.settings import Settings
 
 
 async def main(url: str, ticks: int, touch: int) -> None:
+    collector.tune()  # as the refresher's process does
     db = Database(url, pool_size=4)
     async with db.transaction() as session:
         await session.execute(text("UPDATE shared_answer SET polled_at = now()"))

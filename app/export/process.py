@@ -27,6 +27,7 @@ RESTART_AFTER = 5.0  # seconds before a dead exporter process is started again
 def run_exporter() -> None:
     """The exporter loop, the answer refresher's and the database upkeep's (app.db.upkeep), until SIGTERM or
     SIGINT (the body of `chiso export run`)."""
+    from app import collector
     from app.answers.refresher import AnswerRefresher
     from app.db.engine import Database
     from app.db.upkeep import Upkeep
@@ -34,6 +35,7 @@ def run_exporter() -> None:
     from app.settings import Settings
 
     async def main() -> None:
+        collector.tune()
         settings = Settings()
         db = Database(settings.database_url, pool_size=5)  # the two leadership connections, one session each, the upkeep's
         exporter = Exporter(db, settings)
