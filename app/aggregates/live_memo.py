@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.aggregates.at_now import DUE_HOURS, _network_due_statement, _read_silent, _read_today, read_units_due_between
 from app.aggregates.scopes import _scope_params
 from app.aggregates.sums import Scope, Sums
+from app.db.dialect import codes_in
 from app.db.models import ALL_SECTORS, UnitChange, UnitSource
 
 CHUNK = 500
@@ -134,6 +135,9 @@ class LiveMemo(KeptEntries):
 LIVE: ContextVar[LiveMemo | None] = ContextVar("chiso_live_memo", default=None)
 
 
+_CHANGES_OF = select(UnitChange.unit_code, UnitChange.changes).where(codes_in(UnitChange.unit_code))
+
+
 async def read_changes(session: AsyncSession, codes: set[str] | None) -> dict[str, int]:
     c = UnitChange
     if codes is None or len(codes) > CHUNK:  # a few thousand small rows: one read of them all
@@ -142,8 +146,8 @@ async def read_changes(session: AsyncSession, codes: set[str] | None) -> dict[st
     out: dict[str, int] = {}
     ordered = sorted(codes)
     for start in range(0, len(ordered), CHUNK):
-        stmt = select(c.unit_code, c.changes).where(c.unit_code.in_(ordered[start : start + CHUNK]))
-        out.update({u: int(n) for u, n in (await (await session.connection()).execute(stmt)).all()})
+        rows = (await (await session.connection()).execute(_CHANGES_OF, {"codes": ordered[start : start + CHUNK]})).all()
+        out.update({u: int(n) for u, n in rows})
     return out
 
 

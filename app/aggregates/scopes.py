@@ -10,6 +10,7 @@ from sqlalchemy import and_, bindparam, case, literal, select
 
 from app.aggregates.sums import Scope
 from app.aggregates.writes import OWN_TABLES, ROLLUP_TABLES
+from app.db.dialect import codes_in
 from app.db.models import (
     Unit,
 )
@@ -23,7 +24,6 @@ def _group_and_filter(scope: Scope, unit_col, rollup: bool = False):
     """(group expression or None, where clauses, needs join); the codes and the parent are bound
     parameters (see _scope_params), so a statement built once serves every scope of its shape.
     `rollup`: the table holds rollup rows (a province's or the nation's own sums)."""
-    codes = bindparam("codes", expanding=True)
     if rollup:
         if scope.level is None:  # one province or the nation
             return None, [unit_col == bindparam("rollup")], False
@@ -35,9 +35,9 @@ def _group_and_filter(scope: Scope, unit_col, rollup: bool = False):
     if scope.level is None:
         if scope.codes is None:
             return None, [], False
-        return None, [unit_col.in_(codes)], False
+        return None, [codes_in(unit_col)], False
     if scope.level == "unit":  # each unit on its own: of `codes`, or every unit
-        return unit_col, [] if scope.codes is None else [unit_col.in_(codes)], False
+        return unit_col, [] if scope.codes is None else [codes_in(unit_col)], False
     if scope.level == "commune":
         group = Unit.code
         where = [Unit.level == "commune"]

@@ -20,6 +20,7 @@ from app.aggregates.scopes import _group_and_filter, _scope_params, _tables
 from app.aggregates.silent import DEFAULT_AFTER_HOURS
 from app.aggregates.sums import Scope, Span, Sums
 from app.aggregates.writes import OWN_TABLES, ROLLUP_TABLES
+from app.db.dialect import codes_in
 from app.db.models import (
     ALL_SECTORS,
 )
@@ -45,7 +46,7 @@ def _spans_statements(has_codes: bool, rollup: bool, postgres: bool) -> tuple:
     def mine(t) -> list:
         if rollup:
             return [t.unit_code == bindparam("rollup")]
-        return [t.unit_code.in_(bindparam("codes", expanding=True))] if has_codes else []
+        return [codes_in(t.unit_code)] if has_codes else []
 
     d, h, c, t = ROLLUP_TABLES if rollup else OWN_TABLES
     day = (

@@ -5,9 +5,13 @@ from __future__ import annotations
 from functools import lru_cache
 
 import orjson
-from sqlalchemy import func, text
+from sqlalchemy import String, any_, bindparam, func, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
+from sqlalchemy.types import NullType
 
 
 def insert(session: AsyncSession, table):
@@ -19,6 +23,37 @@ def insert(session: AsyncSession, table):
 
 def is_postgres(session: AsyncSession) -> bool:
     return session.bind.dialect.name == "postgresql"
+
+
+class CodesIn(ColumnElement):
+    """`column IN (:codes)`, the list bound at execution. PostgreSQL takes it as one array
+    (`column = ANY(:codes)`): one statement text whatever the list's length, so the driver's
+    prepared statement serves again, and nothing renders a placeholder per code at each execution
+    (SQLAlchemy's expanding parameter: ~8 % of a refresher tick that re-read 1,400 units in chunks of
+    500). PostgreSQL plans both spellings alike (it reads an IN list as `= ANY(ARRAY[...])`). SQLite
+    keeps the expanding list."""
+
+    inherit_cache = True
+    type = NullType()
+    _traverse_internals = [("column", InternalTraversal.dp_clauseelement), ("name", InternalTraversal.dp_string)]
+
+    def __init__(self, column, name: str = "codes"):
+        self.column, self.name = column, name
+
+
+@compiles(CodesIn)
+def _codes_in(element: CodesIn, compiler, **kw) -> str:
+    return compiler.process(element.column.in_(bindparam(element.name, expanding=True)), **kw)
+
+
+@compiles(CodesIn, "postgresql")
+def _codes_any(element: CodesIn, compiler, **kw) -> str:
+    return compiler.process(element.column == any_(bindparam(element.name, type_=postgresql.ARRAY(String))), **kw)
+
+
+def codes_in(column, name: str = "codes") -> CodesIn:
+    """`column` among the codes bound as `name` (a list) at execution: CodesIn."""
+    return CodesIn(column, name)
 
 
 # A list of at most this many unit codes may lead a plan through the units' indexes; a longer one
