@@ -84,8 +84,15 @@ def live_part(s: Sums) -> tuple:
 
 
 def with_live(stored: Sums, live: Sums) -> Sums:
-    """The stored part of one Sums with the live part of another."""
-    return replace(stored, **{f: getattr(live, f) for f in LIVE_FIELDS})
+    """The stored part of one Sums with the live part of another (a shallow copy: a ranking makes
+    two per changed unit each tick, where dataclasses.replace, through __init__, took 4 µs each)."""
+    out = object.__new__(Sums)
+    fields = out.__dict__
+    fields.update(stored.__dict__)
+    theirs = live.__dict__
+    for f in LIVE_FIELDS:
+        fields[f] = theirs[f]
+    return out
 
 
 @dataclass(frozen=True, slots=True)
