@@ -66,6 +66,7 @@ class Dependencies:
         self._at: datetime | None = None
         self._held: dict[str, _Held] = {}
         self._moved_at: dict[periods.Period, set[str]] = {}  # per period in progress: units its t's step crossed a time of
+        self._points: dict[tuple, tuple | None] = {}  # compared_point per (kind, period parameters) at one `now`
 
     @property
     def version(self) -> int | None:
@@ -113,12 +114,22 @@ class Dependencies:
             return current, None
         units = {u for u, k in counts.items() if prev.get(u) != k} | (set(prev) - set(counts))
         units |= await read_moved(session, since - MARGIN, now, after_hours)
-        for p in {cp[0] for kind, params in compared if (cp := compared_point(kind, params, now, self.tz)) is not None}:
+        for p in {cp[0] for kind, params in compared if (cp := self._point(kind, params, now)) is not None}:
             # t at `since` and now: the answers computed or restamped since stand at a t within
             lo, hi = periods.same_point(p, since, self.tz), periods.same_point(p, now, self.tz)
             moved = await read_units_between(session, lo, hi) if lo is not None and hi is not None and lo < hi else set()
             self._moved_at[p] = _with_ancestors(moved, registry)
         return current, _with_ancestors(units, registry)
+
+    def _point(self, kind: str, params: dict, now: datetime) -> tuple | None:
+        """kinds.compared_point, once per period's parameters and `now` (a tick asks it of each
+        polled answer twice; hundreds of answers share a few periods)."""
+        key = (kind, params.get("period"), params.get("at"), params.get("window"), now)
+        if key not in self._points:
+            if len(self._points) > 1024:
+                self._points.clear()
+            self._points[key] = compared_point(kind, params, now, self.tz)
+        return self._points[key]
 
     def holds(self, row, params: dict, touched: set[str] | None, registry: Registry, prev_version: int | None, now: datetime) -> bool:
         """Whether the stored answer (a row of repository.read_polled) still holds at this tick; if
@@ -127,7 +138,7 @@ class Dependencies:
         computation saw every batch those counts show): adopted."""
         if touched is None or row.kind not in HELD_KINDS or touched & _units_of(row.kind, params):
             return False
-        cp = compared_point(row.kind, params, now, self.tz)
+        cp = self._point(row.kind, params, now)
         if cp is not None and (cp[0] not in self._moved_at or self._moved_at[cp[0]] & _units_of(row.kind, params)):
             return False
         today = periods.today(now, self.tz)
