@@ -34,6 +34,7 @@ computations compare like with like, and the tests can stop it.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import logging
 import time
@@ -84,6 +85,17 @@ class Answer:
     computed_at: datetime
     checked: float = 0.0  # monotonic time of the lookup that last found it servable
     current: bool = False  # its version was the current one at that lookup
+
+
+# An answer at least this large goes gzipped to a client that accepts it (the ranking of all 3,321
+# communes is 2.9 MB of JSON, ~10x less gzipped); smaller ones go as they are.
+GZIP_FROM = 64 * 1024
+_GZIPPED_KEPT = 64  # a worker's compressed bodies, the last made
+
+
+def gzip_etag(etag: str) -> str:
+    """The ETag of an answer's gzipped form: another representation, another strong tag."""
+    return etag[:-1] + '-gz"'
 
 
 def etag_of(data: bytes) -> str:
@@ -138,6 +150,7 @@ class SharedAnswers:
         self.holder = holder or f"{uuid.uuid4().hex[:12]}"
         self.computations = 0  # answers this process computed (refreshes included)
         self._local: OrderedDict[str, Answer] = OrderedDict()
+        self._gzipped: dict[str, tuple[bytes, bytes]] = {}  # key -> (the body, it gzipped): gzipped()
         self._inflight: dict[str, asyncio.Future] = {}
         self._background: set[asyncio.Task] = set()
         self._looked_after = 0.0  # copies checked before then are looked up again (invalidate)
@@ -264,6 +277,17 @@ class SharedAnswers:
             now = scoring._now()
             async with self.db.transaction() as session:
                 await repo.touch_many(session, keys, now, now - timedelta(seconds=self.touch_every))
+
+    def gzipped(self, key: str, answer: Answer) -> bytes:
+        """The answer's body gzipped, made once per body by this worker (level 1: ~15 ms for the
+        2.9 MB ranking of all communes) and served to every poller that accepts it until the body
+        changes (a computation or a restamp)."""
+        got = self._gzipped.get(key)
+        if got is None or got[0] is not answer.body:
+            got = self._gzipped[key] = (answer.body, gzip.compress(answer.body, compresslevel=1, mtime=0))
+            while len(self._gzipped) > _GZIPPED_KEPT:
+                self._gzipped.pop(next(iter(self._gzipped)))
+        return got[1]
 
     def _keep(self, key: str, answer: Answer) -> None:
         self._local[key] = answer

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from app import metrics
 from app.answers.kinds import ReadContext
-from app.answers.service import canonical_params
+from app.answers.service import GZIP_FROM, canonical_params, gzip_etag
 from app.api.deps import Reads, ReadsDep
 from app.api.params import (
     PERIOD_DOC,
@@ -32,6 +32,7 @@ from app.api.params import (
     Window,
     Within,
 )
+from app.api.responses import accepts_gzip
 from app.api.schemas import READ_ERRORS, problems
 from app.errors import NotFound
 from app.scoring.schemas import AtRiskAnswer, KpiAnswer, RankingAnswer, SectorsAnswer, SeriesAnswer, SilentAnswer
@@ -40,15 +41,22 @@ router = APIRouter(prefix="/api/v1", tags=["kpis"])
 
 
 async def answer(r: Reads, kind: str, params: dict) -> Response:
-    """The shared answer (app.answers) as JSON, with an ETag over the figures, not `as_of`."""
+    """The shared answer (app.answers) as JSON, with an ETag over the figures, not `as_of`; one of
+    GZIP_FROM bytes or more gzipped (once per body by this worker) to a client that accepts it."""
     for name in ("code", "parent"):  # an unknown unit is a 404 before any stored answer is looked up or claimed
         if params.get(name) is not None and r.reader.registry.get(params[name]) is None:
             raise NotFound(f"unknown unit {params[name]}")
     # Keyed by the validated parameters, not the raw query: parameters the endpoint does not take
     # (any bytes, NUL included) neither split one answer into many nor reach the database.
     key = f"{kind}:{canonical_params(params)}"
-    got = await r.request.app.state.answers.get(ReadContext(r.reader, r.rankings), kind, key, params)
-    return Response(got.body, media_type="application/json", headers={"ETag": got.etag})
+    answers = r.request.app.state.answers
+    got = await answers.get(ReadContext(r.reader, r.rankings), kind, key, params)
+    if len(got.body) < GZIP_FROM:
+        return Response(got.body, media_type="application/json", headers={"ETag": got.etag})
+    if accepts_gzip(r.request.headers.get("accept-encoding", "")):
+        headers = {"ETag": gzip_etag(got.etag), "Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
+        return Response(answers.gzipped(key, got), media_type="application/json", headers=headers)
+    return Response(got.body, media_type="application/json", headers={"ETag": got.etag, "Vary": "Accept-Encoding"})
 
 
 class _Timer:
