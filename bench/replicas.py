@@ -16,7 +16,8 @@ Two `chiso serve --workers N` on one PostgreSQL database, the pollers alternatin
   process of the replica holding the refresher's advisory lock), the other exporter, the web
   workers, and PostgreSQL's backends of the bench database (nobody else's);
 - PostgreSQL's CPU serving `--pollers` and then `--many` pollers of distinct communes' answers at
-  rest: serving is a lookup, so the second must not cost PostgreSQL more.
+  rest, each measured after a window of the same pollers unmeasured (every worker has met every
+  answer once: the steady state): serving is a lookup, so the second must not cost PostgreSQL more.
 
 The standalone run creates a database on `--pg`, loads `--events` events through the API
 (bench.shared_answers.load), runs the phase, prints the table and drops the database.
@@ -259,6 +260,12 @@ def phase(ctx, bases: list[str], root_pids: list[int], tag: str = "r2") -> dict:
         communes = {"commune KPI (30d)": sets["commune KPI (30d)"]}
         res["pg_by_pollers"] = {}
         for n in (0, a.pollers, a.many):  # 0: what runs anyway (the refresher's ticks, the followers, the exporter)
+            # a window unmeasured first: each worker's first poll of an answer is a lookup and a body
+            # read (its copy), and the work the feed left behind settles; then the steady state
+            if n:
+                paced_reads(ctx, bases, communes, f"{n} pollers at rest, warming", (("paced", a.poll_interval),), pollers=n)
+            else:
+                time.sleep(a.read_seconds)
             meter.start_window()
             t0, made = time.time(), computed(bases)
             if n:
