@@ -90,7 +90,7 @@ class Answer:
 # An answer at least this large goes gzipped to a client that accepts it (the ranking of all 3,321
 # communes is 2.9 MB of JSON, ~10x less gzipped); smaller ones go as they are.
 GZIP_FROM = 64 * 1024
-_GZIPPED_KEPT = 64  # a worker's compressed bodies, the last made
+_GZIPPED_KEPT = 8  # a worker's compressed bodies, the last made (each holds its body too: ~3 MB for the largest)
 
 
 def gzip_etag(etag: str) -> str:
