@@ -282,22 +282,27 @@ def phase(ctx, bases: list[str], root_pids: list[int], tag: str = "r2") -> dict:
     return res
 
 
-def paced_reads_warm(ctx, bases: list[str], paths: list[str]) -> None:
-    """Ask every answer once, on one replica or the other (8 requests at a time)."""
+def paced_reads_warm(ctx, bases: list[str], paths: list[str]) -> list[float]:
+    """Ask every answer once, on one replica or the other (8 requests at a time): the seconds each
+    first ask took."""
 
-    async def go():
+    async def go() -> list[float]:
         import httpx
 
         sem = asyncio.Semaphore(8)
+        took: list[float] = []
         async with httpx.AsyncClient(timeout=120) as cl:
 
             async def one(i: int, path: str) -> None:
                 async with sem:
+                    t0 = time.perf_counter()
                     await cl.get(bases[i % len(bases)] + path)
+                    took.append(time.perf_counter() - t0)
 
             await asyncio.gather(*(one(i, p) for i, p in enumerate(paths)))
+        return took
 
-    asyncio.run(go())
+    return asyncio.run(go())
 
 
 def rows(res: dict, row) -> None:
