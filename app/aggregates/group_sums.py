@@ -17,7 +17,7 @@ from app.aggregates.counters import COHORT, DUE, FLOW_COUNTERS
 from app.aggregates.histogram import bucket_columns, per_key, per_key_rows, with_buckets
 from app.aggregates.network_reads import _read_network_cohort
 from app.aggregates.pending import after_columns, total_columns
-from app.aggregates.scopes import _between, _scope_params, _select, _tables
+from app.aggregates.scopes import _between, _scope_params, _select, _shape_of, _tables
 from app.aggregates.silent import DEFAULT_AFTER_HOURS
 from app.aggregates.sums import Scope, Span, Sums
 from app.db.models import (
@@ -60,13 +60,6 @@ async def read_sums(
         if sector == ALL_SECTORS and not cohort_only:
             await _read_network_cohort(session, scope, spans, out)
     return out
-
-
-def _shape(scope: Scope) -> Scope:
-    """A scope standing for every scope read by the same statements (the codes, the parent and the
-    rollup unit are bound parameters: scopes._scope_params)."""
-    parent = None if scope.parent is None else "VN" if scope.parent == "VN" else "?"
-    return Scope(codes=None if scope.codes is None else (), level=scope.level, parent=parent, rollup=None if scope.rollup is None else "?")
 
 
 @lru_cache(maxsize=64)
@@ -124,7 +117,7 @@ def _span_params(spans: list[Span], sector: str) -> dict:
 async def _read_stored(session: AsyncSession, scope: Scope, spans: list[Span], sector: str, cohort_only: bool, params: dict, out):
     conn = await session.connection()
     q_day, q_total, q_hist, q_due = _stored_statements(
-        _shape(scope), tuple(sp.now is None for sp in spans), cohort_only, conn.dialect.name == "postgresql"
+        _shape_of(scope), tuple(sp.now is None for sp in spans), cohort_only, conn.dialect.name == "postgresql"
     )
     params = params | _span_params(spans, sector)
     counters = COHORT if cohort_only else FLOW_COUNTERS

@@ -4,6 +4,7 @@ reads, as statements built once per shape with the codes and the parent as bound
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 
 from sqlalchemy import and_, bindparam, case, literal, select
@@ -69,6 +70,13 @@ def _scope_params(scope: Scope) -> dict:
 def _scope_shape(level: str | None, parent: str | None, has_codes: bool) -> Scope:
     """A scope standing for every scope with these traits, to build a statement once."""
     return Scope(codes=() if has_codes else None, level=level, parent=parent)
+
+
+def _shape_of(scope: Scope) -> Scope:
+    """The scope standing for every scope read by the same statements as `scope` (its codes, a
+    parent below the nation and the rollup unit are bound parameters: _scope_params)."""
+    parent = scope.parent if scope.parent in (None, "VN") else "?"
+    return replace(_scope_shape(scope.level, parent, scope.codes is not None), rollup=None if scope.rollup is None else "?")
 
 
 def _select(scope: Scope, table, columns: list, extra_where: list, extra_group: list | None = None):
