@@ -30,6 +30,11 @@ BATCH_EVENTS = Histogram(
     "Events per ingest request.",
     buckets=(1, 10, 100, 500, 1000, 2000, 5000),
 )
+GROUP_BATCHES = Histogram(
+    "chiso_ingest_group_batches",
+    "Ingest requests stored together in one write pass (group commit, app.ingest.groups).",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 DB_ERRORS = Counter("chiso_database_errors_total", "Requests that failed because the database was unavailable.")
 INGEST_ERRORS = Counter(
     "chiso_ingest_errors_total", "Ingest requests (POST /api/v1/events) answered 500 by an unexpected error (503s: database errors)."

@@ -26,6 +26,12 @@ class Settings(BaseSettings):
     horizon_days: int = Field(400, description="How far in the past occurred_at may lie.")
     max_batch_events: int = Field(5000, description="Most events in one ingest request.")
     max_body_bytes: int = Field(5 * 1024 * 1024, description="Largest ingest request body.")
+    ingest_group_events: int = Field(
+        5000,
+        ge=0,
+        description="Most events of the ingest requests one worker stores together in one write pass when they arrive "
+        "while its passes are busy (group commit); 0: each request alone.",
+    )
     ingest_rate_per_minute: int = Field(600, description="Ingest requests per minute allowed per key (per worker); 0 disables.")
     retry_after_seconds: int = Field(5, description="Retry-After sent with 429 and 503.")
     seed_registry: bool = Field(True, description="Seed the unit registry on start when empty.")

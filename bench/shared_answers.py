@@ -108,6 +108,16 @@ def cpu_of(pids: dict[int, str]) -> dict[str, float]:
     return got
 
 
+async def backends(dsn: str) -> dict[int, str]:
+    """pid -> "PostgreSQL" of the backends connected to the bench database (the service's pools)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        return {r["pid"]: "PostgreSQL (this database)" for r in rows}
+    finally:
+        await conn.close()
+
+
 def computations(servers: list[Server]) -> dict[str, float]:
     """chiso_answer_computations_total by `by` (request, refresher), summed over the servers."""
     got: dict[str, float] = {}
@@ -320,6 +330,7 @@ def main() -> None:
             for kind_urls in urls.values():
                 for u in kind_urls:
                     httpx.get(bases[0] + u, timeout=120)
+            pids |= asyncio.run(backends(f"{ADMIN}/{name}"))
             before, made = cpu_of(pids), computations(servers)
 
             seconds_before = server_seconds(servers)

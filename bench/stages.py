@@ -54,8 +54,10 @@ LABELS = [  # the first words of each statement of the pass, and what it does
 ]
 
 
-def label(query: str) -> str:
+def label(query: str, detail: bool = False) -> str:
     q = " ".join(query.split())
+    if detail:  # each statement by its opening words
+        return q[:57]
     for prefix, name in LABELS:
         if q.startswith(prefix):
             return name
@@ -113,7 +115,7 @@ async def main(args) -> None:
             for msg in notices:
                 m = re.search(r"duration: ([0-9.]+) ms\s+plan:\s*Query Text: (.*)", msg, re.S)
                 if m and fn.ingest_staged not in m.group(2) and fn.temp_tables not in m.group(2):
-                    per[label(m.group(2))] += float(m.group(1))
+                    per[label(m.group(2), args.detail)] += float(m.group(1))
         await conn.close()
         print(
             f"{counted:,} events in chunks of {args.chunk:,} ({len(communes)} communes of {args.province}, a year): "
@@ -134,5 +136,6 @@ if __name__ == "__main__":
     ap.add_argument("--chunk", type=int, default=20_000)
     ap.add_argument("--communes", type=int, default=40)
     ap.add_argument("--province", default="01")
+    ap.add_argument("--detail", action="store_true", help="each statement by its opening words, not by stage")
     ap.add_argument("--pg", default=os.environ.get("CHISO_BENCH_PG", "postgresql://postgres@127.0.0.1:5432"))
     asyncio.run(main(ap.parse_args()))

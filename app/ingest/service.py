@@ -13,7 +13,7 @@ from app.aggregates import silent, writes
 from app.aggregates.contrib import Delta
 from app.db import meta, partitions
 from app.db.engine import Database
-from app.ingest import repository
+from app.ingest import groups, repository
 from app.ingest.schemas import EventError, validate_events
 from app.keys.service import Principal, check_units
 from app.settings import Settings
@@ -69,6 +69,7 @@ async def accept_batch(
     horizon checks): the current time, unless a caller that replays history says otherwise (the
     demo's back-fill, tests of acceptance-time rules such as silent sources)."""
     started = time.perf_counter()
+    grouped = now is None and settings.ingest_group_events > 0  # accepted now: may share a pass (app.ingest.groups)
     now = datetime.now(UTC) if now is None else now.astimezone(UTC)
     skew, horizon = timedelta(seconds=settings.skew_seconds), timedelta(days=settings.horizon_days)
 
@@ -88,8 +89,14 @@ async def accept_batch(
     if dry_run:
         async with db.session() as session:
             stored = await repository.read_stored_event_keys(session, [(e["unit_code"], e["event_id"]) for _, e in valid])
+    elif not valid:
+        stored = set()
+    elif grouped:
+        stored = await groups.of(db, settings.ingest_group_events).store(
+            lambda events, at: store_events(db, registry, settings, events, at), [e for _, e in valid], now
+        )
     else:
-        stored = await store_events(db, registry, settings, [e for _, e in valid], now) if valid else set()
+        stored = await store_events(db, registry, settings, [e for _, e in valid], now)
     for index, ev in valid:
         key = (ev["unit_code"], ev["event_id"])
         # `stored` is what was already there (dry run) or what this request inserted (real run).
