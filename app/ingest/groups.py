@@ -2,12 +2,15 @@
 together, in one transaction and one write pass, and each is acknowledged after that commit.
 
 A write pass costs the database per batch as well as per event: each touches its units' day rows
-and, above them, the same province and nation rows as every other batch (for 100-event batches about
-4 rollup-row updates per event; in 1,000-event groups many are shared: bench/README). So a worker
-runs at most `PASSES` passes at a time; a batch that finds them all busy waits, and the first of the
-waiting to get a turn takes every batch waiting then (up to `ingest_group_events` events, in arrival
-order) into one pass. Under light load a batch is alone and waits for nothing; under load the groups
-grow with the queue, and the database's work per event falls as the load rises.
+and, above them, the same province and nation rows as every other batch, and commits (for 100-event
+batches about 4 rollup-row updates per event; in 1,000-event groups many are shared: bench/README).
+So a worker runs one pass at a time (`PASSES`); a batch that finds it busy waits, and the first of
+the waiting to get the turn takes every batch waiting then (up to `ingest_group_events` events, in
+arrival order) into the next pass. Under light load a batch is alone and waits for nothing; under
+load the groups grow with the queue, and the database's work per event falls as the load rises.
+One pass a worker, not two: at saturation (`bench.post_cost --rate 20000`, three runs each) two
+passes made groups of 3.7 batches and took 3,574 events/s (median), one made groups of 7.2 and took
+4,710; at 2,000 events/s the two were alike (groups of 1.0, ack p50 74-89 ms either way).
 
 Each batch keeps its own answer:
 - an event whose (unit_code, event_id) an earlier batch of the group carries is that batch's, and a
@@ -31,7 +34,7 @@ from datetime import datetime
 from app import metrics
 from app.db.engine import Database
 
-PASSES = 2  # write passes at once per worker: one can wait on its commit while the other runs
+PASSES = 1  # write passes at once per worker (the deployment's passes: one per worker of each replica)
 
 Key = tuple[str, str]
 Store = Callable[[list[dict], datetime], Awaitable[set[Key]]]  # ingest.service.store_events, bound

@@ -78,14 +78,14 @@ class TestPosted:
 
 class TestGroupCommit:
     """The group commit driven directly (the store function is the real store_events), so that which
-    batches share a pass is known: the first two batches take the two turns alone, the rest wait and
-    the first of them takes them all."""
+    batches share a pass is known: the first batches take the worker's turns (groups.PASSES) alone,
+    the rest wait and the first of them takes them all."""
 
     async def test_an_event_two_batches_of_a_group_carry_is_the_first_ones(self, fresh_service):
         svc = fresh_service
         items = [wire(e) for e in stream(random.Random(3), COMMUNES_46, 12, datetime.now(UTC), days=10)]
         b = [await screened(svc, part) for part in (items[0:4], items[4:8], items[8:14], items[14:])]
-        b.append(await screened(svc, [items[9], *items[14:16]]))  # of batches 3 and 4, in their group
+        b.append(await screened(svc, [items[9], *items[14:16]]))  # of batches 3 and 4, earlier in its group
         wg = groups.WriteGroups(5000)
         registry = await svc.app.state.registry.refresh()
 
@@ -94,7 +94,7 @@ class TestGroupCommit:
 
         before = grouped_batches()
         got = await asyncio.gather(*(wg.store(store, batch, datetime.now(UTC)) for batch in b))
-        assert grouped_batches()[1] - before[1] == 3  # passes: [1], [2], [3, 4, 5]
+        assert grouped_batches()[1] - before[1] == groups.PASSES + 1  # (one pass a turn:) [1], [2, 3, 4, 5]
         keys = [{(e["unit_code"], e["event_id"]) for e in batch} for batch in b]
         assert got[:4] == keys[:4]  # each inserted all its own
         assert got[4] == set()  # its events are batch 3's and batch 4's
@@ -113,7 +113,7 @@ class TestGroupCommit:
 
         before = grouped_batches()
         got = await asyncio.gather(*(wg.store(store, batch, datetime.now(UTC)) for batch in [*b[:3], poison, b[3]]), return_exceptions=True)
-        assert grouped_batches()[0] - before[0] == 5 and grouped_batches()[1] - before[1] == 3
+        assert grouped_batches()[0] - before[0] == 5 and grouped_batches()[1] - before[1] == groups.PASSES + 1
         assert isinstance(got[3], Exception)  # the poisoned batch's request gets the error
         assert got[:3] + got[4:] == [{(e["unit_code"], e["event_id"]) for e in batch} for batch in b]  # the others are stored
         assert await stored(svc, [e["event_id"] for e in items[:20]]) == 20
