@@ -16,8 +16,9 @@ Each batch keeps its own answer:
 - an event whose (unit_code, event_id) an earlier batch of the group carries is that batch's, and a
   duplicate for this one (as it would be if posted right after);
 - the group's acceptance time is the latest of its batches' (each event keeps the `ingested_at` of
-  its own batch); only batches accepted at the current time are grouped (`accept_batch` without a
-  `now`);
+  its own batch), and its registry the latest request's (which knows every unit an earlier one
+  screened against); only batches accepted at the current time are grouped (`accept_batch` without
+  a `now`);
 - a group whose pass fails is stored again batch by batch (its transaction rolled back: nothing of
   it was stored), so that an error reaches only the batch it belongs to;
 - the pass runs in a task of its own: a request cancelled while its group is stored does not take
@@ -44,6 +45,7 @@ Store = Callable[[list[dict], datetime], Awaitable[set[Key]]]  # ingest.service.
 class _Batch:
     events: list[dict]
     now: datetime
+    store: Store  # with the request's own registry (a later request's may know more units)
     answer: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -57,12 +59,12 @@ class WriteGroups:
 
     async def store(self, store: Store, events: list[dict], now: datetime) -> set[Key]:
         """`store(events, now)` for one batch, in a group if others wait with it: the keys it inserted."""
-        me = _Batch(events, now)
+        me = _Batch(events, now, store)
         self._waiting.append(me)
         while me in self._waiting:  # not taken into a pass yet
             async with self._turns:
                 if me in self._waiting:
-                    await asyncio.shield(asyncio.ensure_future(_store_group(store, self._take())))
+                    await asyncio.shield(asyncio.ensure_future(_store_group(self._take())))
         return await asyncio.shield(me.answer)
 
     def _take(self) -> list[_Batch]:
@@ -76,7 +78,7 @@ class WriteGroups:
         return group
 
 
-async def _store_group(store: Store, group: list[_Batch]) -> None:
+async def _store_group(group: list[_Batch]) -> None:
     try:
         metrics.GROUP_BATCHES.observe(len(group))
         if len(group) > 1:
@@ -89,7 +91,7 @@ async def _store_group(store: Store, group: list[_Batch]) -> None:
                         owner[key] = b
                         events.append(e)
             try:
-                inserted = await store(events, max(b.now for b in group))
+                inserted = await group[-1].store(events, max(b.now for b in group))  # the latest request's
             except Exception:  # noqa: BLE001 - each batch alone below: its own answer, error or not
                 pass
             else:
@@ -98,7 +100,7 @@ async def _store_group(store: Store, group: list[_Batch]) -> None:
                 return
         for b in group:
             try:
-                b.answer.set_result(await store(b.events, b.now))
+                b.answer.set_result(await b.store(b.events, b.now))
             except Exception as exc:  # noqa: BLE001 - the batch's request answers with it
                 b.answer.set_exception(exc)
                 b.answer.exception()  # retrieved: its request may be gone (cancelled) and never ask
