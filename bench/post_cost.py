@@ -1,5 +1,5 @@
 """What posting costs, by process: one `chiso serve --workers 2` on a database loaded with
-`--events` events, then 100-event batches of one commune each (bench.gen, random communes of the
+`--events` events, then `--size` (100) event batches of one commune each (bench.gen, random communes of the
 whole country, as in make bench's posting phases) sent open loop at `--rate` events/s by two load
 generators of `--clients` requests in flight each, for `--seconds`; no pollers. Prints the events/s
 accepted, the ack latency, the CPU of PostgreSQL's backends, the web workers and the exporter (cores,
@@ -31,8 +31,6 @@ from app.units.seed import package_units
 from bench.load import ingest_proc, pct
 from bench.shared_answers import ADMIN, ROOT, Server, admin_sql, backends, cpu_of, load
 
-SIZE = 100  # events a batch
-
 
 def group_counts(server: Server) -> dict[str, float]:
     """chiso_ingest_group_batches' sum (batches) and count (write passes) so far."""
@@ -62,14 +60,14 @@ def run(group_events: int, a) -> None:
         pids = server.processes() | asyncio.run(backends(f"{ADMIN}/{name}"))
         q: mp.Queue = mp.Queue()
         now, deadline = datetime.now(UTC), time.time() + a.seconds
-        pace = a.rate / SIZE / 2
-        n_batches = int(a.rate / SIZE * a.seconds * 1.2) + 10
+        pace = a.rate / a.size / 2
+        n_batches = int(a.rate / a.size * a.seconds * 1.2) + 10
         grouped_before = group_counts(server)
         before, t0 = cpu_of(pids), time.time()
         gens = [
             mp.Process(
                 target=ingest_proc,
-                args=(q, server.base, token, communes, g, 2, 0, n_batches, a.clients, "pc", deadline, 11 + g, 1.0, now, SIZE, pace),
+                args=(q, server.base, token, communes, g, 2, 0, n_batches, a.clients, "pc", deadline, 11 + g, 1.0, now, a.size, pace),
             )
             for g in range(2)
         ]
@@ -105,6 +103,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=2000, help="events/s sent")
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--clients", type=int, default=16, help="requests in flight per load generator (two)")
+    ap.add_argument("--size", type=int, default=100, help="events a batch (make bench's ingest phase: 1,000, 4 clients)")
     ap.add_argument("--group-events", type=int, nargs="+", default=[0, 5000], help="INGEST_GROUP_EVENTS of each run")
     a = ap.parse_args()
     for g in a.group_events:
