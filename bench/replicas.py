@@ -44,6 +44,7 @@ import asyncpg
 import psutil
 
 from bench.load import Children, ingest_proc, pct, poll_proc, probe_proc
+from bench.shared_answers import backends
 
 ROOT = Path(__file__).resolve().parent.parent
 REFRESHER_LOCK = 0x6368_6973_6F61_6E73  # app.answers.refresher.LOCK_KEY (bench code imports no app)
@@ -106,17 +107,9 @@ class CpuMeter(threading.Thread):
         self.lock, self.halt = threading.Lock(), threading.Event()
         self.backends: dict[int, str] = {}
 
-    async def _backends(self) -> dict[int, str]:
-        conn = await asyncpg.connect(self.dsn)
-        try:
-            rows = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
-            return {r["pid"]: "PostgreSQL (this database)" for r in rows}
-        finally:
-            await conn.close()
-
     def sample(self, fresh: bool = False) -> None:
         try:
-            self.backends = asyncio.run(self._backends())
+            self.backends = asyncio.run(backends(self.dsn))
         except Exception:  # noqa: BLE001 - keep the last list
             pass
         for pid, role in {**self.roles(), **self.backends}.items():
