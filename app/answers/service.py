@@ -11,7 +11,9 @@ A stored answer is served when
   `refresh_share` of that (the refresher's turn), one computation runs behind it (unless one runs
   already, here or, claimed, in another process).
 Otherwise it is computed before answering, once for all workers: the computing process claims the
-row (`claimed_until`); the others wait for its answer. A worker keeps the bodies it served (by
+row (`claimed_until`); the others wait for its answer, or, with `fresh_for` > 0, serve the stored one
+while it is younger than `stale_for` (`_computed_elsewhere`: under load a request neither waits for
+the refresher's computation nor makes it a second time). A worker keeps the bodies it served (by
 ETag), so serving is one small lookup; with `fresh_for` > 0 a worker serves its copy for that long
 without a lookup. With `fresh_for` = 0 (the tests) an answer is never served across a change: a
 client reads its own writes.
@@ -209,7 +211,21 @@ class SharedAnswers:
                     return await self._body(key, stored, current, checked)
                 except LookupError:  # forgotten since the lookup: compute it
                     pass
+            elif self._computed_elsewhere(key, stored, now):
+                try:
+                    return await self._body(key, stored, current, checked)
+                except LookupError:
+                    pass
         return await self._compute_or_wait(ctx, kind, key, canonical_params(params))
+
+    def _computed_elsewhere(self, key: str, stored: repo.Stored, now: datetime) -> bool:
+        """With `fresh_for` > 0: an answer too old to serve by `_judge` that a computation is
+        making again (claimed by another process, or by this worker) is served as stored while it
+        is younger than `stale_for`, rather than waited for and then computed a second time: under
+        load a poller gets the last figures at once, and the next poll the new ones."""
+        if self.fresh_for <= 0 or (now - stored.computed_at).total_seconds() >= self.stale_for:
+            return False
+        return key in self._inflight or (stored.claimed_until is not None and stored.claimed_until >= now)
 
     def _judge(self, current: bool, computed_at: datetime, now: datetime, share: float | None = None) -> str:
         age = (now - computed_at).total_seconds()

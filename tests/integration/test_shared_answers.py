@@ -270,6 +270,33 @@ class TestReadYourWrites:
             (row,) = (await rows(svc)).values()
             assert row.claimed_by == "refresher-elsewhere"
 
+    async def test_past_the_second_a_copy_computed_elsewhere_is_served_until_its_claim_runs_out(self, make_service):
+        """Past `changed_for` (a refresher slowed by load), an answer the data moved past that another
+        process is computing again is served as stored while younger than `stale_for`: no request
+        waits for that computation or makes it a second time. Once the claim has run out (its
+        process died), a request computes it."""
+        async with make_service(answer_cache_seconds=0.3) as svc:
+            read, ingest = await svc.key("read"), await svc.key("ingest", "46")
+            answers = svc.app.state.answers
+            assert answers.changed_for < answers.stale_for
+            first = await svc.get(KPIS, read, window="7d")
+            await post(svc, ingest, one_received())
+            answers._local.clear()  # as another worker: no copy of its own
+            past_the_second = datetime.now(UTC) - timedelta(seconds=(answers.changed_for + answers.stale_for) / 2)
+            async with svc.db.transaction() as session:
+                (row,) = (await session.execute(select(SharedAnswer))).scalars()
+                row.computed_at = past_the_second
+                row.claimed_until, row.claimed_by = datetime.now(UTC) + timedelta(hours=1), "refresher-elsewhere"
+            computed = answers.computations
+            got = await asyncio.gather(*(svc.get(KPIS, read, window="7d") for _ in range(5)))
+            await answers.settle()
+            assert {g.content for g in got} == {first.content} and answers.computations == computed
+            async with svc.db.transaction() as session:  # the claimer died: its claim runs out
+                await session.execute(update(SharedAnswer).values(claimed_until=datetime.now(UTC) - timedelta(seconds=1)))
+            answers._local.clear()
+            late = (await svc.get(KPIS, read, window="7d")).json()["kpis"]["received"]
+            assert late == first.json()["kpis"]["received"] + 1 and answers.computations == computed + 1
+
 
 class TestRefresher:
     async def test_polled_answers_are_fresh_again_after_a_change_without_a_request_computing(self, fresh_service):
