@@ -122,6 +122,20 @@ async def claim(
     return (await session.execute(stmt)).rowcount == 1
 
 
+async def claim_many(session: AsyncSession, keys: list[str], holder: str, now: datetime, until: datetime) -> None:
+    """Mark the stored answers of `keys` that no other computation runs for as being computed by
+    `holder` until `until` (requests serve them as stored meanwhile: service._computed_elsewhere)."""
+    a = SharedAnswer
+    free = or_(a.claimed_until.is_(None), a.claimed_until < now)
+    await session.execute(update(a).where(a.key.in_(keys), free).values(claimed_until=until, claimed_by=holder))
+
+
+def end_claims(keys: list[str], holder: str):
+    """The statement ending `holder`'s claims on `keys`."""
+    a = SharedAnswer
+    return update(a).where(a.key.in_(keys), a.claimed_by == holder).values(claimed_until=None, claimed_by=None)
+
+
 async def store(session: AsyncSession, key: str, body: bytes, etag: str, version: int, computed_at: datetime, holder: str) -> None:
     """Keep a computed answer, unless the stored one was computed later; end `holder`'s claim."""
     a = SharedAnswer

@@ -407,23 +407,38 @@ class SharedAnswers:
 
     async def compute_many(self, ctx: ReadContext, kind: str, items: list[tuple[str, str]], by: str) -> list[Answer]:
         """Compute the stored answers of `items` (key, params) of one kinds.batched group at once and
-        store them in one statement, each unless the stored one was computed later. No claim: a
-        request computing one of them meanwhile stores its own, and the later computation stays.
-        The data version is read after `started` and before the figures: every batch acknowledged
-        before `started` is in them."""
+        store them in one statement, each unless the stored one was computed later. Those no other
+        computation claims are claimed meanwhile (requests serve them as stored rather than compute
+        them too), all the same computed: a request computing one of them meanwhile stores its own,
+        and the later computation stays. The data version is read after `started` and before the
+        figures: every batch acknowledged before `started` is in them."""
         started = scoring._now()
-        async with self.db.session() as session:
-            version = await meta.read_data_version(session)
-        payloads = await kinds.compute_many(ctx, [orjson.loads(params) for _, params in items])
-        rows = [(key, orjson.dumps(payload), figures_etag(payload)) for (key, _), payload in zip(items, payloads, strict=True)]
+        keys = [key for key, _ in items]
         async with self.db.transaction() as session:
-            await repo.store_many(session, rows, version, started, self.holder)
+            await repo.claim_many(session, keys, self.holder, started, started + timedelta(seconds=self.claim_for))
+            version = await meta.read_data_version(session)
+        try:
+            payloads = await kinds.compute_many(ctx, [orjson.loads(params) for _, params in items])
+            rows = [(key, orjson.dumps(payload), figures_etag(payload)) for (key, _), payload in zip(items, payloads, strict=True)]
+            async with self.db.transaction() as session:
+                await repo.store_many(session, rows, version, started, self.holder)
+                await session.execute(repo.end_claims(keys, self.holder))
+        except BaseException:
+            await asyncio.shield(self._end_claims(keys))
+            raise
         answers = [(key, Answer(etag, body, version, started, time.monotonic(), True)) for key, body, etag in rows]
         for key, answer in answers:
             self._keep(key, answer)
         self.computations += len(answers)
         metrics.ANSWER_COMPUTATIONS.labels(kind, by).inc(len(answers))
         return [a for _, a in answers]
+
+    async def _end_claims(self, keys: list[str]) -> None:
+        try:
+            async with self.db.transaction() as session:
+                await session.execute(repo.end_claims(keys, self.holder))
+        except Exception:  # noqa: BLE001 - the claims expire by themselves
+            log.warning("ending the claims on %d answers failed", len(keys), exc_info=True)
 
     async def _release(self, key: str) -> None:
         try:

@@ -317,6 +317,40 @@ class TestRefresher:
         (row,) = (await rows(svc)).values()
         assert row.computed_by == refresher.answers.holder
 
+    async def test_answers_computed_together_are_claimed_while_computed(self, fresh_service, monkeypatch):
+        """The KPIs of communes computed together (kinds.batched) are claimed by the refresher while
+        it computes them (so requests serve them as stored meanwhile), and the claims end with the
+        store; the answers are then the new figures."""
+        svc = fresh_service
+        read, ingest = await svc.key("read"), await svc.key("ingest", "46")
+        communes = sorted(COMMUNES_46)[:3]
+        for code in communes:
+            await svc.get(f"/api/v1/units/{code}/kpis", read, window="7d")
+        for code in communes:
+            await post(svc, ingest, one_received(code))
+        seen: list[dict] = []
+        together = kinds.compute_many
+
+        async def watched(ctx, params):
+            async with svc.db.session() as session:
+                seen.append({r.key: r.claimed_by for r in (await session.execute(select(SharedAnswer))).scalars()})
+            return await together(ctx, params)
+
+        monkeypatch.setattr(kinds, "compute_many", watched)
+        refresher = AnswerRefresher(svc.db, svc.settings, batch_from=2)
+        try:
+            assert await refresher.run_once() == len(communes)
+        finally:
+            await refresher.close()
+        assert len(seen) == 1 and set(seen[0].values()) == {refresher.answers.holder}
+        after = await rows(svc)
+        assert {r.claimed_by for r in after.values()} == {None} and {r.claimed_until for r in after.values()} == {None}
+        for code in communes:
+            got = (await svc.get(f"/api/v1/units/{code}/kpis", read, window="7d")).json()
+            params = {"code": code, "period": None, "at": None, "window": "7d", "sector": None}
+            assert figures(got) == figures(await fresh(svc, "kpis", params))
+            assert got["kpis"]["received"] == 1
+
     async def test_answers_refreshed_several_at_a_time_on_screen_and_oldest_first_equal_fresh_ones(self, fresh_service, monkeypatch):
         svc = fresh_service
         read, ingest = await svc.key("read"), await svc.key("ingest", "VN")
