@@ -25,7 +25,7 @@ from app.aggregates import contrib, dossier, silent
 from app.aggregates.counters import DAY_COUNTERS, TOTAL_COUNTERS
 from app.aggregates.histogram import SQL_BUCKET, SQL_HIST_ADD, SQL_HIST_PACK
 from app.db.meta import DATA_VERSION, VERSION_SLOTS
-from app.db.models.event_log import SQL_EVENT_HASH, SQL_EVENT_KEY, SQL_EVENT_LOCKS
+from app.db.models.event_log import SQL_EVENT_KEY, SQL_EVENT_LOCKS, SQL_EVENT_MATCH
 
 # pg_advisory_xact_lock key of the install: concurrent installers (workers, nodes) queue on it, and
 # the second finds the functions the first committed.
@@ -94,7 +94,6 @@ _FRAGMENTS = {
     "OPEN_DUE_WHERE": lambda a: contrib.SQL_OPEN_DUE_WHERE.format(s=a),
     "MARK_DAY": contrib.SQL_MARK_DAY,
     "EVENT_KEY": lambda a: SQL_EVENT_KEY.format(a=a),
-    "EVENT_HASH": lambda a: SQL_EVENT_HASH.format(a=a),
     "EVENT_LOCKS": lambda t: SQL_EVENT_LOCKS.format(t=t),
 }
 _NAMES = ("INGEST_STAGED", "INGEST", "TEMP_TABLES", "BUCKET", "HIST_PACK", "HIST_ADD")  # longest first: INGEST is a prefix
@@ -112,6 +111,7 @@ def render_template(sql: str) -> str:
     sql = re.sub(r"@PICK\(([^)]*)\)@", lambda m: dossier.SQL_PICK(m.group(1)), sql)
     for name, render in _FRAGMENTS.items():
         sql = re.sub(rf"@{name}\((\w+)\)@", lambda m, render=render: render(m.group(1)), sql)
+    sql = re.sub(r"@EVENT_MATCH\((\w+), (\w+)\)@", lambda m: SQL_EVENT_MATCH.format(e=m.group(1), j=m.group(2)), sql)
     sql = sql.replace(
         "@WITH_TERM_LOCKED@",
         _with_term("dossier") + " WHERE (q.unit_code, q.dossier_id) IN (SELECT b.unit_code, b.dossier_id FROM chiso_st b WHERE b.sign = 0)"

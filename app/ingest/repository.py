@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect
 from app.db.models import DossierEvent, DossierFuture, EventKey
-from app.db.models.event_log import SQL_EVENT_HASH, event_key_of
+from app.db.models.event_log import SQL_EVENT_MATCH, event_key_of
 
 CHUNK = 1000
 
@@ -51,8 +51,7 @@ async def read_stored_event_keys(session: AsyncSession, keys: list[tuple[str, st
         if dialect.is_postgres(session):  # by the log's index over the hash of the pair
             stmt = text(
                 "SELECT e.unit_code, e.event_id FROM unnest(CAST(:u AS text[]), CAST(:i AS text[])) AS j(unit_code, event_id)"
-                f" JOIN dossier_event e ON {SQL_EVENT_HASH.format(a='e')} = {SQL_EVENT_HASH.format(a='j')}"
-                " AND e.unit_code = j.unit_code AND e.event_id = j.event_id"
+                f" JOIN dossier_event e ON {SQL_EVENT_MATCH.format(e='e', j='j')}"
             )
             rows = await session.execute(stmt, {"u": [u for u, _ in chunk], "i": [i for _, i in chunk]})
         else:

@@ -60,7 +60,7 @@ BEGIN
   SELECT j.* FROM chiso_stage j
   WHERE NOT EXISTS (
     SELECT 1 FROM dossier_event e
-    WHERE @EVENT_HASH(e)@ = @EVENT_HASH(j)@ AND e.unit_code = j.unit_code AND e.event_id = j.event_id
+    WHERE @EVENT_MATCH(e, j)@
   )
     AND NOT EXISTS (SELECT 1 FROM event_key k WHERE k.key = @EVENT_KEY(j)@);
   INSERT INTO dossier_event SELECT n.* FROM chiso_new n ORDER BY n.unit_code, n.event_id;
