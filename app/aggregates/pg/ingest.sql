@@ -56,6 +56,10 @@ BEGIN
   -- the units' locks first, then a look at the log (any month: a copy may carry another occurred_at)
   -- and at the keys of archived months, each statement seeing what the writers before committed
   PERFORM @EVENT_LOCKS(chiso_stage)@;
+  -- each event probes the indexes, whatever the statistics say of the log's months and of the
+  -- archived keys (stale, they make small tables of them, hashed whole for every batch)
+  PERFORM set_config('enable_hashjoin', 'off', true);
+  PERFORM set_config('enable_mergejoin', 'off', true);
   INSERT INTO chiso_new
   SELECT j.* FROM chiso_stage j
   WHERE NOT EXISTS (
@@ -63,6 +67,8 @@ BEGIN
     WHERE @EVENT_MATCH(e, j)@
   )
     AND NOT EXISTS (SELECT 1 FROM event_key k WHERE k.key = @EVENT_KEY(j)@);
+  PERFORM set_config('enable_hashjoin', 'on', true);
+  PERFORM set_config('enable_mergejoin', 'on', true);
   INSERT INTO dossier_event SELECT n.* FROM chiso_new n ORDER BY n.unit_code, n.event_id;
 
   -- events dated ahead of their arrival (within the skew allowance): reads skip them until due
@@ -108,7 +114,10 @@ BEGIN
   INSERT INTO chiso_st
   SELECT d.unit_code, d.dossier_id, 1, @RAW(d)@, @DERIVED(d)@, true FROM (@WITH_TERM(m)@) d;
 
+  -- the stored rows through their key whatever dossier's statistics say (stale, they make a small
+  -- table of it and a scan of the whole table per batch)
   PERFORM set_config('enable_nestloop', 'on', true);
+  PERFORM set_config('enable_seqscan', 'off', true);
   UPDATE dossier d SET
     recv_at = s.recv_at, recv_event_id = s.recv_event_id, channel = s.channel, recv_due_at = s.recv_due_at,
     recv_sector = s.recv_sector, res_at = s.res_at, res_event_id = s.res_event_id, res_due_at = s.res_due_at,
@@ -118,6 +127,7 @@ BEGIN
     sector = s.sector, eff_due_at = s.eff_due_at, end_at = s.end_at, ok_766 = s.ok_766
   FROM chiso_st s
   WHERE s.merged AND d.unit_code = s.unit_code AND d.dossier_id = s.dossier_id;
+  PERFORM set_config('enable_seqscan', 'on', true);
   DELETE FROM chiso_st s WHERE s.sign = 0;
   PERFORM set_config('enable_nestloop', 'off', true);
 
