@@ -130,23 +130,10 @@ async def claim_many(session: AsyncSession, keys: list[str], holder: str, now: d
     await session.execute(update(a).where(a.key.in_(keys), free).values(claimed_until=until, claimed_by=holder))
 
 
-def end_claims(keys: list[str], holder: str):
-    """The statement ending `holder`'s claims on `keys`."""
-    a = SharedAnswer
-    return update(a).where(a.key.in_(keys), a.claimed_by == holder).values(claimed_until=None, claimed_by=None)
-
-
-async def store(session: AsyncSession, key: str, body: bytes, etag: str, version: int, computed_at: datetime, holder: str) -> None:
-    """Keep a computed answer, unless the stored one was computed later; end `holder`'s claim."""
-    a = SharedAnswer
-    await store_many(session, [(key, body, etag)], version, computed_at, holder)
-    # the claim ends (a row stored to has an answer: nothing of release's to delete)
-    await session.execute(update(a).where(a.key == key, a.claimed_by == holder).values(claimed_until=None, claimed_by=None))
-
-
 async def store_many(session: AsyncSession, rows: list[tuple[str, bytes, str]], version: int, computed_at: datetime, holder: str) -> None:
     """Keep answers computed at `computed_at` from `version` (key, body, etag), each unless the
-    stored one was computed later: one statement executed for all (no claim is ended)."""
+    stored one was computed later (one statement executed for all), and end `holder`'s claims on
+    them (a row stored to has an answer: nothing of release's to delete)."""
     a = SharedAnswer.__table__
     newer = or_(a.c.computed_at < computed_at, and_(a.c.computed_at == computed_at, a.c.version <= version))
     stmt = (
@@ -163,13 +150,19 @@ async def store_many(session: AsyncSession, rows: list[tuple[str, bytes, str]], 
     )
     conn = await session.connection()
     await conn.execute(stmt, [{"the_key": k, "the_body": b, "the_etag": e} for k, b, e in rows])
+    await _end_claims(session, [k for k, _, _ in rows], holder)
 
 
-async def release(session: AsyncSession, key: str, holder: str) -> None:
-    """End `holder`'s claim; a row that never got an answer goes (its request failed)."""
+async def release(session: AsyncSession, keys: list[str], holder: str) -> None:
+    """End `holder`'s claims on `keys`; a row that never got an answer goes (its request failed)."""
     a = SharedAnswer
-    await session.execute(delete(a).where(a.key == key, a.version == NONE_YET, a.claimed_by == holder))
-    await session.execute(update(a).where(a.key == key, a.claimed_by == holder).values(claimed_until=None, claimed_by=None))
+    await session.execute(delete(a).where(a.key.in_(keys), a.version == NONE_YET, a.claimed_by == holder))
+    await _end_claims(session, keys, holder)
+
+
+async def _end_claims(session: AsyncSession, keys: list[str], holder: str) -> None:
+    a = SharedAnswer
+    await session.execute(update(a).where(a.key.in_(keys), a.claimed_by == holder).values(claimed_until=None, claimed_by=None))
 
 
 async def touch(session: AsyncSession, key: str, now: datetime, before: datetime) -> None:

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import hashlib
 import logging
 import time
 import uuid
@@ -51,6 +50,7 @@ from sqlalchemy.exc import DBAPIError
 from app import metrics
 from app.answers import kinds
 from app.answers import repository as repo
+from app.answers.encoding import canonical_params, figures_etag
 from app.answers.kinds import ReadContext
 from app.db import meta
 from app.db.engine import Database
@@ -89,35 +89,7 @@ class Answer:
     current: bool = False  # its version was the current one at that lookup
 
 
-# An answer at least this large goes gzipped to a client that accepts it (the ranking of all 3,321
-# communes is 2.9 MB of JSON, ~10x less gzipped); smaller ones go as they are.
-GZIP_FROM = 64 * 1024
 _GZIPPED_KEPT = 8  # a worker's compressed bodies, the last made (each holds its body too: ~3 MB for the largest)
-
-
-def gzip_etag(etag: str) -> str:
-    """The ETag of an answer's gzipped form: another representation, another strong tag."""
-    return etag[:-1] + '-gz"'
-
-
-def etag_of(data: bytes) -> str:
-    """A strong ETag of bytes."""
-    return '"' + hashlib.blake2b(data, digest_size=16).hexdigest() + '"'
-
-
-def figures_etag(payload: dict) -> str:
-    """An answer's ETag: over its figures, not the instants they stand at (`as_of`, and a previous
-    period's `until` while the current one is in progress), which a restamp rewrites."""
-    basis = {k: v for k, v in payload.items() if k != "as_of"}
-    previous = basis.get("previous")
-    if isinstance(previous, dict) and "until" in (previous.get("period") or {}):
-        basis["previous"] = previous | {"period": {k: v for k, v in previous["period"].items() if k != "until"}}
-    return etag_of(orjson.dumps(basis))
-
-
-def canonical_params(params: dict) -> str:
-    """The parameters as stored: JSON with sorted keys (dates as ISO strings)."""
-    return orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode()
 
 
 class SharedAnswers:
@@ -207,14 +179,10 @@ class SharedAnswers:
                     self._behind(self._touch(key, now))
                 if decision == SERVE_AND_REFRESH and (stored.claimed_until is None or stored.claimed_until < now):
                     self.refresh_behind(ctx, kind, key, params)
+            if decision != COMPUTE or self._computed_elsewhere(key, stored, now):
                 try:
                     return await self._body(key, stored, current, checked)
                 except LookupError:  # forgotten since the lookup: compute it
-                    pass
-            elif self._computed_elsewhere(key, stored, now):
-                try:
-                    return await self._body(key, stored, current, checked)
-                except LookupError:
                     pass
         return await self._compute_or_wait(ctx, kind, key, canonical_params(params))
 
@@ -393,11 +361,11 @@ class SharedAnswers:
             if writable:
                 try:
                     async with self.db.transaction() as session:
-                        await repo.store(session, key, body, etag, version, started, self.holder)
+                        await repo.store_many(session, [(key, body, etag)], version, started, self.holder)
                 except DBAPIError:
                     log.warning("answer %s served unshared: storing it was refused", key, exc_info=True)
         except BaseException:
-            await asyncio.shield(self._release(key))
+            await asyncio.shield(self._release([key]))
             raise
         self.computations += 1
         metrics.ANSWER_COMPUTATIONS.labels(kind, by).inc()
@@ -426,9 +394,8 @@ class SharedAnswers:
             rows = [(key, orjson.dumps(payload), figures_etag(payload)) for (key, _), payload in zip(items, payloads, strict=True)]
             async with self.db.transaction() as session:
                 await repo.store_many(session, rows, version, started, self.holder)
-                await session.execute(repo.end_claims(keys, self.holder))
         except BaseException:
-            await asyncio.shield(self._end_claims(keys))
+            await asyncio.shield(self._release(keys))
             raise
         answers = [(key, Answer(etag, body, version, started, time.monotonic(), True)) for key, body, etag in rows]
         for key, answer in answers:
@@ -437,19 +404,12 @@ class SharedAnswers:
         metrics.ANSWER_COMPUTATIONS.labels(kind, by).inc(len(answers))
         return [a for _, a in answers]
 
-    async def _end_claims(self, keys: list[str]) -> None:
+    async def _release(self, keys: list[str]) -> None:
         try:
             async with self.db.transaction() as session:
-                await session.execute(repo.end_claims(keys, self.holder))
+                await repo.release(session, keys, self.holder)
         except Exception:  # noqa: BLE001 - the claims expire by themselves
-            log.warning("ending the claims on %d answers failed", len(keys), exc_info=True)
-
-    async def _release(self, key: str) -> None:
-        try:
-            async with self.db.transaction() as session:
-                await repo.release(session, key, self.holder)
-        except Exception:  # noqa: BLE001 - the claim expires by itself
-            log.warning("releasing the claim on %s failed", key, exc_info=True)
+            log.warning("releasing the claims on %s failed", keys, exc_info=True)
 
     def refresh_behind(self, ctx: ReadContext, kind: str, key: str, params: dict) -> None:
         """Compute an answer again behind the one being served, unless this worker (or, by its

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.answers.service import etag_of
+from app.answers.encoding import etag_of
 
 
 class ETagMiddleware:

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from app import metrics
+from app.answers.encoding import GZIP_FROM, canonical_params, gzip_etag
 from app.answers.kinds import ReadContext
-from app.answers.service import GZIP_FROM, canonical_params, gzip_etag
 from app.api.deps import Reads, ReadsDep
 from app.api.params import (
     PERIOD_DOC,

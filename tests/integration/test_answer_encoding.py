@@ -7,7 +7,7 @@ import gzip
 
 import pytest
 
-from app.answers.service import GZIP_FROM
+from app.answers.encoding import GZIP_FROM
 from tests.integration.test_shared_answers import one_received
 from tests.streams import wire
 

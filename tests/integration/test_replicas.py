@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import event, select
 
 from app.answers import repository as repo
+from app.answers.encoding import canonical_params
 from app.answers.kinds import ReadContext
-from app.answers.service import canonical_params
 from app.db.models import SharedAnswer
 from app.scoring.ranking import RankingMemo
 from tests.conftest import start_service
