@@ -32,6 +32,12 @@ class Settings(BaseSettings):
         description="Most events of the ingest requests one worker stores together in one write pass when they arrive "
         "while its passes are busy (group commit); 0: each request alone.",
     )
+    key_cache_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="How long a worker trusts an API key it found valid without looking it up again: a key revoked "
+        "from the CLI is refused everywhere within this; 0: every request looks its key up.",
+    )
     ingest_rate_per_minute: int = Field(600, description="Ingest requests per minute allowed per key (per worker); 0 disables.")
     retry_after_seconds: int = Field(5, description="Retry-After sent with 429 and 503.")
     seed_registry: bool = Field(True, description="Seed the unit registry on start when empty.")

@@ -62,7 +62,7 @@ class AnswerRefresher:
         self.concurrency = concurrency or settings.answer_refresh_concurrency
         # its own connections (opened when it first leads): `concurrency` computations, each a claim, its
         # reads and a store, and the tick's own statements; the leadership keeps the process's pool
-        self._own = None if db.is_sqlite else Database(db.url, pool_size=self.concurrency + 2, pre_ping=False)
+        self._own = None if db.is_sqlite else Database(db.url, pool_size=self.concurrency + 2)
         self.db = self._own or db
         holder = f"refresher-{settings.node_id}-{uuid.uuid4().hex[:12]}"
         self.answers = SharedAnswers(self.db, fresh_for=settings.answer_cache_seconds, holder=holder)

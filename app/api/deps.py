@@ -43,7 +43,8 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
 
 
 async def _principal(request: Request) -> Principal:
-    return await keys.authenticate(request.app.state.db, request.headers.get("authorization"))
+    state = request.app.state
+    return await keys.authenticate(state.db, request.headers.get("authorization"), state.settings.key_cache_seconds)
 
 
 async def read_key(request: Request, _: Credentials) -> Principal | None:

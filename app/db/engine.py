@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from app.db.types import sqlite_hist_add
@@ -42,17 +43,15 @@ def _sqlite_engine(url: str) -> AsyncEngine:
     return engine
 
 
-def _postgres_engine(
-    url: str, pool_size: int, connect_timeout: float, pool_timeout: float, statement_timeout: float, pre_ping: bool
-) -> AsyncEngine:
+def _postgres_engine(url: str, pool_size: int, connect_timeout: float, pool_timeout: float, statement_timeout: float) -> AsyncEngine:
     server_settings = {"application_name": "chiso", "max_parallel_workers_per_gather": "0"}
     if statement_timeout > 0:  # each session's default, set at connect: no statement of its own
         server_settings["statement_timeout"] = str(max(1, round(statement_timeout * 1000)))
-    return create_async_engine(
+    engine = create_async_engine(
         url,
-        # survive a database restart without failing the first request; off for a background loop
-        # that tries again anyway (the answer refresher), where it is one round trip more per session
-        pool_pre_ping=pre_ping,
+        # SQLAlchemy's ping is three round trips (BEGIN, `;`, ROLLBACK) at every checkout: a tenth of
+        # a web worker's CPU while communes post. _alive below asks the driver instead, for nothing.
+        pool_pre_ping=False,
         pool_size=pool_size,
         # Bounds while the database is away or saturated: a request waits at most this long for a
         # connection (then 503 with Retry-After, app.api.errors), never indefinitely.
@@ -68,6 +67,17 @@ def _postgres_engine(
             "server_settings": server_settings,
         },
     )
+
+    @event.listens_for(engine.sync_engine.pool, "checkout")
+    def _alive(dbapi_connection, _record, _proxy):
+        # Survive a database restart without failing the first request. A pooled connection whose
+        # server went away (restarted, backend terminated) has had its socket closed under it, and
+        # asyncpg, which watches the socket while idle, knows that without a round trip: the pool
+        # then drops it and checks out another (SQLAlchemy's pessimistic disconnect handling).
+        if dbapi_connection.driver_connection.is_closed():
+            raise DisconnectionError("the server closed this pooled connection")
+
+    return engine
 
 
 async def no_statement_timeout(conn: AsyncConnection) -> None:
@@ -85,18 +95,16 @@ class Database:
         connect_timeout: float = 5.0,
         pool_timeout: float = 10.0,
         statement_timeout: float = 0.0,
-        pre_ping: bool = True,
     ):
         """`statement_timeout` (seconds, PostgreSQL; 0: none): how long one statement may run before
-        the server cancels it. The service's API sets one (DB_STATEMENT_TIMEOUT); long jobs do not.
-        `pre_ping`: a checked-out connection is pinged first (off for a loop that tries again anyway)."""
+        the server cancels it. The service's API sets one (DB_STATEMENT_TIMEOUT); long jobs do not."""
         self.url = url
         self.dialect = make_url(url).get_backend_name()
         if self.dialect == "sqlite":
             self.engine = _sqlite_engine(url)
             write_engine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         else:
-            self.engine = _postgres_engine(url, pool_size, connect_timeout, pool_timeout, statement_timeout, pre_ping)
+            self.engine = _postgres_engine(url, pool_size, connect_timeout, pool_timeout, statement_timeout)
             write_engine = self.engine
         self._reads = async_sessionmaker(self.engine, expire_on_commit=False)
         self._writes = async_sessionmaker(write_engine, expire_on_commit=False)

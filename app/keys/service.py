@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -75,21 +76,39 @@ async def list_keys(db: Database) -> list[dict]:
 
 
 async def revoke(db: Database, key_id: int) -> bool:
-    """Revoke a key by id."""
+    """Revoke a key by id. This process forgets every key it trusted (`authenticate`'s `keep_for`)."""
     async with db.transaction() as session:
-        return await repository.revoke_key(session, key_id, datetime.now(UTC))
+        done = await repository.revoke_key(session, key_id, datetime.now(UTC))
+    _trusted.clear()
+    return done
 
 
-async def authenticate(db: Database, authorization: str | None) -> Principal:
-    """The principal behind an `Authorization: Bearer` header, or 401."""
+# Keys this process found valid: (database, token hash) -> (principal, until when, monotonic). Only
+# valid keys are kept, so it holds at most the keys there are; a new key is looked up at its first use.
+_trusted: dict[tuple[str, str], tuple[Principal, float]] = {}
+
+
+async def authenticate(db: Database, authorization: str | None, keep_for: float = 0.0) -> Principal:
+    """The principal behind an `Authorization: Bearer` header, or 401. A key found valid is trusted
+    without a look-up for `keep_for` seconds (KEY_CACHE_SECONDS): a dashboard polling with its key
+    then costs the database nothing, and a key revoked by another process (the CLI) is refused by this
+    one within that time; revoked in this process, at once."""
     if not authorization or not authorization.lower().startswith("bearer "):
         raise Unauthorized("missing bearer token")
-    token = authorization[7:].strip()
+    token_hash = hash_token(authorization[7:].strip())
+    now = time.monotonic()
+    known = _trusted.get((db.url, token_hash))
+    if known is not None and known[1] > now:
+        return known[0]
     async with db.session() as session:
-        key = await repository.read_key_by_hash(session, hash_token(token))
+        key = await repository.read_key_by_hash(session, token_hash)
     if key is None or key.revoked_at is not None:
+        _trusted.pop((db.url, token_hash), None)
         raise Unauthorized("unknown or revoked key")
-    return Principal(key.id, key.scope, key.unit_code)
+    principal = Principal(key.id, key.scope, key.unit_code)
+    if keep_for > 0:
+        _trusted[(db.url, token_hash)] = (principal, now + keep_for)
+    return principal
 
 
 def require_read(principal: Principal) -> None:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+from datetime import UTC, datetime
 
+import pytest
+from sqlalchemy import text
+
+from app.errors import Unauthorized
 from app.keys import service as keys
 
 
@@ -69,6 +74,20 @@ class TestKeys:
         assert await keys.revoke(shared_service.db, key_id)
         assert (await shared_service.get("/api/v1/units", token)).status_code == 401
 
+    async def test_a_key_found_valid_is_trusted_for_its_seconds_and_a_revocation_elsewhere_is_seen_after(self, shared_service):
+        """KEY_CACHE_SECONDS: revoked by another process (the row changed under this one, as by the
+        CLI), the key is trusted until its time runs out, then refused; never looked up in between."""
+        registry = await shared_service.app.state.registry.refresh()
+        key_id, token = await keys.create_key(shared_service.db, registry, "read", "revoked elsewhere", None)
+        header = f"Bearer {token}"
+        first = await keys.authenticate(shared_service.db, header, keep_for=1.0)
+        async with shared_service.db.transaction() as session:
+            await session.execute(text("UPDATE api_key SET revoked_at = :t WHERE id = :k"), {"t": datetime.now(UTC), "k": key_id})
+        assert await keys.authenticate(shared_service.db, header, keep_for=1.0) == first
+        await asyncio.sleep(1.05)
+        with pytest.raises(Unauthorized):
+            await keys.authenticate(shared_service.db, header, keep_for=1.0)
+
     async def test_ingest_key_cannot_read(self, shared_service):
         token = await shared_service.key("ingest", "46")
         assert (await shared_service.get("/api/v1/units", token)).status_code == 403
@@ -85,7 +104,6 @@ class TestKeys:
         token = await shared_service.key("read")
         listed = await keys.list_keys(shared_service.db)
         assert token not in repr(listed)
-        from sqlalchemy import text
 
         async with shared_service.db.session() as session:
             rows = (await session.execute(text("SELECT token_hash FROM api_key"))).scalars().all()

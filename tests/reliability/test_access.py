@@ -192,9 +192,11 @@ def test_access_table(store, db_url, tmp_path, watch):
 
 def test_tokens_are_compared_by_hash_and_signatures_in_constant_time():
     """A token is never compared as a string: its SHA-256 is looked up (a timing difference would only
-    tell about a hash of a guess); snapshot signatures go through hmac.compare_digest."""
+    tell about a hash of a guess), in the keys this process trusts and in the table; snapshot signatures
+    go through hmac.compare_digest."""
     auth = inspect.getsource(keys_service.authenticate)
-    assert "read_key_by_hash(session, hash_token(token))" in auth
+    assert "token_hash = hash_token(" in auth
+    assert "_trusted.get((db.url, token_hash))" in auth and "read_key_by_hash(session, token_hash)" in auth
     assert "==" not in auth.replace("is None", "")
     assert "hmac.compare_digest" in inspect.getsource(signing.verify)
     assert keys_service.hash_token("chiso_x") != "chiso_x" and len(keys_service.hash_token("chiso_x")) == 64
