@@ -16,6 +16,7 @@ from app.api import dashboard, docs, downloads, errors, events, export, health, 
 from app.api.etag import ETagMiddleware
 from app.api.limits import BodyReadTimeoutMiddleware, RateLimiter
 from app.api.responses import JSONResponse
+from app.api.timing import ServerTimingMiddleware
 from app.db import migrate, partitions
 from app.db.engine import Database, no_statement_timeout
 from app.db.upkeep import Upkeep
@@ -119,5 +120,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashboard.router)  # GET /: the dashboard (app/static)
     docs.install(app)  # /docs, /redoc, /openapi.json
     app.add_middleware(ETagMiddleware)
+    app.add_middleware(ServerTimingMiddleware)  # the time of what lies within (ETag's buffering included)
     app.add_middleware(BodyReadTimeoutMiddleware, seconds=settings.body_read_timeout)  # outermost: bounds every body read
     return app

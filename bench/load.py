@@ -155,7 +155,7 @@ def poll_proc(out, base: str, urls: list[str], clients: int, duration: float, in
 
 async def _poll(base, urls, clients, duration, interval, seed):
     rng = random.Random(seed)
-    lat, errors = [], 0
+    lat, srv, errors = [], [], 0  # srv: the service's own time (Server-Timing app;dur), seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=120) as cl:
         end = time.perf_counter() + duration
@@ -175,13 +175,16 @@ async def _poll(base, urls, clients, duration, interval, seed):
                 took = time.perf_counter() - t0
                 if ok:
                     lat.append(took)
+                    timing = r.headers.get("server-timing", "")
+                    if timing.startswith("app;dur="):
+                        srv.append(float(timing[8:]) / 1000)
                 else:
                     errors += 1
                 if interval:
                     await asyncio.sleep(max(0.0, rng.uniform(0.5, 1.5) * interval - took))
 
         await asyncio.gather(*(poller() for _ in range(clients)))
-    return {"lat": lat, "errors": errors}
+    return {"lat": lat, "srv": srv, "errors": errors}
 
 
 def probe_proc(

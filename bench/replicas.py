@@ -90,9 +90,14 @@ def paced_reads(ctx, bases: list[str], sets: dict, label: str, modes, pollers: i
             got = ctx.collect(q, ps)
             wall = time.time() - t0  # the window plus the drain of requests in flight at its end
             lat = [x for _, _, r in got for x in r["lat"]]
+            srv = [x for _, _, r in got for x in r.get("srv", ())]  # the service's own time (Server-Timing)
             errors = sum(r["errors"] for _, _, r in got)
             r = out[mode][name] = {"n": len(lat), "errors": errors, "rps": len(lat) / wall, "p50": pct(lat, 50), "p99": pct(lat, 99)}
-            ctx.log(f"reads {label} {mode} {name}: p50 {ms(r['p50'])} p99 {ms(r['p99'])} ({r['rps']:.0f}/s, {errors} errors)")
+            r["service_p50"], r["service_p99"] = pct(srv, 50), pct(srv, 99)
+            ctx.log(
+                f"reads {label} {mode} {name}: p50 {ms(r['p50'])} p99 {ms(r['p99'])} ({r['rps']:.0f}/s, {errors} errors); "
+                f"in the service p50 {ms(r['service_p50'])} p99 {ms(r['service_p99'])}"
+            )
     return out
 
 

@@ -126,6 +126,18 @@ class TestHealth:
     async def test_healthz(self, shared_service):
         assert (await shared_service.get("/healthz")).json() == {"status": "ok"}
 
+    async def test_every_answer_tells_the_services_own_time(self, shared_service):
+        """Server-Timing: app;dur=<ms>, on answers and refusals alike, and on a 304."""
+        token = await shared_service.key("read")
+        got = [await shared_service.get("/api/v1/units/VN/kpis", token), await shared_service.get("/api/v1/units")]
+        etag = got[0].headers["etag"]
+        headers = {"Authorization": f"Bearer {token}", "If-None-Match": etag}
+        got.append(await shared_service.client.get("/api/v1/units/VN/kpis", headers=headers))
+        assert [r.status_code for r in got] == [200, 401, 304]
+        for r in got:
+            name, dur = r.headers["server-timing"].split(";dur=")
+            assert name == "app" and 0 <= float(dur) < 60_000, r.headers["server-timing"]
+
     async def test_readyz_when_current(self, shared_service):
         r = await shared_service.get("/readyz")
         assert r.status_code == 200 and r.json()["checks"]["schema"] == "current"
