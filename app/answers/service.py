@@ -259,7 +259,7 @@ class SharedAnswers:
         if self._polled and started - self._polled_at >= self.touch_every:
             keys, self._polled, self._polled_at = sorted(self._polled), set(), started
             now = scoring._now()
-            async with self.db.transaction() as session:
+            async with self.db.transaction(queued=False) as session:
                 await repo.touch_many(session, keys, now, now - timedelta(seconds=self.touch_every))
 
     def gzipped(self, key: str, answer: Answer) -> bytes:
@@ -337,7 +337,7 @@ class SharedAnswers:
         started = scoring._now()
         if claim:
             try:
-                async with self.db.transaction() as session:
+                async with self.db.transaction(queued=False) as session:
                     until = started + timedelta(seconds=self.claim_for)
                     mine = await repo.claim(session, key, kind, params, self.holder, started, until, create)
                     if mine:  # read after `started`: every batch acknowledged before then is in it
@@ -360,7 +360,7 @@ class SharedAnswers:
             etag = figures_etag(payload)
             if writable:
                 try:
-                    async with self.db.transaction() as session:
+                    async with self.db.transaction(queued=False) as session:
                         await repo.store_many(session, [(key, body, etag)], version, started, self.holder)
                 except DBAPIError:
                     log.warning("answer %s served unshared: storing it was refused", key, exc_info=True)
@@ -383,7 +383,7 @@ class SharedAnswers:
         started = scoring._now()
         keys = [key for key, _ in items]
         try:  # the claims only spare requests a computation: refused (a lock conflict), it runs without
-            async with self.db.transaction() as session:
+            async with self.db.transaction(queued=False) as session:
                 await repo.claim_many(session, keys, self.holder, started, started + timedelta(seconds=self.claim_for))
         except DBAPIError:
             log.info("claiming %d answers computed together was refused", len(keys), exc_info=True)
@@ -392,7 +392,7 @@ class SharedAnswers:
         try:
             payloads = await kinds.compute_many(ctx, [orjson.loads(params) for _, params in items])
             rows = [(key, orjson.dumps(payload), figures_etag(payload)) for (key, _), payload in zip(items, payloads, strict=True)]
-            async with self.db.transaction() as session:
+            async with self.db.transaction(queued=False) as session:
                 await repo.store_many(session, rows, version, started, self.holder)
         except BaseException:
             await asyncio.shield(self._release(keys))
@@ -406,7 +406,7 @@ class SharedAnswers:
 
     async def _release(self, keys: list[str]) -> None:
         try:
-            async with self.db.transaction() as session:
+            async with self.db.transaction(queued=False) as session:
                 await repo.release(session, keys, self.holder)
         except Exception:  # noqa: BLE001 - the claims expire by themselves
             log.warning("releasing the claims on %s failed", keys, exc_info=True)
@@ -418,7 +418,7 @@ class SharedAnswers:
             self._behind(self._compute_or_wait(ctx, kind, key, canonical_params(params), wait=False))
 
     async def _touch(self, key: str, now: datetime) -> None:
-        async with self.db.transaction() as session:
+        async with self.db.transaction(queued=False) as session:
             await repo.touch(session, key, now, now - timedelta(seconds=self.touch_every))
 
     def _behind(self, work) -> None:

@@ -117,8 +117,15 @@ class Database:
         return self.dialect == "sqlite"
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A write transaction, committed when the block ends without error."""
+    async def transaction(self, queued: bool = True) -> AsyncIterator[AsyncSession]:
+        """A write transaction, committed when the block ends without error. It takes one of the
+        write slots (half the pool), unless `queued` is False: a write of a statement or two that
+        must not wait behind the ingest's passes holding them (a shared answer's claim or store,
+        which a poller waits for: under a live feed those waits were half its time)."""
+        if not queued:
+            async with self._writes() as session, session.begin():
+                yield session
+            return
         async with self._write_slots, self._writes() as session, session.begin():
             yield session
 
