@@ -4,8 +4,8 @@ run left behind).
 
 Per case, the median wall time of a warm computation, in this process: a commune's, a province's
 and the nation's KPIs (30 days), the ranking of all communes (the per-unit memos warm), and the
-figures at now of a province alone. "after a change" marks one commune (or one commune of the
-province) changed before each call (its `unit_change` count moves, no figure does), as a batch
+figures at now of a province alone; the commune is the one with the most dossiers, the province
+its own. "after a change" marks that commune changed before each call (its `unit_change` count moves, no figure does), as a batch
 would: what a refresh costs under a feed that touches a unit at a time. With the per-unit figures at
 now (app.aggregates.live_memo) when `--no-memo` is not given.
 """
@@ -45,7 +45,10 @@ async def main(url: str, repeat: int, memo_on: bool) -> None:
     now = reader.now()
     w30 = periods.window("30d", periods.today(now, tz))
     province = "01"
-    commune = registry.at_level("commune", province)[0].code
+    async with db.session() as session:  # a commune with dossiers (the first of the province may have none)
+        busy = (await session.execute(text("SELECT unit_code FROM dossier GROUP BY unit_code ORDER BY count(*) DESC LIMIT 1"))).scalar()
+    commune = busy or registry.at_level("commune", province)[0].code
+    province = registry.get(commune).parent_code if busy else province
     rankings = RankingMemo()
     live = getattr(rankings, "live", None) if memo_on else None
     if not memo_on:
@@ -76,6 +79,7 @@ async def main(url: str, repeat: int, memo_on: bool) -> None:
 
     cases = {
         "commune KPI": (kpis(commune), None),
+        "commune KPI, after a change": (kpis(commune), commune),
         "province KPI": (kpis(province), None),
         "province KPI, after a change": (kpis(province), commune),
         "national KPI": (kpis("VN"), None),
