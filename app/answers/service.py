@@ -146,7 +146,7 @@ class SharedAnswers:
 
     async def version(self) -> int:
         """The current data version (for answers made outside the store, e.g. the downloads' ETags)."""
-        async with self.db.session() as session:
+        async with self.db.autocommit() as session:
             return await meta.read_data_version(session)
 
     # --- serving -------------------------------------------------------------------------------
@@ -169,7 +169,7 @@ class SharedAnswers:
             if self._judge(local.current, local.computed_at, scoring._now()) != COMPUTE:
                 return local
         checked = time.monotonic()
-        async with self.db.session() as session:
+        async with self.db.autocommit() as session:
             current, stored = await repo.read_answer(session, key)
         if stored is not None and stored.version != repo.NONE_YET:
             now = scoring._now()
@@ -210,7 +210,7 @@ class SharedAnswers:
         """The stored answer's body: this worker's copy when it has the same ETag, else read."""
         local = self._local.get(key)
         if local is None or local.etag != stored.etag:
-            async with self.db.session() as session:
+            async with self.db.autocommit() as session:
                 got = await repo.read_body(session, key)
             if got is None:  # forgotten meanwhile: keep what we had checked
                 raise LookupError(key)
@@ -236,7 +236,7 @@ class SharedAnswers:
         of change-number order; one read of overlap), bring this worker's copies up to date, and
         record the polls of the answers served from memory every `touch_every`."""
         started = time.monotonic()
-        async with self.db.session() as session:
+        async with self.db.autocommit() as session:
             version, changes = await repo.read_changes(session, self._seen[0])
         moved = []
         for c in changes:
@@ -248,7 +248,7 @@ class SharedAnswers:
             else:
                 moved.append(c.key)
         if moved:
-            async with self.db.session() as session:
+            async with self.db.autocommit() as session:
                 for c, body in await repo.read_bodies(session, moved):
                     local = self._local.get(c.key)
                     if local is not None and c.computed_at > local.computed_at:
@@ -259,7 +259,7 @@ class SharedAnswers:
         if self._polled and started - self._polled_at >= self.touch_every:
             keys, self._polled, self._polled_at = sorted(self._polled), set(), started
             now = scoring._now()
-            async with self.db.transaction(queued=False) as session:
+            async with self.db.autocommit(write=True) as session:
                 await repo.touch_many(session, keys, now, now - timedelta(seconds=self.touch_every))
 
     def gzipped(self, key: str, answer: Answer) -> bytes:
@@ -318,7 +318,7 @@ class SharedAnswers:
                 await asyncio.sleep(step)
                 step = min(WAIT_MOST, 2 * step)
                 checked = time.monotonic()
-                async with self.db.session() as session:
+                async with self.db.autocommit() as session:
                     current, stored = await repo.read_answer(session, key)
                 if stored is None or stored.claimed_until is None or stored.claimed_until < scoring._now():
                     if stored is not None and stored.version != repo.NONE_YET:
@@ -331,13 +331,14 @@ class SharedAnswers:
     ) -> Answer | None:
         """Claim, compute and store one answer; None when another process holds the claim (without
         `claim`: compute it whoever holds the claim, and store it if the stored one is older;
-        without `create`: only an answer stored already is claimed, none is created). The claim and
-        the data version the computation starts from are one transaction, the store another."""
+        without `create`: only an answer stored already is claimed, none is created). The claim, the
+        data version the computation starts from (read after the claim) and the store are each their
+        own statements (Database.autocommit)."""
         writable, version = True, None
         started = scoring._now()
         if claim:
             try:
-                async with self.db.transaction(queued=False) as session:
+                async with self.db.autocommit(write=True) as session:
                     until = started + timedelta(seconds=self.claim_for)
                     mine = await repo.claim(session, key, kind, params, self.holder, started, until, create)
                     if mine:  # read after `started`: every batch acknowledged before then is in it
@@ -353,14 +354,14 @@ class SharedAnswers:
                 return None
         try:
             if version is None:
-                async with self.db.session() as session:
+                async with self.db.autocommit() as session:
                     version = await meta.read_data_version(session)
             payload = await kinds.compute(ctx, kind, orjson.loads(params))
             body = orjson.dumps(payload)
             etag = figures_etag(payload)
             if writable:
                 try:
-                    async with self.db.transaction(queued=False) as session:
+                    async with self.db.autocommit(write=True) as session:
                         await repo.store_many(session, [(key, body, etag)], version, started, self.holder)
                 except DBAPIError:
                     log.warning("answer %s served unshared: storing it was refused", key, exc_info=True)
@@ -383,16 +384,16 @@ class SharedAnswers:
         started = scoring._now()
         keys = [key for key, _ in items]
         try:  # the claims only spare requests a computation: refused (a lock conflict), it runs without
-            async with self.db.transaction(queued=False) as session:
+            async with self.db.autocommit(write=True) as session:
                 await repo.claim_many(session, keys, self.holder, started, started + timedelta(seconds=self.claim_for))
         except DBAPIError:
             log.info("claiming %d answers computed together was refused", len(keys), exc_info=True)
-        async with self.db.session() as session:
+        async with self.db.autocommit() as session:
             version = await meta.read_data_version(session)
         try:
             payloads = await kinds.compute_many(ctx, [orjson.loads(params) for _, params in items])
             rows = [(key, orjson.dumps(payload), figures_etag(payload)) for (key, _), payload in zip(items, payloads, strict=True)]
-            async with self.db.transaction(queued=False) as session:
+            async with self.db.autocommit(write=True) as session:
                 await repo.store_many(session, rows, version, started, self.holder)
         except BaseException:
             await asyncio.shield(self._release(keys))
@@ -406,7 +407,7 @@ class SharedAnswers:
 
     async def _release(self, keys: list[str]) -> None:
         try:
-            async with self.db.transaction(queued=False) as session:
+            async with self.db.autocommit(write=True) as session:
                 await repo.release(session, keys, self.holder)
         except Exception:  # noqa: BLE001 - the claims expire by themselves
             log.warning("releasing the claims on %s failed", keys, exc_info=True)
@@ -418,7 +419,7 @@ class SharedAnswers:
             self._behind(self._compute_or_wait(ctx, kind, key, canonical_params(params), wait=False))
 
     async def _touch(self, key: str, now: datetime) -> None:
-        async with self.db.transaction(queued=False) as session:
+        async with self.db.autocommit(write=True) as session:
             await repo.touch(session, key, now, now - timedelta(seconds=self.touch_every))
 
     def _behind(self, work) -> None:
