@@ -121,7 +121,7 @@ class AnswerRefresher:
             for key, kind, _, etag, *_ in held:  # a KPI answer of a period in progress: its previous figures stand at t now
                 cp = compared_point(kind, asked[key], now, tz) if kind == "kpis" else None
                 stamps.append((key, etag, None if cp is None else scoring.as_of(cp[1], tz)))
-            async with self.db.transaction(queued=False) as session:
+            async with self.db.autocommit(write=True) as session:
                 stamped = await repo.restamp(session, stamps, version, now, scoring.as_of(now, tz))
             self.restamped += len(stamped)
             done += len(stamped)
@@ -153,7 +153,7 @@ class AnswerRefresher:
                     answer = await self.answers.compute(ctx, kind, key, params, by="refresher", create=False)
                 except ChisoError as exc:  # the unit went, say: nobody can get this answer any more
                     log.info("forgetting the shared answer %s: %s", key, exc)
-                    async with self.db.transaction(queued=False) as session:
+                    async with self.db.autocommit(write=True) as session:
                         await repo.delete_answer(session, key)
                     return 0
                 if answer is None:  # claimed elsewhere meanwhile (or forgotten)
@@ -168,7 +168,7 @@ class AnswerRefresher:
         done += sum(r for r in results if not isinstance(r, BaseException))
         if time.monotonic() - self._swept_at >= FORGET_EVERY:
             self._swept_at = time.monotonic()
-            async with self.db.transaction(queued=False) as session:
+            async with self.db.autocommit(write=True) as session:
                 await repo.delete_unpolled(session, now - timedelta(seconds=self.forget_after))
         if failed:  # the others ran to their end: the tick fails with the first failure
             raise failed[0]
