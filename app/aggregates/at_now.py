@@ -13,6 +13,7 @@ from sqlalchemy import and_, bindparam, case, func, literal, literal_column, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from app.aggregates.network_reads import network_held
 from app.aggregates.scopes import _scope_params, _scope_shape, _select
 from app.aggregates.silent import cut_off, silent_condition
 from app.aggregates.sums import Scope
@@ -63,7 +64,7 @@ async def _read_today(session: AsyncSession, scope: Scope, live: list, sector: s
         stmt = _due_statement(scope.level, scope.parent, scope.codes is not None, sector == "*")
         for row in (await conn.execute(stmt, params)).mappings():
             due[row["g"]] = [int(row[f"d{h}"] or 0) for h in DUE_HOURS]
-    if sector == ALL_SECTORS and network:
+    if sector == ALL_SECTORS and network and (await network_held(session))[0]:
         stmt = _network_due_statement(scope.level, scope.parent, scope.codes is not None)
         for row in (await conn.execute(stmt, _scope_params(scope))).mappings():
             got = due[row["g"]]

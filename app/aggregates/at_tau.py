@@ -29,10 +29,11 @@ from app.aggregates.at_now import DUE_HOURS
 from app.aggregates.contrib import SQL_ELAPSED_MS, elapsed_ms
 from app.aggregates.counters import COHORT, FLOWS
 from app.aggregates.histogram import bucket_of
+from app.aggregates.network_reads import network_held
 from app.aggregates.scopes import _scope_params, _scope_shape, _select
 from app.aggregates.sums import Scope, Span, Sums
 from app.db import dialect
-from app.db.models import ALL_SECTORS, Dossier, DossierEvent, NetworkDay
+from app.db.models import ALL_SECTORS, Dossier, DossierEvent
 
 # What [m, t) adds to each flow of a day row (the rules of contrib.Delta.add, at an instant).
 # (orphans and processing times are read apart)
@@ -68,8 +69,7 @@ def apply(s: Sums, vector, hist: dict[int, int]) -> None:
 
 async def is_central(session: AsyncSession) -> bool:
     """A node holding day records of subordinates (it cannot cut within a day)."""
-    conn = await session.connection()
-    return (await conn.execute(select(NetworkDay.unit_code).limit(1))).first() is not None
+    return (await network_held(session))[0]
 
 
 async def read_at_instant(

@@ -31,6 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.aggregates.at_now import DUE_HOURS, _network_due_statement, _read_silent, _read_today, read_units_due_between
+from app.aggregates.network_reads import network_held
 from app.aggregates.scopes import _scope_params
 from app.aggregates.sums import Scope, Sums
 from app.db.dialect import codes_in
@@ -204,6 +205,8 @@ def fill(sums: list[Sums], total: tuple[int, ...] | None, live: list, network_du
 async def read_network_due(session: AsyncSession, scope: Scope) -> dict[str, tuple[int, ...]]:
     """Per group of `scope`, the due-soon figures of the latest day records of its units fed by
     subordinates (central mode; none elsewhere), read anew each time."""
+    if not (await network_held(session))[0]:
+        return {}
     stmt = _network_due_statement(scope.level, scope.parent, scope.codes is not None)
     rows = (await (await session.connection()).execute(stmt, _scope_params(scope))).mappings()
     return {row["g"]: tuple(int(row[f"d{h}"] or 0) for h in DUE_HOURS) for row in rows}
