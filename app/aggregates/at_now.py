@@ -9,7 +9,7 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
-from sqlalchemy import and_, bindparam, case, func, literal, literal_column, or_, select, text, tuple_, union
+from sqlalchemy import and_, bindparam, case, func, literal, literal_column, or_, select, tuple_, union
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -43,13 +43,11 @@ async def _read_today(session: AsyncSession, scope: Scope, live: list, sector: s
         params[f"start_at_{i}"], params[f"now_{i}"] = sp.start_at, sp.now
     conn = await session.connection()
     by_hours = scope.rollup is not None and scope.level is None  # a province or the nation: whole hours from its rollup rows
-    if not by_hours and dialect.is_postgres(session):
-        # A commune (or a list of units): planned for the values at hand, a deadline range and a few
-        # units. The generic plan that a prepared statement falls back to after five runs cannot
-        # tell a range of hours from one of years: it read the whole country's open dossiers due
-        # within 72 h through the deadline index to count one commune's (bench.at_now, "commune
+    if not by_hours:
+        # A commune (or a list of units): generically planned, the due-soon count read the whole
+        # country's open dossiers due within 72 h to count one commune's (bench.at_now, "commune
         # KPI, after a change": 29-30 -> 10-13 ms).
-        await conn.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+        await dialect.plan_each_run(session)
     for row in (await conn.execute(stmt, params)).mappings():
         for i, _ in live:
             out[row["g"]][i].overdue_not_yet = int(row["not_yet"] or 0)
@@ -171,8 +169,7 @@ async def count_open_due(
         out = [int(v or 0) for v in row]
     ranges = [x for sl in slices for x in sl]
     if ranges:
-        if dialect.is_postgres(session):  # plan the few index ranges for what they are, not generically
-            await conn.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+        await dialect.plan_each_run(session)  # the few index ranges for what they are
         cols = [
             func.sum(case((or_(*(and_(d.eff_due_at >= x, d.eff_due_at < y) for x, y in sl)), 1), else_=0)).label(f"s{i}")
             for i, sl in enumerate(slices)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from functools import lru_cache
 
-from sqlalchemy import and_, bindparam, case, func, select, text, tuple_, union
+from sqlalchemy import and_, bindparam, case, func, select, tuple_, union
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.aggregates.at_now import count_open_due
@@ -89,10 +89,7 @@ async def read_at_risk(
     its winning `received` names). For a province or the nation (`rollup`), the total sums whole
     hours of its open-deadline rollup rows (count_open_due) instead of counting the window."""
     conn = await session.connection()
-    if dialect.is_postgres(session):
-        # A generic plan (PostgreSQL's choice after five runs of a prepared statement) does not know
-        # how narrow the deadline window is and reads a unit's every open dossier: plan each run.
-        await conn.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+    await dialect.plan_each_run(session)  # generically planned, it read a unit's every open dossier
     marks = select(DossierFuture.at).where(DossierFuture.at >= bindparam("now", type_=DossierFuture.at.type)).limit(1)
     ahead = (await conn.execute(marks, {"now": now})).first() is not None
     count, page = _at_risk_statements(codes is not None, include_overdue, ahead)

@@ -25,6 +25,16 @@ def is_postgres(session: AsyncSession) -> bool:
     return session.bind.dialect.name == "postgresql"
 
 
+async def plan_each_run(session: AsyncSession) -> None:
+    """For the rest of this transaction, plan every statement for the values it runs with
+    (PostgreSQL's `plan_cache_mode = force_custom_plan`; SQLite: nothing). After five runs of a
+    prepared statement PostgreSQL may fall back to a generic plan, which cannot tell a deadline
+    range of hours from one of years, nor a few units from the whole country: for the reads led by
+    such ranges (due soon, at risk, the deadlines of today)."""
+    if is_postgres(session):
+        await (await session.connection()).execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+
+
 class CodesIn(ColumnElement):
     """`column IN (:codes)`, the list bound at execution. PostgreSQL takes it as one array
     (`column = ANY(:codes)`): one statement text whatever the list's length, so the driver's

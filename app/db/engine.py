@@ -120,15 +120,9 @@ class Database:
         return self.dialect == "sqlite"
 
     @asynccontextmanager
-    async def transaction(self, queued: bool = True) -> AsyncIterator[AsyncSession]:
-        """A write transaction, committed when the block ends without error. It takes one of the
-        write slots (half the pool), unless `queued` is False: a write of a statement or two that
-        must not wait behind the ingest's passes holding them (a shared answer's claim or store,
-        which a poller waits for: under a live feed those waits were half its time)."""
-        if not queued:
-            async with self._writes() as session, session.begin():
-                yield session
-            return
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A write transaction, committed when the block ends without error; it takes one of the
+        write slots (half the pool)."""
         async with self._write_slots, self._writes() as session, session.begin():
             yield session
 
@@ -138,13 +132,15 @@ class Database:
         before it and no ROLLBACK or COMMIT after it, one round trip where a session of one
         statement takes three (under a saturated server each waits its turn for a core: ~10 ms).
         For statements that need nothing around them (the shared answers' look-ups, claims and
-        stores); nothing here may `SET LOCAL`. On SQLite a read session, or with `write` a write
-        transaction outside the write slots (its writers take the lock at BEGIN)."""
+        stores); nothing here may `SET LOCAL`. No write slot is taken: the ingest's passes hold
+        those, and a poller's claim and store waited behind them (under a live feed, half its time).
+        On SQLite a read session, or with `write` a write transaction (its writers take the lock at
+        BEGIN)."""
         if self._autocommit is not None:
             async with self._autocommit() as session:
                 yield session
         elif write:
-            async with self.transaction(queued=False) as session:
+            async with self._writes() as session, session.begin():
                 yield session
         else:
             async with self.session() as session:
