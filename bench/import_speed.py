@@ -32,24 +32,43 @@ from bench.history import write_history
 ROOT = Path(__file__).resolve().parent.parent
 
 
+async def fresh_database(admin, pg: str, name: str) -> str:
+    """A new database `name` on the server, migrated and seeded; its SQLAlchemy URL."""
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = f"{pg.replace('postgresql://', 'postgresql+asyncpg://', 1)}/{name}"
+    db = Database(url, 2)
+    try:
+        await prepare_database(db, Settings(_env_file=None, database_url=url))
+    finally:
+        await db.dispose()
+    return url
+
+
+async def history_file(url: str, directory: str, events: int) -> Path:
+    """The national history of `events` events (every commune of the registry, 360 days), written
+    once under `directory` and reused by later runs of the same size."""
+    path = Path(directory) / f"nation-{events}.ndjson"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = Database(url, 2)
+    try:
+        registry = await RegistryCache(db).refresh()
+    finally:
+        await db.dispose()
+    communes = [u.code for u in registry.at_level("commune")]
+    t0 = time.time()
+    n = write_history(path, communes, events, 360, 11, "n", now=time.time() - 86400)
+    print(f"{n:,} events of {len(communes):,} communes written in {time.time() - t0:.0f} s: {path}")
+    return path
+
+
 async def main(args) -> None:
     admin = await asyncpg.connect(args.pg + "/postgres")
     name = f"chiso_import_{os.getpid()}"
-    await admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        url = f"{args.pg.replace('postgresql://', 'postgresql+asyncpg://', 1)}/{name}"
-        settings = Settings(_env_file=None, database_url=url)
-        db = Database(url, 2)
-        await prepare_database(db, settings)
-        registry = await RegistryCache(db).refresh()
-        await db.dispose()
-        path = Path(args.dir) / f"nation-{args.events}.ndjson"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            communes = [u.code for u in registry.at_level("commune")]
-            t0 = time.time()
-            n = write_history(path, communes, args.events, 360, 11, "n", now=time.time() - 86400)
-            print(f"{n:,} events of {len(communes):,} communes written in {time.time() - t0:.0f} s: {path}")
+        url = await fresh_database(admin, args.pg, name)
+        path = await history_file(url, args.dir, args.events)
         env = os.environ | {"DATABASE_URL": url}
         cmd = [sys.executable, "-m", "app.cli", "import", str(path), "--json", "--writers", str(args.writers)]
         cmd += ["--bulk", "--group", str(args.group)] if args.bulk else ["--no-bulk"]

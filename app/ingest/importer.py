@@ -9,9 +9,10 @@ transaction (on PostgreSQL: COPY into the import's work table, built after the l
 app.ingest.bulk; with --no-bulk, COPY into the session's staging table, then the set-based write
 pass, app.aggregates.pgpass). A stored or earlier copy of an event is a duplicate and
 changes nothing, so an interrupted import is simply run again: a progress file beside the input
-remembers up to which line every chunk is committed, and the re-run starts there (what it still
-reads twice is counted as duplicates, never stored twice). Rejected lines go to `FILE.rejected`
-(one JSON object per line: its line number, the errors naming each field, the line as read).
+remembers up to which line every chunk is committed, and into which database; a re-run into that
+one starts there (what it still reads twice is counted as duplicates, never stored twice).
+Rejected lines go to `FILE.rejected` (one JSON object per line: its line number, the errors naming
+each field, the line as read).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import gzip
+import hashlib
 import io
 import os
 import time
@@ -171,6 +173,11 @@ class Importer:
 
     # --- one file ------------------------------------------------------------------------------
 
+    def _store(self) -> str:
+        """Which store the progress file speaks of (a hash of its URL, which may hold a password):
+        the same file imported into another database starts from its first line."""
+        return hashlib.sha256(str(self.db.url).encode()).hexdigest()[:16]
+
     async def import_file(self, path: Path) -> FileReport:
         report = FileReport(path=str(path))
         started = time.perf_counter()
@@ -178,7 +185,7 @@ class Importer:
         start, line_no = 0, 0
         if prog.exists():
             saved = orjson.loads(prog.read_bytes())
-            if saved.get("file") == _fingerprint(path):
+            if saved.get("file") == _fingerprint(path) and saved.get("store") == self._store():
                 start, line_no = saved["offset"], saved["line"]
                 report.resumed_at_line = line_no
         if start == 0 and rej.exists():
@@ -272,7 +279,8 @@ class Importer:
             last = chunk
         if last is not None:
             tmp = progress_path(path).with_suffix(".tmp")
-            tmp.write_bytes(orjson.dumps({"file": _fingerprint(path), "offset": last.end_offset, "line": last.end_line}))
+            saved = {"file": _fingerprint(path), "store": self._store(), "offset": last.end_offset, "line": last.end_line}
+            tmp.write_bytes(orjson.dumps(saved))
             os.replace(tmp, progress_path(path))
 
 

@@ -23,6 +23,7 @@ from sqlalchemy import text
 from app.aggregates import rebuild
 from app.aggregates.counters import DAY_COUNTERS, TOTAL_COUNTERS
 from app.ingest.importer import Importer, progress_path, rejected_path
+from app.ingest.validators import Chunk
 from tests import reference as ref
 from tests.helpers.kpis import COMMUNES_46, COMMUNES_79, PERIODS, assert_matches, post_all
 from tests.streams import stream, wire
@@ -139,6 +140,22 @@ class TestImport:
             assert (r2.accepted, r2.rejected) == (0, 1)
             (line,) = rejected_path(path2).read_bytes().splitlines()
             assert orjson.loads(line)["errors"][0]["loc"] == ["occurred_at"]
+
+    async def test_progress_of_another_database_is_not_resumed(self, make_service, tmp_path):
+        """The progress file beside the input names its database: a file imported (or half imported)
+        into one store and then into another starts there from its first line."""
+        events = stream(random.Random(12), COMMUNES_46[:3], 120, datetime.now(UTC))
+        path = write_ndjson(tmp_path / "twice.ndjson", events)
+        async with make_service() as first:
+            imp = await importer(first, chunk_lines=40)
+            await imp.import_file(path)
+            last = Chunk(seq=0, end_offset=path.stat().st_size, end_line=len(events))
+            imp._advance(path, {0: last}, {"next": 0})  # as if a run into this store stopped after its last chunk
+            assert progress_path(path).exists()
+        async with make_service() as second:
+            report = await (await importer(second, chunk_lines=40)).import_file(path)
+            assert report.resumed_at_line == 0
+            assert await stored_events(second) == len(events)
 
     async def test_csv(self, make_service, tmp_path):
         rng = random.Random(5)
