@@ -53,6 +53,7 @@ class FileReport:
     seconds: float = 0.0
     load_seconds: float = 0.0  # the bulk path: of `seconds`, loading (the rest builds)
     fresh: int = 0  # the bulk path: of `accepted`, stored by plain inserts into units with nothing stored (app.ingest.fresh)
+    compacted: bool = False  # the bulk path: the indexes of the largest tables rebuilt after (BulkLoad.compact)
 
     @property
     def events_per_s(self) -> float:
@@ -263,6 +264,7 @@ class Importer:
 
         await asyncio.gather(*(build(w) for w in range(self.writers)))
         await load.close()
+        report.compacted = await load.compact(accepted)
         report.accepted = accepted
         report.duplicates += max(0, loaded - accepted)
 

@@ -245,6 +245,44 @@ class TestImport:
                                 *_window_days(body), datetime.now(UTC))  # fmt: skip
             assert_matches(body["kpis"], expected, "VN 90d after the re-run")
 
+    async def test_a_bulk_import_bringing_much_of_the_store_rebuilds_its_indexes(self, make_service, tmp_path, store):
+        """An import that stored a third or more of the events rebuilds the indexes of the dossiers
+        and the day rows (new files, every index valid), leaving an invalid index of an interrupted
+        rebuild dropped; a smaller one leaves them as they are. The figures are those of posting."""
+        if store == "sqlite":
+            pytest.skip("the bulk path is PostgreSQL's")
+
+        async def files() -> dict[str, int]:
+            async with svc.db.session() as session:
+                sql = (
+                    "SELECT c.relname, c.relfilenode FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                    " WHERE i.indrelid IN ('dossier'::regclass, 'unit_day'::regclass)"
+                )
+                return dict((await session.execute(text(sql))).all())
+
+        events = stream(random.Random(14), COMMUNES_46, 600, datetime.now(UTC))
+        later = stream(random.Random(15), COMMUNES_79, 60, datetime.now(UTC))
+        async with make_service() as svc:
+            async with svc.db.autocommit(write=True) as session:  # as a rebuild killed midway leaves it
+                await session.execute(text("CREATE INDEX CONCURRENTLY ix_left_behind ON dossier (recv_at)"))
+                await session.execute(text("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'ix_left_behind'::regclass"))
+            before = await files()
+            report = await (await importer(svc, chunk_lines=200)).import_file(write_ndjson(tmp_path / "much.ndjson", events))
+            assert report.compacted
+            after = await files()
+            assert "ix_left_behind" not in after and set(after) == set(before) - {"ix_left_behind"}
+            assert all(after[name] != before[name] for name in after)  # every index a new file
+            async with svc.db.session() as session:
+                assert (await session.execute(text("SELECT count(*) FROM pg_index WHERE NOT indisvalid"))).scalar() == 0
+            report = await (await importer(svc, chunk_lines=200)).import_file(write_ndjson(tmp_path / "little.ndjson", later))
+            assert report.accepted == len(later) and not report.compacted
+            assert await files() == after
+            await assert_verified(svc)
+            body = (await svc.get("/api/v1/units/VN/kpis", await svc.key("read"), window="90d")).json()
+            expected = ref.kpis(ref.dossiers(events + later), {"VN", "46", "79", *COMMUNES_46, *COMMUNES_79},
+                                *_window_days(body), datetime.now(UTC))  # fmt: skip
+            assert_matches(body["kpis"], expected, "VN 90d after both imports")
+
     async def test_import_while_the_same_units_post(self, make_service, tmp_path):
         rng = random.Random(13)
         events = stream(rng, [*COMMUNES_46, "46"], 400, datetime.now(UTC))
