@@ -246,8 +246,8 @@ class TestImport:
             assert_matches(body["kpis"], expected, "VN 90d after the re-run")
 
     async def test_a_bulk_import_bringing_much_of_the_store_rebuilds_its_indexes(self, make_service, tmp_path, store):
-        """An import that stored a third or more of the events rebuilds the indexes of the dossiers
-        and the day rows (new files, every index valid), leaving an invalid index of an interrupted
+        """An import that stored a third or more of the events rebuilds the indexes of the dossiers,
+        the day rows and the event log's partitions (new files, every index valid), leaving an invalid index of an interrupted
         rebuild dropped; a smaller one leaves them as they are. The figures are those of posting."""
         if store == "sqlite":
             pytest.skip("the bulk path is PostgreSQL's")
@@ -257,6 +257,7 @@ class TestImport:
                 sql = (
                     "SELECT c.relname, c.relfilenode FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
                     " WHERE i.indrelid IN ('dossier'::regclass, 'unit_day'::regclass)"
+                    " OR i.indrelid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'dossier_event'::regclass)"
                 )
                 return dict((await session.execute(text(sql))).all())
 
