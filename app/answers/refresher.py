@@ -21,7 +21,6 @@ import time
 import uuid
 from collections import defaultdict
 from datetime import timedelta
-from functools import partial
 
 import orjson
 
@@ -86,9 +85,7 @@ class AnswerRefresher:
         """One tick: when this process leads, refresh what needs it; the number of answers refreshed
         (found to hold still and restamped, or computed again). Without `wait` the computations
         run on behind the tick (at most `concurrency` at a time, whichever tick started them), so
-        the next tick restamps what holds while they run; counted when started. Only as many are
-        started as there are free slots, the batches first, then on a screen now and the oldest: the
-        rest are judged again at the next tick (a request may have computed them meanwhile)."""
+        the next tick restamps what holds while they run; counted when started."""
         if time.monotonic() - self._led_at >= LEAD_EVERY:
             led, self._leader = self._leader, await self.leadership.acquire()
             self._led_at = time.monotonic()
@@ -168,17 +165,15 @@ class AnswerRefresher:
                 self.deps.computed(key, kind, answer.etag, registry, now, tick)
                 return 1
 
-        work = [(partial(many, items), [i[0] for i in items]) for items in batches]
-        work += [(partial(one, key, kind, params), [key]) for key, kind, params, *_ in todo]
-        if not wait:  # no more than there are slots for: what is left waits for the next tick, judged anew
-            work = work[: max(0, self.concurrency - len(set(self._computing.values())))]
-        tasks = [self._start(job(), keys) for job, keys in work]
+        work = [(many(items), [i[0] for i in items]) for items in batches]
+        work += [(one(key, kind, params), [key]) for key, kind, params, *_ in todo]
+        tasks = [self._start(job, keys) for job, keys in work]
         if time.monotonic() - self._swept_at >= FORGET_EVERY:
             self._swept_at = time.monotonic()
             async with self.db.autocommit(write=True) as session:
                 await repo.delete_unpolled(session, now - timedelta(seconds=self.forget_after))
         if not wait:
-            return done + sum(len(keys) for _, keys in work)
+            return done + len(todo) + len(together)
         results = await asyncio.gather(*tasks, return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         done += sum(r for r in results if not isinstance(r, BaseException))
