@@ -78,14 +78,10 @@ class AnswerRefresher:
         # answers of one kinds.batched group computed together once there are this many to compute
         self.batch_from = batch_from
         self.restamped = 0  # answers found to hold still, not computed again
-        self._slots = asyncio.Semaphore(self.concurrency)  # computations at once, across ticks
-        self._computing: dict[str, asyncio.Task] = {}  # key -> the computation running behind the ticks
 
-    async def run_once(self, wait: bool = True) -> int:
+    async def run_once(self) -> int:
         """One tick: when this process leads, refresh what needs it; the number of answers refreshed
-        (found to hold still and restamped, or computed again). Without `wait` the computations
-        run on behind the tick (at most `concurrency` at a time, whichever tick started them), so
-        the next tick restamps what holds while they run; counted when started."""
+        (computed again, or found to hold still and restamped)."""
         if time.monotonic() - self._led_at >= LEAD_EVERY:
             led, self._leader = self._leader, await self.leadership.acquire()
             self._led_at = time.monotonic()
@@ -115,8 +111,8 @@ class AnswerRefresher:
                 if not holds:
                     self.deps.drop(key)
                 continue  # current: nothing to do
-            if key in self._computing or (row.claimed_until is not None and row.claimed_until >= now):
-                continue  # being computed (here, or elsewhere)
+            if row.claimed_until is not None and row.claimed_until >= now:
+                continue  # being computed elsewhere
             # no unit of it changed, no deadline of it passed: the same figures, at now
             (held if holds else todo).append((key, kind, params, etag, row.computed_at, row.polled_at < on_screen))
         done = 0
@@ -139,7 +135,7 @@ class AnswerRefresher:
         batches = [items for items in groups.values() if len(items) >= self.batch_from]
         together = {item[0] for items in batches for item in items}
         todo = [item for item in todo if item[0] not in together]
-        slots, tick = self._slots, self.deps.current
+        slots = asyncio.Semaphore(self.concurrency)
 
         async def many(items: list) -> int:
             async with slots:
@@ -147,7 +143,7 @@ class AnswerRefresher:
                     self.deps.drop(item[0])
                 answers = await self.answers.compute_many(ctx, items[0][1], [(key, params) for key, _, params, *_ in items], by="refresher")
                 for (key, kind, *_), answer in zip(items, answers, strict=True):
-                    self.deps.computed(key, kind, answer.etag, registry, now, tick)
+                    self.deps.computed(key, kind, answer.etag, registry, now)
                 return len(answers)
 
         async def one(key: str, kind: str, params: str) -> int:
@@ -162,55 +158,25 @@ class AnswerRefresher:
                     return 0
                 if answer is None:  # claimed elsewhere meanwhile (or forgotten)
                     return 0
-                self.deps.computed(key, kind, answer.etag, registry, now, tick)
+                self.deps.computed(key, kind, answer.etag, registry, now)
                 return 1
 
-        work = [(many(items), [i[0] for i in items]) for items in batches]
-        work += [(one(key, kind, params), [key]) for key, kind, params, *_ in todo]
-        tasks = [self._start(job, keys) for job, keys in work]
+        results = await asyncio.gather(
+            *(many(items) for items in batches), *(one(key, kind, params) for key, kind, params, *_ in todo), return_exceptions=True
+        )
+        failed = [r for r in results if isinstance(r, BaseException)]
+        done += sum(r for r in results if not isinstance(r, BaseException))
         if time.monotonic() - self._swept_at >= FORGET_EVERY:
             self._swept_at = time.monotonic()
             async with self.db.autocommit(write=True) as session:
                 await repo.delete_unpolled(session, now - timedelta(seconds=self.forget_after))
-        if not wait:
-            return done + len(todo) + len(together)
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        failed = [r for r in results if isinstance(r, BaseException)]
-        done += sum(r for r in results if not isinstance(r, BaseException))
         if failed:  # the others ran to their end: the tick fails with the first failure
             raise failed[0]
         return done
 
-    def _start(self, job, keys: list[str]) -> asyncio.Task:
-        """Run one computation (of one answer or a batch) behind the tick; its keys are skipped by
-        the ticks until it ends."""
-        task = asyncio.ensure_future(job)
-        self._computing.update(dict.fromkeys(keys, task))
-
-        def ended(t: asyncio.Task) -> None:
-            for key in keys:
-                if self._computing.get(key) is t:
-                    del self._computing[key]
-            if not t.cancelled() and t.exception() is not None:
-                log.error("answer refresh failed: %r", t.exception())
-
-        task.add_done_callback(ended)
-        return task
-
     async def run_forever(self) -> None:
-        """Tick every ANSWER_REFRESH_SECONDS until cancelled, the computations running on behind the
-        ticks; a failed tick is logged and the loop goes on."""
-        try:
-            await every(self.interval, lambda: self.run_once(wait=False), "answer refresh tick failed")
-        finally:
-            await self._settle()
-
-    async def _settle(self) -> None:
-        """Cancel the computations still running behind the ticks and wait for them to end."""
-        running = set(self._computing.values())
-        for task in running:
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
+        """Tick every ANSWER_REFRESH_SECONDS until cancelled; a failed tick is logged and the loop goes on."""
+        await every(self.interval, self.run_once, "answer refresh tick failed")
 
     async def close(self) -> None:
         """Give the leadership up (and close the refresher's own connections)."""

@@ -630,55 +630,6 @@ class TestRefresher:
             await one.close()
             await two.close()
 
-    async def test_ticks_go_on_while_a_computation_runs_and_do_not_restamp_it_over_a_change(self, fresh_service, monkeypatch):
-        """The ticks restamp what holds while a slow computation runs on behind them. That
-        computation holds at the tick it started at: a change to its unit made while it runs (after
-        its figures were read) is seen at the next tick, which computes it again rather than
-        restamping the figures from before the change."""
-        svc = fresh_service
-        read, ingest = await svc.key("read"), await svc.key("ingest", "VN")
-        slow, quick = COMMUNES_46[0], COMMUNES_46[1]
-        await post(svc, ingest, one_received(slow) + one_received(quick))
-        asked = {u: {"code": u, "period": None, "at": None, "window": "30d", "sector": None} for u in (slow, quick)}
-        for u in asked:
-            await svc.get(f"/api/v1/units/{u}/kpis", read, window="30d")
-        read_figures, release = asyncio.Event(), asyncio.Event()
-        real = kinds.compute
-
-        async def gated(ctx, kind, params):
-            got = await real(ctx, kind, params)
-            if params.get("code") == slow and not release.is_set():
-                read_figures.set()
-                await release.wait()  # stored only once released
-            return got
-
-        monkeypatch.setattr(kinds, "compute", gated)
-        refresher = AnswerRefresher(svc.db, svc.settings)
-        try:
-            await refresher.run_once()  # the first tick reads the counts
-            await post(svc, ingest, one_received(slow) + one_received(quick))
-            assert await refresher.run_once(wait=False) == 2  # both computed, behind the tick
-            await asyncio.wait_for(read_figures.wait(), 30)
-            while len(refresher._computing) > 1:  # the quick one stored
-                await asyncio.sleep(0.01)
-            await post(svc, ingest, one_received(slow))  # after the slow one's figures were read
-            await post(svc, ingest, one_received("26506"))
-            stamped = refresher.restamped
-            assert await refresher.run_once(wait=False) == 1  # the quick one, restamped while the slow one runs
-            assert refresher.restamped - stamped == 1 and len(refresher._computing) == 1
-            release.set()
-            while refresher._computing:
-                await asyncio.sleep(0.01)
-            computed = refresher.answers.computations
-            stamped = refresher.restamped
-            assert await refresher.run_once() == 1  # the slow one computed again (the quick one is current)
-            assert (refresher.answers.computations - computed, refresher.restamped - stamped) == (1, 0)
-            stored = {orjson.loads(r.params)["code"]: orjson.loads(r.body) for r in (await rows(svc)).values()}
-            for u, params in asked.items():
-                assert figures(stored[u]) == figures(await fresh(svc, "kpis", params)), u
-        finally:
-            await refresher.close()
-
     async def test_a_failing_request_leaves_no_answer(self, fresh_service):
         svc = fresh_service
         read = await svc.key("read")
