@@ -47,8 +47,9 @@ GROUP_EVENTS = 250_000  # events per build transaction (whole units): rollup row
 # stored event, the import 547 -> 594 s (the event log's monthly partitions each in turn).
 COMPACTED = ("dossier", "unit_day", "dossier_event")
 COMPACT_SHARE = 1 / 3
-_INVALID_INDEXES = text(  # of a table, or of its partitions
-    "SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid AND indrelid IN"
+_LEFT_BY_REINDEX = text(  # of a table or of its partitions: an interrupted REINDEX CONCURRENTLY's invalid copies
+    "SELECT i.indexrelid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+    " WHERE NOT i.indisvalid AND c.relname ~ '_cc(new|old)[0-9]*$' AND i.indrelid IN"
     " (SELECT CAST(:t AS regclass) UNION ALL SELECT inhrelid FROM pg_inherits WHERE inhparent = CAST(:t AS regclass))"
 )
 WORK_MEM = "256MB"  # the build's hash aggregates and sorts stay in memory
@@ -188,17 +189,21 @@ class BulkLoad:
             await session.execute(text(f"DROP TABLE IF EXISTS {self.table}"))
 
     async def compact(self, accepted: int) -> bool:
-        """When this import stored at least COMPACT_SHARE of the events now stored, rebuild the
-        indexes of COMPACTED, each table with REINDEX ... CONCURRENTLY (reads and posts go on
-        meanwhile); first drop what an interrupted rebuild left (its invalid indexes). Whether it did."""
-        async with self.db.autocommit() as session:
-            stored = (await session.execute(text("SELECT count(*) FROM dossier_event"))).scalar() or 0
-        if accepted <= 0 or accepted < COMPACT_SHARE * stored:
-            return False
+        """When this import stored at least COMPACT_SHARE of the events now stored, or an earlier
+        compaction was interrupted (its leftovers: the invalid `_ccnew`/`_ccold` indexes that REINDEX
+        CONCURRENTLY leaves when stopped, dropped here first), rebuild the indexes of COMPACTED,
+        each table with REINDEX ... CONCURRENTLY (reads and posts go on meanwhile). Whether it did."""
+        leftovers = 0
         for table in COMPACTED:
             async with self.db.autocommit(write=True) as session:  # outside a transaction, as CONCURRENTLY must be
-                invalid = (await session.execute(_INVALID_INDEXES, {"t": table})).scalars()
-                for index in list(invalid):
+                for index in list((await session.execute(_LEFT_BY_REINDEX, {"t": table})).scalars()):
                     await session.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {index}"))
+                    leftovers += 1
+        async with self.db.autocommit() as session:
+            stored = (await session.execute(text("SELECT count(*) FROM dossier_event"))).scalar() or 0
+        if not leftovers and (accepted <= 0 or accepted < COMPACT_SHARE * stored):
+            return False
+        for table in COMPACTED:
+            async with self.db.autocommit(write=True) as session:
                 await session.execute(text(f"REINDEX TABLE CONCURRENTLY {table}"))
         return True
