@@ -199,10 +199,13 @@ class BulkLoad:
                 for index in list((await session.execute(_LEFT_BY_REINDEX, {"t": table})).scalars()):
                     await session.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {index}"))
                     leftovers += 1
-        async with self.db.autocommit() as session:
-            stored = (await session.execute(text("SELECT count(*) FROM dossier_event"))).scalar() or 0
-        if not leftovers and (accepted <= 0 or accepted < COMPACT_SHARE * stored):
-            return False
+        if not leftovers:
+            if accepted <= 0:
+                return False
+            async with self.db.autocommit() as session:
+                stored = (await session.execute(text("SELECT count(*) FROM dossier_event"))).scalar() or 0
+            if accepted < COMPACT_SHARE * stored:
+                return False
         for table in COMPACTED:
             async with self.db.autocommit(write=True) as session:
                 await session.execute(text(f"REINDEX TABLE CONCURRENTLY {table}"))

@@ -137,6 +137,9 @@ class Importer:
         self.bulk = bulk and not db.is_sqlite  # SQLite: the chunked path
         self.group_events = group_events
         self.validators = max(1, validators)  # the bulk path: processes parsing and validating lines
+        # which store the progress file speaks of (a hash of its URL, which may hold a password):
+        # the same file imported into another database starts from its first line
+        self.store = hashlib.sha256(str(db.url).encode()).hexdigest()[:16]
 
     # --- reading and validating (a worker thread) ----------------------------------------------
 
@@ -174,11 +177,6 @@ class Importer:
 
     # --- one file ------------------------------------------------------------------------------
 
-    def _store(self) -> str:
-        """Which store the progress file speaks of (a hash of its URL, which may hold a password):
-        the same file imported into another database starts from its first line."""
-        return hashlib.sha256(str(self.db.url).encode()).hexdigest()[:16]
-
     async def import_file(self, path: Path) -> FileReport:
         report = FileReport(path=str(path))
         started = time.perf_counter()
@@ -186,7 +184,7 @@ class Importer:
         start, line_no = 0, 0
         if prog.exists():
             saved = orjson.loads(prog.read_bytes())
-            if saved.get("file") == _fingerprint(path) and saved.get("store") == self._store():
+            if saved.get("file") == _fingerprint(path) and saved.get("store") == self.store:
                 start, line_no = saved["offset"], saved["line"]
                 report.resumed_at_line = line_no
         if start == 0 and rej.exists():
@@ -281,7 +279,7 @@ class Importer:
             last = chunk
         if last is not None:
             tmp = progress_path(path).with_suffix(".tmp")
-            saved = {"file": _fingerprint(path), "store": self._store(), "offset": last.end_offset, "line": last.end_line}
+            saved = {"file": _fingerprint(path), "store": self.store, "offset": last.end_offset, "line": last.end_line}
             tmp.write_bytes(orjson.dumps(saved))
             os.replace(tmp, progress_path(path))
 
