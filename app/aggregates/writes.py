@@ -33,6 +33,7 @@ from app.db.models import (
     RollupDay,
     RollupOpenDue,
     RollupTotal,
+    Unit,
     UnitChange,
     UnitCohortDue,
     UnitDay,
@@ -362,7 +363,9 @@ def open_due_select_sql(postgres: bool) -> str:
 
 async def rebuild_rollups(session: AsyncSession) -> None:
     """Replace every rollup row by the sums of the own rows below (after a registry change, a repair,
-    or a bulk load). Set-based: one INSERT ... SELECT per table."""
+    or a bulk load), and count a change of every unit with units under it (whose rollup rows these
+    are: an answer that holds by its units' counts, app.answers, is computed again). Set-based: one
+    INSERT ... SELECT per table."""
     postgres = dialect.is_postgres(session)
     for own, rollup in dict(zip(OWN_TABLES, ROLLUP_TABLES, strict=True)).items():
         await session.execute(delete(rollup))
@@ -375,6 +378,8 @@ async def rebuild_rollups(session: AsyncSession) -> None:
     await session.execute(
         text(f"INSERT INTO rollup_open_due (unit_code, sector, hour, slot, n) SELECT unit_code, sector, hour, 0, n FROM ({sql}) s")
     )
+    above = (await session.execute(select(Unit.parent_code).where(Unit.parent_code.is_not(None)).distinct())).scalars()
+    await _count_changes(session, list(above))
 
 
 async def _rebuild_hist_rollups(session: AsyncSession, sql: str, postgres: bool) -> None:

@@ -9,9 +9,10 @@ An answer the refresher computed, or found holding, at the last tick, or that an
 the data version the last tick read with its counts (read in one snapshot: its computation saw every
 batch those counts show), still holds at this one when none of its units is among those touched
 since, its day is still today, the registry is the same, and it was computed less than `chain_for`
-seconds ago (a bound on what no count shows: `chiso kpis verify --repair` of the rollup rows
-alone). The refresher then restamps it (data version, time, `as_of`) instead of computing it: its
-figures are those a computation would give.
+seconds ago (a bound on what no count shows: a row altered by hand; a repair of the rollup rows
+counts a change of every unit above others, app.aggregates.writes.rebuild_rollups). The refresher
+then restamps it (data version, time, `as_of`) instead of computing it: its figures are those a
+computation would give.
 
 Only kinds whose figures move with time at deadlines alone are restamped (KPIs, series, sectors,
 rankings); the at-risk list (`hours_left`), the silent units (`silent_hours`), drivers and reports
@@ -35,13 +36,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.aggregates import periods
 from app.aggregates.at_tau import read_units_between
 from app.aggregates.live_memo import MARGIN, read_moved
-from app.answers.kinds import compared_point
+from app.answers.kinds import HELD_KINDS, compared_point, unit_of
 from app.db import meta
 from app.db.models import NetworkSource, UnitChange
 from app.units.model import NATION
 from app.units.service import Registry
-
-HELD_KINDS = ("kpis", "rankings", "series", "sectors")
 
 
 @dataclass(slots=True)
@@ -136,10 +135,10 @@ class Dependencies:
         so, it is known to. Known to hold at the last tick (computed or restamped by this refresher
         then), or computed by anyone at the data version the last tick read with its counts (its
         computation saw every batch those counts show): adopted."""
-        if touched is None or row.kind not in HELD_KINDS or touched & _units_of(row.kind, params):
+        if touched is None or row.kind not in HELD_KINDS or unit_of(row.kind, params) in touched:
             return False
         cp = self._point(row.kind, params, now)
-        if cp is not None and (cp[0] not in self._moved_at or self._moved_at[cp[0]] & _units_of(row.kind, params)):
+        if cp is not None and (cp[0] not in self._moved_at or unit_of(row.kind, params) in self._moved_at[cp[0]]):
             return False
         today = periods.today(now, self.tz)
         held = self._held.get(row.key)
@@ -172,10 +171,3 @@ def _with_ancestors(units: set[str], registry: Registry) -> set[str]:
     if touched:
         touched.add(NATION)
     return touched
-
-
-def _units_of(kind: str, params: dict) -> set[str]:
-    """The unit whose touch (or a touch below it) moves the answer's figures."""
-    if kind == "rankings":
-        return {params.get("parent") or NATION}
-    return {params["code"]}

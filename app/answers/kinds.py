@@ -22,6 +22,7 @@ from app.scoring import service as scoring
 from app.scoring.context import Reader
 from app.scoring.ranking import RankingMemo, level_kpis, ranking
 from app.settings import Settings
+from app.units.model import NATION
 from app.units.service import Registry
 
 
@@ -100,6 +101,29 @@ KINDS: dict[str, Callable[[ReadContext, dict], Awaitable[dict]]] = {
     "drivers": _drivers,
     "report": _report,
 }
+
+
+# Kinds whose figures move with time at deadlines alone, besides the data of their unit
+# (`unit_of`): an answer of these kinds can be found to hold without being computed again
+# (app.answers.dependencies, repository.holds).
+HELD_KINDS = ("kpis", "rankings", "series", "sectors")
+
+
+def unit_of(kind: str, params: dict) -> str:
+    """The unit whose change (or a change below it) moves the answer's figures."""
+    if kind == "rankings":
+        return params.get("parent") or NATION
+    return params["code"]
+
+
+def scope_of(kind: str, params: dict) -> str | None:
+    """The unit below the nation whose figures alone (with those under it) an answer of a
+    HELD_KINDS kind shows: whether they changed is read in a few rows (repository.holds). None
+    for any other answer (the nation's move with every batch)."""
+    if kind not in HELD_KINDS:
+        return None
+    unit = unit_of(kind, params)
+    return None if unit == NATION else unit
 
 
 # Kinds whose answer compares a period with its previous one (SPEC section 4): while the period is

@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy import and_, bindparam, delete, func, literal, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from app.db import dialect, meta
-from app.db.models import SharedAnswer
+from app.db.models import NetworkSource, NodeMeta, SharedAnswer, Unit, UnitChange
+from app.units.repository import REGISTRY_VERSION
 
 NONE_YET = -1  # the version of a claimed row whose first answer is still being computed
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -24,6 +26,46 @@ class Stored:
     computed_at: datetime
     polled_at: datetime
     claimed_until: datetime | None
+    holds: bool = False  # no batch changed its unit's figures since it was computed (`holds`)
+    scoped: bool = False  # it has a unit whose figures alone it shows (kinds.scope_of)
+
+
+def _changes_under(unit):
+    """SQL: the sum of the `unit_change` counts of `unit` (a column or a value) and of the units
+    under it. Counts only grow: the same sum read twice means no batch changed their figures in
+    between."""
+    c, u = UnitChange, Unit
+    under = or_(u.code == unit, u.parent_code == unit)
+    return select(func.coalesce(func.sum(c.changes), 0)).select_from(c).join(u, u.code == c.unit_code).where(under).scalar_subquery()
+
+
+def _registry_version():
+    return func.coalesce(select(NodeMeta.value).where(NodeMeta.name == REGISTRY_VERSION).scalar_subquery(), 0)
+
+
+def _central():
+    """SQL: this node receives records of subordinates, which change figures no count shows."""
+    return select(NetworkSource.source).exists()
+
+
+def holds():
+    """SQL: the stored answer's figures still hold, data-wise: it has a scope, whose change counts
+    and the registry are as they were read before its figures, on a node that is not central. (Time
+    moves figures too, deadlines passing: such an answer is served for as long as one computed at the
+    current data version, SharedAnswers.idle_for.)"""
+    a = SharedAnswer
+    same = and_(a.scope.is_not(None), a.stamp == _changes_under(a.scope), a.stamp_registry == _registry_version())
+    return and_(same, ~_central())
+
+
+async def read_stamps(session: AsyncSession, scopes: set[str]) -> dict[str, tuple[int, int]]:
+    """scope -> (the sum of the change counts of it and the units under it, the registry version),
+    read now; none on a central node."""
+    if not scopes:
+        return {}
+    u = aliased(Unit)
+    stmt = select(u.code, _changes_under(u.code), _registry_version()).where(u.code.in_(sorted(scopes)), ~_central())
+    return {code: (int(stamp), int(registry)) for code, stamp, registry in (await session.execute(stmt)).all()}
 
 
 async def read_answer(session: AsyncSession, key: str) -> tuple[int, Stored | None]:
@@ -31,14 +73,14 @@ async def read_answer(session: AsyncSession, key: str) -> tuple[int, Stored | No
     a = SharedAnswer
     current = meta.data_version_select().scalar_subquery()
     one = select(literal(1).label("one")).subquery()
-    stmt = select(current.label("current"), a.etag, a.version, a.computed_at, a.polled_at, a.claimed_until).select_from(
-        one.outerjoin(SharedAnswer.__table__, a.key == key)
-    )
+    stmt = select(
+        current.label("current"), a.etag, a.version, a.computed_at, a.polled_at, a.claimed_until, holds(), a.scope.is_not(None)
+    ).select_from(one.outerjoin(SharedAnswer.__table__, a.key == key))
     got = (await session.execute(stmt)).first()
     current_version = int(got[0] or 0)
     if got[1] is None:
         return current_version, None
-    return current_version, Stored(*got[1:])
+    return current_version, Stored(*got[1:6], bool(got[6]), bool(got[7]))
 
 
 def next_seq(session: AsyncSession):
@@ -58,6 +100,7 @@ class Change:
     version: int
     computed_at: datetime
     seq: int
+    scoped: bool = False  # read by read_bodies only
 
 
 async def read_changes(session: AsyncSession, after: int) -> tuple[int, list[Change]]:
@@ -78,8 +121,9 @@ async def read_changes(session: AsyncSession, after: int) -> tuple[int, list[Cha
 async def read_bodies(session: AsyncSession, keys: list[str]) -> list[tuple[Change, bytes]]:
     """The stored answers of `keys` with their bodies."""
     a = SharedAnswer
-    stmt = select(a.key, a.etag, a.version, a.computed_at, a.seq, a.body).where(a.key.in_(keys), a.version != NONE_YET)
-    return [(Change(*r[:5]), r[5]) for r in (await session.execute(stmt)).all()]
+    columns = (a.key, a.etag, a.version, a.computed_at, a.seq, a.scope.is_not(None), a.body)
+    stmt = select(*columns).where(a.key.in_(keys), a.version != NONE_YET)
+    return [(Change(*r[:5], bool(r[5])), r[6]) for r in (await session.execute(stmt)).all()]
 
 
 async def touch_many(session: AsyncSession, keys: list[str], now: datetime, before: datetime) -> None:
@@ -88,10 +132,10 @@ async def touch_many(session: AsyncSession, keys: list[str], now: datetime, befo
     await session.execute(update(a).where(a.key.in_(keys), a.polled_at < before).values(polled_at=now))
 
 
-async def read_body(session: AsyncSession, key: str) -> tuple[str, bytes, int, datetime] | None:
-    """(etag, body, version, computed_at) of a stored answer."""
+async def read_body(session: AsyncSession, key: str) -> tuple[str, bytes, int, datetime, bool] | None:
+    """(etag, body, version, computed_at, whether it has a scope) of a stored answer."""
     a = SharedAnswer
-    got = (await session.execute(select(a.etag, a.body, a.version, a.computed_at).where(a.key == key))).first()
+    got = (await session.execute(select(a.etag, a.body, a.version, a.computed_at, a.scope.is_not(None)).where(a.key == key))).first()
     return None if got is None else tuple(got)
 
 
@@ -130,10 +174,18 @@ async def claim_many(session: AsyncSession, keys: list[str], holder: str, now: d
     await session.execute(update(a).where(a.key.in_(keys), free).values(claimed_until=until, claimed_by=holder))
 
 
-async def store_many(session: AsyncSession, rows: list[tuple[str, bytes, str]], version: int, computed_at: datetime, holder: str) -> None:
-    """Keep answers computed at `computed_at` from `version` (key, body, etag), each unless the
-    stored one was computed later (one statement executed for all), and end `holder`'s claims on
-    them (a row stored to has an answer: nothing of release's to delete)."""
+async def store_many(
+    session: AsyncSession,
+    rows: list[tuple[str, bytes, str]],
+    version: int,
+    computed_at: datetime,
+    holder: str,
+    stamps: dict[str, tuple[str, int, int]] | None = None,
+) -> None:
+    """Keep answers computed at `computed_at` from `version` (key, body, etag; the stamp of those of
+    `stamps`: key -> (scope, stamp, registry) read before their figures), each unless the stored one
+    was computed later (one statement executed for all), and end `holder`'s claims on them (a row
+    stored to has an answer: nothing of release's to delete)."""
     a = SharedAnswer.__table__
     newer = or_(a.c.computed_at < computed_at, and_(a.c.computed_at == computed_at, a.c.version <= version))
     stmt = (
@@ -146,10 +198,18 @@ async def store_many(session: AsyncSession, rows: list[tuple[str, bytes, str]], 
             computed_at=computed_at,
             computed_by=holder,
             seq=next_seq(session),
+            scope=bindparam("the_scope"),
+            stamp=bindparam("the_stamp"),
+            stamp_registry=bindparam("the_registry"),
         )
     )
+    stamps = stamps or {}
+    values = []
+    for k, b, e in rows:
+        scope, stamp, registry = stamps.get(k, (None, None, None))
+        values.append({"the_key": k, "the_body": b, "the_etag": e, "the_scope": scope, "the_stamp": stamp, "the_registry": registry})
     conn = await session.connection()
-    await conn.execute(stmt, [{"the_key": k, "the_body": b, "the_etag": e} for k, b, e in rows])
+    await conn.execute(stmt, values)
     await _end_claims(session, [k for k, _, _ in rows], holder)
 
 

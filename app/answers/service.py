@@ -86,10 +86,19 @@ class Answer:
     version: int
     computed_at: datetime
     checked: float = 0.0  # monotonic time of the lookup that last found it servable
-    current: bool = False  # its version was the current one at that lookup
+    current: bool = False  # its version was the current one at that lookup, or it held (repository.holds)
+    scoped: bool = False  # it shows one unit's figures (kinds.scope_of): a lookup can find it holding
 
 
 _GZIPPED_KEPT = 8  # a worker's compressed bodies, the last made (each holds its body too: ~3 MB for the largest)
+
+
+async def _versions(session, scopes: dict[str, str]) -> tuple[int, dict[str, tuple[str, int, int]]]:
+    """What a computation starting now reads before its figures: the data version, and the stamp of
+    each answer of `scopes` (key -> its scope): key -> (scope, stamp, registry version)."""
+    version = await meta.read_data_version(session)
+    read = await repo.read_stamps(session, set(scopes.values()))
+    return version, {key: (scope, *read[scope]) for key, scope in scopes.items() if scope in read}
 
 
 class SharedAnswers:
@@ -159,8 +168,11 @@ class SharedAnswers:
             followed = self._followed_at
             if local is not None and followed > self._looked_after and time.monotonic() - followed < self.fresh_for:
                 share = max(self.refresh_share, self.follow_share)
-                decision = self._judge(local.version == self._followed_version, local.computed_at, scoring._now(), share)
-                if decision != COMPUTE:
+                held = local.current and time.monotonic() - local.checked < self.fresh_for  # a lookup just found it holding
+                decision = self._judge(local.version == self._followed_version or held, local.computed_at, scoring._now(), share)
+                # the follower knows only the node's data version: one lookup tells whether a scoped
+                # answer's own figures changed, before it is computed again
+                if decision == SERVE or (decision == SERVE_AND_REFRESH and not local.scoped):
                     self._polled.add(key)
                     if decision == SERVE_AND_REFRESH:
                         self.refresh_behind(ctx, kind, key, params)
@@ -173,7 +185,7 @@ class SharedAnswers:
             current, stored = await repo.read_answer(session, key)
         if stored is not None and stored.version != repo.NONE_YET:
             now = scoring._now()
-            decision = self._judge(stored.version == current, stored.computed_at, now)
+            decision = self._judge(stored.version == current or stored.holds, stored.computed_at, now)
             if decision != COMPUTE:
                 if stored.polled_at < now - timedelta(seconds=self.touch_every):
                     self._behind(self._touch(key, now))
@@ -181,7 +193,7 @@ class SharedAnswers:
                     self.refresh_behind(ctx, kind, key, params)
             if decision != COMPUTE or self._computed_elsewhere(key, stored, now):
                 try:
-                    return await self._body(key, stored, current, checked)
+                    return await self._body(key, stored, stored.version == current or stored.holds, checked)
                 except LookupError:  # forgotten since the lookup: compute it
                     pass
         return await self._compute_or_wait(ctx, kind, key, canonical_params(params))
@@ -206,17 +218,17 @@ class SharedAnswers:
             return SERVE if age < self.changed_for * share else SERVE_AND_REFRESH
         return COMPUTE
 
-    async def _body(self, key: str, stored: repo.Stored, current: int, checked: float) -> Answer:
-        """The stored answer's body: this worker's copy when it has the same ETag, else read."""
+    async def _body(self, key: str, stored: repo.Stored, current: bool, checked: float) -> Answer:
+        """The stored answer's body (`current`: it is at the current data version, or holds): this
+        worker's copy when it has the same ETag, else read."""
         local = self._local.get(key)
         if local is None or local.etag != stored.etag:
             async with self.db.autocommit() as session:
                 got = await repo.read_body(session, key)
             if got is None:  # forgotten meanwhile: keep what we had checked
                 raise LookupError(key)
-            etag, body, version, computed_at = got
-            local = Answer(etag, body, version, computed_at)
-        local = Answer(local.etag, local.body, local.version, local.computed_at, checked, local.version == current)
+            local = Answer(*got[:4], scoped=got[4])
+        local = Answer(local.etag, local.body, local.version, local.computed_at, checked, current, stored.scoped)
         self._keep(key, local)
         return local
 
@@ -252,7 +264,7 @@ class SharedAnswers:
                 for c, body in await repo.read_bodies(session, moved):
                     local = self._local.get(c.key)
                     if local is not None and c.computed_at > local.computed_at:
-                        self._local[c.key] = Answer(c.etag, body, c.version, c.computed_at)
+                        self._local[c.key] = Answer(c.etag, body, c.version, c.computed_at, scoped=c.scoped)
         self._seen = (self._seen[1], max([self._seen[1], *(c.seq for c in changes)]))
         self._followed_version, self._followed_at = version, started
         self.follows += 1
@@ -322,8 +334,9 @@ class SharedAnswers:
                     current, stored = await repo.read_answer(session, key)
                 if stored is None or stored.claimed_until is None or stored.claimed_until < scoring._now():
                     if stored is not None and stored.version != repo.NONE_YET:
-                        if self._judge(stored.version == current, stored.computed_at, scoring._now()) != COMPUTE:
-                            return await self._body(key, stored, current, checked)
+                        holds = stored.version == current or stored.holds
+                        if self._judge(holds, stored.computed_at, scoring._now()) != COMPUTE:
+                            return await self._body(key, stored, holds, checked)
                     break  # its computation ended without a servable answer (or died): claim it ourselves
 
     async def compute(
@@ -333,16 +346,18 @@ class SharedAnswers:
         `claim`: compute it whoever holds the claim, and store it if the stored one is older;
         without `create`: only an answer stored already is claimed, none is created). The claim, the
         data version the computation starts from (read after the claim) and the store are each their
-        own statements (Database.autocommit)."""
-        writable, version = True, None
+        own statements (Database.autocommit); so is the reading of its scope's stamp (before its figures)."""
+        writable, version, stamps = True, None, None
         started = scoring._now()
+        query = orjson.loads(params)
+        scopes = {key: scope} if (scope := kinds.scope_of(kind, query)) is not None else {}
         if claim:
             try:
                 async with self.db.autocommit(write=True) as session:
                     until = started + timedelta(seconds=self.claim_for)
                     mine = await repo.claim(session, key, kind, params, self.holder, started, until, create)
                     if mine:  # read after `started`: every batch acknowledged before then is in it
-                        version = await meta.read_data_version(session)
+                        version, stamps = await _versions(session, scopes)
             except DBAPIError:
                 # A database that takes no write (read-only, a standby, a full disk) still answers
                 # reads: the answer is computed here and served, just not shared. Unreachable, the
@@ -355,14 +370,14 @@ class SharedAnswers:
         try:
             if version is None:
                 async with self.db.autocommit() as session:
-                    version = await meta.read_data_version(session)
-            payload = await kinds.compute(ctx, kind, orjson.loads(params))
+                    version, stamps = await _versions(session, scopes)
+            payload = await kinds.compute(ctx, kind, query)
             body = orjson.dumps(payload)
             etag = figures_etag(payload)
             if writable:
                 try:
                     async with self.db.autocommit(write=True) as session:
-                        await repo.store_many(session, [(key, body, etag)], version, started, self.holder)
+                        await repo.store_many(session, [(key, body, etag)], version, started, self.holder, stamps)
                 except DBAPIError:
                     log.warning("answer %s served unshared: storing it was refused", key, exc_info=True)
         except BaseException:
@@ -370,7 +385,7 @@ class SharedAnswers:
             raise
         self.computations += 1
         metrics.ANSWER_COMPUTATIONS.labels(kind, by).inc()
-        answer = Answer(etag, body, version, started, time.monotonic(), True)
+        answer = Answer(etag, body, version, started, time.monotonic(), True, key in stamps)
         self._keep(key, answer)
         return answer
 
@@ -383,22 +398,24 @@ class SharedAnswers:
         figures: every batch acknowledged before `started` is in them."""
         started = scoring._now()
         keys = [key for key, _ in items]
+        queries = [orjson.loads(params) for _, params in items]
+        scopes = {key: scope for key, q in zip(keys, queries, strict=True) if (scope := kinds.scope_of(kind, q)) is not None}
         try:  # the claims only spare requests a computation: refused (a lock conflict), it runs without
             async with self.db.autocommit(write=True) as session:
                 await repo.claim_many(session, keys, self.holder, started, started + timedelta(seconds=self.claim_for))
         except DBAPIError:
             log.info("claiming %d answers computed together was refused", len(keys), exc_info=True)
         async with self.db.autocommit() as session:
-            version = await meta.read_data_version(session)
+            version, stamps = await _versions(session, scopes)
         try:
-            payloads = await kinds.compute_many(ctx, [orjson.loads(params) for _, params in items])
-            rows = [(key, orjson.dumps(payload), figures_etag(payload)) for (key, _), payload in zip(items, payloads, strict=True)]
+            payloads = await kinds.compute_many(ctx, queries)
+            rows = [(key, orjson.dumps(payload), figures_etag(payload)) for key, payload in zip(keys, payloads, strict=True)]
             async with self.db.autocommit(write=True) as session:
-                await repo.store_many(session, rows, version, started, self.holder)
+                await repo.store_many(session, rows, version, started, self.holder, stamps)
         except BaseException:
             await asyncio.shield(self._release(keys))
             raise
-        answers = [(key, Answer(etag, body, version, started, time.monotonic(), True)) for key, body, etag in rows]
+        answers = [(key, Answer(etag, body, version, started, time.monotonic(), True, key in stamps)) for key, body, etag in rows]
         for key, answer in answers:
             self._keep(key, answer)
         self.computations += len(answers)

@@ -17,9 +17,11 @@ from app.aggregates import periods
 from app.answers import kinds
 from app.answers.kinds import ReadContext, compute
 from app.answers.refresher import AnswerRefresher
-from app.db.models import SharedAnswer
+from app.db.models import NetworkSource, SharedAnswer
 from app.scoring import service as scoring
 from app.scoring.ranking import RankingMemo
+from app.units.model import UnitRow
+from app.units.service import import_units
 from tests.conftest import start_service
 from tests.helpers.dossiers import due_changed
 from tests.helpers.events import resolved
@@ -296,6 +298,77 @@ class TestReadYourWrites:
             answers._local.clear()
             late = (await svc.get(KPIS, read, window="7d")).json()["kpis"]["received"]
             assert late == first.json()["kpis"]["received"] + 1 and answers.computations == computed + 1
+
+
+class TestHeldByItsUnit:
+    """An answer of one unit's figures (a commune's, a province's) records the change counts of that
+    unit and those under it: a batch elsewhere moves the node's data version past it, but not its
+    figures, so it is served as stored (read-your-writes still holds: fresh_for = 0 here)."""
+
+    async def test_a_change_elsewhere_leaves_it_served_and_a_change_of_its_unit_computes_it(self, fresh_service):
+        svc = fresh_service
+        read, ingest = await svc.key("read"), await svc.key("ingest", "VN")
+        answers = svc.app.state.answers
+        held = [
+            (
+                "/api/v1/units/19777/kpis",
+                {"window": "7d"},
+                "kpis",
+                {"code": "19777", "period": None, "at": None, "window": "7d", "sector": None},
+            ),
+            ("/api/v1/units/46/kpis", {"window": "7d"}, "kpis", {"code": "46", "period": None, "at": None, "window": "7d", "sector": None}),
+        ]
+        nation = ("/api/v1/units/VN/kpis", {"window": "7d"})
+        await post(svc, ingest, one_received("19777") + one_received("26506"))
+        for path, query, _, _ in held:
+            await svc.get(path, read, **query)
+        await svc.get(nation[0], read, **nation[1])
+        computed = answers.computations
+
+        async def served() -> list[dict]:
+            return [(await svc.get(path, read, **query)).json() for path, query, _, _ in held]
+
+        await post(svc, ingest, one_received("26506"))  # province 79: nothing of 46 moves
+        got = await served()
+        assert answers.computations == computed  # held: served as stored
+        for answer, (_, _, kind, params) in zip(got, held, strict=True):
+            assert figures(answer) == figures(await fresh(svc, kind, params))
+        await svc.get(nation[0], read, **nation[1])
+        assert answers.computations == computed + 1  # the nation's figures moved: computed again
+
+        await post(svc, ingest, one_received("19777"))  # the commune and its province move
+        before, got = got, await served()
+        assert answers.computations == computed + 3
+        assert [a["kpis"]["received"] for a in got] == [a["kpis"]["received"] + 1 for a in before]
+        for answer, (_, _, kind, params) in zip(got, held, strict=True):
+            assert figures(answer) == figures(await fresh(svc, kind, params))
+
+    async def test_not_held_across_a_registry_change_or_on_a_central_node(self, fresh_service):
+        svc = fresh_service
+        read, ingest = await svc.key("read"), await svc.key("ingest", "VN")
+        answers = svc.app.state.answers
+        path, query = "/api/v1/units/19777/kpis", {"window": "7d"}
+        await post(svc, ingest, one_received("19777"))
+        await svc.get(path, read, **query)
+        computed = answers.computations
+        await post(svc, ingest, one_received("26506"))
+        await svc.get(path, read, **query)
+        assert answers.computations == computed  # held
+        registry = await svc.app.state.registry.refresh()
+        unit = registry.get("19777")
+        renamed = UnitRow(unit.code, unit.name + " (renamed)", unit.level, unit.kind, unit.parent_code)
+        await import_units(svc.db, [renamed])
+        await svc.app.state.registry.refresh()  # at once, not within the worker's 2 s
+        assert (await svc.get(path, read, **query)).json()["unit"]["name"] == renamed.name
+        assert answers.computations == computed + 1
+        await post(svc, ingest, one_received("26506"))
+        await svc.get(path, read, **query)
+        assert answers.computations == computed + 1  # held again
+        async with svc.db.transaction() as session:  # records of subordinates: figures no count shows
+            session.add(NetworkSource(source="subordinate", last_sequence=0, received_at=datetime.now(UTC)))
+        await post(svc, ingest, one_received("26506"))
+        await svc.get(path, read, **query)
+        assert answers.computations == computed + 2
 
 
 class TestRefresher:

@@ -23,6 +23,16 @@ async def _loaded(svc):
     await post_all(svc, await svc.key("ingest", "46"), events, rng)
 
 
+async def _changed(session, unit: str) -> None:
+    """Mark the unit's figures changed, as every write does: answers stored before are stale now."""
+    count = (
+        "INSERT INTO unit_change (unit_code, changes, changed_at) VALUES (:u, 1, :t) "
+        "ON CONFLICT (unit_code) DO UPDATE SET changes = unit_change.changes + 1"
+    )
+    await session.execute(text(count), {"u": unit, "t": datetime.now(UTC)})
+    await meta.bump_data_version(session)
+
+
 def _cli(url: str, *args) -> subprocess.CompletedProcess:
     env = {**os.environ, "DATABASE_URL": url}
     return subprocess.run([sys.executable, "-m", "app.cli", "kpis", "verify", *args], env=env, capture_output=True, text=True)
@@ -47,7 +57,7 @@ class TestVerify:
                 text("UPDATE unit_day SET received = received + 5 WHERE unit_code = :u AND sector = '*'"),
                 {"u": COMMUNES_46[0]},
             )
-            await meta.bump_data_version(session)  # cached answers are stale now
+            await _changed(session, COMMUNES_46[0])
         corrupted = (await svc.get(commune, token, window="90d")).json()["kpis"]
         assert corrupted["received"] != before["received"]
 
@@ -70,7 +80,7 @@ class TestVerify:
         before = (await svc.get("/api/v1/units/46/kpis", token, window="90d")).json()["kpis"]
         async with svc.db.transaction() as session:
             await session.execute(text("UPDATE rollup_day SET resolved_late = resolved_late + 3 WHERE unit_code = '46'"))
-            await meta.bump_data_version(session)  # cached answers are stale now
+            await _changed(session, "46")
         corrupted = (await svc.get("/api/v1/units/46/kpis", token, window="90d")).json()["kpis"]
         assert corrupted["resolved_late"] > before["resolved_late"]
 

@@ -31,3 +31,8 @@ class SharedAnswer(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(64))
     # its change number: every store and restamp gives a new one (workers follow the rows above the last they saw)
     seq: Mapped[int] = mapped_column(BigInteger, index=True, server_default="0")
+    # an answer of one unit's figures (app.answers.kinds.scope_of): that unit, the sum of the change
+    # counts of it and the units under it, and the registry version, read before its figures
+    scope: Mapped[str | None] = mapped_column(String(8))
+    stamp: Mapped[int | None] = mapped_column(BigInteger)
+    stamp_registry: Mapped[int | None] = mapped_column(BigInteger)
