@@ -199,14 +199,15 @@ def service_roles(root_pids: list[int], dsn: str):
     return roles
 
 
-def computed(bases: list[str]) -> dict[str, float]:
-    """Answers computed so far, by whom (request, refresher), over the servers (their /metrics)."""
+def computed(bases: list[str], kinds: bool = False) -> dict[str, float]:
+    """Answers computed so far, by whom (request, refresher; with `kinds`, by kind and whom), over
+    the servers (their /metrics)."""
     from types import SimpleNamespace
 
     from bench.shared_answers import computations
 
     try:
-        return computations([SimpleNamespace(base=b) for b in bases])
+        return computations([SimpleNamespace(base=b) for b in bases], kinds)
     except Exception:  # noqa: BLE001 - a figure less, not a failed phase
         return {}
 
@@ -244,10 +245,11 @@ def phase(ctx, bases: list[str], root_pids: list[int], tag: str = "r2") -> dict:
         time.sleep(3)  # the load settles
         probe = ctx.spawn(probe_proc, pq, stop, bases, ctx.token, ctx.communes, tag, 0.05, ctx.parents, 8)
         meter.start_window()
-        t0, made = time.time(), computed(bases)
+        t0, made, kinds = time.time(), computed(bases), computed(bases, kinds=True)
         res["posting"] = paced_reads(ctx, bases, sets, f"{len(bases)} replicas while posting", (("paced", a.poll_interval),))["paced"]
         cpu, wall = meter.window(), time.time() - t0
         res["computed_posting"] = _rate(made, computed(bases), wall)
+        res["computed_posting_kinds"] = _rate(kinds, computed(bases, kinds=True), wall)
         stop.set()
         fresh = ctx.collect(pq, [probe], timeout=120)[0][2]
         got = ctx.collect(q, gens)
@@ -333,6 +335,8 @@ def rows(res: dict, row) -> None:
         row(f"  CPU while posting: {role}", f"{cores:.2f} cores")
     made = ", ".join(f"{v:.1f}/s by {by}" for by, v in res.get("computed_posting", {}).items())
     row("  answers computed while posting", made or "—")
+    kinds = ", ".join(f"{k} {v:.1f}/s" for k, v in res.get("computed_posting_kinds", {}).items() if v >= 0.05)
+    row("  same, by kind", kinds or "—")
     by = res["pg_by_pollers"]
     counts = sorted(by, key=int)
     few, many = by[counts[-2]], by[counts[-1]]

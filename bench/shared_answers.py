@@ -118,13 +118,16 @@ async def backends(dsn: str) -> dict[int, str]:
         await conn.close()
 
 
-def computations(servers: list[Server]) -> dict[str, float]:
-    """chiso_answer_computations_total by `by` (request, refresher), summed over the servers."""
+def computations(servers: list[Server], kinds: bool = False) -> dict[str, float]:
+    """chiso_answer_computations_total by `by` (request, refresher), or with `kinds` by "kind by",
+    summed over the servers."""
     got: dict[str, float] = {}
     for s in servers:
         for line in httpx.get(s.base + "/metrics", timeout=30).text.splitlines():
             if line.startswith("chiso_answer_computations_total{"):
                 by = line.split('by="', 1)[1].split('"', 1)[0]
+                if kinds:
+                    by = line.split('kind="', 1)[1].split('"', 1)[0] + " " + by
                 got[by] = got.get(by, 0.0) + float(line.rsplit(" ", 1)[1])
     return got
 
