@@ -22,7 +22,9 @@ work table (a chunk loaded again after a kill) are staged once, the first line's
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +32,7 @@ from pathlib import Path
 import asyncpg
 import orjson
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.aggregates import pgpass
 from app.aggregates.writes import ROLLUP_SLOTS, STAGE_COLUMNS, rollup_chain
@@ -40,6 +42,8 @@ from app.ingest import fresh
 from app.settings import Settings
 from app.units.service import Registry
 
+log = logging.getLogger("chiso.import")
+
 GROUP_EVENTS = 250_000  # events per build transaction (whole units): rollup rows written once per group
 # The tables whose indexes an import rebuilds when it brought at least COMPACT_SHARE of the stored
 # events (compact): their keys arrive out of order, a group of units at a time, so their b-trees
@@ -47,6 +51,11 @@ GROUP_EVENTS = 250_000  # events per build transaction (whole units): rollup row
 # stored event, the import 547 -> 594 s (the event log's monthly partitions each in turn).
 COMPACTED = ("dossier", "unit_day", "dossier_event")
 COMPACT_SHARE = 1 / 3
+# A rebuild waits for the transactions older than it (and for a lock no ANALYZE or VACUUM of the
+# table holds); one that meets a deadlock (a service's upkeep ANALYZE of the table, say) or waits
+# longer than COMPACT_LOCK_TIMEOUT is tried again after a pause, COMPACT_TRIES times in all, and then
+# left: the events are stored whatever happens to it
+COMPACT_TRIES, COMPACT_PAUSE, COMPACT_LOCK_TIMEOUT = 3, 2.0, "30s"
 _LEFT_BY_REINDEX = text(  # of a table or of its partitions: an interrupted REINDEX CONCURRENTLY's invalid copies
     "SELECT i.indexrelid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
     " WHERE NOT i.indisvalid AND c.relname ~ '_cc(new|old)[0-9]*$' AND i.indrelid IN"
@@ -192,13 +201,11 @@ class BulkLoad:
         """When this import stored at least COMPACT_SHARE of the events now stored, or an earlier
         compaction was interrupted (its leftovers: the invalid `_ccnew`/`_ccold` indexes that REINDEX
         CONCURRENTLY leaves when stopped, dropped here first), rebuild the indexes of COMPACTED,
-        each table with REINDEX ... CONCURRENTLY (reads and posts go on meanwhile). Whether it did."""
+        each table with REINDEX ... CONCURRENTLY (reads and posts go on meanwhile; `_reindex`).
+        Whether every table's were rebuilt."""
         leftovers = 0
         for table in COMPACTED:
-            async with self.db.autocommit(write=True) as session:  # outside a transaction, as CONCURRENTLY must be
-                for index in list((await session.execute(_LEFT_BY_REINDEX, {"t": table})).scalars()):
-                    await session.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {index}"))
-                    leftovers += 1
+            leftovers += await self._drop_leftovers(table)
         if not leftovers:
             if accepted <= 0:
                 return False
@@ -206,7 +213,30 @@ class BulkLoad:
                 stored = (await session.execute(text("SELECT count(*) FROM dossier_event"))).scalar() or 0
             if accepted < COMPACT_SHARE * stored:
                 return False
-        for table in COMPACTED:
-            async with self.db.autocommit(write=True) as session:
-                await session.execute(text(f"REINDEX TABLE CONCURRENTLY {table}"))
-        return True
+        done = [await self._reindex(table) for table in COMPACTED]
+        return all(done)
+
+    async def _drop_leftovers(self, table: str) -> int:
+        async with self.db.autocommit(write=True) as session:  # outside a transaction, as CONCURRENTLY must be
+            left = list((await session.execute(_LEFT_BY_REINDEX, {"t": table})).scalars())
+            for index in left:
+                await session.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {index}"))
+        return len(left)
+
+    async def _reindex(self, table: str) -> bool:
+        """REINDEX TABLE CONCURRENTLY, tried COMPACT_TRIES times; what a failed try leaves is dropped."""
+        for attempt in range(1, COMPACT_TRIES + 1):
+            try:
+                async with self.db.autocommit(write=True) as session:
+                    await session.execute(text(f"SET lock_timeout = '{COMPACT_LOCK_TIMEOUT}'"))
+                    try:
+                        await session.execute(text(f"REINDEX TABLE CONCURRENTLY {table}"))
+                    finally:
+                        await session.execute(text("RESET lock_timeout"))
+                return True
+            except DBAPIError as exc:
+                log.warning("rebuilding the indexes of %s failed (try %d of %d): %s", table, attempt, COMPACT_TRIES, exc.orig)
+                await self._drop_leftovers(table)
+                if attempt < COMPACT_TRIES:
+                    await asyncio.sleep(COMPACT_PAUSE)
+        return False

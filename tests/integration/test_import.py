@@ -297,6 +297,43 @@ class TestImport:
                                 *_window_days(body), datetime.now(UTC))  # fmt: skip
             assert_matches(body["kpis"], expected, "VN 90d after both imports")
 
+    async def test_a_rebuild_kept_from_its_lock_is_left_and_the_import_completes(self, make_service, tmp_path, store, monkeypatch):
+        """A compaction meeting a transaction that holds a conflicting lock on one table (a service's
+        ANALYZE of it, say) gives that table up after its tries, leaves no invalid index, rebuilds
+        the others, and the import completes: every event stored, the figures those of posting."""
+        if store == "sqlite":
+            pytest.skip("the bulk path is PostgreSQL's")
+        from app.ingest import bulk
+
+        monkeypatch.setattr(bulk, "COMPACT_LOCK_TIMEOUT", "200ms")
+        monkeypatch.setattr(bulk, "COMPACT_PAUSE", 0.0)
+        compact = bulk.BulkLoad.compact
+        events = stream(random.Random(17), COMMUNES_46, 300, datetime.now(UTC))
+        async with make_service() as svc:
+
+            async def beside_a_lock(load, accepted: int) -> bool:
+                async with svc.db.transaction() as session:
+                    await session.execute(text("LOCK TABLE unit_day IN SHARE UPDATE EXCLUSIVE MODE"))
+                    return await compact(load, accepted)
+
+            monkeypatch.setattr(bulk.BulkLoad, "compact", beside_a_lock)
+            files = "SELECT c.relname, c.relfilenode FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            files += " WHERE i.indrelid = CAST(:t AS regclass)"
+            async with svc.db.session() as session:
+                before = {t: dict((await session.execute(text(files), {"t": t})).all()) for t in ("dossier", "unit_day")}
+            report = await (await importer(svc, chunk_lines=100)).import_file(write_ndjson(tmp_path / "locked.ndjson", events))
+            assert not report.compacted and report.accepted > 0
+            async with svc.db.session() as session:
+                after = {t: dict((await session.execute(text(files), {"t": t})).all()) for t in ("dossier", "unit_day")}
+                assert (await session.execute(text("SELECT count(*) FROM pg_index WHERE NOT indisvalid"))).scalar() == 0
+            assert after["unit_day"] == before["unit_day"]  # given up: as it was
+            assert set(after["dossier"]) == set(before["dossier"])
+            assert all(after["dossier"][n] != before["dossier"][n] for n in before["dossier"])  # rebuilt
+            await assert_verified(svc)
+            body = (await svc.get("/api/v1/units/46/kpis", await svc.key("read"), window="90d")).json()
+            expected = ref.kpis(ref.dossiers(events), {"46", *COMMUNES_46}, *_window_days(body), datetime.now(UTC))
+            assert_matches(body["kpis"], expected, "46 90d")
+
     async def test_import_while_the_same_units_post(self, make_service, tmp_path):
         rng = random.Random(13)
         events = stream(rng, [*COMMUNES_46, "46"], 400, datetime.now(UTC))
