@@ -47,7 +47,8 @@ KPI_SECONDS = Histogram(
 )
 ANSWER_COMPUTATIONS = Counter(
     "chiso_answer_computations_total",
-    "Shared KPI answers computed, by kind and by whom (`request`: a request found none fresh; `refresher`: kept warm).",
+    "Shared KPI answers computed, by kind and by whom (`request`: a request found none fresh and waited for it;"
+    " `behind`: a request served one and computed it again behind; `refresher`: kept warm).",
     ["kind", "by"],
 )
 # Export gauges: every worker's exporter loop reads them from the database each tick, so all agree;

@@ -200,7 +200,7 @@ def service_roles(root_pids: list[int], dsn: str):
 
 
 def computed(bases: list[str], kinds: bool = False) -> dict[str, float]:
-    """Answers computed so far, by whom (request, refresher; with `kinds`, by kind and whom), over
+    """Answers computed so far, by whom (request, behind, refresher; with `kinds`, by kind and whom), over
     the servers (their /metrics)."""
     from types import SimpleNamespace
 

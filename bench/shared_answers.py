@@ -119,7 +119,7 @@ async def backends(dsn: str) -> dict[int, str]:
 
 
 def computations(servers: list[Server], kinds: bool = False) -> dict[str, float]:
-    """chiso_answer_computations_total by `by` (request, refresher), or with `kinds` by "kind by",
+    """chiso_answer_computations_total by `by` (request, behind, refresher), or with `kinds` by "kind by",
     summed over the servers."""
     got: dict[str, float] = {}
     for s in servers:

@@ -306,8 +306,8 @@ class SharedAnswers:
         try:
             if wait:
                 answer = await self._claimed_or_awaited(ctx, kind, key, params)
-            else:
-                answer = await self.compute(ctx, kind, key, params, by="request")
+            else:  # behind an answer served
+                answer = await self.compute(ctx, kind, key, params, by="behind")
             future.set_result(answer)
             return answer
         except BaseException as exc:
