@@ -27,10 +27,11 @@ import orjson
 from app.answers import repository as repo
 from app.answers.dependencies import Dependencies
 from app.answers.kinds import COMPARED_KINDS, ReadContext, batched, compared_point
-from app.answers.service import SharedAnswers, every
+from app.answers.service import SharedAnswers
 from app.db.engine import Database
 from app.db.leadership import Leadership
 from app.errors import ChisoError
+from app.loop import every
 from app.scoring import service as scoring
 from app.scoring.ranking import RankingMemo
 from app.settings import Settings
@@ -176,7 +177,7 @@ class AnswerRefresher:
 
     async def run_forever(self) -> None:
         """Tick every ANSWER_REFRESH_SECONDS until cancelled; a failed tick is logged and the loop goes on."""
-        await every(self.interval, self.run_once, "answer refresh tick failed")
+        await every(self.interval, self.run_once, "answer refresh tick failed", log)
 
     async def close(self) -> None:
         """Give the leadership up (and close the refresher's own connections)."""

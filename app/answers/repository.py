@@ -68,6 +68,14 @@ async def read_stamps(session: AsyncSession, scopes: set[str]) -> dict[str, tupl
     return {code: (int(stamp), int(registry)) for code, stamp, registry in (await session.execute(stmt)).all()}
 
 
+async def read_start(session: AsyncSession, scopes: dict[str, str]) -> tuple[int, dict[str, tuple[str, int, int]]]:
+    """What a computation starting now reads before its figures: the data version, and the stamp of
+    each answer of `scopes` (key -> its scope): key -> (scope, stamp, registry version)."""
+    version = await meta.read_data_version(session)
+    read = await read_stamps(session, set(scopes.values()))
+    return version, {key: (scope, *read[scope]) for key, scope in scopes.items() if scope in read}
+
+
 async def read_answer(session: AsyncSession, key: str) -> tuple[int, Stored | None]:
     """(the current data version, the stored answer's state or None), in one statement."""
     a = SharedAnswer

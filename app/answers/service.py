@@ -54,23 +54,10 @@ from app.answers.encoding import canonical_params, figures_etag
 from app.answers.kinds import ReadContext
 from app.db import meta
 from app.db.engine import Database
+from app.loop import every
 from app.scoring import service as scoring
 
 log = logging.getLogger("chiso.answers")
-
-
-async def every(interval: float, tick, failed: str, level: int = logging.ERROR, least: float = 0.02) -> None:
-    """Run `tick` every `interval` seconds (at least `least` apart) until cancelled; a failed tick
-    is logged (with its traceback, at `level`) and the loop goes on."""
-    while True:
-        started = time.monotonic()
-        try:
-            await tick()
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001 - the next tick tries again
-            log.log(level, failed, exc_info=True)
-        await asyncio.sleep(max(least, interval - (time.monotonic() - started)))
 
 
 SERVE, SERVE_AND_REFRESH, COMPUTE = "serve", "serve and refresh", "compute"
@@ -91,14 +78,6 @@ class Answer:
 
 
 _GZIPPED_KEPT = 8  # a worker's compressed bodies, the last made (each holds its body too: ~3 MB for the largest)
-
-
-async def _versions(session, scopes: dict[str, str]) -> tuple[int, dict[str, tuple[str, int, int]]]:
-    """What a computation starting now reads before its figures: the data version, and the stamp of
-    each answer of `scopes` (key -> its scope): key -> (scope, stamp, registry version)."""
-    version = await meta.read_data_version(session)
-    read = await repo.read_stamps(session, set(scopes.values()))
-    return version, {key: (scope, *read[scope]) for key, scope in scopes.items() if scope in read}
 
 
 class SharedAnswers:
@@ -241,7 +220,7 @@ class SharedAnswers:
 
     async def _follow_forever(self) -> None:
         # a failed read is only a warning: requests look answers up meanwhile
-        await every(self.follow_every, self.follow_once, "following the shared answers failed", logging.WARNING, 0.01)
+        await every(self.follow_every, self.follow_once, "following the shared answers failed", log, logging.WARNING, 0.01)
 
     async def follow_once(self) -> None:
         """Read the changes of the stored answers since the read before the last (commits land out
@@ -357,7 +336,7 @@ class SharedAnswers:
                     until = started + timedelta(seconds=self.claim_for)
                     mine = await repo.claim(session, key, kind, params, self.holder, started, until, create)
                     if mine:  # read after `started`: every batch acknowledged before then is in it
-                        version, stamps = await _versions(session, scopes)
+                        version, stamps = await repo.read_start(session, scopes)
             except DBAPIError:
                 # A database that takes no write (read-only, a standby, a full disk) still answers
                 # reads: the answer is computed here and served, just not shared. Unreachable, the
@@ -370,7 +349,7 @@ class SharedAnswers:
         try:
             if version is None:
                 async with self.db.autocommit() as session:
-                    version, stamps = await _versions(session, scopes)
+                    version, stamps = await repo.read_start(session, scopes)
             payload = await kinds.compute(ctx, kind, query)
             body = orjson.dumps(payload)
             etag = figures_etag(payload)
@@ -406,7 +385,7 @@ class SharedAnswers:
         except DBAPIError:
             log.info("claiming %d answers computed together was refused", len(keys), exc_info=True)
         async with self.db.autocommit() as session:
-            version, stamps = await _versions(session, scopes)
+            version, stamps = await repo.read_start(session, scopes)
         try:
             payloads = await kinds.compute_many(ctx, queries)
             rows = [(key, orjson.dumps(payload), figures_etag(payload)) for key, payload in zip(keys, payloads, strict=True)]
