@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from app.demo import DemoConfig, feed, has_data
+from app.demo import STALE_DAYS, DemoConfig, feed, has_data
 from tests.conftest import test_settings as settings_for  # (not collected as a test)
 
 
@@ -32,7 +32,10 @@ async def test_backfill_goes_through_ingest_and_shows_in_the_kpis(fresh_service)
     # the silent sources were accepted as they sent, until they stopped nine days ago: silent now
     silent = (await fresh_service.get("/api/v1/units/VN/silent", token)).json()
     assert sorted(it["unit"]["code"] for it in silent["items"]) == sorted(stats["stale_units"])
-    assert all(8 * 24 < it["silent_hours"] < 10 * 24 for it in silent["items"])
+    # accepted last a few minutes after their last event, which was before they stopped, but may
+    # be a day or two before it: few events come at night and on weekends (240.06 h was seen on a
+    # Monday evening, stopped on the Saturday)
+    assert all(STALE_DAYS * 24 - 1 < it["silent_hours"] < (STALE_DAYS + 3) * 24 for it in silent["items"])
     assert k["silent_units"] == len(stats["stale_units"]) == 3
 
 
