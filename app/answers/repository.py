@@ -27,7 +27,6 @@ class Stored:
     polled_at: datetime
     claimed_until: datetime | None
     holds: bool = False  # no batch changed its unit's figures since it was computed (`holds`)
-    scoped: bool = False  # it has a unit whose figures alone it shows (kinds.scope_of)
 
 
 def _changes_under(unit):
@@ -58,21 +57,16 @@ def holds():
     return and_(same, ~_central())
 
 
-async def read_stamps(session: AsyncSession, scopes: set[str]) -> dict[str, tuple[int, int]]:
-    """scope -> (the sum of the change counts of it and the units under it, the registry version),
-    read now; none on a central node."""
-    if not scopes:
-        return {}
-    u = aliased(Unit)
-    stmt = select(u.code, _changes_under(u.code), _registry_version()).where(u.code.in_(sorted(scopes)), ~_central())
-    return {code: (int(stamp), int(registry)) for code, stamp, registry in (await session.execute(stmt)).all()}
-
-
 async def read_start(session: AsyncSession, scopes: dict[str, str]) -> tuple[int, dict[str, tuple[str, int, int]]]:
     """What a computation starting now reads before its figures: the data version, and the stamp of
-    each answer of `scopes` (key -> its scope): key -> (scope, stamp, registry version)."""
+    each answer of `scopes` (key -> its scope): key -> (scope, the sum of the change counts of it and
+    the units under it, the registry version); none on a central node."""
     version = await meta.read_data_version(session)
-    read = await read_stamps(session, set(scopes.values()))
+    if not scopes:
+        return version, {}
+    u = aliased(Unit)
+    stmt = select(u.code, _changes_under(u.code), _registry_version()).where(u.code.in_(sorted(set(scopes.values()))), ~_central())
+    read = {code: (int(stamp), int(registry)) for code, stamp, registry in (await session.execute(stmt)).all()}
     return version, {key: (scope, *read[scope]) for key, scope in scopes.items() if scope in read}
 
 
@@ -81,14 +75,14 @@ async def read_answer(session: AsyncSession, key: str) -> tuple[int, Stored | No
     a = SharedAnswer
     current = meta.data_version_select().scalar_subquery()
     one = select(literal(1).label("one")).subquery()
-    stmt = select(
-        current.label("current"), a.etag, a.version, a.computed_at, a.polled_at, a.claimed_until, holds(), a.scope.is_not(None)
-    ).select_from(one.outerjoin(SharedAnswer.__table__, a.key == key))
+    stmt = select(current.label("current"), a.etag, a.version, a.computed_at, a.polled_at, a.claimed_until, holds()).select_from(
+        one.outerjoin(SharedAnswer.__table__, a.key == key)
+    )
     got = (await session.execute(stmt)).first()
     current_version = int(got[0] or 0)
     if got[1] is None:
         return current_version, None
-    return current_version, Stored(*got[1:6], bool(got[6]), bool(got[7]))
+    return current_version, Stored(*got[1:6], bool(got[6]))
 
 
 def next_seq(session: AsyncSession):
@@ -108,7 +102,6 @@ class Change:
     version: int
     computed_at: datetime
     seq: int
-    scoped: bool = False  # read by read_bodies only
 
 
 async def read_changes(session: AsyncSession, after: int) -> tuple[int, list[Change]]:
@@ -129,9 +122,8 @@ async def read_changes(session: AsyncSession, after: int) -> tuple[int, list[Cha
 async def read_bodies(session: AsyncSession, keys: list[str]) -> list[tuple[Change, bytes]]:
     """The stored answers of `keys` with their bodies."""
     a = SharedAnswer
-    columns = (a.key, a.etag, a.version, a.computed_at, a.seq, a.scope.is_not(None), a.body)
-    stmt = select(*columns).where(a.key.in_(keys), a.version != NONE_YET)
-    return [(Change(*r[:5], bool(r[5])), r[6]) for r in (await session.execute(stmt)).all()]
+    stmt = select(a.key, a.etag, a.version, a.computed_at, a.seq, a.body).where(a.key.in_(keys), a.version != NONE_YET)
+    return [(Change(*r[:5]), r[5]) for r in (await session.execute(stmt)).all()]
 
 
 async def touch_many(session: AsyncSession, keys: list[str], now: datetime, before: datetime) -> None:
@@ -140,10 +132,10 @@ async def touch_many(session: AsyncSession, keys: list[str], now: datetime, befo
     await session.execute(update(a).where(a.key.in_(keys), a.polled_at < before).values(polled_at=now))
 
 
-async def read_body(session: AsyncSession, key: str) -> tuple[str, bytes, int, datetime, bool] | None:
-    """(etag, body, version, computed_at, whether it has a scope) of a stored answer."""
+async def read_body(session: AsyncSession, key: str) -> tuple[str, bytes, int, datetime] | None:
+    """(etag, body, version, computed_at) of a stored answer."""
     a = SharedAnswer
-    got = (await session.execute(select(a.etag, a.body, a.version, a.computed_at, a.scope.is_not(None)).where(a.key == key))).first()
+    got = (await session.execute(select(a.etag, a.body, a.version, a.computed_at).where(a.key == key))).first()
     return None if got is None else tuple(got)
 
 

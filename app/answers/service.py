@@ -74,7 +74,6 @@ class Answer:
     computed_at: datetime
     checked: float = 0.0  # monotonic time of the lookup that last found it servable
     current: bool = False  # its version was the current one at that lookup, or it held (repository.holds)
-    scoped: bool = False  # it shows one unit's figures (kinds.scope_of): a lookup can find it holding
 
 
 _GZIPPED_KEPT = 8  # a worker's compressed bodies, the last made (each holds its body too: ~3 MB for the largest)
@@ -149,9 +148,9 @@ class SharedAnswers:
                 share = max(self.refresh_share, self.follow_share)
                 held = local.current and time.monotonic() - local.checked < self.fresh_for  # a lookup just found it holding
                 decision = self._judge(local.version == self._followed_version or held, local.computed_at, scoring._now(), share)
-                # the follower knows only the node's data version: one lookup tells whether a scoped
-                # answer's own figures changed, before it is computed again
-                if decision == SERVE or (decision == SERVE_AND_REFRESH and not local.scoped):
+                # the follower knows only the node's data version: one lookup tells whether the figures
+                # of an answer of one unit (kinds.scope_of) changed, before it is computed again
+                if decision == SERVE or (decision == SERVE_AND_REFRESH and kinds.scope_of(kind, params) is None):
                     self._polled.add(key)
                     if decision == SERVE_AND_REFRESH:
                         self.refresh_behind(ctx, kind, key, params)
@@ -206,8 +205,8 @@ class SharedAnswers:
                 got = await repo.read_body(session, key)
             if got is None:  # forgotten meanwhile: keep what we had checked
                 raise LookupError(key)
-            local = Answer(*got[:4], scoped=got[4])
-        local = Answer(local.etag, local.body, local.version, local.computed_at, checked, current, stored.scoped)
+            local = Answer(*got)
+        local = Answer(local.etag, local.body, local.version, local.computed_at, checked, current)
         self._keep(key, local)
         return local
 
@@ -243,7 +242,7 @@ class SharedAnswers:
                 for c, body in await repo.read_bodies(session, moved):
                     local = self._local.get(c.key)
                     if local is not None and c.computed_at > local.computed_at:
-                        self._local[c.key] = Answer(c.etag, body, c.version, c.computed_at, scoped=c.scoped)
+                        self._local[c.key] = Answer(c.etag, body, c.version, c.computed_at)
         self._seen = (self._seen[1], max([self._seen[1], *(c.seq for c in changes)]))
         self._followed_version, self._followed_at = version, started
         self.follows += 1
@@ -364,7 +363,7 @@ class SharedAnswers:
             raise
         self.computations += 1
         metrics.ANSWER_COMPUTATIONS.labels(kind, by).inc()
-        answer = Answer(etag, body, version, started, time.monotonic(), True, key in stamps)
+        answer = Answer(etag, body, version, started, time.monotonic(), True)
         self._keep(key, answer)
         return answer
 
@@ -394,7 +393,7 @@ class SharedAnswers:
         except BaseException:
             await asyncio.shield(self._release(keys))
             raise
-        answers = [(key, Answer(etag, body, version, started, time.monotonic(), True, key in stamps)) for key, body, etag in rows]
+        answers = [(key, Answer(etag, body, version, started, time.monotonic(), True)) for key, body, etag in rows]
         for key, answer in answers:
             self._keep(key, answer)
         self.computations += len(answers)
