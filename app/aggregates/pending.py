@@ -67,9 +67,14 @@ class Backlog:
 
 def after_columns(day_t, after: date) -> list:
     """The SQL spelling of Backlog.after: what the day rows from `after` on changed pending and
-    overdue by, as two sums of a grouped read of `day_t` (unit_day or rollup_day)."""
+    overdue by, as two sums of a grouped read of `day_t` (unit_day or rollup_day; a zero counter
+    is stored as NULL, so each side of a difference is coalesced)."""
     on = day_t.day >= after
-    return [func.sum(case((on, day_t.p_in - day_t.p_out), else_=0)), func.sum(case((on, day_t.o_in - day_t.o_out), else_=0))]
+    z = lambda c: func.coalesce(c, 0)  # noqa: E731
+    return [
+        func.sum(case((on, z(day_t.p_in) - z(day_t.p_out)), else_=0)),
+        func.sum(case((on, z(day_t.o_in) - z(day_t.o_out)), else_=0)),
+    ]
 
 
 def total_columns(total_t) -> list:

@@ -58,7 +58,9 @@ class WritePass:
 
 def _counters(sql: str, tag: str, cols: tuple[str, ...], typed=lambda c: "bigint") -> str:
     """@DAY_COLS@, @DAY_TYPED@, @DAY_VALUES(a)@, @DAY_SUMS(a)@, @DAY_NAMED_SUMS(a)@, @DAY_PLAIN_SUMS(a)@,
-    @DAY_NONZERO(a)@, @DAY_ADD(a)@ (and TOT_…) from a counter list of app.aggregates.counters."""
+    @DAY_NONZERO(a)@, @DAY_ADD(a)@ (and TOT_…) from a counter list of app.aggregates.counters; for
+    the day rows, whose zero counters are stored as NULL (app.db.models.aggregates.day_count_column),
+    @DAY_STORED(a)@ and @DAY_SPARSE_ADD(a)@."""
     sql = sql.replace(f"@{tag}_COLS@", ", ".join(cols))
     sql = sql.replace(f"@{tag}_TYPED@", ", ".join(f"{c} {typed(c)}" for c in cols))
     forms = {
@@ -68,6 +70,8 @@ def _counters(sql: str, tag: str, cols: tuple[str, ...], typed=lambda c: "bigint
         "PLAIN_SUMS": lambda a: ", ".join(f"sum({a}.{c})" for c in cols),
         "NONZERO": lambda a: " OR ".join(f"coalesce(sum({a}.{c}), 0) <> 0" for c in cols),
         "ADD": lambda a: ", ".join(f"{c} = {a}.{c} + excluded.{c}" for c in cols),
+        "STORED": lambda a: ", ".join(f"nullif({a}.{c}, 0)" for c in cols),
+        "SPARSE_ADD": lambda a: ", ".join(f"{c} = nullif(coalesce({a}.{c}, 0) + coalesce(excluded.{c}, 0), 0)" for c in cols),
     }
     for form, render in forms.items():
         sql = re.sub(rf"@{tag}_{form}\((\w+)\)@", lambda m, render=render: render(m.group(1)), sql)

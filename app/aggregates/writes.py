@@ -180,12 +180,11 @@ async def _add_days(session: AsyncSession, table, name: str, value, delta: Delta
     for key in set(delta.day) | set(packed):
         counts = delta.day.get(key, {})
         u, s, d = key
-        rows.append(
-            {"unit_code": u, "sector": s, "day": d, name: value, **{c: counts.get(c, 0) for c in DAY_COUNTERS}, "hist": packed.get(key)}
-        )
+        zero_as_null = {c: counts.get(c) or None for c in DAY_COUNTERS}  # as the day rows store it
+        rows.append({"unit_code": u, "sector": s, "day": d, name: value, **zero_as_null, "hist": packed.get(key)})
     rows.sort(key=lambda r: (r["unit_code"], r["sector"], r["day"]))
     fn = pgpass.current().hist_add if dialect.is_postgres(session) else "chiso_hist_add"
-    await dialect.bulk_upsert(session, table, rows, ["unit_code", "sector", "day", name], add=DAY_COUNTERS, combine=(("hist", fn),))
+    await dialect.bulk_upsert(session, table, rows, ["unit_code", "sector", "day", name], sparse=DAY_COUNTERS, combine=(("hist", fn),))
 
 
 def rollup_chain(registry: Registry, unit: str) -> tuple[str, ...]:
@@ -293,7 +292,7 @@ async def _read_source_rows(session: AsyncSession, source: str, unit: str, days:
             UnitDay.unit_code == unit, UnitDay.sector == ALL_SECTORS, UnitDay.source == source, UnitDay.day.in_(chunk)
         )
         for r in (await session.execute(stmt)).scalars():
-            out.day[(unit, ALL_SECTORS, r.day)] = {c: getattr(r, c) for c in DAY_COUNTERS}
+            out.day[(unit, ALL_SECTORS, r.day)] = {c: getattr(r, c) or 0 for c in DAY_COUNTERS}
             for b, n in hist_unpack(r.hist).items():
                 out.hist[(unit, ALL_SECTORS, r.day, b)] = n
     return out
@@ -330,12 +329,13 @@ def rollup_select_sql(table: str, postgres: bool) -> tuple[str, tuple[str, ...]]
         "unit_total": ("sector",),
     }[table]
     values = {"unit_day": DAY_COUNTERS, "unit_total": TOTAL_COUNTERS}.get(table, ("n",))
+    sparse = table == "unit_day"  # stored as the day rows store them: a zero as NULL
     source = table
     if table == "hist":
         source = f"({bucket_rows_sql('unit_day', ('unit_code', 'sector', 'day'), postgres)})"
     sql = (
         f"SELECT a.anc AS unit_code, {', '.join('t.' + k for k in keys)}, "
-        f"{', '.join(f'SUM(t.{v}) AS {v}' for v in values)} "
+        f"{', '.join(f'NULLIF(SUM(t.{v}), 0) AS {v}' if sparse else f'SUM(t.{v}) AS {v}' for v in values)} "
         f"FROM {source} t JOIN ({ANCESTRY_SQL}) a ON a.code = t.unit_code "
         f"GROUP BY a.anc, {', '.join('t.' + k for k in keys)}"
     )

@@ -93,10 +93,13 @@ async def bulk_upsert(
     returning: tuple[str, ...] = (),
     combine: tuple[tuple[str, str], ...] = (),
     newer: str | None = None,
+    sparse: tuple[str, ...] = (),
 ) -> list[tuple]:
     """INSERT rows; on a conflict do nothing, or add to / replace the named columns, or set them to
     a SQL function of the stored and the new value (`combine`: (column, function) pairs; `least`
-    and `greatest` on both stores). With `newer`, a conflicting row is updated only when the new
+    and `greatest` on both stores). `sparse` columns are added to as well, NULL standing for zero on
+    both sides and a zero sum stored as NULL (the day rows' counters, app.db.models.aggregates.
+    day_count_column): rows give None for zero. With `newer`, a conflicting row is updated only when the new
     row's value of that column is greater than the stored one (NULL on either side: kept); a row
     kept is still locked, as by an update, and not returned.
 
@@ -111,12 +114,13 @@ async def bulk_upsert(
         return []
     conn = await session.connection()
     t = table.__table__ if hasattr(table, "__table__") else table
-    if newer is not None and not (add or replace or combine):
+    if newer is not None and not (add or replace or combine or sparse):
         raise ValueError("newer: a condition of an update, and nothing is updated")
     if conn.dialect.name != "postgresql":
         stmt = sqlite.insert(t)
-        if add or replace or combine:
+        if add or replace or combine or sparse:
             sets = {c: t.c[c] + stmt.excluded[c] for c in add} | {c: stmt.excluded[c] for c in replace}
+            sets |= {c: func.nullif(func.coalesce(t.c[c], 0) + func.coalesce(stmt.excluded[c], 0), 0) for c in sparse}
             sets |= {c: getattr(func, _SQLITE_FUNCTIONS.get(fn, fn))(t.c[c], stmt.excluded[c]) for c, fn in combine}
             where = t.c[newer] < stmt.excluded[newer] if newer is not None else None
             stmt = stmt.on_conflict_do_update(index_elements=conflict, set_=sets, where=where)
@@ -127,7 +131,7 @@ async def bulk_upsert(
             return [tuple(r) for r in (await conn.execute(stmt, rows)).all()]
         await conn.execute(stmt, rows)
         return []
-    sql = _pg_upsert_sql(t.name, tuple(rows[0]), tuple(conflict), add, replace, returning, combine, newer)
+    sql = _pg_upsert_sql(t.name, tuple(rows[0]), tuple(conflict), add, replace, returning, combine, newer, sparse)
     result = await conn.execute(text(sql), {"rows": orjson.dumps(rows).decode()})
     return [tuple(r) for r in result.all()] if returning else []
 
@@ -147,14 +151,16 @@ def _pg_upsert_sql(
     returning: tuple[str, ...],
     combine: tuple[tuple[str, str], ...] = (),
     newer: str | None = None,
+    sparse: tuple[str, ...] = (),
 ) -> str:
     names = ", ".join(cols)
     sql = (
         f"INSERT INTO {name} ({names}) SELECT {names} FROM json_populate_recordset(NULL::{name}, CAST(:rows AS json)) "
         f"ON CONFLICT ({', '.join(conflict)}) "
     )
-    if add or replace or combine:
+    if add or replace or combine or sparse:
         sets = [f"{c} = {name}.{c} + EXCLUDED.{c}" for c in add] + [f"{c} = EXCLUDED.{c}" for c in replace]
+        sets += [f"{c} = nullif(coalesce({name}.{c}, 0) + coalesce(EXCLUDED.{c}, 0), 0)" for c in sparse]
         sets += [f"{c} = {fn}({name}.{c}, EXCLUDED.{c})" for c, fn in combine]
         sql += "DO UPDATE SET " + ", ".join(sets)
         if newer is not None:

@@ -156,7 +156,7 @@ async def stored_rows(db: Database) -> dict[str, object]:
             for row in (await session.execute(select(table))).mappings():
                 acc = sums.setdefault(tuple(row[k] for k in keys), [0] * len(values))
                 for i, v in enumerate(values):
-                    acc[i] += row[v]
+                    acc[i] += row[v] or 0  # a day row's zero counter is NULL
                 # packed histograms of the day rows: summed by bucket, keyed with it
                 for b, n in hist_unpack(row.get("hist")).items():
                     hist.setdefault((*(row[k] for k in keys), b), [0])[0] += n

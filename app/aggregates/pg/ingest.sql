@@ -187,14 +187,15 @@ BEGIN
 
   -- 5. own rows, then the rollup rows of every province and nation at or above each unit
   -- day rows, each with the histogram of its day's resolutions packed in it (app.db.types.hist_pack;
-  -- null on a day nothing resolved): a day with either kind of change is one upsert
+  -- null on a day nothing resolved): a day with either kind of change is one upsert; a zero counter
+  -- is stored as NULL (app.db.models.aggregates.day_count_column)
   INSERT INTO unit_day AS u (unit_code, sector, day, source, @DAY_COLS@, hist)
-  SELECT unit_code, sector, day, '', @DAY_VALUES(d)@, h.hist
+  SELECT unit_code, sector, day, '', @DAY_STORED(d)@, h.hist
   FROM chiso_dday d
   FULL JOIN (SELECT h.unit_code, h.sector, h.day, @HIST_PACK@(array_agg(h.bucket), array_agg(h.n)) AS hist
              FROM chiso_dhist h GROUP BY 1, 2, 3) h USING (unit_code, sector, day)
   ORDER BY 1, 2, 3
-  ON CONFLICT (unit_code, sector, day, source) DO UPDATE SET @DAY_ADD(u)@, hist = @HIST_ADD@(u.hist, excluded.hist);
+  ON CONFLICT (unit_code, sector, day, source) DO UPDATE SET @DAY_SPARSE_ADD(u)@, hist = @HIST_ADD@(u.hist, excluded.hist);
 
   INSERT INTO unit_cohort_due AS u (unit_code, sector, recv_day, due_day, source, n)
   SELECT c.unit_code, c.sector, c.recv_day, c.due_day, '', c.n FROM chiso_ddue c ORDER BY 1, 2, 3, 4
@@ -208,7 +209,7 @@ BEGIN
   INSERT INTO chiso_rollup SELECT r.u, r.a FROM json_to_recordset(p_rollup) AS r(u varchar, a varchar);
 
   INSERT INTO rollup_day AS u (unit_code, sector, day, slot, @DAY_COLS@, hist)
-  SELECT unit_code, sector, day, p_slot, @DAY_VALUES(d)@, h.hist
+  SELECT unit_code, sector, day, p_slot, @DAY_STORED(d)@, h.hist
   FROM (SELECT r.above AS unit_code, d.sector, d.day, @DAY_NAMED_SUMS(d)@
         FROM chiso_dday d JOIN chiso_rollup r ON r.unit_code = d.unit_code
         GROUP BY r.above, d.sector, d.day
@@ -219,7 +220,7 @@ BEGIN
                    GROUP BY 1, 2, 3, 4 HAVING sum(h.n) <> 0) x
              GROUP BY 1, 2, 3) h USING (unit_code, sector, day)
   ORDER BY 1, 2, 3
-  ON CONFLICT (unit_code, sector, day, slot) DO UPDATE SET @DAY_ADD(u)@, hist = @HIST_ADD@(u.hist, excluded.hist);
+  ON CONFLICT (unit_code, sector, day, slot) DO UPDATE SET @DAY_SPARSE_ADD(u)@, hist = @HIST_ADD@(u.hist, excluded.hist);
 
   INSERT INTO rollup_cohort_due AS u (unit_code, sector, recv_day, due_day, slot, n)
   SELECT r.above, c.sector, c.recv_day, c.due_day, p_slot, sum(c.n)

@@ -1,0 +1,77 @@
+"""The compact day rows (issue 24): a day row's zero counters are stored as NULL (migration
+d2f4a6c8e0b3), and a store whose rows hold zeros, as an earlier version wrote them, reads and
+takes writes the same."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from sqlalchemy import text
+
+from app.aggregates import periods
+from app.aggregates import rebuild as verify
+from app.aggregates.counters import DAY_COUNTERS
+from app.scoring import service
+from app.scoring.context import Reader
+from tests.helpers.kpis import COMMUNES_46, post_all
+from tests.integration.test_import import table_rows
+from tests.streams import stream
+
+DAY_TABLES = ("unit_day", "rollup_day")
+UNITS = (COMMUNES_46[0], COMMUNES_46[1], "46", "VN")
+
+
+async def figures(svc, now: datetime) -> list:
+    """KPIs of communes, their province and the nation over several windows, computed from the rows
+    (no stored answer, no memo) at `now`."""
+    registry = await svc.app.state.registry.refresh()
+    reader = replace(Reader.of(svc.db, registry, svc.settings), clock=lambda: now)
+    today = periods.today(reader.now(), reader.tz)
+    out = []
+    for code in UNITS:
+        for window in ("7d", "30d", "90d"):
+            body = await service.unit_kpis(reader, code, periods.window(window, today), None)
+            out.append((code, window, body["kpis"], body["previous"]["kpis"]))
+    return out
+
+
+async def counted(svc, condition: str) -> int:
+    """Day rows (both tables) with a counter meeting `condition` (e.g. "= 0")."""
+    async with svc.db.session() as session:
+        total = 0
+        for t in DAY_TABLES:
+            where = " OR ".join(f"{c} {condition}" for c in DAY_COUNTERS)
+            total += (await session.execute(text(f"SELECT count(*) FROM {t} WHERE {where}"))).scalar_one()
+        return total
+
+
+class TestSparseDayRows:
+    async def test_zeros_are_stored_as_null_and_stored_zeros_read_and_add_the_same(self, make_service):
+        rng = random.Random(24)
+        now = datetime.now(UTC)
+        events = stream(rng, [COMMUNES_46[0], COMMUNES_46[1], "46"], 160, now)
+        first, rest = events[: len(events) // 2], events[len(events) // 2 :]
+        async with make_service() as whole:  # every event posted to a store that stores NULLs
+            await post_all(whole, await whole.key("ingest", "VN"), events, random.Random(1))
+            assert await counted(whole, "= 0") == 0
+            assert await counted(whole, "IS NULL") > 0
+            expected, expected_rows = await figures(whole, now), await table_rows(whole)
+        async with make_service() as svc:
+            token = await svc.key("ingest", "VN")
+            await post_all(svc, token, first, random.Random(2))
+            before = await figures(svc, now)
+            # the rows as an earlier version stored them: every zero a 0
+            async with svc.db.transaction() as session:
+                for t in DAY_TABLES:
+                    sets = ", ".join(f"{c} = coalesce({c}, 0)" for c in DAY_COUNTERS)
+                    await session.execute(text(f"UPDATE {t} SET {sets}"))
+            assert await counted(svc, "IS NULL") == 0
+            assert await figures(svc, now) == before
+            assert (await verify.verify(svc.db, svc.settings)).differences == []
+            # writes add to stored zeros as to NULLs: the same figures and rows as the whole store's
+            await post_all(svc, token, rest, random.Random(3))
+            assert await figures(svc, now) == expected
+            assert await table_rows(svc) == expected_rows
+            assert (await verify.verify(svc.db, svc.settings)).differences == []
