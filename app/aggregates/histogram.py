@@ -46,30 +46,29 @@ END $$
 """
 
 
-# The SQL spelling of app.db.types.hist_pack and hist_add (the stored form of a day's bucket counts:
-# [first bucket, its count, the next bucket's, ...], zeros trimmed at both ends, {} when all zero).
-# @HIST_PACK@(buckets, counts) packs pairs (a bucket may repeat: counts add up); @HIST_ADD@ adds two
-# packed histograms. Both add into a dense bigint[] over the buckets' range, then trim it: loops
-# over small arrays, a few microseconds a row. A count beyond 32 bits is refused (the cast), as the
-# int4[] column would refuse it.
+# The SQL spelling of app.db.types.hist_encode and hist_add (the stored form of a day's bucket counts:
+# the text "first bucket,its count,the next bucket's,...", zeros trimmed at both ends, '' when all
+# zero). @HIST_PACK@(buckets, counts) packs pairs (a bucket may repeat: counts add up); @HIST_ADD@
+# adds two packed histograms. Both add into a dense bigint[] over the buckets' range, then trim it:
+# loops over small arrays, a few microseconds a row. A count beyond 32 bits is refused (the cast).
 _SQL_TRIMMED = """
   i := 1; j := coalesce(cardinality(acc), 0);
   WHILE i <= j AND acc[i] = 0 LOOP i := i + 1; END LOOP;
   WHILE j >= i AND acc[j] = 0 LOOP j := j - 1; END LOOP;
-  IF i > j THEN RETURN '{}'::int[]; END IF;
-  RETURN array_prepend(lo + i - 1, acc[i:j]::int[]);
+  IF i > j THEN RETURN ''; END IF;
+  RETURN array_to_string(array_prepend(lo + i - 1, acc[i:j]::int[]), ',');
 END $$
 """
 SQL_HIST_PACK = (
     """
-CREATE OR REPLACE FUNCTION @HIST_PACK@(p_buckets int[], p_counts bigint[]) RETURNS int[]
+CREATE OR REPLACE FUNCTION @HIST_PACK@(p_buckets int[], p_counts bigint[]) RETURNS text
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
 DECLARE lo int; hi int; acc bigint[]; i int; j int; k int;
 BEGIN
   FOR k IN 1 .. coalesce(cardinality(p_buckets), 0) LOOP
     lo := least(lo, p_buckets[k]); hi := greatest(hi, p_buckets[k]);
   END LOOP;
-  IF lo IS NULL THEN RETURN '{}'::int[]; END IF;
+  IF lo IS NULL THEN RETURN ''; END IF;
   acc := array_fill(0::bigint, ARRAY[hi - lo + 1]);
   FOR k IN 1 .. cardinality(p_buckets) LOOP
     acc[p_buckets[k] - lo + 1] := acc[p_buckets[k] - lo + 1] + p_counts[k];
@@ -78,18 +77,27 @@ BEGIN
 )
 SQL_HIST_ADD = (
     """
-CREATE OR REPLACE FUNCTION @HIST_ADD@(p_a int[], p_b int[]) RETURNS int[] LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
-DECLARE lo int; hi int; acc bigint[]; i int; j int; k int; na int := coalesce(cardinality(p_a), 0); nb int := coalesce(cardinality(p_b), 0);
+CREATE OR REPLACE FUNCTION @HIST_ADD@(p_a text, p_b text) RETURNS text LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE lo int; hi int; acc bigint[]; i int; j int; k int;
+  a int[] := string_to_array(p_a, ',')::int[]; b int[] := string_to_array(p_b, ',')::int[];
+  na int := coalesce(cardinality(a), 0); nb int := coalesce(cardinality(b), 0);
 BEGIN
   IF p_b IS NULL THEN RETURN p_a; END IF;  -- nothing to add: the stored value as it is (a day row without one)
-  IF na > 1 THEN lo := p_a[1]; hi := p_a[1] + na - 2; END IF;
-  IF nb > 1 THEN lo := least(lo, p_b[1]); hi := greatest(hi, p_b[1] + nb - 2); END IF;
-  IF lo IS NULL THEN RETURN '{}'::int[]; END IF;
+  IF na > 1 THEN lo := a[1]; hi := a[1] + na - 2; END IF;
+  IF nb > 1 THEN lo := least(lo, b[1]); hi := greatest(hi, b[1] + nb - 2); END IF;
+  IF lo IS NULL THEN RETURN ''; END IF;
   acc := array_fill(0::bigint, ARRAY[hi - lo + 1]);
-  FOR k IN 2 .. na LOOP acc[p_a[1] + k - 1 - lo] := acc[p_a[1] + k - 1 - lo] + p_a[k]; END LOOP;
-  FOR k IN 2 .. nb LOOP acc[p_b[1] + k - 1 - lo] := acc[p_b[1] + k - 1 - lo] + p_b[k]; END LOOP;"""
+  FOR k IN 2 .. na LOOP acc[a[1] + k - 1 - lo] := acc[a[1] + k - 1 - lo] + a[k]; END LOOP;
+  FOR k IN 2 .. nb LOOP acc[b[1] + k - 1 - lo] := acc[b[1] + k - 1 - lo] + b[k]; END LOOP;"""
     + _SQL_TRIMMED
 )
+
+# A stored histogram read as rows (bucket_columns, bucket_rows_sql): on PostgreSQL its counts (the
+# items from the second on) as an int[] and its lowest bucket (the first item, cut from the text);
+# on SQLite the text as a JSON list.
+_PG_COUNTS = "(string_to_array({t}.hist, ','))[2:]::int[]"
+_PG_FIRST = "split_part({t}.hist, ',', 1)::int"
+_SQLITE_LIST = "'[' || {t}.hist || ']'"
 
 
 def lower_ms(i: int) -> float:
@@ -138,10 +146,11 @@ def bucket_columns(table, postgres: bool) -> tuple:
     per bucket of each row (zeros inside a row's range too: sums are unchanged)."""
     name = table.__tablename__
     if postgres:
-        b = func.unnest(literal_column(f"{name}.hist[2:]")).table_valued("n", with_ordinality="k").render_derived(f"{name}_b")
-        return (literal_column(f"{name}.hist[1]") + b.c.k - 1).label("bucket"), b.c.n, [], b
-    b = func.json_each(table.hist).table_valued("key", "value").alias(f"{name}_b")
-    return (func.json_extract(table.hist, "$[0]") + b.c.key - 1).label("bucket"), b.c.value, [b.c.key > 0], b
+        b = func.unnest(literal_column(_PG_COUNTS.format(t=name))).table_valued("n", with_ordinality="k").render_derived(f"{name}_b")
+        return (literal_column(_PG_FIRST.format(t=name)) + b.c.k - 1).label("bucket"), b.c.n, [], b
+    packed = literal_column(_SQLITE_LIST.format(t=name))
+    b = func.json_each(packed).table_valued("key", "value").alias(f"{name}_b")
+    return (func.json_extract(packed, "$[0]") + b.c.key - 1).label("bucket"), b.c.value, [b.c.key > 0], b
 
 
 def with_buckets(stmt, table, unpack):
@@ -174,10 +183,11 @@ def bucket_rows_sql(name: str, keys: tuple[str, ...], postgres: bool) -> str:
     cols = ", ".join(f"t.{k}" for k in keys)
     if postgres:
         return (
-            f"SELECT {cols}, t.hist[1] + b.k::int - 1 AS bucket, b.n AS n "
-            f"FROM {name} t CROSS JOIN LATERAL unnest(t.hist[2:]) WITH ORDINALITY AS b(n, k)"
+            f"SELECT {cols}, {_PG_FIRST.format(t='t')} + b.k::int - 1 AS bucket, b.n AS n "
+            f"FROM {name} t CROSS JOIN LATERAL unnest({_PG_COUNTS.format(t='t')}) WITH ORDINALITY AS b(n, k)"
         )
+    packed = _SQLITE_LIST.format(t="t")
     return (
-        f"SELECT {cols}, json_extract(t.hist, '$[0]') + b.key - 1 AS bucket, b.value AS n "
-        f"FROM {name} t, json_each(t.hist) b WHERE b.key > 0"
+        f"SELECT {cols}, json_extract({packed}, '$[0]') + b.key - 1 AS bucket, b.value AS n "
+        f"FROM {name} t, json_each({packed}) b WHERE b.key > 0"
     )

@@ -40,8 +40,8 @@ class WritePass:
     ingest_staged: str  # (rollup json, tz text, now timestamptz, slot int): events in chiso_stage
     temp_tables: str  # () creates the session's temporary tables once
     bucket: str  # (ms bigint): app.aggregates.histogram.bucket_of
-    hist_pack: str  # (buckets int[], counts bigint[]): app.db.types.hist_pack
-    hist_add: str  # (int[], int[]): app.db.types.hist_add
+    hist_pack: str  # (buckets int[], counts bigint[]) -> text: app.db.types.hist_encode
+    hist_add: str  # (text, text): app.db.types.hist_add
     statements: tuple[str, ...]  # the CREATE FUNCTIONs, in order
 
     @property
@@ -49,7 +49,7 @@ class WritePass:
         return (
             f"{self.bucket}(bigint)",
             f"{self.hist_pack}(int[], bigint[])",
-            f"{self.hist_add}(int[], int[])",
+            f"{self.hist_add}(text, text)",
             f"{self.temp_tables}()",
             f"{self.ingest_staged}(json, text, timestamptz, int)",
             f"{self.ingest}(json, json, text, timestamptz, int)",

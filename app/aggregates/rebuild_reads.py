@@ -20,7 +20,7 @@ from app.db.models import (
     Dossier,
     DossierEvent,
 )
-from app.db.types import hist_unpack
+from app.db.types import hist_decode
 
 
 async def read_unit_aggregates(session: AsyncSession, unit_code: str) -> dict[str, dict]:
@@ -33,7 +33,7 @@ async def read_unit_aggregates(session: AsyncSession, unit_code: str) -> dict[st
         if cols:
             out["day"][(r.unit_code, r.sector, r.day)] = cols
     for r in (await session.execute(select(hist_t).where(mine(hist_t)))).scalars():
-        for b, n in hist_unpack(r.hist).items():
+        for b, n in hist_decode(r.hist).items():
             out["hist"][(r.unit_code, r.sector, r.day, b)] = n
     for r in (await session.execute(select(due_t).where(mine(due_t)))).scalars():
         if r.n:

@@ -39,7 +39,7 @@ from app.db.models import (
     UnitDay,
     UnitTotal,
 )
-from app.db.types import hist_pack, hist_unpack
+from app.db.types import hist_decode, hist_encode
 from app.units.service import Registry
 
 CHUNK = 1000
@@ -164,12 +164,12 @@ async def _add_delta(session: AsyncSession, delta: Delta, tables: tuple, extra: 
     await _add_rows(session, total_t, ("unit_code", "sector", name), TOTAL_COUNTERS, total_rows)
 
 
-def _pack_days(hist: dict[tuple, int]) -> dict[tuple, list[int]]:
+def _pack_days(hist: dict[tuple, int]) -> dict[tuple, str]:
     """Bucket counts keyed (unit, sector, day, bucket) as packed rows keyed (unit, sector, day)."""
     days: dict[tuple, dict[int, int]] = {}
     for (u, s, d, b), n in hist.items():
         days.setdefault((u, s, d), {})[b] = n
-    return {k: hist_pack(v) for k, v in days.items()}
+    return {k: hist_encode(v) for k, v in days.items()}
 
 
 async def _add_days(session: AsyncSession, table, name: str, value, delta: Delta) -> None:
@@ -293,7 +293,7 @@ async def _read_source_rows(session: AsyncSession, source: str, unit: str, days:
         )
         for r in (await session.execute(stmt)).scalars():
             out.day[(unit, ALL_SECTORS, r.day)] = {c: getattr(r, c) or 0 for c in DAY_COUNTERS}
-            for b, n in hist_unpack(r.hist).items():
+            for b, n in hist_decode(r.hist).items():
                 out.hist[(unit, ALL_SECTORS, r.day, b)] = n
     return out
 

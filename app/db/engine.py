@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from app.db.types import sqlite_hist_add
+from app.db.types import hist_add
 
 
 def _sqlite_engine(url: str) -> AsyncEngine:
@@ -32,7 +32,7 @@ def _sqlite_engine(url: str) -> AsyncEngine:
         cursor.execute("PRAGMA busy_timeout=60000")  # several workers share one file
         cursor.close()
         # the sum of two packed histograms (app.db.types.hist_add), for the histogram rows' upserts
-        dbapi_connection.create_function("chiso_hist_add", 2, sqlite_hist_add, deterministic=True)
+        dbapi_connection.create_function("chiso_hist_add", 2, hist_add, deterministic=True)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn):

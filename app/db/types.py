@@ -35,14 +35,17 @@ class UTCDateTime(TypeDecorator):
 
 
 # --- packed histograms ---------------------------------------------------------------------------
-# A histogram row holds its bucket counts as one list: [first bucket, its count, the next bucket's
-# count, ...], zero counts trimmed at both ends, [] when every count is zero. The SQL spelling of
-# hist_pack and hist_add is app.aggregates.histogram.SQL_HIST_FUNCTIONS (the PostgreSQL pass);
-# SQLite calls hist_add as chiso_hist_add (app.db.engine registers it).
+# A day row holds its bucket counts as one text (hist_encode): "first bucket,its count,the next
+# bucket's count,...", zero counts trimmed at both ends (hist_pack), "" when every count is zero,
+# the same on both stores. Until migration e4a6c8f0b2d5 it was the list itself, an int4[] on
+# PostgreSQL (a 24-byte array header on a row that most often holds one or two small counts) and
+# JSON text on SQLite: HistCounts, which the migrations before it name. The SQL spelling of
+# hist_encode and hist_add is app.aggregates.histogram.SQL_HIST_PACK / SQL_HIST_ADD (the PostgreSQL
+# pass); SQLite calls hist_add as chiso_hist_add (app.db.engine registers it).
 
 
 def hist_pack(counts: dict[int, int]) -> list[int]:
-    """Bucket counts ({bucket: n}) in their stored form."""
+    """Bucket counts ({bucket: n}) as a list: the first bucket, then the counts from it on."""
     nonzero = [b for b, n in counts.items() if n]
     if not nonzero:
         return []
@@ -51,33 +54,37 @@ def hist_pack(counts: dict[int, int]) -> list[int]:
 
 
 def hist_unpack(packed: list[int] | None) -> dict[int, int]:
-    """{bucket: n} of a stored histogram, zero counts left out."""
+    """{bucket: n} of a packed list, zero counts left out."""
     if not packed:
         return {}
     lo = packed[0]
     return {lo + i: n for i, n in enumerate(packed[1:]) if n}
 
 
-def hist_add(a: list[int] | None, b: list[int] | None) -> list[int] | None:
+def hist_encode(counts: dict[int, int]) -> str:
+    """Bucket counts ({bucket: n}) in their stored form."""
+    return ",".join(map(str, hist_pack(counts)))
+
+
+def hist_decode(stored: str | None) -> dict[int, int]:
+    """{bucket: n} of a stored histogram, zero counts left out."""
+    return hist_unpack([int(x) for x in stored.split(",")] if stored else None)
+
+
+def hist_add(a: str | None, b: str | None) -> str | None:
     """The sum of two stored histograms, stored; `a` as it is when there is nothing to add (None:
     a day row without a histogram keeps none)."""
     if b is None:
         return a
-    out = hist_unpack(a)
-    for bucket, n in hist_unpack(b).items():
+    out = hist_decode(a)
+    for bucket, n in hist_decode(b).items():
         out[bucket] = out.get(bucket, 0) + n
-    return hist_pack(out)
-
-
-def sqlite_hist_add(a: str | None, b: str | None) -> str | None:
-    """hist_add on SQLite's JSON text."""
-    if b is None:
-        return a
-    return json.dumps(hist_add(json.loads(a) if a else [], json.loads(b) if b else []), separators=(",", ":"))
+    return hist_encode(out)
 
 
 class HistCounts(TypeDecorator):
-    """A packed histogram (hist_pack): int4[] on PostgreSQL, JSON text on SQLite."""
+    """A packed list (hist_pack): int4[] on PostgreSQL, JSON text on SQLite; the day rows' `hist`
+    until migration e4a6c8f0b2d5 (the migrations before it name this type)."""
 
     impl = Text
     cache_ok = True

@@ -28,7 +28,7 @@ from app.db.models import (
     UnitDay,
     UnitTotal,
 )
-from app.db.types import hist_unpack
+from app.db.types import hist_decode
 from app.export.outbox import PARKED, PENDING, SENT
 
 CHUNK = 500
@@ -245,7 +245,7 @@ async def read_day_sums(session: AsyncSession, units: list[str], since: date) ->
     hist: dict = {}
     for u, d, packed in (await session.execute(stmt)).all():  # every source's row of the day, added
         counts = hist.setdefault((u, d), {})
-        for b, n in hist_unpack(packed).items():
+        for b, n in hist_decode(packed).items():
             counts[b] = counts.get(b, 0) + n
     hist = {k: {b: n for b, n in v.items() if n} for k, v in hist.items()}
     return days, totals, {k: v for k, v in hist.items() if v}

@@ -450,9 +450,9 @@ class TestSetBasedMerge:
         "unit_day": f"SELECT unit_code, sector, day, source, {', '.join(f'coalesce({c}, 0)' for c in DAY_COUNTERS)} FROM unit_day "
         f"WHERE {_DAY} > 0 "
         "ORDER BY unit_code, sector, day, source",
-        # packed histograms of the day rows: none, or all-zero as an empty array ('{}' on PostgreSQL, '[]' on SQLite)
-        "unit_day_hist": "SELECT unit_code, sector, day, source, hist FROM unit_day "
-        "WHERE CAST(hist AS text) NOT IN ('{}', '[]') ORDER BY unit_code, sector, day, source",
+        # packed histograms of the day rows: none, or all-zero as an empty text
+        "unit_day_hist": "SELECT unit_code, sector, day, source, hist FROM unit_day WHERE hist <> '' "
+        "ORDER BY unit_code, sector, day, source",
         "unit_cohort_due": "SELECT * FROM unit_cohort_due WHERE n <> 0 ORDER BY unit_code, sector, recv_day, due_day, source",
         "unit_total": f"SELECT * FROM unit_total WHERE {_TOT} > 0 ORDER BY unit_code, sector, source",
         "rollup_day": f"SELECT unit_code, sector, day, {_SUMS} FROM rollup_day GROUP BY 1, 2, 3 "

@@ -15,7 +15,7 @@ from app.db.base import Base
 from app.db.engine import Database
 from app.db.models import DossierEvent, EventKey
 from app.db.models.event_log import event_key_of
-from app.db.types import hist_unpack
+from app.db.types import hist_decode, hist_unpack
 
 
 class TestMigrations:
@@ -224,7 +224,7 @@ class TestMigrations:
             out = {}
             for day, sql in hists.items():
                 rows = (await conn.execute(text(sql.format(t=day + suffix)))).all()
-                out[day] = sorted((tuple(r[:4]), hist_unpack(json.loads(r[4]) if isinstance(r[4], str) else r[4])) for r in rows)
+                out[day] = sorted((tuple(r[:4]), _bucket_counts(r[4])) for r in rows)
             return out
 
         token = await svc.key("read")
@@ -256,3 +256,78 @@ class TestMigrations:
         registry = await svc.app.state.registry.refresh()
         report = await rebuild.verify(svc.db, svc.settings, registry=registry)
         assert report.differences == [], report.differences
+
+    async def test_day_rows_compacted_in_place_and_back(self, fresh_service):
+        """e4a6c8f0b2d5 (issue 24's compact store): a store whose day rows hold zeros (as before
+        d2f4a6c8e0b3) and int4[] histograms (JSON lists on SQLite) is rewritten with every zero a NULL
+        and every histogram text; figures, histograms and `kpis verify` stay; down again, the lists
+        come back."""
+        from app.aggregates.counters import DAY_COUNTERS
+
+        svc = fresh_service
+        now = datetime.now(UTC)
+        events = []
+        for i in range(8):
+            recv = now - timedelta(days=2 + i % 4, hours=i)
+            base = {"dossier_id": f"z{i}", "unit_code": ("19777", "19900")[i % 2], "sector": ("land", "justice")[i % 2]}
+            events.append(base | {"event_id": f"z{i}r", "type": "received", "occurred_at": recv.isoformat()})
+            events[-1] |= {"channel": "online", "due_at": (recv + timedelta(days=1)).isoformat()}
+            end = recv + timedelta(hours=3 + 9 * i)
+            events.append(base | {"event_id": f"z{i}x", "type": "resolved", "occurred_at": end.isoformat(), "outcome": "approved"})
+        assert (await svc.post(events, await svc.key("ingest", "46"))).json()["accepted"] == 16
+        token = await svc.key("read")
+        answers = [(await svc.get(f"/api/v1/units/{u}/kpis", token, window="30d")).json() for u in ("19777", "46", "VN")]
+        hists = "SELECT unit_code, sector, day, {slot}, hist FROM {t} WHERE hist IS NOT NULL"
+        zeros = " OR ".join(f"{c} = 0" for c in DAY_COUNTERS)
+        nulls = " OR ".join(f"{c} IS NULL" for c in DAY_COUNTERS)
+
+        async def stored(conn) -> dict:
+            out = {}
+            for t, slot in (("unit_day", "source"), ("rollup_day", "slot")):
+                rows = (await conn.execute(text(hists.format(t=t, slot=slot)))).all()
+                out[t] = sorted((tuple(r[:4]), _bucket_counts(r[4])) for r in rows)
+            return out
+
+        async def count(conn, where: str) -> int:
+            return sum(
+                [(await conn.execute(text(f"SELECT count(*) FROM {t} WHERE {where}"))).scalar_one() for t in ("unit_day", "rollup_day")]
+            )
+
+        db = Database(svc.url)
+        try:
+            async with db.engine.connect() as conn:
+                before = await stored(conn)
+                assert all(before.values()), before
+            async with db.engine.begin() as conn:
+                await migrate.downgrade(conn, "e4a6c8f0b2d5-1")
+                for t in ("unit_day", "rollup_day"):  # the rows as the version before d2f4a6c8e0b3 wrote them
+                    await conn.execute(text(f"UPDATE {t} SET " + ", ".join(f"{c} = coalesce({c}, 0)" for c in DAY_COUNTERS)))
+            await db.engine.dispose()  # statements prepared before the schema changed are not reused
+            async with db.engine.connect() as conn:
+                assert await stored(conn) == before
+                assert await count(conn, zeros) > 0
+                raw = (await conn.execute(text("SELECT hist FROM unit_day WHERE hist IS NOT NULL LIMIT 1"))).scalar_one()
+                assert isinstance(raw, list) if conn.dialect.name == "postgresql" else raw.startswith("["), raw
+            async with db.engine.begin() as conn:
+                await migrate.upgrade(conn)
+            await db.engine.dispose()
+            async with db.engine.connect() as conn:
+                assert await migrate.schema_is_current(conn)
+                assert await stored(conn) == before
+                assert await count(conn, zeros) == 0 and await count(conn, nulls) > 0
+                raw = (await conn.execute(text("SELECT hist FROM unit_day WHERE hist IS NOT NULL LIMIT 1"))).scalar_one()
+                assert isinstance(raw, str) and not raw.startswith("["), raw
+        finally:
+            await db.dispose()
+        assert [(await svc.get(f"/api/v1/units/{u}/kpis", token, window="30d")).json() for u in ("19777", "46", "VN")] == answers
+        registry = await svc.app.state.registry.refresh()
+        report = await rebuild.verify(svc.db, svc.settings, registry=registry)
+        assert report.differences == [], report.differences
+
+
+def _bucket_counts(stored) -> dict[int, int]:
+    """A stored histogram as {bucket: n}, in any of its stored forms: a list (int4[], before
+    e4a6c8f0b2d5), its JSON text (SQLite, before it), or the text of app.db.types.hist_encode."""
+    if isinstance(stored, str) and not stored.startswith("["):
+        return hist_decode(stored)
+    return hist_unpack(json.loads(stored) if isinstance(stored, str) else stored)

@@ -11,7 +11,6 @@ terminal kinds, terminals before their receipt (negative processing times), orph
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import subprocess
@@ -32,7 +31,7 @@ from app.aggregates import pgpass, rebuild
 from app.db import models as m
 from app.db.engine import Database
 from app.db.models.event_log import SQL_EVENT_KEY, event_key_of
-from app.db.types import hist_add, hist_pack, hist_unpack
+from app.db.types import hist_add, hist_decode, hist_encode
 from app.ingest.service import screen, store_events
 from app.units.service import RegistryCache
 from tests import conftest
@@ -158,7 +157,7 @@ async def stored_rows(db: Database) -> dict[str, object]:
                 for i, v in enumerate(values):
                     acc[i] += row[v] or 0  # a day row's zero counter is NULL
                 # packed histograms of the day rows: summed by bucket, keyed with it
-                for b, n in hist_unpack(row.get("hist")).items():
+                for b, n in hist_decode(row.get("hist")).items():
                     hist.setdefault((*(row[k] for k in keys), b), [0])[0] += n
             out[table.name] = {k: v for k, v in sums.items() if any(v)}
             if "hist" in table.columns:
@@ -242,7 +241,7 @@ class TestTwoSpellings:
 
 
 class TestPackedHistogramSpellings:
-    """The histogram rows' packing (app.db.types.hist_pack / hist_add) and its SQL spelling
+    """The day rows' stored histograms (app.db.types.hist_encode / hist_add) and their SQL spelling
     (app.aggregates.histogram.SQL_HIST_PACK / SQL_HIST_ADD as installed by the pass; on SQLite the
     registered chiso_hist_add), on any counts, negative ones (corrections in one slot) included."""
 
@@ -251,25 +250,27 @@ class TestPackedHistogramSpellings:
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
     @given(a=counts, b=counts, pairs=st.lists(st.tuples(st.integers(0, 170), st.integers(-5, 5)), max_size=10))
     def test_sql_equals_python(self, fresh_service, a, b, pairs):
-        asyncio.run(self._check(fresh_service.url, hist_pack(a), hist_pack(b), pairs))
+        asyncio.run(self._check(fresh_service.url, hist_encode(a), hist_encode(b), pairs))
 
-    async def _check(self, url: str, pa: list[int], pb: list[int], pairs: list[tuple[int, int]]) -> None:
+    async def _check(self, url: str, pa: str, pb: str, pairs: list[tuple[int, int]]) -> None:
         db = Database(url, pool_size=1)
         try:
             async with db.engine.connect() as conn:
                 if conn.dialect.name != "postgresql":
-                    got = (await conn.execute(text("SELECT chiso_hist_add(:a, :b)"), {"a": json.dumps(pa), "b": json.dumps(pb)})).scalar()
-                    assert json.loads(got) == hist_add(pa, pb)
+                    got = (await conn.execute(text("SELECT chiso_hist_add(:a, :b)"), {"a": pa, "b": pb})).scalar()
+                    assert got == hist_add(pa, pb)
                     return
                 fn = pgpass.current()
-                got = (await conn.execute(text(f"SELECT {fn.hist_add}(CAST(:a AS int[]), CAST(:b AS int[]))"), {"a": pa, "b": pb})).scalar()
-                assert list(got) == hist_add(pa, pb)
+                got = (await conn.execute(text(f"SELECT {fn.hist_add}(:a, :b)"), {"a": pa, "b": pb})).scalar()
+                assert got == hist_add(pa, pb)
+                got = (await conn.execute(text(f"SELECT {fn.hist_add}(:a, NULL)"), {"a": pa})).scalar()
+                assert got == hist_add(pa, None) == pa
                 stmt = text(f"SELECT {fn.hist_pack}(CAST(:b AS int[]), CAST(:n AS bigint[]))")
                 got = (await conn.execute(stmt, {"b": [b for b, _ in pairs], "n": [n for _, n in pairs]})).scalar()
                 want: dict[int, int] = defaultdict(int)
                 for bucket, n in pairs:
                     want[bucket] += n
-                assert list(got) == hist_pack(want)
+                assert got == hist_encode(want)
         finally:
             await db.dispose()
 

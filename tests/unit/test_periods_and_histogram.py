@@ -83,8 +83,15 @@ class TestPackedHistogram:
             a = {rng.randrange(0, 160): rng.randint(-3, 3) for _ in range(rng.randrange(0, 6))}
             b = {rng.randrange(0, 160): rng.randint(-3, 3) for _ in range(rng.randrange(0, 6))}
             want = {k: a.get(k, 0) + b.get(k, 0) for k in a.keys() | b.keys()}
-            got = types.hist_add(types.hist_pack(a), types.hist_pack(b))
-            assert got == types.hist_pack(want)
-            assert types.hist_unpack(got) == {k: v for k, v in want.items() if v}
-        assert types.hist_add([3, 2], [3, -2]) == []
-        assert types.sqlite_hist_add("[3,2,1]", "[4,-1]") == "[3,2]"
+            got = types.hist_add(types.hist_encode(a), types.hist_encode(b))
+            assert got == types.hist_encode(want)
+            assert types.hist_decode(got) == {k: v for k, v in want.items() if v}
+        assert types.hist_add("3,2", "3,-2") == ""
+        assert types.hist_add("3,2,1", "4,-1") == "3,2"
+        assert types.hist_add("3,2", None) == "3,2" and types.hist_add(None, "5,1") == "5,1"
+
+    def test_stored_as_text(self):
+        assert types.hist_encode({7: 2, 4: 1, 9: 0}) == "4,1,0,0,2" and types.hist_encode({5: 0}) == ""
+        assert types.hist_decode("4,1,0,0,2") == {4: 1, 7: 2}
+        assert types.hist_decode("") == {} and types.hist_decode(None) == {}
+        assert types.hist_decode("12,-3") == {12: -3}

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Date, Index, Integer, SmallInteger, String, text
+from sqlalchemy import BigInteger, Date, Index, Integer, SmallInteger, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base
-from app.db.types import HistCounts, UTCDateTime
+from app.db.types import UTCDateTime
 
 LOCAL_SOURCE = ""  # rows computed from this node's own events; others carry a subordinate's node_id
 ALL_SECTORS = "*"  # the row that sums every sector of a unit and day
@@ -89,11 +89,12 @@ class DayCounters(DayFlows, Totals):
     due_c2: Mapped[int | None] = day_count_column()
 
 
-def hist_column() -> Mapped[list[int] | None]:
-    """The processing-time histogram of the dossiers resolved on the row's day, packed
-    (app.db.types.hist_pack), in the day row itself (migration f3a5c7e9b1d4: a row of its own cost
-    a tuple header, its key again and a primary-key index for each): null on a day nothing resolved."""
-    return mapped_column(HistCounts, nullable=True, default=None)
+def hist_column() -> Mapped[str | None]:
+    """The processing-time histogram of the dossiers resolved on the row's day, packed as text
+    (app.db.types.hist_encode, migration e4a6c8f0b2d5), in the day row itself (migration f3a5c7e9b1d4:
+    a row of its own cost a tuple header, its key again and a primary-key index for each): null on
+    a day nothing resolved."""
+    return mapped_column(Text, nullable=True, default=None)
 
 
 class UnitDay(DayCounters, Base):
@@ -109,7 +110,7 @@ class UnitDay(DayCounters, Base):
     sector: Mapped[str] = mapped_column(String(64), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     source: Mapped[str] = mapped_column(String(64), primary_key=True, default=LOCAL_SOURCE)
-    hist: Mapped[list[int] | None] = hist_column()
+    hist: Mapped[str | None] = hist_column()
 
     # National and ranking reads take every unit's rows of a few recent days.
     __table_args__ = (Index("ix_unit_day_sector_day", "sector", "day"),)
@@ -152,7 +153,7 @@ class RollupDay(DayCounters, Base):
     sector: Mapped[str] = mapped_column(String(64), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=0)
-    hist: Mapped[list[int] | None] = hist_column()
+    hist: Mapped[str | None] = hist_column()
 
 
 class RollupCohortDue(Base):
