@@ -1,6 +1,6 @@
-"""The compact day rows (issue 24): a day row's zero counters are stored as NULL (migration
-d2f4a6c8e0b3), and a store whose rows hold zeros, as an earlier version wrote them, reads and
-takes writes the same."""
+"""The compact store (issue 24): a day row's zero counters are stored as NULL (migration
+d2f4a6c8e0b3), and a store whose rows hold zeros, as an earlier version wrote them, reads and takes
+writes the same; the dossiers' and the event log's columns are in the order that pads nothing."""
 
 from __future__ import annotations
 
@@ -75,3 +75,33 @@ class TestSparseDayRows:
             assert await figures(svc, now) == expected
             assert await table_rows(svc) == expected_rows
             assert (await verify.verify(svc.db, svc.settings)).differences == []
+
+
+PACKED_ORDER_SQL = """
+SELECT a.attname, t.typlen, CAST(t.typalign AS text) FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+WHERE a.attrelid = CAST(:t AS regclass) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
+"""
+
+
+class TestPackedColumns:
+    async def test_dossiers_day_rows_and_months_of_the_log_pad_nothing(self, make_service, store):
+        """PostgreSQL pads a fixed-width column to its alignment: the dossiers, the day rows and every month
+        of the event log (migration f6b8d0e2a4c6 for those of the template, app.db.partitions for
+        those the posts made) declare their fixed-width columns first, widest alignment first, and
+        the variable-length ones last; the log holds every event posted."""
+        rng = random.Random(6)
+        events = stream(rng, [COMMUNES_46[0], "46"], 40, datetime.now(UTC))
+        async with make_service() as svc:
+            await post_all(svc, await svc.key("ingest", "VN"), events, random.Random(1))
+            if store != "postgres":
+                return  # SQLite pads nothing
+            async with svc.db.session() as session:
+                months = (await session.execute(text("SELECT relname FROM pg_class WHERE relname LIKE 'dossier_event_2%'"))).scalars()
+                tables = ["dossier", "unit_day", "rollup_day", *months]
+                assert len(tables) > 2
+                for t in tables:
+                    cols = (await session.execute(text(PACKED_ORDER_SQL), {"t": t})).all()
+                    rank = [(typlen < 0, "disc".index(align)) for _, typlen, align in cols]
+                    assert rank == sorted(rank), (t, [c[0] for c in cols])
+                stored = (await session.execute(text("SELECT count(DISTINCT (unit_code, event_id)) FROM dossier_event"))).scalar_one()
+                assert stored == len({(e["unit_code"], e["event_id"]) for e in events})
