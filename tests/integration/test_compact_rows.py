@@ -105,3 +105,14 @@ class TestPackedColumns:
                     assert rank == sorted(rank), (t, [c[0] for c in cols])
                 stored = (await session.execute(text("SELECT count(DISTINCT (unit_code, event_id)) FROM dossier_event"))).scalar_one()
                 assert stored == len({(e["unit_code"], e["event_id"]) for e in events})
+
+    async def test_the_time_indexes_fill_their_pages(self, make_service, store):
+        """The dossiers' indexes by receipt, end and deadline time take new keys at the end of their
+        range: their leaf pages are filled whole (fillfactor 100, migration a3c5e7f9b1d4)."""
+        if store != "postgres":
+            return  # SQLite has no fill factor
+        names = ("ix_dossier_recv_unit", "ix_dossier_end_unit", "ix_dossier_due_unit")
+        async with make_service() as svc, svc.db.session() as session:
+            stmt = text("SELECT relname, reloptions FROM pg_class WHERE relname = ANY(:names)")
+            options = dict((await session.execute(stmt, {"names": list(names)})).all())
+            assert options == {name: ["fillfactor=100"] for name in names}

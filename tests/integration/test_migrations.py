@@ -228,7 +228,7 @@ class TestMigrations:
             return out
 
         token = await svc.key("read")
-        answers = [(await svc.get(f"/api/v1/units/{u}/kpis", token, window="30d")).json() for u in ("19777", "46", "VN")]
+        answers = await _answers(svc, token)
         db = Database(svc.url)
         try:
             async with db.engine.connect() as conn:
@@ -252,10 +252,8 @@ class TestMigrations:
                     assert "fillfactor=100" in options and "autovacuum_vacuum_scale_factor=0.01" in options, options
         finally:
             await db.dispose()
-        assert [(await svc.get(f"/api/v1/units/{u}/kpis", token, window="30d")).json() for u in ("19777", "46", "VN")] == answers
-        registry = await svc.app.state.registry.refresh()
-        report = await rebuild.verify(svc.db, svc.settings, registry=registry)
-        assert report.differences == [], report.differences
+        assert await _answers(svc, token) == answers
+        await _assert_verified(svc)
 
     async def test_day_rows_compacted_in_place_and_back(self, fresh_service):
         """e4a6c8f0b2d5 (issue 24's compact store): a store whose day rows hold zeros (as before
@@ -276,7 +274,7 @@ class TestMigrations:
             events.append(base | {"event_id": f"z{i}x", "type": "resolved", "occurred_at": end.isoformat(), "outcome": "approved"})
         assert (await svc.post(events, await svc.key("ingest", "46"))).json()["accepted"] == 16
         token = await svc.key("read")
-        answers = [(await svc.get(f"/api/v1/units/{u}/kpis", token, window="30d")).json() for u in ("19777", "46", "VN")]
+        answers = await _answers(svc, token)
         hists = "SELECT unit_code, sector, day, {slot}, hist FROM {t} WHERE hist IS NOT NULL"
         zeros = " OR ".join(f"{c} = 0" for c in DAY_COUNTERS)
         nulls = " OR ".join(f"{c} IS NULL" for c in DAY_COUNTERS)
@@ -319,10 +317,8 @@ class TestMigrations:
                 assert isinstance(raw, str) and not raw.startswith("["), raw
         finally:
             await db.dispose()
-        assert [(await svc.get(f"/api/v1/units/{u}/kpis", token, window="30d")).json() for u in ("19777", "46", "VN")] == answers
-        registry = await svc.app.state.registry.refresh()
-        report = await rebuild.verify(svc.db, svc.settings, registry=registry)
-        assert report.differences == [], report.differences
+        assert await _answers(svc, token) == answers
+        await _assert_verified(svc)
 
 
 def _bucket_counts(stored) -> dict[int, int]:
@@ -331,3 +327,14 @@ def _bucket_counts(stored) -> dict[int, int]:
     if isinstance(stored, str) and not stored.startswith("["):
         return hist_decode(stored)
     return hist_unpack(json.loads(stored) if isinstance(stored, str) else stored)
+
+
+async def _answers(svc, token: str) -> list:
+    """The KPI answers of a commune, its province and the nation (30 days)."""
+    return [(await svc.get(f"/api/v1/units/{u}/kpis", token, window="30d")).json() for u in ("19777", "46", "VN")]
+
+
+async def _assert_verified(svc) -> None:
+    registry = await svc.app.state.registry.refresh()
+    report = await rebuild.verify(svc.db, svc.settings, registry=registry)
+    assert report.differences == [], report.differences
