@@ -2,17 +2,23 @@
 the write pass (app.aggregates.pgpass), measured with auto_explain's per-statement durations on a fresh database.
 
     python -m bench.stages [--events 200000] [--chunk 20000] [--communes 40] [--province 01]
+        [--live N [--live-days 4.3] [--analyze]] [--detail] [--plan "UPDATE dossier"] [--sql "DROP INDEX …"]
 
 A history of `--events` events of `--communes` communes of one province (bench.history) is loaded
 in chunks as `chiso import` does (COPY into the staging table, then one call); the first chunk warms
-the plans and is not counted. Durations are wall-clock per statement inside the call: run it on a
-quiet machine."""
+the plans and is not counted. With `--live N`, the history is loaded uncounted (20,000-event chunks)
+and what is counted is N batches of `--chunk` events of one commune each, their receipts within the
+last `--live-days` (bench.gen, as make bench's posting phases send them; 100 is their size), with the
+statistics as the history left them (none; `--analyze`: analysed, as the service's upkeep keeps
+them). `--plan` prints the last batch's EXPLAIN ANALYZE of the statements opening so. Durations are
+wall-clock per statement inside the call: run it on a quiet machine."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
+import random
 import re
 import tempfile
 import time
@@ -30,6 +36,7 @@ from app.ingest.schemas import validate_events
 from app.main import prepare_database
 from app.settings import Settings
 from app.units.service import RegistryCache
+from bench.gen import make_batch, span_days, window
 from bench.history import write_history
 
 LABELS = [  # the first words of each statement of the pass, and what it does
@@ -64,6 +71,21 @@ def label(query: str, detail: bool = False) -> str:
     return "other statements (temp tables, marks, version, set_config)"
 
 
+def _live_batches(args, communes: list[str], now: datetime) -> list[list[dict]]:
+    """`--live` batches of `--chunk` events of one commune each, receipts within the history's year
+    (bench.gen.make_batch and window, as make bench's posting phases send them), validated."""
+    rng = random.Random(11)
+    out = []
+    for b in range(args.live):
+        within = window(b, args.live, len(communes), args.live_days, now)
+        raw = make_batch(rng, communes[rng.randrange(len(communes))], f"L{b}", within, size=args.chunk)
+        batch = [e for e in validate_events(raw, now, timedelta(seconds=300), None) if isinstance(e, dict)]
+        for e in batch:
+            e["ingested_at"] = now
+        out.append(batch)
+    return out
+
+
 async def main(args) -> None:
     admin = await asyncpg.connect(args.pg + "/postgres")
     name = f"chiso_stages_{os.getpid()}"
@@ -85,6 +107,8 @@ async def main(args) -> None:
             e["ingested_at"] = now
         rollup = orjson.dumps([{"u": c, "a": a} for c in communes for a in (args.province, "VN")]).decode()
         conn = await asyncpg.connect(f"{args.pg}/{name}")
+        for stmt in args.sql:  # e.g. an index dropped, to see what it costs the pass
+            await conn.execute(stmt)
         notices: list[str] = []
         conn.add_log_listener(lambda _c, msg: notices.append(msg.message))
         for stmt in (
@@ -93,12 +117,24 @@ async def main(args) -> None:
             "SET auto_explain.log_nested_statements = on",
             "SET auto_explain.log_level = notice",
             "SET client_min_messages = notice",
+            *(["SET auto_explain.log_analyze = on", "SET auto_explain.log_buffers = on"] if args.plan else []),
         ):
             await conn.execute(stmt)
         fn = pgpass.current()
         per: dict[str, float] = defaultdict(float)
         counted, wall = 0, 0.0
         chunks = [events[i : i + args.chunk] for i in range(0, len(events), args.chunk)]
+        if args.live:  # the history loaded first, uncounted; then batches as the bench's live feed posts them
+            for chunk in [events[i : i + 20_000] for i in range(0, len(events), 20_000)]:
+                async with conn.transaction():
+                    await conn.execute(f"SELECT {fn.temp_tables}()")
+                    await conn.copy_records_to_table(
+                        "chiso_stage", records=[tuple(e[c] for c in STAGE_COLUMNS) for e in chunk], columns=STAGE_COLUMNS
+                    )
+                    await conn.fetch(f"SELECT * FROM {fn.ingest_staged}($1::json, $2, $3, 0)", rollup, settings.timezone, now)
+            if args.analyze:
+                await conn.execute("ANALYZE")  # as the service's upkeep does
+            chunks = _live_batches(args, communes, now)
         for k, chunk in enumerate(chunks):
             notices.clear()
             t0 = time.perf_counter()
@@ -108,13 +144,15 @@ async def main(args) -> None:
                     "chiso_stage", records=[tuple(e[c] for c in STAGE_COLUMNS) for e in chunk], columns=STAGE_COLUMNS
                 )
                 await conn.fetch(f"SELECT * FROM {fn.ingest_staged}($1::json, $2, $3, 0)", rollup, settings.timezone, now)
-            if k == 0 and len(chunks) > 1:
+            if k <= 1 and len(chunks) > 1:
                 continue  # plans warm up
             wall += time.perf_counter() - t0
             counted += len(chunk)
             for msg in notices:
                 m = re.search(r"duration: ([0-9.]+) ms\s+plan:\s*Query Text: (.*)", msg, re.S)
                 if m and fn.ingest_staged not in m.group(2) and fn.temp_tables not in m.group(2):
+                    if args.plan and k == len(chunks) - 1 and " ".join(m.group(2).split()).startswith(args.plan):
+                        print(msg)
                     per[label(m.group(2), args.detail)] += float(m.group(1))
         await conn.close()
         print(
@@ -126,7 +164,10 @@ async def main(args) -> None:
             print(f"{stage:<58} {ms_ * 1000 / counted:>9.1f}")
         print(f"{'sum of the statements':<58} {sum(per.values()) * 1000 / counted:>9.1f}")
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if args.keep:
+            print("kept", name)
+        else:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
 
 
@@ -136,6 +177,12 @@ if __name__ == "__main__":
     ap.add_argument("--chunk", type=int, default=20_000)
     ap.add_argument("--communes", type=int, default=40)
     ap.add_argument("--province", default="01")
+    ap.add_argument("--live", type=int, default=0, help="count N batches of one commune each (the live feed), not the history")
+    ap.add_argument("--live-days", type=float, default=span_days(1_000_000), help="--live: the receipts' window, days to now")
+    ap.add_argument("--analyze", action="store_true", help="--live: ANALYZE after the history, as the service's upkeep would have")
+    ap.add_argument("--plan", help="print the last batch's plan (EXPLAIN ANALYZE, BUFFERS) of the statements opening so")
+    ap.add_argument("--sql", action="append", default=[], help="a statement run on the new database before the pass (repeatable)")
+    ap.add_argument("--keep", action="store_true", help="keep the database (its name is printed)")
     ap.add_argument("--detail", action="store_true", help="each statement by its opening words, not by stage")
     ap.add_argument("--pg", default=os.environ.get("CHISO_BENCH_PG", "postgresql://postgres@127.0.0.1:5432"))
     asyncio.run(main(ap.parse_args()))

@@ -25,7 +25,7 @@ from app.aggregates import contrib, dossier, silent
 from app.aggregates.counters import DAY_COUNTERS, TOTAL_COUNTERS
 from app.aggregates.histogram import SQL_BUCKET, SQL_HIST_ADD, SQL_HIST_PACK
 from app.db.meta import DATA_VERSION, VERSION_SLOTS
-from app.db.models.event_log import SQL_EVENT_KEY, SQL_EVENT_LOCKS, SQL_EVENT_MATCH
+from app.db.models.event_log import SQL_EVENT_KEY, SQL_EVENT_LOCKS, SQL_EVENTS_STORED
 
 # pg_advisory_xact_lock key of the install: concurrent installers (workers, nodes) queue on it, and
 # the second finds the functions the first committed.
@@ -99,6 +99,7 @@ _FRAGMENTS = {
     "MARK_DAY": contrib.SQL_MARK_DAY,
     "EVENT_KEY": lambda a: SQL_EVENT_KEY.format(a=a),
     "EVENT_LOCKS": lambda t: SQL_EVENT_LOCKS.format(t=t),
+    "EVENTS_STORED": lambda t: SQL_EVENTS_STORED.format(t=t),
 }
 _NAMES = ("INGEST_STAGED", "INGEST", "TEMP_TABLES", "BUCKET", "HIST_PACK", "HIST_ADD")  # longest first: INGEST is a prefix
 
@@ -115,11 +116,14 @@ def render_template(sql: str) -> str:
     sql = re.sub(r"@PICK\(([^)]*)\)@", lambda m: dossier.SQL_PICK(m.group(1)), sql)
     for name, render in _FRAGMENTS.items():
         sql = re.sub(rf"@{name}\((\w+)\)@", lambda m, render=render: render(m.group(1)), sql)
-    sql = re.sub(r"@EVENT_MATCH\((\w+), (\w+)\)@", lambda m: SQL_EVENT_MATCH.format(e=m.group(1), j=m.group(2)), sql)
     sql = sql.replace(
         "@WITH_TERM_LOCKED@",
-        _with_term("dossier") + " WHERE (q.unit_code, q.dossier_id) IN (SELECT b.unit_code, b.dossier_id FROM chiso_st b WHERE b.sign = 0)"
-        " ORDER BY q.unit_code, q.dossier_id FOR UPDATE OF q",
+        # each stored dossier of the batch found by its key, one at a time in key order (a join would
+        # let stale statistics read the whole table in key order instead of probing it)
+        _with_term(
+            "(SELECT DISTINCT b.unit_code, b.dossier_id FROM chiso_st b WHERE b.sign = 0 ORDER BY 1, 2) b CROSS JOIN LATERAL"
+            " (SELECT x.* FROM dossier x WHERE x.unit_code = b.unit_code AND x.dossier_id = b.dossier_id FOR UPDATE)"
+        ),
     )
     constants = {
         "RAWNAMES": ", ".join(dossier.RAW_COLUMNS),

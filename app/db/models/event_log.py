@@ -59,6 +59,18 @@ SQL_EVENT_MATCH = (
     + " AND ({e}.unit_code = {j}.unit_code AND {e}.event_id = {j}.event_id) IS TRUE"
 )
 
+# The stored events among those of table {t} (the pass's staged batch): every month's hash index
+# probed once with all of their hashes (a bitmap scan over `= ANY`), not once per event looked up (a
+# nested loop rescanning every month for each: at 14 months 2.1 → 1.4 ms for 100 events, 15 → 11
+# for 1,000, 280 → 160 for 20,000). Only the hash can be an index condition here, whatever a month's
+# statistics; the pass compares the pairs themselves in a hashed `NOT IN` of these rows.
+SQL_EVENTS_STORED = (
+    "SELECT e.unit_code, e.event_id FROM dossier_event e WHERE "
+    + SQL_EVENT_HASH.format(a="e")
+    + " = ANY (ARRAY(SELECT "
+    + SQL_EVENT_HASH.format(a="s")
+    + " FROM {t} s))"
+)
 
 # The lock a writer of a unit's events holds until it commits (PostgreSQL; SQLite has one writer at
 # a time): pg_advisory_xact_lock(EVENT_LOCK_CLASS, hashtext(unit_code)), taken for every unit of a
