@@ -162,8 +162,12 @@ def kpis(ds: list[RefDossier], units: set[str], start: date, end: date, now: dat
     out["on_time_rate"] = rate(good, good + out["resolved_late"])
     out["settlement_rate_766"] = rate(out["on_time_766"], out["cohort"])
     out["overdue_766"] = out["cohort"] - out["on_time_766"]
-    out["processing_hours_p50"] = nearest_rank(hours, 0.5)
-    out["processing_hours_p90"] = nearest_rank(hours, 0.9)
+    # the percentiles come from the histogram, whose first bucket holds every duration under a
+    # minute, those below zero included (a terminal event dated before its receipt: bucket_of); the
+    # mean keeps the sign
+    under = [max(h, 0.0) for h in hours]
+    out["processing_hours_p50"] = nearest_rank(under, 0.5)
+    out["processing_hours_p90"] = nearest_rank(under, 0.9)
     out["processing_hours_mean"] = sum(hours) / len(hours) if hours else None
     out["timed"] = len(hours)  # resolved dossiers with a receipt: the sample of the processing times
     return out
