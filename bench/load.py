@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
+import os
 import random
 import time
 from datetime import datetime
@@ -65,10 +66,14 @@ def ingest_proc(
     now: datetime,
     size: int = 1000,
     pace: float = 0.0,
+    nice: int = 0,
 ) -> None:
     """Post batches b_start..b_end-1 whose commune (b mod len(communes)) belongs to generator g; the
     run's batches tile the `span` days before `now` (bench.gen.window). `size` events a batch; with
-    `pace` > 0, open loop: batch k of this generator is sent at start + k / pace, whatever the answers."""
+    `pace` > 0, open loop: batch k of this generator is sent at start + k / pace, whatever the answers.
+    `nice` > 0: the generator yields the cores to the service (as if it posted from another machine)."""
+    if nice:
+        os.nice(nice)
     try:
         out.put(
             (

@@ -238,8 +238,9 @@ def phase(ctx, bases: list[str], root_pids: list[int], tag: str = "r2") -> dict:
         q, pq, stop = mp.Queue(), mp.Queue(), mp.Event()
         now, deadline = datetime.now(UTC), time.time() + duration
         feed = (0, n_batches, 16, tag, deadline)  # batches b0..b1, requests in flight, event ids' tag, end
+        nice = getattr(a, "feed_nice", 0)  # standalone --feed-nice: the feed as if from other machines
         gens = [
-            ctx.spawn(ingest_proc, q, bases[g % len(bases)], ctx.token, ctx.communes, g, 2, *feed, 11 + g, 1.0, now, size, pace)
+            ctx.spawn(ingest_proc, q, bases[g % len(bases)], ctx.token, ctx.communes, g, 2, *feed, 11 + g, 1.0, now, size, pace, nice)
             for g in range(2)
         ]
         time.sleep(3)  # the load settles
@@ -398,6 +399,7 @@ def main(argv=None) -> None:
     ap.add_argument("--poll-interval", type=float, default=1.0)
     ap.add_argument("--post-rate", type=float, default=2000.0)
     ap.add_argument("--pool", type=int, default=5, help="DB_POOL_SIZE of each process (a shared server has 100 connections)")
+    ap.add_argument("--feed-nice", type=int, default=0, help="the feed's generators at this nice: as if they posted from other machines")
     ap.add_argument("--keep-db", action="store_true")
     a = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the finally below stops the servers
