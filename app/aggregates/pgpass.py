@@ -31,6 +31,11 @@ from app.db.models.event_log import SQL_EVENT_KEY, SQL_EVENT_LOCKS, SQL_EVENTS_S
 # the second finds the functions the first committed.
 LOCK_KEY = 0x63686973_6F706173  # "chisopas"
 SEPARATOR = "\n$fn$;\n"  # between two functions of the template: one statement each
+# Rollup rows of one unit and day are spread over ROLLUP_SLOTS rows (column `slot`), summed by every
+# read: concurrent writers add to different rows. A pass takes the first slot from the one it is
+# given that no other pass holds (pg_try_advisory_xact_lock(SLOT_LOCK_CLASS, slot), until it commits).
+ROLLUP_SLOTS = 4
+SLOT_LOCK_CLASS = 0x63687273  # "chrs"
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,8 @@ def render_template(sql: str) -> str:
         "RAWNAMES": ", ".join(dossier.RAW_COLUMNS),
         "DATA_VERSION": DATA_VERSION,
         "VERSION_SLOTS": str(VERSION_SLOTS),  # app.db.meta: the data version's slots
+        "ROLLUP_SLOTS": str(ROLLUP_SLOTS),
+        "SLOT_LOCK_CLASS": str(SLOT_LOCK_CLASS),
     }
     for name, value in constants.items():
         sql = sql.replace(f"@{name}@", value)

@@ -4,8 +4,9 @@ units above, and the change marks that the exporter consumes.
 Lock order. Rows are touched in sorted key order, table after table, so concurrent writers wait
 for each other but never deadlock: events (ingest), dossiers, own aggregate rows, rollup rows,
 change counts (`unit_change`), change marks, then `node_meta`. Rollup rows of one unit and day are spread over ROLLUP_SLOTS
-rows; each transaction adds into one slot, so that batches of different communes seldom queue on
-their province's or the nation's row of today.
+rows; each transaction adds into one slot (on PostgreSQL one no other pass holds, when there is
+one), so that batches of different communes seldom queue on their province's or the nation's row
+of today.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from app.db.types import hist_decode, hist_encode
 from app.units.service import Registry
 
 CHUNK = 1000
-ROLLUP_SLOTS = 4
+ROLLUP_SLOTS = pgpass.ROLLUP_SLOTS  # a pass's rollup rows: one slot of these, as free as any (the PostgreSQL pass)
 DOSSIER_COLUMNS = (*STATE_COLUMNS, "sector", "eff_due_at", "end_at", "ok_766")
 # (day rows, histograms, cohort rows, totals): the histograms are a column of the day rows
 OWN_TABLES = (UnitDay, UnitDay, UnitCohortDue, UnitTotal)

@@ -14,13 +14,15 @@ from importlib.resources import files
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.aggregates import pgpass
+from app.aggregates import pgpass, writes
 from app.aggregates.writes import store_batch_pg
 from app.db.engine import Database
 from app.ingest.schemas import validate_events
 from app.main import upgrade_database
 from app.units.service import RegistryCache
+from tests.helpers.kpis import COMMUNES_46
 
 COMMUNE = "19777"
 
@@ -190,3 +192,33 @@ class TestPlansWhateverTheStatistics:
         for opening, alias in ((r"INSERT INTO chiso_st\s+SELECT d.unit_code, d.dossier_id, -1", "x"), (r"UPDATE dossier d SET", "d")):
             found = plan(opening)
             assert re.search(probe.format(alias), found) and "Hash" not in found and "Seq Scan on dossier " not in found, found
+
+
+class TestRollupSlots:
+    async def test_passes_at_once_add_to_different_rollup_slots(self, fresh_service, store, monkeypatch):
+        """Two passes at once for two communes of one province, both given slot 0: the second takes
+        the next slot no pass holds and does not wait for the first to commit (the same slot would
+        make it wait on the province's and the nation's rows of the day: lock_timeout)."""
+        if store == "sqlite":
+            pytest.skip("PostgreSQL only")
+        db, now = fresh_service.db, datetime.now(UTC)
+        registry = await RegistryCache(db).refresh()
+        monkeypatch.setattr(writes, "pick_slot", lambda: 0)
+
+        def batch(unit: str) -> list[dict]:
+            raw = [{**e, "unit_code": unit, "event_id": f"{unit}-{e['event_id']}"} for e in dossier_events(3, now)]
+            events = [e for e in validate_events(raw, now, timedelta(seconds=300), None) if isinstance(e, dict)]
+            return [{**e, "ingested_at": now} for e in events]
+
+        async with db.engine.connect() as a, db.engine.connect() as b:
+            first, second = AsyncSession(bind=a), AsyncSession(bind=b)
+            # the data version's slot is random(): seeded apart (slots 11 and 7), its row never shared
+            await first.execute(text("SELECT setseed(0.1)"))
+            await second.execute(text("SELECT setseed(0.9), set_config('lock_timeout', '5s', true)"))
+            await store_batch_pg(first, batch(COMMUNES_46[0]), registry, fresh_service.settings.timezone, now)
+            await store_batch_pg(second, batch(COMMUNES_46[1]), registry, fresh_service.settings.timezone, now)
+            await second.commit()
+            await first.commit()
+        async with db.engine.connect() as conn:
+            slots = (await conn.execute(text("SELECT DISTINCT slot FROM rollup_day WHERE unit_code IN ('46', 'VN') ORDER BY 1"))).scalars()
+            assert list(slots) == [0, 1]
