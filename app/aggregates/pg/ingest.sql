@@ -142,9 +142,9 @@ BEGIN
   PERFORM set_config('enable_nestloop', 'off', true);
 
   -- the slot of this pass's rollup rows: the first from p_slot on that no other pass holds until it
-  -- commits, so that passes at once do not queue on the same rows of a province and of the nation
-  -- (at saturation, half of the backends' time was that wait); every slot held: p_slot, whose rows
-  -- wait their turn. The fresh path (app.ingest.fresh) keeps the slot it is given.
+  -- commits, so that up to ROLLUP_SLOTS passes at once do not queue on the same rows of a province
+  -- and of the nation (bench/README.md, "Rollup slots that no two passes share"); every slot held:
+  -- p_slot, whose rows wait their turn. The fresh path (app.ingest.fresh) keeps the slot it is given.
   FOR i IN 0 .. @ROLLUP_SLOTS@ - 1 LOOP
     IF pg_try_advisory_xact_lock(@SLOT_LOCK_CLASS@, (p_slot + i) % @ROLLUP_SLOTS@) THEN
       p_slot := (p_slot + i) % @ROLLUP_SLOTS@;
