@@ -44,7 +44,7 @@ from app.db.types import hist_decode, hist_encode
 from app.units.service import Registry
 
 CHUNK = 1000
-ROLLUP_SLOTS = pgpass.ROLLUP_SLOTS  # a pass's rollup rows: one slot of these, as free as any (the PostgreSQL pass)
+ROLLUP_SLOTS = pgpass.ROLLUP_SLOTS  # rollup rows per unit and day; declared with the pass, which picks a free one
 DOSSIER_COLUMNS = (*STATE_COLUMNS, "sector", "eff_due_at", "end_at", "ok_766")
 # (day rows, histograms, cohort rows, totals): the histograms are a column of the day rows
 OWN_TABLES = (UnitDay, UnitDay, UnitCohortDue, UnitTotal)
